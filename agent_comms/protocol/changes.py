@@ -1,0 +1,65 @@
+"""What applying an operation changed, as facts the runtime turns into delivery events.
+
+:meth:`MeshState.apply <agent_comms.protocol.state.MeshState.apply>` returns a list of these. They describe the
+replicated state, not any one agent's inbox: deciding who is told what (and formatting it) happens above the
+protocol layer.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .ops import AgentUpsert, Op, ReceiptStatus
+from .rooms import RoomChange
+
+__all__ = ["AgentChanged", "Change", "MessageAdded", "ReceiptAdvanced", "RoomChanged", "RoomSuperseded"]
+
+
+@attrs.frozen
+class AgentChanged:
+    """An agent's visible record or its online state changed. ``previous`` is ``None`` for a new agent."""
+
+    agent_id: str
+    record: AgentUpsert
+    online: bool
+    previous: AgentUpsert | None
+    was_online: bool
+
+
+@attrs.frozen
+class RoomChanged:
+    """Something happened in the room instance ``room_id`` (called ``name``)."""
+
+    room_id: str
+    name: str
+    change: RoomChange
+
+
+@attrs.frozen
+class RoomSuperseded:
+    """Room instance ``room_id`` lost a concurrent creation of ``name`` to ``winner``; it no longer exists."""
+
+    room_id: str
+    name: str
+    winner: str
+
+
+@attrs.frozen
+class MessageAdded:
+    """A room message or a direct message was added to its conversation and is visible."""
+
+    op: Op
+    conversation: str
+
+
+@attrs.frozen
+class ReceiptAdvanced:
+    """``recipient``'s receipt for ``message_id`` reached ``status``."""
+
+    message_id: str
+    recipient: str
+    status: ReceiptStatus
+    op: Op
+
+
+Change = AgentChanged | RoomChanged | RoomSuperseded | MessageAdded | ReceiptAdvanced

@@ -1,0 +1,105 @@
+"""One peer's data plane: stamping local operations, applying remote ones exactly once, and anti-entropy.
+
+Anti-entropy is two frames. The requester sends a :class:`~.wire.SyncRequest` with the digest of its state and, for
+every origin, the highest sequence number below which it has seen every operation. A responder whose digest
+differs answers with every stored operation the requester may lack (sequence above that floor), oldest first, so
+that a room's creation arrives before its membership changes and an agent's claim before the agent's messages.
+Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
+(:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .changes import Change
+from .hlc import Hlc
+from .ops import Body, Op, op_key
+from .state import DEFAULT_HISTORY_LIMIT, MeshState
+from .wire import SyncRequest
+
+__all__ = ["Replica", "SeenSet"]
+
+
+@attrs.define
+class SeenSet:
+    """The sequence numbers seen from one origin: everything up to ``floor``, plus ``extra`` beyond it."""
+
+    floor: int = 0
+    extra: set[int] = attrs.field(factory=set)
+
+    def add(self, seq: int) -> bool:
+        """Record ``seq``; return ``False`` if it had been seen already."""
+        if seq <= self.floor or seq in self.extra:
+            return False
+        if seq == self.floor + 1:
+            self.floor = seq
+            extra = self.extra
+            while self.floor + 1 in extra:
+                self.floor += 1
+                extra.discard(self.floor)
+        else:
+            self.extra.add(seq)
+        return True
+
+    def __contains__(self, seq: int) -> bool:
+        return seq <= self.floor or seq in self.extra
+
+
+@attrs.define
+class Replica:
+    """A peer's replica of the mesh state plus the bookkeeping that makes delivery exactly-once."""
+
+    peer_id: str
+    state: MeshState = attrs.field(factory=lambda: MeshState(DEFAULT_HISTORY_LIMIT))
+    hlc: Hlc = attrs.field(factory=Hlc)
+    seq: int = 0
+    seen: dict[str, SeenSet] = attrs.field(factory=dict)
+
+    @classmethod
+    def create(cls, peer_id: str, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Replica:
+        """A fresh replica for a peer."""
+        return cls(peer_id, MeshState(history_limit))
+
+    def next_op_id(self) -> str:
+        """The id the next local operation will get (a room's id is the id of the operation creating it)."""
+        return f"{self.peer_id}-{self.seq + 1}"
+
+    def make(self, body: Body, now_ms: int) -> tuple[Op, list[Change]]:
+        """Stamp a local operation, apply it, and return it (to broadcast) with the changes it caused."""
+        self.seq += 1
+        op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms), body)
+        self.seen.setdefault(self.peer_id, SeenSet()).add(self.seq)
+        return op, self.state.apply(op)
+
+    def receive(self, op: Op) -> list[Change]:
+        """Apply an operation from the network; a duplicate is ignored."""
+        seen = self.seen.get(op.origin)
+        if seen is None:
+            seen = self.seen[op.origin] = SeenSet()
+        if not seen.add(op.seq):
+            return []
+        self.hlc.observe(op.hlc)
+        return self.state.apply(op)
+
+    def receive_many(self, ops: tuple[Op, ...] | list[Op]) -> list[Change]:
+        """Apply several operations in the given order; return all their changes."""
+        changes: list[Change] = []
+        for op in ops:
+            changes.extend(self.receive(op))
+        return changes
+
+    def sync_request(self) -> SyncRequest:
+        """Anti-entropy, step one: our digest and how far we have seen each origin."""
+        return SyncRequest(self.state.digest(), {origin: s.floor for origin, s in self.seen.items()})
+
+    def sync_answer(self, request: SyncRequest) -> list[Op]:
+        """Anti-entropy, step two: what the requester may lack, oldest first (empty if the digests agree)."""
+        if request.digest == self.state.digest():
+            return []
+        floors = request.seen
+        unique: dict[tuple[str, int], Op] = {}
+        for op in self.state.stored_ops():
+            if op.seq > floors.get(op.origin, 0):
+                unique[(op.origin, op.seq)] = op
+        return sorted(unique.values(), key=op_key)

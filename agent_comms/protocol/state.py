@@ -1,0 +1,476 @@
+"""The replicated mesh state and its merge rules.
+
+Theory of operation
+===================
+
+Every peer holds a full replica of the mesh: agents, rooms, room messages, direct messages and read receipts.
+The replica changes only by applying operations (:mod:`agent_comms.protocol.ops`), which peers broadcast when
+they make them and exchange again by anti-entropy. The network may deliver an operation late, twice, or in any
+order relative to others, so every rule below is written so that the result depends only on *which* operations a
+peer holds, never on the order they came in. That is the whole convergence argument: peers that end up with the
+same set of operations have the same state, and anti-entropy (:mod:`agent_comms.protocol.replica`) makes the sets
+equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare cheaply.
+
+1. **Operations are immutable and unique.** ``(origin, seq)`` names one operation; applying it twice changes
+   nothing. ``(hlc, origin, seq)`` is a total order all peers agree on.
+
+2. **Agents: last writer wins, by the owner only.** An agent's record is written by the peer hosting it. A host's
+   *claim* on an agent is ``(incarnation, peer_id)``; a bridge that restarts on a new peer claims the same agent id
+   again with a higher incarnation (an HLC stamp). Records merge by the largest ``(incarnation, peer_id, version)``,
+   a join. A record is accepted only from the peer it names (``peer_id == origin``): nobody else can edit it. The
+   first record of every claim is kept as well (the newest :data:`MAX_CLAIMS` claims), so every peer knows the
+   same claims.
+
+3. **Offline verdicts only grow.** A failure detector anywhere may say "claim ``(i, p)`` of agent ``a`` is
+   offline" (:class:`~.ops.AgentSuspect`); the largest verdict is kept. An agent is online if its record says so
+   and no verdict covers its current claim. A live host refutes a false verdict by claiming again with a higher
+   incarnation, which no older verdict covers.
+
+4. **Acting as an agent needs a claim.** Room operations, messages and receipts name the agent they act as and
+   the incarnation of the claim they act under; the claim's peer is the operation's origin. Such an operation
+   takes effect only if that claim is known (or the agent is unknown altogether, for instance forgotten, or the
+   claim is older than every kept claim). This is evaluated from the final set of claims, so it converges; and a
+   peer cannot act as an agent hosted elsewhere without publicly claiming it.
+
+5. **Rooms are folds.** A room instance keeps the set of its operations sorted by the total order and its state is
+   the fold of that log (:mod:`agent_comms.protocol.rooms`): concurrent join/leave/kick of an agent resolve the
+   same way everywhere, a kicked agent stays out until invited again, only the owner invites, kicks or destroys.
+   Two rooms created with one name concurrently: the instance created first in the total order wins, the other is
+   superseded everywhere. A name can be reused after its room was destroyed.
+
+6. **Histories are bounded by top-N.** Each conversation keeps its newest ``history_limit`` messages by the total
+   order (:mod:`agent_comms.protocol.history`); top-N of a union is a join, so truncation converges.
+   A room message is visible if its author was a member of the room at the message's place in the total order.
+
+7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
+   issues it (rule 4). Receipts live and die with their message: one for a message a full history would refuse is
+   refused too.
+
+8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
+   since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped
+   before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
+   their live agents well within the horizon, so a live agent is never refused. A destroyed room keeps no messages
+   (its small membership log stays, so late operations for it cannot revive it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+
+from .changes import AgentChanged, Change, MessageAdded, ReceiptAdvanced, RoomChanged, RoomSuperseded
+from .history import History
+from .hlc import COUNTER_BITS
+from .ops import (
+    AgentSuspect,
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    Op,
+    OpKey,
+    Receipt,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+    op_key,
+)
+from .rooms import RoomChange, RoomLog, RoomView
+
+__all__ = ["DEFAULT_HISTORY_LIMIT", "MAX_CLAIMS", "AgentEntry", "MeshState"]
+
+#: Messages kept per conversation unless configured otherwise.
+DEFAULT_HISTORY_LIMIT: Final = 1000
+#: Claims kept per agent (one per restart of its bridge); older ones are forgotten.
+MAX_CLAIMS: Final = 16
+
+_STATUS_RANK: Final = {"delivered": 1, "read": 2}
+
+Claim = tuple[int, str]
+
+
+@attrs.define
+class AgentEntry:
+    """What the replica holds for one agent. ``record`` is ``None`` while only an offline verdict is known."""
+
+    record: Op | None = None
+    claims: dict[Claim, Op] = attrs.field(factory=dict)
+    suspect: Op | None = None
+
+    @property
+    def body(self) -> AgentUpsert:
+        """The agent's current record (only call when :attr:`record` is set)."""
+        assert self.record is not None
+        body = self.record.body
+        assert isinstance(body, AgentUpsert)
+        return body
+
+    @property
+    def online(self) -> bool:
+        """Online: the record says so and no offline verdict covers the current claim."""
+        if self.record is None:
+            return False
+        body = self.body
+        if not body.online:
+            return False
+        suspect = self.suspect
+        if suspect is None:
+            return True
+        verdict = suspect.body
+        assert isinstance(verdict, AgentSuspect)
+        return (verdict.incarnation, verdict.peer_id) < (body.incarnation, body.peer_id)
+
+
+def _record_rank(op: Op) -> tuple[int, str, int, OpKey]:
+    body = op.body
+    assert isinstance(body, AgentUpsert)
+    return (body.incarnation, body.peer_id, body.version, op_key(op))
+
+
+def _suspect_rank(op: Op) -> tuple[int, str, OpKey]:
+    body = op.body
+    assert isinstance(body, AgentSuspect)
+    return (body.incarnation, body.peer_id, op_key(op))
+
+
+@attrs.define
+class MeshState:
+    """One peer's replica of the whole mesh. Change it only through :meth:`apply`."""
+
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    agents: dict[str, AgentEntry] = attrs.field(factory=dict)
+    rooms: dict[str, RoomLog] = attrs.field(factory=dict)
+    #: room name -> ids of every instance created with that name
+    room_names: dict[str, list[str]] = attrs.field(factory=dict)
+    #: conversation (room id, or :func:`~.ops.dm_conversation`) -> its bounded history
+    histories: dict[str, History] = attrs.field(factory=dict)
+    #: message id -> the message, for every message held in a history
+    messages: dict[str, Op] = attrs.field(factory=dict)
+    #: message id -> (recipient, issuing peer) -> the most advanced receipt
+    receipts: dict[str, dict[tuple[str, str], Op]] = attrs.field(factory=dict)
+    #: conversation -> heap of (message key, message id) for receipts whose message is not held (yet)
+    orphan_receipts: dict[str, list[tuple[OpKey, str]]] = attrs.field(factory=dict)
+    #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
+    authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
+    #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
+    horizon: int = 0
+
+    # ------------------------------------------------------------------ queries
+
+    def claim_known(self, agent_id: str, incarnation: int, peer_id: str) -> bool:
+        """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?"""
+        entry = self.agents.get(agent_id)
+        if entry is None or not entry.claims:
+            return True
+        claims = entry.claims
+        if (incarnation, peer_id) in claims:
+            return True
+        return len(claims) >= MAX_CLAIMS and (incarnation, peer_id) < min(claims)
+
+    def room_instances(self, name: str) -> list[RoomLog]:
+        """The instances of ``name`` that exist or existed (superseded ones excluded), oldest first."""
+        logs = [self.rooms[i] for i in self.room_names.get(name, ())]
+        folded = sorted((log for log in logs if log.view is not None), key=lambda log: _view(log).created)
+        accepted: list[RoomLog] = []
+        for log in folded:
+            created = _view(log).created
+            if all(_gone_before(_view(a), created) for a in accepted):
+                accepted.append(log)
+        return accepted
+
+    def room(self, name: str) -> RoomView | None:
+        """The live room called ``name``, if there is one."""
+        instances = self.room_instances(name)
+        if not instances:
+            return None
+        view = _view(instances[-1])
+        return None if view.destroyed is not None else view
+
+    def room_id(self, name: str) -> str | None:
+        """The id of the live room called ``name``, if there is one."""
+        instances = self.room_instances(name)
+        if not instances or _view(instances[-1]).destroyed is not None:
+            return None
+        return instances[-1].room_id
+
+    def room_accepted(self, room_id: str) -> bool:
+        """Whether instance ``room_id`` exists (was created, its creator's claim is known, and not superseded)."""
+        log = self.rooms.get(room_id)
+        if log is None or log.view is None:
+            return False
+        return any(a.room_id == room_id for a in self.room_instances(log.view.name))
+
+    def message_visible(self, op: Op) -> bool:
+        """Whether a held message counts: its author's claim is known and, in a room, it was a member then."""
+        body = op.body
+        if isinstance(body, DirectMessage):
+            return self.claim_known(body.author, body.author_inc, op.origin)
+        assert isinstance(body, RoomMessage)
+        if not self.claim_known(body.author, body.author_inc, op.origin):
+            return False
+        log = self.rooms.get(body.room_id)
+        if log is None or log.view is None or not self.room_accepted(body.room_id):
+            return False
+        return log.view.was_member(body.author, op_key(op))
+
+    def receipt_status(self, message_id: str, recipient: str) -> str | None:
+        """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none)."""
+        best: Op | None = None
+        for (who, _peer), op in self.receipts.get(message_id, {}).items():
+            body = op.body
+            assert isinstance(body, Receipt)
+            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin):
+                continue
+            if best is None or _receipt_rank(op) > _receipt_rank(best):
+                best = op
+        if best is None:
+            return None
+        body = best.body
+        assert isinstance(body, Receipt)
+        return body.status
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, op: Op) -> list[Change]:
+        """Apply one operation (idempotent, order-independent); return what visibly changed."""
+        body = op.body
+        if isinstance(body, RoomMessage):
+            return self._apply_message(op, body.room_id)
+        if isinstance(body, DirectMessage):
+            return self._apply_message(op, dm_conversation(body.author, body.recipient))
+        if isinstance(body, Receipt):
+            return self._apply_receipt(op, body)
+        if isinstance(body, Membership):
+            return self._apply_room_op(op, body.room_id, body.author)
+        if isinstance(body, RoomCreate):
+            if body.room_id != op_id(op):
+                return []  # a room id is the id of the operation that created it, so it cannot be taken over
+            return self._apply_room_op(op, body.room_id, body.author, name=body.name)
+        if isinstance(body, AgentUpsert):
+            return self._apply_upsert(op, body)
+        return self._apply_suspect(op, body)
+
+    def _apply_upsert(self, op: Op, body: AgentUpsert) -> list[Change]:
+        if body.peer_id != op.origin:
+            return []  # rule 2: only the host writes an agent's record
+        entry = self.agents.get(body.agent_id)
+        if entry is None:
+            if op.hlc < self.horizon:
+                return []  # rule 8: forgotten (a live host re-stamps its agents well within the horizon)
+            entry = self.agents[body.agent_id] = AgentEntry()
+        if entry.record is None:
+            entry.record = op
+            entry.claims[(body.incarnation, body.peer_id)] = op
+            changes: list[Change] = [AgentChanged(body.agent_id, body, entry.online, None, False)]
+            return changes + self._refold_authored(body.agent_id)
+        previous, was_online = entry.body, entry.online
+        changes = []
+        claim = (body.incarnation, body.peer_id)
+        known = entry.claims.get(claim)
+        if known is None:
+            if len(entry.claims) >= MAX_CLAIMS and claim < min(entry.claims):
+                return []  # older than every claim kept: refused like a truncated message
+            entry.claims[claim] = op
+            if len(entry.claims) > MAX_CLAIMS:
+                del entry.claims[min(entry.claims)]
+            changes.extend(self._refold_authored(body.agent_id))
+        elif op_key(op) < op_key(known):
+            entry.claims[claim] = op
+        if _record_rank(op) > _record_rank(entry.record):
+            entry.record = op
+        if entry.body != previous or entry.online != was_online:
+            changes.insert(0, AgentChanged(body.agent_id, entry.body, entry.online, previous, was_online))
+        return changes
+
+    def _apply_suspect(self, op: Op, body: AgentSuspect) -> list[Change]:
+        entry = self.agents.get(body.agent_id)
+        if entry is None:
+            if op.hlc < self.horizon:
+                return []  # rule 8
+            # Kept even before the record arrives, or the outcome would depend on arrival order.
+            entry = self.agents[body.agent_id] = AgentEntry()
+        if entry.suspect is not None and _suspect_rank(op) <= _suspect_rank(entry.suspect):
+            return []
+        was_online = entry.online
+        entry.suspect = op
+        if entry.record is None or entry.online == was_online:
+            return []
+        return [AgentChanged(body.agent_id, entry.body, entry.online, entry.body, was_online)]
+
+    def _apply_room_op(self, op: Op, room_id: str, author: str, name: str | None = None) -> list[Change]:
+        log = self.rooms.get(room_id)
+        if log is None:
+            log = self.rooms[room_id] = RoomLog(room_id)
+        self.authored_rooms.setdefault(author, set()).add(room_id)
+        if name is None:
+            return self._room_changes(log, log.add(op, self.claim_known))
+        # A creation can change which instance of the name wins: compare before and after.
+        before = [log.room_id for log in self.room_instances(name)]
+        self.room_names.setdefault(name, []).append(room_id)
+        changes = self._room_changes(log, log.add(op, self.claim_known))
+        return changes + self._superseded(name, before)
+
+    def _room_changes(self, log: RoomLog, changes: list[RoomChange]) -> list[Change]:
+        if log.view is not None and log.view.destroyed is not None and log.room_id in self.histories:
+            self._drop_conversation(log.room_id)
+        if not changes or log.view is None or not self.room_accepted(log.room_id):
+            return []
+        name = log.view.name
+        return [RoomChanged(log.room_id, name, c) for c in changes]
+
+    def _superseded(self, name: str, before: list[str]) -> list[Change]:
+        after = [log.room_id for log in self.room_instances(name)]
+        if after == before:
+            return []
+        winner = after[-1] if after else ""
+        return [RoomSuperseded(room_id, name, winner) for room_id in before if room_id not in after]
+
+    def _refold_authored(self, agent_id: str) -> list[Change]:
+        """Rule 4 depends on claims: after an agent's claims change, refold the rooms it acted in."""
+        changes: list[Change] = []
+        for room_id in sorted(self.authored_rooms.get(agent_id, ())):
+            log = self.rooms[room_id]
+            name = log.view.name if log.view is not None else None
+            if name is None and log.create is not None:
+                create = log.create.body
+                assert isinstance(create, RoomCreate)
+                name = create.name
+            before = [] if name is None else [x.room_id for x in self.room_instances(name)]
+            changes.extend(self._room_changes(log, log.refold(self.claim_known)))
+            if name is not None:
+                changes.extend(self._superseded(name, before))
+        return changes
+
+    def _apply_message(self, op: Op, conversation: str) -> list[Change]:
+        if isinstance(op.body, RoomMessage):
+            log = self.rooms.get(conversation)
+            if log is not None and log.view is not None and log.view.destroyed is not None:
+                return []  # a destroyed room keeps no history (rule 5)
+        history = self.histories.get(conversation)
+        if history is None:
+            history = self.histories[conversation] = History(self.history_limit)
+        kept, evicted = history.add(op)
+        if not kept:
+            return []
+        self.messages[op_id(op)] = op
+        for old in evicted:
+            old_id = op_id(old)
+            del self.messages[old_id]
+            self.receipts.pop(old_id, None)
+        if history.full:
+            self._prune_orphans(conversation, history.keys[0])
+        if not self.message_visible(op):
+            return []
+        return [MessageAdded(op, conversation)]
+
+    def _prune_orphans(self, conversation: str, oldest: OpKey) -> None:
+        heap = self.orphan_receipts.get(conversation)
+        if not heap:
+            return
+        while heap and heap[0][0] < oldest:
+            _key, message_id = heapq.heappop(heap)
+            if message_id not in self.messages:
+                self.receipts.pop(message_id, None)
+        if not heap:
+            del self.orphan_receipts[conversation]
+
+    def _apply_receipt(self, op: Op, body: Receipt) -> list[Change]:
+        message_id = body.message_id
+        held = message_id in self.messages
+        if not held:
+            history = self.histories.get(body.conversation)
+            if history is not None and not history.admits(body.message_key):
+                return []  # rule 7: its message is (or would be) truncated away
+        slot = self.receipts.setdefault(message_id, {})
+        key = (body.recipient, op.origin)
+        current = slot.get(key)
+        if current is not None and _receipt_rank(op) <= _receipt_rank(current):
+            return []
+        before = self.receipt_status(message_id, body.recipient)
+        slot[key] = op
+        if not held and current is None:
+            heapq.heappush(self.orphan_receipts.setdefault(body.conversation, []), (body.message_key, message_id))
+        after = self.receipt_status(message_id, body.recipient)
+        if after is None or after == before:
+            return []
+        return [ReceiptAdvanced(message_id, body.recipient, body.status, op)]
+
+    # ------------------------------------------------------------------ forgetting
+
+    def collect_garbage(self, horizon_ms: int) -> None:
+        """Rule 8: forget what went offline or was destroyed before ``horizon_ms`` (wall-clock milliseconds)."""
+        horizon = horizon_ms << COUNTER_BITS
+        self.horizon = max(self.horizon, horizon)
+        gone = [
+            agent_id
+            for agent_id, entry in self.agents.items()
+            if not entry.online and _last_change(entry) < self.horizon
+        ]
+        for agent_id in gone:
+            del self.agents[agent_id]
+            self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
+        for conversation in [c for c in self.histories if c.startswith("dm:")]:
+            a, b = conversation[3:].split("|", 1)
+            if a not in self.agents and b not in self.agents:
+                self._drop_conversation(conversation)
+
+    def _drop_conversation(self, conversation: str) -> None:
+        history = self.histories.pop(conversation, None)
+        if history is not None:
+            for op in history.messages:
+                message_id = op_id(op)
+                self.messages.pop(message_id, None)
+                self.receipts.pop(message_id, None)
+        for _key, message_id in self.orphan_receipts.pop(conversation, []):
+            self.receipts.pop(message_id, None)
+
+    # ------------------------------------------------------------------ digests
+
+    def stored_ops(self) -> Iterator[Op]:
+        """Every operation the replica holds (what anti-entropy may send). May repeat an operation."""
+        for entry in self.agents.values():
+            if entry.record is not None:
+                yield entry.record
+            yield from entry.claims.values()
+            if entry.suspect is not None:
+                yield entry.suspect
+        for log in self.rooms.values():
+            yield from log.stored_ops()
+        for history in self.histories.values():
+            yield from history.messages
+        for slot in self.receipts.values():
+            yield from slot.values()
+
+    def digest(self) -> bytes:
+        """A hash of the set of stored operations: equal digests mean equal replicas."""
+        ids = sorted({(op.origin, op.seq) for op in self.stored_ops()})
+        h = hashlib.blake2b(digest_size=16)
+        for origin, seq in ids:
+            h.update(f"{origin}:{seq};".encode())
+        return h.digest()
+
+
+def _view(log: RoomLog) -> RoomView:
+    assert log.view is not None
+    return log.view
+
+
+def _gone_before(view: RoomView, key: OpKey) -> bool:
+    return view.destroyed is not None and view.destroyed < key
+
+
+def _receipt_rank(op: Op) -> tuple[int, OpKey]:
+    body = op.body
+    assert isinstance(body, Receipt)
+    return (_STATUS_RANK[body.status], op_key(op))
+
+
+def _last_change(entry: AgentEntry) -> int:
+    stamp = 0 if entry.record is None else entry.record.hlc
+    if entry.suspect is not None:
+        stamp = max(stamp, entry.suspect.hlc)
+    return stamp

@@ -1,0 +1,78 @@
+"""Task runner sessions: ``python3 -m nox -s tests`` runs the whole suite (core and every bridge).
+
+Sessions: ``tests`` (default), ``lint``, ``typing``, and ``hypothesis_long`` (a longer property-testing run of
+the protocol core, not run by default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+ROOT = Path(__file__).parent
+LINT_PATHS = ["agent_comms", "tests", "noxfile.py"]
+
+
+def _bridges() -> list[Path]:
+    """Every bridge distribution: a directory under ``bridges/`` with its own ``pyproject.toml``."""
+    return sorted(p.parent for p in ROOT.glob("bridges/*/pyproject.toml"))
+
+
+def _bridge_requirement(bridge: Path) -> str:
+    """The editable install target for a bridge, with its ``test`` extra when it declares one."""
+    project = tomllib.loads((bridge / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    extras = project.get("optional-dependencies", {})
+    target = bridge.relative_to(ROOT).as_posix()
+    return f"./{target}[test]" if "test" in extras else f"./{target}"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite of the core and of every bridge (slow soak/chaos tests excluded).
+
+    Positional arguments replace the default test paths, e.g. ``nox -s tests -- tests/test_cli.py -x``;
+    ``-- -m slow`` selects the slow tests instead (the last ``-m`` wins).
+    """
+    bridges = _bridges()
+    editables = [arg for bridge in bridges for arg in ("-e", _bridge_requirement(bridge))]
+    # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
+    session.install("-e", ".[test]", *editables)
+    bridge_tests = [str(b.relative_to(ROOT) / "tests") for b in bridges if (b / "tests").is_dir()]
+    paths = session.posargs or ["tests", *bridge_tests]
+    session.run("pytest", "-m", "not slow", *paths, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff (positional arguments replace the default paths)."""
+    session.install("ruff")
+    paths = session.posargs or LINT_PATHS
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """Type-check ``agent_comms`` with mypy in strict mode (configuration in pyproject.toml)."""
+    session.install("-e", ".", "mypy")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def hypothesis_long(session: nox.Session) -> None:
+    """Run the protocol property tests under the long Hypothesis profile (many more examples)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "tests/protocol",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "long"},
+    )

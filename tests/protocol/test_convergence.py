@@ -1,0 +1,365 @@
+"""The replicated state converges: a Hypothesis state machine over a simulated network of 2-6 peers.
+
+Rules make operations on random peers (register, update, rooms, membership, messages, DMs, receipts, offline
+verdicts, and forgeries by a misbehaving peer), and move frames in any order, duplicate or drop them, cut and heal
+links, crash and restart peers. Safety invariants are checked after every step; after the network settles, every
+live peer must hold the same state.
+"""
+
+from __future__ import annotations
+
+from hypothesis import event
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from simnet import SimNet, rebuild, receipt_body, visible_snapshot
+
+from agent_comms.protocol.ops import (
+    AgentSuspect,
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+)
+
+ROOM_NAMES = ["lobby", "dev", "ops"]
+AGENTS_PER_PEER = 2
+HISTORY_LIMIT = 4
+
+peer_index = st.integers(0, 5)
+slot = st.integers(0, AGENTS_PER_PEER - 1)
+
+
+def agent_of(peer: int, which: int) -> str:
+    return f"agent-{peer}-{which}"
+
+
+class ConvergenceMachine(RuleBasedStateMachine):
+    """A small mesh under arbitrary operations and faults."""
+
+    net: SimNet
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.receipt_floor: dict[tuple[int, int, str, str], int] = {}
+
+    @initialize(n=st.integers(2, 6))
+    def start(self, n: int) -> None:
+        self.net = SimNet.build(n, HISTORY_LIMIT)
+        for index in range(n):
+            for which in range(AGENTS_PER_PEER):
+                self.register(index, which)
+        # A populated start: a public and a private room, known everywhere, and everybody asking to join both
+        # (the private room's joins take effect only for those invited later).
+        self.create_room(0, 0, "lobby", "public")
+        self.create_room(1, 0, "dev", "private")
+        self.net.settle()
+        for index in range(n):
+            for which in range(AGENTS_PER_PEER):
+                self.membership(index, which, "lobby", "join", 0, 0)
+                self.membership(index, which, "dev", "join", 0, 0)
+
+    # ------------------------------------------------------------------ helpers
+
+    def peer(self, index: int):  # type: ignore[no-untyped-def]
+        peers = self.net.peers
+        return peers[index % len(peers)]
+
+    def hosted(self, index: int, which: int) -> tuple[int, str, int] | None:
+        """(peer index, agent id, incarnation) if that agent is registered on a live peer."""
+        peer = self.peer(index)
+        agent = agent_of(peer.index, which)
+        if peer.replica is None or agent not in peer.claims:
+            return None
+        return peer.index, agent, peer.claims[agent][0]
+
+    def upsert(self, index: int, agent: str, **changes: object) -> None:
+        peer = self.net.peers[index]
+        assert peer.replica is not None
+        incarnation, version = peer.claims[agent]
+        peer.claims[agent] = (incarnation, version + 1)
+        fields: dict[str, object] = {
+            "agent_id": agent,
+            "peer_id": peer.replica.peer_id,
+            "incarnation": incarnation,
+            "version": version + 1,
+            "name": agent,
+            "harness": "test",
+            "cwd": "/work",
+            "pid": 100 + index,
+            "process_start": 1.0,
+        }
+        fields.update(changes)
+        self.net.make(index, AgentUpsert(**fields))  # type: ignore[arg-type]
+
+    def room_id(self, index: int, name: str) -> str | None:
+        replica = self.net.peers[index].replica
+        assert replica is not None
+        return replica.state.room_id(name)
+
+    # ------------------------------------------------------------------ operations
+
+    @rule(index=peer_index, which=slot)
+    def register(self, index: int, which: int) -> None:
+        peer = self.peer(index)
+        if peer.replica is None:
+            return
+        agent = agent_of(peer.index, which)
+        incarnation = peer.replica.hlc.tick(self.net.tick())
+        peer.claims[agent] = (incarnation, -1)
+        self.upsert(peer.index, agent)
+
+    @rule(index=peer_index, which=slot, status=st.sampled_from(["active", "idle", "busy"]), online=st.booleans())
+    def update(self, index: int, which: int, status: str, online: bool) -> None:
+        hosted = self.hosted(index, which)
+        if hosted is not None:
+            self.upsert(hosted[0], hosted[1], status=status, online=online)
+
+    @rule(index=peer_index, target_peer=peer_index, which=slot)
+    def suspect(self, index: int, target_peer: int, which: int) -> None:
+        """A failure detector on ``index`` declares the agent's claim it knows offline."""
+        peer = self.peer(index)
+        if peer.replica is None:
+            return
+        agent = agent_of(self.peer(target_peer).index, which)
+        entry = peer.replica.state.agents.get(agent)
+        if entry is None or entry.record is None:
+            return
+        body = entry.body
+        self.net.make(peer.index, AgentSuspect(agent, body.incarnation, body.peer_id))
+
+    @rule(index=peer_index, which=slot, name=st.sampled_from(ROOM_NAMES), kind=st.sampled_from(["public", "private"]))
+    def create_room(self, index: int, which: int, name: str, kind: str) -> None:
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        replica = self.net.peers[p].replica
+        assert replica is not None
+        body = RoomCreate(replica.next_op_id(), name, kind, "a room", agent, inc)  # type: ignore[arg-type]
+        self.net.make(p, body)
+
+    @rule(
+        index=peer_index,
+        which=slot,
+        name=st.sampled_from(ROOM_NAMES),
+        action=st.sampled_from(["join", "leave", "invite", "kick", "decline", "destroy"]),
+        subject_peer=peer_index,
+        subject_which=slot,
+    )
+    def membership(self, index: int, which: int, name: str, action: str, subject_peer: int, subject_which: int) -> None:
+        """Any membership change, allowed or not: the fold must decide the same way everywhere."""
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        room_id = self.room_id(p, name)
+        if room_id is None:
+            return
+        subject = agent_of(self.peer(subject_peer).index, subject_which) if action in ("invite", "kick") else ""
+        self.net.make(p, Membership(room_id, action, agent, inc, subject))  # type: ignore[arg-type]
+
+    @rule(index=peer_index, which=slot, name=st.sampled_from(ROOM_NAMES), text=st.sampled_from(["hi", "ok"]))
+    def send(self, index: int, which: int, name: str, text: str) -> None:
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        room_id = self.room_id(p, name)
+        if room_id is not None:
+            self.net.make(p, RoomMessage(room_id, agent, inc, text))
+
+    @rule(index=peer_index, which=slot, to_peer=peer_index, to_which=slot)
+    def dm(self, index: int, which: int, to_peer: int, to_which: int) -> None:
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        self.net.make(p, DirectMessage(agent, inc, agent_of(self.peer(to_peer).index, to_which), "psst"))
+
+    @rule(index=peer_index, which=slot, pick=st.integers(0, 50), read=st.booleans())
+    def receipt(self, index: int, which: int, pick: int, read: bool) -> None:
+        """The recipient's host reports a message delivered or read."""
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        replica = self.net.peers[p].replica
+        assert replica is not None
+        held = sorted(replica.state.messages.values(), key=op_id)
+        if not held:
+            return
+        message = held[pick % len(held)]
+        body = message.body
+        if isinstance(body, DirectMessage):
+            conversation = dm_conversation(body.author, body.recipient)
+        else:
+            assert isinstance(body, RoomMessage)
+            conversation = body.room_id
+        status = "read" if read else "delivered"
+        self.net.make(p, receipt_body(message, agent, inc, status, conversation))
+
+    @rule(rogue=peer_index, victim=peer_index, which=slot)
+    def forge(self, rogue: int, victim: int, which: int) -> None:
+        """A misbehaving peer edits another peer's agent and speaks as it: both must have no effect."""
+        rogue_peer, victim_peer = self.peer(rogue), self.peer(victim)
+        if rogue_peer.index == victim_peer.index or rogue_peer.replica is None:
+            return
+        hosted = self.hosted(victim_peer.index, which)
+        if hosted is None:
+            return
+        _p, agent, inc = hosted
+        victim_replica = victim_peer.replica
+        assert victim_replica is not None
+        forged = AgentUpsert(agent, victim_replica.peer_id, inc, 10_000, "forged", "evil", "/", 1, 1.0, online=False)
+        self.net.make(rogue_peer.index, forged)
+        self.net.make(rogue_peer.index, DirectMessage(agent, inc, agent_of(rogue_peer.index, 0), "forged"))
+
+    # ------------------------------------------------------------------ the network
+
+    @precondition(lambda self: self.net.in_flight)
+    @rule(pick=st.integers(0, 10_000))
+    def deliver(self, pick: int) -> None:
+        self.net.deliver(pick % len(self.net.in_flight))
+
+    @precondition(lambda self: self.net.in_flight)
+    @rule(pick=st.integers(0, 10_000))
+    def deliver_many(self, pick: int) -> None:
+        for _ in range(min(8, len(self.net.in_flight))):
+            self.net.deliver((pick * 7919) % len(self.net.in_flight))
+
+    @precondition(lambda self: self.net.in_flight)
+    @rule(pick=st.integers(0, 10_000))
+    def duplicate(self, pick: int) -> None:
+        frame = self.net.in_flight[pick % len(self.net.in_flight)]
+        self.net.in_flight.append(type(frame)(frame.src, frame.dst, frame.payload))
+
+    @precondition(lambda self: self.net.in_flight)
+    @rule(pick=st.integers(0, 10_000))
+    def drop(self, pick: int) -> None:
+        self.net.in_flight.pop(pick % len(self.net.in_flight))
+
+    @rule(a=peer_index, b=peer_index)
+    def cut(self, a: int, b: int) -> None:
+        a, b = self.peer(a).index, self.peer(b).index
+        if a != b:
+            self.net.cut.add(frozenset((a, b)))
+
+    @rule()
+    def heal(self) -> None:
+        self.net.cut.clear()
+
+    @rule(a=peer_index, b=peer_index)
+    def anti_entropy(self, a: int, b: int) -> None:
+        self.net.request_sync(self.peer(a).index, self.peer(b).index)
+
+    @rule(index=peer_index)
+    def crash(self, index: int) -> None:
+        peer = self.peer(index)
+        if len(self.net.live()) > 1 and peer.replica is not None:
+            self.net.crash(peer.index)
+
+    @rule(index=peer_index)
+    def restart(self, index: int) -> None:
+        """A crashed peer comes back with a new peer id and re-claims its agents (same identities)."""
+        peer = self.peer(index)
+        if peer.replica is not None:
+            return
+        self.net.restart(peer.index)
+        for which in range(AGENTS_PER_PEER):
+            self.register(peer.index, which)
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def agents_written_by_their_hosts_only(self) -> None:
+        for peer in self.net.live():
+            assert peer.replica is not None
+            for entry in peer.replica.state.agents.values():
+                if entry.record is not None:
+                    assert entry.body.peer_id == entry.record.origin
+                    assert entry.body.name != "forged"
+                for (_inc, claim_peer), op in entry.claims.items():
+                    assert op.origin == claim_peer
+
+    @invariant()
+    def histories_bounded(self) -> None:
+        for peer in self.net.live():
+            assert peer.replica is not None
+            for history in peer.replica.state.histories.values():
+                assert len(history) <= HISTORY_LIMIT
+                assert history.keys == sorted(history.keys)
+
+    @invariant()
+    def forged_messages_invisible(self) -> None:
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for op in state.messages.values():
+                if isinstance(op.body, DirectMessage) and op.body.content == "forged":
+                    author = state.agents.get(op.body.author)
+                    if author is not None and author.claims:
+                        assert not state.message_visible(op)
+
+    @invariant()
+    def receipts_only_grow(self) -> None:
+        rank = {None: 0, "delivered": 1, "read": 2}
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for message_id, slot in state.receipts.items():
+                for recipient, _issuer in slot:
+                    key = (peer.index, peer.generation, message_id, recipient)
+                    now = rank[state.receipt_status(message_id, recipient)]
+                    assert now >= self.receipt_floor.get(key, 0), "a receipt went backwards"
+                    self.receipt_floor[key] = now
+
+    @invariant()
+    def order_independent(self) -> None:
+        """Rebuilding from the stored operations, in key order and in reverse, gives the same state."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            expected = visible_snapshot(state)
+            for reverse in (False, True):
+                rebuilt = rebuild(state, reverse=reverse)
+                assert rebuilt.digest() == state.digest()
+                assert visible_snapshot(rebuilt) == expected
+
+    @invariant()
+    def kicked_stay_out(self) -> None:
+        """A banned agent is never a member, and nobody but the owner's actions banned it."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            for log in peer.replica.state.rooms.values():
+                view = log.view
+                if view is not None:
+                    assert not (view.banned & view.members.keys())
+                    assert not (view.invited.keys() & view.members.keys())
+                    if view.destroyed is not None:
+                        assert not view.members
+
+    def teardown(self) -> None:
+        if not hasattr(self, "net"):
+            return
+        self.net.settle()
+        live = [p.replica for p in self.net.live() if p.replica is not None]
+        digests = {r.state.digest() for r in live}
+        assert len(digests) == 1, "live peers disagree after the network settled"
+        snapshots = [visible_snapshot(r.state) for r in live]
+        assert all(s == snapshots[0] for s in snapshots)
+        state = live[0].state
+        visible = sum(1 for op in state.messages.values() if state.message_visible(op))
+        members = sum(len(log.view.members) for log in state.rooms.values() if log.view is not None)
+        event(f"visible messages after settling: {min(visible, 10) // 5 * 5}+")
+        event(f"room members after settling: {min(members, 6) // 3 * 3}+")
+        event(f"receipts after settling: {'some' if state.receipts else 'none'}")
+        event(f"restarted peers: {'some' if any(p.generation for p in self.net.peers) else 'none'}")
+        everything = set().union(*(set(r.state.messages) for r in live))
+        for replica in live:
+            assert set(replica.state.messages) == everything
+
+
+TestConvergence = ConvergenceMachine.TestCase
