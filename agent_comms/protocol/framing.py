@@ -82,7 +82,7 @@ class FrameDecoder:
         try:
             with memoryview(buf) as view, view[start + _HEADER : end] as body:
                 frame = _decoder.decode(body)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as the latter
             self._fail(f"malformed frame: {exc}", "malformed")
         if end == len(buf):
             buf.clear()

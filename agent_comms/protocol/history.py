@@ -23,7 +23,7 @@ __all__ = ["History"]
 class History:
     """The newest ``limit`` messages of one conversation, oldest first."""
 
-    limit: int
+    limit: int = attrs.field(validator=attrs.validators.ge(1))
     keys: list[OpKey] = attrs.field(factory=list)
     messages: list[Op] = attrs.field(factory=list)
 

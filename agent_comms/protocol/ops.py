@@ -34,6 +34,7 @@ __all__ = [
     "StreamingBehavior",
     "Visibility",
     "dm_conversation",
+    "dm_parties",
     "op_id",
     "op_key",
 ]
@@ -177,5 +178,16 @@ def op_id(op: Op) -> str:
 
 
 def dm_conversation(a: str, b: str) -> str:
-    """The conversation key of the direct messages between agents ``a`` and ``b`` (order-independent)."""
-    return f"dm:{a}|{b}" if a <= b else f"dm:{b}|{a}"
+    """The conversation key of the direct messages between agents ``a`` and ``b`` (order-independent).
+
+    The first id is length-prefixed, so no two pairs share a key whatever characters the ids contain.
+    """
+    first, second = (a, b) if a <= b else (b, a)
+    return f"dm:{len(first)}:{first}|{second}"
+
+
+def dm_parties(conversation: str) -> tuple[str, str]:
+    """The two agents of a :func:`dm_conversation` key."""
+    length, rest = conversation[3:].split(":", 1)
+    size = int(length)
+    return rest[:size], rest[size + 1 :]

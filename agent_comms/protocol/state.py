@@ -76,6 +76,7 @@ from .ops import (
     RoomCreate,
     RoomMessage,
     dm_conversation,
+    dm_parties,
     op_id,
     op_key,
 )
@@ -414,7 +415,7 @@ class MeshState:
             del self.agents[agent_id]
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
         for conversation in [c for c in self.histories if c.startswith("dm:")]:
-            a, b = conversation[3:].split("|", 1)
+            a, b = dm_parties(conversation)
             if a not in self.agents and b not in self.agents:
                 self._drop_conversation(conversation)
 

@@ -1,0 +1,605 @@
+"""The peer state machine: links, introductions, coordinator succession, heartbeats and anti-entropy.
+
+Theory of operation
+===================
+
+A peer is one process in the mesh. It listens on a data port of its own; at most one peer at a time also holds the
+well-known coordinator port. The rules, each implemented by the method named:
+
+1. **Meeting** (:meth:`Peer.start`). A new peer first tries to bind the coordinator port. If it wins it is the
+   coordinator. Otherwise it dials the port, proves the mesh key, and sends :class:`~.wire.Introduce`; the
+   coordinator answers with :class:`~.wire.PeerList` and the newcomer dials a data link to every listed peer. The
+   coordinator only introduces: operations never pass through it unless it is a peer like any other.
+2. **One link per pair.** If two peers dial each other at once, both links open; both ends keep the one dialed by
+   the smaller peer id and close the other, so they agree without talking.
+3. **Anti-entropy on every new data link** (and periodically on one link): each side sends a
+   :class:`~.wire.SyncRequest`; see :mod:`~.replica`. A peer that was away therefore catches up on everything.
+4. **Succession, graceful** (:meth:`Peer.close`). A leaving coordinator names the longest-running other peer
+   (smallest ``(started_at, peer_id)``) in :class:`~.wire.Handover`, releases the port and says goodbye. The
+   successor binds the port (retrying while the old one lets go); the others dial it and introduce themselves.
+5. **Succession, crash.** When the coordinator link closes without a handover, each survivor waits
+   ``rank * bind_stagger`` (rank among the peers it is linked to, by ``(started_at, peer_id)``) and tries to bind.
+   The operating system lets exactly one win; the others fail to bind, dial the winner and introduce themselves.
+   A newcomer arriving meanwhile either binds the port itself or reaches the winner, so there is only ever one mesh.
+6. **Liveness.** Every link carries a heartbeat when idle; a link silent for ``link_timeout`` is closed, as is one
+   whose handshake does not finish in ``handshake_timeout``. When a data link closes without a goodbye, the
+   peer marks the other peer's agents offline (:class:`~.ops.AgentSuspect`); if that peer is in fact alive, it
+   refutes by claiming its agents again with a higher incarnation.
+7. **The second way to meet.** If the coordinator port is held but the handshake times out (a stopped process),
+   the peer reads the peer registry beside the mesh key (:class:`~.commands.ReadPeerRegistry`) and links to the
+   peers listed there directly, so newcomers still join the existing mesh.
+
+Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``link_closed``, ...); each returns
+the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
+says when :meth:`handle_timer` wants to run next.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+import msgspec
+
+from .changes import AgentChanged, Change
+from .commands import (
+    BindCoordinatorPort,
+    CloseLink,
+    Command,
+    Deliver,
+    Dial,
+    ReadPeerRegistry,
+    ReleaseCoordinatorPort,
+    Send,
+)
+from .errors import LocalProtocolError, RemoteProtocolError
+from .framing import DEFAULT_MAX_FRAME
+from .link import LinkHandshake
+from .ops import AgentSuspect, AgentUpsert, Body, Op
+from .replica import Replica
+from .wire import (
+    Frame,
+    Goodbye,
+    Handover,
+    Heartbeat,
+    Introduce,
+    LinkRole,
+    Ops,
+    PeerInfo,
+    PeerList,
+    SyncOps,
+    SyncRequest,
+)
+
+__all__ = ["LinkEntry", "Peer", "PeerConfig"]
+
+_encoder: Final = msgspec.msgpack.Encoder()
+
+
+@attrs.frozen
+class PeerConfig:
+    """Tunables of one peer (seconds unless noted)."""
+
+    coordinator_port: int
+    heartbeat_interval: float = 0.25
+    link_timeout: float = 1.5
+    handshake_timeout: float = 1.0
+    bind_stagger: float = 0.004
+    retry_interval: float = 0.1
+    anti_entropy_interval: float = 2.0
+    history_limit: int = 1000
+    #: bytes of operations per anti-entropy frame (kept well under the frame cap)
+    sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
+
+
+@attrs.define
+class LinkEntry:
+    """One link as the peer tracks it."""
+
+    link_id: int
+    outbound: bool
+    handshake: LinkHandshake
+    opened_at: float
+    last_rx: float
+    last_tx: float
+    #: what the link is for: set by the dialer's Hello on inbound links
+    purpose: LinkRole = "data"
+    peer_id: str | None = None
+    said_goodbye: bool = False
+    duplicate: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the handshake has finished."""
+        return self.handshake.is_open
+
+
+def _rank_key(info: PeerInfo) -> tuple[float, str]:
+    return (info.started_at, info.peer_id)
+
+
+@attrs.define
+class Peer:
+    """The protocol state of one peer. See the module docstring for the rules."""
+
+    info: PeerInfo
+    key: bytes
+    config: PeerConfig
+    rng: random.Random
+    replica: Replica
+    links: dict[int, LinkEntry] = attrs.field(factory=dict)
+    #: peer id -> link id of the open data link to that peer
+    data_links: dict[str, int] = attrs.field(factory=dict)
+    #: every peer we have heard of and not seen leave
+    known: dict[str, PeerInfo] = attrs.field(factory=dict)
+    is_coordinator: bool = False
+    coordinator_id: str | None = None
+    coordinator_link: int | None = None
+    #: when coordinator: peers introduced to us, by the link they introduced themselves on
+    introduced: dict[int, PeerInfo] = attrs.field(factory=dict)
+    successor: str | None = None
+    #: agent id -> the record we last wrote for each agent we host
+    hosted: dict[str, AgentUpsert] = attrs.field(factory=dict)
+    closed: bool = False
+    _next_link: int = 1
+    _timers: dict[str, float] = attrs.field(factory=dict)
+    _binding: bool = False
+    _anti_entropy_turn: int = 0
+    _pending_dials: dict[int, str | None] = attrs.field(factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        key: bytes,
+        config: PeerConfig,
+        rng: random.Random,
+        pid: int,
+        started_at: float,
+        data_port: int,
+        process_start: float = 0.0,
+    ) -> Peer:
+        """A new peer with a fresh random id."""
+        peer_id = f"{rng.getrandbits(64):016x}"
+        info = PeerInfo(peer_id, pid, started_at, data_port, process_start)
+        return cls(info, key, config, rng, Replica.create(peer_id, history_limit=config.history_limit))
+
+    @property
+    def peer_id(self) -> str:
+        """This peer's id."""
+        return self.info.peer_id
+
+    # ------------------------------------------------------------------ meeting and succession
+
+    def start(self, now: float) -> list[Command]:
+        """Rule 1: begin by trying to become the coordinator."""
+        self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
+        return self._try_bind()
+
+    def coordinator_bound(self, now: float) -> list[Command]:
+        """The coordinator port is ours."""
+        self._binding = False
+        self.is_coordinator = True
+        self.coordinator_id = self.peer_id
+        self.successor = None
+        self._timers.pop("bind", None)
+        self._timers.pop("coordinator", None)
+        commands: list[Command] = []
+        if self.coordinator_link is not None:
+            commands.append(CloseLink(self.coordinator_link, "this peer is the coordinator now"))
+        return commands
+
+    def coordinator_bind_failed(self, now: float) -> list[Command]:
+        """Someone else holds the coordinator port: reach it (unless a link to it is already on its way)."""
+        self._binding = False
+        if self.closed or self.is_coordinator:
+            return []
+        if self.successor == self.peer_id:
+            # We were named successor but the old coordinator has not let go yet: try again shortly.
+            self._timers["bind"] = now + self.config.bind_stagger
+            return []
+        return self._dial_coordinator()
+
+    def _try_bind(self) -> list[Command]:
+        if self._binding or self.is_coordinator or self.closed:
+            return []
+        self._binding = True
+        return [BindCoordinatorPort()]
+
+    def _dial_coordinator(self) -> list[Command]:
+        if self.coordinator_link is not None or "coordinator" in self._pending_dials.values():
+            return []
+        link_id = self._new_link_id()
+        self._pending_dials[link_id] = "coordinator"
+        return [Dial(link_id, self.config.coordinator_port, "coordinator")]
+
+    def _dial_peer(self, info: PeerInfo) -> list[Command]:
+        if info.peer_id == self.peer_id or info.peer_id in self.data_links or info.data_port <= 0:
+            return []
+        if any(entry.peer_id == info.peer_id for entry in self.links.values()):
+            return []
+        if f"peer:{info.peer_id}" in self._pending_dials.values():
+            return []
+        link_id = self._new_link_id()
+        self._pending_dials[link_id] = f"peer:{info.peer_id}"
+        return [Dial(link_id, info.data_port, "data", info.peer_id)]
+
+    def _new_link_id(self) -> int:
+        link_id = self._next_link
+        self._next_link += 1
+        return link_id
+
+    def _rank(self) -> int:
+        """Our place among the peers we are linked to, longest-running first (rule 5)."""
+        mine = _rank_key(self.info)
+        return sum(1 for peer_id in self.data_links if _rank_key(self.known[peer_id]) < mine)
+
+    def peers_discovered(self, peers: Iterable[PeerInfo], now: float) -> list[Command]:
+        """Rule 7: peers read from the registry (or learnt some other way); link to those we lack."""
+        commands: list[Command] = []
+        for info in peers:
+            if info.peer_id != self.peer_id and info.peer_id not in self.data_links:
+                commands += self._dial_peer(info)
+        return commands
+
+    # ------------------------------------------------------------------ links
+
+    def accept(self, now: float, *, local_addr: str, remote_addr: str) -> tuple[int, list[Command]]:
+        """A connection arrived on one of our listeners; returns its link id and the commands."""
+        link_id = self._new_link_id()
+        self._open_entry(link_id, now, outbound=False, local_addr=local_addr, remote_addr=remote_addr)
+        return link_id, []
+
+    def link_opened(self, link_id: int, now: float, *, local_addr: str, remote_addr: str) -> list[Command]:
+        """A dial we asked for connected."""
+        target = self._pending_dials.pop(link_id, None)
+        if link_id in self.links:
+            raise LocalProtocolError(f"link {link_id} opened twice")
+        role: LinkRole = "coordinator" if target == "coordinator" else "data"
+        entry = self._open_entry(link_id, now, outbound=True, local_addr=local_addr, remote_addr=remote_addr)
+        entry.purpose = role
+        entry.handshake.role = role
+        if role == "coordinator":
+            self.coordinator_link = link_id
+        return self._send(entry, entry.handshake.start(), now)
+
+    def dial_failed(self, link_id: int, now: float, reason: str) -> list[Command]:
+        """A dial we asked for could not connect (nobody listening, typically)."""
+        target = self._pending_dials.pop(link_id, None)
+        if target == "coordinator":
+            # Nobody holds the port: take it (rule 5), after our stagger so the longest-running peer goes first.
+            self._timers["bind"] = now + self._rank() * self.config.bind_stagger
+        elif target is not None:
+            self.known.pop(target.removeprefix("peer:"), None)
+        return []
+
+    def _open_entry(self, link_id: int, now: float, *, outbound: bool, local_addr: str, remote_addr: str) -> LinkEntry:
+        handshake = LinkHandshake(
+            dialer=outbound,
+            key=self.key,
+            nonce=self.rng.getrandbits(128).to_bytes(16, "big"),
+            local_addr=local_addr,
+            remote_addr=remote_addr,
+            identity=self.info,
+            coordinator=self.is_coordinator,
+        )
+        entry = LinkEntry(link_id, outbound, handshake, opened_at=now, last_rx=now, last_tx=now)
+        self.links[link_id] = entry
+        return entry
+
+    def frame_received(self, link_id: int, frame: Frame, now: float) -> list[Command]:
+        """One frame arrived on a link. A protocol violation closes that link (returned as a command)."""
+        entry = self.links.get(link_id)
+        if entry is None:
+            return []  # already closed on our side; late frames are moot
+        entry.last_rx = now
+        try:
+            if not entry.is_open:
+                return self._handshake(entry, frame, now)
+            return self._on_frame(entry, frame, now)
+        except RemoteProtocolError as exc:
+            refusal = entry.handshake.pending_refusal
+            commands: list[Command] = [Send(link_id, tuple(refusal))] if refusal else []
+            return commands + self._close(entry, now, f"{exc.reason}: {exc}")
+
+    def link_closed(self, link_id: int, now: float, reason: str) -> list[Command]:
+        """A link is gone (EOF, reset, or a read error the runtime saw)."""
+        entry = self.links.get(link_id)
+        if entry is None:
+            return []
+        return self._forget_link(entry, now, reason)
+
+    def _handshake(self, entry: LinkEntry, frame: Frame, now: float) -> list[Command]:
+        replies = entry.handshake.receive(frame)
+        if not entry.outbound:
+            entry.purpose = entry.handshake.role
+            if entry.purpose == "coordinator" and not self.is_coordinator:
+                raise RemoteProtocolError("introduction asked of a peer that is not the coordinator", reason="role")
+        commands = self._send(entry, replies, now)
+        if entry.is_open:
+            commands += self._on_open(entry, now)
+        return commands
+
+    def _on_open(self, entry: LinkEntry, now: float) -> list[Command]:
+        remote = entry.handshake.remote
+        assert remote is not None
+        entry.peer_id = remote.peer_id
+        if entry.purpose == "coordinator":
+            if entry.outbound:
+                if not entry.handshake.remote_coordinator:
+                    raise RemoteProtocolError("the peer on the coordinator port is not the coordinator", reason="role")
+                self.coordinator_id = remote.peer_id
+                self.successor = None
+                self._timers.pop("coordinator", None)
+                self.known[remote.peer_id] = remote
+                return self._send(entry, [Introduce(self.info)], now)
+            return []  # inbound: wait for Introduce
+        if entry.purpose == "observer":
+            return []
+        if remote.peer_id == self.peer_id:
+            raise RemoteProtocolError("linked to ourselves", reason="self")
+        self.known[remote.peer_id] = remote
+        existing = self.data_links.get(remote.peer_id)
+        if existing is not None:
+            keep = self._preferred(existing, entry)
+            drop = entry if keep is self.links[existing] else self.links[existing]
+            drop.duplicate = True
+            self.data_links[remote.peer_id] = keep.link_id
+            commands = self._close(drop, now, "duplicate link")
+            return commands if keep is not entry else commands + self._start_sync(entry, now)
+        self.data_links[remote.peer_id] = entry.link_id
+        return self._start_sync(entry, now)
+
+    def _preferred(self, existing_id: int, new: LinkEntry) -> LinkEntry:
+        """Rule 2: of two links between the same pair, keep the one dialed by the smaller peer id."""
+        old = self.links[existing_id]
+
+        def dialer(e: LinkEntry) -> str:
+            return self.peer_id if e.outbound else (e.peer_id or "")
+
+        return min((old, new), key=lambda e: (dialer(e), e.link_id if e.outbound else 0))
+
+    def _start_sync(self, entry: LinkEntry, now: float) -> list[Command]:
+        return self._send(entry, [self.replica.sync_request()], now)
+
+    def _on_frame(self, entry: LinkEntry, frame: Frame, now: float) -> list[Command]:
+        if isinstance(frame, Heartbeat):
+            return []
+        if isinstance(frame, Ops):
+            for op in frame.ops:
+                if op.origin != entry.peer_id:
+                    raise RemoteProtocolError(
+                        f"live operation from {op.origin} on the link of {entry.peer_id}", reason="authority"
+                    )
+            return self._deliver(self.replica.receive_many(frame.ops), now)
+        if isinstance(frame, SyncRequest):
+            return self._send(entry, self._sync_frames(frame), now)
+        if isinstance(frame, SyncOps):
+            return self._deliver(self.replica.receive_many(frame.ops), now)
+        if isinstance(frame, Introduce):
+            if not (self.is_coordinator and entry.purpose == "coordinator"):
+                raise RemoteProtocolError("Introduce sent to a peer that is not the coordinator", reason="role")
+            self.introduced[entry.link_id] = frame.peer
+            self.known[frame.peer.peer_id] = frame.peer
+            peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
+            return self._send(entry, [PeerList(peers, self.peer_id)], now)
+        if isinstance(frame, PeerList):
+            commands: list[Command] = []
+            for info in frame.peers:
+                if info.peer_id != self.peer_id:
+                    self.known[info.peer_id] = info
+                    commands += self._dial_peer(info)
+            return commands
+        if isinstance(frame, Handover):
+            self.successor = frame.successor
+            if frame.successor == self.peer_id:
+                return self._try_bind()
+            return []
+        if isinstance(frame, Goodbye):
+            entry.said_goodbye = True
+            return []
+        raise RemoteProtocolError(f"unexpected {type(frame).__name__} frame on an open link", reason="unexpected")
+
+    def _sync_frames(self, request: SyncRequest) -> list[Frame]:
+        """Anti-entropy answer, cut into frames that stay well under the frame cap."""
+        ops = self.replica.sync_answer(request)
+        frames: list[Frame] = []
+        chunk: list[Op] = []
+        size = 0
+        for op in ops:
+            op_size = len(_encoder.encode(op))
+            if chunk and size + op_size > self.config.sync_chunk_bytes:
+                frames.append(SyncOps(tuple(chunk), done=False))
+                chunk, size = [], 0
+            chunk.append(op)
+            size += op_size
+        if chunk:
+            frames.append(SyncOps(tuple(chunk), done=True))
+        return frames
+
+    def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
+        return [CloseLink(entry.link_id, reason), *self._forget_link(entry, now, reason)]
+
+    def _forget_link(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
+        del self.links[entry.link_id]
+        commands: list[Command] = []
+        self.introduced.pop(entry.link_id, None)
+        peer_id = entry.peer_id
+        if entry.link_id == self.coordinator_link:
+            self.coordinator_link = None
+            if not self.closed and not self.is_coordinator:
+                commands += self._coordinator_lost(now)
+        elif peer_id is not None and self.data_links.get(peer_id) == entry.link_id:
+            del self.data_links[peer_id]
+            if not entry.said_goodbye and not self.closed:
+                commands += self._suspect_agents_of(peer_id, now)
+            self.known.pop(peer_id, None)
+        if entry.outbound and entry.purpose == "coordinator" and not entry.is_open and not self.closed:
+            # The coordinator port accepted but never finished the handshake: it may be stopped (rule 7).
+            commands.append(ReadPeerRegistry())
+        return commands
+
+    def _coordinator_lost(self, now: float) -> list[Command]:
+        """Rules 4 and 5: the coordinator link closed."""
+        if self.successor == self.peer_id:
+            return self._try_bind()
+        delay = self.config.bind_stagger if self.successor else self._rank() * self.config.bind_stagger
+        self._timers["bind"] = now + delay
+        self.coordinator_id = None
+        return []
+
+    def _suspect_agents_of(self, peer_id: str, now: float) -> list[Command]:
+        """Rule 6: the agents hosted by a peer whose link dropped are offline."""
+        commands: list[Command] = []
+        for agent_id, entry in sorted(self.replica.state.agents.items()):
+            if entry.record is None or not entry.online:
+                continue
+            body = entry.body
+            if body.peer_id == peer_id:
+                commands += self.submit(AgentSuspect(agent_id, body.incarnation, body.peer_id), now)
+        return commands
+
+    # ------------------------------------------------------------------ operations
+
+    def submit(self, body: Body, now: float) -> list[Command]:
+        """Make a local operation, apply it, broadcast it on every data link."""
+        op, changes = self.replica.make(body, _ms(now))
+        commands: list[Command] = []
+        frame = Ops((op,))
+        for link_id in self.data_links.values():
+            commands += self._send(self.links[link_id], [frame], now)
+        if changes:
+            commands.append(Deliver(tuple(changes)))
+        return commands
+
+    def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
+        """Start hosting an agent: claim it with an incarnation above every claim known for it."""
+        incarnation = self.replica.hlc.tick(_ms(now))
+        entry = self.replica.state.agents.get(record.agent_id)
+        if entry is not None and entry.claims:
+            incarnation = max(incarnation, max(entry.claims)[0] + 1)
+        claimed = msgspec.structs.replace(record, peer_id=self.peer_id, incarnation=incarnation, version=0, online=True)
+        self.hosted[record.agent_id] = claimed
+        return self.submit(claimed, now)
+
+    def update_agent(self, agent_id: str, now: float, **changes: object) -> list[Command]:
+        """Change fields of a hosted agent's record (a new version of the same claim)."""
+        current = self.hosted.get(agent_id)
+        if current is None:
+            raise LocalProtocolError(f"agent {agent_id} is not hosted by this peer")
+        updated = msgspec.structs.replace(current, version=current.version + 1, **changes)
+        self.hosted[agent_id] = updated
+        return self.submit(updated, now)
+
+    def release_agent(self, agent_id: str, now: float) -> list[Command]:
+        """Stop hosting an agent; the mesh sees it offline."""
+        commands = self.update_agent(agent_id, now, online=False)
+        del self.hosted[agent_id]
+        return commands
+
+    def _deliver(self, changes: list[Change], now: float) -> list[Command]:
+        commands: list[Command] = [Deliver(tuple(changes))] if changes else []
+        for change in changes:
+            if isinstance(change, AgentChanged) and change.agent_id in self.hosted:
+                commands += self._refute(change, now)
+        return commands
+
+    def _refute(self, change: AgentChanged, now: float) -> list[Command]:
+        """Rule 6: a hosted agent marked offline (or claimed by an older, dead host) is claimed again."""
+        hosted = self.hosted[change.agent_id]
+        mine = change.record.peer_id == self.peer_id and change.record.incarnation == hosted.incarnation
+        if mine and change.online:
+            return []
+        if not mine and change.online:
+            return []  # another live host took the agent over: the layer above decides (a second bridge)
+        return self.host_agent(hosted, now)
+
+    # ------------------------------------------------------------------ time
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` should next run (``None``: nothing scheduled)."""
+        deadlines = list(self._timers.values())
+        for entry in self.links.values():
+            if not entry.is_open:
+                deadlines.append(entry.opened_at + self.config.handshake_timeout)
+            else:
+                deadlines.append(entry.last_tx + self.config.heartbeat_interval)
+                deadlines.append(entry.last_rx + self.config.link_timeout)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> list[Command]:
+        """Run everything due at ``now``: heartbeats, timeouts, retries, periodic anti-entropy."""
+        commands: list[Command] = []
+        config = self.config
+        for entry in list(self.links.values()):
+            if entry.link_id not in self.links:
+                continue
+            if not entry.is_open:
+                if now >= entry.opened_at + config.handshake_timeout:
+                    commands += self._close(entry, now, "handshake timed out")
+            elif now >= entry.last_rx + config.link_timeout:
+                commands += self._close(entry, now, f"silent for {config.link_timeout:g} s")
+            elif now >= entry.last_tx + config.heartbeat_interval:
+                commands += self._send(entry, [Heartbeat()], now)
+        for name, due in list(self._timers.items()):
+            if due <= now:
+                del self._timers[name]
+                commands += self._fire(name, now)
+        return commands
+
+    def _fire(self, name: str, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        if name == "bind":
+            return self._try_bind()
+        if name == "anti-entropy":
+            self._timers[name] = now + self.config.anti_entropy_interval
+            open_links = sorted(self.data_links.values())
+            if not open_links:
+                return []
+            self._anti_entropy_turn = (self._anti_entropy_turn + 1) % len(open_links)
+            return self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
+        raise LocalProtocolError(f"unknown timer {name}")
+
+    def _send(self, entry: LinkEntry, frames: Iterable[Frame], now: float) -> list[Command]:
+        frames = tuple(frames)
+        if not frames:
+            return []
+        entry.last_tx = now
+        return [Send(entry.link_id, frames)]
+
+    # ------------------------------------------------------------------ leaving
+
+    def close(self, now: float) -> list[Command]:
+        """Rule 4: leave gracefully: agents offline, hand the coordinator role over, say goodbye, close links."""
+        commands: list[Command] = []
+        for agent_id in sorted(self.hosted):
+            commands += self.release_agent(agent_id, now)
+        self.closed = True
+        if self.is_coordinator:
+            candidates = [info for info in self.known.values() if info.peer_id in self.data_links]
+            candidates += list(self.introduced.values())
+            successor = min(candidates, key=_rank_key).peer_id if candidates else None
+            if successor is not None:
+                handover = Handover(successor)
+                for entry in self.links.values():
+                    if entry.is_open and entry.purpose in ("coordinator", "data"):
+                        commands += self._send(entry, [handover], now)
+            commands.append(ReleaseCoordinatorPort())
+            self.is_coordinator = False
+        for entry in list(self.links.values()):
+            if entry.is_open and entry.purpose == "data":
+                commands += self._send(entry, [Goodbye("shutting down")], now)
+            commands.append(CloseLink(entry.link_id, "peer shutting down"))
+        self.links.clear()
+        self.data_links.clear()
+        self.coordinator_link = None
+        self._timers.clear()
+        return commands
+
+
+def _ms(now: float) -> int:
+    """Seconds to the milliseconds the HLC counts in."""
+    return int(now * 1000)
