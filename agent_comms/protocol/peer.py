@@ -88,6 +88,7 @@ class PeerConfig:
     handshake_timeout: float = 1.0
     bind_stagger: float = 0.004
     retry_interval: float = 0.1
+    max_retry_interval: float = 2.0
     anti_entropy_interval: float = 2.0
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
@@ -148,6 +149,8 @@ class Peer:
     _binding: bool = False
     _anti_entropy_turn: int = 0
     _pending_dials: dict[int, str | None] = attrs.field(factory=dict)
+    #: consecutive attempts to reach the coordinator that failed before the handshake finished (for back-off)
+    _coordinator_failures: int = 0
 
     @classmethod
     def create(
@@ -218,7 +221,7 @@ class Peer:
     def _dial_peer(self, info: PeerInfo) -> list[Command]:
         if info.peer_id == self.peer_id or info.peer_id in self.data_links or info.data_port <= 0:
             return []
-        if any(entry.peer_id == info.peer_id for entry in self.links.values()):
+        if any(entry.peer_id == info.peer_id and entry.purpose == "data" for entry in self.links.values()):
             return []
         if f"peer:{info.peer_id}" in self._pending_dials.values():
             return []
@@ -231,10 +234,10 @@ class Peer:
         self._next_link += 1
         return link_id
 
-    def _rank(self) -> int:
+    def _rank(self, excluding: str | None = None) -> int:
         """Our place among the peers we are linked to, longest-running first (rule 5)."""
         mine = _rank_key(self.info)
-        return sum(1 for peer_id in self.data_links if _rank_key(self.known[peer_id]) < mine)
+        return sum(1 for peer_id in self.data_links if peer_id != excluding and _rank_key(self.known[peer_id]) < mine)
 
     def peers_discovered(self, peers: Iterable[PeerInfo], now: float) -> list[Command]:
         """Rule 7: peers read from the registry (or learnt some other way); link to those we lack."""
@@ -331,6 +334,7 @@ class Peer:
                 if not entry.handshake.remote_coordinator:
                     raise RemoteProtocolError("the peer on the coordinator port is not the coordinator", reason="role")
                 self.coordinator_id = remote.peer_id
+                self._coordinator_failures = 0
                 self.successor = None
                 self._timers.pop("coordinator", None)
                 self.known[remote.peer_id] = remote
@@ -430,7 +434,7 @@ class Peer:
         if entry.link_id == self.coordinator_link:
             self.coordinator_link = None
             if not self.closed and not self.is_coordinator:
-                commands += self._coordinator_lost(now)
+                commands += self._coordinator_lost(now, reached=entry.is_open)
         elif peer_id is not None and self.data_links.get(peer_id) == entry.link_id:
             del self.data_links[peer_id]
             if not entry.said_goodbye and not self.closed:
@@ -441,11 +445,19 @@ class Peer:
             commands.append(ReadPeerRegistry())
         return commands
 
-    def _coordinator_lost(self, now: float) -> list[Command]:
-        """Rules 4 and 5: the coordinator link closed."""
+    def _coordinator_lost(self, now: float, *, reached: bool) -> list[Command]:
+        """Rules 4 and 5: the coordinator link closed (``reached``: after a finished handshake)."""
         if self.successor == self.peer_id:
             return self._try_bind()
-        delay = self.config.bind_stagger if self.successor else self._rank() * self.config.bind_stagger
+        lost = self.coordinator_id
+        rank = self._rank(excluding=lost)
+        delay = self.config.bind_stagger if self.successor else rank * self.config.bind_stagger
+        if not reached:
+            # Whatever holds the port did not complete a handshake (stopped, or not one of our peers):
+            # back off exponentially instead of hammering it.
+            self._coordinator_failures += 1
+            backoff = self.config.retry_interval * 2 ** min(self._coordinator_failures - 1, 5)
+            delay = max(delay, min(backoff, self.config.max_retry_interval))
         self._timers["bind"] = now + delay
         self.coordinator_id = None
         return []

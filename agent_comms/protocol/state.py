@@ -49,8 +49,10 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
    since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped
    before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
-   their live agents well within the horizon, so a live agent is never refused. A destroyed room keeps no messages
-   (its small membership log stays, so late operations for it cannot revive it).
+   their live agents well within the horizon, so a live agent is never refused. Direct messages and receipts of
+   a conversation between two forgotten agents are refused likewise. A destroyed room keeps its (bounded) history
+   and its membership log: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is
+   thrown away on the strength of it; messages after the destroy are simply not visible.
 """
 
 from __future__ import annotations
@@ -316,8 +318,6 @@ class MeshState:
         return changes + self._superseded(name, before)
 
     def _room_changes(self, log: RoomLog, changes: list[RoomChange]) -> list[Change]:
-        if log.view is not None and log.view.destroyed is not None and log.room_id in self.histories:
-            self._drop_conversation(log.room_id)
         if not changes or log.view is None or not self.room_accepted(log.room_id):
             return []
         name = log.view.name
@@ -347,10 +347,8 @@ class MeshState:
         return changes
 
     def _apply_message(self, op: Op, conversation: str) -> list[Change]:
-        if isinstance(op.body, RoomMessage):
-            log = self.rooms.get(conversation)
-            if log is not None and log.view is not None and log.view.destroyed is not None:
-                return []  # a destroyed room keeps no history (rule 5)
+        if op.hlc < self.horizon and self._forgotten_pair(conversation):
+            return []  # rule 8: a conversation between two forgotten agents stays forgotten
         history = self.histories.get(conversation)
         if history is None:
             history = self.histories[conversation] = History(self.history_limit)
@@ -382,6 +380,8 @@ class MeshState:
     def _apply_receipt(self, op: Op, body: Receipt) -> list[Change]:
         message_id = body.message_id
         held = message_id in self.messages
+        if op.hlc < self.horizon and self._forgotten_pair(body.conversation):
+            return []  # rule 8
         if not held:
             history = self.histories.get(body.conversation)
             if history is not None and not history.admits(body.message_key):
@@ -414,10 +414,16 @@ class MeshState:
         for agent_id in gone:
             del self.agents[agent_id]
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
-        for conversation in [c for c in self.histories if c.startswith("dm:")]:
-            a, b = dm_parties(conversation)
-            if a not in self.agents and b not in self.agents:
+        for conversation in {*self.histories, *self.orphan_receipts}:
+            if self._forgotten_pair(conversation):
                 self._drop_conversation(conversation)
+
+    def _forgotten_pair(self, conversation: str) -> bool:
+        """Whether ``conversation`` is a direct conversation between two agents this replica does not know."""
+        if not conversation.startswith("dm:"):
+            return False
+        a, b = dm_parties(conversation)
+        return a not in self.agents and b not in self.agents
 
     def _drop_conversation(self, conversation: str) -> None:
         history = self.histories.pop(conversation, None)

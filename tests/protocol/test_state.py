@@ -1,0 +1,592 @@
+"""Scenario tests for the replicated mesh state (:mod:`agent_comms.protocol.state`) and the replica around it.
+
+Agents (rules 2-4), bounded histories and receipts (rules 6-7), forgetting (rule 8), exactly-once delivery and
+anti-entropy. Every scenario is deterministic: explicit replicas, explicit times, explicit delivery order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from simnet import rebuild, receipt_body, visible_snapshot
+
+from agent_comms.protocol.changes import AgentChanged, MessageAdded, ReceiptAdvanced
+from agent_comms.protocol.ops import AgentSuspect, AgentUpsert, DirectMessage, Op, dm_conversation, op_id, op_key
+from agent_comms.protocol.replica import Replica, SeenSet
+from agent_comms.protocol.state import MeshState
+
+# ------------------------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent hosted on ``replica`` under claim ``(inc, replica.peer_id)``; ``record`` is its first upsert."""
+
+    id: str
+    replica: Replica
+    inc: int
+    record: Op
+
+
+def record(agent_id: str, peer_id: str, incarnation: int, version: int = 0, **fields: object) -> AgentUpsert:
+    values: dict[str, object] = {"name": agent_id, "harness": "t", "cwd": "/w", "pid": 1, "process_start": 1.0}
+    values.update(fields)
+    return AgentUpsert(agent_id=agent_id, peer_id=peer_id, incarnation=incarnation, version=version, **values)  # type: ignore[arg-type]
+
+
+def register(replica: Replica, agent_id: str, now: int = 0, **fields: object) -> Agent:
+    """Claim ``agent_id`` on ``replica`` (``now=0``: just after the replica's last stamp)."""
+    inc = replica.hlc.tick(now)
+    op, _ = replica.make(record(agent_id, replica.peer_id, inc, 0, **fields), now)
+    return Agent(agent_id, replica, inc, op)
+
+
+def update(agent: Agent, version: int, now: int = 0, **fields: object) -> Op:
+    """The host publishes version ``version`` of the agent's record under its current claim."""
+    op, _ = agent.replica.make(record(agent.id, agent.replica.peer_id, agent.inc, version, **fields), now)
+    return op
+
+
+def dm(agent: Agent, to: str, text: str = "hi", now: int = 0) -> Op:
+    return agent.replica.make(DirectMessage(agent.id, agent.inc, to, text), now)[0]
+
+
+def receipt(agent: Agent, message: Op, status: str = "read", now: int = 0) -> Op:
+    """``agent`` (the recipient) reports ``message`` delivered or read."""
+    body = message.body
+    assert isinstance(body, DirectMessage)
+    conversation = dm_conversation(body.author, body.recipient)
+    return agent.replica.make(receipt_body(message, agent.id, agent.inc, status, conversation), now)[0]
+
+
+def fresh(peer_id: str, ops: list[Op], history_limit: int = 1000) -> Replica:
+    """A new replica that received ``ops`` in that order."""
+    replica = Replica.create(peer_id, history_limit=history_limit)
+    replica.receive_many(ops)
+    return replica
+
+
+def ids(ops: list[Op]) -> list[str]:
+    return [op_id(op) for op in ops]
+
+
+def online(replica: Replica, agent_id: str) -> bool:
+    return replica.state.agents[agent_id].online
+
+
+def upsert_of(op: Op) -> AgentUpsert:
+    assert isinstance(op.body, AgentUpsert)
+    return op.body
+
+
+# ----------------------------------------------------------------------------------------------------- agents (rule 2)
+
+
+def test_new_agent_is_reported_once() -> None:
+    host = Replica.create("A")
+    x = register(host, "X")
+    target = Replica.create("R")
+    assert target.receive(x.record) == [AgentChanged("X", upsert_of(x.record), True, None, False)]
+    assert target.receive(x.record) == []  # duplicate
+    entry = target.state.agents["X"]
+    assert entry.record == x.record
+    assert entry.claims == {(x.inc, "A"): x.record}
+    assert entry.online
+
+
+def test_upserts_merge_last_writer_wins_by_version() -> None:
+    host = Replica.create("A")
+    x = register(host, "X")
+    v1 = update(x, 1, status="busy")
+    v2 = update(x, 2, status="idle", online=False)
+    target = fresh("R", [x.record])
+    assert target.receive(v2) == [AgentChanged("X", upsert_of(v2), False, upsert_of(x.record), True)]
+    assert target.receive(v1) == []  # older version arriving later: no effect, no change
+    assert target.state.agents["X"].record == v2
+    assert target.state.agents["X"].body.status == "idle"
+    assert visible_snapshot(target.state) == visible_snapshot(fresh("S", [x.record, v1, v2]).state)
+
+
+def test_agent_changed_only_when_record_or_online_state_changes() -> None:
+    host = Replica.create("A")
+    x = register(host, "X")
+    target = fresh("R", [x.record])
+    v1 = update(x, 1, status="busy")
+    assert target.receive(v1) == [AgentChanged("X", upsert_of(v1), True, upsert_of(x.record), True)]
+    # the host re-publishes the identical record (a new operation): it wins the tie by key, but nothing changed
+    again = update(x, 1, status="busy")
+    assert target.receive(again) == []
+    assert target.state.agents["X"].record == again
+    # going offline is a change of the online state
+    v2 = update(x, 2, status="busy", online=False)
+    assert target.receive(v2) == [AgentChanged("X", upsert_of(v2), False, upsert_of(v1), True)]
+
+
+def test_version_decides_within_a_claim_not_the_stamp() -> None:
+    """Within one claim the higher version wins even if it was stamped earlier (the merge is by the record)."""
+    v2 = Op("A", 1, 100, record("X", "A", 7, 2, status="busy"))
+    v1 = Op("A", 2, 200, record("X", "A", 7, 1, status="idle"))
+    for order in ([v2, v1], [v1, v2]):
+        state = MeshState()
+        for op in order:
+            state.apply(op)
+        assert state.agents["X"].record == v2
+        assert state.agents["X"].claims == {(7, "A"): v2}  # the first record of the claim, by op key
+
+
+def test_newer_claim_wins_over_a_higher_version_of_an_older_claim() -> None:
+    old_host, new_host = Replica.create("A"), Replica.create("B")
+    first = register(old_host, "X", now=1000)
+    old_v5 = update(first, 5, status="busy")
+    second = register(new_host, "X", now=2000)  # the bridge moved to peer B
+    target = fresh("R", [first.record, second.record])
+    assert target.receive(old_v5) == []
+    entry = target.state.agents["X"]
+    assert entry.record == second.record
+    assert entry.claims == {(first.inc, "A"): first.record, (second.inc, "B"): second.record}
+
+
+def test_upsert_from_another_peer_is_rejected() -> None:
+    host, rogue = Replica.create("A"), Replica.create("Z")
+    x = register(host, "X")
+    forged_new = rogue.make(record("Y", "A", 5), 0)[0]  # names peer A, comes from Z
+    forged_edit = rogue.make(record("X", "A", x.inc, 99, name="forged", online=False), 0)[0]
+    target = Replica.create("R")
+    assert target.receive(forged_new) == []
+    assert "Y" not in target.state.agents
+    assert target.receive(forged_edit) == []
+    assert "X" not in target.state.agents
+    target.receive(x.record)
+    entry = target.state.agents["X"]
+    assert (entry.record, entry.body.name, entry.online) == (x.record, "X", True)
+    assert entry.claims == {(x.inc, "A"): x.record}
+
+
+# ------------------------------------------------------------------------------------------- offline verdicts (rule 3)
+
+
+def test_suspect_marks_the_current_claim_offline() -> None:
+    host, detector = Replica.create("A"), Replica.create("D")
+    x = register(host, "X")
+    detector.receive(x.record)
+    verdict, changes = detector.make(AgentSuspect("X", x.inc, "A"), 0)
+    body = upsert_of(x.record)
+    assert changes == [AgentChanged("X", body, False, body, True)]
+    assert host.receive(verdict) == [AgentChanged("X", body, False, body, True)]
+    assert not online(host, "X")
+    # a second verdict on the same claim changes nothing visible
+    again, changes = detector.make(AgentSuspect("X", x.inc, "A"), 0)
+    assert changes == []
+    assert host.receive(again) == []
+
+
+def test_suspect_of_an_older_claim_does_not_take_effect() -> None:
+    host = Replica.create("A")
+    first = register(host, "X", now=1000)
+    second = register(host, "X", now=2000)  # the bridge restarted on the same peer
+    detector = fresh("D", [first.record, second.record])
+    verdict, changes = detector.make(AgentSuspect("X", first.inc, "A"), 0)
+    assert changes == []
+    assert online(detector, "X")
+    assert host.receive(verdict) == []
+    assert online(host, "X")
+
+
+def test_host_refutes_a_verdict_with_a_new_claim() -> None:
+    host, detector = Replica.create("A"), Replica.create("D")
+    first = register(host, "X", now=1000)
+    detector.receive(first.record)
+    verdict, _ = detector.make(AgentSuspect("X", first.inc, "A"), 1500)
+    host.receive(verdict)
+    assert not online(host, "X")
+    second = register(host, "X", now=2000)
+    assert second.inc > first.inc
+    assert detector.receive(second.record) == [
+        AgentChanged("X", upsert_of(second.record), True, upsert_of(first.record), False)
+    ]
+    assert online(detector, "X")
+    assert online(host, "X")
+    # the old verdict, delivered again to a fresh replica in any order, does not cover the new claim
+    for ops in ([first.record, verdict, second.record], [second.record, verdict, first.record]):
+        assert fresh("R", ops).state.agents["X"].online
+
+
+def test_suspect_before_the_record_takes_effect_when_it_arrives() -> None:
+    host, detector = Replica.create("A"), Replica.create("D")
+    x = register(host, "X")
+    detector.receive(x.record)
+    verdict, _ = detector.make(AgentSuspect("X", x.inc, "A"), 0)
+
+    early = Replica.create("R")
+    assert early.receive(verdict) == []
+    assert early.state.agents["X"].record is None
+    assert early.receive(x.record) == [AgentChanged("X", upsert_of(x.record), False, None, False)]
+    assert not online(early, "X")
+
+    late = fresh("S", [x.record, verdict])
+    assert visible_snapshot(early.state) == visible_snapshot(late.state)
+    assert early.state.digest() == late.state.digest()
+
+
+# ----------------------------------------------------------------------------------------------------- claims (rule 4)
+
+
+def test_dm_under_an_unpublished_claim_is_invisible() -> None:
+    host, rogue = Replica.create("A"), Replica.create("Z")
+    x = register(host, "X")
+    genuine = dm(x, "Y", "hello")
+    # the rogue speaks as X with X's real incarnation: the claim (inc, "Z") was never published
+    forged = rogue.make(DirectMessage("X", x.inc, "Y", "forged"), 0)[0]
+    conversation = dm_conversation("X", "Y")
+
+    target = fresh("R", [x.record, genuine])
+    assert target.state.message_visible(genuine)
+    assert target.receive(forged) == []
+    assert op_id(forged) in target.state.messages  # held, but it does not count
+    assert not target.state.message_visible(forged)
+
+    # before X's claim is known the forgery cannot be told apart; once it is, it stops counting
+    early = Replica.create("S")
+    assert early.receive(forged) == [MessageAdded(forged, conversation)]
+    early.receive_many([x.record, genuine])
+    assert not early.state.message_visible(forged)
+    assert visible_snapshot(early.state) == visible_snapshot(target.state)
+    assert visible_snapshot(target.state)["conversations"] == {conversation: [op_id(genuine)]}
+
+
+def test_dm_by_an_unknown_agent_is_visible() -> None:
+    stranger_host = Replica.create("Q")  # its record of "ghost" never reaches the target
+    message = stranger_host.make(DirectMessage("ghost", 7, "Y", "boo"), 0)[0]
+    target = Replica.create("R")
+    assert target.receive(message) == [MessageAdded(message, dm_conversation("ghost", "Y"))]
+    assert "ghost" not in target.state.agents
+    assert target.state.message_visible(message)
+
+
+# ------------------------------------------------------------------------- bounded histories and receipts (rules 6, 7)
+
+
+@pytest.fixture
+def five_dms() -> tuple[Agent, Agent, list[Op]]:
+    """X on A sends Y on B five direct messages; the replicas keep 3 messages per conversation."""
+    a, b = Replica.create("A", history_limit=3), Replica.create("B", history_limit=3)
+    x, y = register(a, "X"), register(b, "Y")
+    a.receive(y.record)
+    b.receive(x.record)
+    return x, y, [dm(x, "Y", f"m{i}") for i in range(1, 6)]
+
+
+def test_history_keeps_the_newest_messages(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    conversation = dm_conversation("X", "Y")
+    target = fresh("R", [x.record, y.record], history_limit=3)
+    # newest first: the last two are refused on arrival, since the history is full of newer ones
+    changes = target.receive_many(list(reversed(messages)))
+    assert changes == [MessageAdded(m, conversation) for m in reversed(messages[2:])]
+    assert ids(target.state.histories[conversation].messages) == ids(messages[2:])
+    assert sorted(target.state.messages) == sorted(ids(messages[2:]))
+    assert ids(x.replica.state.histories[conversation].messages) == ids(messages[2:])
+    assert target.state.digest() == x.replica.state.digest()
+
+
+def test_receipts_of_evicted_messages_are_dropped(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    target = fresh("R", [x.record, y.record, messages[0]], history_limit=3)
+    first_read = receipt(y, messages[0])
+    assert target.receive(first_read) == [ReceiptAdvanced(op_id(messages[0]), "Y", "read", first_read)]
+    assert target.state.receipt_status(op_id(messages[0]), "Y") == "read"
+    target.receive_many(messages[1:])
+    assert op_id(messages[0]) not in target.state.messages
+    assert op_id(messages[0]) not in target.state.receipts
+    assert target.state.receipt_status(op_id(messages[0]), "Y") is None
+
+
+def test_receipt_for_a_message_older_than_a_full_history_is_refused(
+    five_dms: tuple[Agent, Agent, list[Op]],
+) -> None:
+    x, y, messages = five_dms
+    target = fresh("R", [x.record, y.record, *messages], history_limit=3)
+    late = receipt(y, messages[0])
+    assert target.receive(late) == []
+    assert op_id(messages[0]) not in target.state.receipts
+    assert target.state.orphan_receipts == {}
+    # a receipt for a message that is kept counts
+    kept = receipt(y, messages[2], "delivered")
+    assert target.receive(kept) == [ReceiptAdvanced(op_id(messages[2]), "Y", "delivered", kept)]
+
+
+def test_receipt_before_its_message_is_kept_and_counts(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    conversation = dm_conversation("X", "Y")
+    newest = messages[-1]
+    y.replica.receive(newest)
+    read = receipt(y, newest)
+
+    target = fresh("R", [x.record, y.record], history_limit=3)
+    assert target.receive(read) == [ReceiptAdvanced(op_id(newest), "Y", "read", read)]
+    assert target.state.orphan_receipts == {conversation: [(op_key(newest), op_id(newest))]}
+    assert target.receive(newest) == [MessageAdded(newest, conversation)]
+    assert target.state.receipt_status(op_id(newest), "Y") == "read"
+    assert visible_snapshot(target.state)["receipts"] == {(op_id(newest), "Y"): "read"}
+
+    in_order = fresh("S", [x.record, y.record, newest, read], history_limit=3)
+    assert visible_snapshot(target.state) == visible_snapshot(in_order.state)
+    assert target.state.digest() == in_order.state.digest()
+
+
+def test_orphan_receipt_is_pruned_when_its_message_falls_out(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    y.replica.receive(messages[0])
+    first_read = receipt(y, messages[0])
+    target = fresh("R", [x.record, y.record, first_read, *messages[1:]], history_limit=3)
+    assert op_id(messages[0]) not in target.state.receipts
+    assert target.state.orphan_receipts == {}
+    assert target.receive(messages[0]) == []  # older than the full history: refused
+    in_order = fresh("S", [x.record, y.record, messages[0], first_read, *messages[1:]], history_limit=3)
+    assert target.state.digest() == in_order.state.digest()
+    assert visible_snapshot(target.state) == visible_snapshot(in_order.state)
+
+
+def test_receipt_status_only_grows(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    message = messages[-1]
+    y.replica.receive(message)
+    read = receipt(y, message, "read")
+    delivered = receipt(y, message, "delivered")  # issued later, but less advanced
+    mid = op_id(message)
+
+    read_first = fresh("R", [x.record, y.record, message])
+    assert read_first.receive(read) == [ReceiptAdvanced(mid, "Y", "read", read)]
+    assert read_first.receive(delivered) == []
+    assert read_first.state.receipt_status(mid, "Y") == "read"
+
+    delivered_first = fresh("S", [x.record, y.record, message])
+    assert delivered_first.receive(delivered) == [ReceiptAdvanced(mid, "Y", "delivered", delivered)]
+    assert delivered_first.receive(read) == [ReceiptAdvanced(mid, "Y", "read", read)]
+    assert delivered_first.state.receipt_status(mid, "Y") == "read"
+    assert delivered_first.state.digest() == read_first.state.digest()
+
+
+def test_receipt_under_an_unpublished_claim_does_not_count(five_dms: tuple[Agent, Agent, list[Op]]) -> None:
+    x, y, messages = five_dms
+    message = messages[-1]
+    rogue = Replica.create("Z")
+    rogue.receive_many([x.record, y.record, message])
+    forged = rogue.make(receipt_body(message, "Y", y.inc, "read", dm_conversation("X", "Y")), 0)[0]
+    target = fresh("R", [x.record, y.record, message])
+    assert target.receive(forged) == []
+    assert target.state.receipt_status(op_id(message), "Y") is None
+
+
+# ------------------------------------------------------------------------------------------------- forgetting (rule 8)
+
+HORIZON_MS = 5_000
+
+
+@pytest.fixture
+def gc_scene() -> dict[str, Op]:
+    """Agents on A: X and Y went offline at ~1000 ms, Z is online since 1000 ms, W went offline at 9000 ms.
+
+    X and Y exchanged a DM (Y read it), X sent Z a DM. Returns the operations by name.
+    """
+    a = Replica.create("A")
+    x, y, z, w = (register(a, name, now=1000) for name in "XYZW")
+    ops = {"X": x.record, "Y": y.record, "Z": z.record, "W": w.record}
+    ops["x2y"] = dm(x, "Y", now=1100)
+    ops["y_read"] = receipt(y, ops["x2y"], now=1200)
+    ops["x2z"] = dm(x, "Z", now=1300)
+    ops["X_off"] = update(x, 1, now=2000, online=False)
+    ops["Y_off"] = update(y, 1, now=2000, online=False)
+    ops["W_off"] = update(w, 1, now=9000, online=False)
+    return ops
+
+
+def test_collect_garbage_forgets_long_offline_agents(gc_scene: dict[str, Op]) -> None:
+    target = fresh("R", list(gc_scene.values()))
+    target.state.collect_garbage(HORIZON_MS)
+    state = target.state
+    assert sorted(state.agents) == ["W", "Z"]  # W went offline after the horizon, Z is online
+    assert state.horizon == HORIZON_MS << 16
+    # the conversation between two forgotten agents is gone, with its receipts
+    assert dm_conversation("X", "Y") not in state.histories
+    assert op_id(gc_scene["x2y"]) not in state.messages
+    assert state.receipts == {}
+    # a conversation with an agent still known stays
+    assert ids(state.histories[dm_conversation("X", "Z")].messages) == [op_id(gc_scene["x2z"])]
+    # the horizon never moves back
+    state.collect_garbage(HORIZON_MS - 1000)
+    assert state.horizon == HORIZON_MS << 16
+
+
+def test_old_operations_of_a_forgotten_agent_are_refused(gc_scene: dict[str, Op]) -> None:
+    state = MeshState()
+    state.apply(gc_scene["X_off"])
+    state.collect_garbage(HORIZON_MS)
+    assert state.agents == {}
+    # the older record of the forgotten agent arrives late (say, by anti-entropy): it cannot bring X back
+    assert state.apply(gc_scene["X"]) == []
+    assert state.apply(suspect_of(gc_scene["X"])) == []
+    assert state.agents == {}
+    # a record stamped after the horizon is accepted: a host re-stamping a live agent
+    x = upsert_of(gc_scene["X"])
+    newer = Op("A", 99, (HORIZON_MS + 1) << 16, record("X", "A", x.incarnation, 7))
+    assert state.apply(newer) == [AgentChanged("X", upsert_of(newer), True, None, False)]
+
+
+def suspect_of(upsert: Op) -> Op:
+    """A failure detector's verdict on ``upsert``'s claim, stamped right after it."""
+    body = upsert_of(upsert)
+    return Op("D", 1, upsert.hlc + 1, AgentSuspect(body.agent_id, body.incarnation, body.peer_id))
+
+
+def test_late_dm_between_forgotten_agents_goes_at_the_next_collection(gc_scene: dict[str, Op]) -> None:
+    everything = fresh("R1", list(gc_scene.values()))
+    everything.state.collect_garbage(HORIZON_MS)
+    late = fresh("R2", [op for name, op in gc_scene.items() if name not in ("x2y", "y_read")])
+    late.state.collect_garbage(HORIZON_MS)
+    late.receive(gc_scene["x2y"])
+    late.state.collect_garbage(HORIZON_MS)
+    assert dm_conversation("X", "Y") not in late.state.histories
+    assert late.state.digest() == everything.state.digest()
+
+
+def test_late_receipt_for_a_dropped_conversation_does_not_survive(gc_scene: dict[str, Op]) -> None:
+    """A receipt for a DM between forgotten agents, delivered after the collection, must not be kept forever.
+
+    Without its message there is no history for the conversation, so the receipt sits among the orphan
+    receipts of a conversation no later collection visits; replicas that collected after it arrived do not hold it.
+    """
+    everything = fresh("R1", list(gc_scene.values()))
+    everything.state.collect_garbage(HORIZON_MS)
+    late = fresh("R2", [op for name, op in gc_scene.items() if name not in ("x2y", "y_read")])
+    late.state.collect_garbage(HORIZON_MS)
+    late.receive(gc_scene["y_read"])
+    late.state.collect_garbage(HORIZON_MS)
+    assert late.state.receipts == {}
+    assert late.state.digest() == everything.state.digest()
+
+
+# ------------------------------------------------------------------------------------------------------------- replica
+
+
+def test_seen_set_floor_and_extra() -> None:
+    seen = SeenSet()
+    assert seen.add(1)
+    assert (seen.floor, seen.extra) == (1, set())
+    assert seen.add(3)
+    assert seen.add(5)
+    assert (seen.floor, seen.extra) == (1, {3, 5})
+    assert 3 in seen
+    assert 2 not in seen
+    assert not seen.add(3)
+    assert not seen.add(1)
+    assert seen.add(2)  # fills the gap: the floor runs up through 3
+    assert (seen.floor, seen.extra) == (3, {5})
+    assert seen.add(4)
+    assert (seen.floor, seen.extra) == (5, set())
+    assert all(n in seen for n in range(6))
+    assert 6 not in seen
+
+
+def test_duplicates_are_ignored() -> None:
+    host = Replica.create("A")
+    x = register(host, "X")
+    message = dm(x, "Y")
+    target = Replica.create("R")
+    assert target.receive(x.record) != []
+    assert target.receive(message) == [MessageAdded(message, dm_conversation("X", "Y"))]
+    digest = target.state.digest()
+    assert target.receive(message) == []
+    assert target.receive_many([x.record, message]) == []
+    assert target.state.digest() == digest
+    assert target.seen["A"] == SeenSet(2, set())
+
+
+def test_duplicate_after_collection_does_not_resurrect_a_conversation(gc_scene: dict[str, Op]) -> None:
+    target = fresh("R", list(gc_scene.values()))
+    target.state.collect_garbage(HORIZON_MS)
+    assert target.receive(gc_scene["x2y"]) == []
+    assert target.receive(gc_scene["y_read"]) == []
+    assert dm_conversation("X", "Y") not in target.state.histories
+    assert target.state.receipts == {}
+
+
+def test_receive_advances_the_clock_past_what_it_saw() -> None:
+    a, b = Replica.create("A"), Replica.create("B")
+    x = register(a, "X", now=5000)
+    b.receive(x.record)
+    y = register(b, "Y", now=1000)  # b's wall clock is behind
+    assert op_key(y.record) > op_key(x.record)
+
+
+@pytest.fixture
+def busy_peer() -> tuple[Replica, list[Op]]:
+    """Peer A with two agents, a few DMs, an update and a receipt; returns it with its operations in order."""
+    a = Replica.create("A")
+    x, y = register(a, "X"), register(a, "Y")
+    ops = [x.record, y.record]
+    ops.append(dm(x, "Y", "one"))
+    ops.append(dm(y, "X", "two"))
+    ops.append(update(x, 1, status="busy"))
+    ops.append(receipt(y, ops[2]))
+    ops.append(dm(x, "Y", "three"))
+    return a, ops
+
+
+def test_sync_answer_catches_up_a_replica_that_missed_ops(busy_peer: tuple[Replica, list[Op]]) -> None:
+    source, ops = busy_peer
+    behind = fresh("B", [ops[0], ops[1], ops[3]])  # saw 1, 2 and 4: floor 2, extra {4}
+    assert behind.sync_request().seen == {"A": 2}
+    answer = source.sync_answer(behind.sync_request())
+    assert [op.seq for op in answer] == [3, 4, 5, 6, 7]
+    assert answer == sorted(answer, key=op_key)
+    behind.receive_many(answer)
+    assert behind.state.digest() == source.state.digest()
+    assert visible_snapshot(behind.state) == visible_snapshot(source.state)
+    assert source.sync_answer(behind.sync_request()) == []
+    assert behind.sync_answer(source.sync_request()) == []
+
+
+def test_sync_answer_is_sorted_by_op_key_across_origins(busy_peer: tuple[Replica, list[Op]]) -> None:
+    source, ops = busy_peer
+    other = Replica.create("B")
+    other.receive_many(ops)
+    z = register(other, "Z", now=1)
+    note = dm(z, "X", "from B")
+    source.receive_many([z.record, note])
+    answer = source.sync_answer(Replica.create("C").sync_request())
+    assert answer == sorted(answer, key=op_key)
+    assert {(op.origin, op.seq) for op in answer} == {(op.origin, op.seq) for op in [*ops, z.record, note]}
+    assert len(answer) == len(ops) + 2  # each operation once, though the state may store one twice
+
+
+def test_sync_answer_is_empty_when_digests_agree(busy_peer: tuple[Replica, list[Op]]) -> None:
+    source, ops = busy_peer
+    twin = fresh("B", ops)
+    assert twin.state.digest() == source.state.digest()
+    assert source.sync_answer(twin.sync_request()) == []
+    # even with a floor that claims nothing was seen: equal digests mean there is nothing to send
+    request = twin.sync_request()
+    assert source.sync_answer(type(request)(request.digest, {})) == []
+
+
+# -------------------------------------------------------------------------------------------------------------- digest
+
+
+def test_digest_is_independent_of_arrival_order(busy_peer: tuple[Replica, list[Op]]) -> None:
+    source, ops = busy_peer
+    forward = fresh("F", ops)
+    backward = fresh("B", list(reversed(ops)))
+    shuffled = fresh("S", [ops[i] for i in (4, 0, 6, 2, 5, 1, 3)])
+    assert forward.state.digest() == backward.state.digest() == shuffled.state.digest() == source.state.digest()
+    assert visible_snapshot(backward.state) == visible_snapshot(forward.state)
+    assert visible_snapshot(shuffled.state) == visible_snapshot(forward.state)
+    assert rebuild(source.state, reverse=True).digest() == source.state.digest()
+
+
+def test_digest_differs_when_an_op_is_missing(busy_peer: tuple[Replica, list[Op]]) -> None:
+    source, ops = busy_peer
+    for missing in range(len(ops)):
+        partial = fresh("P", ops[:missing] + ops[missing + 1 :])
+        assert partial.state.digest() != source.state.digest(), f"op {missing} missing went unnoticed"
