@@ -153,8 +153,9 @@ class MeshState:
     histories: dict[str, History] = attrs.field(factory=dict)
     #: message id -> the message, for every message held in a history
     messages: dict[str, Op] = attrs.field(factory=dict)
-    #: message id -> (recipient, issuing peer) -> the most advanced receipt
-    receipts: dict[str, dict[tuple[str, str], Op]] = attrs.field(factory=dict)
+    #: message id -> (recipient, issuing peer, claim incarnation) -> the most advanced receipt under that claim.
+    #: Kept per claim: a newer receipt under a claim not yet known must not hide one under a known claim.
+    receipts: dict[str, dict[tuple[str, str, int], Op]] = attrs.field(factory=dict)
     #: conversation -> heap of (message key, message id) for receipts whose message is not held (yet)
     orphan_receipts: dict[str, list[tuple[OpKey, str]]] = attrs.field(factory=dict)
     #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
@@ -223,7 +224,7 @@ class MeshState:
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
         """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none)."""
         best: Op | None = None
-        for (who, _peer), op in self.receipts.get(message_id, {}).items():
+        for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
             assert isinstance(body, Receipt)
             if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin):
@@ -387,7 +388,7 @@ class MeshState:
             if history is not None and not history.admits(body.message_key):
                 return []  # rule 7: its message is (or would be) truncated away
         slot = self.receipts.setdefault(message_id, {})
-        key = (body.recipient, op.origin)
+        key = (body.recipient, op.origin, body.recipient_inc)
         current = slot.get(key)
         if current is not None and _receipt_rank(op) <= _receipt_rank(current):
             return []

@@ -164,7 +164,7 @@ def visible_snapshot(state: MeshState) -> dict[str, Any]:
         conversations[conversation] = [op_id(op) for op in history.messages if state.message_visible(op)]
     receipts = {}
     for message_id in sorted(state.receipts):
-        for recipient, _peer in sorted(state.receipts[message_id]):
+        for recipient, _peer, _inc in sorted(state.receipts[message_id]):
             receipts[(message_id, recipient)] = state.receipt_status(message_id, recipient)
     return {"agents": agents, "rooms": rooms, "conversations": conversations, "receipts": receipts}
 

@@ -216,6 +216,13 @@ class ConvergenceMachine(RuleBasedStateMachine):
         forged = AgentUpsert(agent, victim_replica.peer_id, inc, 10_000, "forged", "evil", "/", 1, 1.0, online=False)
         self.net.make(rogue_peer.index, forged)
         self.net.make(rogue_peer.index, DirectMessage(agent, inc, agent_of(rogue_peer.index, 0), "forged"))
+        # Speaking for the victim in rooms, too: destroy and kick as it, wherever the rogue knows a room.
+        rogue_state = rogue_peer.replica.state
+        for name in ROOM_NAMES:
+            room_id = rogue_state.room_id(name)
+            if room_id is not None:
+                self.net.make(rogue_peer.index, Membership(room_id, "destroy", agent, inc))
+                self.net.make(rogue_peer.index, Membership(room_id, "kick", agent, inc, agent_of(victim_peer.index, 1)))
 
     # ------------------------------------------------------------------ the network
 
@@ -310,7 +317,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             assert peer.replica is not None
             state = peer.replica.state
             for message_id, slot in state.receipts.items():
-                for recipient, _issuer in slot:
+                for recipient, _issuer, _inc in slot:
                     key = (peer.index, peer.generation, message_id, recipient)
                     now = rank[state.receipt_status(message_id, recipient)]
                     assert now >= self.receipt_floor.get(key, 0), "a receipt went backwards"
