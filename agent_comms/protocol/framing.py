@@ -57,7 +57,7 @@ class FrameDecoder:
         """Bytes received but not yet consumed as part of a complete frame."""
         return len(self._buffer) - self._offset
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes. An empty ``data`` is allowed and does nothing."""
         self._buffer += data
 

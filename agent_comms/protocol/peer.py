@@ -149,6 +149,8 @@ class Peer:
     _binding: bool = False
     _anti_entropy_turn: int = 0
     _pending_dials: dict[int, str | None] = attrs.field(factory=dict)
+    #: added to ``now`` for the wall-clock milliseconds of HLC stamps (``now`` itself may be a monotonic clock)
+    wall_offset: float = 0.0
     #: consecutive attempts to reach the coordinator that failed before the handshake finished (for back-off)
     _coordinator_failures: int = 0
 
@@ -163,11 +165,13 @@ class Peer:
         started_at: float,
         data_port: int,
         process_start: float = 0.0,
+        wall_offset: float = 0.0,
     ) -> Peer:
-        """A new peer with a fresh random id."""
+        """A new peer with a fresh random id. ``started_at`` ranks it for succession (earlier goes first)."""
         peer_id = f"{rng.getrandbits(64):016x}"
         info = PeerInfo(peer_id, pid, started_at, data_port, process_start)
-        return cls(info, key, config, rng, Replica.create(peer_id, history_limit=config.history_limit))
+        replica = Replica.create(peer_id, history_limit=config.history_limit)
+        return cls(info, key, config, rng, replica, wall_offset=wall_offset)
 
     @property
     def peer_id(self) -> str:
@@ -341,7 +345,8 @@ class Peer:
                 return self._send(entry, [Introduce(self.info)], now)
             return []  # inbound: wait for Introduce
         if entry.purpose == "observer":
-            return []
+            # A read-only client (the CLI): the coordinator tells it who is in the mesh; any peer answers its sync.
+            return self._send(entry, [self._peer_list()], now) if self.is_coordinator else []
         if remote.peer_id == self.peer_id:
             raise RemoteProtocolError("linked to ourselves", reason="self")
         self.known[remote.peer_id] = remote
@@ -387,8 +392,7 @@ class Peer:
                 raise RemoteProtocolError("Introduce sent to a peer that is not the coordinator", reason="role")
             self.introduced[entry.link_id] = frame.peer
             self.known[frame.peer.peer_id] = frame.peer
-            peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
-            return self._send(entry, [PeerList(peers, self.peer_id)], now)
+            return self._send(entry, [self._peer_list()], now)
         if isinstance(frame, PeerList):
             commands: list[Command] = []
             for info in frame.peers:
@@ -406,6 +410,10 @@ class Peer:
             return []
         raise RemoteProtocolError(f"unexpected {type(frame).__name__} frame on an open link", reason="unexpected")
 
+    def _peer_list(self) -> PeerList:
+        peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
+        return PeerList(peers, self.peer_id)
+
     def _sync_frames(self, request: SyncRequest) -> list[Frame]:
         """Anti-entropy answer, cut into frames that stay well under the frame cap."""
         ops = self.replica.sync_answer(request)
@@ -419,8 +427,7 @@ class Peer:
                 chunk, size = [], 0
             chunk.append(op)
             size += op_size
-        if chunk:
-            frames.append(SyncOps(tuple(chunk), done=True))
+        frames.append(SyncOps(tuple(chunk), done=True))  # always one final frame, so the asker knows it is done
         return frames
 
     def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
@@ -477,7 +484,7 @@ class Peer:
 
     def submit(self, body: Body, now: float) -> list[Command]:
         """Make a local operation, apply it, broadcast it on every data link."""
-        op, changes = self.replica.make(body, _ms(now))
+        op, changes = self.replica.make(body, _ms(now + self.wall_offset))
         commands: list[Command] = []
         frame = Ops((op,))
         for link_id in self.data_links.values():
@@ -488,7 +495,7 @@ class Peer:
 
     def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
         """Start hosting an agent: claim it with an incarnation above every claim known for it."""
-        incarnation = self.replica.hlc.tick(_ms(now))
+        incarnation = self.replica.hlc.tick(_ms(now + self.wall_offset))
         entry = self.replica.state.agents.get(record.agent_id)
         if entry is not None and entry.claims:
             incarnation = max(incarnation, max(entry.claims)[0] + 1)

@@ -1,0 +1,162 @@
+"""How the runtime reaches other peers: real TCP on 127.0.0.1, or an in-memory network for tests.
+
+Both give the runtime the same three things: listen on a port (exclusively: a second listener on a held port fails
+with :class:`PortInUse`), connect to a port, and byte streams (any :class:`trio.abc.Stream`) with the addresses
+each end sees, which the handshake binds into its proofs.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import math
+import socket as stdlib_socket
+from typing import Protocol
+
+import attrs
+import trio
+import trio.testing
+
+__all__ = ["Connection", "Listener", "MemoryNetwork", "Network", "PortInUse", "TcpNetwork"]
+
+HOST = "127.0.0.1"
+
+
+class PortInUse(OSError):
+    """Another process holds the port."""
+
+
+@attrs.frozen
+class Connection:
+    """A connected byte stream and the two addresses as this end sees them (``host:port``)."""
+
+    stream: trio.abc.Stream
+    local_addr: str
+    remote_addr: str
+
+
+class Listener(Protocol):
+    """A listening port."""
+
+    port: int
+
+    async def accept(self) -> Connection:
+        """Wait for the next incoming connection."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening and free the port."""
+        ...
+
+
+class Network(Protocol):
+    """Where peers listen and connect."""
+
+    async def listen(self, port: int) -> Listener:
+        """Listen on ``port`` (0: any free port). Raises :class:`PortInUse` if it is held."""
+        ...
+
+    async def connect(self, port: int) -> Connection:
+        """Connect to ``port``. Raises :class:`OSError` if nobody listens there."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------------- TCP
+
+
+def _addr(sockaddr: tuple[str, int]) -> str:
+    return f"{sockaddr[0]}:{sockaddr[1]}"
+
+
+class _TcpListener:
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+        self.port: int = sock.getsockname()[1]
+
+    async def accept(self) -> Connection:
+        sock, _ = await self._sock.accept()
+        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        stream = trio.SocketStream(sock)
+        return Connection(stream, _addr(sock.getsockname()), _addr(sock.getpeername()))
+
+    async def aclose(self) -> None:
+        self._sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+class TcpNetwork:
+    """Real sockets on 127.0.0.1."""
+
+    async def listen(self, port: int) -> Listener:
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        # SO_REUSEADDR lets a new coordinator bind while old connections linger in TIME_WAIT; on Linux it never lets
+        # two sockets listen on one port at once (that would take SO_REUSEPORT, which we never set).
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        try:
+            await sock.bind((HOST, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(exc.errno, f"port {port} is in use") from None
+            raise
+        return _TcpListener(sock)
+
+    async def connect(self, port: int) -> Connection:
+        stream = await trio.open_tcp_stream(HOST, port)
+        sock = stream.socket
+        return Connection(stream, _addr(sock.getsockname()), _addr(sock.getpeername()))
+
+
+# ---------------------------------------------------------------------------------------------------------- memory
+
+
+class _MemoryListener:
+    def __init__(self, network: MemoryNetwork, port: int) -> None:
+        self._network = network
+        self.port = port
+        self._send, self._receive = trio.open_memory_channel[Connection](math.inf)
+
+    async def accept(self) -> Connection:
+        return await self._receive.receive()
+
+    async def aclose(self) -> None:
+        if self._network.listeners.get(self.port) is self:
+            del self._network.listeners[self.port]
+        self._send.close()
+        await trio.lowlevel.checkpoint()
+
+
+@attrs.define
+class MemoryNetwork:
+    """An in-memory network for tests (trio's fake network has no TCP): ports, listeners, stream pairs.
+
+    :meth:`stop` and :meth:`cont` model SIGSTOP / SIGCONT of whoever listens on a port: new connections to a
+    stopped port are accepted by the "kernel" but nobody answers.
+    """
+
+    listeners: dict[int, _MemoryListener] = attrs.field(factory=dict)
+    _ports: itertools.count[int] = attrs.field(factory=lambda: itertools.count(50000))
+
+    async def listen(self, port: int) -> Listener:
+        await trio.lowlevel.checkpoint()
+        if port == 0:
+            port = next(self._ports)
+        if port in self.listeners:
+            raise PortInUse(errno.EADDRINUSE, f"port {port} is in use")
+        listener = self.listeners[port] = _MemoryListener(self, port)
+        return listener
+
+    async def connect(self, port: int) -> Connection:
+        await trio.lowlevel.checkpoint()
+        listener = self.listeners.get(port)
+        if listener is None:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on port {port}")
+        ours, theirs = trio.testing.memory_stream_pair()
+        ephemeral = next(self._ports)
+        local, remote = f"{HOST}:{ephemeral}", f"{HOST}:{port}"
+        try:
+            listener._send.send_nowait(Connection(theirs, remote, local))
+        except trio.ClosedResourceError:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on port {port}") from None
+        return Connection(ours, local, remote)

@@ -1,0 +1,395 @@
+"""The Trio runtime of one peer: sockets, tasks and time around the sans-IO :class:`~agent_comms.protocol.peer.Peer`.
+
+Structure (each arrow is a memory channel, each box a task)::
+
+    data listener ─┐                         ┌─> writer (link 1) ─> socket
+    coordinator  ──┼─> inbox ─> [ owner ] ───┼─> writer (link 2) ─> socket
+    reader (link n)┘                         └─> subscribers (changes)
+
+* The **owner** task is the only one that drives the :class:`Peer`: it takes events from the inbox (accepted and
+  opened connections, received frames, closed links, bind results), feeds them to the peer, and carries out the
+  commands the peer returns. It sleeps until the next event or the peer's next timer (``get_timer``).
+* Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
+  queued since its last write into one ``send_all``. The writer's queue is bounded: a link that cannot keep up is
+  closed (its peer catches up by anti-entropy when it comes back) rather than letting memory grow.
+* Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
+  anything else propagates and takes the node down, loudly.
+
+The public methods (:meth:`MeshNode.submit`, :meth:`MeshNode.host_agent`, ...) run on the caller's task: Trio
+never preempts, so they drive the peer directly, carry out its commands and wake the owner to recompute its timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import trio
+
+from agent_comms.protocol.changes import Change
+from agent_comms.protocol.commands import (
+    BindCoordinatorPort,
+    CloseLink,
+    Command,
+    Deliver,
+    Dial,
+    ReadPeerRegistry,
+    ReleaseCoordinatorPort,
+    Send,
+)
+from agent_comms.protocol.errors import RemoteProtocolError
+from agent_comms.protocol.framing import FrameDecoder, encode_frames
+from agent_comms.protocol.ops import AgentUpsert, Body
+from agent_comms.protocol.peer import Peer, PeerConfig
+from agent_comms.protocol.wire import Frame
+
+from .network import Connection, Listener, Network, PortInUse, TcpNetwork
+from .registry import PeerRegistry
+
+__all__ = ["LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
+
+#: Writes queued on one link before the link is judged too slow and closed.
+LINK_QUEUE_FRAMES: Final = 65536
+_INBOX: Final = 1024
+_READ_SIZE: Final = 1 << 16
+_CLOSE: Final = b""  # sentinel on a writer queue: flush, then close
+
+
+class MeshNode:
+    """A running peer. Create it with :func:`open_node`."""
+
+    def __init__(
+        self,
+        peer: Peer,
+        network: Network,
+        nursery: trio.Nursery,
+        registry: PeerRegistry | None,
+    ) -> None:
+        self.peer = peer
+        self.network = network
+        self.registry = registry
+        self._nursery = nursery
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](_INBOX)
+        self._writers: dict[int, trio.MemorySendChannel[bytes]] = {}
+        self._link_scopes: dict[int, trio.CancelScope] = {}
+        self._coordinator_scope: trio.CancelScope | None = None
+        self._subscribers: list[trio.MemorySendChannel[Change]] = []
+        self._progress = trio.Event()
+        self.closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def peer_id(self) -> str:
+        """This peer's id."""
+        return self.peer.peer_id
+
+    def submit(self, body: Body) -> None:
+        """Make an operation (applied here at once, broadcast to every linked peer)."""
+        self._execute(self.peer.submit(body, trio.current_time()))
+
+    def host_agent(self, record: AgentUpsert) -> AgentUpsert:
+        """Host an agent on this peer; returns the record as claimed (with its incarnation)."""
+        self._execute(self.peer.host_agent(record, trio.current_time()))
+        return self.peer.hosted[record.agent_id]
+
+    def update_agent(self, agent_id: str, **changes: object) -> None:
+        """Change a hosted agent's record."""
+        self._execute(self.peer.update_agent(agent_id, trio.current_time(), **changes))
+
+    def release_agent(self, agent_id: str) -> None:
+        """Stop hosting an agent (the mesh sees it offline)."""
+        self._execute(self.peer.release_agent(agent_id, trio.current_time()))
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[Change]:
+        """A channel of every change to the replicated state from now on (unbounded; close it when done)."""
+        send, receive = trio.open_memory_channel[Change](math.inf)
+        self._subscribers.append(send)
+        return receive
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds; it is re-checked whenever the node has processed something."""
+        while not condition():
+            await self._progress.wait()
+
+    def abort(self) -> None:
+        """Make the coming shutdown abrupt, like a killed process (for tests): no goodbyes, no handover."""
+        self.closed = True
+
+    async def aclose(self) -> None:
+        """Leave gracefully: agents offline, coordinator role handed over, goodbyes flushed, links closed."""
+        if self.closed:
+            return
+        self._execute(self.peer.close(trio.current_time()))
+        self.closed = True
+        if self.registry is not None:
+            self.registry.withdraw(self.peer_id)
+        with trio.move_on_after(0.5):
+            await self.wait_for(lambda: not self._link_scopes)
+
+    # ------------------------------------------------------------------ the owner
+
+    async def _owner(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._execute(self.peer.start(trio.current_time()))
+        task_status.started()
+        inbox = self._inbox
+        while True:
+            timer = self.peer.get_timer()
+            with trio.move_on_at(math.inf if timer is None else timer):
+                event = await inbox.receive()
+                self._handle(event)
+                while True:
+                    try:
+                        event = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._handle(event)
+            now = trio.current_time()
+            due = self.peer.get_timer()
+            if due is not None and now >= due:
+                self._execute(self.peer.handle_timer(now))
+            self._progress.set()
+            self._progress = trio.Event()
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        peer = self.peer
+        now = trio.current_time()
+        if kind == "frames":
+            _, link_id, frames = event
+            for frame in frames:
+                self._execute(peer.frame_received(link_id, frame, now))
+        elif kind == "closed":
+            _, link_id, reason = event
+            self._drop_writer(link_id)
+            self._execute(peer.link_closed(link_id, now, reason))
+        elif kind == "accepted":
+            conn: Connection = event[1]
+            link_id, commands = peer.accept(now, local_addr=conn.local_addr, remote_addr=conn.remote_addr)
+            self._start_link(link_id, conn)
+            self._execute(commands)
+        elif kind == "opened":
+            _, link_id, conn = event
+            self._start_link(link_id, conn)
+            self._execute(peer.link_opened(link_id, now, local_addr=conn.local_addr, remote_addr=conn.remote_addr))
+        elif kind == "dial_failed":
+            _, link_id, reason = event
+            self._execute(peer.dial_failed(link_id, now, reason))
+        elif kind == "bound":
+            listener: Listener = event[1]
+            if self.closed:
+                self._nursery.start_soon(listener.aclose)
+                return
+            scope = self._coordinator_scope = trio.CancelScope()
+            self._nursery.start_soon(self._accept_loop, listener, scope)
+            self._execute(peer.coordinator_bound(now))
+        elif kind == "bind_failed":
+            self._execute(peer.coordinator_bind_failed(now))
+        elif kind == "wake":
+            pass
+        else:  # pragma: no cover - a bug in this module
+            raise AssertionError(f"unknown inbox event {kind}")
+
+    def _execute(self, commands: Iterable[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Send):
+                self._write(command.link_id, command.frames)
+            elif isinstance(command, Deliver):
+                for subscriber in self._subscribers:
+                    for change in command.changes:
+                        subscriber.send_nowait(change)
+            elif isinstance(command, Dial):
+                self._nursery.start_soon(self._dial, command)
+            elif isinstance(command, CloseLink):
+                self._close_link(command.link_id)
+            elif isinstance(command, BindCoordinatorPort):
+                self._nursery.start_soon(self._bind)
+            elif isinstance(command, ReleaseCoordinatorPort):
+                if self._coordinator_scope is not None:
+                    self._coordinator_scope.cancel()
+                    self._coordinator_scope = None
+            elif isinstance(command, ReadPeerRegistry):
+                found = [] if self.registry is None else self.registry.read()
+                self._execute(self.peer.peers_discovered(found, trio.current_time()))
+            else:  # pragma: no cover - a bug in this module
+                raise AssertionError(f"unknown command {command!r}")
+        self._wake()
+
+    def _wake(self) -> None:
+        # If the inbox is full the owner has plenty to do and will look at its timer soon anyway.
+        with contextlib.suppress(trio.WouldBlock):
+            self._inbox_send.send_nowait(("wake",))
+
+    # ------------------------------------------------------------------ ports and dials
+
+    async def _bind(self) -> None:
+        try:
+            listener = await self.network.listen(self.peer.config.coordinator_port)
+        except PortInUse:
+            await self._inbox_send.send(("bind_failed",))
+        else:
+            await self._inbox_send.send(("bound", listener))
+
+    async def _accept_loop(self, listener: Listener, scope: trio.CancelScope | None = None) -> None:
+        with scope if scope is not None else trio.CancelScope():
+            try:
+                while True:
+                    conn = await listener.accept()
+                    await self._inbox_send.send(("accepted", conn))
+            finally:
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+
+    async def _dial(self, command: Dial) -> None:
+        try:
+            with trio.fail_after(self.peer.config.handshake_timeout):
+                conn = await self.network.connect(command.port)
+        except (OSError, trio.TooSlowError) as exc:
+            await self._inbox_send.send(("dial_failed", command.link_id, f"{type(exc).__name__}: {exc}"))
+        else:
+            await self._inbox_send.send(("opened", command.link_id, conn))
+
+    # ------------------------------------------------------------------ links
+
+    def _start_link(self, link_id: int, conn: Connection) -> None:
+        send, receive = trio.open_memory_channel[bytes](LINK_QUEUE_FRAMES)
+        self._writers[link_id] = send
+        scope = self._link_scopes[link_id] = trio.CancelScope()
+        self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
+
+    def _write(self, link_id: int, frames: tuple[Frame, ...]) -> None:
+        writer = self._writers.get(link_id)
+        if writer is None:
+            return
+        try:
+            writer.send_nowait(encode_frames(frames))
+        except trio.WouldBlock:
+            self._execute(self.peer.link_closed(link_id, trio.current_time(), "write queue full"))
+            self._close_link(link_id)
+
+    def _close_link(self, link_id: int) -> None:
+        writer = self._writers.pop(link_id, None)
+        if writer is None:
+            return
+        try:
+            writer.send_nowait(_CLOSE)
+        except trio.WouldBlock:
+            self._link_scopes[link_id].cancel()
+        writer.close()
+
+    def _drop_writer(self, link_id: int) -> None:
+        writer = self._writers.pop(link_id, None)
+        if writer is not None:
+            writer.close()
+
+    async def _run_link(
+        self, link_id: int, conn: Connection, queue: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
+    ) -> None:
+        reason = "closed"
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, conn.stream, queue, nursery.cancel_scope)
+                    reason = await self._reader(link_id, conn.stream)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._link_scopes.pop(link_id, None)
+            await trio.aclose_forcefully(conn.stream)
+            event = ("closed", link_id, reason)
+            try:
+                self._inbox_send.send_nowait(event)
+            except trio.WouldBlock:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await self._inbox_send.send(event)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    async def _reader(self, link_id: int, stream: trio.abc.Stream) -> str:
+        decoder = FrameDecoder()
+        send = self._inbox_send
+        try:
+            while True:
+                data = await stream.receive_some(_READ_SIZE)
+                if not data:
+                    return "end of stream"
+                decoder.feed(data)
+                frames = list(decoder.frames())
+                if frames:
+                    await send.send(("frames", link_id, frames))
+        except RemoteProtocolError as exc:
+            return f"{exc.reason}: {exc}"
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    async def _writer(
+        stream: trio.abc.Stream, queue: trio.MemoryReceiveChannel[bytes], link_scope: trio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in queue:
+                batch = [chunk]
+                while True:
+                    try:
+                        batch.append(queue.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                closing = _CLOSE in batch
+                if closing:
+                    batch = batch[: batch.index(_CLOSE)]
+                if batch:
+                    await stream.send_all(b"".join(batch))
+                if closing:
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        link_scope.cancel()
+
+
+@asynccontextmanager
+async def open_node(
+    key: bytes,
+    *,
+    port: int,
+    network: Network | None = None,
+    registry: PeerRegistry | None = None,
+    config: PeerConfig | None = None,
+    rng: random.Random | None = None,
+    pid: int | None = None,
+    process_start: float = 0.0,
+) -> AsyncIterator[MeshNode]:
+    """Run a peer for the duration of the block; leave gracefully at the end.
+
+    ``port`` is the coordinator port. The peer listens for data links on a free port of its own, publishes
+    itself in ``registry`` (if given), and starts meeting the mesh; the block begins as soon as it is listening.
+    """
+    network = TcpNetwork() if network is None else network
+    config = PeerConfig(coordinator_port=port) if config is None else config
+    data_listener = await network.listen(0)
+    peer = Peer.create(
+        key=key,
+        config=config,
+        rng=random.SystemRandom() if rng is None else rng,
+        pid=os.getpid() if pid is None else pid,
+        started_at=time.time(),
+        data_port=data_listener.port,
+        process_start=process_start,
+        wall_offset=time.time() - trio.current_time(),
+    )
+    async with trio.open_nursery() as nursery:
+        node = MeshNode(peer, network, nursery, registry)
+        nursery.start_soon(node._accept_loop, data_listener)
+        if registry is not None:
+            registry.publish(peer.info)
+        await nursery.start(node._owner)
+        try:
+            yield node
+        finally:
+            with trio.CancelScope(shield=True):
+                await node.aclose()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,71 @@
+"""The peer registry: one small file per running peer in ``AGENT_COMMS_HOME/peers/``.
+
+It is the mesh's second way to meet (rule 7 of :mod:`agent_comms.protocol.peer`): when the coordinator port is
+held by a process that does not answer (stopped, hung), a newcomer reads the registry and links to the listed
+peers directly. Entries of dead processes are skipped and removed; a stale entry costs at most a refused dial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from agent_comms.protocol.wire import PeerInfo
+
+__all__ = ["PeerRegistry"]
+
+
+class PeerRegistry:
+    """Read and write the registry directory."""
+
+    def __init__(self, home: Path) -> None:
+        self.directory = home / "peers"
+
+    def publish(self, info: PeerInfo) -> None:
+        """Record this peer (atomically: write a temporary file, then rename)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.directory / f"{info.peer_id}.peer"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, msgspec.json.encode(info))
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def withdraw(self, peer_id: str) -> None:
+        """Remove this peer's entry (on shutdown)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / f"{peer_id}.peer").unlink()
+
+    def read(self) -> list[PeerInfo]:
+        """Every registered peer whose process still exists (entries of dead processes are removed)."""
+        peers: list[PeerInfo] = []
+        try:
+            paths = sorted(self.directory.glob("*.peer"))
+        except OSError:
+            return peers
+        for path in paths:
+            try:
+                info = msgspec.json.decode(path.read_bytes(), type=PeerInfo)
+            except (OSError, msgspec.DecodeError):
+                continue
+            if _alive(info.pid):
+                peers.append(info)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return peers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
