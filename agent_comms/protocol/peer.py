@@ -69,6 +69,7 @@ from .wire import (
     Ops,
     PeerInfo,
     PeerList,
+    PeerStatus,
     SyncOps,
     SyncRequest,
 )
@@ -346,7 +347,10 @@ class Peer:
             return []  # inbound: wait for Introduce
         if entry.purpose == "observer":
             # A read-only client (the CLI): the coordinator tells it who is in the mesh; any peer answers its sync.
-            return self._send(entry, [self._peer_list()], now) if self.is_coordinator else []
+            status = PeerStatus(
+                self.info, tuple(sorted(self.data_links)), self.coordinator_id or "", self.replica.state.digest()
+            )
+            return self._send(entry, [self._peer_list(), status] if self.is_coordinator else [status], now)
         if remote.peer_id == self.peer_id:
             raise RemoteProtocolError("linked to ourselves", reason="self")
         self.known[remote.peer_id] = remote

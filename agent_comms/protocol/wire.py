@@ -33,6 +33,7 @@ __all__ = [
     "Ops",
     "PeerInfo",
     "PeerList",
+    "PeerStatus",
     "Proof",
     "Refuse",
     "SyncOps",
@@ -109,6 +110,15 @@ class Handover(msgspec.Struct, frozen=True, array_like=True, tag="handover"):
     successor: str
 
 
+class PeerStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
+    """To an observer: the sender's view of the mesh (its links, the coordinator it follows, its state digest)."""
+
+    peer: PeerInfo
+    links: tuple[str, ...]
+    coordinator: str
+    digest: bytes
+
+
 class Goodbye(msgspec.Struct, frozen=True, array_like=True, tag="bye"):
     """The sender is shutting down on purpose; its agents go offline now rather than after a timeout."""
 
@@ -147,6 +157,7 @@ Frame = (
     | Introduce
     | PeerList
     | Handover
+    | PeerStatus
     | Goodbye
     | Ops
     | SyncRequest

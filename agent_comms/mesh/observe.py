@@ -1,0 +1,195 @@
+"""A read-only look at the mesh, for the CLI: coordinator, peers, their links and agents, without joining.
+
+The observer dials the coordinator port with the ``observer`` role and proves the mesh key like any peer. The
+coordinator answers with its peer list and its own status, and with a full anti-entropy answer from which the
+observer rebuilds the replicated state. With ``each_peer=True`` the observer then asks every listed peer for its
+status the same way (links, the coordinator it follows, its state digest). It never registers an agent and never
+becomes a peer, so it shows up in no listing. If the coordinator port does not answer in time (a stopped
+process), it asks the peers in the registry instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from agent_comms.protocol.framing import FrameDecoder, encode_frames
+from agent_comms.protocol.link import LinkHandshake
+from agent_comms.protocol.state import MeshState
+from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, SyncRequest
+
+from .network import Network, TcpNetwork
+from .registry import PeerRegistry
+
+__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "observe_mesh"]
+
+
+class NoMesh(Exception):
+    """No mesh answered: nothing on the coordinator port and no live peer in the registry."""
+
+
+@attrs.frozen
+class PeerView:
+    """What one peer told the observer about itself (``None`` fields: it did not answer)."""
+
+    info: PeerInfo
+    links: tuple[str, ...] | None = None
+    coordinator: str | None = None
+    digest: bytes | None = None
+
+
+@attrs.frozen
+class MeshSnapshot:
+    """What an observer saw."""
+
+    port: int
+    coordinator: PeerInfo | None
+    peers: tuple[PeerView, ...]
+    state: MeshState
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``agent-comms mesh --json`` shape."""
+        now = time.time()
+        coordinator = None
+        if self.coordinator is not None:
+            coordinator = {"peer_id": self.coordinator.peer_id, "pid": self.coordinator.pid, "port": self.port}
+        peers = []
+        for view in self.peers:
+            info = view.info
+            agents = sorted(
+                agent_id
+                for agent_id, entry in self.state.agents.items()
+                if entry.record is not None and entry.online and entry.body.peer_id == info.peer_id
+            )
+            peers.append(
+                {
+                    "peer_id": info.peer_id,
+                    "pid": info.pid,
+                    "started_at": info.started_at,
+                    "uptime": max(0.0, now - info.started_at),
+                    "data_port": info.data_port,
+                    "coordinator": self.coordinator is not None and info.peer_id == self.coordinator.peer_id,
+                    "agents": agents,
+                    "links": None if view.links is None else list(view.links),
+                    "follows": view.coordinator,
+                    "digest": None if view.digest is None else view.digest.hex(),
+                }
+            )
+        return {"coordinator": coordinator, "peers": peers}
+
+
+@attrs.frozen
+class _Answer:
+    remote: PeerInfo
+    remote_coordinator: bool
+    peer_list: PeerList | None
+    status: PeerStatus | None
+    state: MeshState
+
+
+async def observe_mesh(
+    key: bytes,
+    *,
+    port: int,
+    registry: PeerRegistry | None = None,
+    network: Network | None = None,
+    each_peer: bool = True,
+    attempt_seconds: float = 2.0,
+) -> MeshSnapshot:
+    """Observe the mesh on ``port``, giving each place asked ``attempt_seconds``. Raises :class:`NoMesh`."""
+    network = TcpNetwork() if network is None else network
+    answer: _Answer | None = None
+    try:
+        with trio.fail_after(attempt_seconds):
+            answer = await _ask(network, key, port)
+    except (OSError, trio.TooSlowError):
+        pass
+    candidates: list[PeerInfo] = []
+    if answer is not None and answer.peer_list is not None:
+        candidates = list(answer.peer_list.peers)
+        coordinator = next((p for p in candidates if p.peer_id == answer.peer_list.coordinator), None)
+    else:
+        # Nobody answered on the coordinator port: the registry lists who should be running.
+        candidates = [] if registry is None else registry.read()
+        coordinator = None
+    views: dict[str, PeerView] = {}
+    if answer is not None and answer.status is not None:
+        views[answer.remote.peer_id] = _view(answer.remote, answer.status)
+    state = answer.state if answer is not None else None
+    for info in candidates:
+        if info.peer_id in views or (not each_peer and state is not None):
+            continue
+        try:
+            with trio.fail_after(attempt_seconds):
+                reply = await _ask(network, key, info.data_port)
+        except (OSError, trio.TooSlowError):
+            views[info.peer_id] = PeerView(info)
+            continue
+        views[info.peer_id] = _view(info, reply.status)
+        if state is None:
+            state = reply.state
+    if state is None:
+        raise NoMesh(f"no mesh answers on port {port}")
+    ordered = tuple(sorted(views.values(), key=lambda v: (v.info.started_at, v.info.peer_id)))
+    return MeshSnapshot(port, coordinator, ordered, state)
+
+
+def _view(info: PeerInfo, status: PeerStatus | None) -> PeerView:
+    if status is None:
+        return PeerView(info)
+    return PeerView(status.peer, status.links, status.coordinator or None, status.digest)
+
+
+async def _ask(network: Network, key: bytes, dial_port: int) -> _Answer:
+    conn = await network.connect(dial_port)
+    stream = conn.stream
+    try:
+        identity = PeerInfo(f"observer-{secrets.token_hex(4)}", os.getpid(), time.time(), 0)
+        handshake = LinkHandshake(
+            dialer=True,
+            key=key,
+            nonce=secrets.token_bytes(16),
+            local_addr=conn.local_addr,
+            remote_addr=conn.remote_addr,
+            identity=identity,
+            role="observer",
+        )
+        await stream.send_all(encode_frames(handshake.start()))
+        decoder = FrameDecoder()
+        state = MeshState()
+        peer_list: PeerList | None = None
+        status: PeerStatus | None = None
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                raise OSError("the peer closed the connection")
+            decoder.feed(data)
+            for frame in decoder.frames():
+                if not handshake.is_open:
+                    replies = handshake.receive(frame)
+                    if _opened(handshake):
+                        replies = [*replies, SyncRequest(b"", {})]
+                    if replies:
+                        await stream.send_all(encode_frames(replies))
+                elif isinstance(frame, PeerList):
+                    peer_list = frame
+                elif isinstance(frame, PeerStatus):
+                    status = frame
+                elif isinstance(frame, SyncOps):
+                    for op in frame.ops:
+                        state.apply(op)
+                    if frame.done:
+                        remote = handshake.remote
+                        assert remote is not None
+                        return _Answer(remote, handshake.remote_coordinator, peer_list, status, state)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _opened(handshake: LinkHandshake) -> bool:
+    return handshake.is_open  # a call, so the type checker does not carry the narrowing across receive()
