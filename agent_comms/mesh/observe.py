@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import FrameDecoder, encode_frames
 from agent_comms.protocol.link import LinkHandshake
 from agent_comms.protocol.state import MeshState
@@ -26,7 +27,11 @@ from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, S
 from .network import Network, TcpNetwork
 from .registry import PeerRegistry
 
-__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "observe_mesh"]
+__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "observe_mesh", "peer_status"]
+
+
+#: What "that place did not answer" looks like: refused, reset, too slow, or not speaking our protocol.
+_UNANSWERED = (OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError)
 
 
 class NoMesh(Exception):
@@ -107,7 +112,7 @@ async def observe_mesh(
     try:
         with trio.fail_after(attempt_seconds):
             answer = await _ask(network, key, port)
-    except (OSError, trio.TooSlowError):
+    except _UNANSWERED:
         pass
     candidates: list[PeerInfo] = []
     if answer is not None and answer.peer_list is not None:
@@ -127,7 +132,7 @@ async def observe_mesh(
         try:
             with trio.fail_after(attempt_seconds):
                 reply = await _ask(network, key, info.data_port)
-        except (OSError, trio.TooSlowError):
+        except _UNANSWERED:
             views[info.peer_id] = PeerView(info)
             continue
         views[info.peer_id] = _view(info, reply.status)
@@ -137,6 +142,13 @@ async def observe_mesh(
         raise NoMesh(f"no mesh answers on port {port}")
     ordered = tuple(sorted(views.values(), key=lambda v: (v.info.started_at, v.info.peer_id)))
     return MeshSnapshot(port, coordinator, ordered, state)
+
+
+async def peer_status(key: bytes, data_port: int, *, network: Network | None = None) -> PeerView:
+    """Ask one peer, on its data port, for its status (raises ``OSError`` or a trio stream error if it fails)."""
+    network = TcpNetwork() if network is None else network
+    answer = await _ask(network, key, data_port)
+    return _view(answer.remote, answer.status)
 
 
 def _view(info: PeerInfo, status: PeerStatus | None) -> PeerView:
