@@ -129,11 +129,7 @@ class _MemoryListener:
 
 @attrs.define
 class MemoryNetwork:
-    """An in-memory network for tests (trio's fake network has no TCP): ports, listeners, stream pairs.
-
-    :meth:`stop` and :meth:`cont` model SIGSTOP / SIGCONT of whoever listens on a port: new connections to a
-    stopped port are accepted by the "kernel" but nobody answers.
-    """
+    """An in-memory network for tests (trio's fake network has no TCP): ports, listeners, stream pairs."""
 
     listeners: dict[int, _MemoryListener] = attrs.field(factory=dict)
     _ports: itertools.count[int] = attrs.field(factory=lambda: itertools.count(50000))

@@ -50,6 +50,7 @@ from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.wire import Frame
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
+from .procinfo import process_alive
 from .registry import PeerRegistry
 
 __all__ = ["LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
@@ -95,8 +96,15 @@ class MeshNode:
         self._execute(self.peer.submit(body, trio.current_time()))
 
     def host_agent(self, record: AgentUpsert) -> AgentUpsert:
-        """Host an agent on this peer; returns the record as claimed (with its incarnation)."""
+        """Host an agent on this peer; returns the record as claimed (with its incarnation).
+
+        If the record names a process (``pid``), the agent is released as soon as that process exits (on Linux
+        through a pidfd, at once; elsewhere by the periodic probe).
+        """
+        first = record.agent_id not in self.peer.hosted
         self._execute(self.peer.host_agent(record, trio.current_time()))
+        if first and record.pid > 0 and hasattr(os, "pidfd_open"):
+            self._nursery.start_soon(self._watch_process, record.agent_id, record.pid, record.process_start)
         return self.peer.hosted[record.agent_id]
 
     def update_agent(self, agent_id: str, **changes: object) -> None:
@@ -225,6 +233,37 @@ class MeshNode:
         # If the inbox is full the owner has plenty to do and will look at its timer soon anyway.
         with contextlib.suppress(trio.WouldBlock):
             self._inbox_send.send_nowait(("wake",))
+
+    # ------------------------------------------------------------------ process liveness
+
+    async def _watch_process(self, agent_id: str, pid: int, start_time: float) -> None:
+        """Release a hosted agent the moment its process exits (Linux pidfd)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return  # already gone, or not permitted: the periodic probe covers it
+        try:
+            if process_alive(pid, start_time):
+                await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+        if agent_id in self.peer.hosted and not self.closed:
+            self._execute(self.peer.processes_exited([agent_id], trio.current_time()))
+
+    async def _probe_processes(self) -> None:
+        """Every ``probe_interval``: agents whose process is gone (pid and start time) go offline."""
+        while True:
+            await trio.sleep(self.peer.config.probe_interval)
+            gone = [
+                agent_id
+                for agent_id, entry in self.peer.replica.state.agents.items()
+                if entry.record is not None
+                and entry.online
+                and entry.body.pid > 0
+                and not process_alive(entry.body.pid, entry.body.process_start)
+            ]
+            if gone and not self.closed:
+                self._execute(self.peer.processes_exited(gone, trio.current_time()))
 
     # ------------------------------------------------------------------ ports and dials
 
@@ -362,11 +401,14 @@ async def open_node(
     rng: random.Random | None = None,
     pid: int | None = None,
     process_start: float = 0.0,
+    probe_processes: bool = True,
 ) -> AsyncIterator[MeshNode]:
     """Run a peer for the duration of the block; leave gracefully at the end.
 
     ``port`` is the coordinator port. The peer listens for data links on a free port of its own, publishes
     itself in ``registry`` (if given), and starts meeting the mesh; the block begins as soon as it is listening.
+    ``probe_processes`` runs the periodic check of agents' processes (off for in-memory simulations whose
+    agents name no real process).
     """
     network = TcpNetwork() if network is None else network
     config = PeerConfig(coordinator_port=port) if config is None else config
@@ -384,6 +426,8 @@ async def open_node(
     async with trio.open_nursery() as nursery:
         node = MeshNode(peer, network, nursery, registry)
         nursery.start_soon(node._accept_loop, data_listener)
+        if probe_processes:
+            nursery.start_soon(node._probe_processes)
         if registry is not None:
             registry.publish(peer.info)
         await nursery.start(node._owner)

@@ -91,6 +91,8 @@ class PeerConfig:
     retry_interval: float = 0.1
     max_retry_interval: float = 2.0
     anti_entropy_interval: float = 2.0
+    #: how often the runtime checks that the processes of known agents still exist
+    probe_interval: float = 5.0
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
     sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
@@ -520,6 +522,20 @@ class Peer:
         """Stop hosting an agent; the mesh sees it offline."""
         commands = self.update_agent(agent_id, now, online=False)
         del self.hosted[agent_id]
+        return commands
+
+    def processes_exited(self, agent_ids: Iterable[str], now: float) -> list[Command]:
+        """The runtime's process probe found these agents' processes gone: hosted ones are released, others
+        are declared offline for the whole mesh."""
+        commands: list[Command] = []
+        for agent_id in agent_ids:
+            if agent_id in self.hosted:
+                commands += self.release_agent(agent_id, now)
+                continue
+            entry = self.replica.state.agents.get(agent_id)
+            if entry is not None and entry.record is not None and entry.online:
+                body = entry.body
+                commands += self.submit(AgentSuspect(agent_id, body.incarnation, body.peer_id), now)
         return commands
 
     def _deliver(self, changes: list[Change], now: float) -> list[Command]:

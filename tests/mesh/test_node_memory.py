@@ -86,7 +86,7 @@ class Cluster:
 
 
 def agent(agent_id: str) -> AgentUpsert:
-    return AgentUpsert(agent_id, "", 0, 0, agent_id, "test", "/w", 1, 1.0)
+    return AgentUpsert(agent_id, "", 0, 0, agent_id, "test", "/w", 0, 0.0)  # pid 0: no process to watch
 
 
 async def test_peers_form_one_mesh_and_replicate(autojump_clock: trio.testing.MockClock) -> None:

@@ -1,0 +1,55 @@
+"""Is a process still the one we knew? (pid plus start time, so a reused pid is not mistaken for it.)
+
+On Linux the start time is field 22 of ``/proc/<pid>/stat`` (clock ticks since boot), turned into seconds. Where
+``/proc`` is missing the start time is unknown (0.0) and only the pid is checked. A process owned by another user
+that we may not signal (EPERM) is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Final
+
+__all__ = ["process_alive", "process_start_time"]
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_start_time(pid: int) -> float:
+    """Seconds after boot at which ``pid`` started (0.0 if unknown); raises ``ProcessLookupError`` if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            raise ProcessLookupError(pid) from None
+        _signal_zero(pid)
+        return 0.0
+    except PermissionError:
+        return 0.0
+    # The command name (field 2) is in parentheses and may contain spaces or parentheses: split after the last ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19]) / _TICKS
+
+
+def process_alive(pid: int, start_time: float = 0.0) -> bool:
+    """Whether process ``pid`` exists and, if ``start_time`` is known, is the process that started then."""
+    if pid <= 0:
+        return False
+    try:
+        started = process_start_time(pid)
+    except ProcessLookupError:
+        return False
+    if start_time and started and abs(started - start_time) > 0.05:
+        return False  # the pid was reused by a newer process
+    try:
+        _signal_zero(pid)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_zero(pid: int) -> None:
+    with contextlib.suppress(PermissionError):  # exists, owned by another user: alive
+        os.kill(pid, 0)
