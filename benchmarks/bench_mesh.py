@@ -1,0 +1,337 @@
+"""Mesh benchmark: failover, handover, join, round trip and throughput, against a bare Trio + msgspec baseline.
+
+Run with ``nox -s bench`` (or ``python benchmarks/bench_mesh.py``). Prints a table and writes
+``bench-results/mesh.json``. It is not a test: nothing here fails because the machine is slow. Compare the ratios
+measured in one run (the machine is shared and noisy), not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from agent_comms.mesh.keyfile import load_or_create_key
+from agent_comms.mesh.node import MeshNode, open_node
+from agent_comms.mesh.registry import PeerRegistry
+from agent_comms.protocol.changes import MessageAdded
+from agent_comms.protocol.ops import AgentUpsert, DirectMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+
+
+class Echo(msgspec.Struct, array_like=True):
+    seq: int
+    body: str
+
+
+async def baseline_round_trip(rounds: int) -> list[float]:
+    """Bare Trio + msgspec: a client sends a length-prefixed msgpack message, a server echoes it."""
+    encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Echo)
+    samples: list[float] = []
+
+    async def read_frame(stream: trio.SocketStream, buf: bytearray) -> bytes:
+        while True:
+            if len(buf) >= 4:
+                size = int.from_bytes(buf[:4], "big")
+                if len(buf) >= 4 + size:
+                    body = bytes(buf[4 : 4 + size])
+                    del buf[: 4 + size]
+                    return body
+            data = await stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            buf += data
+
+    async def serve(stream: trio.SocketStream) -> None:
+        buf = bytearray()
+        try:
+            while True:
+                body = await read_frame(stream, buf)
+                message = decoder.decode(body)
+                out = encoder.encode(message)
+                await stream.send_all(len(out).to_bytes(4, "big") + out)
+        except (EOFError, trio.BrokenResourceError):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        buf = bytearray()
+        for i in range(rounds):
+            out = encoder.encode(Echo(i, "ping"))
+            t0 = time.perf_counter()
+            await stream.send_all(len(out).to_bytes(4, "big") + out)
+            decoder.decode(await read_frame(stream, buf))
+            samples.append(time.perf_counter() - t0)
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------- in-process nodes
+
+
+async def _two_nodes(nursery: trio.Nursery, key: bytes, port: int) -> tuple[MeshNode, MeshNode]:
+    async def run(task_status: trio.TaskStatus[MeshNode]) -> None:
+        async with open_node(key, port=port, probe_processes=False) as node:
+            task_status.started(node)
+            await trio.sleep_forever()
+
+    a: MeshNode = await nursery.start(run)
+    b: MeshNode = await nursery.start(run)
+    await a.wait_for(lambda: b.peer_id in a.peer.data_links and a.peer_id in b.peer.data_links)
+    return a, b
+
+
+def _agent(name: str) -> AgentUpsert:
+    return AgentUpsert(name, "", 0, 0, name, "bench", "/bench", 0, 0.0)
+
+
+async def node_round_trip(key: bytes, rounds: int) -> list[float]:
+    """An operation from A to B, and B's answer back, over a real data link (both nodes in this process)."""
+    samples: list[float] = []
+    async with trio.open_nursery() as nursery:
+        a, b = await _two_nodes(nursery, key, free_port())
+        alice, bob = a.host_agent(_agent("alice")), b.host_agent(_agent("bob"))
+        a_changes, b_changes = a.subscribe(), b.subscribe()
+
+        async def answer() -> None:
+            async for change in b_changes:
+                if isinstance(change, MessageAdded) and change.op.origin == a.peer_id:
+                    b.submit(DirectMessage("bob", bob.incarnation, "alice", "pong"))
+
+        nursery.start_soon(answer)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            a.submit(DirectMessage("alice", alice.incarnation, "bob", "ping"))
+            async for change in a_changes:
+                if isinstance(change, MessageAdded) and change.op.origin == b.peer_id:
+                    break
+            samples.append(time.perf_counter() - t0)
+        nursery.cancel_scope.cancel()
+    return samples
+
+
+async def node_throughput(key: bytes, count: int) -> float:
+    """One-way operations per second from A to B over one data link."""
+    async with trio.open_nursery() as nursery:
+        a, b = await _two_nodes(nursery, key, free_port())
+        alice = a.host_agent(_agent("alice"))
+        b.host_agent(_agent("bob"))
+        await b.wait_for(lambda: "alice" in b.peer.replica.state.agents)
+        received = b.subscribe()
+        done = trio.Event()
+        seen = 0
+
+        async def count_arrivals() -> None:
+            nonlocal seen
+            async for change in received:
+                if isinstance(change, MessageAdded):
+                    seen += 1
+                    if seen == count:
+                        done.set()
+
+        nursery.start_soon(count_arrivals)
+        t0 = time.perf_counter()
+        for i in range(count):
+            a.submit(DirectMessage("alice", alice.incarnation, "bob", f"m{i}"))
+            if i % 256 == 255:
+                await trio.sleep(0)  # let the writer drain, as a real sender yields between tool calls
+        await done.wait()
+        elapsed = time.perf_counter() - t0
+        nursery.cancel_scope.cancel()
+    return count / elapsed
+
+
+# ----------------------------------------------------------------------------------------------- real processes
+
+
+class Cluster:
+    """Peers as OS processes on a free port, sharing a temporary AGENT_COMMS_HOME."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.port = home, port
+        self.env = {**os.environ, "AGENT_COMMS_HOME": str(home), "AGENT_COMMS_PORT": str(port)}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.peer_ids: list[str] = []
+
+    def spawn(self) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agent_comms.mesh"], env=self.env, stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().split()
+        self.processes.append(process)
+        self.peer_ids.append(line[1])
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            process.wait()
+
+
+async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, MeshNode | None]:
+    """Start a node here and return how long until it is linked to every peer in ``expect`` and synced."""
+    t0 = time.perf_counter()
+    async with open_node(key, port=port, registry=PeerRegistry(home), probe_processes=False) as node:
+        with trio.fail_after(10):
+            await node.wait_for(lambda: expect <= set(node.peer.data_links))
+        elapsed = time.perf_counter() - t0
+        node.abort()  # leave without ceremony, so the next round starts clean
+    return elapsed, None
+
+
+def _wait_linked(cluster: Cluster, key: bytes, expect_peers: int) -> None:
+    """Wait until a fresh observer-free check says the cluster has one coordinator linking everyone."""
+    from agent_comms.mesh.observe import observe_mesh
+
+    async def check() -> None:
+        with trio.fail_after(20):
+            while True:
+                snap = await observe_mesh(key, port=cluster.port, registry=PeerRegistry(cluster.home))
+                views = [v for v in snap.peers if v.links is not None]
+                if len(views) == expect_peers and all(len(v.links or ()) == expect_peers - 1 for v in views):
+                    return
+                await trio.sleep(0.05)
+
+    trio.run(check)
+
+
+def failover(peers: int, rounds: int, *, graceful: bool) -> list[float]:
+    """Kill (or SIGTERM) the coordinator of ``peers`` processes; time until a new peer has joined the survivors."""
+    samples = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp) / "home"
+            key = load_or_create_key(home)
+            cluster = Cluster(home, free_port())
+            try:
+                for _ in range(peers):
+                    cluster.spawn()
+                _wait_linked(cluster, key, peers)
+                survivors = set(cluster.peer_ids[1:])
+                victim = cluster.processes[0]
+                t0 = time.perf_counter()
+                victim.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+                if graceful:
+                    victim.wait()
+
+                async def rejoin() -> float:
+                    elapsed, _ = await _join_one(key, cluster.port, home, survivors)
+                    return elapsed
+
+                trio.run(rejoin)
+                samples.append(time.perf_counter() - t0)
+            finally:
+                cluster.close()
+    return samples
+
+
+def join_into(peers: int, rounds: int) -> list[float]:
+    """A new peer joins ``peers`` running processes: from listening to linked with all of them."""
+    samples = []
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        key = load_or_create_key(home)
+        cluster = Cluster(home, free_port())
+        try:
+            for _ in range(peers):
+                cluster.spawn()
+            _wait_linked(cluster, key, peers)
+            for _ in range(rounds):
+
+                async def one() -> float:
+                    elapsed, _ = await _join_one(key, cluster.port, home, set(cluster.peer_ids))
+                    return elapsed
+
+                samples.append(trio.run(one))
+                time.sleep(0.3)  # let the others notice the departure before the next round
+        finally:
+            cluster.close()
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": statistics.median(values) * 1000,
+        "p90_ms": sorted(values)[int(len(values) * 0.9) - 1 if len(values) > 1 else 0] * 1000,
+        "min_ms": min(values) * 1000,
+        "n": len(values),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--out", default=str(ROOT / "bench-results" / "mesh.json"))
+    args = parser.parse_args()
+    rounds = 3 if args.quick else 7
+    key = bytes(32)
+    results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "quick": args.quick}
+
+    base = trio.run(baseline_round_trip, 2000)
+    node = trio.run(node_round_trip, key, 2000)
+    results["baseline_round_trip"] = ms(base)
+    results["link_round_trip"] = ms(node)
+    results["link_vs_baseline_ratio"] = statistics.median(node) / statistics.median(base)
+    results["one_way_ops_per_s"] = trio.run(node_throughput, key, 20000 if args.quick else 100000)
+    for peers in (4, 8, 16):
+        results[f"crash_failover_{peers}"] = ms(failover(peers, rounds, graceful=False))
+    results["graceful_handover_8"] = ms(failover(8, rounds, graceful=True))
+    results["join_into_16"] = ms(join_into(16, rounds * 2))
+
+    rows = [
+        ("bare trio+msgspec echo round trip", results["baseline_round_trip"]),
+        ("op round trip over a data link", results["link_round_trip"]),
+        ("crash failover, 4 peers", results["crash_failover_4"]),
+        ("crash failover, 8 peers (target <= 20 ms)", results["crash_failover_8"]),
+        ("crash failover, 16 peers", results["crash_failover_16"]),
+        ("graceful handover, 8 peers", results["graceful_handover_8"]),
+        ("join into 16 peers (target <= 50 ms)", results["join_into_16"]),
+    ]
+    print(f"{'measurement':46} {'median':>10} {'p90':>10} {'min':>10} {'n':>6}")
+    for label, value in rows:
+        print(
+            f"{label:46} {value['median_ms']:9.3f}ms {value['p90_ms']:9.3f}ms {value['min_ms']:9.3f}ms {value['n']:6}"
+        )
+    print(f"{'link round trip / baseline round trip':46} {results['link_vs_baseline_ratio']:9.2f}x")
+    print(f"{'one-way ops per second, one link':46} {results['one_way_ops_per_s']:10.0f}/s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
