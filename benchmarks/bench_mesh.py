@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 import trio
+import trio.lowlevel
 
 from agent_comms.mesh.keyfile import load_or_create_key
 from agent_comms.mesh.node import MeshNode, open_node
@@ -161,7 +162,7 @@ async def node_throughput(key: bytes, count: int) -> float:
         for i in range(count):
             a.submit(DirectMessage("alice", alice.incarnation, "bob", f"m{i}"))
             if i % 256 == 255:
-                await trio.sleep(0)  # let the writer drain, as a real sender yields between tool calls
+                await trio.lowlevel.checkpoint()  # let the writer drain, as a real sender yields between tool calls
         await done.wait()
         elapsed = time.perf_counter() - t0
         nursery.cancel_scope.cancel()
@@ -181,9 +182,7 @@ class Cluster:
         self.peer_ids: list[str] = []
 
     def spawn(self) -> None:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "agent_comms.mesh"], env=self.env, stdout=subprocess.PIPE
-        )
+        process = subprocess.Popen([sys.executable, "-m", "agent_comms.mesh"], env=self.env, stdout=subprocess.PIPE)
         assert process.stdout is not None
         line = process.stdout.readline().decode().split()
         self.processes.append(process)
@@ -197,15 +196,23 @@ class Cluster:
             process.wait()
 
 
-async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, MeshNode | None]:
-    """Start a node here and return how long until it is linked to every peer in ``expect`` and synced."""
+async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, float]:
+    """Start a node here; return how long until it is linked to every peer in ``expect``, and until it is also
+    introduced by a live coordinator (the mesh has a coordinator again)."""
     t0 = time.perf_counter()
     async with open_node(key, port=port, registry=PeerRegistry(home), probe_processes=False) as node:
         with trio.fail_after(10):
             await node.wait_for(lambda: expect <= set(node.peer.data_links))
-        elapsed = time.perf_counter() - t0
+            linked = time.perf_counter() - t0
+            await node.wait_for(
+                lambda: (
+                    node.peer.is_coordinator
+                    or (node.peer.coordinator_link is not None and node.peer.coordinator_id is not None)
+                )
+            )
+            introduced = time.perf_counter() - t0
         node.abort()  # leave without ceremony, so the next round starts clean
-    return elapsed, None
+    return linked, introduced
 
 
 def _wait_linked(cluster: Cluster, key: bytes, expect_peers: int) -> None:
@@ -224,9 +231,11 @@ def _wait_linked(cluster: Cluster, key: bytes, expect_peers: int) -> None:
     trio.run(check)
 
 
-def failover(peers: int, rounds: int, *, graceful: bool) -> list[float]:
-    """Kill (or SIGTERM) the coordinator of ``peers`` processes; time until a new peer has joined the survivors."""
-    samples = []
+def failover(peers: int, rounds: int, *, graceful: bool) -> tuple[list[float], list[float]]:
+    """Kill (or SIGTERM) the coordinator of ``peers`` processes and start a new peer at once. Returns the times
+    until the new peer has joined the survivors, and until it is also introduced by the new coordinator."""
+    samples: list[float] = []
+    coordinated: list[float] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp) / "home"
@@ -240,18 +249,14 @@ def failover(peers: int, rounds: int, *, graceful: bool) -> list[float]:
                 victim = cluster.processes[0]
                 t0 = time.perf_counter()
                 victim.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
-                if graceful:
-                    victim.wait()
 
-                async def rejoin() -> float:
-                    elapsed, _ = await _join_one(key, cluster.port, home, survivors)
-                    return elapsed
-
-                trio.run(rejoin)
-                samples.append(time.perf_counter() - t0)
+                started = time.perf_counter() - t0
+                linked, introduced = trio.run(_join_one, key, cluster.port, home, survivors)
+                samples.append(started + linked)
+                coordinated.append(started + introduced)
             finally:
                 cluster.close()
-    return samples
+    return samples, coordinated
 
 
 def join_into(peers: int, rounds: int) -> list[float]:
@@ -266,12 +271,8 @@ def join_into(peers: int, rounds: int) -> list[float]:
                 cluster.spawn()
             _wait_linked(cluster, key, peers)
             for _ in range(rounds):
-
-                async def one() -> float:
-                    elapsed, _ = await _join_one(key, cluster.port, home, set(cluster.peer_ids))
-                    return elapsed
-
-                samples.append(trio.run(one))
+                linked, _introduced = trio.run(_join_one, key, cluster.port, home, set(cluster.peer_ids))
+                samples.append(linked)
                 time.sleep(0.3)  # let the others notice the departure before the next round
         finally:
             cluster.close()
@@ -306,17 +307,25 @@ def main() -> int:
     results["link_vs_baseline_ratio"] = statistics.median(node) / statistics.median(base)
     results["one_way_ops_per_s"] = trio.run(node_throughput, key, 20000 if args.quick else 100000)
     for peers in (4, 8, 16):
-        results[f"crash_failover_{peers}"] = ms(failover(peers, rounds, graceful=False))
-    results["graceful_handover_8"] = ms(failover(8, rounds, graceful=True))
+        joined, coordinated = failover(peers, rounds, graceful=False)
+        results[f"crash_failover_{peers}"] = ms(joined)
+        results[f"crash_new_coordinator_{peers}"] = ms(coordinated)
+    joined, coordinated = failover(8, rounds, graceful=True)
+    results["graceful_handover_8"] = ms(joined)
+    results["graceful_new_coordinator_8"] = ms(coordinated)
     results["join_into_16"] = ms(join_into(16, rounds * 2))
 
     rows = [
         ("bare trio+msgspec echo round trip", results["baseline_round_trip"]),
         ("op round trip over a data link", results["link_round_trip"]),
-        ("crash failover, 4 peers", results["crash_failover_4"]),
-        ("crash failover, 8 peers (target <= 20 ms)", results["crash_failover_8"]),
-        ("crash failover, 16 peers", results["crash_failover_16"]),
-        ("graceful handover, 8 peers", results["graceful_handover_8"]),
+        ("SIGKILL coordinator of 4: new peer joined", results["crash_failover_4"]),
+        ("SIGKILL coordinator of 8: new peer joined", results["crash_failover_8"]),
+        ("SIGKILL coordinator of 16: new peer joined", results["crash_failover_16"]),
+        ("SIGKILL coordinator of 4: ...and coordinated", results["crash_new_coordinator_4"]),
+        ("SIGKILL coordinator of 8: ...and coordinated", results["crash_new_coordinator_8"]),
+        ("SIGKILL coordinator of 16: ...and coordinated", results["crash_new_coordinator_16"]),
+        ("SIGTERM coordinator of 8: new peer joined", results["graceful_handover_8"]),
+        ("SIGTERM coordinator of 8: ...and coordinated", results["graceful_new_coordinator_8"]),
         ("join into 16 peers (target <= 50 ms)", results["join_into_16"]),
     ]
     print(f"{'measurement':46} {'median':>10} {'p90':>10} {'min':>10} {'n':>6}")

@@ -9,7 +9,9 @@ well-known coordinator port. The rules, each implemented by the method named:
 1. **Meeting** (:meth:`Peer.start`). A new peer first tries to bind the coordinator port. If it wins it is the
    coordinator. Otherwise it dials the port, proves the mesh key, and sends :class:`~.wire.Introduce`; the
    coordinator answers with :class:`~.wire.PeerList` and the newcomer dials a data link to every listed peer. The
-   coordinator only introduces: operations never pass through it unless it is a peer like any other.
+   coordinator only introduces: operations never pass through it unless it is a peer like any other. In parallel
+   the newcomer reads the peer registry (rule 7) and dials the peers listed there, so it joins in one round trip
+   even while the coordinator role is changing hands; the coordinator's list fills any gap the registry leaves.
 2. **One link per pair.** If two peers dial each other at once, both links open; both ends keep the one dialed by
    the smaller peer id and close the other, so they agree without talking.
 3. **Anti-entropy on every new data link** (and periodically on one link): each side sends a
@@ -19,8 +21,10 @@ well-known coordinator port. The rules, each implemented by the method named:
    successor binds the port (retrying while the old one lets go); the others dial it and introduce themselves.
 5. **Succession, crash.** When the coordinator link closes without a handover, each survivor waits
    ``rank * bind_stagger`` (rank among the peers it is linked to, by ``(started_at, peer_id)``) and tries to bind.
-   The operating system lets exactly one win; the others fail to bind, dial the winner and introduce themselves.
-   A newcomer arriving meanwhile either binds the port itself or reaches the winner, so there is only ever one mesh.
+   The operating system lets exactly one win; it announces itself on its data links
+   (:class:`~.wire.CoordinatorAt`), and every peer still without a coordinator dials it at once instead of waiting
+   for its own turn. Those that tried anyway fail to bind and dial the winner. A newcomer arriving meanwhile either
+   binds the port itself or reaches the winner, so there is only ever one mesh.
 6. **Liveness.** Every link carries a heartbeat when idle; a link silent for ``link_timeout`` is closed, as is one
    whose handshake does not finish in ``handshake_timeout``. When a data link closes without a goodbye, the
    peer marks the other peer's agents offline (:class:`~.ops.AgentSuspect`); if that peer is in fact alive, it
@@ -60,6 +64,7 @@ from .link import LinkHandshake
 from .ops import AgentSuspect, AgentUpsert, Body, Op
 from .replica import Replica
 from .wire import (
+    CoordinatorAt,
     Frame,
     Goodbye,
     Handover,
@@ -89,6 +94,8 @@ class PeerConfig:
     handshake_timeout: float = 1.0
     bind_stagger: float = 0.004
     retry_interval: float = 0.1
+    #: after a graceful handover, how long the others wait for the successor before binding themselves
+    handover_grace: float = 0.25
     max_retry_interval: float = 2.0
     anti_entropy_interval: float = 2.0
     #: how often the runtime checks that the processes of known agents still exist
@@ -144,6 +151,8 @@ class Peer:
     #: when coordinator: peers introduced to us, by the link they introduced themselves on
     introduced: dict[int, PeerInfo] = attrs.field(factory=dict)
     successor: str | None = None
+    #: when we were named successor (our bind retries stop ``handover_grace`` later)
+    _successor_since: float = 0.0
     #: agent id -> the record we last wrote for each agent we host
     hosted: dict[str, AgentUpsert] = attrs.field(factory=dict)
     closed: bool = False
@@ -184,9 +193,9 @@ class Peer:
     # ------------------------------------------------------------------ meeting and succession
 
     def start(self, now: float) -> list[Command]:
-        """Rule 1: begin by trying to become the coordinator."""
+        """Rule 1: begin by trying to become the coordinator, and by linking to the peers in the registry."""
         self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
-        return self._try_bind()
+        return [*self._try_bind(), ReadPeerRegistry()]
 
     def coordinator_bound(self, now: float) -> list[Command]:
         """The coordinator port is ours."""
@@ -199,6 +208,9 @@ class Peer:
         commands: list[Command] = []
         if self.coordinator_link is not None:
             commands.append(CloseLink(self.coordinator_link, "this peer is the coordinator now"))
+        announce = CoordinatorAt(self.peer_id)
+        for link_id in self.data_links.values():
+            commands += self._send(self.links[link_id], [announce], now)
         return commands
 
     def coordinator_bind_failed(self, now: float) -> list[Command]:
@@ -206,10 +218,12 @@ class Peer:
         self._binding = False
         if self.closed or self.is_coordinator:
             return []
-        if self.successor == self.peer_id:
+        if self.successor == self.peer_id and now - self._successor_since < self.config.handover_grace:
             # We were named successor but the old coordinator has not let go yet: try again shortly.
             self._timers["bind"] = now + self.config.bind_stagger
             return []
+        if self.successor == self.peer_id:
+            self.successor = None  # someone else took the port (a newcomer, say): follow it like everyone else
         return self._dial_coordinator()
 
     def _try_bind(self) -> list[Command]:
@@ -409,8 +423,14 @@ class Peer:
         if isinstance(frame, Handover):
             self.successor = frame.successor
             if frame.successor == self.peer_id:
+                self._successor_since = now
                 return self._try_bind()
             return []
+        if isinstance(frame, CoordinatorAt):
+            if self.is_coordinator or self.coordinator_link is not None or self.closed:
+                return []
+            self._timers.pop("bind", None)
+            return self._dial_coordinator()
         if isinstance(frame, Goodbye):
             entry.said_goodbye = True
             return []
@@ -464,7 +484,9 @@ class Peer:
             return self._try_bind()
         lost = self.coordinator_id
         rank = self._rank(excluding=lost)
-        delay = self.config.bind_stagger if self.successor else rank * self.config.bind_stagger
+        # After a graceful handover the successor binds and announces itself; binding ourselves is only the
+        # fallback in case it died too.
+        delay = self.config.handover_grace if self.successor else rank * self.config.bind_stagger
         if not reached:
             # Whatever holds the port did not complete a handshake (stopped, or not one of our peers):
             # back off exponentially instead of hammering it.

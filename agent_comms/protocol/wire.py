@@ -22,6 +22,7 @@ from .ops import Op
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "CoordinatorAt",
     "Frame",
     "Goodbye",
     "Handover",
@@ -119,6 +120,12 @@ class PeerStatus(msgspec.Struct, frozen=True, array_like=True, tag="status"):
     digest: bytes
 
 
+class CoordinatorAt(msgspec.Struct, frozen=True, array_like=True, tag="coord"):
+    """On data links: ``peer_id`` holds the coordinator port now; peers without a coordinator dial it at once."""
+
+    peer_id: str
+
+
 class Goodbye(msgspec.Struct, frozen=True, array_like=True, tag="bye"):
     """The sender is shutting down on purpose; its agents go offline now rather than after a timeout."""
 
@@ -157,6 +164,7 @@ Frame = (
     | Introduce
     | PeerList
     | Handover
+    | CoordinatorAt
     | PeerStatus
     | Goodbye
     | Ops

@@ -25,6 +25,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.wire import (
     PROTOCOL_VERSION,
+    CoordinatorAt,
     Frame,
     Goodbye,
     Handover,
@@ -107,6 +108,7 @@ ALL_FRAMES: tuple[Frame, ...] = (
     Introduce(peer=PEER_B),
     PeerList(peers=(PEER_A, PEER_B), coordinator="peer-a"),
     Handover(successor="peer-b"),
+    CoordinatorAt(peer_id="peer-b"),
     PeerStatus(peer=PEER_A, links=("peer-b",), coordinator="peer-a", digest=b"\x07" * 16),
     Goodbye(reason="shutdown"),
     Ops(ops=OPS),

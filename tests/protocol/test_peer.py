@@ -195,3 +195,33 @@ def test_join_into_many_peers_is_immediate(peers: int) -> None:
     assert net.now == before  # no timer needed: introductions and links complete without waiting
     assert net.coordinators() == ["p0"]
     assert COORDINATOR_PORT in net.ports
+
+
+def test_a_newcomer_taking_the_port_during_a_handover_is_followed_by_the_named_successor() -> None:
+    net = PeerNet()
+    for name in "abc":
+        net.spawn(name)
+    a = net.nodes["a"]
+    leaving = a.peer.close(net.now)
+    del net.ports[COORDINATOR_PORT]  # the old coordinator lets go of the port...
+    newcomer = net.spawn("new")  # ...and a newcomer grabs it before the named successor does
+    assert newcomer.peer.is_coordinator
+    net._run(a, leaving)  # now the handover naming b arrives
+    net.settle()
+    net.kill("a")
+    net.advance(1.0)
+    assert net.coordinators() == ["new"]
+    assert net.fully_linked()
+    b = net.nodes["b"].peer
+    assert b.coordinator_link is not None
+    assert all(n.peer.coordinator_id == newcomer.peer.peer_id for n in net.live())
+
+
+def test_a_newcomer_links_to_registered_peers_without_waiting_for_the_coordinator() -> None:
+    net = PeerNet()
+    for name in "abc":
+        net.spawn(name)
+    net.stop("a")  # the coordinator holds the port but answers nothing
+    d = net.spawn("d")
+    # No time has passed: the registry alone brought the links.
+    assert {net.nodes["b"].peer.peer_id, net.nodes["c"].peer.peer_id} <= set(d.peer.data_links)
