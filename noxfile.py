@@ -1,7 +1,8 @@
 """Task runner sessions: ``python3 -m nox -s tests`` runs the whole suite (core and every bridge).
 
-Sessions: ``tests`` (default), ``lint``, ``typing``, and ``hypothesis_long`` (a longer property-testing run of
-the protocol core, not run by default).
+Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
+the protocol core) and ``bench`` (the mesh benchmark; prints a table, writes ``bench-results/mesh.json``, never
+fails for being slow). The last two are not run by default.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 ROOT = Path(__file__).parent
-LINT_PATHS = ["agent_comms", "tests", "noxfile.py"]
+LINT_PATHS = ["agent_comms", "tests", "benchmarks", "noxfile.py"]
 
 
 def _bridges() -> list[Path]:
@@ -76,3 +77,10 @@ def hypothesis_long(session: nox.Session) -> None:
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "long"},
     )
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_mesh.py", *session.posargs)

@@ -8,6 +8,8 @@ role handed over); SIGKILL is, of course, a crash.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent_comms.mesh", description=__doc__)
     parser.add_argument("--agent", action="append", default=[], help="host an agent with this id (repeatable)")
     args = parser.parse_args(argv)
+    level = os.environ.get("AGENT_COMMS_LOG", "WARNING").upper()
+    logging.basicConfig(level=level, format="agent-comms %(levelname)s %(message)s", stream=sys.stderr)
     try:
         return trio.run(_main, args)
     except (MeshKeyError, SettingsError) as exc:

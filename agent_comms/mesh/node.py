@@ -22,6 +22,7 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -54,6 +55,11 @@ from .procinfo import process_alive
 from .registry import PeerRegistry
 
 __all__ = ["LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
+
+logger = logging.getLogger("agent_comms.mesh")
+
+#: Reasons for closing a link that mean someone broke the protocol or failed to prove the key (logged as warnings).
+_ALARMING = ("auth", "malformed", "oversized", "version", "authority", "unexpected", "role")
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
@@ -175,6 +181,8 @@ class MeshNode:
                 self._execute(peer.frame_received(link_id, frame, now))
         elif kind == "closed":
             _, link_id, reason = event
+            if link_id in peer.links:
+                self._log_close(link_id, reason)
             self._drop_writer(link_id)
             self._execute(peer.link_closed(link_id, now, reason))
         elif kind == "accepted":
@@ -215,6 +223,7 @@ class MeshNode:
             elif isinstance(command, Dial):
                 self._nursery.start_soon(self._dial, command)
             elif isinstance(command, CloseLink):
+                self._log_close(command.link_id, command.reason)
                 self._close_link(command.link_id)
             elif isinstance(command, BindCoordinatorPort):
                 self._nursery.start_soon(self._bind)
@@ -228,6 +237,12 @@ class MeshNode:
             else:  # pragma: no cover - a bug in this module
                 raise AssertionError(f"unknown command {command!r}")
         self._wake()
+
+    def _log_close(self, link_id: int, reason: str) -> None:
+        entry = self.peer.links.get(link_id)
+        who = "?" if entry is None else (entry.peer_id or entry.handshake.remote_addr)
+        level = logging.WARNING if reason.startswith(_ALARMING) else logging.INFO
+        logger.log(level, "peer %s: link %d to %s closed: %s", self.peer_id, link_id, who, reason)
 
     def _wake(self) -> None:
         # If the inbox is full the owner has plenty to do and will look at its timer soon anyway.

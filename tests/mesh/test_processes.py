@@ -9,13 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
+from functools import partial
 
 import trio
 from conftest import ProcessMesh
 
 from agent_comms.mesh.keyfile import KEY_FILE
 from agent_comms.mesh.observe import peer_status
+from agent_comms.protocol.framing import FrameDecoder, encode_frames
+from agent_comms.protocol.wire import PROTOCOL_VERSION, Hello, Proof
 
 
 async def test_sigkill_of_the_coordinator(process_mesh: ProcessMesh) -> None:
@@ -124,3 +128,35 @@ def test_free_port_helper_never_returns_the_default() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         assert sock.getsockname()[1] != 19876
+
+
+async def test_a_squatter_on_the_coordinator_port_is_reported_and_told_nothing(process_mesh: ProcessMesh) -> None:
+    """A process that is not a mesh peer of this user holds the port first: peers notice, say so, and reveal only
+    a random nonce to it."""
+    mesh = process_mesh
+    received = bytearray()
+
+    async def squat(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(3):
+            async for data in stream:
+                received.extend(data)
+                # It plays along as well as it can without the key: a proper Hello and a made-up proof.
+                await stream.send_all(encode_frames([Hello(PROTOCOL_VERSION, os.urandom(16)), Proof(os.urandom(32))]))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(trio.serve_tcp, squat, mesh.port, host="127.0.0.1"))
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "agent_comms.mesh"], env=mesh.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        await trio.sleep(2.0)
+        process.terminate()
+        await process.wait()
+        assert process.stderr is not None
+        errors = await process.stderr.receive_some(1 << 16)
+        nursery.cancel_scope.cancel()
+    decoder = FrameDecoder()
+    decoder.feed(bytes(received))
+    frames = list(decoder.frames())
+    assert frames, "the peer never tried the port"
+    assert all(isinstance(frame, Hello) for frame in frames)  # nothing but Hellos: no proof, no identity, no state
+    assert b"cannot prove the mesh key" in errors, errors
