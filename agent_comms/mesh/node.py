@@ -87,6 +87,7 @@ class MeshNode:
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
+        self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
         self._progress = trio.Event()
         self.closed = False
 
@@ -126,6 +127,13 @@ class MeshNode:
         send, receive = trio.open_memory_channel[Change](math.inf)
         self._subscribers.append(send)
         return receive
+
+    def add_listener(self, listener: Callable[[tuple[Change, ...]], None]) -> None:
+        """Call ``listener`` synchronously with every batch of changes, in order, as they are applied.
+
+        It runs inside the node's processing, so it must not block; it may call :meth:`submit` and friends.
+        """
+        self._listeners.append(listener)
 
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Wait until ``condition()`` holds; it is re-checked whenever the node has processed something."""
@@ -217,6 +225,8 @@ class MeshNode:
             if isinstance(command, Send):
                 self._write(command.link_id, command.frames)
             elif isinstance(command, Deliver):
+                for listener in self._listeners:
+                    listener(command.changes)
                 for subscriber in self._subscribers:
                     for change in command.changes:
                         subscriber.send_nowait(change)

@@ -1,0 +1,381 @@
+"""Untrusted tool parameters in, typed actions out.
+
+The model calls one tool, ``agent_comms``, with a flat object: ``action`` plus whichever of ``name, visibility,
+tags, status, room, type, description, target, content, agent, since, replyTo, reason, streamingBehavior`` the
+action needs (the original's names, so existing prompts carry over). :func:`build_action` turns that object into
+one of the action classes below with cattrs, or raises :class:`~agent_comms.errors.CommsError` with code
+``INVALID_PARAMS`` and a message naming the offending field. It never guesses: an unknown action, an unknown
+parameter, a wrong type, a missing field or a value out of range is an error, not a different action.
+"""
+
+from __future__ import annotations
+
+import typing
+import unicodedata
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import attrs
+import cattrs
+
+from .errors import CommsError, ErrorCode
+
+__all__ = [
+    "MAX_CONTENT",
+    "MAX_NAME",
+    "PARAMETERS",
+    "Action",
+    "CreateRoom",
+    "DeclineInvite",
+    "DestroyRoom",
+    "Dm",
+    "Invite",
+    "JoinRoom",
+    "Kick",
+    "LeaveRoom",
+    "ListAgents",
+    "ListRooms",
+    "ReadRoom",
+    "Register",
+    "Send",
+    "Update",
+    "WhoAmI",
+    "build_action",
+]
+
+#: Longest agent or room name, in characters.
+MAX_NAME: Final = 64
+#: Longest message, in characters (a tool result the model must read should stay readable too).
+MAX_CONTENT: Final = 32_000
+MAX_TAGS: Final = 16
+MAX_REASON: Final = 500
+MAX_DESCRIPTION: Final = 500
+
+#: Parameter names of the contract -> field names of the action classes, and back.
+_RENAMES: Final = {"replyTo": "reply_to", "streamingBehavior": "streaming"}
+_PARAM: Final = {v: k for k, v in _RENAMES.items()}
+
+Visibility = Literal["visible", "hidden", "ghost"]
+Status = Literal["active", "idle", "busy"]
+RoomKind = Literal["public", "private", "secret"]
+Streaming = Literal["steer", "followUp", "info"]
+
+#: Every parameter the tool accepts (the JSON Schema of the bridges lists the same).
+PARAMETERS: Final = (
+    "action",
+    "name",
+    "visibility",
+    "tags",
+    "status",
+    "room",
+    "type",
+    "description",
+    "target",
+    "content",
+    "agent",
+    "since",
+    "replyTo",
+    "reason",
+    "streamingBehavior",
+)
+
+
+def _invalid(attribute: attrs.Attribute[Any], problem: str) -> ValueError:
+    return ValueError(f"invalid '{_PARAM.get(attribute.name, attribute.name)}': {problem}")
+
+
+def _text(limit: int) -> Any:
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, str):
+            return  # the converter reports the type
+        if len(value) > limit:
+            raise _invalid(attribute, f"{len(value)} characters long; at most {limit} are allowed")
+        if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):
+            raise _invalid(attribute, "contains control characters")
+
+    return check
+
+
+def _name(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            raise _invalid(attribute, "must not be empty")
+        if len(value) > MAX_NAME:
+            raise _invalid(attribute, f"{len(value)} characters long; at most {MAX_NAME} are allowed")
+        if value != value.strip() or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in value):
+            raise _invalid(attribute, "may not contain control or line-breaking characters or surrounding spaces")
+
+
+def _content(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            raise _invalid(attribute, "must not be empty")
+        if len(value) > MAX_CONTENT:
+            raise _invalid(attribute, f"{len(value)} characters long; at most {MAX_CONTENT} are allowed")
+
+
+def _tags(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, tuple):
+        if len(value) > MAX_TAGS:
+            raise _invalid(attribute, f"{len(value)} tags; at most {MAX_TAGS} are allowed")
+        for tag in value:
+            if not tag.strip() or len(tag) > MAX_NAME:
+                raise _invalid(attribute, f"each tag must be 1 to {MAX_NAME} characters")
+
+
+@attrs.frozen
+class Register:
+    """Join the mesh under ``name`` (or rename)."""
+
+    name: str = attrs.field(validator=_name)
+    visibility: Visibility = "visible"
+    tags: tuple[str, ...] = attrs.field(default=(), validator=_tags)
+
+
+@attrs.frozen
+class Update:
+    """Change name, visibility, status or tags (at least one)."""
+
+    name: str | None = attrs.field(default=None, validator=attrs.validators.optional(_name))
+    visibility: Visibility | None = None
+    status: Status | None = None
+    tags: tuple[str, ...] | None = attrs.field(default=None, validator=attrs.validators.optional(_tags))
+
+
+@attrs.frozen
+class WhoAmI:
+    """Who this agent is."""
+
+
+@attrs.frozen
+class ListAgents:
+    """The agents others can see."""
+
+
+@attrs.frozen
+class CreateRoom:
+    """Create a room; the creator joins and owns it."""
+
+    room: str = attrs.field(validator=_name)
+    type: RoomKind = "public"
+    description: str = attrs.field(default="", validator=_text(MAX_DESCRIPTION))
+
+
+@attrs.frozen
+class ListRooms:
+    """The rooms this agent can see."""
+
+
+@attrs.frozen
+class JoinRoom:
+    """Join a room (private and secret rooms need an invite)."""
+
+    room: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class LeaveRoom:
+    """Leave a room."""
+
+    room: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class Send:
+    """Post to a room this agent is a member of."""
+
+    target: str = attrs.field(validator=_name)
+    content: str = attrs.field(validator=_content)
+    reply_to: str | None = None
+    streaming: Streaming = "followUp"
+
+
+@attrs.frozen
+class Dm:
+    """Send a direct message to an agent."""
+
+    target: str = attrs.field(validator=_name)
+    content: str = attrs.field(validator=_content)
+    reply_to: str | None = None
+    streaming: Streaming = "steer"
+
+
+@attrs.frozen
+class ReadRoom:
+    """Read a room's history (``since``: a message id, or a time in ISO 8601 or epoch milliseconds)."""
+
+    room: str = attrs.field(validator=_name)
+    since: str | int | None = None
+
+
+@attrs.frozen
+class Invite:
+    """Invite an agent to a room (owner only)."""
+
+    room: str = attrs.field(validator=_name)
+    agent: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class DeclineInvite:
+    """Turn down an invite; the owner is told."""
+
+    room: str = attrs.field(validator=_name)
+    reason: str = attrs.field(default="", validator=_text(MAX_REASON))
+
+
+@attrs.frozen
+class Kick:
+    """Remove an agent from a room (owner only)."""
+
+    room: str = attrs.field(validator=_name)
+    agent: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class DestroyRoom:
+    """End a room (owner only); members are told."""
+
+    room: str = attrs.field(validator=_name)
+
+
+Action = (
+    Register
+    | Update
+    | WhoAmI
+    | ListAgents
+    | CreateRoom
+    | ListRooms
+    | JoinRoom
+    | LeaveRoom
+    | Send
+    | Dm
+    | ReadRoom
+    | Invite
+    | DeclineInvite
+    | Kick
+    | DestroyRoom
+)
+
+_ACTIONS: Final[dict[str, type[Any]]] = {
+    "register": Register,
+    "update": Update,
+    "whoami": WhoAmI,
+    "list_agents": ListAgents,
+    "create_room": CreateRoom,
+    "list_rooms": ListRooms,
+    "join_room": JoinRoom,
+    "leave_room": LeaveRoom,
+    "send": Send,
+    "dm": Dm,
+    "read_room": ReadRoom,
+    "invite": Invite,
+    "decline_invite": DeclineInvite,
+    "kick": Kick,
+    "destroy_room": DestroyRoom,
+}
+
+
+class _Invalid(TypeError):
+    """A value of the wrong type or outside its allowed set (message ready for the model)."""
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(detailed_validation=True)
+
+    def strict_str(value: object, _type: object) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {_kind(value)}")
+        return value
+
+    def strict_tags(value: object, _type: object) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise _Invalid(f"expected a list of strings, got {_kind(value)}")
+        return tuple(value)
+
+    def since(value: object, _type: object) -> str | int | None:
+        if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+            return value
+        raise _Invalid(f"expected a message id or a time, got {_kind(value)}")
+
+    def literal(value: object, type_: object) -> object:
+        allowed = typing.get_args(type_)
+        if value not in allowed or not isinstance(value, str):
+            raise _Invalid(f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+
+    def optional(value: object, type_: object) -> object:
+        if value is None:
+            return None
+        inner = next(a for a in typing.get_args(type_) if a is not type(None))
+        return converter.structure(value, inner)
+
+    def is_optional(type_: object) -> bool:
+        args = typing.get_args(type_)
+        return len(args) == 2 and type(None) in args and type_ != (str | int | None)
+
+    converter.register_structure_hook(str, strict_str)
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], strict_tags)
+    converter.register_structure_hook_func(lambda t: t == (str | int | None), since)
+    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is Literal, literal)  # type: ignore[comparison-overlap]
+    converter.register_structure_hook_func(is_optional, optional)
+    return converter
+
+
+_converter_instance: Final = _converter()
+
+
+def _message(exc: BaseException) -> str:
+    """The first precise complaint in a cattrs validation error, naming the contract's parameter."""
+    if isinstance(exc, cattrs.ClassValidationError):
+        for sub in exc.exceptions:
+            field = next((n.name for n in getattr(sub, "__notes__", ()) if hasattr(n, "name")), None)
+            detail = _message(sub)
+            return f"invalid '{_PARAM.get(field, field)}': {detail}" if field else detail
+    if isinstance(exc, cattrs.BaseValidationError) and exc.exceptions:
+        return _message(exc.exceptions[0])
+    return str(exc)
+
+
+def build_action(params: Mapping[str, object]) -> Action:
+    """Structure the tool's parameters into an action, or raise ``CommsError(INVALID_PARAMS, ...)``."""
+    if not isinstance(params, Mapping):
+        raise CommsError(ErrorCode.INVALID_PARAMS, "the parameters must be an object")
+    unknown = sorted(str(k) for k in params if k not in PARAMETERS)
+    if unknown:
+        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMETERS)}")
+    action = params.get("action")
+    if action is None:
+        raise CommsError(ErrorCode.INVALID_PARAMS, "missing 'action'; one of: " + ", ".join(_ACTIONS))
+    if not isinstance(action, str) or action not in _ACTIONS:
+        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown action {action!r}; one of: " + ", ".join(_ACTIONS))
+    cls = _ACTIONS[action]
+    data = {_RENAMES.get(k, k): v for k, v in params.items() if k != "action" and v is not None}
+    # The original's aliases: send takes ``room`` for ``target``; dm takes ``agent``.
+    if cls is Send and "target" not in data and "room" in data:
+        data["target"] = data.pop("room")
+    if cls is Dm and "target" not in data and "agent" in data:
+        data["target"] = data.pop("agent")
+    if cls in (Send, Dm) and "target" not in data:
+        other = "room" if cls is Send else "agent"
+        raise CommsError(ErrorCode.INVALID_PARAMS, f"missing 'target' (or '{other}') for action '{action}'")
+    fields = {f.name for f in attrs.fields(cls)}
+    data = {k: v for k, v in data.items() if k in fields}
+    for field in attrs.fields(cls):
+        if field.default is attrs.NOTHING and field.name not in data:
+            name = _PARAM.get(field.name, field.name)
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"missing '{name}' for action '{action}'")
+    try:
+        built: Action = _converter_instance.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, _Invalid) as exc:
+        raise CommsError(ErrorCode.INVALID_PARAMS, _message(exc)) from None
+    if isinstance(built, Update) and all(getattr(built, f) is None for f in ("name", "visibility", "status", "tags")):
+        raise CommsError(
+            ErrorCode.INVALID_PARAMS, "update needs at least one of 'name', 'visibility', 'status', 'tags'"
+        )
+    return built

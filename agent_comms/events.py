@@ -1,0 +1,117 @@
+"""Delivery events: what an agent is told, one line each for the model.
+
+Every event has a stable ``id`` (a message's events are named after the message), so a bridge can show each event
+exactly once even when it is delivered again after a restart. ``actionable`` events (direct messages, room
+messages, invites) are the ones a bridge should push at once; the others are informational and can be batched.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import msgspec
+
+__all__ = ["ACTIONABLE", "EVENT_TYPES", "DeliveryEvent", "EventType", "Member", "format_delivery_event"]
+
+EventType = Literal[
+    "room_message",
+    "dm",
+    "room_invite",
+    "invite_declined",
+    "member_joined",
+    "member_left",
+    "room_members",
+    "member_status",
+    "member_kicked",
+    "room_destroyed",
+    "delivery_status",
+]
+
+EVENT_TYPES: Final = frozenset(EventType.__args__)  # type: ignore[attr-defined]
+#: Event types a bridge should bring to the model's attention right away.
+ACTIONABLE: Final = frozenset({"dm", "room_message", "room_invite"})
+
+_PREVIEW: Final = 60
+
+
+class Member(msgspec.Struct, frozen=True, array_like=True):
+    """Who is in a room, for ``room_members``."""
+
+    id: str
+    name: str
+    status: str
+
+
+class DeliveryEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing that happened that an agent should know about."""
+
+    id: str
+    type: EventType
+    #: the agent this event is for
+    to: str
+    #: who caused it (message author, inviter, the agent that joined, the reader of a receipt...)
+    sender: str = ""
+    sender_name: str = ""
+    room: str = ""
+    room_id: str = ""
+    content: str = ""
+    message_id: str = ""
+    reply_to: str = ""
+    #: milliseconds since the epoch
+    timestamp: int = 0
+    streaming: str = "info"
+    #: for delivery_status: delivered / read; for member_status: the new status
+    status: str = ""
+    reason: str = ""
+    #: the agent acted on (the kicked agent, for member_kicked)
+    subject: str = ""
+    subject_name: str = ""
+    members: tuple[Member, ...] = ()
+
+    @property
+    def actionable(self) -> bool:
+        """Whether a bridge should push this now (rather than batch it with other informational events)."""
+        return self.type in ACTIONABLE
+
+
+def _who(agent_id: str, name: str) -> str:
+    return f"{name} ({agent_id})" if name and name != agent_id else agent_id
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
+
+
+def format_delivery_event(event: DeliveryEvent) -> str:
+    """One readable line: names the sender; for room messages and DMs it contains the message text."""
+    who = _who(event.sender, event.sender_name)
+    room = f"#{event.room}"
+    kind = event.type
+    if kind == "dm":
+        reply = f" (reply to {event.reply_to})" if event.reply_to else ""
+        return f"[DM from {who}]{reply} {event.content}  [id {event.message_id}]"
+    if kind == "room_message":
+        reply = f" (reply to {event.reply_to})" if event.reply_to else ""
+        return f"[{room}] {who}{reply}: {event.content}  [id {event.message_id}]"
+    if kind == "room_invite":
+        return f"[{room}] {who} invited you; join_room to accept or decline_invite to refuse"
+    if kind == "invite_declined":
+        reason = f": {event.reason}" if event.reason else ""
+        return f"[{room}] {who} declined your invite{reason}"
+    if kind == "member_joined":
+        return f"[{room}] {who} joined"
+    if kind == "member_left":
+        return f"[{room}] {who} left"
+    if kind == "room_members":
+        members = ", ".join(f"{_who(m.id, m.name)} [{m.status}]" for m in event.members) or "nobody else"
+        return f"[{room}] you joined (via {who}); members: {members}"
+    if kind == "member_status":
+        return f"[{room}] {who} is now {event.status}"
+    if kind == "member_kicked":
+        target = "you were" if event.subject == event.to else f"{_who(event.subject, event.subject_name)} was"
+        return f"[{room}] {target} kicked by {who}" + (f": {event.reason}" if event.reason else "")
+    if kind == "room_destroyed":
+        return f"[{room}] the room was destroyed by {who}"
+    # delivery_status
+    return f'{who} {event.status} your message {event.message_id} "{_preview(event.content)}"'

@@ -1,0 +1,103 @@
+"""Stable agent identities: one id per (harness, working directory), kept across bridge restarts.
+
+The id is derived from the harness name and the real path of the working directory, so a bridge that restarts in
+the same place is the same agent (and receives what was sent to it meanwhile). A bridge holds its identity by an
+exclusive lock on a file in ``AGENT_COMMS_HOME/identities/``; the operating system drops the lock when the process
+ends, however it ends. A second live bridge in the same slot finds the lock taken and gets the next slot's id
+(``<id>-2``, ``<id>-3``, ...) instead of stealing the first one's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+from pathlib import Path, PurePath
+from typing import Final
+
+import attrs
+
+from agent_comms.mesh.keyfile import ensure_home
+
+__all__ = ["Identity", "IdentityError", "base_id", "claim_identity", "default_name"]
+
+MAX_SLOTS: Final = 64
+
+
+class IdentityError(Exception):
+    """No identity could be claimed (every slot taken, or the directory is unusable)."""
+
+
+@attrs.define
+class Identity:
+    """A claimed identity; hold it for the bridge's lifetime and :meth:`release` it at the end."""
+
+    agent_id: str
+    slot: int
+    harness: str
+    cwd: str
+    path: Path
+    _fd: int | None = None
+
+    @property
+    def last_name(self) -> str | None:
+        """The name this identity was last registered under, if any."""
+        try:
+            data = json.loads(self.path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        name = data.get("name")
+        return name if isinstance(name, str) and name else None
+
+    def remember_name(self, name: str) -> None:
+        """Persist the current name (used as the default name on the next start)."""
+        record = {"agent_id": self.agent_id, "harness": self.harness, "cwd": self.cwd, "name": name}
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path.with_suffix(".json"))
+
+    def release(self) -> None:
+        """Give the identity up (also happens by itself when the process ends)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:24] or "agent"
+
+
+def default_name(harness: str, cwd: str) -> str:
+    """A readable default agent name: ``<harness>-<directory name>`` (within the name rules)."""
+    directory = _slug(PurePath(cwd).name) if PurePath(cwd).name else "root"
+    return f"{_slug(harness)}-{directory}"[:64]
+
+
+def base_id(harness: str, cwd: str) -> str:
+    """The slot-1 id for a harness in a directory."""
+    digest = hashlib.sha256(os.path.realpath(cwd).encode()).hexdigest()[:10]
+    return f"{_slug(harness)}-{digest}"
+
+
+def claim_identity(home: Path, harness: str, cwd: str) -> Identity:
+    """Claim the first free slot for (harness, cwd). Raises :class:`IdentityError` if all are taken."""
+    directory = ensure_home(home) / "identities"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    base = base_id(harness, cwd)
+    for slot in range(1, MAX_SLOTS + 1):
+        agent_id = base if slot == 1 else f"{base}-{slot}"
+        path = directory / f"{agent_id}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return Identity(agent_id, slot, harness, os.path.realpath(cwd), path, fd)
+    raise IdentityError(f"all {MAX_SLOTS} identities of {harness} in {cwd} are in use by live bridges")

@@ -1,0 +1,527 @@
+"""The agent-facing view of one mesh node: agents, rooms and messages, and each hosted agent's deliveries.
+
+:class:`MeshStore` reads the replicated state of its node and makes operations on behalf of the agents the node
+hosts. It also turns the node's state changes into :class:`~agent_comms.events.DeliveryEvent` objects for those
+agents and keeps the honest receipts:
+
+* ``delivered`` is reported when a message has reached the recipient's bridge (this store queued it);
+* ``read`` when the bridge says it showed it to the model (:meth:`MeshStore.mark_read`: a push that succeeded, or
+  a drain into a tool result). Nothing is reported for a message that went nowhere.
+
+An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
+it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterable
+from typing import Final, Literal
+
+import trio
+
+from agent_comms.events import DeliveryEvent, EventType, Member
+from agent_comms.mesh.node import MeshNode
+from agent_comms.protocol.changes import (
+    AgentChanged,
+    Change,
+    MessageAdded,
+    ReceiptAdvanced,
+    RoomChanged,
+    RoomSuperseded,
+)
+from agent_comms.protocol.hlc import hlc_wall_ms
+from agent_comms.protocol.ops import (
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    MembershipAction,
+    Op,
+    Receipt,
+    RoomCreate,
+    RoomMessage,
+    RoomType,
+    StreamingBehavior,
+    dm_conversation,
+    op_id,
+    op_key,
+)
+from agent_comms.protocol.rooms import RoomView
+from agent_comms.protocol.state import MeshState
+
+from .errors import CommsError, ErrorCode
+
+__all__ = ["DeliveryCallback", "MeshStore"]
+
+DeliveryCallback = Callable[[DeliveryEvent], None]
+"""Called synchronously with every event for a hosted agent, as it is queued."""
+
+#: Events kept per hosted agent until its bridge takes them; the oldest go first when full.
+INBOX_LIMIT: Final = 1000
+_SEEN_LIMIT: Final = 20_000
+
+
+class MeshStore:
+    """Agents, rooms and deliveries over one :class:`~agent_comms.mesh.node.MeshNode`."""
+
+    def __init__(self, node: MeshNode, *, inbox_limit: int = INBOX_LIMIT) -> None:
+        self.node = node
+        self.inbox_limit = inbox_limit
+        self._inboxes: dict[str, collections.deque[DeliveryEvent]] = {}
+        self._seen: dict[str, collections.OrderedDict[str, None]] = {}
+        self._wakeups: dict[str, trio.Event] = {}
+        self._callbacks: list[DeliveryCallback] = []
+        self._counter = 0
+        node.add_listener(self._on_changes)
+
+    # ------------------------------------------------------------------ reading the mesh
+
+    @property
+    def state(self) -> MeshState:
+        """The replicated state (read-only by convention)."""
+        return self.node.peer.replica.state
+
+    def is_hosted(self, agent_id: str) -> bool:
+        """Whether this store's node hosts the agent."""
+        return agent_id in self.node.peer.hosted
+
+    def record(self, agent_id: str) -> AgentUpsert | None:
+        """The agent's current record, if known."""
+        entry = self.state.agents.get(agent_id)
+        return None if entry is None or entry.record is None else entry.body
+
+    def online(self, agent_id: str) -> bool:
+        """Whether the agent is online."""
+        entry = self.state.agents.get(agent_id)
+        return entry is not None and entry.online
+
+    def label(self, agent_id: str) -> str:
+        """``name (id)`` for results and events."""
+        record = self.record(agent_id)
+        return agent_id if record is None else f"{record.name} ({agent_id})"
+
+    def agents(self) -> list[tuple[AgentUpsert, bool]]:
+        """Every agent with a record, with its online state, by name."""
+        found = [(e.body, e.online) for e in self.state.agents.values() if e.record is not None]
+        return sorted(found, key=lambda item: (item[0].name.lower(), item[0].agent_id))
+
+    def find_agent(self, ref: str, *, viewer: str | None = None, allow_ghost: bool = True) -> AgentUpsert:
+        """An agent named by id or by name. Hidden agents are found by id or name; ghosts only if allowed.
+
+        Raises ``AGENT_NOT_FOUND``; several online agents with that name is ``INVALID_PARAMS`` (use the id).
+        """
+        entry = self.state.agents.get(ref)
+        if entry is not None and entry.record is not None:
+            if entry.body.visibility == "ghost" and not allow_ghost and ref != viewer:
+                raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent {ref!r}")
+            return entry.body
+        matches = [
+            (body, online)
+            for body, online in self.agents()
+            if body.name == ref and (allow_ghost or body.visibility != "ghost" or body.agent_id == viewer)
+        ]
+        if not matches:
+            raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent named or with id {ref!r}")
+        live = [m for m in matches if m[1]] or matches
+        if len(live) > 1:
+            ids = ", ".join(body.agent_id for body, _ in live)
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"several agents are called {ref!r} ({ids}); use the id")
+        return live[0][0]
+
+    def room(self, name: str, *, viewer: str) -> tuple[str, RoomView]:
+        """The live room called ``name`` as ``viewer`` may see it (a secret room only to its members)."""
+        room_id = self.state.room_id(name)
+        view = self.state.room(name)
+        if room_id is None or view is None or (view.room_type == "secret" and not _involved(view, viewer)):
+            raise CommsError(ErrorCode.ROOM_NOT_FOUND, f"no room #{name}")
+        return room_id, view
+
+    def rooms(self, *, viewer: str | None) -> list[tuple[str, RoomView]]:
+        """Live rooms ``viewer`` may see (``None``: every room, for the CLI), by name."""
+        found = []
+        for name in sorted(self.state.room_names):
+            view = self.state.room(name)
+            room_id = self.state.room_id(name)
+            if view is None or room_id is None:
+                continue
+            if view.room_type == "secret" and viewer is not None and not _involved(view, viewer):
+                continue
+            found.append((room_id, view))
+        return found
+
+    def history(self, room_id: str) -> list[Op]:
+        """The visible messages of a room, oldest first (within the kept history)."""
+        history = self.state.histories.get(room_id)
+        if history is None:
+            return []
+        return [op for op in history.messages if self.state.message_visible(op)]
+
+    def rooms_of(self, agent_id: str) -> list[str]:
+        """Names of the live rooms the agent is a member of."""
+        return [view.name for _room_id, view in self.rooms(viewer=None) if agent_id in view.members]
+
+    # ------------------------------------------------------------------ acting as a hosted agent
+
+    def host(self, record: AgentUpsert) -> AgentUpsert:
+        """Host an agent here (register it); queue for it what it missed while its bridge was down."""
+        claimed = self.node.host_agent(record)
+        self._inboxes.setdefault(record.agent_id, collections.deque(maxlen=self.inbox_limit))
+        self._seen.setdefault(record.agent_id, collections.OrderedDict())
+        self._queue_backlog(record.agent_id)
+        return claimed
+
+    def update(self, agent_id: str, **fields: object) -> AgentUpsert:
+        """Change a hosted agent's record."""
+        self._require_hosted(agent_id)
+        self.node.update_agent(agent_id, **fields)
+        return self.node.peer.hosted[agent_id]
+
+    def release(self, agent_id: str) -> None:
+        """Stop hosting an agent (it goes offline for everyone)."""
+        if self.is_hosted(agent_id):
+            self.node.release_agent(agent_id)
+
+    def create_room(self, agent_id: str, name: str, room_type: RoomType, description: str) -> str:
+        """Create a room owned by the agent; raises ``ROOM_EXISTS``."""
+        inc = self._incarnation(agent_id)
+        if self.state.room(name) is not None:
+            raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
+        room_id = self.node.peer.replica.next_op_id()
+        self.node.submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        return room_id
+
+    def change_membership(
+        self, agent_id: str, room_id: str, action: MembershipAction, subject: str = "", reason: str = ""
+    ) -> None:
+        """One membership operation as the agent (the caller has checked that it is allowed)."""
+        inc = self._incarnation(agent_id)
+        self.node.submit(Membership(room_id, action, agent_id, inc, subject, reason))
+
+    def send(
+        self, agent_id: str, room_id: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "followUp"
+    ) -> str:
+        """Post to a room; returns the message id."""
+        inc = self._incarnation(agent_id)
+        message_id = self.node.peer.replica.next_op_id()
+        self.node.submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming))
+        return message_id
+
+    def dm(
+        self, agent_id: str, recipient: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "steer"
+    ) -> str:
+        """Send a direct message; returns the message id."""
+        inc = self._incarnation(agent_id)
+        message_id = self.node.peer.replica.next_op_id()
+        self.node.submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming))
+        return message_id
+
+    def _incarnation(self, agent_id: str) -> int:
+        return self._require_hosted(agent_id).incarnation
+
+    def _require_hosted(self, agent_id: str) -> AgentUpsert:
+        hosted = self.node.peer.hosted.get(agent_id)
+        if hosted is None:
+            raise CommsError(ErrorCode.INVALID_PARAMS, "not registered: call the 'register' action first")
+        return hosted
+
+    # ------------------------------------------------------------------ deliveries
+
+    def add_delivery_callback(self, callback: DeliveryCallback) -> None:
+        """Call ``callback`` with every event queued for any hosted agent (the push path of bridges)."""
+        self._callbacks.append(callback)
+
+    def pending(self, agent_id: str) -> list[DeliveryEvent]:
+        """Events queued for the agent and not yet taken, oldest first (they stay queued)."""
+        return list(self._inboxes.get(agent_id, ()))
+
+    def take(self, agent_id: str, limit: int | None = None) -> list[DeliveryEvent]:
+        """Remove and return queued events, oldest first (call :meth:`mark_read` once they were shown)."""
+        inbox = self._inboxes.get(agent_id)
+        if not inbox:
+            return []
+        count = len(inbox) if limit is None else min(limit, len(inbox))
+        return [inbox.popleft() for _ in range(count)]
+
+    async def wait_pending(self, agent_id: str) -> None:
+        """Wait until the agent has at least one queued event."""
+        while not self._inboxes.get(agent_id):
+            event = self._wakeups.get(agent_id)
+            if event is None:
+                event = self._wakeups[agent_id] = trio.Event()
+            await event.wait()
+
+    def mark_read(self, agent_id: str, events: Iterable[DeliveryEvent]) -> None:
+        """The bridge showed these events to the agent's model: their messages are read."""
+        if not self.is_hosted(agent_id):
+            return
+        for event in events:
+            if event.type in ("dm", "room_message"):
+                self._receipt(agent_id, event.message_id, "read")
+
+    def _receipt(self, agent_id: str, message_id: str, status: Literal["delivered", "read"]) -> None:
+        message = self.state.messages.get(message_id)
+        if message is None or self.state.receipt_status(message_id, agent_id) in (status, "read"):
+            return
+        body = message.body
+        conversation = (
+            dm_conversation(body.author, body.recipient) if isinstance(body, DirectMessage) else body.room_id  # type: ignore[union-attr]
+        )
+        inc = self._incarnation(agent_id)
+        self.node.submit(Receipt(message_id, conversation, op_key(message), agent_id, inc, status))
+
+    def _emit(self, event: DeliveryEvent) -> None:
+        agent_id = event.to
+        seen = self._seen.setdefault(agent_id, collections.OrderedDict())
+        if event.id in seen:
+            return
+        seen[event.id] = None
+        if len(seen) > _SEEN_LIMIT:
+            seen.popitem(last=False)
+        self._inboxes.setdefault(agent_id, collections.deque(maxlen=self.inbox_limit)).append(event)
+        if event.type in ("dm", "room_message"):
+            self._receipt(agent_id, event.message_id, "delivered")
+        wakeup = self._wakeups.pop(agent_id, None)
+        if wakeup is not None:
+            wakeup.set()
+        for callback in self._callbacks:
+            callback(event)
+
+    def _next_id(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}/{self._counter}"
+
+    # ------------------------------------------------------------------ from state changes to events
+
+    def _on_changes(self, changes: tuple[Change, ...]) -> None:
+        hosted = self.node.peer.hosted
+        if not hosted:
+            return
+        for change in changes:
+            if isinstance(change, MessageAdded):
+                self._on_message(change.op)
+            elif isinstance(change, ReceiptAdvanced):
+                self._on_receipt(change)
+            elif isinstance(change, RoomChanged):
+                self._on_room(change)
+            elif isinstance(change, AgentChanged):
+                self._on_agent(change)
+            elif isinstance(change, RoomSuperseded):
+                self._on_superseded(change)
+
+    def _message_event(self, op: Op, to: str) -> DeliveryEvent:
+        body = op.body
+        assert isinstance(body, RoomMessage | DirectMessage)
+        author = self.record(body.author)
+        room_name, room_id = "", ""
+        if isinstance(body, RoomMessage):
+            room_id = body.room_id
+            log = self.state.rooms.get(room_id)
+            room_name = log.view.name if log is not None and log.view is not None else ""
+        return DeliveryEvent(
+            id=op_id(op),
+            type="room_message" if isinstance(body, RoomMessage) else "dm",
+            to=to,
+            sender=body.author,
+            sender_name="" if author is None else author.name,
+            room=room_name,
+            room_id=room_id,
+            content=body.content,
+            message_id=op_id(op),
+            reply_to=body.reply_to,
+            timestamp=hlc_wall_ms(op.hlc),
+            streaming=body.streaming,
+        )
+
+    def _recipients(self, op: Op) -> list[str]:
+        """Hosted agents a visible message is for."""
+        body = op.body
+        hosted = self.node.peer.hosted
+        if isinstance(body, DirectMessage):
+            return [body.recipient] if body.recipient in hosted and body.recipient != body.author else []
+        assert isinstance(body, RoomMessage)
+        log = self.state.rooms.get(body.room_id)
+        if log is None or log.view is None:
+            return []
+        key = op_key(op)
+        return [a for a in hosted if a != body.author and log.view.was_member(a, key)]
+
+    def _on_message(self, op: Op) -> None:
+        for agent_id in self._recipients(op):
+            self._emit(self._message_event(op, agent_id))
+
+    def _queue_backlog(self, agent_id: str) -> None:
+        """Everything addressed to the agent that it has not read: kept while its bridge was down."""
+        state = self.state
+        waiting: list[Op] = []
+        for op in state.messages.values():
+            body = op.body
+            if isinstance(body, DirectMessage) and body.recipient != agent_id:
+                continue
+            if not state.message_visible(op) or state.receipt_status(op_id(op), agent_id) == "read":
+                continue
+            if agent_id in self._recipients(op):
+                waiting.append(op)
+        for op in sorted(waiting, key=op_key)[-self.inbox_limit :]:
+            self._emit(self._message_event(op, agent_id))
+        for room_id, view in self.rooms(viewer=None):
+            inviter = view.invited.get(agent_id)
+            if inviter is not None:
+                self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, f"{room_id}/invite"))
+
+    def _on_receipt(self, change: ReceiptAdvanced) -> None:
+        message = self.state.messages.get(change.message_id)
+        if message is None:
+            return
+        body = message.body
+        author = getattr(body, "author", None)
+        if author not in self.node.peer.hosted or change.recipient == author:
+            return
+        reader = self.record(change.recipient)
+        self._emit(
+            DeliveryEvent(
+                id=f"{change.message_id}/{change.recipient}/{change.status}",
+                type="delivery_status",
+                to=author,
+                sender=change.recipient,
+                sender_name="" if reader is None else reader.name,
+                content=getattr(body, "content", ""),
+                message_id=change.message_id,
+                timestamp=hlc_wall_ms(change.op.hlc),
+                status=change.status,
+            )
+        )
+
+    def _room_event(
+        self,
+        kind: EventType,
+        to: str,
+        room_id: str,
+        view: RoomView,
+        sender: str,
+        event_id: str,
+        **extra: object,
+    ) -> DeliveryEvent:
+        record = self.record(sender)
+        return DeliveryEvent(
+            id=event_id,
+            type=kind,
+            to=to,
+            sender=sender,
+            sender_name="" if record is None else record.name,
+            room=view.name,
+            room_id=room_id,
+            timestamp=int(time.time() * 1000),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def _on_room(self, change: RoomChanged) -> None:
+        log = self.state.rooms.get(change.room_id)
+        if log is None or log.view is None:
+            return
+        view, room_id, detail = log.view, change.room_id, change.change
+        hosted = self.node.peer.hosted
+        agent, by = detail.agent, detail.by
+        members = [m for m in view.members if m in hosted]
+        event_id = self._next_id(f"{room_id}/{detail.kind}/{agent}")
+        if detail.kind == "joined":
+            for member in members:
+                if member == agent and len(view.members) == 1:
+                    continue  # it created the room, or joined an empty one: nobody to tell it about
+                if member == agent:
+                    listing = tuple(
+                        Member(m, (self.record(m) or _unknown(m)).name, self._status(m))
+                        for m in sorted(view.members)
+                        if m != agent
+                    )
+                    self._emit(
+                        self._room_event("room_members", member, room_id, view, agent, event_id, members=listing)
+                    )
+                else:
+                    self._emit(self._room_event("member_joined", member, room_id, view, agent, event_id))
+        elif detail.kind == "left":
+            for member in members:
+                self._emit(self._room_event("member_left", member, room_id, view, agent, event_id))
+        elif detail.kind == "kicked":
+            subject = self.record(agent)
+            for member in {*members, *([agent] if agent in hosted else [])}:
+                self._emit(
+                    self._room_event(
+                        "member_kicked",
+                        member,
+                        room_id,
+                        view,
+                        by or view.owner,
+                        event_id,
+                        subject=agent,
+                        subject_name="" if subject is None else subject.name,
+                        reason=detail.reason,
+                    )
+                )
+        elif detail.kind == "invited":
+            if agent in hosted:
+                self._emit(self._room_event("room_invite", agent, room_id, view, by, f"{room_id}/invite/{agent}"))
+        elif detail.kind == "declined":
+            if by in hosted:
+                self._emit(
+                    self._room_event("invite_declined", by, room_id, view, agent, event_id, reason=detail.reason)
+                )
+        elif detail.kind == "destroyed":
+            assert view.destroyed is not None
+            former = [
+                a for a, spans in view.intervals.items() if a in hosted and spans and spans[-1][1] == view.destroyed
+            ]
+            for member in former:
+                if member != by:
+                    self._emit(self._room_event("room_destroyed", member, room_id, view, by, event_id))
+
+    def _on_superseded(self, change: RoomSuperseded) -> None:
+        log = self.state.rooms.get(change.room_id)
+        if log is None or log.view is None or log.view.creator not in self.node.peer.hosted:
+            return
+        self._emit(
+            self._room_event(
+                "room_destroyed",
+                log.view.creator,
+                change.room_id,
+                log.view,
+                log.view.creator,
+                self._next_id(f"{change.room_id}/superseded"),
+                reason="another room with this name was created at the same moment and kept",
+            )
+        )
+
+    def _status(self, agent_id: str) -> str:
+        entry = self.state.agents.get(agent_id)
+        if entry is None or entry.record is None:
+            return "unknown"
+        return entry.body.status if entry.online else "offline"
+
+    def _on_agent(self, change: AgentChanged) -> None:
+        previous = change.previous
+        if previous is None:
+            return
+        before = previous.status if change.was_online else "offline"
+        after = change.record.status if change.online else "offline"
+        if before == after:
+            return
+        hosted = self.node.peer.hosted
+        for room_id, view in self.rooms(viewer=None):
+            if change.agent_id not in view.members:
+                continue
+            for member in view.members:
+                if member in hosted and member != change.agent_id:
+                    event_id = self._next_id(f"{room_id}/status/{change.agent_id}")
+                    self._emit(
+                        self._room_event(
+                            "member_status", member, room_id, view, change.agent_id, event_id, status=after
+                        )
+                    )
+
+
+def _involved(view: RoomView, agent_id: str) -> bool:
+    return agent_id in view.members or agent_id in view.invited or agent_id == view.owner
+
+
+def _unknown(agent_id: str) -> AgentUpsert:
+    return AgentUpsert(agent_id, "", 0, 0, agent_id, "", "", 0, 0.0)

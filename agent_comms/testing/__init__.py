@@ -1,0 +1,147 @@
+"""Test helpers for bridge authors: a whole mesh in memory, no sockets.
+
+::
+
+    from agent_comms.testing import open_in_memory_mesh
+
+    async def test_my_bridge_relays_a_dm():
+        async with open_in_memory_mesh() as mesh:
+            alice = await mesh.agent("my-harness", name="alice")
+            bob = await mesh.agent("other", name="bob")
+            await alice.call({"action": "dm", "target": "bob", "content": "hi"})
+            await mesh.settle()
+            assert [e.content for e in bob.drain()] == ["hi"]
+
+Every agent gets a peer of its own, linked to the others over an in-memory network by the real protocol and
+runtime, so what passes here passes over TCP. With pytest, ``pytest_plugins = ["agent_comms.testing.fixtures"]``
+in a ``conftest.py`` provides the ``comms_mesh`` fixture (pytest-trio).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from agent_comms.agent import Agent
+from agent_comms.identity import base_id
+from agent_comms.mesh.network import MemoryNetwork
+from agent_comms.mesh.node import MeshNode, open_node
+from agent_comms.protocol.peer import PeerConfig
+from agent_comms.store import MeshStore
+from agent_comms.tool import CommsTool
+
+__all__ = ["InMemoryMesh", "open_in_memory_mesh"]
+
+_PORT = 19999  # a port number on the in-memory network only; nothing real is bound
+
+
+class InMemoryMesh:
+    """Agents, each on its own peer, on an in-memory network inside the current Trio run."""
+
+    def __init__(self, nursery: trio.Nursery, *, seed: int = 0) -> None:
+        self.network = MemoryNetwork()
+        self.nodes: list[MeshNode] = []
+        self._nursery = nursery
+        self._rng = random.Random(seed)
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._ids: set[str] = set()
+        self._key = bytes(self._rng.getrandbits(8) for _ in range(32))
+
+    async def node(self) -> tuple[MeshNode, trio.CancelScope]:
+        """Start one more peer (without an agent)."""
+
+        async def run(task_status: trio.TaskStatus[tuple[MeshNode, trio.CancelScope]]) -> None:
+            with trio.CancelScope() as scope:
+                async with open_node(
+                    self._key,
+                    port=_PORT,
+                    network=self.network,
+                    config=PeerConfig(coordinator_port=_PORT),
+                    rng=random.Random(self._rng.getrandbits(64)),
+                    probe_processes=False,
+                ) as node:
+                    task_status.started((node, scope))
+                    await trio.sleep_forever()
+
+        node, scope = await self._nursery.start(run)
+        self.nodes.append(node)
+        return node, scope
+
+    async def agent(
+        self,
+        harness: str = "test",
+        name: str | None = None,
+        *,
+        cwd: str = "/work",
+        visibility: str = "visible",
+        tags: tuple[str, ...] = (),
+        agent_id: str | None = None,
+    ) -> Agent:
+        """A registered agent on a new peer. Reusing ``agent_id`` models a bridge restarting in the same slot."""
+        node, scope = await self.node()
+        if agent_id is None:
+            agent_id = base_id(harness, cwd)
+            slot = 1
+            while agent_id in self._ids:
+                slot += 1
+                agent_id = f"{base_id(harness, cwd)}-{slot}"
+        self._ids.add(agent_id)
+        tool = CommsTool(MeshStore(node), agent_id=agent_id, harness=harness, cwd=cwd, pid=0)
+        await self.settle()
+        result = tool.call(
+            {"action": "register", "name": name or agent_id, "visibility": visibility, "tags": list(tags)}
+        )
+        if result.is_error:
+            raise AssertionError(result.text)
+        self._scopes[agent_id] = scope
+        await self.settle()
+        return Agent(tool, on_close=self._closer(agent_id))
+
+    def _closer(self, agent_id: str) -> Callable[[], None]:
+        def close() -> None:
+            self._ids.discard(agent_id)
+
+        return close
+
+    def crash(self, agent: Agent) -> None:
+        """Kill the agent's peer abruptly (no goodbye), as a SIGKILL of its bridge would."""
+        node = agent.store.node
+        node.abort()
+        self._scopes.pop(agent.id).cancel()
+        self.nodes.remove(node)
+        self._ids.discard(agent.id)
+
+    async def stop(self, agent: Agent) -> None:
+        """Stop the agent's bridge gracefully: it goes offline at once."""
+        node = agent.store.node
+        agent.close()
+        await node.aclose()
+        self._scopes.pop(agent.id).cancel()
+        self.nodes.remove(node)
+
+    async def settle(self) -> None:
+        """Wait until every peer is linked to every other and all replicas are equal."""
+        with trio.fail_after(10):
+            while not self._settled():  # noqa: ASYNC110 - a condition across all the peers
+                await trio.sleep(0.001)
+
+    def _settled(self) -> bool:
+        nodes = self.nodes
+        ids = {n.peer_id for n in nodes}
+        if any(set(n.peer.data_links) != ids - {n.peer_id} for n in nodes):
+            return False
+        return len({n.peer.replica.state.digest() for n in nodes}) <= 1
+
+
+@asynccontextmanager
+async def open_in_memory_mesh(*, seed: int = 0) -> AsyncIterator[InMemoryMesh]:
+    """An in-memory mesh for the duration of the block."""
+    async with trio.open_nursery() as nursery:
+        mesh = InMemoryMesh(nursery, seed=seed)
+        try:
+            yield mesh
+        finally:
+            nursery.cancel_scope.cancel()

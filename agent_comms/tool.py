@@ -1,0 +1,351 @@
+"""``CommsTool``: the one ``agent_comms`` tool, for one agent, over a :class:`~agent_comms.store.MeshStore`.
+
+:meth:`CommsTool.call` takes the model's untrusted parameters and always returns a :class:`ToolResult`; errors are
+results (``Error: <message> (<CODE>)`` with ``is_error``), never exceptions. Agents appear as ``name (id)`` and may
+be named by either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from .actions import (
+    Action,
+    CreateRoom,
+    DeclineInvite,
+    DestroyRoom,
+    Dm,
+    Invite,
+    JoinRoom,
+    Kick,
+    LeaveRoom,
+    ListAgents,
+    ListRooms,
+    ReadRoom,
+    Register,
+    Send,
+    Update,
+    WhoAmI,
+    build_action,
+)
+from .errors import CommsError, ErrorCode
+from .events import DeliveryEvent, format_delivery_event
+from .protocol.hlc import hlc_wall_ms
+from .protocol.ops import AgentUpsert, Op, RoomMessage, op_id
+from .store import MeshStore
+
+__all__ = ["READ_ROOM_DEFAULT", "CommsTool", "ToolResult", "ensure_registered", "with_deliveries"]
+
+#: Messages ``read_room`` shows without ``since``.
+READ_ROOM_DEFAULT: Final = 50
+
+
+@attrs.frozen
+class ToolResult:
+    """What the model sees: ``text``; ``is_error`` for failures; ``data`` for programs (not shown)."""
+
+    text: str
+    is_error: bool = False
+    data: dict[str, Any] = attrs.field(factory=dict)
+
+
+class CommsTool:
+    """The ``agent_comms`` tool of one agent slot (``agent_id``) of a harness."""
+
+    def __init__(
+        self,
+        store: MeshStore,
+        *,
+        agent_id: str,
+        harness: str,
+        cwd: str | None = None,
+        pid: int | None = None,
+        process_start: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.agent_id = agent_id
+        self.harness = harness
+        self.cwd = os.getcwd() if cwd is None else cwd
+        self.pid = os.getpid() if pid is None else pid
+        self.process_start = process_start
+
+    @property
+    def registered(self) -> bool:
+        """Whether the agent is on the mesh (hosted by this store's node)."""
+        return self.store.is_hosted(self.agent_id)
+
+    def call(self, params: Mapping[str, object]) -> ToolResult:
+        """Run one tool call."""
+        try:
+            action = build_action(params)
+            if not isinstance(action, Register) and not self.registered:
+                raise CommsError(ErrorCode.INVALID_PARAMS, "not registered yet: call action 'register' with a name")
+            return self._run(action)
+        except CommsError as exc:
+            return ToolResult(exc.text, is_error=True, data={"code": str(exc.code)})
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _run(self, action: Action) -> ToolResult:
+        handler = getattr(self, f"_{type(action).__name__.lower()}")
+        result: ToolResult = handler(action)
+        return result
+
+    def _register(self, action: Register) -> ToolResult:
+        store = self.store
+        if self.registered:
+            store.update(self.agent_id, name=action.name, visibility=action.visibility, tags=action.tags)
+            verb = "Re-registered"
+        else:
+            record = AgentUpsert(
+                self.agent_id,
+                "",
+                0,
+                0,
+                action.name,
+                self.harness,
+                self.cwd,
+                self.pid,
+                self.process_start,
+                visibility=action.visibility,
+                tags=action.tags,
+            )
+            store.host(record)
+            verb = "Registered"
+        others = [
+            store.label(body.agent_id)
+            for body, online in store.agents()
+            if online and body.agent_id != self.agent_id and body.visibility == "visible"
+        ]
+        listing = ", ".join(others) if others else "no other agents"
+        text = f"{verb} as {store.label(self.agent_id)} ({action.visibility}). Online: {listing}."
+        return ToolResult(text, data={"id": self.agent_id, "name": action.name})
+
+    def _update(self, action: Update) -> ToolResult:
+        fields = {k: v for k, v in attrs.asdict(action).items() if v is not None}
+        self.store.update(self.agent_id, **fields)
+        changed = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return ToolResult(f"Updated {self.store.label(self.agent_id)}: {changed}.", data=fields)
+
+    def _whoami(self, _action: WhoAmI) -> ToolResult:
+        record = self.store.record(self.agent_id)
+        assert record is not None
+        rooms = self.store.rooms_of(self.agent_id)
+        text = (
+            f"You are {self.store.label(self.agent_id)}: {record.status}, {record.visibility}, "
+            f"harness {record.harness}, cwd {record.cwd}; tags: {', '.join(record.tags) or '-'}; rooms: "
+            + (", ".join(f"#{r}" for r in rooms) or "none")
+        )
+        return ToolResult(text, data={"id": self.agent_id, "name": record.name, "rooms": rooms})
+
+    def _listagents(self, _action: ListAgents) -> ToolResult:
+        store = self.store
+        lines = []
+        listed = []
+        for body, online in store.agents():
+            mine = body.agent_id == self.agent_id
+            if not online or (body.visibility != "visible" and not mine):
+                continue
+            rooms = ", ".join(f"#{r}" for r in store.rooms_of(body.agent_id)) or "no rooms"
+            you = " (you)" if mine else ""
+            lines.append(f"- {store.label(body.agent_id)}{you} [{body.status}] {body.harness} in {body.cwd}; {rooms}")
+            listed.append(body.agent_id)
+        text = f"{len(lines)} agent(s) online:\n" + "\n".join(lines)
+        return ToolResult(text, data={"agents": listed})
+
+    def _createroom(self, action: CreateRoom) -> ToolResult:
+        room_id = self.store.create_room(self.agent_id, action.room, action.type, action.description)
+        return ToolResult(
+            f"Created #{action.room} ({action.type}); you own it and are its first member.", data={"room_id": room_id}
+        )
+
+    def _listrooms(self, _action: ListRooms) -> ToolResult:
+        store = self.store
+        lines = []
+        for _room_id, view in store.rooms(viewer=self.agent_id):
+            joined = " [joined]" if self.agent_id in view.members else ""
+            invited = " [invited]" if self.agent_id in view.invited else ""
+            about = f": {view.description}" if view.description else ""
+            lines.append(
+                f"- #{view.name} ({view.room_type}, {len(view.members)} member(s), owner {store.label(view.owner)})"
+                f"{joined}{invited}{about}"
+            )
+        text = f"{len(lines)} room(s):\n" + "\n".join(lines) if lines else "No rooms yet; create one with create_room."
+        return ToolResult(text)
+
+    def _joinroom(self, action: JoinRoom) -> ToolResult:
+        room_id, view = self.store.room(action.room, viewer=self.agent_id)
+        me = self.agent_id
+        if me in view.members:
+            return ToolResult(f"You are already in #{action.room}.")
+        if me != view.owner and me not in view.invited:
+            if view.room_type != "public":
+                raise CommsError(ErrorCode.NOT_INVITED, f"#{action.room} is {view.room_type}: you need an invite")
+            if me in view.banned:
+                raise CommsError(ErrorCode.NOT_INVITED, f"you were kicked from #{action.room}: you need a new invite")
+        self.store.change_membership(me, room_id, "join")
+        others = [self.store.label(m) for m in sorted(view.members) if m != me]
+        return ToolResult(f"Joined #{action.room}. Members: {', '.join(others) or 'just you'}.")
+
+    def _leaveroom(self, action: LeaveRoom) -> ToolResult:
+        room_id, view = self.store.room(action.room, viewer=self.agent_id)
+        if self.agent_id not in view.members:
+            raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of #{action.room}")
+        was_owner = view.owner == self.agent_id
+        self.store.change_membership(self.agent_id, room_id, "leave")
+        after = self.store.state.room(action.room)
+        note = ""
+        if was_owner and after is not None:
+            note = (
+                f" {self.store.label(after.owner)} owns it now."
+                if after.owner != self.agent_id
+                else " It is empty; you still own it and may come back."
+            )
+        return ToolResult(f"Left #{action.room}.{note}")
+
+    def _send(self, action: Send) -> ToolResult:
+        room_id, view = self.store.room(action.target, viewer=self.agent_id)
+        if self.agent_id not in view.members:
+            raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of #{action.target}; join_room first")
+        self._check_reply(action.reply_to)
+        message_id = self.store.send(self.agent_id, room_id, action.content, action.reply_to or "", action.streaming)
+        others = len(view.members) - 1
+        return ToolResult(
+            f"Sent to #{action.target} ({others} other member(s)); message id {message_id}.",
+            data={"message_id": message_id},
+        )
+
+    def _dm(self, action: Dm) -> ToolResult:
+        target = self.store.find_agent(action.target, viewer=self.agent_id, allow_ghost=False)
+        if target.agent_id == self.agent_id:
+            raise CommsError(ErrorCode.INVALID_PARAMS, "you cannot send a direct message to yourself")
+        self._check_reply(action.reply_to)
+        message_id = self.store.dm(
+            self.agent_id, target.agent_id, action.content, action.reply_to or "", action.streaming
+        )
+        note = "" if self.store.online(target.agent_id) else " It is offline; it gets the message when it returns."
+        return ToolResult(
+            f"Sent to {self.store.label(target.agent_id)}; message id {message_id}.{note}",
+            data={"message_id": message_id, "to": target.agent_id},
+        )
+
+    def _readroom(self, action: ReadRoom) -> ToolResult:
+        room_id, view = self.store.room(action.room, viewer=self.agent_id)
+        if view.room_type != "public" and self.agent_id not in view.members:
+            raise CommsError(ErrorCode.NOT_MEMBER, f"#{action.room} is {view.room_type}: only members read it")
+        messages = self.store.history(room_id)
+        total = len(messages)
+        if action.since is not None:
+            shown = _since(messages, action.since)
+            header = f"#{action.room}: {len(shown)} message(s) since {action.since}"
+        else:
+            shown = messages[-READ_ROOM_DEFAULT:]
+            earlier = total - len(shown)
+            header = f"#{action.room}: last {len(shown)} of {total} message(s)" + (
+                f" ({earlier} earlier; pass since=<message id> to read on from one)" if earlier else ""
+            )
+        lines = [self._line(op) for op in shown]
+        self.store.mark_read(
+            self.agent_id, [self.store._message_event(op, self.agent_id) for op in shown if self._addressed(op)]
+        )
+        return ToolResult(
+            header + (":\n" + "\n".join(lines) if lines else "."),
+            data={"messages": [op_id(op) for op in shown], "total": total},
+        )
+
+    def _invite(self, action: Invite) -> ToolResult:
+        room_id, view = self._owned(action.room)
+        target = self.store.find_agent(action.agent, viewer=self.agent_id)
+        if target.agent_id in view.members:
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"{self.store.label(target.agent_id)} is already a member")
+        if target.agent_id in view.invited:
+            return ToolResult(f"{self.store.label(target.agent_id)} is already invited to #{action.room}.")
+        self.store.change_membership(self.agent_id, room_id, "invite", target.agent_id)
+        return ToolResult(f"Invited {self.store.label(target.agent_id)} to #{action.room}.")
+
+    def _declineinvite(self, action: DeclineInvite) -> ToolResult:
+        room_id, view = self.store.room(action.room, viewer=self.agent_id)
+        if self.agent_id not in view.invited:
+            raise CommsError(ErrorCode.NOT_INVITED, f"you have no invite to #{action.room}")
+        self.store.change_membership(self.agent_id, room_id, "decline", reason=action.reason)
+        return ToolResult(f"Declined the invite to #{action.room}; {self.store.label(view.owner)} is told.")
+
+    def _kick(self, action: Kick) -> ToolResult:
+        room_id, view = self._owned(action.room)
+        target = self.store.find_agent(action.agent, viewer=self.agent_id)
+        if target.agent_id == self.agent_id:
+            raise CommsError(ErrorCode.INVALID_PARAMS, "you cannot kick yourself; leave_room or destroy_room instead")
+        if target.agent_id not in view.members and target.agent_id not in view.invited:
+            raise CommsError(ErrorCode.NOT_MEMBER, f"{self.store.label(target.agent_id)} is not in #{action.room}")
+        self.store.change_membership(self.agent_id, room_id, "kick", target.agent_id)
+        return ToolResult(f"Kicked {self.store.label(target.agent_id)} from #{action.room}; it needs a new invite.")
+
+    def _destroyroom(self, action: DestroyRoom) -> ToolResult:
+        room_id, view = self._owned(action.room)
+        self.store.change_membership(self.agent_id, room_id, "destroy")
+        return ToolResult(f"Destroyed #{action.room}; its {len(view.members) - 1} other member(s) are told.")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _owned(self, name: str) -> tuple[str, Any]:
+        room_id, view = self.store.room(name, viewer=self.agent_id)
+        if view.owner != self.agent_id:
+            raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of #{name} ({self.store.label(view.owner)}) can")
+        return room_id, view
+
+    def _check_reply(self, reply_to: str | None) -> None:
+        if reply_to and reply_to not in self.store.state.messages:
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid 'replyTo': no message {reply_to!r} in the history")
+
+    def _addressed(self, op: Op) -> bool:
+        body = op.body
+        return isinstance(body, RoomMessage) and body.author != self.agent_id
+
+    def _line(self, op: Op) -> str:
+        body = op.body
+        assert isinstance(body, RoomMessage)
+        stamp = dt.datetime.fromtimestamp(hlc_wall_ms(op.hlc) / 1000, dt.UTC).strftime("%H:%M:%S")
+        reply = f" (reply to {body.reply_to})" if body.reply_to else ""
+        return f"[{stamp}] {self.store.label(body.author)}{reply}: {body.content}  [id {op_id(op)}]"
+
+
+def _since(messages: list[Op], since: str | int) -> list[Op]:
+    """Messages after ``since``: a message id, epoch milliseconds, or an ISO 8601 time."""
+    if isinstance(since, str):
+        for index, op in enumerate(messages):
+            if op_id(op) == since:
+                return messages[index + 1 :]
+        try:
+            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise CommsError(
+                ErrorCode.INVALID_PARAMS, f"invalid 'since': {since!r} is neither a message id here nor an ISO time"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        threshold = int(when.timestamp() * 1000)
+    else:
+        threshold = since
+    return [op for op in messages if hlc_wall_ms(op.hlc) > threshold]
+
+
+def ensure_registered(tool: CommsTool, name: str, **params: object) -> ToolResult | None:
+    """Register the tool's agent under ``name`` unless it already is (what bridges do on start)."""
+    if tool.registered:
+        return None
+    return tool.call({"action": "register", "name": name, **params})
+
+
+def with_deliveries(result: ToolResult, events: list[DeliveryEvent], *, waiting: int = 0) -> ToolResult:
+    """A drain bridge's result: the tool's answer followed by the events it drained (and how many still wait)."""
+    if not events and not waiting:
+        return result
+    lines = [format_delivery_event(event) for event in events]
+    footer = f"\n({waiting} more event(s) waiting; they come with your next agent_comms call)" if waiting else ""
+    text = result.text + f"\n\n--- {len(events)} new event(s) ---\n" + "\n".join(lines) + footer
+    return attrs.evolve(result, text=text)

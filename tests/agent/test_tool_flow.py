@@ -1,0 +1,145 @@
+"""The agent_comms tool end to end on an in-memory multi-peer mesh: actions, rules, events, receipts."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_comms.agent import Agent
+from agent_comms.events import DeliveryEvent, format_delivery_event
+from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
+
+pytest_plugins = ["agent_comms.testing.fixtures"]
+
+
+async def ok(agent: Agent, /, **params: object) -> str:
+    result = await agent.call(params)
+    assert not result.is_error, result.text
+    return result.text
+
+
+async def fails(agent: Agent, code: str, /, **params: object) -> str:
+    result = await agent.call(params)
+    assert result.is_error, result.text
+    assert result.text.startswith("Error: ")
+    assert result.text.endswith(f"({code})"), result.text
+    return result.text
+
+
+def types(events: list[DeliveryEvent]) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_dm_is_delivered_once_with_delivered_then_read_receipts(comms_mesh: InMemoryMesh) -> None:
+    alice = await comms_mesh.agent("h1", name="alice")
+    bob = await comms_mesh.agent("h2", name="bob")
+    text = await ok(alice, action="dm", target="bob", content="review PR 7 please")
+    assert "bob (" in text
+    await comms_mesh.settle()
+    [event] = bob.drain()
+    assert event.type == "dm"
+    assert event.sender == alice.id
+    line = format_delivery_event(event)
+    assert "alice" in line
+    assert "review PR 7 please" in line
+    await comms_mesh.settle()
+    statuses = [e.status for e in alice.drain() if e.type == "delivery_status"]
+    assert statuses == ["delivered", "read"]
+    assert bob.drain() == []  # never twice
+
+
+async def test_errors_are_results_with_codes(comms_mesh: InMemoryMesh) -> None:
+    alice = await comms_mesh.agent("h1", name="alice")
+    await fails(alice, "INVALID_PARAMS", action="frobnicate")
+    text = await fails(alice, "INVALID_PARAMS", action="dm", target="bob", content=5)
+    assert "'content'" in text
+    await fails(alice, "AGENT_NOT_FOUND", action="dm", target="nobody", content="hi")
+    await fails(alice, "ROOM_NOT_FOUND", action="join_room", room="nowhere")
+    await ok(alice, action="create_room", room="lobby")
+    await fails(alice, "ROOM_EXISTS", action="create_room", room="lobby")
+
+
+async def test_room_rules_across_peers(comms_mesh: InMemoryMesh) -> None:
+    owner = await comms_mesh.agent("h1", name="owner")
+    guest = await comms_mesh.agent("h2", name="guest")
+    other = await comms_mesh.agent("h3", name="other")
+    await ok(owner, action="create_room", room="ops", type="private", description="on call")
+    await comms_mesh.settle()
+    await fails(guest, "NOT_INVITED", action="join_room", room="ops")
+    await fails(guest, "NOT_OWNER", action="invite", room="ops", agent="other")
+    await ok(owner, action="invite", room="ops", agent="guest")
+    await comms_mesh.settle()
+    assert types(guest.drain()) == ["room_invite"]
+    await ok(guest, action="join_room", room="ops")
+    await comms_mesh.settle()
+    assert "member_joined" in types(owner.drain())
+    await fails(other, "NOT_MEMBER", action="read_room", room="ops")
+    await fails(other, "NOT_MEMBER", action="send", target="ops", content="let me in")
+    await ok(guest, action="send", target="ops", content="hello")
+    await comms_mesh.settle()
+    assert [e.content for e in owner.drain() if e.type == "room_message"] == ["hello"]
+    await ok(owner, action="kick", room="ops", agent="guest")
+    await comms_mesh.settle()
+    assert "member_kicked" in types(guest.drain())
+    await fails(guest, "NOT_INVITED", action="join_room", room="ops")
+    await ok(owner, action="destroy_room", room="ops")
+    await comms_mesh.settle()
+    await fails(guest, "ROOM_NOT_FOUND", action="join_room", room="ops")
+
+
+async def test_secret_rooms_are_invisible_to_outsiders(comms_mesh: InMemoryMesh) -> None:
+    owner = await comms_mesh.agent("h1", name="owner")
+    outsider = await comms_mesh.agent("h2", name="outsider")
+    await ok(owner, action="create_room", room="cabal", type="secret")
+    await comms_mesh.settle()
+    assert "cabal" not in await ok(outsider, action="list_rooms")
+    await fails(outsider, "ROOM_NOT_FOUND", action="join_room", room="cabal")
+    await fails(outsider, "ROOM_NOT_FOUND", action="read_room", room="cabal")
+    await ok(owner, action="invite", room="cabal", agent="outsider")
+    await comms_mesh.settle()
+    assert "cabal" in await ok(outsider, action="list_rooms")
+
+
+async def test_hidden_and_ghost_agents(comms_mesh: InMemoryMesh) -> None:
+    seer = await comms_mesh.agent("h1", name="seer")
+    await comms_mesh.agent("h2", name="shy", visibility="hidden")
+    await comms_mesh.agent("h3", name="spook", visibility="ghost")
+    listing = await ok(seer, action="list_agents")
+    assert "shy" not in listing
+    assert "spook" not in listing
+    await ok(seer, action="dm", target="shy", content="found you")
+    await fails(seer, "AGENT_NOT_FOUND", action="dm", target="spook", content="boo")
+
+
+async def test_a_restarted_agent_gets_what_was_sent_while_it_was_away() -> None:
+    async with open_in_memory_mesh() as mesh:
+        alice = await mesh.agent("h1", name="alice")
+        bob = await mesh.agent("h2", name="bob")
+        bob_id = bob.id
+        await mesh.stop(bob)
+        await mesh.settle()
+        await ok(alice, action="dm", target=bob_id, content="while you were out")
+        await ok(alice, action="dm", target=bob_id, content="and again")
+        await mesh.settle()
+        back = await mesh.agent("h2", name="bob", agent_id=bob_id)
+        assert back.id == bob_id
+        await mesh.settle()
+        assert [e.content for e in back.drain()] == ["while you were out", "and again"]
+        await mesh.settle()
+        assert back.drain() == []
+        statuses = [(e.status, e.content) for e in alice.drain() if e.type == "delivery_status"]
+        assert ("read", "and again") in statuses
+
+
+@pytest.mark.parametrize("visibility", ["visible", "hidden"])
+async def test_read_room_shows_the_last_fifty_and_counts_the_rest(comms_mesh: InMemoryMesh, visibility: str) -> None:
+    writer = await comms_mesh.agent("h1", name="writer", visibility=visibility)
+    reader = await comms_mesh.agent("h2", name="reader")
+    await ok(writer, action="create_room", room="log")
+    for i in range(60):
+        await ok(writer, action="send", target="log", content=f"line {i}")
+    await comms_mesh.settle()
+    text = await ok(reader, action="read_room", room="log")
+    assert "last 50 of 60" in text
+    assert "10 earlier" in text
+    assert "line 59" in text
+    assert "line 9 " not in text
