@@ -21,7 +21,6 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -88,7 +87,8 @@ class MeshNode:
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
-        self._progress = trio.Event()
+        self._progress: trio.Event | None = None
+        self._alarm_scope: trio.CancelScope | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ public API
@@ -138,6 +138,8 @@ class MeshNode:
     async def wait_for(self, condition: Callable[[], bool]) -> None:
         """Wait until ``condition()`` holds; it is re-checked whenever the node has processed something."""
         while not condition():
+            if self._progress is None:
+                self._progress = trio.Event()
             await self._progress.wait()
 
     def abort(self) -> None:
@@ -162,22 +164,35 @@ class MeshNode:
         task_status.started()
         inbox = self._inbox
         while True:
-            timer = self.peer.get_timer()
-            with trio.move_on_at(math.inf if timer is None else timer):
-                event = await inbox.receive()
+            event = await inbox.receive()
+            self._handle(event)
+            while True:
+                try:
+                    event = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
                 self._handle(event)
-                while True:
-                    try:
-                        event = inbox.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self._handle(event)
-            now = trio.current_time()
-            due = self.peer.get_timer()
-            if due is not None and now >= due:
-                self._execute(self.peer.handle_timer(now))
-            self._progress.set()
-            self._progress = trio.Event()
+            self._reschedule()
+            progress = self._progress
+            if progress is not None:
+                self._progress = None
+                progress.set()
+
+    async def _alarm(self) -> None:
+        """Sleeps until the peer's next timer (the owner moves the deadline) and then tells the owner."""
+        while True:
+            with trio.CancelScope() as scope:
+                self._alarm_scope = scope
+                self._reschedule()
+                await trio.sleep_forever()
+            await self._inbox_send.send(("timer",))
+
+    def _reschedule(self) -> None:
+        """Point the alarm at the peer's next timer (cheap: one attribute, no task switch)."""
+        scope = self._alarm_scope
+        if scope is not None:
+            timer = self.peer.get_timer()
+            scope.deadline = math.inf if timer is None else timer
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -215,8 +230,10 @@ class MeshNode:
             self._execute(peer.coordinator_bound(now))
         elif kind == "bind_failed":
             self._execute(peer.coordinator_bind_failed(now))
-        elif kind == "wake":
-            pass
+        elif kind == "timer":
+            due = peer.get_timer()
+            if due is not None and now >= due:
+                self._execute(peer.handle_timer(now))
         else:  # pragma: no cover - a bug in this module
             raise AssertionError(f"unknown inbox event {kind}")
 
@@ -246,18 +263,13 @@ class MeshNode:
                 self._execute(self.peer.peers_discovered(found, trio.current_time()))
             else:  # pragma: no cover - a bug in this module
                 raise AssertionError(f"unknown command {command!r}")
-        self._wake()
+        self._reschedule()
 
     def _log_close(self, link_id: int, reason: str) -> None:
         entry = self.peer.links.get(link_id)
         who = "?" if entry is None else (entry.peer_id or entry.handshake.remote_addr)
         level = logging.WARNING if reason.startswith(_ALARMING) else logging.INFO
         logger.log(level, "peer %s: link %d to %s closed: %s", self.peer_id, link_id, who, reason)
-
-    def _wake(self) -> None:
-        # If the inbox is full the owner has plenty to do and will look at its timer soon anyway.
-        with contextlib.suppress(trio.WouldBlock):
-            self._inbox_send.send_nowait(("wake",))
 
     # ------------------------------------------------------------------ process liveness
 
@@ -455,6 +467,7 @@ async def open_node(
             nursery.start_soon(node._probe_processes)
         if registry is not None:
             registry.publish(peer.info)
+        nursery.start_soon(node._alarm)
         await nursery.start(node._owner)
         try:
             yield node

@@ -92,7 +92,7 @@ class PeerConfig:
     heartbeat_interval: float = 0.25
     link_timeout: float = 1.5
     handshake_timeout: float = 1.0
-    bind_stagger: float = 0.004
+    bind_stagger: float = 0.015
     retry_interval: float = 0.1
     #: after a graceful handover, how long the others wait for the successor before binding themselves
     handover_grace: float = 0.25
@@ -118,6 +118,8 @@ class LinkEntry:
     #: what the link is for: set by the dialer's Hello on inbound links
     purpose: LinkRole = "data"
     peer_id: str | None = None
+    #: on a data link we dialed: who we expect to answer (known before the handshake finishes)
+    expected_peer: str | None = None
     said_goodbye: bool = False
     duplicate: bool = False
 
@@ -165,6 +167,8 @@ class Peer:
     wall_offset: float = 0.0
     #: consecutive attempts to reach the coordinator that failed before the handshake finished (for back-off)
     _coordinator_failures: int = 0
+    #: when the links are next checked for heartbeats and timeouts (``None`` while there are none)
+    _next_sweep: float | None = None
 
     @classmethod
     def create(
@@ -242,7 +246,10 @@ class Peer:
     def _dial_peer(self, info: PeerInfo) -> list[Command]:
         if info.peer_id == self.peer_id or info.peer_id in self.data_links or info.data_port <= 0:
             return []
-        if any(entry.peer_id == info.peer_id and entry.purpose == "data" for entry in self.links.values()):
+        if any(
+            info.peer_id in (entry.peer_id, entry.expected_peer) and entry.purpose == "data"
+            for entry in self.links.values()
+        ):
             return []
         if f"peer:{info.peer_id}" in self._pending_dials.values():
             return []
@@ -284,6 +291,8 @@ class Peer:
         role: LinkRole = "coordinator" if target == "coordinator" else "data"
         entry = self._open_entry(link_id, now, outbound=True, local_addr=local_addr, remote_addr=remote_addr)
         entry.purpose = role
+        if target is not None and target.startswith("peer:"):
+            entry.expected_peer = target.removeprefix("peer:")
         entry.handshake.role = role
         if role == "coordinator":
             self.coordinator_link = link_id
@@ -311,6 +320,8 @@ class Peer:
         )
         entry = LinkEntry(link_id, outbound, handshake, opened_at=now, last_rx=now, last_tx=now)
         self.links[link_id] = entry
+        if self._next_sweep is None:
+            self._next_sweep = now + self.config.heartbeat_interval / 2
         return entry
 
     def frame_received(self, link_id: int, frame: Frame, now: float) -> list[Command]:
@@ -382,13 +393,17 @@ class Peer:
         return self._start_sync(entry, now)
 
     def _preferred(self, existing_id: int, new: LinkEntry) -> LinkEntry:
-        """Rule 2: of two links between the same pair, keep the one dialed by the smaller peer id."""
+        """Rule 2: of two links between the same pair, keep the one dialed by the smaller peer id (and, if one
+        peer dialed twice, the one from the smaller dialer address): both ends know both, so both keep the same."""
         old = self.links[existing_id]
 
-        def dialer(e: LinkEntry) -> str:
-            return self.peer_id if e.outbound else (e.peer_id or "")
+        def rank(e: LinkEntry) -> tuple[str, str]:
+            handshake = e.handshake
+            if e.outbound:
+                return (self.peer_id, handshake.local_addr)
+            return (e.peer_id or "", handshake.remote_addr)
 
-        return min((old, new), key=lambda e: (dialer(e), e.link_id if e.outbound else 0))
+        return min((old, new), key=rank)
 
     def _start_sync(self, entry: LinkEntry, now: float) -> list[Command]:
         return self._send(entry, [self.replica.sync_request()], now)
@@ -580,18 +595,31 @@ class Peer:
     # ------------------------------------------------------------------ time
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` should next run (``None``: nothing scheduled)."""
-        deadlines = list(self._timers.values())
-        for entry in self.links.values():
-            if not entry.is_open:
-                deadlines.append(entry.opened_at + self.config.handshake_timeout)
-            else:
-                deadlines.append(entry.last_tx + self.config.heartbeat_interval)
-                deadlines.append(entry.last_rx + self.config.link_timeout)
-        return min(deadlines) if deadlines else None
+        """When :meth:`handle_timer` should next run (``None``: nothing scheduled). Cheap: called very often."""
+        timers = self._timers
+        if self.links:
+            if self._next_sweep is None:
+                return min(timers.values()) if timers else None
+            return min(self._next_sweep, *timers.values()) if timers else self._next_sweep
+        return min(timers.values()) if timers else None
 
     def handle_timer(self, now: float) -> list[Command]:
-        """Run everything due at ``now``: heartbeats, timeouts, retries, periodic anti-entropy."""
+        """Run everything due at ``now``: heartbeats, timeouts, retries, periodic anti-entropy.
+
+        Links are swept every half heartbeat interval rather than each on its own deadline, so that
+        :meth:`get_timer` stays cheap on a busy peer; heartbeats and timeouts are late by at most one sweep.
+        """
+        commands: list[Command] = []
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._next_sweep = now + self.config.heartbeat_interval / 2 if self.links else None
+            commands += self._sweep(now)
+        for name, due in list(self._timers.items()):
+            if due <= now:
+                del self._timers[name]
+                commands += self._fire(name, now)
+        return commands
+
+    def _sweep(self, now: float) -> list[Command]:
         commands: list[Command] = []
         config = self.config
         for entry in list(self.links.values()):
@@ -604,10 +632,6 @@ class Peer:
                 commands += self._close(entry, now, f"silent for {config.link_timeout:g} s")
             elif now >= entry.last_tx + config.heartbeat_interval:
                 commands += self._send(entry, [Heartbeat()], now)
-        for name, due in list(self._timers.items()):
-            if due <= now:
-                del self._timers[name]
-                commands += self._fire(name, now)
         return commands
 
     def _fire(self, name: str, now: float) -> list[Command]:
@@ -658,6 +682,7 @@ class Peer:
         self.data_links.clear()
         self.coordinator_link = None
         self._timers.clear()
+        self._next_sweep = None
         return commands
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from peernet import COORDINATOR_PORT, PeerNet
 
-from agent_comms.protocol.commands import CloseLink, Send
+from agent_comms.protocol.commands import CloseLink, Dial, Send
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.wire import Ops
 
@@ -225,3 +225,41 @@ def test_a_newcomer_links_to_registered_peers_without_waiting_for_the_coordinato
     d = net.spawn("d")
     # No time has passed: the registry alone brought the links.
     assert {net.nodes["b"].peer.peer_id, net.nodes["c"].peer.peer_id} <= set(d.peer.data_links)
+
+
+def test_two_dials_by_one_peer_to_the_same_peer_leave_one_link_at_both_ends() -> None:
+    """The registry and the coordinator's list can both make a newcomer dial the same peer. If the two handshakes
+    finish in one order at one end and in the other order at the other end, both ends must still keep the same
+    one of the two links (an earlier version kept different ones and so closed both)."""
+    net = PeerNet()
+    net.spawn("a")
+    b = net.spawn("b")
+    c = net.spawn("c")
+    link = b.peer.data_links[c.peer.peer_id]
+    net._run(b, [CloseLink(link, "test")])
+    net._run(b, b.peer.link_closed(link, net.now, "test"))
+    net.settle()
+    dials = [Dial(b.peer._new_link_id(), c.peer.info.data_port, "data", c.peer.peer_id) for _ in range(2)]
+    for dial in dials:
+        b.peer._pending_dials[dial.link_id] = f"peer:{c.peer.peer_id}"
+    net._run(b, dials)
+    # Deliver everything, except that b's proofs reach c link by link in reverse order (frames within one link
+    # keep their order, as TCP keeps them): c then finishes the second handshake first, b the first one first.
+    held: dict[int, list[tuple[str, str, tuple[object, ...]]]] = {}
+    released = False
+    while net.queue:
+        name, kind, args = event = net.queue.popleft()
+        if not released and name == "c" and kind == "frame" and args[0] == "b":
+            entry = c.peer.links.get(args[2])  # type: ignore[arg-type]
+            if entry is not None and entry.handshake.state.value == "await-proof":
+                held.setdefault(entry.link_id, []).append(event)
+                if len(held) == 2:
+                    for link_id in sorted(held, reverse=True):
+                        net.queue.extend(held[link_id])
+                    released = True
+                continue
+        net._dispatch(name, kind, args)
+    net.advance(0.1)
+    assert c.peer.peer_id in b.peer.data_links
+    assert b.peer.peer_id in c.peer.data_links
+    assert net.fully_linked()
