@@ -43,7 +43,8 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    A room message is visible if its author was a member of the room at the message's place in the total order.
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
-   issues it (rule 4). Receipts live and die with their message: one for a message a full history would refuse is
+   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since known
+   claims only grow, so do receipts). Receipts live and die with their message: one for a message a full history would refuse is
    refused too.
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
@@ -165,11 +166,16 @@ class MeshState:
 
     # ------------------------------------------------------------------ queries
 
-    def claim_known(self, agent_id: str, incarnation: int, peer_id: str) -> bool:
-        """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?"""
+    def claim_known(self, agent_id: str, incarnation: int, peer_id: str, *, strict: bool = False) -> bool:
+        """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?
+
+        ``strict`` (used for receipts) requires the claim itself to be known; otherwise an agent this replica does
+        not know at all is given the benefit of the doubt (so the history of forgotten agents stays readable).
+        Strict validity only grows as claims arrive, which keeps receipts monotonic (rule 7).
+        """
         entry = self.agents.get(agent_id)
         if entry is None or not entry.claims:
-            return True
+            return not strict
         claims = entry.claims
         if (incarnation, peer_id) in claims:
             return True
@@ -227,7 +233,7 @@ class MeshState:
         for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
             assert isinstance(body, Receipt)
-            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin):
+            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, strict=True):
                 continue
             if best is None or _receipt_rank(op) > _receipt_rank(best):
                 best = op
