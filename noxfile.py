@@ -17,12 +17,20 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 ROOT = Path(__file__).parent
-LINT_PATHS = ["agent_comms", "tests", "benchmarks", "noxfile.py"]
+LINT_PATHS = ["agent_comms", "tests", "benchmarks", "examples", "noxfile.py"]
+#: Example distributions the ``tests`` session installs and tests like the bridges (their tests also check that
+#: real entry-point plugins load).
+EXAMPLE_DISTRIBUTIONS = ["examples/minimal-bridge"]
+#: Tests of the example scripts under ``examples/`` (run as the scripts a reader would run).
+EXAMPLE_TESTS = ["examples/tests"]
 
 
 def _bridges() -> list[Path]:
-    """Every bridge distribution: a directory under ``bridges/`` with its own ``pyproject.toml``."""
-    return sorted(p.parent for p in ROOT.glob("bridges/*/pyproject.toml"))
+    """Every bridge distribution (a directory under ``bridges/`` with its own ``pyproject.toml``), then the examples."""
+    return [
+        *sorted(p.parent for p in ROOT.glob("bridges/*/pyproject.toml")),
+        *(ROOT / e for e in EXAMPLE_DISTRIBUTIONS),
+    ]
 
 
 def _bridge_requirement(bridge: Path) -> str:
@@ -35,7 +43,7 @@ def _bridge_requirement(bridge: Path) -> str:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite of the core and of every bridge (slow soak/chaos tests excluded).
+    """Run the test suite of the core, of every bridge and of the examples (slow soak/chaos tests excluded).
 
     Positional arguments replace the default test paths, e.g. ``nox -s tests -- tests/test_cli.py -x``;
     ``-- -m slow`` selects the slow tests instead (the last ``-m`` wins).
@@ -45,7 +53,7 @@ def tests(session: nox.Session) -> None:
     # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
     session.install("-e", ".[test]", *editables)
     bridge_tests = [str(b.relative_to(ROOT) / "tests") for b in bridges if (b / "tests").is_dir()]
-    paths = session.posargs or ["tests", *bridge_tests]
+    paths = session.posargs or ["tests", *bridge_tests, *EXAMPLE_TESTS]
     session.run("pytest", "-m", "not slow", *paths, env={"HYPOTHESIS_PROFILE": "ci"})
 
 

@@ -10,12 +10,85 @@ Subpackages:
 - :mod:`agent_comms.protocol`: the sans-IO core (wire types, framing, replicated state, peer state machine).
 - :mod:`agent_comms.mesh`: the Trio runtime that drives the core over real sockets.
 
-Importing this package is kept cheap on purpose: it must not import Trio or any other heavy dependency.
+Importing this package is kept cheap on purpose: it must not import Trio or any other heavy dependency. The names
+below are imported from their modules on first use (``from agent_comms import open_agent`` imports Trio then).
+
+For bridge authors: :func:`open_agent` (the Trio entry point), the seed's building blocks (:class:`MeshStore`,
+:class:`CommsTool`, :func:`build_action`, :func:`ensure_registered`, :func:`format_delivery_event`) and the plugin
+hooks (``hookimpl``, :class:`HarnessInfo`, :class:`BridgeOptions`, :class:`Detection`; see
+:mod:`agent_comms.hookspecs`).
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-__all__ = ["__version__"]
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent_comms.actions import build_action
+    from agent_comms.agent import Agent, AgentError, open_agent
+    from agent_comms.events import DeliveryEvent, format_delivery_event
+    from agent_comms.hookspecs import BridgeOptions, Detection, HarnessInfo, hookimpl
+    from agent_comms.plugins import PluginError, get_plugin_manager
+    from agent_comms.store import MeshStore
+    from agent_comms.tool import CommsTool, ToolResult, ensure_registered, with_deliveries
+
+#: Public name -> the module that defines it (imported lazily by ``__getattr__``).
+_LAZY = {
+    "Agent": "agent_comms.agent",
+    "AgentError": "agent_comms.agent",
+    "open_agent": "agent_comms.agent",
+    "MeshStore": "agent_comms.store",
+    "CommsTool": "agent_comms.tool",
+    "ToolResult": "agent_comms.tool",
+    "ensure_registered": "agent_comms.tool",
+    "with_deliveries": "agent_comms.tool",
+    "build_action": "agent_comms.actions",
+    "DeliveryEvent": "agent_comms.events",
+    "format_delivery_event": "agent_comms.events",
+    "hookimpl": "agent_comms.hookspecs",
+    "HarnessInfo": "agent_comms.hookspecs",
+    "BridgeOptions": "agent_comms.hookspecs",
+    "Detection": "agent_comms.hookspecs",
+    "PluginError": "agent_comms.plugins",
+    "get_plugin_manager": "agent_comms.plugins",
+}
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "BridgeOptions",
+    "CommsTool",
+    "DeliveryEvent",
+    "Detection",
+    "HarnessInfo",
+    "MeshStore",
+    "PluginError",
+    "ToolResult",
+    "__version__",
+    "build_action",
+    "ensure_registered",
+    "format_delivery_event",
+    "get_plugin_manager",
+    "hookimpl",
+    "open_agent",
+    "with_deliveries",
+]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agent_comms' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 try:
     __version__: str = version("agent-comms")

@@ -1,7 +1,8 @@
 """The ``agent-comms`` command line.
 
 Exit codes scripts can rely on: 0 success, 1 no mesh is running, 2 usage error, 3 configuration error (the mesh
-key or an environment variable is unusable; the message says how to fix it).
+key or an environment variable is unusable; the message says how to fix it). ``bridge`` ends with the bridge's own
+status (0 when the harness closed it normally).
 """
 
 from __future__ import annotations
@@ -36,7 +37,52 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: agent-comms mesh --json | jq '.coordinator'",
     )
     mesh.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins = commands.add_parser(
+        "plugins",
+        help="list the installed bridge plugins",
+        description=(
+            "List the bridge plugins: the built-in ones and those that installed distributions register in the\n"
+            "entry-point group 'agent_comms' (AGENT_COMMS_LOAD_PLUGINS limits which of these load), with their\n"
+            "distribution, version, hooks and the harness each serves."
+        ),
+        epilog="example: agent-comms plugins --json | jq '.[].harness'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bridge = commands.add_parser(
+        "bridge",
+        help="run the bridge of a harness (what the harness starts)",
+        description=(
+            "Run the bridge that gives the harness NAME its agent_comms tool, until the harness is done with it\n"
+            "(for MCP harnesses: an MCP server on stdio). 'agent-comms plugins' lists the harnesses."
+        ),
+        epilog='example: echo \'{"id": 1, "params": {"action": "list_agents"}}\' | agent-comms bridge jsonl --name me',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bridge.add_argument("harness", metavar="NAME", help="the harness, e.g. jsonl, claude-code, codex")
+    bridge.add_argument("--name", help="the agent name to register (default: the name it had last time)")
+    bridge.add_argument(
+        "--harness-pid",
+        type=int,
+        metavar="PID",
+        help="the harness process: the agent goes offline when it exits (default: the bridge process)",
+    )
+    bridge.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="a setting for the bridge (repeatable), e.g. harness=pi for the jsonl bridge",
+    )
     return parser
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "mesh":
         return _mesh(as_json=args.json)
+    if args.command == "plugins":
+        return _plugins(as_json=args.json)
+    if args.command == "bridge":
+        return _bridge(args.harness, name=args.name, harness_pid=args.harness_pid, extra=dict(args.option))
     parser.error(f"unknown command {args.command!r}")  # argparse rejects unknown commands before this
 
 
@@ -86,3 +136,67 @@ def _mesh(*, as_json: bool) -> int:
         agents = ", ".join(peer["agents"]) or "-"
         print(f"  {peer['peer_id']}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
     return 0
+
+
+def _plugins(*, as_json: bool) -> int:
+    from agent_comms.plugins import PluginError, get_plugin_manager, list_plugins
+
+    try:
+        infos = list_plugins(get_plugin_manager())
+    except PluginError as exc:
+        print(f"agent-comms: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if as_json:
+        print(json.dumps([info.to_json() for info in infos], indent=2))
+        return 0
+    rows = [
+        (
+            info.name,
+            info.harness or "-",
+            f"{info.distribution} (built-in)" if info.builtin else info.distribution,
+            info.version,
+            ", ".join(hook.removeprefix("agent_comms_") for hook in info.hooks) or "-",
+        )
+        for info in infos
+    ]
+    header = ("NAME", "HARNESS", "DISTRIBUTION", "VERSION", "HOOKS")
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header) - 1)]
+    for row in (header, *rows):
+        print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
+    return 0
+
+
+def _bridge(harness: str, *, name: str | None, harness_pid: int | None, extra: dict[str, str]) -> int:
+    import os
+
+    import trio
+
+    from agent_comms.hookspecs import BridgeOptions
+    from agent_comms.plugins import PluginError, find_harness, get_plugin_manager
+
+    try:
+        pm = get_plugin_manager()
+    except PluginError as exc:
+        print(f"agent-comms: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        find_harness(pm, harness)
+    except PluginError as exc:
+        print(f"agent-comms: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = BridgeOptions(name=name, cwd=os.getcwd(), harness_pid=harness_pid, extra=extra, plugin_manager=pm)
+    running = pm.hook.agent_comms_serve(harness=harness, options=options)
+    if running is None:
+        print(
+            f"agent-comms: the plugin of the harness {harness!r} has no tool hook (agent_comms_serve)", file=sys.stderr
+        )
+        return EXIT_CONFIG
+
+    async def run() -> int:
+        status: int = await running
+        return status
+
+    try:
+        return trio.run(run)
+    except KeyboardInterrupt:
+        return 130

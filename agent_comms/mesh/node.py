@@ -89,6 +89,7 @@ class MeshNode:
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
         self._progress: trio.Event | None = None
         self._alarm_scope: trio.CancelScope | None = None
+        self._alarm_deadline = math.inf
         self.closed = False
 
     # ------------------------------------------------------------------ public API
@@ -183,16 +184,20 @@ class MeshNode:
         while True:
             with trio.CancelScope() as scope:
                 self._alarm_scope = scope
+                self._alarm_deadline = math.inf
                 self._reschedule()
                 await trio.sleep_forever()
             await self._inbox_send.send(("timer",))
 
     def _reschedule(self) -> None:
-        """Point the alarm at the peer's next timer (cheap: one attribute, no task switch)."""
+        """Point the alarm at the peer's next timer (cheap: no task switch, and nothing when it did not move)."""
         scope = self._alarm_scope
         if scope is not None:
             timer = self.peer.get_timer()
-            scope.deadline = math.inf if timer is None else timer
+            deadline = math.inf if timer is None else timer
+            if deadline != self._alarm_deadline:
+                self._alarm_deadline = deadline
+                scope.deadline = deadline
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]

@@ -44,8 +44,8 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
    issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since known
-   claims only grow, so do receipts). Receipts live and die with their message: one for a message a full history would refuse is
-   refused too.
+   claims only grow, so do receipts). Receipts live and die with their message: one for a message a full
+   history would refuse is refused too.
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
    since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped

@@ -1,0 +1,283 @@
+"""The built-in ``jsonl`` bridge: the ``agent_comms`` tool as line-delimited JSON on stdin and stdout.
+
+For harnesses that can spawn a process and relay through it (the pi and OpenCode extensions do), and for scripts:
+``agent-comms bridge jsonl [--name NAME] [--option harness=pi]``. Every line is one JSON object (UTF-8, ``\\n``):
+
+* out, first, once registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``
+* in: ``{"id": <any JSON>, "params": {<agent_comms tool parameters>}}``, answered in order by
+  ``{"type": "result", "id": <the same>, "text": str, "is_error": bool, "data": {...}}``
+* out, whenever an event arrives: ``{"type": "event", "event": {<DeliveryEvent>}, "text": <one readable line>}``;
+  the event counts as read (its sender gets a ``read`` receipt) once the line is written. ``event.streaming``
+  carries the sender's ``streamingBehavior`` for the relay to honour.
+* out, for a line that is not such an object: ``{"type": "error", "text": "Error: ... (INVALID_PARAMS)"}`` (with
+  ``"id"`` when the line had one); the bridge keeps going.
+
+End of input ends the bridge: it leaves the mesh gracefully and exits 0. Standard input and output may be pipes,
+terminals or files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import pluggy
+import trio
+
+from agent_comms.errors import CommsError, ErrorCode
+from agent_comms.events import DeliveryEvent, format_delivery_event
+from agent_comms.hookspecs import BridgeOptions, HarnessInfo, hookimpl
+
+if TYPE_CHECKING:
+    from agent_comms.agent import Agent
+
+__all__ = [
+    "HARNESS",
+    "MAX_LINE",
+    "LineSplitter",
+    "LineWriter",
+    "agent_comms_harness",
+    "agent_comms_push",
+    "agent_comms_serve",
+    "open_stdio",
+    "run_bridge",
+    "serve",
+]
+
+HARNESS: Final = "jsonl"
+#: Longest input line, in bytes; a longer one is answered with an error and skipped.
+MAX_LINE: Final = 1 << 20
+_CHUNK: Final = 65536
+#: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
+_EXIT_CONFIG: Final = 3
+_EXIT_BROKEN: Final = 1
+
+_encoder = msgspec.json.Encoder()
+#: The line writer of each agent this process bridges, for the push hook.
+_writers: dict[str, LineWriter] = {}
+
+
+@hookimpl
+def agent_comms_harness() -> HarnessInfo:
+    """The ``jsonl`` harness: any program that speaks the line protocol above."""
+    return HarnessInfo(
+        name=HARNESS,
+        description="line-delimited JSON on stdin/stdout, for harnesses that spawn a process and relay through it",
+        push=True,
+        package="agent-comms",
+    )
+
+
+@hookimpl
+def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | None:
+    """Run the bridge on this process's stdin and stdout."""
+    return serve(options) if harness == HARNESS else None
+
+
+@hookimpl
+def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaitable[bool] | None:
+    """Write the event line for an agent this process bridges."""
+    writer = _writers.get(agent.id)
+    if harness != HARNESS or writer is None:
+        return None
+    return _push(writer, event)
+
+
+async def _push(writer: LineWriter, event: DeliveryEvent) -> bool:
+    await writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
+    return True
+
+
+class LineSplitter:
+    """Bytes in, lines out (without the newline); ``None`` stands for a line longer than ``max_line``."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._skipping = False  # inside an over-long line that was already reported
+
+    def feed(self, data: bytes | bytearray) -> list[bytes | None]:
+        """Add ``data``; return the lines it completed."""
+        self._buffer += data
+        lines: list[bytes | None] = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            if self._skipping:
+                self._skipping = False
+            else:
+                lines.append(line if len(line) <= self.max_line else None)
+        if len(self._buffer) > self.max_line:
+            if not self._skipping:
+                lines.append(None)
+                self._skipping = True
+            self._buffer.clear()
+        return lines
+
+    def close(self) -> list[bytes | None]:
+        """End of input: the last line, if it had no newline."""
+        rest, skipping = bytes(self._buffer), self._skipping
+        self._buffer.clear()
+        return [rest] if rest and not skipping else []
+
+
+class LineWriter:
+    """Writes one JSON object per line; whole lines only, whichever task writes."""
+
+    def __init__(self, stream: trio.abc.SendStream) -> None:
+        self._stream = stream
+        self._lock = trio.Lock()
+
+    async def write(self, message: Mapping[str, Any]) -> None:
+        """Encode ``message`` and send its line; returns once the stream has taken all of it."""
+        try:
+            data = _encoder.encode(message)
+        except (TypeError, msgspec.EncodeError):  # a tool result's data that JSON cannot carry: leave it out
+            data = _encoder.encode({key: value for key, value in message.items() if key != "data"})
+        async with self._lock:
+            await self._stream.send_all(data + b"\n")
+
+
+def _error(text: str, request_id: object = None) -> dict[str, object]:
+    message: dict[str, object] = {"type": "error", "text": CommsError(ErrorCode.INVALID_PARAMS, text).text}
+    if request_id is not None:
+        message["id"] = request_id
+    return message
+
+
+async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
+    """The reply to one input line (``None`` for a blank line)."""
+    if line is None:
+        return _error(f"line longer than {MAX_LINE} bytes; it was skipped")
+    if not line.strip():
+        return None
+    try:
+        request = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return _error(f"the line is not valid JSON ({exc})")
+    shape = 'each line is {"id": ..., "params": {<agent_comms tool parameters>}}'
+    if not isinstance(request, dict):
+        return _error(f"{shape}, not a JSON {type(request).__name__}")
+    request_id = request.get("id")
+    params = request.get("params")
+    if not isinstance(params, dict):
+        problem = "missing 'params'" if params is None else f"'params' must be an object, not {type(params).__name__}"
+        return _error(f"{problem}: {shape}", request_id)
+    result = await agent.call(params)
+    return {"type": "result", "id": request_id, "text": result.text, "is_error": result.is_error, "data": result.data}
+
+
+async def run_bridge(
+    agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, pm: pluggy.PluginManager
+) -> None:
+    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook."""
+    from agent_comms.plugins import relay_deliveries
+
+    await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
+    _writers[agent.id] = writer
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
+            splitter = LineSplitter()
+            while data := await receive.receive_some(_CHUNK):
+                for line in splitter.feed(data):
+                    await _reply(agent, writer, line)
+            for line in splitter.close():
+                await _reply(agent, writer, line)
+            nursery.cancel_scope.cancel()
+    finally:
+        _writers.pop(agent.id, None)
+
+
+async def _reply(agent: Agent, writer: LineWriter, line: bytes | None) -> None:
+    answer = await _answer(agent, line)
+    if answer is not None:
+        await writer.write(answer)
+
+
+async def serve(options: BridgeOptions) -> int:
+    """Run the ``jsonl`` bridge on stdin and stdout; the exit status (0 at end of input)."""
+    from agent_comms.agent import AgentError, open_agent
+    from agent_comms.identity import IdentityError
+    from agent_comms.mesh.keyfile import MeshKeyError
+    from agent_comms.mesh.settings import SettingsError
+    from agent_comms.plugins import get_plugin_manager
+
+    pm = options.plugin_manager if options.plugin_manager is not None else get_plugin_manager(load="")
+    harness = options.extra.get("harness", HARNESS)
+    status = 0
+    async with open_stdio() as (receive, send):
+        writer = LineWriter(send)
+        try:
+            async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
+                await run_bridge(agent, receive, writer, pm)
+        except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
+            problem = "; ".join(str(exc) for exc in _leaves(group))
+            print(f"agent-comms bridge jsonl: {problem}", file=sys.stderr)
+            await writer.write({"type": "error", "text": f"Error: could not join the mesh: {problem}"})
+            status = _EXIT_CONFIG
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            print("agent-comms bridge jsonl: standard output was closed", file=sys.stderr)
+            status = _EXIT_BROKEN
+    return status
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+@asynccontextmanager
+async def open_stdio() -> AsyncIterator[tuple[trio.abc.ReceiveStream, trio.abc.SendStream]]:
+    """This process's stdin and stdout as Trio streams; their blocking mode is put back afterwards.
+
+    Pipes, sockets and terminals are polled (:class:`trio.lowlevel.FdStream`, on a duplicate so closing it leaves
+    fd 0 and 1 open); anything else (a regular file, ``/dev/null``) is read and written in a worker thread.
+    """
+    blocking = {fd: os.get_blocking(fd) for fd in (0, 1)}
+    receive, send = _fd_stream(0), _fd_stream(1)
+    try:
+        yield receive, send
+    finally:
+        for stream in (receive, send):
+            await stream.aclose()
+        for fd, mode in blocking.items():
+            os.set_blocking(fd, mode)
+
+
+def _fd_stream(fd: int) -> trio.abc.Stream:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+        return trio.lowlevel.FdStream(os.dup(fd))
+    return _ThreadedFileStream(os.dup(fd))
+
+
+class _ThreadedFileStream(trio.abc.Stream):
+    """A file that cannot be polled (epoll refuses regular files), read and written in a worker thread."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes or _CHUNK, abandon_on_cancel=True)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = await trio.to_thread.run_sync(os.write, self._fd, view)
+            view = view[written:]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        await trio.lowlevel.checkpoint()
