@@ -92,3 +92,4 @@ def bench(session: nox.Session) -> None:
     """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
+    session.run("python", "benchmarks/bench_agents.py", *session.posargs)

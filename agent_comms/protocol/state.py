@@ -163,6 +163,8 @@ class MeshState:
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
     horizon: int = 0
+    #: room name -> :meth:`room_instances`, recomputed after any room operation (messages do not change it)
+    _instances: dict[str, list[RoomLog]] = attrs.field(factory=dict, repr=False, eq=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -183,6 +185,13 @@ class MeshState:
 
     def room_instances(self, name: str) -> list[RoomLog]:
         """The instances of ``name`` that exist or existed (superseded ones excluded), oldest first."""
+        cached = self._instances.get(name)
+        if cached is not None:
+            return cached
+        found = self._instances[name] = self._resolve_instances(name)
+        return found
+
+    def _resolve_instances(self, name: str) -> list[RoomLog]:
         logs = [self.rooms[i] for i in self.room_names.get(name, ())]
         folded = sorted((log for log in logs if log.view is not None), key=lambda log: _view(log).created)
         accepted: list[RoomLog] = []
@@ -312,6 +321,7 @@ class MeshState:
         return [AgentChanged(body.agent_id, entry.body, entry.online, entry.body, was_online)]
 
     def _apply_room_op(self, op: Op, room_id: str, author: str, name: str | None = None) -> list[Change]:
+        self._instances.clear()
         log = self.rooms.get(room_id)
         if log is None:
             log = self.rooms[room_id] = RoomLog(room_id)
@@ -321,6 +331,7 @@ class MeshState:
         # A creation can change which instance of the name wins: compare before and after.
         before = [log.room_id for log in self.room_instances(name)]
         self.room_names.setdefault(name, []).append(room_id)
+        self._instances.clear()
         changes = self._room_changes(log, log.add(op, self.claim_known))
         return changes + self._superseded(name, before)
 
@@ -348,7 +359,9 @@ class MeshState:
                 assert isinstance(create, RoomCreate)
                 name = create.name
             before = [] if name is None else [x.room_id for x in self.room_instances(name)]
-            changes.extend(self._room_changes(log, log.refold(self.claim_known)))
+            refolded = log.refold(self.claim_known)
+            self._instances.clear()
+            changes.extend(self._room_changes(log, refolded))
             if name is not None:
                 changes.extend(self._superseded(name, before))
         return changes

@@ -1,0 +1,280 @@
+"""Agent benchmark: DM round trip between two agent processes, room throughput, memory, import time.
+
+Run with ``nox -s bench`` (after the mesh benchmark) or ``python benchmarks/bench_agents.py``. Prints a table and
+writes ``bench-results/agents.json``. Not a test: nothing fails because the machine is slow. Quote the ratio of
+the DM round trip to the bare Trio + msgspec echo measured in the same run (both between two processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+import trio.lowlevel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ------------------------------------------------------------------------------------------- helper processes
+
+
+class Echo(msgspec.Struct, array_like=True):
+    seq: int
+    body: str
+
+
+async def _read_frame(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
+    while True:
+        if len(buf) >= 4:
+            size = int.from_bytes(buf[:4], "big")
+            if len(buf) >= 4 + size:
+                body = bytes(buf[4 : 4 + size])
+                del buf[: 4 + size]
+                return body
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        buf += data
+
+
+async def baseline_server(port: int) -> None:
+    """Bare Trio + msgspec echo server (run as its own process)."""
+    decoder, encoder = msgspec.msgpack.Decoder(Echo), msgspec.msgpack.Encoder()
+
+    async def serve(stream: trio.SocketStream) -> None:
+        buf = bytearray()
+        try:
+            while True:
+                out = encoder.encode(decoder.decode(await _read_frame(stream, buf)))
+                await stream.send_all(len(out).to_bytes(4, "big") + out)
+        except (EOFError, trio.BrokenResourceError):
+            pass
+
+    await trio.serve_tcp(serve, port, host="127.0.0.1")
+
+
+async def echo_agent(count_room: int) -> None:
+    """An agent that answers every DM with a DM, and reports by DM when it has seen ``count_room`` room messages."""
+    from agent_comms import open_agent
+
+    async with open_agent(harness="bench-echo", name="echo", cwd=tempfile.gettempdir()) as agent:
+        print("ready", flush=True)
+        seen = 0
+        while True:
+            await agent.store.wait_pending(agent.id)
+            events = agent.drain()
+            for event in events:
+                if event.type == "dm":
+                    await agent.call({"action": "dm", "target": event.sender, "content": event.content})
+                elif event.type == "room_message":
+                    seen += 1
+                    if seen == count_room:
+                        await agent.call({"action": "dm", "target": event.sender, "content": f"seen {seen}"})
+                        seen = 0
+
+
+# ------------------------------------------------------------------------------------------- measurements
+
+
+async def baseline_round_trip(rounds: int) -> list[float]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)])
+    try:
+        for _ in range(200):
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                break
+            except OSError:
+                await trio.sleep(0.02)
+        encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Echo)
+        buf = bytearray()
+        samples = []
+        for i in range(rounds):
+            out = encoder.encode(Echo(i, "ping"))
+            t0 = time.perf_counter()
+            await stream.send_all(len(out).to_bytes(4, "big") + out)
+            decoder.decode(await _read_frame(stream, buf))
+            samples.append(time.perf_counter() - t0)
+        await stream.aclose()
+        return samples
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
+    from agent_comms import open_agent
+
+    results: dict[str, Any] = {}
+    echo = await trio.lowlevel.open_process(
+        [sys.executable, __file__, "--echo-agent", str(room_messages)], stdout=subprocess.PIPE
+    )
+    try:
+        assert echo.stdout is not None
+        with trio.fail_after(20):
+            await echo.stdout.receive_some(64)
+        async with open_agent(harness="bench-client", name="client", cwd=str(ROOT)) as agent:
+            store = agent.store
+            with trio.fail_after(10):
+                while "echo" not in (await agent.call({"action": "list_agents"})).text:
+                    await trio.sleep(0.05)
+            agent.drain()
+
+            async def dm_round_trip() -> float:
+                t0 = time.perf_counter()
+                await agent.call({"action": "dm", "target": "echo", "content": "ping"})
+                while True:
+                    await store.wait_pending(agent.id)
+                    if any(e.type == "dm" for e in agent.drain()):
+                        return time.perf_counter() - t0
+
+            for _ in range(50):  # warm up
+                await dm_round_trip()
+            results["dm_round_trip"] = [await dm_round_trip() for _ in range(rounds)]
+
+            return results
+    finally:
+        echo.kill()
+        await echo.wait()
+
+
+async def room_throughput(messages: int) -> tuple[float, int]:
+    """One sender to one member (in another process): messages per second, and the member's resident memory."""
+    from agent_comms import open_agent
+
+    member = await trio.lowlevel.open_process(
+        [sys.executable, __file__, "--room-member", str(messages)], stdout=subprocess.PIPE
+    )
+    try:
+        assert member.stdout is not None
+        async with open_agent(harness="bench-sender", name="sender", cwd=str(ROOT)) as agent:
+            await agent.call({"action": "create_room", "room": "flood"})
+            line = b""
+            with trio.fail_after(30):
+                while not line.endswith(b"\n"):
+                    line += await member.stdout.receive_some(64)
+            assert line.startswith(b"joined")
+            agent.drain()
+            t0 = time.perf_counter()
+            for i in range(messages):
+                agent.tool.call({"action": "send", "target": "flood", "content": f"message {i}"})
+                if i % 512 == 511:
+                    await trio.lowlevel.checkpoint()
+            with trio.fail_after(120):
+                done = b""
+                while not done.endswith(b"\n"):
+                    done += await member.stdout.receive_some(64)
+            elapsed = time.perf_counter() - t0
+            rss_kib = int(done.split()[1])
+            return messages / elapsed, rss_kib
+    finally:
+        member.kill()
+        await member.wait()
+
+
+async def room_member(expected: int) -> None:
+    """Joins #flood, counts room messages, prints ``done <rss KiB>`` when all arrived (run as its own process)."""
+    from agent_comms import open_agent
+
+    async with open_agent(harness="bench-member", name="member", cwd=tempfile.gettempdir()) as agent:
+        with trio.fail_after(20):
+            while (await agent.call({"action": "join_room", "room": "flood"})).is_error:
+                await trio.sleep(0.02)
+        print("joined", flush=True)
+        seen = 0
+        while seen < expected:
+            await agent.store.wait_pending(agent.id)
+            seen += sum(1 for e in agent.drain() if e.type == "room_message")
+        rss = next(
+            int(line.split()[1])
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmRSS")
+        )
+        print(f"done {rss}", flush=True)
+        await trio.sleep_forever()
+
+
+def import_time(repeats: int = 7) -> list[float]:
+    code = "import time; t = time.perf_counter(); import agent_comms; print(time.perf_counter() - t)"
+    return [float(subprocess.check_output([sys.executable, "-c", code]).decode()) for _ in range(repeats)]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "median_ms": statistics.median(values) * 1000,
+        "p90_ms": ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1000,
+        "min_ms": ordered[0] * 1000,
+        "n": len(values),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench-results" / "agents.json"))
+    parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-agent", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--room-member", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        trio.run(baseline_server, args.baseline_server)
+        return 0
+    if args.echo_agent is not None:
+        trio.run(echo_agent, args.echo_agent)
+        return 0
+    if args.room_member is not None:
+        trio.run(room_member, args.room_member)
+        return 0
+
+    rounds = 300 if args.quick else 1000
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["AGENT_COMMS_HOME"] = str(Path(home) / "home")
+        os.environ["AGENT_COMMS_PORT"] = str(free_port())
+        base = trio.run(baseline_round_trip, rounds)
+        agents = trio.run(agent_measurements, rounds, 1)
+        rate, rss_kib = trio.run(room_throughput, 10_000)
+    results: dict[str, Any] = {
+        "baseline_round_trip": ms(base),
+        "dm_round_trip": ms(agents["dm_round_trip"]),
+        "dm_vs_baseline_ratio": statistics.median(agents["dm_round_trip"]) / statistics.median(base),
+        "room_messages_per_s": rate,
+        "member_rss_mib_after_10000_room_messages": rss_kib / 1024,
+        "import_agent_comms": ms(import_time()),
+    }
+    print(f"{'measurement':52} {'value':>14}")
+    print(
+        f"{'bare trio+msgspec echo round trip (2 processes)':52} {results['baseline_round_trip']['median_ms']:11.3f} ms"
+    )
+    print(f"{'DM round trip between two agent processes':52} {results['dm_round_trip']['median_ms']:11.3f} ms")
+    print(f"{'DM round trip / baseline (target <= 1.5x)':52} {results['dm_vs_baseline_ratio']:12.2f}x")
+    print(f"{'room messages per second, 1 sender -> 1 member':52} {rate:12.0f}/s")
+    print(f"{'member resident memory after 10,000 room messages':52} {rss_kib / 1024:10.1f} MiB")
+    print(f"{'import agent_comms (target <= 150 ms)':52} {results['import_agent_comms']['median_ms']:11.1f} ms")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
