@@ -96,7 +96,7 @@ async def echo_agent(count_room: int) -> None:
 
 async def baseline_round_trip(rounds: int) -> list[float]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)])
+    server = await trio.lowlevel.open_process([sys.executable, __file__, "--baseline-server", str(port)])
     try:
         for _ in range(200):
             try:
@@ -117,7 +117,7 @@ async def baseline_round_trip(rounds: int) -> list[float]:
         return samples
     finally:
         server.kill()
-        server.wait()
+        await server.wait()
 
 
 async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
@@ -134,7 +134,7 @@ async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
         async with open_agent(harness="bench-client", name="client", cwd=str(ROOT)) as agent:
             store = agent.store
             with trio.fail_after(10):
-                while "echo" not in (await agent.call({"action": "list_agents"})).text:
+                while "echo" not in (await agent.call({"action": "list_agents"})).text:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             agent.drain()
 
@@ -196,7 +196,7 @@ async def room_member(expected: int) -> None:
 
     async with open_agent(harness="bench-member", name="member", cwd=tempfile.gettempdir()) as agent:
         with trio.fail_after(20):
-            while (await agent.call({"action": "join_room", "room": "flood"})).is_error:
+            while (await agent.call({"action": "join_room", "room": "flood"})).is_error:  # noqa: ASYNC110
                 await trio.sleep(0.02)
         print("joined", flush=True)
         seen = 0
@@ -210,6 +210,13 @@ async def room_member(expected: int) -> None:
         )
         print(f"done {rss}", flush=True)
         await trio.sleep_forever()
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    return 0
 
 
 def import_time(repeats: int = 7) -> list[float]:
