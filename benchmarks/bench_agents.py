@@ -203,11 +203,7 @@ async def room_member(expected: int) -> None:
         while seen < expected:
             await agent.store.wait_pending(agent.id)
             seen += sum(1 for e in agent.drain() if e.type == "room_message")
-        rss = next(
-            int(line.split()[1])
-            for line in Path("/proc/self/status").read_text().splitlines()
-            if line.startswith("VmRSS")
-        )
+        rss = _rss_kib()
         print(f"done {rss}", flush=True)
         await trio.sleep_forever()
 
