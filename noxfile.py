@@ -69,7 +69,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """Type-check ``agent_comms`` with mypy in strict mode (configuration in pyproject.toml)."""
-    session.install("-e", ".", "mypy")
+    session.install("-e", ".[test]", "mypy")
     session.run("mypy", *session.posargs)
 
 

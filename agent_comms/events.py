@@ -60,7 +60,7 @@ class DeliveryEvent(msgspec.Struct, frozen=True, kw_only=True):
     #: milliseconds since the epoch
     timestamp: int = 0
     streaming: str = "info"
-    #: for delivery_status: delivered / read; for member_status: the new status
+    #: for delivery_status: delivered / read / dropped; for member_status: the new status
     status: str = ""
     reason: str = ""
     #: the agent acted on (the kicked agent, for member_kicked)
@@ -114,4 +114,6 @@ def format_delivery_event(event: DeliveryEvent) -> str:
     if kind == "room_destroyed":
         return f"[{room}] the room was destroyed by {who}"
     # delivery_status
+    if event.status == "dropped":
+        return f"your message {event.message_id} to {who} was dropped undelivered: {event.reason}"
     return f'{who} {event.status} your message {event.message_id} "{_preview(event.content)}"'

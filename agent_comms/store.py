@@ -27,6 +27,7 @@ from agent_comms.protocol.changes import (
     AgentChanged,
     Change,
     MessageAdded,
+    MessageEvicted,
     ReceiptAdvanced,
     RoomChanged,
     RoomSuperseded,
@@ -308,6 +309,8 @@ class MeshStore:
                 self._on_agent(change)
             elif isinstance(change, RoomSuperseded):
                 self._on_superseded(change)
+            elif isinstance(change, MessageEvicted):
+                self._on_evicted(change)
 
     def _message_event(self, op: Op, to: str) -> DeliveryEvent:
         body = op.body
@@ -368,6 +371,27 @@ class MeshStore:
             inviter = view.invited.get(agent_id)
             if inviter is not None:
                 self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, f"{room_id}/invite"))
+
+    def _on_evicted(self, change: MessageEvicted) -> None:
+        """A direct message that never reached its (offline) recipient fell out of the bounded history."""
+        body = change.op.body
+        if change.reached or not isinstance(body, DirectMessage) or body.author not in self.node.peer.hosted:
+            return
+        recipient = self.record(body.recipient)
+        self._emit(
+            DeliveryEvent(
+                id=f"{op_id(change.op)}/{body.recipient}/dropped",
+                type="delivery_status",
+                to=body.author,
+                sender=body.recipient,
+                sender_name="" if recipient is None else recipient.name,
+                content=body.content,
+                message_id=op_id(change.op),
+                timestamp=int(time.time() * 1000),
+                status="dropped",
+                reason=f"{body.recipient} stayed away while newer messages filled the history",
+            )
+        )
 
     def _on_receipt(self, change: ReceiptAdvanced) -> None:
         message = self.state.messages.get(change.message_id)

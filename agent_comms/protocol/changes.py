@@ -12,7 +12,15 @@ import attrs
 from .ops import AgentUpsert, Op, ReceiptStatus
 from .rooms import RoomChange
 
-__all__ = ["AgentChanged", "Change", "MessageAdded", "ReceiptAdvanced", "RoomChanged", "RoomSuperseded"]
+__all__ = [
+    "AgentChanged",
+    "Change",
+    "MessageAdded",
+    "MessageEvicted",
+    "ReceiptAdvanced",
+    "RoomChanged",
+    "RoomSuperseded",
+]
 
 
 @attrs.frozen
@@ -53,6 +61,15 @@ class MessageAdded:
 
 
 @attrs.frozen
+class MessageEvicted:
+    """A message fell out of its bounded history. ``reached`` is whether a direct message's recipient had
+    received it (any receipt) by then; a DM that never reached its recipient is lost, and its sender is told."""
+
+    op: Op
+    reached: bool
+
+
+@attrs.frozen
 class ReceiptAdvanced:
     """``recipient``'s receipt for ``message_id`` reached ``status``."""
 
@@ -62,4 +79,4 @@ class ReceiptAdvanced:
     op: Op
 
 
-Change = AgentChanged | RoomChanged | RoomSuperseded | MessageAdded | ReceiptAdvanced
+Change = AgentChanged | RoomChanged | RoomSuperseded | MessageAdded | MessageEvicted | ReceiptAdvanced

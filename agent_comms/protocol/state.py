@@ -65,7 +65,15 @@ from typing import Final
 
 import attrs
 
-from .changes import AgentChanged, Change, MessageAdded, ReceiptAdvanced, RoomChanged, RoomSuperseded
+from .changes import (
+    AgentChanged,
+    Change,
+    MessageAdded,
+    MessageEvicted,
+    ReceiptAdvanced,
+    RoomChanged,
+    RoomSuperseded,
+)
 from .history import History
 from .hlc import COUNTER_BITS
 from .ops import (
@@ -376,15 +384,19 @@ class MeshState:
         if not kept:
             return []
         self.messages[op_id(op)] = op
+        changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
             del self.messages[old_id]
+            body = old.body
+            reached = not isinstance(body, DirectMessage) or self.receipt_status(old_id, body.recipient) is not None
             self.receipts.pop(old_id, None)
+            changes.append(MessageEvicted(old, reached))
         if history.full:
             self._prune_orphans(conversation, history.keys[0])
-        if not self.message_visible(op):
-            return []
-        return [MessageAdded(op, conversation)]
+        if self.message_visible(op):
+            changes.append(MessageAdded(op, conversation))
+        return changes
 
     def _prune_orphans(self, conversation: str, oldest: OpKey) -> None:
         heap = self.orphan_receipts.get(conversation)

@@ -41,7 +41,8 @@ _PORT = 19999  # a port number on the in-memory network only; nothing real is bo
 class InMemoryMesh:
     """Agents, each on its own peer, on an in-memory network inside the current Trio run."""
 
-    def __init__(self, nursery: trio.Nursery, *, seed: int = 0) -> None:
+    def __init__(self, nursery: trio.Nursery, *, seed: int = 0, history_limit: int = 1000) -> None:
+        self.history_limit = history_limit
         self.network = MemoryNetwork()
         self.nodes: list[MeshNode] = []
         self._nursery = nursery
@@ -59,7 +60,7 @@ class InMemoryMesh:
                     self._key,
                     port=_PORT,
                     network=self.network,
-                    config=PeerConfig(coordinator_port=_PORT),
+                    config=PeerConfig(coordinator_port=_PORT, history_limit=self.history_limit),
                     rng=random.Random(self._rng.getrandbits(64)),
                     probe_processes=False,
                 ) as node:
@@ -137,10 +138,10 @@ class InMemoryMesh:
 
 
 @asynccontextmanager
-async def open_in_memory_mesh(*, seed: int = 0) -> AsyncIterator[InMemoryMesh]:
-    """An in-memory mesh for the duration of the block."""
+async def open_in_memory_mesh(*, seed: int = 0, history_limit: int = 1000) -> AsyncIterator[InMemoryMesh]:
+    """An in-memory mesh for the duration of the block (``history_limit``: messages kept per conversation)."""
     async with trio.open_nursery() as nursery:
-        mesh = InMemoryMesh(nursery, seed=seed)
+        mesh = InMemoryMesh(nursery, seed=seed, history_limit=history_limit)
         try:
             yield mesh
         finally:

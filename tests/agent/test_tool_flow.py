@@ -143,3 +143,22 @@ async def test_read_room_shows_the_last_fifty_and_counts_the_rest(comms_mesh: In
     assert "10 earlier" in text
     assert "line 59" in text
     assert "line 9 " not in text
+
+
+async def test_direct_messages_to_an_absent_agent_are_bounded_and_the_sender_told_of_drops() -> None:
+    async with open_in_memory_mesh(history_limit=3) as mesh:
+        alice = await mesh.agent("h1", name="alice")
+        bob = await mesh.agent("h2", name="bob")
+        bob_id = bob.id
+        await mesh.stop(bob)
+        await mesh.settle()
+        alice.drain()
+        for i in range(5):
+            await ok(alice, action="dm", target=bob_id, content=f"note {i}")
+        await mesh.settle()
+        dropped = [e for e in alice.drain() if e.type == "delivery_status" and e.status == "dropped"]
+        assert [e.content for e in dropped] == ["note 0", "note 1"]
+        assert "dropped undelivered" in format_delivery_event(dropped[0])
+        back = await mesh.agent("h2", name="bob", agent_id=bob_id)
+        await mesh.settle()
+        assert [e.content for e in back.drain()] == ["note 2", "note 3", "note 4"]
