@@ -193,10 +193,23 @@ def _bridge(harness: str, *, name: str | None, harness_pid: int | None, extra: d
         return EXIT_CONFIG
 
     async def run() -> int:
-        status: int = await running
+        # SIGINT, SIGTERM and SIGHUP end the bridge gracefully: cancelling it runs its cleanup, which takes the
+        # agent offline for everyone at once (instead of after a timeout) and hands the coordinator role over.
+        import signal
+
+        status = 0
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def serve() -> None:
+                    nonlocal status
+                    status = await running
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(serve)
+                async for _signum in signals:
+                    nursery.cancel_scope.cancel()
+                    break
         return status
 
-    try:
-        return trio.run(run)
-    except KeyboardInterrupt:
-        return 130
+    return trio.run(run)

@@ -382,3 +382,59 @@ async def test_bridge_reads_requests_from_a_file_or_dev_null(tmp_path: Path, std
     assert result.returncode == 0, result.stderr.decode()
     types = [json.loads(line)["type"] for line in result.stdout.splitlines()]
     assert types == (["ready"] if stdin == "devnull" else ["ready", "result"])
+
+
+async def test_sigterm_takes_the_bridge_offline_gracefully(tmp_path: Path) -> None:
+    """SIGTERM ends the bridge with status 0 after it told the mesh its agent is offline."""
+    import json as _json
+    import signal as _signal
+    import socket as _socket
+    import subprocess as _subprocess
+    import sys as _sys
+
+    from agent_comms.mesh.keyfile import load_or_create_key
+    from agent_comms.mesh.observe import observe_mesh
+
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = tmp_path / "home"
+    env = {**os.environ, "AGENT_COMMS_HOME": str(home), "AGENT_COMMS_PORT": str(port)}
+    watcher = await trio.lowlevel.open_process(
+        [_sys.executable, "-m", "agent_comms.mesh"], env=env, stdout=_subprocess.PIPE
+    )
+    bridge = await trio.lowlevel.open_process(
+        [_sys.executable, "-m", "agent_comms", "bridge", "jsonl", "--name", "leaver"],
+        env=env,
+        stdin=_subprocess.PIPE,
+        stdout=_subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        assert bridge.stdout is not None
+        line = b""
+        with trio.fail_after(20):
+            while not line.endswith(b"\n"):
+                line += await bridge.stdout.receive_some(1)
+        agent_id = _json.loads(line)["agent"]["id"]
+        key = load_or_create_key(home)
+        with trio.fail_after(10):
+            while True:  # both peers are linked and know the agent is online before we stop its bridge
+                snapshot = await observe_mesh(key, port=port)
+                seen = snapshot.state.agents.get(agent_id)
+                linked = len(snapshot.peers) == 2 and all(v.links and len(v.links) == 1 for v in snapshot.peers)
+                if linked and seen is not None and seen.online:
+                    break
+                await trio.sleep(0.05)
+        bridge.send_signal(_signal.SIGTERM)
+        with trio.fail_after(5):
+            code = await bridge.wait()
+        assert code == 0
+        snapshot = await observe_mesh(key, port=port)
+        assert agent_id in snapshot.state.agents, snapshot.to_json()
+        assert not snapshot.state.agents[agent_id].online
+    finally:
+        for process in (bridge, watcher):
+            if process.poll() is None:
+                process.kill()
+            await process.wait()
