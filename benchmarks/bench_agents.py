@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,36 +22,10 @@ import msgspec
 import trio
 import trio.lowlevel
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, Echo, free_port, ms, read_frame
 
 # ------------------------------------------------------------------------------------------- helper processes
-
-
-class Echo(msgspec.Struct, array_like=True):
-    seq: int
-    body: str
-
-
-async def _read_frame(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
-    while True:
-        if len(buf) >= 4:
-            size = int.from_bytes(buf[:4], "big")
-            if len(buf) >= 4 + size:
-                body = bytes(buf[4 : 4 + size])
-                del buf[: 4 + size]
-                return body
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError
-        buf += data
 
 
 async def baseline_server(port: int) -> None:
@@ -63,7 +36,7 @@ async def baseline_server(port: int) -> None:
         buf = bytearray()
         try:
             while True:
-                out = encoder.encode(decoder.decode(await _read_frame(stream, buf)))
+                out = encoder.encode(decoder.decode(await read_frame(stream, buf)))
                 await stream.send_all(len(out).to_bytes(4, "big") + out)
         except (EOFError, trio.BrokenResourceError):
             pass
@@ -111,7 +84,7 @@ async def baseline_round_trip(rounds: int) -> list[float]:
             out = encoder.encode(Echo(i, "ping"))
             t0 = time.perf_counter()
             await stream.send_all(len(out).to_bytes(4, "big") + out)
-            decoder.decode(await _read_frame(stream, buf))
+            decoder.decode(await read_frame(stream, buf))
             samples.append(time.perf_counter() - t0)
         await stream.aclose()
         return samples
@@ -218,16 +191,6 @@ def _rss_kib() -> int:
 def import_time(repeats: int = 7) -> list[float]:
     code = "import time; t = time.perf_counter(); import agent_comms; print(time.perf_counter() - t)"
     return [float(subprocess.check_output([sys.executable, "-c", code]).decode()) for _ in range(repeats)]
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "median_ms": statistics.median(values) * 1000,
-        "p90_ms": ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1000,
-        "min_ms": ordered[0] * 1000,
-        "n": len(values),
-    }
 
 
 def main() -> int:

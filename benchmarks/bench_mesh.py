@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,41 +30,16 @@ from agent_comms.mesh.registry import PeerRegistry
 from agent_comms.protocol.changes import MessageAdded
 from agent_comms.protocol.ops import AgentUpsert, DirectMessage
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, Echo, free_port, ms, read_frame
 
 # ----------------------------------------------------------------------------------------------- baseline
-
-
-class Echo(msgspec.Struct, array_like=True):
-    seq: int
-    body: str
 
 
 async def baseline_round_trip(rounds: int) -> list[float]:
     """Bare Trio + msgspec: a client sends a length-prefixed msgpack message, a server echoes it."""
     encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Echo)
     samples: list[float] = []
-
-    async def read_frame(stream: trio.SocketStream, buf: bytearray) -> bytes:
-        while True:
-            if len(buf) >= 4:
-                size = int.from_bytes(buf[:4], "big")
-                if len(buf) >= 4 + size:
-                    body = bytes(buf[4 : 4 + size])
-                    del buf[: 4 + size]
-                    return body
-            data = await stream.receive_some(65536)
-            if not data:
-                raise EOFError
-            buf += data
 
     async def serve(stream: trio.SocketStream) -> None:
         buf = bytearray()
@@ -280,15 +254,6 @@ def join_into(peers: int, rounds: int) -> list[float]:
 
 
 # ----------------------------------------------------------------------------------------------- report
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    return {
-        "median_ms": statistics.median(values) * 1000,
-        "p90_ms": sorted(values)[int(len(values) * 0.9) - 1 if len(values) > 1 else 0] * 1000,
-        "min_ms": min(values) * 1000,
-        "n": len(values),
-    }
 
 
 def main() -> int:

@@ -1,0 +1,53 @@
+"""Pieces both benchmarks use: free ports, the bare Trio + msgspec echo baseline, and the report format."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+from pathlib import Path
+
+import msgspec
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Echo(msgspec.Struct, array_like=True):
+    """The baseline's message."""
+
+    seq: int
+    body: str
+
+
+async def read_frame(stream: trio.abc.ReceiveStream, buf: bytearray) -> bytes:
+    """One length-prefixed frame (the baseline's framing, written plainly)."""
+    while True:
+        if len(buf) >= 4:
+            size = int.from_bytes(buf[:4], "big")
+            if len(buf) >= 4 + size:
+                body = bytes(buf[4 : 4 + size])
+                del buf[: 4 + size]
+                return body
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        buf += data
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    """Median, 90th percentile and minimum in milliseconds."""
+    ordered = sorted(values)
+    return {
+        "median_ms": statistics.median(values) * 1000,
+        "p90_ms": ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1000,
+        "min_ms": ordered[0] * 1000,
+        "n": len(values),
+    }
