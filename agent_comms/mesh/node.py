@@ -47,7 +47,6 @@ from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import FrameDecoder, encode_frames
 from agent_comms.protocol.ops import AgentUpsert, Body
 from agent_comms.protocol.peer import Peer, PeerConfig
-from agent_comms.protocol.wire import Frame
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .procinfo import process_alive
@@ -243,9 +242,18 @@ class MeshNode:
             raise AssertionError(f"unknown inbox event {kind}")
 
     def _execute(self, commands: Iterable[Command]) -> None:
+        encoded: dict[int, bytes] = {}  # a frame broadcast to every link is encoded once
         for command in commands:
             if isinstance(command, Send):
-                self._write(command.link_id, command.frames)
+                frames = command.frames
+                if len(frames) == 1:
+                    key = id(frames[0])
+                    data = encoded.get(key)
+                    if data is None:
+                        data = encoded[key] = encode_frames(frames)
+                    self._write_bytes(command.link_id, data)
+                else:
+                    self._write_bytes(command.link_id, encode_frames(frames))
             elif isinstance(command, Deliver):
                 for listener in self._listeners:
                     listener(command.changes)
@@ -344,12 +352,12 @@ class MeshNode:
         scope = self._link_scopes[link_id] = trio.CancelScope()
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
-    def _write(self, link_id: int, frames: tuple[Frame, ...]) -> None:
+    def _write_bytes(self, link_id: int, data: bytes) -> None:
         writer = self._writers.get(link_id)
         if writer is None:
             return
         try:
-            writer.send_nowait(encode_frames(frames))
+            writer.send_nowait(data)
         except trio.WouldBlock:
             self._execute(self.peer.link_closed(link_id, trio.current_time(), "write queue full"))
             self._close_link(link_id)

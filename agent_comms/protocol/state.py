@@ -173,6 +173,8 @@ class MeshState:
     horizon: int = 0
     #: room name -> :meth:`room_instances`, recomputed after any room operation (messages do not change it)
     _instances: dict[str, list[RoomLog]] = attrs.field(factory=dict, repr=False, eq=False)
+    #: :meth:`digest`, until the next operation or collection (anti-entropy asks for it on every new link)
+    _digest: bytes | None = attrs.field(default=None, repr=False, eq=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -264,6 +266,7 @@ class MeshState:
 
     def apply(self, op: Op) -> list[Change]:
         """Apply one operation (idempotent, order-independent); return what visibly changed."""
+        self._digest = None
         body = op.body
         if isinstance(body, RoomMessage):
             return self._apply_message(op, body.room_id)
@@ -438,6 +441,7 @@ class MeshState:
         """Rule 8: forget what went offline or was destroyed before ``horizon_ms`` (wall-clock milliseconds)."""
         horizon = horizon_ms << COUNTER_BITS
         self.horizon = max(self.horizon, horizon)
+        self._digest = None
         gone = [
             agent_id
             for agent_id, entry in self.agents.items()
@@ -486,11 +490,14 @@ class MeshState:
 
     def digest(self) -> bytes:
         """A hash of the set of stored operations: equal digests mean equal replicas."""
+        if self._digest is not None:
+            return self._digest
         ids = sorted({(op.origin, op.seq) for op in self.stored_ops()})
         h = hashlib.blake2b(digest_size=16)
         for origin, seq in ids:
             h.update(f"{origin}:{seq};".encode())
-        return h.digest()
+        self._digest = h.digest()
+        return self._digest
 
 
 def _view(log: RoomLog) -> RoomView:
