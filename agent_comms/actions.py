@@ -356,11 +356,12 @@ def build_action(params: Mapping[str, object]) -> Action:
         raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown action {action!r}; one of: " + ", ".join(_ACTIONS))
     cls = _ACTIONS[action]
     data = {_RENAMES.get(k, k): v for k, v in params.items() if k != "action" and v is not None}
-    # The original's aliases: send takes ``room`` for ``target``; dm takes ``agent``.
+    # The original's aliases: send takes ``room`` for ``target``; dm takes ``agent``. Errors name what was given.
+    alias = None
     if cls is Send and "target" not in data and "room" in data:
-        data["target"] = data.pop("room")
+        data["target"], alias = data.pop("room"), "room"
     if cls is Dm and "target" not in data and "agent" in data:
-        data["target"] = data.pop("agent")
+        data["target"], alias = data.pop("agent"), "agent"
     if cls in (Send, Dm) and "target" not in data:
         other = "room" if cls is Send else "agent"
         raise CommsError(ErrorCode.INVALID_PARAMS, f"missing 'target' (or '{other}') for action '{action}'")
@@ -373,7 +374,10 @@ def build_action(params: Mapping[str, object]) -> Action:
     try:
         built: Action = _converter_instance.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, _Invalid) as exc:
-        raise CommsError(ErrorCode.INVALID_PARAMS, _message(exc)) from None
+        message = _message(exc)
+        if alias is not None:
+            message = message.replace("invalid 'target'", f"invalid '{alias}'")
+        raise CommsError(ErrorCode.INVALID_PARAMS, message) from None
     if isinstance(built, Update) and all(getattr(built, f) is None for f in ("name", "visibility", "status", "tags")):
         raise CommsError(
             ErrorCode.INVALID_PARAMS, "update needs at least one of 'name', 'visibility', 'status', 'tags'"

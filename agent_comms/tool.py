@@ -36,7 +36,8 @@ from .actions import (
 from .errors import CommsError, ErrorCode
 from .events import DeliveryEvent, format_delivery_event
 from .protocol.hlc import hlc_wall_ms
-from .protocol.ops import AgentUpsert, Op, RoomMessage, op_id
+from .protocol.ops import AgentUpsert, Op, RoomMessage, op_id, op_key
+from .protocol.rooms import RoomView
 from .store import MeshStore
 
 __all__ = ["READ_ROOM_DEFAULT", "CommsTool", "ToolResult", "ensure_registered", "with_deliveries"]
@@ -250,8 +251,10 @@ class CommsTool:
                 f" ({earlier} earlier; pass since=<message id> to read on from one)" if earlier else ""
             )
         lines = [self._line(op) for op in shown]
+        # Only messages that were sent to this agent (it was a member then) get a read receipt from it.
         self.store.mark_read(
-            self.agent_id, [self.store._message_event(op, self.agent_id) for op in shown if self._addressed(op)]
+            self.agent_id,
+            [self.store._message_event(op, self.agent_id) for op in shown if self._addressed(op, view)],
         )
         return ToolResult(
             header + (":\n" + "\n".join(lines) if lines else "."),
@@ -287,8 +290,9 @@ class CommsTool:
 
     def _destroyroom(self, action: DestroyRoom) -> ToolResult:
         room_id, view = self._owned(action.room)
+        others = len(view.members) - (1 if self.agent_id in view.members else 0)
         self.store.change_membership(self.agent_id, room_id, "destroy")
-        return ToolResult(f"Destroyed #{action.room}; its {len(view.members) - 1} other member(s) are told.")
+        return ToolResult(f"Destroyed #{action.room}; its {others} other member(s) are told.")
 
     # ------------------------------------------------------------------ helpers
 
@@ -302,9 +306,13 @@ class CommsTool:
         if reply_to and reply_to not in self.store.state.messages:
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid 'replyTo': no message {reply_to!r} in the history")
 
-    def _addressed(self, op: Op) -> bool:
+    def _addressed(self, op: Op, view: RoomView) -> bool:
         body = op.body
-        return isinstance(body, RoomMessage) and body.author != self.agent_id
+        return (
+            isinstance(body, RoomMessage)
+            and body.author != self.agent_id
+            and view.was_member(self.agent_id, op_key(op))
+        )
 
     def _line(self, op: Op) -> str:
         body = op.body

@@ -89,6 +89,8 @@ class MeshNode:
         self._progress: trio.Event | None = None
         self._alarm_scope: trio.CancelScope | None = None
         self._alarm_deadline = math.inf
+        #: set when the last link task ends after :meth:`aclose` began (goodbyes flushed)
+        self._links_drained: trio.Event | None = None
         self.closed = False
 
     # ------------------------------------------------------------------ public API
@@ -154,8 +156,10 @@ class MeshNode:
         self.closed = True
         if self.registry is not None:
             self.registry.withdraw(self.peer_id)
-        with trio.move_on_after(0.5):
-            await self.wait_for(lambda: not self._link_scopes)
+        if self._link_scopes:
+            drained = self._links_drained = trio.Event()
+            with trio.move_on_after(0.5):
+                await drained.wait()
 
     # ------------------------------------------------------------------ the owner
 
@@ -389,6 +393,8 @@ class MeshNode:
                     nursery.cancel_scope.cancel()
         finally:
             self._link_scopes.pop(link_id, None)
+            if not self._link_scopes and self._links_drained is not None:
+                self._links_drained.set()
             await trio.aclose_forcefully(conn.stream)
             event = ("closed", link_id, reason)
             try:
