@@ -312,7 +312,8 @@ class MeshStore:
             elif isinstance(change, MessageEvicted):
                 self._on_evicted(change)
 
-    def _message_event(self, op: Op, to: str) -> DeliveryEvent:
+    def message_event(self, op: Op, to: str) -> DeliveryEvent:
+        """The delivery event of a room message or DM for agent ``to``."""
         body = op.body
         assert isinstance(body, RoomMessage | DirectMessage)
         author = self.record(body.author)
@@ -351,7 +352,7 @@ class MeshStore:
 
     def _on_message(self, op: Op) -> None:
         for agent_id in self._recipients(op):
-            self._emit(self._message_event(op, agent_id))
+            self._emit(self.message_event(op, agent_id))
 
     def _queue_backlog(self, agent_id: str) -> None:
         """Everything addressed to the agent that it has not read: kept while its bridge was down."""
@@ -366,7 +367,7 @@ class MeshStore:
             if agent_id in self._recipients(op):
                 waiting.append(op)
         for op in sorted(waiting, key=op_key)[-self.inbox_limit :]:
-            self._emit(self._message_event(op, agent_id))
+            self._emit(self.message_event(op, agent_id))
         for room_id, view in self.rooms(viewer=None):
             inviter = view.invited.get(agent_id)
             if inviter is not None:

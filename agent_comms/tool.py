@@ -254,7 +254,7 @@ class CommsTool:
         # Only messages that were sent to this agent (it was a member then) get a read receipt from it.
         self.store.mark_read(
             self.agent_id,
-            [self.store._message_event(op, self.agent_id) for op in shown if self._addressed(op, view)],
+            [self.store.message_event(op, self.agent_id) for op in shown if self._addressed(op, view)],
         )
         return ToolResult(
             header + (":\n" + "\n".join(lines) if lines else "."),
