@@ -17,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 ROOT = Path(__file__).parent
-LINT_PATHS = ["agent_comms", "tests", "benchmarks", "examples", "noxfile.py"]
+LINT_PATHS = ["agent_comms", "tests", "benchmarks", "examples", "bridges", "noxfile.py"]
 #: Example distributions the ``tests`` session installs and tests like the bridges (their tests also check that
 #: real entry-point plugins load).
 EXAMPLE_DISTRIBUTIONS = ["examples/minimal-bridge"]

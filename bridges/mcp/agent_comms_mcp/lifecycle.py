@@ -1,0 +1,105 @@
+"""When the bridge stops: the signals that end it, and the harness process whose exit ends it.
+
+An MCP client normally ends a stdio server by closing its stdin (the bridge then leaves the mesh and exits 0). It
+may also send SIGTERM (the SDK's client does after a grace period), a terminal may send SIGHUP, a user SIGINT; all
+three end the bridge the same graceful way. And a harness that dies without closing anything (SIGKILL, a crash)
+leaves the bridge orphaned with an open stdin: :func:`wait_for_exit` notices that the harness process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Final
+
+import trio
+
+__all__ = ["POLL_INTERVAL", "SIGNALS", "harness_to_watch", "wait_for_exit", "wait_for_signal", "watch_harness"]
+
+#: The signals that end the bridge gracefully.
+SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
+POLL_INTERVAL: Final = 0.5
+
+
+def harness_to_watch(harness_pid: int | None) -> tuple[int, bool] | None:
+    """The process whose exit ends the bridge, and whether it is this process's parent; ``None``: none to watch.
+
+    ``harness_pid`` if the harness named itself (``--harness-pid``); else the parent process that started the
+    bridge, unless that is already init (the bridge was started detached: only the end of stdin ends it).
+    """
+    if harness_pid is not None:
+        return harness_pid, harness_pid == os.getppid()
+    parent = os.getppid()
+    return None if parent <= 1 else (parent, True)
+
+
+def _alive(pid: int, *, parent: bool) -> bool:
+    if parent:
+        return os.getppid() == pid  # an orphan is re-parented (to init or a subreaper) the moment its parent dies
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (readable once it exits), or ``None`` where the system has none."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except ProcessLookupError:  # already gone: the caller's business
+        raise
+    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes
+        return None
+    return fd
+
+
+async def wait_for_exit(pid: int, *, parent: bool) -> None:
+    """Return once the process ``pid`` has exited (``parent``: it is this process's parent)."""
+    try:
+        pidfd = _open_pidfd(pid)
+    except ProcessLookupError:
+        return
+    if pidfd is not None:
+        try:
+            # The pid could have been reused by the time the pidfd was opened; for the parent, asking again settles
+            # it: while the parent lives, it is still our parent.
+            if _alive(pid, parent=parent):
+                await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            trio.lowlevel.notify_closing(pidfd)
+            os.close(pidfd)
+        return
+    while _alive(pid, parent=parent):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
+        await trio.sleep(POLL_INTERVAL)
+
+
+async def watch_harness(pid: int, parent: bool, cancel_scope: trio.CancelScope) -> None:
+    """Cancel ``cancel_scope`` (the bridge) once the harness process ``pid`` is gone."""
+    await wait_for_exit(pid, parent=parent)
+    who = "its parent process" if parent else "the harness process"
+    print(f"agent-comms-mcp: {who} (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
+    cancel_scope.cancel()
+
+
+async def wait_for_signal(signals: AsyncIterator[int], cancel_scope: trio.CancelScope) -> None:
+    """Cancel ``cancel_scope`` (the bridge) at the first signal from ``signals`` (``trio.open_signal_receiver``)."""
+    async for signum in signals:
+        print(f"agent-comms-mcp: {_signal_name(signum)}; leaving the mesh", file=sys.stderr)
+        cancel_scope.cancel()
+        return
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,398 @@
+"""The ``agent_comms`` tool as an MCP server: its JSON Schema, its description, and the bridge that serves it.
+
+:func:`build_server` builds the official SDK's low-level :class:`mcp.server.lowlevel.Server` for one
+:class:`~agent_comms.agent.Agent`: ``tools/list`` answers one tool, :data:`TOOL`; ``tools/call`` runs the call through
+the agent's :class:`~agent_comms.tool.CommsTool` and appends, with :func:`agent_comms.tool.with_deliveries`, the
+events waiting for the agent (*drain* delivery: a generic MCP client cannot be pushed a message). Errors are results
+(``CallToolResult`` with ``is_error``; on the wire ``isError: true``), never exceptions.
+
+An event counts as read (its sender gets a ``read`` receipt) once the tool result carrying it has been written to the
+client, not before: :class:`DrainLedger` holds the drained events per request until the transport reports the
+response written.
+
+:func:`serve` is the whole bridge: join the mesh with :func:`agent_comms.agent.open_agent` (which registers the agent
+under its previous name or ``<harness>-<directory>``), serve MCP on stdio until the client closes stdin, then leave
+gracefully; SIGINT, SIGTERM, SIGHUP and the exit of the harness process end it the same way.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import sys
+import typing
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from mcp import types
+from mcp.server.lowlevel import Server
+from mcp.shared.message import SessionMessage
+
+from agent_comms import actions
+from agent_comms.errors import CommsError, ErrorCode
+from agent_comms.tool import READ_ROOM_DEFAULT, ToolResult, with_deliveries
+from agent_comms_mcp import HARNESS
+from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
+from agent_comms_mcp.stdio import open_stdio_transport
+
+if TYPE_CHECKING:
+    from mcp.server import ServerRequestContext
+
+    from agent_comms.agent import Agent
+    from agent_comms.events import DeliveryEvent
+    from agent_comms.hookspecs import BridgeOptions
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_MAX_EVENTS",
+    "HARNESS_ENV",
+    "INPUT_SCHEMA",
+    "INSTRUCTIONS",
+    "TOOL",
+    "TOOL_DESCRIPTION",
+    "TOOL_NAME",
+    "DrainLedger",
+    "build_server",
+    "call_tool",
+    "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+TOOL_NAME: Final = "agent_comms"
+#: The environment variable that names the harness of the agent's identity (``--option harness=`` wins over it).
+HARNESS_ENV: Final = "AGENT_COMMS_HARNESS"
+#: Events appended to one tool result at most; the rest wait for the next call (and the result says how many).
+DEFAULT_MAX_EVENTS: Final = 50
+#: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status), and when stdout broke.
+_EXIT_CONFIG: Final = 3
+_EXIT_BROKEN: Final = 1
+_EXIT_USAGE: Final = 2
+
+#: Every action, in the contract's order: (its parameters, ``*`` marking the required ones; what it does).
+ACTIONS: Final[dict[str, tuple[str, str]]] = {
+    "register": ("name*, visibility, tags", "join the mesh under a name, or rename yourself"),
+    "update": ("name, visibility, status, tags (at least one)", "change your name, visibility, status or tags"),
+    "whoami": ("", "who you are: name (id), status, visibility, rooms"),
+    "list_agents": ("", "the agents online (hidden and ghost agents are not listed)"),
+    "create_room": ("room*, type, description", "create a room; you join it and own it"),
+    "list_rooms": ("", "the rooms you can see; [joined] marks yours, [invited] your invites"),
+    "join_room": ("room*", "join a room; private and secret rooms need an invite"),
+    "leave_room": ("room*", "leave a room"),
+    "send": ("target* (the room; or room), content*, replyTo, streamingBehavior", "post to a room you are in"),
+    "dm": ("target* (the agent; or agent), content*, replyTo, streamingBehavior", "a direct message to an agent"),
+    "read_room": (
+        "room*, since",
+        f"a room's history: the last {READ_ROOM_DEFAULT} messages, or those after since",
+    ),
+    "invite": ("room*, agent*", "invite an agent to your room (owner only)"),
+    "decline_invite": ("room*, reason", "turn an invite down; the owner is told"),
+    "kick": ("room*, agent*", "remove an agent from your room (owner only); it is told"),
+    "destroy_room": ("room*", "end your room (owner only); its members are told"),
+}
+
+
+def _choices(literal: object) -> list[str]:
+    return [str(value) for value in typing.get_args(literal)]
+
+
+#: The JSON Schema of each parameter, by name (see :data:`agent_comms.actions.PARAMETERS`).
+_PROPERTIES: Final[dict[str, dict[str, Any]]] = {
+    "action": {
+        "type": "string",
+        "enum": list(ACTIONS),
+        "description": "What to do (see the tool description for the parameters each action takes).",
+    },
+    "name": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": actions.MAX_NAME,
+        "description": "register, update: your agent name, as others see it.",
+    },
+    "visibility": {
+        "type": "string",
+        "enum": _choices(actions.Visibility),
+        "description": "register, update: visible (listed; the default), hidden (not listed, still reachable by DM), "
+        "ghost (not listed, no DMs).",
+    },
+    "tags": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": actions.MAX_NAME},
+        "maxItems": actions.MAX_TAGS,
+        "description": 'register, update: labels for yourself, e.g. ["reviewer", "python"].',
+    },
+    "status": {
+        "type": "string",
+        "enum": _choices(actions.Status),
+        "description": "update: your status; the members of your rooms are told.",
+    },
+    "room": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": actions.MAX_NAME,
+        "description": "The room's name, without '#' (create_room, join_room, leave_room, read_room, invite, "
+        "decline_invite, kick, destroy_room; send takes it in place of target).",
+    },
+    "type": {
+        "type": "string",
+        "enum": _choices(actions.RoomKind),
+        "description": "create_room: public (anyone may join; the default), private (invite only), secret (invite "
+        "only, and listed only to its members).",
+    },
+    "description": {
+        "type": "string",
+        "maxLength": actions.MAX_DESCRIPTION,
+        "description": "create_room: what the room is for.",
+    },
+    "target": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": actions.MAX_NAME,
+        "description": "send: the room's name; dm: the agent's name or id.",
+    },
+    "content": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": actions.MAX_CONTENT,
+        "description": "send, dm: the message text.",
+    },
+    "agent": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": actions.MAX_NAME,
+        "description": "invite, kick: the agent's name or id (dm takes it in place of target).",
+    },
+    "since": {
+        "anyOf": [{"type": "string"}, {"type": "integer"}],
+        "description": "read_room: only the messages after this one: a message id, an ISO 8601 time, or epoch "
+        "milliseconds.",
+    },
+    "replyTo": {
+        "type": "string",
+        "description": "send, dm: the id of the message you are replying to.",
+    },
+    "reason": {
+        "type": "string",
+        "maxLength": actions.MAX_REASON,
+        "description": "decline_invite: why (the room's owner sees it).",
+    },
+    "streamingBehavior": {
+        "type": "string",
+        "enum": _choices(actions.Streaming),
+        "description": "send, dm: what the recipient should do: steer (act on it now; the default for dm), followUp "
+        "(when idle; the default for send), info (no action needed).",
+    },
+}
+
+#: The tool's input schema: every parameter of :data:`agent_comms.actions.PARAMETERS`, ``action`` required.
+INPUT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        # A parameter the core accepts that this table does not describe yet still gets listed.
+        name: _PROPERTIES.get(name, {"type": "string", "description": "See the tool description."})
+        for name in actions.PARAMETERS
+    },
+    "required": ["action"],
+    "additionalProperties": False,
+}
+
+
+def _usage() -> str:
+    width = max(map(len, ACTIONS))
+    lines = []
+    for action, (params, what) in ACTIONS.items():
+        lines.append(f"- {action.ljust(width)}  {params + '. ' if params else ''}{what[0].upper()}{what[1:]}.")
+    return "\n".join(lines)
+
+
+TOOL_DESCRIPTION: Final = f"""\
+Talk with the other coding agents on this machine (agent-comms): see who is online, join rooms, send room messages \
+and direct messages (DMs), with read receipts.
+
+You are already on the mesh under a default name; call register with a name to choose yours. Messages and other \
+events for you come appended to the result of every agent_comms call, after a line "--- N new event(s) ---", each \
+one once; if more are waiting, the result says how many. To check for new messages, call whoami.
+
+Set "action" and the parameters it takes (* = required):
+{_usage()}
+
+Agents are named by name or id (results show "name (id)"); rooms by name. streamingBehavior (send, dm): steer = \
+act on it now, followUp = when idle, info = no action needed. Errors come back as "Error: <message> (<CODE>)", \
+codes AGENT_NOT_FOUND, ROOM_EXISTS, ROOM_NOT_FOUND, NOT_INVITED, NOT_OWNER, NOT_MEMBER, INVALID_PARAMS."""
+
+#: The one tool this server lists.
+TOOL: Final = types.Tool(
+    name=TOOL_NAME,
+    title="Agent comms",
+    description=TOOL_DESCRIPTION,
+    input_schema=INPUT_SCHEMA,
+)
+
+#: The server's instructions (MCP clients may add them to the model's context).
+INSTRUCTIONS: Final = (
+    "agent-comms connects you with the other coding agents on this machine. Use the agent_comms tool to see who "
+    "is online, talk in rooms and send direct messages. Messages for you arrive appended to agent_comms results; "
+    "call agent_comms with action whoami to check for new ones."
+)
+
+
+class DrainLedger:
+    """The drain of one agent's events into tool results, and when they count as read.
+
+    :meth:`drain` gives a result its events; they count as read (their senders get ``read`` receipts) once the
+    transport has written the response carrying them (:meth:`written`, the transport's ``on_written``). Events of a
+    result that never reached the client (an error response in its place, or a call the client cancelled:
+    :meth:`unanswered`) stay unread and come first in the next result.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._held: dict[types.RequestId, list[DeliveryEvent]] = {}
+        self._returned: list[DeliveryEvent] = []
+
+    def drain(self, limit: int) -> tuple[list[DeliveryEvent], int]:
+        """Up to ``limit`` events for a tool result, oldest first, and how many more are waiting."""
+        events = self._returned[:limit]
+        del self._returned[:limit]
+        if len(events) < limit:
+            events += self.agent.store.take(self.agent.id, limit=limit - len(events))
+        return events, len(self._returned) + self.agent.pending_count()
+
+    def hold(self, request_id: types.RequestId | None, events: list[DeliveryEvent]) -> None:
+        """``events`` go out in the response to ``request_id``."""
+        if not events:
+            return
+        if request_id is None:  # no response to wait for (not a request on this transport): shown now
+            self.agent.store.mark_read(self.agent.id, events)
+            return
+        self._held.setdefault(request_id, []).extend(events)
+
+    def written(self, message: SessionMessage) -> None:
+        """The transport wrote ``message``: a response's events are now in front of the model."""
+        sent = message.message
+        if isinstance(sent, types.JSONRPCResponse):
+            events = self._held.pop(sent.id, None)
+            if events:
+                self.agent.store.mark_read(self.agent.id, events)
+        elif isinstance(sent, types.JSONRPCError) and sent.id is not None:
+            self.unanswered(sent.id)  # an error in place of the result: the model did not see the events
+
+    def unanswered(self, request_id: types.RequestId) -> None:
+        """The result for ``request_id`` never reached the client: its events wait for the next result."""
+        self._returned += self._held.pop(request_id, [])
+
+    @property
+    def held(self) -> int:
+        """How many events wait for their response to be written."""
+        return sum(map(len, self._held.values()))
+
+
+async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
+    """One ``tools/call`` of the tool ``name`` as a :class:`ToolResult` (never an exception)."""
+    if name != TOOL_NAME:
+        error = CommsError(ErrorCode.INVALID_PARAMS, f"unknown tool {name!r}; this server has one tool, {TOOL_NAME!r}")
+        return ToolResult(error.text, is_error=True, data={"code": str(error.code)})
+    try:
+        return await agent.call(arguments if arguments is not None else {})
+    except Exception as exc:  # a bug in the tool: the model gets an error result, the log the traceback
+        logger.exception("agent_comms tool call failed")
+        text = f"Error: the agent_comms bridge failed on this call: {type(exc).__name__}: {exc}"
+        return ToolResult(text, is_error=True)
+
+
+def build_server(agent: Agent, *, ledger: DrainLedger | None = None, max_events: int = DEFAULT_MAX_EVENTS) -> Server:
+    """The MCP server of ``agent``: one tool, :data:`TOOL`; every result drains up to ``max_events`` events."""
+    from agent_comms_mcp import __version__
+
+    ledger = DrainLedger(agent) if ledger is None else ledger
+
+    async def on_list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[TOOL])
+
+    async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        result = await call_tool(agent, params.name, params.arguments)
+        # No checkpoint from here to the return: the events drained are in the result this request returns.
+        events, waiting = ledger.drain(max_events)
+        shown = with_deliveries(result, events, waiting=waiting)
+        ledger.hold(ctx.request_id, events)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=shown.text)], is_error=shown.is_error)
+
+    return Server(
+        "agent-comms",
+        version=__version__,
+        title="agent-comms",
+        instructions=INSTRUCTIONS,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
+
+
+def _positive(value: str | None, default: int, what: str) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ValueError(f"--option {what}= takes a positive whole number, not {value!r}")
+    return number
+
+
+async def serve(options: BridgeOptions) -> int:
+    """Run the bridge on this process's stdin and stdout until the client is done; the exit status.
+
+    0 when the client closed stdin, on SIGINT/SIGTERM/SIGHUP, or when the harness process is gone (each time after
+    leaving the mesh gracefully); 2 for a bad ``--option``; 3 if the agent could not join the mesh; 1 if stdout was
+    closed under the bridge.
+    """
+    from agent_comms.agent import AgentError, open_agent
+    from agent_comms.identity import IdentityError
+    from agent_comms.mesh.keyfile import MeshKeyError
+    from agent_comms.mesh.settings import SettingsError
+
+    harness = options.extra.get("harness") or os.environ.get(HARNESS_ENV) or HARNESS
+    try:
+        max_events = _positive(options.extra.get("max_events"), DEFAULT_MAX_EVENTS, "max_events")
+    except ValueError as exc:
+        print(f"agent-comms-mcp: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    watched = harness_to_watch(options.harness_pid)
+    status = 0
+    with trio.open_signal_receiver(*SIGNALS) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait_for_signal, signals, nursery.cancel_scope)
+                if watched is not None:
+                    nursery.start_soon(watch_harness, *watched, nursery.cancel_scope)
+                async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
+                    print(
+                        f"agent-comms-mcp: on the mesh as {agent.store.label(agent.id)}, harness {harness}",
+                        file=sys.stderr,
+                    )
+                    ledger = DrainLedger(agent)
+                    server = build_server(agent, ledger=ledger, max_events=max_events)
+                    transport = open_stdio_transport(on_written=ledger.written, on_unanswered=ledger.unanswered)
+                    async with transport as (read_stream, write_stream):
+                        await server.run(read_stream, write_stream, server.create_initialization_options())
+                nursery.cancel_scope.cancel()  # the client closed stdin: done
+        except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
+            problem = "; ".join(str(exc) for exc in _leaves(group))
+            print(f"agent-comms-mcp: could not join the mesh: {problem}", file=sys.stderr)
+            status = _EXIT_CONFIG
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            print("agent-comms-mcp: standard output was closed", file=sys.stderr)
+            status = _EXIT_BROKEN
+    # The process ends next. Without this, the interpreter's last cyclic garbage collection walks the SDK's large
+    # graph of pydantic models and takes about 0.4 s, which an MCP client waiting for the exit would notice.
+    gc.freeze()
+    return status
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
