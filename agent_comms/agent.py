@@ -123,10 +123,10 @@ async def open_agent(
                 process_start=_start_or_zero(process_start_time, owner),
             )
             chosen = name or identity.last_name or default_name(harness, identity.cwd)
+            tool.on_register = identity.remember_name  # a rename is the default name of the next start
             result = tool.call({"action": "register", "name": chosen, "visibility": visibility, "tags": list(tags)})
             if result.is_error:
                 raise AgentError(result.text)
-            identity.remember_name(chosen)
             agent = Agent(tool)
             try:
                 yield agent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -74,6 +74,8 @@ class CommsTool:
         self.cwd = os.getcwd() if cwd is None else cwd
         self.pid = os.getpid() if pid is None else pid
         self.process_start = process_start
+        #: called with the new name after every successful register (``open_agent`` remembers it for next start)
+        self.on_register: Callable[[str], None] | None = None
 
     @property
     def registered(self) -> bool:
@@ -125,6 +127,8 @@ class CommsTool:
         ]
         listing = ", ".join(others) if others else "no other agents"
         text = f"{verb} as {store.label(self.agent_id)} ({action.visibility}). Online: {listing}."
+        if self.on_register is not None:
+            self.on_register(action.name)
         return ToolResult(text, data={"id": self.agent_id, "name": action.name})
 
     def _update(self, action: Update) -> ToolResult:

@@ -162,3 +162,21 @@ async def test_direct_messages_to_an_absent_agent_are_bounded_and_the_sender_tol
         back = await mesh.agent("h2", name="bob", agent_id=bob_id)
         await mesh.settle()
         assert [e.content for e in back.drain()] == ["note 2", "note 3", "note 4"]
+
+
+async def test_open_agent_remembers_a_rename_for_the_next_start(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import socket as _socket
+
+    from agent_comms.agent import open_agent
+
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AGENT_COMMS_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("AGENT_COMMS_HOME", str(tmp_path / "home"))
+    async with open_agent("renamer", cwd=str(tmp_path), probe_processes=False) as agent:
+        first = agent.name
+        await ok(agent, action="register", name="new-name")
+    async with open_agent("renamer", cwd=str(tmp_path), probe_processes=False) as again:
+        assert again.id == agent.id
+        assert again.name == "new-name"
+    assert first != "new-name"
