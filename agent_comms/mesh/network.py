@@ -17,7 +17,7 @@ import attrs
 import trio
 import trio.testing
 
-__all__ = ["Connection", "Listener", "MemoryNetwork", "Network", "PortInUse", "TcpNetwork"]
+__all__ = ["Connection", "Listener", "MemoryHost", "MemoryNetwork", "Network", "PortInUse", "TcpNetwork"]
 
 HOST = "127.0.0.1"
 
@@ -111,14 +111,43 @@ class TcpNetwork:
 # ---------------------------------------------------------------------------------------------------------- memory
 
 
+class _GatedStream(trio.abc.Stream):
+    """A memory stream that stops moving bytes while its owner is frozen (a stand-in for SIGSTOP)."""
+
+    def __init__(self, inner: trio.abc.Stream, network: MemoryNetwork, owner: str | None) -> None:
+        self._inner = inner
+        self._network = network
+        self._owner = owner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._network.wait_thawed(self._owner)
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self._network.wait_thawed(self._owner)
+        data = await self._inner.receive_some(max_bytes)
+        await self._network.wait_thawed(self._owner)  # bytes that arrived while frozen wait for the thaw
+        return data
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _MemoryListener:
-    def __init__(self, network: MemoryNetwork, port: int) -> None:
+    def __init__(self, network: MemoryNetwork, port: int, owner: str | None) -> None:
         self._network = network
         self.port = port
+        self.owner = owner
         self._send, self._receive = trio.open_memory_channel[Connection](math.inf)
 
     async def accept(self) -> Connection:
-        return await self._receive.receive()
+        await self._network.wait_thawed(self.owner)
+        conn = await self._receive.receive()
+        await self._network.wait_thawed(self.owner)
+        return conn
 
     async def aclose(self) -> None:
         if self._network.listeners.get(self.port) is self:
@@ -129,21 +158,45 @@ class _MemoryListener:
 
 @attrs.define
 class MemoryNetwork:
-    """An in-memory network for tests (trio's fake network has no TCP): ports, listeners, stream pairs."""
+    """An in-memory network for tests (trio's fake network has no TCP): ports, listeners, stream pairs.
+
+    Give each node its own :meth:`host` view: then :meth:`freeze` stops that node's sockets from moving any bytes
+    (as SIGSTOP would; connections to it still "connect") and :meth:`thaw` lets them move again.
+    """
 
     listeners: dict[int, _MemoryListener] = attrs.field(factory=dict)
     _ports: itertools.count[int] = attrs.field(factory=lambda: itertools.count(50000))
+    _frozen: dict[str, trio.Event] = attrs.field(factory=dict)
 
-    async def listen(self, port: int) -> Listener:
+    def host(self, name: str) -> MemoryHost:
+        """The network as seen by the node called ``name``."""
+        return MemoryHost(self, name)
+
+    def freeze(self, name: str) -> None:
+        """Stop every socket of host ``name``."""
+        self._frozen.setdefault(name, trio.Event())
+
+    def thaw(self, name: str) -> None:
+        """Let the sockets of host ``name`` move again."""
+        event = self._frozen.pop(name, None)
+        if event is not None:
+            event.set()
+
+    async def wait_thawed(self, name: str | None) -> None:
+        """Return at once unless host ``name`` is frozen; then wait for the thaw."""
+        while name is not None and (event := self._frozen.get(name)) is not None:
+            await event.wait()
+
+    async def listen(self, port: int, owner: str | None = None) -> Listener:
         await trio.lowlevel.checkpoint()
         if port == 0:
             port = next(self._ports)
         if port in self.listeners:
             raise PortInUse(errno.EADDRINUSE, f"port {port} is in use")
-        listener = self.listeners[port] = _MemoryListener(self, port)
+        listener = self.listeners[port] = _MemoryListener(self, port, owner)
         return listener
 
-    async def connect(self, port: int) -> Connection:
+    async def connect(self, port: int, owner: str | None = None) -> Connection:
         await trio.lowlevel.checkpoint()
         listener = self.listeners.get(port)
         if listener is None:
@@ -152,7 +205,21 @@ class MemoryNetwork:
         ephemeral = next(self._ports)
         local, remote = f"{HOST}:{ephemeral}", f"{HOST}:{port}"
         try:
-            listener._send.send_nowait(Connection(theirs, remote, local))
+            listener._send.send_nowait(Connection(_GatedStream(theirs, self, listener.owner), remote, local))
         except trio.ClosedResourceError:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on port {port}") from None
-        return Connection(ours, local, remote)
+        return Connection(_GatedStream(ours, self, owner), local, remote)
+
+
+@attrs.frozen
+class MemoryHost:
+    """One node's view of a :class:`MemoryNetwork` (so the network knows whose sockets are whose)."""
+
+    network: MemoryNetwork
+    name: str
+
+    async def listen(self, port: int) -> Listener:
+        return await self.network.listen(port, self.name)
+
+    async def connect(self, port: int) -> Connection:
+        return await self.network.connect(port, self.name)

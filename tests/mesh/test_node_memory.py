@@ -42,7 +42,7 @@ class Cluster:
                 async with open_node(
                     key,
                     port=PORT,
-                    network=self.network,
+                    network=self.network.host(name),
                     config=PeerConfig(coordinator_port=PORT),
                     rng=random.Random(self.rng.getrandbits(64)),
                 ) as node:
@@ -178,4 +178,35 @@ async def test_a_node_with_a_foreign_key_is_kept_out(autojump_clock: trio.testin
         assert intruder.peer_id not in cluster.node("a").peer.known
         del cluster.nodes["intruder"]
         assert cluster.one_mesh()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_hung_peer_is_found_out_by_heartbeats_and_rejoins_when_it_resumes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer whose sockets stop moving (as under SIGSTOP): the others close their links to it after the link
+    timeout (virtual time) and mark its agent offline; once it resumes, it rejoins and refutes the verdict."""
+    async with trio.open_nursery() as nursery:
+        network = MemoryNetwork()
+        cluster = Cluster(nursery, network)
+        for name in "abc":
+            await cluster.spawn(name)
+        await cluster.until(cluster.one_mesh)
+        c = cluster.node("c")
+        c.host_agent(agent("on-c"))
+        a = cluster.node("a")
+        await cluster.until(lambda: "on-c" in a.peer.replica.state.agents)
+        config = a.peer.config
+        frozen_at = trio.current_time()
+        network.freeze("c")
+        with trio.fail_after(10):
+            await cluster.until(lambda: not a.peer.replica.state.agents["on-c"].online)
+        detected = trio.current_time() - frozen_at
+        # Nothing heard for link_timeout, noticed at the next sweep (every half heartbeat interval).
+        assert config.link_timeout <= detected <= config.link_timeout + config.heartbeat_interval / 2 + 0.01
+        assert c.peer_id not in a.peer.data_links
+        network.thaw("c")
+        with trio.fail_after(5):
+            await cluster.until(cluster.one_mesh)
+            await cluster.until(lambda: a.peer.replica.state.agents["on-c"].online)
         nursery.cancel_scope.cancel()
