@@ -8,7 +8,6 @@ the DM round trip to the bare Trio + msgspec echo measured in the same run (both
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import trio
 import trio.lowlevel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Echo, free_port, ms, read_frame
+from common import ROOT, Echo, free_port, ms, read_frame, write_results
 
 # ------------------------------------------------------------------------------------------- helper processes
 
@@ -243,10 +242,7 @@ def main() -> int:
     print(f"{'room messages per second, 1 sender -> 1 member':52} {rate:12.0f}/s")
     print(f"{'member resident memory holding 10,000 messages':52} {rss_kib / 1024:10.1f} MiB")
     print(f"{'import agent_comms (target <= 150 ms)':52} {results['import_agent_comms']['median_ms']:11.1f} ms")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out}")
+    write_results(args.out, results)
     return 0
 
 

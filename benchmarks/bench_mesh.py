@@ -8,7 +8,6 @@ measured in one run (the machine is shared and noisy), not absolute times across
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -31,7 +30,7 @@ from agent_comms.protocol.changes import MessageAdded
 from agent_comms.protocol.ops import AgentUpsert, DirectMessage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Echo, free_port, ms, read_frame
+from common import ROOT, Echo, free_port, ms, read_frame, write_results
 
 # ----------------------------------------------------------------------------------------------- baseline
 
@@ -300,10 +299,7 @@ def main() -> int:
         )
     print(f"{'link round trip / baseline round trip':46} {results['link_vs_baseline_ratio']:9.2f}x")
     print(f"{'one-way ops per second, one link':46} {results['one_way_ops_per_s']:10.0f}/s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out}")
+    write_results(args.out, results)
     return 0
 
 

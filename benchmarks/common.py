@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 from pathlib import Path
@@ -51,3 +52,11 @@ def ms(values: list[float]) -> dict[str, float]:
         "min_ms": ordered[0] * 1000,
         "n": len(values),
     }
+
+
+def write_results(path: str, results: dict[str, object]) -> None:
+    """Write a benchmark's results as JSON (creating the folder) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out}")
