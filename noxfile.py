@@ -23,6 +23,8 @@ LINT_PATHS = ["agent_comms", "tests", "benchmarks", "examples", "bridges", "noxf
 EXAMPLE_DISTRIBUTIONS = ["examples/minimal-bridge"]
 #: Tests of the example scripts under ``examples/`` (run as the scripts a reader would run).
 EXAMPLE_TESTS = ["examples/tests"]
+#: The real harness CLIs (claude, codex, opencode, pi) and the TypeScript MCP SDK, from npm, for the bridge tests.
+HARNESSES = ROOT / "tests" / "harnesses"
 
 
 def _bridges() -> list[Path]:
@@ -54,7 +56,19 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]", *editables)
     bridge_tests = [str(b.relative_to(ROOT) / "tests") for b in bridges if (b / "tests").is_dir()]
     paths = session.posargs or ["tests", *bridge_tests, *EXAMPLE_TESTS]
-    session.run("pytest", "-m", "not slow", *paths, env={"HYPOTHESIS_PROFILE": "ci"})
+    env = {"HYPOTHESIS_PROFILE": "ci", **_install_harnesses(session)}
+    session.run("pytest", "-m", "not slow", *paths, env=env)
+
+
+def _install_harnesses(session: nox.Session) -> dict[str, str]:
+    """Install the harness CLIs from npm (pinned in tests/harnesses) and say where they are; tests then require them."""
+    session.run(
+        "npm", "install", "--prefix", str(HARNESSES), "--no-audit", "--no-fund", "--loglevel=error", external=True
+    )
+    return {
+        "AGENT_COMMS_HARNESS_BIN": str(HARNESSES / "node_modules" / ".bin"),
+        "AGENT_COMMS_REQUIRE_HARNESSES": "1",
+    }
 
 
 @nox.session(python=PYTHON)
