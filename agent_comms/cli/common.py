@@ -1,0 +1,41 @@
+"""What the sub-commands share: exit codes, error output and loading the mesh settings and key."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from agent_comms.mesh.settings import MeshSettings
+
+__all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_NO_MESH", "EXIT_USAGE", "ConfigError", "error", "load_mesh_config"]
+
+#: No mesh is running (for commands that observe or talk to one).
+EXIT_NO_MESH: Final = 1
+#: A usage error, matching argparse's own convention.
+EXIT_USAGE: Final = 2
+#: A configuration error: the mesh key or an environment variable is unusable (the message says how to fix it).
+EXIT_CONFIG: Final = 3
+#: What the command names does not exist (a room, an agent, a harness's plugin).
+EXIT_NOT_FOUND: Final = 4
+
+
+class ConfigError(Exception):
+    """The settings or the mesh key cannot be used; the message says why and how to fix it."""
+
+
+def error(message: str) -> None:
+    """Print ``message`` for a person on standard error, prefixed with the program name."""
+    print(f"agent-comms: {message}", file=sys.stderr)
+
+
+def load_mesh_config() -> tuple[MeshSettings, bytes]:
+    """The settings from the environment and the mesh key (created on first use); :class:`ConfigError` if unusable."""
+    from agent_comms.mesh.keyfile import MeshKeyError, load_or_create_key
+    from agent_comms.mesh.settings import MeshSettings, SettingsError
+
+    try:
+        settings = MeshSettings.from_env()
+        return settings, load_or_create_key(settings.home)
+    except (MeshKeyError, SettingsError) as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,51 @@
+"""``agent-comms mesh``: the peers, the coordinator and the agents each peer hosts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_config
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "mesh",
+        help="show the peers, the coordinator and the agents each peer hosts",
+        description="Observe the mesh without joining it (no agent is registered).",
+        epilog="example: agent-comms mesh --json | jq '.coordinator'",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import trio
+
+    from agent_comms.mesh.observe import NoMesh, observe_mesh
+    from agent_comms.mesh.registry import PeerRegistry
+
+    try:
+        settings, key = load_mesh_config()
+    except ConfigError as exc:
+        error(str(exc))
+        return EXIT_CONFIG
+    try:
+        snapshot = trio.run(lambda: observe_mesh(key, port=settings.port, registry=PeerRegistry(settings.home)))
+    except NoMesh as exc:
+        if args.json:
+            print(json.dumps({"coordinator": None, "peers": []}))
+        error(str(exc))
+        return EXIT_NO_MESH
+    data = snapshot.to_json()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    coordinator = data["coordinator"]
+    print(f"mesh on 127.0.0.1:{settings.port}, coordinator {coordinator['peer_id'] if coordinator else '(none)'}")
+    for peer in data["peers"]:
+        role = "coordinator" if peer["coordinator"] else "peer"
+        agents = ", ".join(peer["agents"]) or "-"
+        print(f"  {peer['peer_id']}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
+    return 0
