@@ -124,6 +124,13 @@ class MeshNode:
         """Stop hosting an agent (the mesh sees it offline)."""
         self._execute(self.peer.release_agent(agent_id, trio.current_time()))
 
+    def request_sync(self) -> dict[int, int]:
+        """Ask every linked peer for anti-entropy now; ``peer.synced_with(marks)`` then names those that answered,
+        which hold everything made here before this call (:meth:`~agent_comms.protocol.peer.Peer.request_sync`)."""
+        marks, commands = self.peer.request_sync(trio.current_time())
+        self._execute(commands)
+        return marks
+
     def subscribe(self) -> trio.MemoryReceiveChannel[Change]:
         """A channel of every change to the replicated state from now on (unbounded; close it when done)."""
         send, receive = trio.open_memory_channel[Change](math.inf)

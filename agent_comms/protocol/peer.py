@@ -122,6 +122,10 @@ class LinkEntry:
     expected_peer: str | None = None
     said_goodbye: bool = False
     duplicate: bool = False
+    #: anti-entropy requests sent on this link, and final answers (``SyncOps`` with ``done``) received: the other
+    #: end answers every request exactly once, in the order the frames came (see :meth:`Peer.request_sync`)
+    syncs_sent: int = 0
+    syncs_answered: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -406,7 +410,32 @@ class Peer:
         return min((old, new), key=rank)
 
     def _start_sync(self, entry: LinkEntry, now: float) -> list[Command]:
+        entry.syncs_sent += 1
         return self._send(entry, [self.replica.sync_request()], now)
+
+    def request_sync(self, now: float) -> tuple[dict[int, int], list[Command]]:
+        """Ask every linked peer for anti-entropy now; returns marks for :meth:`synced_with`, and the commands.
+
+        A peer handles the frames of a link in the order they were sent and answers every request, so a peer that
+        has answered this request holds every operation this peer made before the call (and this peer holds every
+        operation that peer held when it answered): how a one-shot command knows its message reached the mesh.
+        """
+        marks: dict[int, int] = {}
+        commands: list[Command] = []
+        for link_id in self.data_links.values():
+            entry = self.links[link_id]
+            commands += self._start_sync(entry, now)
+            marks[link_id] = entry.syncs_sent
+        return marks, commands
+
+    def synced_with(self, marks: dict[int, int]) -> list[str]:
+        """The peers that have answered the requests of :meth:`request_sync` (``marks``) on links still open."""
+        answered = []
+        for link_id, mark in marks.items():
+            entry = self.links.get(link_id)
+            if entry is not None and entry.peer_id is not None and entry.syncs_answered >= mark:
+                answered.append(entry.peer_id)
+        return sorted(answered)
 
     def _on_frame(self, entry: LinkEntry, frame: Frame, now: float) -> list[Command]:
         if isinstance(frame, Heartbeat):
@@ -421,6 +450,8 @@ class Peer:
         if isinstance(frame, SyncRequest):
             return self._send(entry, self._sync_frames(frame), now)
         if isinstance(frame, SyncOps):
+            if frame.done:
+                entry.syncs_answered += 1
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, Introduce):
             if not (self.is_coordinator and entry.purpose == "coordinator"):
