@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from agent_comms.mesh.settings import MeshSettings
 
-__all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_NO_MESH", "EXIT_USAGE", "ConfigError", "error", "load_mesh_config"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_NOT_FOUND",
+    "EXIT_NO_HARNESS",
+    "EXIT_NO_MESH",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "ConfigError",
+    "error",
+    "load_mesh_config",
+]
 
 #: No mesh is running (for commands that observe or talk to one).
 EXIT_NO_MESH: Final = 1
@@ -18,6 +28,10 @@ EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 3
 #: What the command names does not exist (a room, an agent, a harness's plugin).
 EXIT_NOT_FOUND: Final = 4
+#: ``setup``, ``status`` or ``remove`` found no installed harness to work on.
+EXIT_NO_HARNESS: Final = 5
+#: The mesh refused the action (a private room you are not invited to, say); the message says why.
+EXIT_REFUSED: Final = 6
 
 
 class ConfigError(Exception):

@@ -27,7 +27,7 @@ from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, S
 from .network import Network, TcpNetwork
 from .registry import PeerRegistry
 
-__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "observe_mesh", "peer_status"]
+__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "explain_no_mesh", "listening_pid", "observe_mesh", "peer_status"]
 
 
 #: What "that place did not answer" looks like: refused, reset, too slow, or not speaking our protocol.
@@ -205,3 +205,79 @@ async def _ask(network: Network, key: bytes, dial_port: int) -> _Answer:
 
 def _opened(handshake: LinkHandshake) -> bool:
     return handshake.is_open  # a call, so the type checker does not carry the narrowing across receive()
+
+
+async def explain_no_mesh(key: bytes, port: int, *, network: Network | None = None, wait: float = 1.0) -> str:
+    """Why no mesh answers on ``port``, in a sentence for a person: nothing listens there, or what holds it."""
+    network = TcpNetwork() if network is None else network
+    try:
+        with trio.fail_after(wait):
+            conn = await network.connect(port)
+        await trio.aclose_forcefully(conn.stream)
+    except (OSError, trio.TooSlowError):
+        return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); start an agent first"
+    try:
+        with trio.fail_after(wait):
+            await _ask(network, key, port)
+    except OSError as exc:
+        return f"port {port} is held by a process that is not a mesh peer of this user{_holder(port)} ({exc})"
+    except RemoteProtocolError as exc:
+        holder = _holder(port)
+        if exc.reason == "version":
+            return f"the mesh on port {port}{holder} speaks another protocol version: {exc}"
+        return (
+            f"port {port} is held by a process that is not a mesh peer of this user{holder} ({exc}); "
+            "stop it, or choose another port with AGENT_COMMS_PORT"
+        )
+    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return (
+            f"the process holding port {port}{_holder(port)} does not answer (stopped or hung?) "
+            "and no other peer of the mesh is running"
+        )
+    return f"the mesh on port {port} answered only now; try again"
+
+
+def _holder(port: int) -> str:
+    pid = listening_pid(port)
+    if pid is None:
+        return ""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f" (pid {pid}: {command[:80]})" if command else f" (pid {pid})"
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` of 127.0.0.1 (Linux, own processes only; ``None`` if not found)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                lines = handle.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    try:
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                    return int(pid)
+            except OSError:
+                continue
+    return None

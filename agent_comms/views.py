@@ -1,0 +1,162 @@
+"""What the command line shows of the replicated state: agents, rooms and a room's messages, as plain data.
+
+Pure functions of a :class:`~agent_comms.protocol.state.MeshState` (an observer's copy or a peer's own replica).
+The dictionaries are the ``--json`` shapes of ``agent-comms agents``, ``rooms`` and ``read`` (DESIGN 2.6): the keys
+named there are relied on by scripts; the others are extras.
+
+The command line serves the person who owns the mesh (whoever can read the mesh key can read everything anyway),
+so rooms of every type are shown; agents are filtered like the tool's ``list_agents`` unless ``everyone`` is set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from agent_comms.protocol.hlc import hlc_wall_ms
+from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage, op_id
+from agent_comms.protocol.rooms import RoomView
+from agent_comms.protocol.state import MeshState
+
+__all__ = ["SinceError", "agent_rows", "message_rows", "room_history", "room_rows", "select_messages"]
+
+
+class SinceError(ValueError):
+    """``--since`` is neither a message id of the room, nor epoch milliseconds, nor an ISO 8601 time."""
+
+
+def _rooms(state: MeshState) -> list[tuple[str, RoomView]]:
+    found = []
+    for name in sorted(state.room_names):
+        view = state.room(name)
+        room_id = state.room_id(name)
+        if view is not None and room_id is not None:
+            found.append((room_id, view))
+    return found
+
+
+def _name(state: MeshState, agent_id: str) -> str:
+    entry = state.agents.get(agent_id)
+    return agent_id if entry is None or entry.record is None else entry.body.name
+
+
+def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, Any]]:
+    """Agents by name: online and visible ones (``everyone``: also offline, hidden and ghost agents).
+
+    ``status`` is the agent's own status (active, idle, busy), or ``offline``.
+    """
+    rooms_of: dict[str, list[str]] = {}
+    for _room_id, view in _rooms(state):
+        for member in view.members:
+            rooms_of.setdefault(member, []).append(view.name)
+    records: list[tuple[AgentUpsert, bool]] = [
+        (entry.body, entry.online) for entry in state.agents.values() if entry.record is not None
+    ]
+    rows = []
+    for body, online in sorted(records, key=lambda item: (item[0].name.lower(), item[0].agent_id)):
+        if not everyone and (not online or body.visibility != "visible"):
+            continue
+        rows.append(
+            {
+                "id": body.agent_id,
+                "name": body.name,
+                "harness": body.harness,
+                "status": body.status if online else "offline",
+                "visibility": body.visibility,
+                "cwd": body.cwd,
+                "rooms": rooms_of.get(body.agent_id, []),
+                "online": online,
+                "tags": list(body.tags),
+                "peer_id": body.peer_id,
+                "pid": body.pid,
+            }
+        )
+    return rows
+
+
+def room_rows(state: MeshState) -> list[dict[str, Any]]:
+    """Every live room by name, of every type."""
+    rows = []
+    for room_id, view in _rooms(state):
+        history = state.histories.get(room_id)
+        messages = 0 if history is None else sum(1 for op in history.messages if state.message_visible(op))
+        rows.append(
+            {
+                "name": view.name,
+                "type": view.room_type,
+                "owner": view.owner,
+                "description": view.description,
+                "members": sorted(view.members),
+                "id": room_id,
+                "owner_name": _name(state, view.owner),
+                "member_names": [_name(state, m) for m in sorted(view.members)],
+                "invited": sorted(view.invited),
+                "messages": messages,
+            }
+        )
+    return rows
+
+
+def room_history(state: MeshState, name: str) -> list[Op] | None:
+    """The visible messages of the live room ``name``, oldest first (``None``: no such room)."""
+    room_id = state.room_id(name)
+    if room_id is None:
+        return None
+    history = state.histories.get(room_id)
+    if history is None:
+        return []
+    return [op for op in history.messages if state.message_visible(op)]
+
+
+def select_messages(messages: list[Op], *, since: str | None = None, limit: int | None = None) -> list[Op]:
+    """Narrow ``messages`` (oldest first): those after ``since``, then the newest ``limit`` of them.
+
+    ``since`` is a message id of the list, epoch milliseconds, or an ISO 8601 time (UTC unless it says otherwise).
+    Raises :class:`SinceError`.
+    """
+    if since is not None:
+        messages = _after(messages, since)
+    if limit is not None:
+        messages = messages[-limit:] if limit > 0 else []
+    return messages
+
+
+def _after(messages: list[Op], since: str) -> list[Op]:
+    for index, op in enumerate(messages):
+        if op_id(op) == since:
+            return messages[index + 1 :]
+    text = since.strip()
+    if text.isdigit():
+        threshold = int(text)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise SinceError(
+                f"--since {since!r} is neither a message id of this room, nor epoch milliseconds, nor an ISO 8601 time"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        threshold = int(when.timestamp() * 1000)
+    return [op for op in messages if hlc_wall_ms(op.hlc) > threshold]
+
+
+def message_rows(state: MeshState, messages: list[Op]) -> list[dict[str, Any]]:
+    """The ``read --json`` shape of room messages (``timestamp``: epoch milliseconds; ``time``: ISO 8601, UTC)."""
+    rows = []
+    for op in messages:
+        body = op.body
+        assert isinstance(body, RoomMessage)
+        millis = hlc_wall_ms(op.hlc)
+        rows.append(
+            {
+                "id": op_id(op),
+                "from": body.author,
+                "from_name": _name(state, body.author),
+                "content": body.content,
+                "timestamp": millis,
+                "reply_to": body.reply_to or None,
+                "time": dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+    return rows
