@@ -7,7 +7,7 @@ They never prompt: nothing here reads standard input.
 
 Exit status: 0 done (or nothing to do), 2 usage, 3 a plugin failed to load or a hook failed (the others still
 ran), 4 a named harness has no plugin installed (the message names the ``pip install`` that adds it),
-5 no installed harness found.
+5 no installed harness found (for ``setup HARNESS...``: none of those named is installed).
 """
 
 from __future__ import annotations
@@ -156,9 +156,11 @@ def run_setup(args: argparse.Namespace) -> int:
     if status:
         return status
     failed = False
+    skipped = 0
     for info, detection in chosen:
         if not detection.installed:
             print(f"{info.name}: not installed ({detection.detail}); skipped")
+            skipped += 1
             continue
         plan, problem = _call("setup", info.name, pm.hook.agent_comms_configure, home=home, dry_run=True)
         if problem is not None or plan is None:
@@ -181,7 +183,9 @@ def run_setup(args: argparse.Namespace) -> int:
         print(f"{info.name}: done:" if done else f"{info.name}: done (nothing needed changing after all)")
         for line in done:
             print(f"  - {line}")
-    return EXIT_CONFIG if failed else 0
+    if failed:
+        return EXIT_CONFIG
+    return EXIT_NO_HARNESS if skipped == len(chosen) else 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
