@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +44,7 @@ class Cli:
 
     async def __call__(self, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
         where = self.cwd if cwd is None else cwd
-        where.mkdir(parents=True, exist_ok=True)
+        await trio.Path(where).mkdir(parents=True, exist_ok=True)
         return await trio.run_process(
             [sys.executable, "-m", "agent_comms", *argv],
             env=self.env,
@@ -116,7 +117,7 @@ class Scene:
 
 @asynccontextmanager
 async def _process(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> AsyncIterator[trio.Process]:
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     with log.open("wb") as stderr:
         process = await trio.lowlevel.open_process(
             argv, env=env, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
@@ -157,6 +158,14 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
             yield Scene(home, port, tmp_path, Cli(env, tmp_path / "desk"), alice, relay.pid)
 
 
+async def _until_agents(cli: Cli, count: int) -> None:
+    """Until both peers (the relay and alice's bridge) are linked and agree."""
+    while True:
+        if len(await cli.json("agents")) == count:
+            return
+        await trio.sleep(0.1)
+
+
 async def _peers(cli: Cli) -> list[str]:
     return sorted(peer["peer_id"] for peer in (await cli.json("mesh"))["peers"])
 
@@ -165,8 +174,9 @@ async def test_reading_commands_show_the_mesh_and_never_the_observer(scene: Scen
     cli = scene.cli
     with trio.fail_after(DEADLINE):
         # Both peers (the relay and alice's bridge) are linked and agree before we look.
-        while len(peers_before := await _peers(cli)) != 2 or len(await cli.json("agents")) != 2:
-            await trio.sleep(0.1)
+        await _until_agents(cli, 2)
+        peers_before = await _peers(cli)
+        assert len(peers_before) == 2
 
         agents = await cli.json("agents")
         assert [a["name"] for a in agents] == ["alice", "relay"]
@@ -297,6 +307,22 @@ async def test_errors_have_their_exit_status_and_register_nobody(scene: Scene) -
         assert refused.returncode == 6
         assert "#vault is private: you need an invite" in refused.stderr.decode()
         assert "let me in" not in [m["content"] for m in await cli.json("read", "vault")]
+
+
+async def test_a_stopped_coordinator_does_not_stop_the_commands(scene: Scene) -> None:
+    """The relay started first, so it holds the coordinator port; stopped, it accepts connections but never
+    answers. The commands find alice's peer through the peer registry instead."""
+    cli = scene.cli
+    with trio.fail_after(DEADLINE):
+        await _until_agents(cli, 2)
+        os.kill(scene.relay_pid, signal.SIGSTOP)
+        try:
+            assert [r["name"] for r in await cli.json("rooms")] == ["review", "vault"]
+            sent = await cli.json("send", "review", "while the coordinator sleeps")
+            assert sent["confirmed_by"]
+            await scene.alice.wait_event("room_message", "while the coordinator sleeps")
+        finally:
+            os.kill(scene.relay_pid, signal.SIGCONT)
 
 
 async def test_no_mesh(tmp_path: Path) -> None:

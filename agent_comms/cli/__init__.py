@@ -5,9 +5,11 @@ Every sub-command is a module of this package with ``register(commands)``, which
 handler, so ``agent-comms --help`` stays fast.
 
 Exit codes scripts can rely on (:mod:`agent_comms.cli.common`): 0 success, 1 no mesh is running, 2 usage error,
-3 configuration error (the mesh key or an environment variable is unusable; the message says how to fix it), 4 what
-the command names does not exist. ``bridge`` ends with the bridge's own status (0 when the harness closed it
-normally).
+3 configuration error (the mesh key or an environment variable is unusable, a plugin failed to load, a setup hook
+failed; the message says how to fix it), 4 what the command names does not exist (a room, an agent, a harness's
+plugin), 5 no installed harness found (``setup``, ``status``, ``remove``), 6 the mesh refused the action (a
+private room without an invite), 128 + N when ended by signal N. ``bridge`` ends with the bridge's own status (0 when
+the harness closed it normally).
 """
 
 from __future__ import annotations
@@ -16,9 +18,25 @@ import argparse
 
 from agent_comms import __version__
 from agent_comms.cli import bridge, mesh, oneshot, plugins, setup
-from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, EXIT_NOT_FOUND, EXIT_USAGE
+from agent_comms.cli.common import (
+    EXIT_CONFIG,
+    EXIT_NO_HARNESS,
+    EXIT_NO_MESH,
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 
-__all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_NO_MESH", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_NOT_FOUND",
+    "EXIT_NO_HARNESS",
+    "EXIT_NO_MESH",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
 
 #: The sub-command modules, in the order ``--help`` lists them.
 COMMANDS = [setup, oneshot, mesh, plugins, bridge]

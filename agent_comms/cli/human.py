@@ -47,10 +47,12 @@ async def open_human(name: str | None = None, *, join_within: float = 10.0) -> A
 
 
 def _linked(peer: Peer) -> bool:
-    """Linked to the coordinator's mesh: a coordinator is known and every peer known has a data link."""
-    if peer.coordinator_id is None or not peer.data_links:
-        return False
-    return all(peer_id in peer.data_links for peer_id in peer.known)
+    """Linked to the mesh: a data link to at least one peer, and to every peer known so far.
+
+    A coordinator is not required: while the one holding the port is stopped, peers still meet through the
+    registry. One synced peer is enough to know what the mesh knows, since the replicas converge.
+    """
+    return bool(peer.data_links) and all(peer_id in peer.data_links for peer_id in peer.known)
 
 
 async def wait_joined(node: MeshNode) -> None:
