@@ -385,3 +385,33 @@ def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -
         main([command, "--help"])
     assert excinfo.value.code == 0
     assert f"agent-comms {command}" in capsys.readouterr().out.split("example", 1)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_cancels_the_work_cleanly(signum: signal.Signals) -> None:
+    """What send and dm run under: the signal cancels the work, its cleanup runs, the status is 128 + N."""
+    code = (
+        "import sys, trio\n"
+        "from agent_comms.cli.oneshot import _run_interruptibly\n"
+        "async def work():\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        await trio.sleep_forever()\n"
+        "    finally:\n"
+        "        print('cleaned up', flush=True)\n"
+        "sys.exit(_run_interruptibly(work))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signum
+    assert out == b"cleaned up\n"
+    assert f"agent-comms: interrupted by {signum.name}" in err.decode()
