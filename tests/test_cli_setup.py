@@ -123,6 +123,18 @@ PLUGINS = {
             if harness == "fake-broken":
                 raise RuntimeError("the harness CLI exited with status 1")
     """,
+    "fakeblind": """
+        from agent_comms.hookspecs import HarnessInfo, hookimpl
+
+        @hookimpl
+        def agent_comms_harness():
+            return HarnessInfo(name="fake-blind", description="cannot look", push=False, package="agent-comms-blind")
+
+        @hookimpl
+        def agent_comms_detect(harness, home):
+            if harness == "fake-blind":
+                raise PermissionError("cannot read ~/.blind")
+    """,
 }
 
 
@@ -301,6 +313,20 @@ def test_a_failing_hook_is_reported_and_the_others_still_run(
     assert "fake-broken: setup failed: RuntimeError: the harness CLI exited with status 1" in err
     assert "fake-one: done:" in out
     assert config(home).exists()
+
+
+@pytest.mark.parametrize("command", ["setup", "remove", "status"])
+def test_a_failing_detect_hook_is_reported_and_the_others_still_run(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("AGENT_COMMS_LOAD_PLUGINS", "fakeblind,fakeone")
+    if command == "remove":
+        run(capsys, "setup")
+    status, out, err = run(capsys, command)
+    assert status == 3
+    assert "fake-blind: detection failed: PermissionError: cannot read ~/.blind" in err
+    assert "fake-one: " in out
+    assert config(home).exists() == (command != "status")
 
 
 def test_a_plugin_that_fails_to_load_is_a_configuration_error(

@@ -89,16 +89,24 @@ def _plugin_manager() -> pluggy.PluginManager | None:
         return None
 
 
-def _settable(pm: pluggy.PluginManager, home: Path) -> list[tuple[HarnessInfo, Detection]]:
-    """Harnesses whose plugin has setup hooks (answers ``detect``), with what ``detect`` found."""
+def _settable(pm: pluggy.PluginManager, home: Path) -> tuple[list[tuple[HarnessInfo, Detection]], bool]:
+    """Harnesses whose plugin has setup hooks (answers ``detect``), with what ``detect`` found; and whether a
+    detect hook failed (that harness then counts as not installed, and the command ends with EXIT_CONFIG)."""
+    from agent_comms.hookspecs import Detection
     from agent_comms.plugins import list_harnesses
 
     found = []
+    failed = False
     for info in list_harnesses(pm):
-        detection = pm.hook.agent_comms_detect(harness=info.name, home=home)
+        try:
+            detection = pm.hook.agent_comms_detect(harness=info.name, home=home)
+        except Exception as exc:  # a plugin's bug: the harness counts as not found, and the command fails
+            error(f"{info.name}: detection failed: {type(exc).__name__}: {exc}")
+            failed = True
+            detection = Detection(False, f"detection failed: {type(exc).__name__}")
         if detection is not None:
             found.append((info, detection))
-    return found
+    return found, failed
 
 
 def _missing_plugin(name: str, installed: list[str]) -> str:
@@ -117,8 +125,10 @@ def _missing_plugin(name: str, installed: list[str]) -> str:
 def _select(
     pm: pluggy.PluginManager, names: list[str], home: Path, *, installed_only: bool
 ) -> tuple[list[tuple[HarnessInfo, Detection]], int]:
-    """The harnesses to work on, or an exit status (after printing why) when there are none or a name is wrong."""
-    settable = _settable(pm, home)
+    """The harnesses to work on, and the exit status so far: non-zero (after saying why) when a name is wrong, there
+    is nothing to work on (then the list is empty) or a detect hook failed."""
+    settable, detect_failed = _settable(pm, home)
+    failed = EXIT_CONFIG if detect_failed else 0
     by_name = {info.name: (info, detection) for info, detection in settable}
     if names:
         missing = [name for name in dict.fromkeys(names) if name not in by_name]
@@ -126,7 +136,7 @@ def _select(
             error(_missing_plugin(name, sorted(by_name)))
         if missing:
             return [], EXIT_NOT_FOUND
-        return [by_name[name] for name in dict.fromkeys(names)], 0
+        return [by_name[name] for name in dict.fromkeys(names)], failed
     if not settable:
         error(f"no bridge plugin with setup support is installed; add one per harness: {_INSTALL_HINT}")
         return [], EXIT_NO_HARNESS
@@ -134,8 +144,8 @@ def _select(
     if not chosen:
         details = "; ".join(f"{info.name}: {d.detail}" for info, d in settable)
         error(f"no installed harness found ({details})")
-        return [], EXIT_NO_HARNESS
-    return chosen, 0
+        return [], failed or EXIT_NO_HARNESS
+    return chosen, failed
 
 
 def _call(what: str, harness: str, hook: Any, **kwargs: Any) -> tuple[list[str] | None, str | None]:
@@ -153,9 +163,9 @@ def run_setup(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     home = Path.home()
     chosen, status = _select(pm, args.harnesses, home, installed_only=True)
-    if status:
+    if not chosen:
         return status
-    failed = False
+    failed = bool(status)
     skipped = 0
     for info, detection in chosen:
         if not detection.installed:
@@ -194,9 +204,9 @@ def run_remove(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     home = Path.home()
     chosen, status = _select(pm, args.harnesses, home, installed_only=False)
-    if status:
+    if not chosen:
         return status
-    failed = False
+    failed = bool(status)
     for info, _detection in chosen:
         changes, problem = _call("remove", info.name, pm.hook.agent_comms_remove, home=home, dry_run=args.dry_run)
         if problem is not None or changes is None:
@@ -217,13 +227,8 @@ def run_status(args: argparse.Namespace) -> int:
     if pm is None:
         return EXIT_CONFIG
     home = Path.home()
-    try:
-        settable = _settable(pm, home)
-    except Exception as exc:  # a detect hook that fails
-        error(f"status failed: {type(exc).__name__}: {exc}")
-        return EXIT_CONFIG
+    settable, failed = _settable(pm, home)
     rows = []
-    failed = False
     for info, detection in settable:
         try:
             line = pm.hook.agent_comms_status(harness=info.name, home=home)
