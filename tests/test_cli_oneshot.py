@@ -269,6 +269,12 @@ async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) 
         dm = await alice.wait_event("dm", "psst")
         assert (dm["sender"], dm["reply_to"], dm["message_id"]) == (human_id, last["id"], result["id"])
 
+        # An invite opens a private room (the human was offline when it came).
+        await alice.call(action="invite", room="vault", agent=human_id)
+        inside = await cli.json("send", "vault", "thanks for the invite")
+        assert inside["from"] == human_id
+        await alice.wait_event("room_message", "thanks for the invite")
+
         # --name renames the same person, and the name sticks for the next command from this directory.
         renamed = await cli.json("send", "#review", "now with a name", "--name", "carol")
         assert (renamed["from"], renamed["from_name"]) == (human_id, "carol")
@@ -305,7 +311,7 @@ async def test_errors_have_their_exit_status_and_register_nobody(scene: Scene) -
 
         refused = await cli("send", "vault", "let me in")
         assert refused.returncode == 6
-        assert "#vault is private: you need an invite" in refused.stderr.decode()
+        assert "#vault is private: you need an invite from its owner" in refused.stderr.decode()
         assert "let me in" not in [m["content"] for m in await cli.json("read", "vault")]
 
 

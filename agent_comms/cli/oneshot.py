@@ -329,6 +329,9 @@ async def _act_as_human(name: str | None, params: dict[str, object], settings: M
                 if view is None:
                     error(f"no room #{room}")
                     return EXIT_NOT_FOUND
+                if agent.id not in view.members and view.room_type != "public" and agent.id not in view.invited:
+                    error(f"#{room} is {view.room_type}: you need an invite from its owner")
+                    return EXIT_REFUSED
                 if agent.id not in view.members:
                     joined = await agent.call({"action": "join_room", "room": room})
                     if joined.is_error:
