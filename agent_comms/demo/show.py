@@ -1,0 +1,155 @@
+"""How the demo tells its story: with colour and rules on a terminal (rich), as plain lines otherwise, or not at all.
+
+Every line carries the seconds since the demo started, so a reader sees how long each thing took.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["Narrator", "PlainNarrator", "RichNarrator", "SilentNarrator", "narrator_for"]
+
+_AGENT_STYLES: Final = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
+
+
+class Narrator:
+    """The interface (and the silent implementation, for ``--json``)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds since the demo started."""
+        return time.monotonic() - self.started
+
+    def header(self, lines: Sequence[str]) -> None:
+        """What the demo is about to do, and where."""
+
+    def step(self, number: int, title: str) -> None:
+        """A new step begins."""
+
+    def say(self, text: str) -> None:
+        """A line of narration."""
+
+    def agent(self, name: str, text: str) -> None:
+        """Something an agent did or saw (``text`` is often the bridge's own line)."""
+
+    def figure(self, text: str) -> None:
+        """A measured figure, shown prominently."""
+
+    def summary(self, rows: Sequence[tuple[str, str]]) -> None:
+        """The figures at the end."""
+
+
+SilentNarrator = Narrator
+
+
+class PlainNarrator(Narrator):
+    """Plain text lines, for a pipe, a file or a log."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        super().__init__()
+        self.out = sys.stdout if out is None else out
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _stamp(self) -> str:
+        return f"{self.elapsed():6.2f}s"
+
+    def header(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self._line(line)
+
+    def step(self, number: int, title: str) -> None:
+        self._line(f"\n{number}. {title}")
+
+    def say(self, text: str) -> None:
+        self._line(f"{self._stamp()}  {text}")
+
+    def agent(self, name: str, text: str) -> None:
+        first, *rest = text.splitlines() or [""]
+        self._line(f"{self._stamp()}  {name:<6} {first}")
+        for line in rest:
+            self._line(f"{'':8}  {'':<6} {line}")
+
+    def figure(self, text: str) -> None:
+        self._line(f"{self._stamp()}  => {text}")
+
+    def summary(self, rows: Sequence[tuple[str, str]]) -> None:
+        self._line("\nSummary")
+        width = max((len(label) for label, _ in rows), default=0)
+        for label, value in rows:
+            self._line(f"  {label:<{width}}  {value}")
+
+
+class RichNarrator(Narrator):
+    """Colours, a rule per step and a summary table, for a person at a terminal."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+
+        super().__init__()
+        self.console = Console(highlight=False) if console is None else console
+        self._styles: dict[str, str] = {}
+
+    def _style(self, name: str) -> str:
+        return self._styles.setdefault(name, _AGENT_STYLES[len(self._styles) % len(_AGENT_STYLES)])
+
+    def _stamp(self) -> str:
+        return f"[dim]{self.elapsed():6.2f}s[/dim]"
+
+    def header(self, lines: Sequence[str]) -> None:
+        from rich.markup import escape
+        from rich.panel import Panel
+
+        self.console.print(Panel("\n".join(escape(line) for line in lines), title="agent-comms demo", expand=False))
+
+    def step(self, number: int, title: str) -> None:
+        from rich.markup import escape
+
+        self.console.rule(f"[bold]{number}. {escape(title)}", align="left")
+
+    def say(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"{self._stamp()}  {escape(text)}")
+
+    def agent(self, name: str, text: str) -> None:
+        from rich.markup import escape
+
+        style = self._style(name)
+        first, *rest = text.splitlines() or [""]
+        self.console.print(f"{self._stamp()}  [bold {style}]{escape(name):<6}[/] {escape(first)}")
+        for line in rest:
+            self.console.print(f"{'':8}  {'':<6} [{style}]{escape(line)}[/]")
+
+    def figure(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"{self._stamp()}  [bold green]=> {escape(text)}[/]")
+
+    def summary(self, rows: Sequence[tuple[str, str]]) -> None:
+        from rich.table import Table
+
+        table = Table(title="Summary", title_justify="left", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(style="green")
+        for label, value in rows:
+            table.add_row(label, value)
+        self.console.print(table)
+
+
+def narrator_for(*, json_output: bool, plain: bool) -> Narrator:
+    """The narrator for this run: silent for ``--json``, rich on a terminal, plain text otherwise."""
+    if json_output:
+        return SilentNarrator()
+    if plain or not sys.stdout.isatty():
+        return PlainNarrator()
+    return RichNarrator()
