@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         trio.run(main)
     except* StepFailed as group:
         failure = _first(group)
-        error(f"demo failed at {failure}")
+        error(f"demo: {failure}")
         report.failed_step, report.error = failure.step, failure.reason
         status = EXIT_STEP_FAILED
     except* KeyboardInterrupt:  # before the signal handler was installed: nothing was started yet

@@ -184,9 +184,9 @@ class Bridge:
                 self.group.changed()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        self.ended = True
         with trio.move_on_after(STOP_GRACE):
-            await self.process.wait()  # so describe_exit can tell a crash from an exit
+            await self.process.wait()  # first, so describe_exit can tell a crash from an exit
+        self.ended = True
         self.group.changed()
 
 
@@ -259,6 +259,8 @@ class Bridges:
     async def stop_all(self) -> None:
         """Stop every process: close its input (it leaves the mesh and exits), kill it after a grace period."""
         for bridge in self.started:
+            if bridge.ready is None and bridge.process.returncode is None:
+                bridge.process.terminate()  # still starting: it has not joined, so there is nothing to leave
             if bridge.process.stdin is not None:
                 with trio.move_on_after(0.2):
                     await bridge.process.stdin.aclose()
