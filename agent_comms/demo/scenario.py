@@ -111,6 +111,8 @@ class _Demo:
         self.home = home
         self.port = report.port
         self.agents: dict[str, Bridge] = {}
+        #: who wrote each message the demo sent, by message id
+        self.authors: dict[str, str] = {}
         self._step = 0
         self._title = ""
 
@@ -148,8 +150,7 @@ class _Demo:
             took = bridge.ready_at - bridge.spawned_at
             self.show.agent(
                 bridge.name,
-                f"registered as {ready['agent']['name']} ({bridge.agent_id}), pid {bridge.pid}, "
-                f"{took:.2f} s after start",
+                f"registered as {ready['agent']['name']} ({bridge.agent_id}), pid {bridge.pid}, up in {took:.2f} s",
             )
         return started
 
@@ -203,7 +204,10 @@ class _Demo:
         for bridge in self.bridges.started:
             if bridge.ready is not None:
                 text = text.replace(f" ({bridge.agent_id})", "")
-        return _MESSAGE_ID.sub("", text)
+        text = _MESSAGE_ID.sub("", text)
+        for message_id, author in self.authors.items():
+            text = text.replace(f"(reply to {message_id})", f"(reply to {author})").replace(f" {message_id}", "")
+        return text
 
     async def online(self, bridge: Bridge) -> str:
         """Who ``bridge``'s agent sees online (``list_agents``), by name."""
@@ -216,6 +220,7 @@ class _Demo:
         self.report.room_messages += 1
         self.show.agent(sender.name, f"-> #{room}: {content}")
         message_id: str = result["data"]["message_id"]
+        self.authors[message_id] = sender.name
         return message_id
 
     # ------------------------------------------------------------------ the steps
@@ -284,7 +289,8 @@ class _Demo:
             result = await bob.ok(action="dm", target="carol", content="Could you review my parser tests?")
             self.report.direct_messages += 1
             message_id = result["data"]["message_id"]
-            self.show.agent("bob", f"-> DM to carol: Could you review my parser tests? (id {message_id})")
+            self.authors[message_id] = "bob"
+            self.show.agent("bob", "-> DM to carol: Could you review my parser tests?")
             await self.wait_message(carol, message_id)
 
             def receipt(status: str) -> Callable[[Mapping[str, Any]], bool]:
@@ -403,6 +409,8 @@ def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} ms"
 
+    ready = "-" if report.new_agent_ready_ms is None else f"{report.new_agent_ready_ms / 1000:.2f} s"
+
     return [
         ("agents", f"{report.processes_started} real bridge processes, 127.0.0.1:{report.port}"),
         ("rooms", ", ".join(report.rooms) or "-"),
@@ -413,7 +421,7 @@ def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
         ("failover", f"{ms(report.failover_ms)}, SIGKILL to new coordinator serving"),
         ("mesh healed", f"{ms(report.mesh_healed_ms)}, survivors linked under one coordinator"),
         ("crashed agent offline", f"{ms(report.offline_ms)} after the SIGKILL"),
-        ("new agent after failover", f"registered {ms(report.new_agent_ready_ms)} after its process started"),
+        ("new agent after failover", f"registered {ready} after its process started (mostly Python start-up)"),
         ("history kept", f"{report.history_after_failover} messages through the crash"),
         ("processes left running", str(report.processes_left)),
         ("total time", f"{report.total_seconds:.1f} s"),
@@ -434,7 +442,7 @@ async def run_demo(narrator: Narrator, report: DemoReport) -> None:
     Every process it starts is stopped before it returns, also when it fails or is cancelled.
     """
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="agent-comms-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="agent-comms-demo-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         home = root / "home"
         key = load_or_create_key(home)  # a key of its own: the demo can neither join nor disturb your mesh

@@ -90,7 +90,8 @@ class PlainNarrator(Narrator):
 
 
 class RichNarrator(Narrator):
-    """Colours, a rule per step and a summary table, for a person at a terminal."""
+    """Colours, a rule per step and a summary table, for a person at a terminal; long lines wrap under their text
+    column, not under the time stamps."""
 
     def __init__(self, console: Console | None = None) -> None:
         from rich.console import Console
@@ -102,44 +103,45 @@ class RichNarrator(Narrator):
     def _style(self, name: str) -> str:
         return self._styles.setdefault(name, _AGENT_STYLES[len(self._styles) % len(_AGENT_STYLES)])
 
-    def _stamp(self) -> str:
-        return f"[dim]{self.elapsed():6.2f}s[/dim]"
+    def _row(self, name: str, text: str, *, name_style: str = "", text_style: str = "") -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=7, no_wrap=True, justify="right", style="dim")
+        grid.add_column(width=6, no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(f"{self.elapsed():.2f}s", Text(name, style=name_style), Text(text, style=text_style))
+        self.console.print(grid)
 
     def header(self, lines: Sequence[str]) -> None:
-        from rich.markup import escape
         from rich.panel import Panel
+        from rich.text import Text
 
-        self.console.print(Panel("\n".join(escape(line) for line in lines), title="agent-comms demo", expand=False))
+        self.console.print(Panel(Text("\n".join(lines)), title="agent-comms demo", expand=False))
 
     def step(self, number: int, title: str) -> None:
-        from rich.markup import escape
+        from rich.text import Text
 
-        self.console.rule(f"[bold]{number}. {escape(title)}", align="left")
+        self.console.print()
+        self.console.rule(Text(f"{number}. {title}", style="bold"), align="left")
 
     def say(self, text: str) -> None:
-        from rich.markup import escape
-
-        self.console.print(f"{self._stamp()}  {escape(text)}")
+        self._row("", text)
 
     def agent(self, name: str, text: str) -> None:
-        from rich.markup import escape
-
         style = self._style(name)
-        first, *rest = text.splitlines() or [""]
-        self.console.print(f"{self._stamp()}  [bold {style}]{escape(name):<6}[/] {escape(first)}")
-        for line in rest:
-            self.console.print(f"{'':8}  {'':<6} [{style}]{escape(line)}[/]")
+        self._row(name, text, name_style=f"bold {style}")
 
     def figure(self, text: str) -> None:
-        from rich.markup import escape
-
-        self.console.print(f"{self._stamp()}  [bold green]=> {escape(text)}[/]")
+        self._row("=>", text, name_style="bold green", text_style="bold green")
 
     def summary(self, rows: Sequence[tuple[str, str]]) -> None:
         from rich.table import Table
 
-        table = Table(title="Summary", title_justify="left", show_header=False)
-        table.add_column(style="bold")
+        self.console.print()
+        table = Table(title="Summary", title_justify="left", title_style="bold", show_header=False)
+        table.add_column(style="bold", no_wrap=True)
         table.add_column(style="green")
         for label, value in rows:
             table.add_row(label, value)
