@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any, Final
 
 from agent_comms.cli.common import error
@@ -88,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if report.processes_left:
         error(f"{report.processes_left} agent process(es) could not be stopped: {report.agents}")
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    sys.stdout.flush()
+        try:
+            print(json.dumps(report.to_json(), indent=2), flush=True)
+        except BrokenPipeError:
+            from agent_comms.demo.show import silence_stdout
+
+            silence_stdout()
     return status
 
 

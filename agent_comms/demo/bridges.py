@@ -124,12 +124,17 @@ class Bridge:
             raise RequestFailed(f"{self.name}: {params.get('action')} failed: {result.get('text')}")
         return result
 
-    async def refused(self, code: str, **params: object) -> Message:
-        """A tool call that must be refused with the error ``code``."""
-        result = await self.call(**params)
-        if not result.get("is_error") or f"({code})" not in str(result.get("text")):
-            raise RequestFailed(f"{self.name}: {params.get('action')} should fail with {code}: {result.get('text')}")
-        return result
+    async def refused(self, code: str, retry: frozenset[str], **params: object) -> Message:
+        """A tool call that must be refused with the error ``code``; retried while it fails with a code in
+        ``retry`` instead (what it is about was created on another peer a moment ago)."""
+        while True:
+            result = await self.call(**params)
+            text = str(result.get("text"))
+            if result.get("is_error") and f"({code})" in text:
+                return result
+            if not (result.get("is_error") and any(f"({other})" in text for other in retry)):
+                raise RequestFailed(f"{self.name}: {params.get('action')} should fail with {code}: {text}")
+            await trio.sleep(0.02)
 
     async def ok_eventually(self, retry: frozenset[str], **params: object) -> Message:
         """A tool call that must succeed once replication has caught up: retried while it fails with a code in

@@ -5,17 +5,28 @@ Every line carries the seconds since the demo started, so a reader sees how long
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TextIO
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["Narrator", "PlainNarrator", "RichNarrator", "SilentNarrator", "narrator_for"]
+__all__ = ["Narrator", "PlainNarrator", "RichNarrator", "SilentNarrator", "narrator_for", "silence_stdout"]
 
 _AGENT_STYLES: Final = ("cyan", "magenta", "green", "yellow", "blue", "bright_red")
+
+
+def silence_stdout() -> None:
+    """Point standard output at /dev/null after its reader went away, so that nothing fails later either (the
+    interpreter's last flush included)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 class Narrator:
@@ -23,6 +34,17 @@ class Narrator:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        #: set when the reader went away (``agent-comms demo | head``): the demo goes on silently
+        self.gone = False
+
+    def _write(self, emit: Callable[[], None]) -> None:
+        if self.gone:
+            return
+        try:
+            emit()
+        except BrokenPipeError:
+            self.gone = True
+            silence_stdout()
 
     def elapsed(self) -> float:
         """Seconds since the demo started."""
@@ -58,7 +80,7 @@ class PlainNarrator(Narrator):
         self.out = sys.stdout if out is None else out
 
     def _line(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        self._write(lambda: print(text, file=self.out, flush=True))
 
     def _stamp(self) -> str:
         return f"{self.elapsed():6.2f}s"
@@ -112,19 +134,22 @@ class RichNarrator(Narrator):
         grid.add_column(width=6, no_wrap=True)
         grid.add_column(overflow="fold")
         grid.add_row(f"{self.elapsed():.2f}s", Text(name, style=name_style), Text(text, style=text_style))
-        self.console.print(grid)
+        self._print(grid)
+
+    def _print(self, *renderables: object) -> None:
+        self._write(lambda: self.console.print(*renderables))
 
     def header(self, lines: Sequence[str]) -> None:
         from rich.panel import Panel
         from rich.text import Text
 
-        self.console.print(Panel(Text("\n".join(lines)), title="agent-comms demo", expand=False))
+        self._print(Panel(Text("\n".join(lines)), title="agent-comms demo", expand=False))
 
     def step(self, number: int, title: str) -> None:
         from rich.text import Text
 
-        self.console.print()
-        self.console.rule(Text(f"{number}. {title}", style="bold"), align="left")
+        self._print()
+        self._write(lambda: self.console.rule(Text(f"{number}. {title}", style="bold"), align="left"))
 
     def say(self, text: str) -> None:
         self._row("", text)
@@ -139,13 +164,13 @@ class RichNarrator(Narrator):
     def summary(self, rows: Sequence[tuple[str, str]]) -> None:
         from rich.table import Table
 
-        self.console.print()
+        self._print()
         table = Table(title="Summary", title_justify="left", title_style="bold", show_header=False)
         table.add_column(style="bold", no_wrap=True)
         table.add_column(style="green")
         for label, value in rows:
             table.add_row(label, value)
-        self.console.print(table)
+        self._print(table)
 
 
 def narrator_for(*, json_output: bool, plain: bool) -> Narrator:
