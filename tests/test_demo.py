@@ -193,7 +193,11 @@ def test_json_summary(demo: Callable[..., DemoRun]) -> None:
     run.assert_no_child_left()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],  # one code path; SIGTERM in the long run
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_a_signal_midway_stops_the_demo_and_every_process(demo: Callable[..., DemoRun], signum: int) -> None:
     run = demo()
     # Midway: the first agent is registered, the next two are starting.
@@ -205,6 +209,19 @@ def test_a_signal_midway_stops_the_demo_and_every_process(demo: Callable[..., De
     assert time.monotonic() - signalled < 10
     assert code == 128 + signum, run.err
     assert f"demo stopped by {signal.Signals(signum).name}" in run.err
+    run.assert_no_child_left()
+
+
+def test_even_a_killed_demo_leaves_no_process_behind(demo: Callable[..., DemoRun]) -> None:
+    """SIGKILL gives the demo no chance to clean up; its bridges see the end of their input and leave on their own."""
+    run = demo()
+    run.watch_until(lambda: len(run.printed_pids()) >= 1 and len(run.children) >= 3)
+    assert run.process.poll() is None, f"the demo ended early:\n{run.out}\n{run.err}"
+    run.process.kill()
+    run.process.wait()
+    killed = time.monotonic()
+    while any(_alive(pid) for pid in run.children) and time.monotonic() - killed < 15:
+        time.sleep(0.05)
     run.assert_no_child_left()
 
 

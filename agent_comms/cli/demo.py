@@ -31,7 +31,7 @@ Exit status: 0 success; 1 a step failed (the message names it); 128+N stopped by
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "demo",
-        help="see it work: a private mesh of real agents, with a coordinator crash and failover",
+        help="see it work: a private mesh of real agents, a coordinator crash, the failover",
         description=_DESCRIPTION,
         epilog=("examples:\n  agent-comms demo\n  agent-comms demo --json | jq '.failover_ms'"),
         formatter_class=argparse.RawDescriptionHelpFormatter,

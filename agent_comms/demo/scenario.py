@@ -247,6 +247,7 @@ class _Demo:
         with self.step("agents start and register"):
             (alice,) = await self.start("alice")
             bob, carol = await self.start("bob", "carol")
+            self.doing("waiting for carol to see all three agents online")
             while len((await carol.ok(action="list_agents"))["data"]["agents"]) < 3:  # noqa: ASYNC110 - another process's view
                 await trio.sleep(0.02)
             self.show.agent("carol", await self.online(carol))
