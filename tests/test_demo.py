@@ -9,6 +9,7 @@ deadline; the demo's children are killed at the end whatever happened.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -23,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from agent_comms.cli import main
+from agent_comms.demo.scenario import DemoReport, free_port
+from agent_comms.demo.show import Narrator, PlainNarrator, RichNarrator, narrator_for
+from agent_comms.mesh.settings import DEFAULT_PORT
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches child processes in /proc")
 
@@ -247,3 +251,58 @@ def test_help_gives_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "example" in out
     assert "agent-comms demo" in out
     assert "failover" in out
+
+
+# ------------------------------------------------------------------------------------------ output, without processes
+
+
+def test_plain_output_is_aligned_lines() -> None:
+    out = io.StringIO()
+    narrator = PlainNarrator(out)
+    narrator.step(6, "SIGKILL of the coordinator, and failover")
+    narrator.agent("bob", "sees alice offline\nsecond line")
+    narrator.figure("failover: 12.5 ms")
+    narrator.summary([("failover", "12.5 ms"), ("total time", "6.1 s")])
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "6. SIGKILL of the coordinator, and failover"
+    assert re.fullmatch(r"\s+\d+\.\d\ds  bob    sees alice offline", lines[2])
+    assert lines[3].index("second line") == lines[2].index("sees alice")
+    assert re.fullmatch(r"\s+\d+\.\d\ds  => failover: 12.5 ms", lines[4])
+    assert lines[-2:] == ["  failover    12.5 ms", "  total time  6.1 s"]
+
+
+def test_rich_output_wraps_under_the_text_column() -> None:
+    from rich.console import Console
+
+    out = io.StringIO()
+    narrator = RichNarrator(Console(file=out, width=50, force_terminal=False))
+    narrator.agent("carol", "tried to join #core: Error: #core is private: you need an invite (NOT_INVITED)")
+    first, *rest = [line.rstrip() for line in out.getvalue().splitlines()]
+    column = first.index("tried")
+    assert rest, "a long line wraps at 50 columns"
+    for line in rest:
+        assert line[:column].strip() == "", f"wrapped under the time stamp or name: {line!r}"
+    assert "(NOT_INVITED)" in out.getvalue()
+
+
+def test_silent_narrator_for_json_and_plain_for_a_pipe() -> None:
+    assert type(narrator_for(json_output=True, plain=False)) is Narrator
+    assert isinstance(narrator_for(json_output=False, plain=True), PlainNarrator)
+
+
+def test_the_report_is_ok_only_without_a_failure() -> None:
+    report = DemoReport(port=40000)
+    assert report.to_json()["ok"] is True
+    report.failed_step, report.error = "a step", "what went wrong"
+    summary = report.to_json()
+    assert summary["ok"] is False
+    assert summary["failed_step"] == "a step"
+    json.dumps(summary)  # JSON all the way down
+
+
+def test_free_port_is_never_the_default() -> None:
+    for _ in range(20):
+        port = free_port()
+        assert port != DEFAULT_PORT
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # it was free

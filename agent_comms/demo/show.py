@@ -99,7 +99,7 @@ class PlainNarrator(Narrator):
         first, *rest = text.splitlines() or [""]
         self._line(f"{self._stamp()}  {name:<6} {first}")
         for line in rest:
-            self._line(f"{'':8}  {'':<6} {line}")
+            self._line(f"{'':7}  {'':<6} {line}")
 
     def figure(self, text: str) -> None:
         self._line(f"{self._stamp()}  => {text}")
