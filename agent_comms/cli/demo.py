@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         error(f"demo: {failure}")
         report.failed_step, report.error = failure.step, failure.reason
         status = EXIT_STEP_FAILED
+    except* OSError as group:  # no temporary directory, no process could start, ...
+        problem = _leaves(group)[0]
+        error(f"demo: could not run: {problem}")
+        report.error = str(problem)
+        status = EXIT_STEP_FAILED
     except* KeyboardInterrupt:  # before the signal handler was installed: nothing was started yet
         stopped_by.append(signal.SIGINT)
     if stopped_by:
@@ -96,12 +101,16 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
 def _first(group: BaseExceptionGroup[StepFailed]) -> StepFailed:
     from agent_comms.demo import StepFailed
 
-    leaf: BaseException = group
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
+    leaf = _leaves(group)[0]
     assert isinstance(leaf, StepFailed)
     return leaf
 
