@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from agent_comms.cli import main
-from agent_comms.demo.scenario import DemoReport, free_port
+from agent_comms.demo.report import DemoReport
+from agent_comms.demo.scenario import free_port
 from agent_comms.demo.show import Narrator, PlainNarrator, RichNarrator, narrator_for
 from agent_comms.mesh.settings import DEFAULT_PORT
 

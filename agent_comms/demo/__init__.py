@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from .scenario import DemoReport, StepFailed, run_demo
+from .report import DemoReport
+from .scenario import StepFailed, run_demo
 from .show import narrator_for
 
 __all__ = ["DemoReport", "StepFailed", "narrator_for", "run_demo"]

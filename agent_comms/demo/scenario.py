@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-import attrs
 import trio
 
 from agent_comms.mesh.keyfile import load_or_create_key
@@ -35,9 +34,10 @@ from agent_comms.mesh.registry import PeerRegistry
 from agent_comms.mesh.settings import DEFAULT_PORT
 
 from .bridges import Bridge, BridgeExited, Bridges, RequestFailed, open_bridges
+from .report import DemoReport
 from .show import Narrator
 
-__all__ = ["STEP_SECONDS", "DemoReport", "StepFailed", "free_port", "run_demo"]
+__all__ = ["STEP_SECONDS", "StepFailed", "free_port", "run_demo"]
 
 #: The longest any one step may take before the demo gives up on it.
 STEP_SECONDS: Final = 15.0
@@ -55,37 +55,6 @@ class StepFailed(Exception):
         self.number = number
         self.step = step
         self.reason = reason
-
-
-@attrs.define
-class DemoReport:
-    """What the demo did and measured (the ``--json`` summary)."""
-
-    port: int = 0
-    home: str = ""
-    agents: list[dict[str, Any]] = attrs.field(factory=list)
-    rooms: list[str] = attrs.field(factory=list)
-    room_messages: int = 0
-    direct_messages: int = 0
-    dm_delivered_ms: float | None = None
-    dm_read_ms: float | None = None
-    late_joiner_caught_up: int = 0
-    coordinator_before: str = ""
-    coordinator_after: str = ""
-    failover_ms: float | None = None
-    mesh_healed_ms: float | None = None
-    offline_ms: float | None = None
-    new_agent_ready_ms: float | None = None
-    history_after_failover: int = 0
-    processes_started: int = 0
-    processes_left: int = 0
-    total_seconds: float = 0.0
-    failed_step: str | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON object (``ok`` is true when no step failed)."""
-        return {"ok": self.failed_step is None and self.error is None, **attrs.asdict(self)}
 
 
 def free_port() -> int:
@@ -437,29 +406,6 @@ def _joined(room: str, agent_id: str) -> Callable[[Mapping[str, Any]], bool]:
     return lambda e: e.get("type") == "member_joined" and e.get("room") == room and e.get("sender") == agent_id
 
 
-def _summary_rows(report: DemoReport) -> list[tuple[str, str]]:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f} ms"
-
-    ready = "-" if report.new_agent_ready_ms is None else f"{report.new_agent_ready_ms / 1000:.2f} s"
-
-    return [
-        ("agents", f"{report.processes_started} real bridge processes, 127.0.0.1:{report.port}"),
-        ("rooms", ", ".join(report.rooms) or "-"),
-        ("messages", f"{report.room_messages} in rooms, {report.direct_messages} direct"),
-        ("DM receipts", f"delivered {ms(report.dm_delivered_ms)}, read {ms(report.dm_read_ms)}"),
-        ("late joiner", f"caught up on {report.late_joiner_caught_up} messages"),
-        ("coordinator", f"{report.coordinator_before} (SIGKILLed) -> {report.coordinator_after}"),
-        ("failover", f"{ms(report.failover_ms)}, SIGKILL to new coordinator serving"),
-        ("mesh healed", f"{ms(report.mesh_healed_ms)}, survivors linked under one coordinator"),
-        ("crashed agent offline", f"{ms(report.offline_ms)} after the SIGKILL"),
-        ("new agent after failover", f"registered {ready} after its process started (mostly Python start-up)"),
-        ("history kept", f"{report.history_after_failover} messages through the crash"),
-        ("processes left running", str(report.processes_left)),
-        ("total time", f"{report.total_seconds:.1f} s"),
-    ]
-
-
 def _child_env(home: Path, port: int) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AGENT_COMMS_")}
     env.update(AGENT_COMMS_HOME=str(home), AGENT_COMMS_PORT=str(port), AGENT_COMMS_LOAD_PLUGINS="")
@@ -502,4 +448,4 @@ async def run_demo(narrator: Narrator, report: DemoReport) -> None:
             report.processes_left = sum(1 for bridge in started if bridge.process.returncode is None)
             report.total_seconds = round(time.monotonic() - began, 2)
     narrator.say(f"stopped all {report.processes_started} agent processes; the private mesh is gone")
-    narrator.summary(_summary_rows(report))
+    narrator.summary(report.rows())

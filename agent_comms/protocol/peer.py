@@ -16,6 +16,8 @@ well-known coordinator port. The rules, each implemented by the method named:
    the smaller peer id and close the other, so they agree without talking.
 3. **Anti-entropy on every new data link** (and periodically on one link): each side sends a
    :class:`~.wire.SyncRequest`; see :mod:`~.replica`. A peer that was away therefore catches up on everything.
+   Every request is answered exactly once, after everything sent before it on that link was handled, so an
+   answer also confirms that the other peer holds what this one made before asking (:meth:`Peer.request_sync`).
 4. **Succession, graceful** (:meth:`Peer.close`). A leaving coordinator names the longest-running other peer
    (smallest ``(started_at, peer_id)``) in :class:`~.wire.Handover`, releases the port and says goodbye. The
    successor binds the port (retrying while the old one lets go); the others dial it and introduce themselves.
