@@ -15,7 +15,6 @@ from typing import Protocol
 
 import attrs
 import trio
-import trio.testing
 
 __all__ = ["Connection", "Listener", "MemoryHost", "MemoryNetwork", "Network", "PortInUse", "TcpNetwork"]
 
@@ -201,7 +200,9 @@ class MemoryNetwork:
         listener = self.listeners.get(port)
         if listener is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on port {port}")
-        ours, theirs = trio.testing.memory_stream_pair()
+        from trio.testing import memory_stream_pair  # imported here: it pulls in pytest, which real peers never need
+
+        ours, theirs = memory_stream_pair()
         ephemeral = next(self._ports)
         local, remote = f"{HOST}:{ephemeral}", f"{HOST}:{port}"
         try:
