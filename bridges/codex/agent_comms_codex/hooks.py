@@ -5,7 +5,9 @@ Codex runs a command hook with one JSON object on stdin (``session_id``, ``cwd``
 and reads one JSON object from its stdout. The hook finds the inbox file of the bridge serving that session
 (:func:`agent_comms_codex.inbox.find_inbox`) and answers:
 
-* ``SessionStart``: ``hookSpecificOutput.additionalContext`` saying who the agent is on the mesh, and what waits;
+* ``SessionStart``: ``hookSpecificOutput.additionalContext`` saying who the agent is on the mesh, and what waits
+  (Codex starts the bridge at the same moment, so this hook waits up to :data:`SESSION_START_WAIT` for it, then
+  introduces the tool without the agent's name);
 * ``UserPromptSubmit``: ``additionalContext`` listing the events waiting, if any;
 * ``PostToolUse`` (any tool but ``agent_comms`` itself, whose result already carries the events):
   ``additionalContext`` listing the events that arrived since the last notice of this session;
@@ -27,18 +29,26 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from agent_comms_codex.inbox import Inbox, find_inbox, inbox_dir
 
-__all__ = ["EVENTS", "OUR_TOOLS", "handle", "main", "notice"]
+__all__ = ["EVENTS", "INTRO", "OUR_TOOLS", "SESSION_START_WAIT", "handle", "main", "notice"]
 
 #: The Codex hook events this package installs (each without a matcher: every source, every tool).
 EVENTS: Final = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop")
 #: Tool names under which Codex reports calls of our own tool (``mcp__<server>__<tool>``).
 OUR_TOOLS: Final = ("mcp__agent-comms__agent_comms", "agent_comms")
+#: How long the SessionStart hook waits for the bridge Codex is starting (seconds; Codex's hook timeout is 10).
+SESSION_START_WAIT: Final = 3.0
+#: What SessionStart says when the bridge is not up yet.
+INTRO: Final = (
+    "agent-comms: the agent_comms tool talks with the other coding agents on this machine (list_agents, rooms, send, "
+    "dm). Messages for you come appended to agent_comms results; call it with action whoami to see who you are."
+)
 #: Lines of events shown in one notice at most.
 MAX_SHOWN: Final = 10
 _LINE: Final = 300
@@ -56,11 +66,7 @@ def notice(inbox: Inbox, events: list[dict[str, Any]], *, intro: bool = False) -
     who = f"{inbox.get('name')} ({inbox.get('agent_id')})"
     lines: list[str] = []
     if intro:
-        lines.append(
-            f"agent-comms: you are on the agent-comms mesh as {who}: the agent_comms tool talks with the other coding "
-            "agents on this machine (list_agents, rooms, send, dm). Messages for you come appended to agent_comms "
-            "results."
-        )
+        lines.append(f"agent-comms: you are on the agent-comms mesh as {who}. " + INTRO.removeprefix("agent-comms: "))
     waiting = int(inbox.get("waiting") or 0)
     if events:
         more = waiting - len(events[:MAX_SHOWN])
@@ -111,6 +117,14 @@ def handle(
     if event_name == "PostToolUse" and payload.get("tool_name") in OUR_TOOLS:
         return None  # its result already carried the events
     inbox = find_inbox(cwd, environ=environ)
+    if inbox is None and event_name == "SessionStart":
+        # Codex starts its MCP servers and runs SessionStart at the same time; the bridge needs a moment to join.
+        deadline = time.monotonic() + SESSION_START_WAIT
+        while inbox is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            inbox = find_inbox(cwd, environ=environ)
+        if inbox is None:  # still starting (a loaded machine): introduce the tool without the agent's name
+            return _context(event_name, INTRO)
     if inbox is None:
         return None
     events = [event for event in inbox["events"] if isinstance(event, dict) and isinstance(event.get("id"), str)]

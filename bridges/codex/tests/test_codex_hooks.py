@@ -21,6 +21,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from agent_comms_codex.hooks import INTRO, SESSION_START_WAIT
 from agent_comms_codex.inbox import VERSION, find_inbox, inbox_path, write_inbox
 
 BIN = Path(sys.executable).parent
@@ -205,8 +206,12 @@ def test_stop_continues_the_turn_for_a_message_that_asks_for_action(env: dict[st
 
 
 def test_no_bridge_no_answer(env: dict[str, str], project: Path, tmp_path: Path) -> None:
-    for name in ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop"):
+    for name in ("UserPromptSubmit", "PostToolUse", "Stop"):
         assert hook(name, payload(name, project), env) is None
+    # SessionStart waits a little for the bridge Codex is starting, then introduces the tool without a name.
+    start = time.monotonic()
+    assert context(hook("SessionStart", payload("SessionStart", project), env)) == INTRO
+    assert SESSION_START_WAIT <= time.monotonic() - start < SESSION_START_WAIT + 10
     write(env, tmp_path / "elsewhere", [event(1)])  # a bridge of another directory
     assert hook("PostToolUse", payload("PostToolUse", project), env) is None
 
@@ -257,3 +262,26 @@ def test_the_hook_is_quick(env: dict[str, str], project: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_session_start_waits_for_the_bridge_codex_is_starting(env: dict[str, str], project: Path) -> None:
+    """Codex runs SessionStart while its bridge is still joining the mesh: the hook waits for the inbox to appear."""
+    process = subprocess.Popen(
+        [*HOOK, "hook", "SessionStart"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(payload("SessionStart", project)))
+    process.stdin.close()
+    time.sleep(1.0)
+    write(env, project, [event(1)])
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    assert process.wait(timeout=30) == 0
+    text = json.loads(stdout)["hookSpecificOutput"]["additionalContext"]
+    assert "bob (codex-b)" in text
+    assert "message number 1" in text
