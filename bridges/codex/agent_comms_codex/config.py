@@ -186,7 +186,7 @@ def _without_server(path: Path, text: str) -> str:
     if after is not None and {**after, "mcp_servers": after.get("mcp_servers", {})} == expected:
         return edited
     doc = _parse(path, text)
-    del doc["mcp_servers"][SERVER_NAME]  # type: ignore[union-attr]
+    del doc["mcp_servers"][SERVER_NAME]
     return tomlkit.dumps(doc)
 
 

@@ -296,3 +296,13 @@ def test_a_missing_config_is_created(codex: Path, tmp_path: Path, monkeypatch: p
     assert backups(home) == []  # nothing to back up
     config.remove(home, dry_run=False)
     assert toml_of(home) == ""
+
+
+def test_remove_takes_the_users_additions_to_our_table_too(codex: Path, home: Path) -> None:
+    """The user added an env sub-table to our server: remove takes our table and its sub-tables, nothing else."""
+    config.configure(home, dry_run=False)
+    text = toml_of(home) + '\n[mcp_servers.agent-comms.env]\nEXTRA = "1"  # mine\n'
+    (home / ".codex" / "config.toml").write_text(text + "\n# a comment for what follows\n[profiles_note]\n")
+    assert codex_servers(codex, home)[SERVER_NAME]["transport"]["env"] == {"EXTRA": "1"}
+    config.remove(home, dry_run=False)
+    assert toml_of(home) == ORIGINAL + "\n# a comment for what follows\n[profiles_note]\n"
