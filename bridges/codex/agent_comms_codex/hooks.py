@@ -53,6 +53,8 @@ INTRO: Final = (
 MAX_SHOWN: Final = 10
 _LINE: Final = 300
 _REMEMBERED: Final = 500
+#: A session's record of announced events is removed after this long without a notice (seconds).
+FORGET_AFTER: Final = 7 * 24 * 3600
 _ACTIONABLE: Final = ("dm", "room_message")
 
 
@@ -95,12 +97,22 @@ def _load_seen(path: Path) -> list[str]:
 
 def _save_seen(path: Path, seen: list[str]) -> None:
     with contextlib.suppress(OSError):
+        _forget_old_sessions(path.parent)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(seen[-_REMEMBERED:], handle)
         os.replace(temporary, path)
+
+
+def _forget_old_sessions(directory: Path) -> None:
+    """Remove the notice records of sessions not seen for :data:`FORGET_AFTER` seconds."""
+    cutoff = time.time() - FORGET_AFTER
+    for old in directory.glob("notified-*.json"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 def _context(event_name: str, text: str) -> dict[str, Any]:
