@@ -1,13 +1,14 @@
-"""End to end with the real Codex CLI: ``codex exec`` configured by ``agent-comms setup``'s hooks, its bridge on the
-mesh, a DM from another agent, and Codex's Stop hook continuing the turn because of it.
+"""End to end with the real Codex CLI: ``codex exec`` configured by ``agent-comms setup``, its bridge on the mesh, a
+DM from another agent while Codex waits for the model, and the hooks bringing it to the model: Stop continuing a
+turn that would end, or PostToolUse adding it after a shell command.
 
 The model is the one thing that cannot run here, so a fake stands in for it: a local HTTP server speaking the
 Responses API stream (``response.created``, ``response.output_item.done``, ``response.completed``) that records every
-request Codex sends and answers each with a short assistant message. Everything else is real: Codex reads the
-``config.toml`` and ``hooks.json`` that :func:`agent_comms_codex.config.configure` wrote, starts
-``agent-comms bridge codex`` as its MCP server, and runs the hook program with its own hook JSON
-(``--dangerously-bypass-hook-trust`` stands in for the user trusting the hooks once in ``/hooks``). What reaches the
-model is read back from the requests the fake received.
+request Codex sends and answers each with a short assistant message (or first with a shell call). Everything else
+is real: Codex reads the ``config.toml`` and ``hooks.json`` that :func:`agent_comms_codex.config.configure`
+wrote, starts ``agent-comms bridge codex`` as its MCP server, and runs the hook program with its own hook JSON
+(``--dangerously-bypass-hook-trust`` stands in for the user trusting the hooks once in ``/hooks``). What reaches
+the model is read back from the requests the fake received.
 
 (Codex 0.169 does not expose MCP tools to custom model providers: calls come back "unsupported call", the known
 issue openai/codex#31354. So the tool itself is tested over stdio in test_codex_bridge.py, not through Codex.)
@@ -48,11 +49,13 @@ def _free_port() -> int:
 class FakeModel:
     """A Responses API endpoint that answers every request with one assistant message; it records the requests.
 
-    The first answer is held back until :attr:`release` is set, so the test can act while Codex waits for the model.
+    The first answer is held back until :attr:`release` is set, so the test can act while Codex waits for the model;
+    with ``first_command``, the first answer is a call of Codex's shell tool (``exec_command``) instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, first_command: str | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.first_command = first_command
         self.first_arrived = threading.Event()
         self.release = threading.Event()
         model = self
@@ -65,17 +68,23 @@ class FakeModel:
                 if n == 1:
                     model.first_arrived.set()
                     model.release.wait(60)
+                item: dict[str, Any] = {
+                    "type": "message",
+                    "role": "assistant",
+                    "id": f"msg-{n}",
+                    "content": [{"type": "output_text", "text": f"answer {n}"}],
+                }
+                if n == 1 and first_command is not None:
+                    arguments = json.dumps({"cmd": first_command})
+                    item = {
+                        "type": "function_call",
+                        "call_id": "call-1",
+                        "name": "exec_command",
+                        "arguments": arguments,
+                    }
                 events = [
                     {"type": "response.created", "response": {"id": f"resp-{n}"}},
-                    {
-                        "type": "response.output_item.done",
-                        "item": {
-                            "type": "message",
-                            "role": "assistant",
-                            "id": f"msg-{n}",
-                            "content": [{"type": "output_text", "text": f"answer {n}"}],
-                        },
-                    },
+                    {"type": "response.output_item.done", "item": item},
                     {
                         "type": "response.completed",
                         "response": {
@@ -117,9 +126,9 @@ class FakeModel:
         ]
 
 
-@pytest.fixture
-def fake_model() -> Iterator[FakeModel]:
-    model = FakeModel()
+@pytest.fixture(params=[None, "echo hello"], ids=["answer", "shell-call"])
+def fake_model(request: pytest.FixtureRequest) -> Iterator[FakeModel]:
+    model = FakeModel(first_command=request.param)
     thread = threading.Thread(target=model.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -185,10 +194,15 @@ async def test_codex_runs_the_bridge_and_the_hooks_wake_it_for_a_dm(
     assert finished.returncode == 0, output
     # SessionStart introduced the tool (with the agent's name if its bridge was up already; first request).
     assert any(INTRO.removeprefix("agent-comms: ") in text for text in fake_model.texts(0)), output
-    # ... but the Stop hook saw the DM waiting and continued the turn: a second request carries the notice.
-    assert len(fake_model.requests) >= 2, output
-    later = "\n".join(text for n in range(1, len(fake_model.requests)) for text in fake_model.texts(n))
-    assert "please rebase on main" in later, later[-2000:]
-    assert "agent_comms" in later
-    # And Codex did not loop: the Stop hook stays quiet while Codex is continuing because of it.
-    assert len(fake_model.requests) == 2, output
+    later = "\n".join(json.dumps(fake_model.requests[n]["input"]) for n in range(1, len(fake_model.requests)))
+    assert "please rebase on main" in later, later[-3000:]
+    if fake_model.first_command is None:
+        # The turn would have ended, but the Stop hook saw the DM waiting and continued it with the notice ...
+        assert "hook: Stop Blocked" in output, output
+        # ... once: the Stop hook stays quiet while Codex is continuing because of it.
+        assert len(fake_model.requests) == 2, output
+    else:
+        # The shell call ran; PostToolUse added the notice to the context the model gets with the call's output.
+        assert "hook: PostToolUse Completed" in output, output
+        assert "hook: Stop Blocked" not in output, output
+        assert len(fake_model.requests) == 2, output  # announced after the tool: nothing left for the Stop hook
