@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 
 from agent_comms import __version__
-from agent_comms.cli import bridge, mesh, plugins
+from agent_comms.cli import bridge, chat, mesh, plugins
 from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, EXIT_NOT_FOUND, EXIT_USAGE
 
 __all__ = ["EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_NO_MESH", "EXIT_USAGE", "build_parser", "main"]
 
 #: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = [mesh, plugins, bridge]
+COMMANDS = [mesh, plugins, bridge, chat]
 
 
 def build_parser() -> argparse.ArgumentParser:
