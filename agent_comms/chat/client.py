@@ -11,6 +11,7 @@ until end of input and prints plain lines, so a script can drive the chat and no
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -130,8 +131,16 @@ class LineFrontend:
 
 
 def print_line(text: str) -> None:
-    """Write one line to standard output at once (a pipe's reader sees it without waiting for more)."""
-    print(text, flush=True)
+    """Write one line to standard output at once (a pipe's reader sees it without waiting for more).
+
+    If the reader has gone (``agent-comms chat | head -3``), the rest of the output is thrown away quietly.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 # ---------------------------------------------------------------------- a person at a terminal

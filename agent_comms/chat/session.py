@@ -120,7 +120,7 @@ class ChatSession:
         rooms = [view.name for _room_id, view in store.rooms(viewer=self.agent.id)]
         return [
             Line("info", f"You are {store.label(self.agent.id)} on the agent mesh. /help lists the commands."),
-            Line("info", f"Online: {', '.join(others) or 'nobody else yet'}."),
+            Line("info", f"Online: {', '.join(others)}." if others else "Nobody else is online yet."),
             Line("info", f"Rooms: {', '.join('#' + r for r in rooms) if rooms else 'none yet; /create ROOM'}."),
         ]
 

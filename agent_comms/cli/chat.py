@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(chat)
+    except KeyboardInterrupt:  # Ctrl-C before the chat was ready to take it as "leave"
+        status = 130
     finally:
         if terminal is not None:
             terminal.close()
