@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from agent_comms.chat.session import COMMANDS, ChatSession
+from agent_comms.chat.session import COMMANDS, ChatSession, Names
 from agent_comms.testing import open_in_memory_mesh
 
 DEADLINE = 20
@@ -123,6 +123,33 @@ async def test_session_commands_and_their_errors() -> None:
         assert await session.handle("   ") == []
         assert await session.handle("/quit") == []
         assert session.done
+
+
+def test_names_complete_commands_then_rooms_or_agents() -> None:
+    names = Names(rooms=("lobby", "lab", "review"), agents=("bob", "bert", "carol"))
+    assert names.complete("/j") == ["/join"]
+    assert names.complete("/s") == ["/status", "/switch"]
+    assert names.complete("/join l") == ["lobby", "lab"]
+    assert names.complete("/join #lo") == ["lobby"]
+    assert names.complete("/dm b") == ["bob", "bert"]
+    assert names.complete("/dm @c") == ["carol"]
+    assert names.complete("/switch ") == ["lobby", "lab", "review", "@bob", "@bert", "@carol"]
+    assert names.complete("/switch @b") == ["@bob", "@bert"]
+    assert names.complete("/dm bob hel") == []  # the message text is not completed
+    assert names.complete("/who b") == []
+    assert names.complete("/nosuch b") == []
+    assert names.complete("plain text") == []
+
+
+async def test_session_names_are_what_the_agent_may_see() -> None:
+    async with open_in_memory_mesh() as mesh:
+        human = await mesh.agent("human", name="alice")
+        bob = await mesh.agent("jsonl", name="bob", cwd="/work/bob")
+        await mesh.agent("jsonl", name="ghost", cwd="/work/ghost", visibility="ghost")
+        await bob.call({"action": "create_room", "room": "open"})
+        await bob.call({"action": "create_room", "room": "hidden", "type": "secret"})
+        await mesh.settle()
+        assert ChatSession(human).names() == Names(rooms=("open",), agents=("bob",))
 
 
 async def test_presence_changes_are_shown_once_per_change() -> None:
@@ -566,6 +593,14 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
                     if lines[-1] == "#lobby>":
                         break
                     await trio.sleep(0.1)
+                # Tab completes commands and room names.
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", "/rea"])
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "Tab"])
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", " lo"])
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "Tab"])
+                await wait_screen(lambda lines: lines[-1] == "#lobby> /read lobby")
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "C-u"])
+                await wait_screen(lambda lines: lines[-1] == "#lobby>")
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", "a line in prog"])
                 await wait_screen(lambda lines: lines[-1] == "#lobby> a line in prog")
                 for n in range(3):

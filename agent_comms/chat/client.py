@@ -14,12 +14,12 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final, Protocol, TextIO, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
 
 import trio
 
-from agent_comms.chat.session import ChatSession, Kind, Line
+from agent_comms.chat.session import ChatSession, Kind, Line, Names
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -52,8 +52,11 @@ class Frontend(Protocol):
     def show(self, lines: Iterable[Line]) -> None:
         """Show lines now (callable from any task)."""
 
-    async def read_line(self, prompt: str) -> str | None:
-        """The next line typed; ``None`` when the person is done (end of input, Ctrl-D, Ctrl-C)."""
+    def answer(self, lines: Iterable[Line]) -> None:
+        """Show the answer to the line just read, before the next prompt."""
+
+    async def read_line(self, prompt: str, names: Names) -> str | None:
+        """The next line typed (``names`` to complete); ``None`` when the person is done (end of input, Ctrl-D)."""
 
     def stop(self) -> None:
         """Make a pending :meth:`read_line` return ``None`` soon (a signal arrived)."""
@@ -68,10 +71,10 @@ async def run_chat(agent: Agent, frontend: Frontend) -> None:
         nursery.start_soon(_show_events, agent, session, frontend)
         nursery.start_soon(_show_presence, changes, session, frontend)
         while not session.done:
-            line = await frontend.read_line(session.prompt())
+            line = await frontend.read_line(session.prompt(), session.names())
             if line is None:
                 break
-            frontend.show(await session.handle(line))
+            frontend.answer(await session.handle(line))
         nursery.cancel_scope.cancel()
     # ``changes`` stays open: the node sends to its subscribers until it closes (a closed one would break it).
 
@@ -111,7 +114,9 @@ class LineFrontend:
         for line in lines:
             self._write(line.text)
 
-    async def read_line(self, prompt: str) -> str | None:
+    answer = show
+
+    async def read_line(self, prompt: str, names: Names) -> str | None:
         while not self._ready:
             if self._ended or self._stopped.is_set():
                 return None
@@ -147,7 +152,7 @@ def print_line(text: str) -> None:
 
 
 class TerminalFrontend:
-    """An input line edited with prompt_toolkit (history, cursor keys); incoming lines are printed above it."""
+    """An input line edited with prompt_toolkit (history, cursor keys, Tab completion); other lines above it."""
 
     interactive = True
 
@@ -157,22 +162,28 @@ class TerminalFrontend:
         from prompt_toolkit.patch_stdout import StdoutProxy
         from rich.console import Console
 
-        self._session: PromptSession[str] = PromptSession(history=InMemoryHistory())
-        self._proxy: StdoutProxy = StdoutProxy(raw=True, sleep_between_writes=0.05)
-        self._console: Console = Console(
-            file=cast("TextIO", self._proxy), force_terminal=True, soft_wrap=True, highlight=False
+        self._completer = _name_completer()
+        self._session: PromptSession[str] = PromptSession(
+            history=InMemoryHistory(), completer=self._completer, complete_while_typing=False
         )
+        self._proxy: StdoutProxy = StdoutProxy(raw=True, sleep_between_writes=0.05)
+        options: dict[str, Any] = {"force_terminal": True, "soft_wrap": True, "highlight": False}
+        # Lines that arrive while the prompt may be on screen go through the proxy, which prints them above it.
+        self._console: Console = Console(file=cast("TextIO", self._proxy), **options)
+        # Answers are printed between two prompts (none is on screen), straight away and so before the next one.
+        self._direct: Console = Console(file=sys.stdout, **options)
         self._stopping = threading.Event()
 
     def show(self, lines: Iterable[Line]) -> None:
-        from rich.text import Text
+        _print(self._console, lines)
 
-        for line in lines:
-            self._console.print(Text(line.text, style=STYLES[line.kind]))
+    def answer(self, lines: Iterable[Line]) -> None:
+        _print(self._direct, lines)
 
-    async def read_line(self, prompt: str) -> str | None:
+    async def read_line(self, prompt: str, names: Names) -> str | None:
         if self._stopping.is_set():
             return None
+        self._completer.names = names
         # Not abandoned on cancel: the thread holds the terminal in raw mode until its prompt ends, so stop() ends
         # the prompt and this waits for the terminal to be put back.
         return await trio.to_thread.run_sync(self._prompt, prompt)
@@ -203,6 +214,30 @@ class TerminalFrontend:
     def close(self) -> None:
         """Flush what is still to be printed (after the last prompt ended)."""
         self._proxy.close()
+
+
+def _print(console: Console, lines: Iterable[Line]) -> None:
+    from rich.text import Text
+
+    for line in lines:
+        console.print(Text(line.text, style=STYLES[line.kind]))
+
+
+def _name_completer() -> Any:
+    """Tab completes command names, then room or agent names (``.names``: a snapshot taken before each prompt)."""
+    from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+    from prompt_toolkit.document import Document
+
+    class NameCompleter(Completer):
+        names = Names()
+
+        def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+            text = document.text_before_cursor
+            word = text.rpartition(" ")[2]
+            for candidate in self.names.complete(text):
+                yield Completion(candidate, start_position=-len(word))
+
+    return NameCompleter()
 
 
 def is_terminal() -> bool:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agent_comms.protocol.changes import AgentChanged
     from agent_comms.tool import ToolResult
 
-__all__ = ["COMMANDS", "ROOM_TYPES", "ChatSession", "Kind", "Line"]
+__all__ = ["COMMANDS", "ROOM_TYPES", "ChatSession", "Kind", "Line", "Names"]
 
 #: How a line is shown: ``message`` (a room message), ``dm``, ``mine`` (what the person sent, when echoed),
 #: ``info`` (a command's answer), ``error``, ``event`` (room changes, invites), ``presence``, ``receipt``.
@@ -42,10 +42,43 @@ class Line:
 
 
 @attrs.frozen
+class Names:
+    """Names to complete on the input line (a snapshot: the input runs in another thread than the mesh)."""
+
+    rooms: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+
+    def complete(self, text: str) -> list[str]:
+        """Completions of the word before the cursor in ``text``: command names, then a room or an agent name."""
+        if not text.startswith("/"):
+            return []
+        command, space, rest = text[1:].partition(" ")
+        if not space:
+            return sorted({f"/{c.name}" for c in COMMANDS.values() if c.name.startswith(command)})
+        if " " in rest:
+            return []
+        run = COMMANDS.get(command.lower())
+        if run is None:
+            return []
+        if run.argument == "room":
+            return [name for name in self.rooms if name.startswith(rest.removeprefix("#"))]
+        if run.argument == "agent":
+            return [name for name in self.agents if name.startswith(rest.removeprefix("@"))]
+        if run.argument == "target":
+            targets = [*self.rooms, *(f"@{name}" for name in self.agents)]
+            return [name for name in targets if name.startswith(rest)]
+        return []
+
+
+@attrs.frozen
 class _Command:
+    #: the main name (the others are aliases: typed, not offered)
+    name: str
     usage: str
     summary: str
     run: Callable[[ChatSession, str], Awaitable[list[Line]]]
+    #: what the first argument names, for completion: "room", "agent", "target" (a room or @agent) or ""
+    argument: str = ""
 
 
 #: The slash commands by name, filled in below the class (aliases point at the same entry).
@@ -108,6 +141,17 @@ class ChatSession:
         if self.partner is not None:
             return f"@{self._name(self.partner)}> "
         return "> "
+
+    def names(self) -> Names:
+        """What the input line can complete now: room names and the names of the visible online agents."""
+        store = self.agent.store
+        rooms = tuple(view.name for _room_id, view in store.rooms(viewer=self.agent.id))
+        agents = tuple(
+            body.name
+            for body, online in store.agents()
+            if online and body.visibility == "visible" and body.agent_id != self.agent.id
+        )
+        return Names(rooms, agents)
 
     def welcome(self) -> list[Line]:
         """The first lines: who the person is, who is online, how to get help."""
@@ -246,9 +290,11 @@ class ChatSession:
 # ---------------------------------------------------------------------- the commands
 
 
-def _command(*names: str, usage: str, summary: str) -> Callable[[Callable[..., Awaitable[list[Line]]]], None]:
+def _command(
+    *names: str, usage: str, summary: str, argument: str = ""
+) -> Callable[[Callable[..., Awaitable[list[Line]]]], None]:
     def add(run: Callable[..., Awaitable[list[Line]]]) -> None:
-        command = _Command(usage, summary, run)
+        command = _Command(names[0], usage, summary, run, argument)
         for name in names:
             COMMANDS[name] = command
 
@@ -266,7 +312,7 @@ async def _help(session: ChatSession, _args: str) -> list[Line]:
     return lines
 
 
-@_command("join", "j", usage="/join ROOM", summary="join a room and talk in it")
+@_command("join", "j", usage="/join ROOM", summary="join a room and talk in it", argument="room")
 async def _join(session: ChatSession, args: str) -> list[Line]:
     room = args.removeprefix("#")
     if not room:
@@ -278,7 +324,7 @@ async def _join(session: ChatSession, args: str) -> list[Line]:
     return [Line("info", _clean(result.text))]
 
 
-@_command("leave", "part", usage="/leave [ROOM]", summary="leave the current room (or ROOM)")
+@_command("leave", "part", usage="/leave [ROOM]", summary="leave the current room (or ROOM)", argument="room")
 async def _leave(session: ChatSession, args: str) -> list[Line]:
     room = session._room_or_current(args, "/leave ROOM")
     if isinstance(room, Line):
@@ -301,7 +347,13 @@ async def _who(session: ChatSession, _args: str) -> list[Line]:
     return await session._answer({"action": "list_agents"})
 
 
-@_command("dm", "msg", usage="/dm AGENT [TEXT]", summary="send AGENT a direct message (no TEXT: talk to AGENT)")
+@_command(
+    "dm",
+    "msg",
+    usage="/dm AGENT [TEXT]",
+    summary="send AGENT a direct message (no TEXT: talk to AGENT)",
+    argument="agent",
+)
 async def _dm(session: ChatSession, args: str) -> list[Line]:
     target, text = _split_first(args)
     target = target.removeprefix("@")
@@ -331,7 +383,14 @@ def _switch_to_agent(session: ChatSession, ref: str) -> list[Line]:
     return [Line("info", f"Talking to {_clean(label)} now: plain lines are direct messages.")]
 
 
-@_command("switch", "room", "go", usage="/switch ROOM|@AGENT", summary="talk in another joined room, or to an agent")
+@_command(
+    "switch",
+    "room",
+    "go",
+    usage="/switch ROOM|@AGENT",
+    summary="talk in another joined room, or to an agent",
+    argument="target",
+)
 async def _switch(session: ChatSession, args: str) -> list[Line]:
     target = args.strip()
     joined = session.agent.store.rooms_of(session.agent.id)
@@ -348,7 +407,7 @@ async def _switch(session: ChatSession, args: str) -> list[Line]:
     return [Line("info", f"Talking in #{_clean(room)} now.")]
 
 
-@_command("read", "history", usage="/read [ROOM]", summary="the recent history of a room")
+@_command("read", "history", usage="/read [ROOM]", summary="the recent history of a room", argument="room")
 async def _read(session: ChatSession, args: str) -> list[Line]:
     room = session._room_or_current(args, "/read ROOM")
     if isinstance(room, Line):
@@ -377,7 +436,7 @@ async def _create(session: ChatSession, args: str) -> list[Line]:
     return [Line("info", _clean(result.text))]
 
 
-@_command("invite", usage="/invite AGENT [ROOM]", summary="invite an agent to a room you own")
+@_command("invite", usage="/invite AGENT [ROOM]", summary="invite an agent to a room you own", argument="agent")
 async def _invite(session: ChatSession, args: str) -> list[Line]:
     agent, rest = _split_first(args)
     room = session._room_or_current(rest, "/invite AGENT ROOM")
@@ -388,7 +447,7 @@ async def _invite(session: ChatSession, args: str) -> list[Line]:
     return await session._answer({"action": "invite", "room": room, "agent": agent.removeprefix("@")})
 
 
-@_command("decline", usage="/decline ROOM [REASON]", summary="decline an invite (the owner is told)")
+@_command("decline", usage="/decline ROOM [REASON]", summary="decline an invite (the owner is told)", argument="room")
 async def _decline(session: ChatSession, args: str) -> list[Line]:
     room, reason = _split_first(args)
     if not room:
@@ -399,7 +458,7 @@ async def _decline(session: ChatSession, args: str) -> list[Line]:
     return await session._answer(params)
 
 
-@_command("kick", usage="/kick AGENT [ROOM]", summary="remove an agent from a room you own")
+@_command("kick", usage="/kick AGENT [ROOM]", summary="remove an agent from a room you own", argument="agent")
 async def _kick(session: ChatSession, args: str) -> list[Line]:
     agent, rest = _split_first(args)
     room = session._room_or_current(rest, "/kick AGENT ROOM")
@@ -410,7 +469,7 @@ async def _kick(session: ChatSession, args: str) -> list[Line]:
     return await session._answer({"action": "kick", "room": room, "agent": agent.removeprefix("@")})
 
 
-@_command("destroy", usage="/destroy ROOM", summary="destroy a room you own (its members are told)")
+@_command("destroy", usage="/destroy ROOM", summary="destroy a room you own (its members are told)", argument="room")
 async def _destroy(session: ChatSession, args: str) -> list[Line]:
     room = args.strip().removeprefix("#")
     if not room:  # never destroy the current room by accident: the name must be typed
