@@ -32,7 +32,7 @@ import trio
 from agent_comms.chat.session import COMMANDS, ChatSession, Names
 from agent_comms.testing import open_in_memory_mesh
 
-DEADLINE = 20
+DEADLINE = 60
 T = TypeVar("T")
 
 # ---------------------------------------------------------------- the session, on an in-memory mesh
@@ -572,9 +572,12 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
         ]
     )
 
+    last: list[str] = []
+
     async def screen() -> list[str]:
         result = await trio.run_process([*tmux, "capture-pane", "-p", "-t", "chat"], capture_stdout=True)
-        return [line.rstrip() for line in result.stdout.decode().splitlines() if line.strip()]
+        last[:] = [line.rstrip() for line in result.stdout.decode().splitlines() if line.strip()]
+        return list(last)
 
     async def wait_screen(condition: Callable[[list[str]], bool]) -> list[str]:
         return await eventually(screen, condition)
@@ -596,6 +599,7 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
                 # Tab completes commands and room names.
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", "/rea"])
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "Tab"])
+                await wait_screen(lambda lines: lines[-1] == "#lobby> /read")  # completion runs on its own time
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", " lo"])
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "Tab"])
                 await wait_screen(lambda lines: lines[-1] == "#lobby> /read lobby")
@@ -615,4 +619,5 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
                 said = await bob.event(lambda e: e["type"] == "room_message")
                 assert said["content"] == "a line in progress"
             finally:
+                print("--- the last screen ---", *last, sep="\n")  # shown on failure
                 await trio.run_process([*tmux, "kill-server"], check=False)
