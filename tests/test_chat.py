@@ -10,6 +10,7 @@ check that an incoming message never garbles a half-typed input line. Every test
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -360,7 +361,8 @@ async def chat_on_terminal(env: dict[str, str], cwd: Path, name: str = "alice") 
             process.kill()
         with trio.move_on_after(5):
             await process.wait()
-        await terminal.master.aclose()
+        with contextlib.suppress(trio.ClosedResourceError):
+            await terminal.master.aclose()
 
 
 async def _join_when_seen(terminal: Terminal, room: str) -> None:
@@ -423,7 +425,7 @@ async def test_a_person_chats_with_an_agent_on_a_terminal(tmp_path: Path, mesh_e
                 await eventually(lambda: bob.online(), lambda names: "alice" not in names)
 
 
-@pytest.mark.parametrize("ending", ["ctrl-d", "ctrl-c", "SIGTERM", "SIGHUP"])
+@pytest.mark.parametrize("ending", ["ctrl-d", "ctrl-c", "SIGTERM", "SIGHUP", "terminal closed"])
 async def test_the_chat_leaves_gracefully(tmp_path: Path, mesh_env: dict[str, str], ending: str) -> None:
     with trio.fail_after(DEADLINE):
         async with bob_bridge(mesh_env, tmp_path / "bob") as bob, chat_on_terminal(mesh_env, tmp_path / "me") as term:
@@ -435,12 +437,17 @@ async def test_the_chat_leaves_gracefully(tmp_path: Path, mesh_env: dict[str, st
                 await term.type("\x15\x04")  # Ctrl-U clears the line, Ctrl-D on an empty line is end of input
             elif ending == "ctrl-c":
                 await term.type("\x03")
+            elif ending == "terminal closed":  # the terminal window went away: reading it fails with EIO
+                await term.master.aclose()
             else:
                 term.process.send_signal(getattr(signal, ending))
-            screen = await term.wait_closed()
-            assert await term.process.wait() == 0
-            assert "Traceback" not in screen
-            assert "alice left the mesh." in screen
+            if ending == "terminal closed":
+                assert await term.process.wait() == 0
+            else:
+                screen = await term.wait_closed()
+                assert await term.process.wait() == 0
+                assert "Traceback" not in screen
+                assert "alice left the mesh." in screen
             with trio.fail_after(2):
                 await eventually(lambda: bob.online(), lambda names: "alice" not in names)
 

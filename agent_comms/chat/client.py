@@ -193,6 +193,9 @@ class TerminalFrontend:
             return self._session.prompt(prompt, pre_run=self._exit_if_stopping)
         except (EOFError, KeyboardInterrupt):
             return None
+        except OSError:  # the terminal is gone (EIO after a hang-up): nobody is left to type
+            self._stopping.set()
+            return None
 
     def _exit_if_stopping(self) -> None:
         if self._stopping.is_set():
@@ -219,8 +222,11 @@ class TerminalFrontend:
 def _print(console: Console, lines: Iterable[Line]) -> None:
     from rich.text import Text
 
-    for line in lines:
-        console.print(Text(line.text, style=STYLES[line.kind]))
+    try:
+        for line in lines:
+            console.print(Text(line.text, style=STYLES[line.kind]))
+    except OSError:  # the terminal is gone (EIO after a hang-up); the chat is leaving
+        pass
 
 
 def _name_completer() -> Any:
