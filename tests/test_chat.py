@@ -121,6 +121,13 @@ async def test_session_commands_and_their_errors() -> None:
         )
         assert (await one("/name bad\u0007name"))[0] == "error"
         assert (await one("/name alicia")) == ("info", f"You are alicia ({human.id}) now.")
+        carol = await mesh.agent("jsonl", name="carol", cwd="/work/carol")
+        await mesh.stop(carol)
+        await mesh.settle()
+        kind, text = await one("/dm carol see you tomorrow")
+        assert kind == "info"
+        assert text.startswith(f"Sent to carol ({carol.id}); message id ")
+        assert text.endswith(". It is offline; it gets the message when it returns.")
         assert await session.handle("   ") == []
         assert await session.handle("/quit") == []
         assert session.done

@@ -199,9 +199,7 @@ class ChatSession:
         if result.is_error:
             return [self._error(result)]
         lines = [Line("mine", f"{_clock(0)} [{where}] {self.agent.name}: {text}")] if self.echo else []
-        if "offline" in result.text:  # a DM to an agent that is away: it gets it when it returns
-            lines.append(Line("info", result.text))
-        return lines
+        return lines + self._away_note(result)
 
     # ------------------------------------------------------------------ events
 
@@ -266,6 +264,13 @@ class ChatSession:
         elif result.data.get("code") == "AGENT_NOT_FOUND":
             text += "; /who lists who is online"
         return Line("error", _clean(text))
+
+    def _away_note(self, result: ToolResult) -> list[Line]:
+        """For a DM to an agent that is offline: it gets the message when it returns (the tool's answer says so)."""
+        to = result.data.get("to")
+        if isinstance(to, str) and not self.agent.store.online(to):
+            return [Line("info", _clean(result.text))]
+        return []
 
     def _name(self, agent_id: str) -> str:
         record = self.agent.store.record(agent_id)
@@ -366,9 +371,7 @@ async def _dm(session: ChatSession, args: str) -> list[Line]:
     if result.is_error:
         return [session._error(result)]
     lines = [Line("mine", f"{_clock(0)} [DM to {_clean(target)}] {text}")] if session.echo else []
-    if "offline" in result.text:
-        lines.append(Line("info", _clean(result.text)))
-    return lines
+    return lines + session._away_note(result)
 
 
 def _switch_to_agent(session: ChatSession, ref: str) -> list[Line]:
