@@ -29,7 +29,10 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+import trio.testing
 
+from agent_comms.bridges.jsonl import MAX_LINE
+from agent_comms.chat.client import LineFrontend, run_chat
 from agent_comms.chat.session import COMMANDS, ChatSession, Names
 from agent_comms.testing import open_in_memory_mesh
 
@@ -182,6 +185,39 @@ async def test_presence_changes_are_shown_once_per_change() -> None:
                 shown += [line.text for line in session.render_presence(change)]  # type: ignore[arg-type]
         label = f"carol ({carol.id})"
         assert shown == [f"* {label} is online (jsonl)", f"* {label} is busy", f"* {label} went offline"]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition`` holds (under the caller's deadline)."""
+    while True:
+        if condition():
+            return
+        await trio.sleep(0.01)
+
+
+async def test_run_chat_with_lines_in_and_out() -> None:
+    """The whole chat loop in-process: commands from a stream, events and answers to a list, end of input ends it."""
+    async with open_in_memory_mesh() as mesh:
+        human = await mesh.agent("human", name="alice")
+        bob = await mesh.agent("jsonl", name="bob", cwd="/work/bob")
+        await bob.call({"action": "create_room", "room": "lobby"})
+        await mesh.settle()
+        send, receive = trio.testing.memory_stream_one_way_pair()
+        shown: list[str] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_chat, human, LineFrontend(receive, shown.append))
+            await send.send_all(b"/join lobby\nhello from a script\n" + b"x" * (MAX_LINE + 10) + b"\n/dm bob psst\n")
+            with trio.fail_after(10):
+                await until(lambda: any(e.content == "psst" for e in bob.store.pending(bob.id)))
+            await bob.call({"action": "send", "target": "lobby", "content": "hi script"})
+            with trio.fail_after(10):
+                await until(lambda: any(line.endswith("[#lobby] bob: hi script") for line in shown))
+            await send.aclose()  # end of input: run_chat returns and the nursery closes
+        assert "Joined #lobby. Members: bob (" in "\n".join(shown)
+        assert any(line.endswith("[#lobby] alice: hello from a script") for line in shown)
+        assert f"Error: a line longer than {MAX_LINE} bytes was skipped." in shown
+        assert any(line.endswith("[DM to bob] psst") for line in shown)
+        assert [e.content for e in bob.drain() if e.type in ("dm", "room_message")] == ["hello from a script", "psst"]
 
 
 # ---------------------------------------------------------------- real processes

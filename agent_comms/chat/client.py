@@ -117,19 +117,20 @@ class LineFrontend:
     answer = show
 
     async def read_line(self, prompt: str, names: Names) -> str | None:
-        while not self._ready:
-            if self._ended or self._stopped.is_set():
-                return None
-            data = await self._receive.receive_some(65536)
-            if data:
-                self._ready.extend(self._splitter.feed(data))
-            else:
-                self._ended = True
-                self._ready.extend(self._splitter.close())
-        line = self._ready.pop(0)
-        if line is None:
-            return "/ a line too long to read was skipped"  # answered as an unknown command: nothing is lost silently
-        return line.decode("utf-8", errors="replace")
+        while True:
+            while not self._ready:
+                if self._ended or self._stopped.is_set():
+                    return None
+                data = await self._receive.receive_some(65536)
+                if data:
+                    self._ready.extend(self._splitter.feed(data))
+                else:
+                    self._ended = True
+                    self._ready.extend(self._splitter.close())
+            line = self._ready.pop(0)
+            if line is not None:
+                return line.decode("utf-8", errors="replace")
+            self._write(f"Error: a line longer than {self._splitter.max_line} bytes was skipped.")
 
     def stop(self) -> None:
         self._stopped.set()
