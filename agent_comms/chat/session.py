@@ -162,11 +162,12 @@ class ChatSession:
             if online and body.visibility == "visible" and body.agent_id != self.agent.id
         ]
         rooms = [view.name for _room_id, view in store.rooms(viewer=self.agent.id)]
-        return [
-            Line("info", f"You are {store.label(self.agent.id)} on the agent mesh. /help lists the commands."),
-            Line("info", f"Online: {', '.join(others)}." if others else "Nobody else is online yet."),
-            Line("info", f"Rooms: {', '.join('#' + r for r in rooms) if rooms else 'none yet; /create ROOM'}."),
+        lines = [
+            f"You are {store.label(self.agent.id)} on the agent mesh. /help lists the commands.",
+            f"Online: {', '.join(others)}." if others else "Nobody else is online yet.",
+            f"Rooms: {', '.join('#' + r for r in rooms) if rooms else 'none yet; /create ROOM'}.",
         ]
+        return [Line("info", _clean(text)) for text in lines]
 
     # ------------------------------------------------------------------ input
 
