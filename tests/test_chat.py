@@ -85,6 +85,16 @@ async def test_session_talks_in_a_room_and_by_direct_message() -> None:
         assert any("read your message" in text and "psst" in text for text in receipts)
         assert not any("hello bob" in text for text in receipts)
 
+        assert (await session.handle("/reply nobody wrote yet"))[0].kind == "error"
+        await bob.call({"action": "dm", "target": "alice", "content": "are you there?"})
+        await mesh.settle()
+        shown = [line for event in human.drain() for line in session.render_event(event)]
+        assert [line.text.split(" ", 1)[1] for line in shown if line.kind == "dm"] == ["[DM from bob] are you there?"]
+        [echo] = await session.handle("/reply yes, here")
+        assert echo.text.endswith("[DM to bob] yes, here")
+        await mesh.settle()
+        assert [e.content for e in bob.drain() if e.type == "dm"] == ["yes, here"]
+
         await bob.call({"action": "send", "target": "lobby", "content": "hi \x1b[2Jalice"})
         await mesh.settle()
         shown = [line for event in human.drain() for line in session.render_event(event)]

@@ -128,6 +128,8 @@ class ChatSession:
         self.room: str | None = None
         #: the agent id plain lines go to as direct messages, if any (a room and a partner exclude each other)
         self.partner: str | None = None
+        #: who sent the last direct message (``/reply`` answers it)
+        self.last_dm_from: str | None = None
         #: set by /quit
         self.done = False
         self._my_dms: set[str] = set()
@@ -213,6 +215,7 @@ class ChatSession:
             reply = f" (reply to {event.reply_to})" if event.reply_to else ""
             return [Line("message", f"{_clock(event.timestamp)} [#{room}] {who}{reply}: {_clean(event.content)}")]
         if kind == "dm":
+            self.last_dm_from = event.sender
             reply = f" (reply to {event.reply_to})" if event.reply_to else ""
             return [Line("dm", f"{_clock(event.timestamp)} [DM from {who}]{reply} {_clean(event.content)}")]
         if kind == "delivery_status":
@@ -296,13 +299,17 @@ class ChatSession:
 # ---------------------------------------------------------------------- the commands
 
 
-def _command(
-    *names: str, usage: str, summary: str, argument: str = ""
-) -> Callable[[Callable[..., Awaitable[list[Line]]]], None]:
-    def add(run: Callable[..., Awaitable[list[Line]]]) -> None:
+_Run = Callable[[ChatSession, str], Awaitable[list[Line]]]
+
+
+def _command(*names: str, usage: str, summary: str, argument: str = "") -> Callable[[_Run], _Run]:
+    """Register a command under ``names`` (the first is its main name)."""
+
+    def add(run: _Run) -> _Run:
         command = _Command(names[0], usage, summary, run, argument)
         for name in names:
             COMMANDS[name] = command
+        return run
 
     return add
 
@@ -371,8 +378,19 @@ async def _dm(session: ChatSession, args: str) -> list[Line]:
     session._remember_dm(result)
     if result.is_error:
         return [session._error(result)]
-    lines = [Line("mine", f"{_clock(0)} [DM to {_clean(target)}] {text}")] if session.echo else []
+    to = result.data.get("to")
+    name = session._name(to) if isinstance(to, str) else target
+    lines = [Line("mine", f"{_clock(0)} [DM to {_clean(name)}] {text}")] if session.echo else []
     return lines + session._away_note(result)
+
+
+@_command("reply", "r", usage="/reply TEXT", summary="answer the last direct message you received")
+async def _reply(session: ChatSession, args: str) -> list[Line]:
+    if session.last_dm_from is None:
+        return [Line("error", "No direct message to answer yet; /dm AGENT TEXT writes one.")]
+    if not args:
+        return [Line("error", "What? Usage: /reply TEXT")]
+    return await _dm(session, f'"{session.last_dm_from}" {args}')
 
 
 def _switch_to_agent(session: ChatSession, ref: str) -> list[Line]:

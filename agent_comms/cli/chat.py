@@ -18,7 +18,7 @@ HARNESS = "human"
 _EPILOG = """\
 commands inside the chat (/help lists them all):
   /join ROOM   /create ROOM [public|private|secret]   /leave   /rooms   /who
-  /dm AGENT [TEXT]   /switch ROOM|@AGENT   /read [ROOM]   /name NEWNAME   /quit
+  /dm AGENT [TEXT]   /reply TEXT   /switch ROOM|@AGENT   /read [ROOM]   /name NEWNAME   /quit
 plain lines go to the current room or DM partner.
 
 examples:
