@@ -340,7 +340,7 @@ async def bob_bridge(env: dict[str, str], cwd: Path) -> AsyncIterator[Bob]:
     finally:
         if process.poll() is None:
             process.kill()
-        with trio.move_on_after(5):
+        with trio.CancelScope(shield=True), trio.move_on_after(5):  # reaped even past the deadline
             await process.wait()
 
 
@@ -412,7 +412,7 @@ async def chat_on_terminal(env: dict[str, str], cwd: Path, name: str = "alice") 
         print(f"--- raw ---\n{terminal.output[-3000:]!r}")
         if process.poll() is None:
             process.kill()
-        with trio.move_on_after(5):
+        with trio.CancelScope(shield=True), trio.move_on_after(5):  # reaped even past the deadline
             await process.wait()
         with contextlib.suppress(trio.ClosedResourceError):
             await terminal.master.aclose()
@@ -559,7 +559,8 @@ async def test_a_script_drives_the_chat_through_pipes(tmp_path: Path, mesh_env: 
             finally:
                 if chat.poll() is None:
                     chat.kill()
-                await chat.wait()
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await chat.wait()
 
 
 async def test_the_chat_does_not_wait_for_a_keyboard(tmp_path: Path, mesh_env: dict[str, str]) -> None:
@@ -680,4 +681,5 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
                 assert said["content"] == "a line in progress"
             finally:
                 print("--- the last screen ---", *last, sep="\n")  # shown on failure
-                await trio.run_process([*tmux, "kill-server"], check=False)
+                with trio.CancelScope(shield=True), trio.move_on_after(10):  # even past the deadline: no ghost
+                    await trio.run_process([*tmux, "kill-server"], check=False)
