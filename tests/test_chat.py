@@ -33,7 +33,8 @@ import trio.testing
 
 from agent_comms.bridges.jsonl import MAX_LINE
 from agent_comms.chat.client import LineFrontend, run_chat
-from agent_comms.chat.session import COMMANDS, ChatSession, Names
+from agent_comms.chat.commands import COMMANDS, Names
+from agent_comms.chat.session import ChatSession
 from agent_comms.testing import open_in_memory_mesh
 
 DEADLINE = 60

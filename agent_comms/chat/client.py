@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, cast
 
 import trio
 
-from agent_comms.chat.session import ChatSession, Kind, Line, Names
+from agent_comms.chat.commands import Names
+from agent_comms.chat.lines import Kind, Line
+from agent_comms.chat.session import ChatSession
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from agent_comms.agent import AgentError, open_agent
     from agent_comms.chat.client import TerminalFrontend, is_terminal, run_chat
-    from agent_comms.chat.session import Line
+    from agent_comms.chat.lines import Line
     from agent_comms.identity import IdentityError
 
     try:
