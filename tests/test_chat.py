@@ -619,9 +619,8 @@ def test_help_shows_the_commands_and_an_example() -> None:
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path, mesh_env: dict[str, str]) -> None:
     """tmux renders the terminal: after messages arrive, the last line is still the prompt with the typed text."""
-    socket_name = f"chat-test-{os.getpid()}"
     (tmp_path / "me").mkdir()
-    tmux = ["tmux", "-L", socket_name, "-f", os.devnull]
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock"), "-f", os.devnull]  # a server of its own, gone with tmp_path
     command = " ".join(
         [
             *(f"{key}={value}" for key, value in mesh_env.items() if key.startswith("AGENT_COMMS_")),
