@@ -40,6 +40,7 @@ says when :meth:`handle_timer` wants to run next.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from typing import Final
@@ -103,6 +104,9 @@ class PeerConfig:
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
     sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
+    #: a link's sync requests are answered at most once per this interval (an answer can be the whole state, so
+    #: a flood of requests must not turn into a flood of answers); honest peers ask once per link and round
+    sync_answer_interval: float = 0.2
 
 
 @attrs.define
@@ -122,6 +126,8 @@ class LinkEntry:
     expected_peer: str | None = None
     said_goodbye: bool = False
     duplicate: bool = False
+    #: when a sync request on this link was last answered
+    last_sync_answer: float = -math.inf
 
     @property
     def is_open(self) -> bool:
@@ -419,6 +425,9 @@ class Peer:
                     )
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, SyncRequest):
+            if now - entry.last_sync_answer < self.config.sync_answer_interval:
+                return []  # asked again too soon: a flood, not anti-entropy (the asker's next round catches up)
+            entry.last_sync_answer = now
             return self._send(entry, self._sync_frames(frame), now)
         if isinstance(frame, SyncOps):
             return self._deliver(self.replica.receive_many(frame.ops), now)
@@ -472,7 +481,8 @@ class Peer:
         return frames
 
     def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
-        return [CloseLink(entry.link_id, reason), *self._forget_link(entry, now, reason)]
+        remote = entry.peer_id or entry.handshake.remote_addr
+        return [CloseLink(entry.link_id, reason, remote), *self._forget_link(entry, now, reason)]
 
     def _forget_link(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
         del self.links[entry.link_id]
