@@ -58,7 +58,18 @@ __all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
 logger = logging.getLogger("agent_comms.mesh")
 
 #: Reasons for closing a link that mean someone broke the protocol or failed to prove the key (logged as warnings).
-_ALARMING = ("auth", "malformed", "oversized", "version", "authority", "unexpected", "role", "clock", "write queue")
+_ALARMING = (
+    "auth",
+    "malformed",
+    "oversized",
+    "version",
+    "authority",
+    "unexpected",
+    "role",
+    "clock",
+    "write queue",
+    "squatter",
+)
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536

@@ -637,12 +637,23 @@ class Peer:
                 continue
             if not entry.is_open:
                 if now >= entry.opened_at + config.handshake_timeout:
-                    commands += self._close(entry, now, "handshake timed out")
+                    commands += self._close(entry, now, self._handshake_timeout_reason(entry))
             elif now >= entry.last_rx + config.link_timeout:
                 commands += self._close(entry, now, f"silent for {config.link_timeout:g} s")
             elif now >= entry.last_tx + config.heartbeat_interval:
                 commands += self._send(entry, [Heartbeat()], now)
         return commands
+
+    def _handshake_timeout_reason(self, entry: LinkEntry) -> str:
+        if entry.outbound and entry.purpose == "coordinator" and self._coordinator_failures == 0:
+            # Said loudly once per outage (the retries that follow say it quietly): this is what a user sees when
+            # a stopped peer, or a process that is not a mesh peer of theirs, holds the port.
+            return (
+                f"squatter? the process holding the coordinator port {self.config.coordinator_port} did not complete "
+                f"the handshake within {self.config.handshake_timeout:g} s (a stopped peer, or a process that is "
+                "not a mesh peer of this user); nothing but a nonce was sent to it; meeting peers through the registry"
+            )
+        return "handshake timed out"
 
     def _fire(self, name: str, now: float) -> list[Command]:
         if self.closed:
