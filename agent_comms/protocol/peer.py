@@ -61,6 +61,7 @@ from .commands import (
 )
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_MAX_FRAME
+from .hlc import COUNTER_BITS, hlc_wall_ms
 from .link import LinkHandshake
 from .ops import AgentSuspect, AgentUpsert, Body, Op
 from .replica import Replica
@@ -104,6 +105,8 @@ class PeerConfig:
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
     sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
+    #: operations stamped further ahead of this peer's clock are refused (the link that sent them is closed)
+    max_clock_ahead: float = 300.0
     #: a link's sync requests are answered at most once per this interval (an answer can be the whole state, so
     #: a flood of requests must not turn into a flood of answers); honest peers ask once per link and round
     sync_answer_interval: float = 0.2
@@ -423,6 +426,7 @@ class Peer:
                     raise RemoteProtocolError(
                         f"live operation from {op.origin} on the link of {entry.peer_id}", reason="authority"
                     )
+            self._check_clocks(frame.ops, now)
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, SyncRequest):
             if now - entry.last_sync_answer < self.config.sync_answer_interval:
@@ -430,6 +434,7 @@ class Peer:
             entry.last_sync_answer = now
             return self._send(entry, self._sync_frames(frame), now)
         if isinstance(frame, SyncOps):
+            self._check_clocks(frame.ops, now)
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, Introduce):
             if not (self.is_coordinator and entry.purpose == "coordinator"):
@@ -459,6 +464,23 @@ class Peer:
             entry.said_goodbye = True
             return []
         raise RemoteProtocolError(f"unexpected {type(frame).__name__} frame on an open link", reason="unexpected")
+
+    def _check_clocks(self, ops: tuple[Op, ...], now: float) -> None:
+        """Refuse operations stamped in the future (beyond ``max_clock_ahead``) or before the epoch: adopting such
+        a stamp would push this peer's clock (and every later stamp, up to overflow) out of range. Peers share the
+        machine's clock, so an honest stamp is never far ahead."""
+        limit = _ms(now + self.wall_offset + self.config.max_clock_ahead) << COUNTER_BITS
+        for op in ops:
+            body = op.body
+            stamps = (op.hlc, body.incarnation) if isinstance(body, AgentUpsert) else (op.hlc,)
+            if min(stamps) < 0:
+                raise RemoteProtocolError(f"operation {op.origin}-{op.seq} is stamped before 1970", reason="clock")
+            if max(stamps) > limit:
+                ahead = (hlc_wall_ms(max(stamps)) - _ms(now + self.wall_offset)) / 1000
+                raise RemoteProtocolError(
+                    f"operation {op.origin}-{op.seq} is stamped {ahead:.0f} s ahead of this peer's clock",
+                    reason="clock",
+                )
 
     def _peer_list(self) -> PeerList:
         peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))

@@ -30,6 +30,7 @@ from hostile import (
     HANDSHAKE_FRAMES,
     PROTOCOL_REASONS,
     VICTIM_ADDR,
+    WALL,
     WRONG_KEY,
     Link,
     Victim,
@@ -47,8 +48,9 @@ from hypothesis import strategies as st
 from agent_comms.protocol.auth import link_proof
 from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
+from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.replica import Replica
-from agent_comms.protocol.wire import Hello, Identify, Proof, SyncRequest
+from agent_comms.protocol.wire import Hello, Identify, Ops, Proof, SyncOps, SyncRequest
 
 FUZZ = settings(
     max_examples=FUZZ_EXAMPLES,
@@ -192,6 +194,10 @@ def test_hostile_frames_on_an_admitted_link_close_only_that_link(data: st.DataOb
         assert mallory.closed.startswith(PROTOCOL_REASONS), mallory.closed
     # The honest peer's link is unaffected and the victim answers it as before.
     assert healthy_link_works(victim, honest, bob_inc, "still here")
+    # The victim still makes operations of its own (a stamp pushed out of range would fail to encode here).
+    alice = victim.peer.hosted["alice"]
+    victim.run(victim.peer.submit(RoomMessage(victim.lobby, "alice", alice.incarnation, "mine"), victim.now))
+    victim.run(victim.peer.host_agent(alice, victim.now))
     state = victim.peer.replica.state
     for name in list(state.room_names):
         state.room(name)
@@ -212,3 +218,35 @@ def test_one_invalid_byte_closes_an_unauthenticated_link() -> None:
     assert link.closed is not None
     assert link.closed.startswith("malformed")
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("relayed", [False, True])
+@pytest.mark.parametrize(
+    "stamp", [("hlc", 2**64 - 1), ("hlc", -1), ("incarnation", 2**64 - 1), ("hlc", "future")], ids=str
+)
+def test_an_operation_stamped_out_of_range_is_refused_and_the_clock_stays_sane(
+    stamp: tuple[str, object], relayed: bool
+) -> None:
+    """Regression: an admitted peer could push the victim's hybrid clock to 2**64 - 1 with one operation; the
+    victim's next operation of its own then failed to encode and took the runtime down."""
+    victim = Victim.create()
+    honest, bob_inc = healthy_peer(victim)
+    mallory = victim.admit("m" * 16, 41003)
+    field, value = stamp
+    now_hlc = int((victim.now + WALL) * 1000) << 16
+    if value == "future":
+        value = now_hlc + (int(victim.peer.config.max_clock_ahead * 1000 + 5000) << 16)
+    hlc = value if field == "hlc" else now_hlc
+    incarnation = value if field == "incarnation" else now_hlc
+    body = AgentUpsert("mallory", "m" * 16, incarnation, 0, "mallory", "t", "/", 0, 0.0)
+    op = Op("m" * 16, 1, hlc, body)  # type: ignore[arg-type]
+    clock = victim.peer.replica.hlc.last
+    victim.feed_frame(mallory, SyncOps((op,)) if relayed else Ops((op,)))
+    assert mallory.closed is not None
+    assert mallory.closed.startswith("clock"), mallory.closed
+    assert victim.peer.replica.hlc.last == clock
+    assert "mallory" not in victim.peer.replica.state.agents
+    alice = victim.peer.hosted["alice"]
+    victim.run(victim.peer.submit(RoomMessage(victim.lobby, "alice", alice.incarnation, "fine"), victim.now))
+    victim.run(victim.peer.host_agent(alice, victim.now))
+    assert healthy_link_works(victim, honest, bob_inc, "still here")
