@@ -502,3 +502,79 @@ def handshake_seeds(port: int) -> list[Frame]:
         Refuse("auth", "x"),
         Goodbye(),
     ]
+
+
+# ---------------------------------------------------------------------------------------------- fast mutation
+
+#: Extra inputs per Hypothesis example, made by :func:`random_input` from a seed Hypothesis draws (cheap, so a fuzz
+#: run can feed many more inputs than Hypothesis alone generates in the same time; reproducible from the seed).
+FUZZ_BATCH: Final = int(os.environ.get("AGENT_COMMS_FUZZ_BATCH", "4"))
+
+_RANDOM_LEAVES: Final[list[Any]] = [
+    *NASTY_INTS,
+    *NASTY_STRINGS,
+    *TAGS,
+    math.nan,
+    math.inf,
+    -0.0,
+    None,
+    True,
+    False,
+    b"",
+    b"\x00" * 16,
+    [],
+    {},
+]
+
+
+def _random_similar(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return rng.choice([rng.choice(NASTY_INTS), rng.randrange(-(2**63), 2**64), value + rng.randint(-2, 2)])
+    if isinstance(value, float):
+        return rng.choice([math.nan, math.inf, -math.inf, 0.0, rng.uniform(-1e300, 1e300)])
+    if isinstance(value, str):
+        return rng.choice([rng.choice(NASTY_STRINGS), rng.choice(TAGS), value[: rng.randint(0, len(value))]])
+    if isinstance(value, bytes):
+        return rng.choice([value[:-1], value + b"\x00", rng.randbytes(rng.randint(0, 40))])
+    return rng.choice(_RANDOM_LEAVES)
+
+
+def random_input(seeds: list[Frame], rng: random.Random) -> bytes:
+    """One hostile input made with ``rng``: like :func:`mutated`, :func:`corrupted` or random bytes."""
+    seed = rng.choice(seeds)
+    how = rng.random()
+    if how < 0.1:
+        return encode(seed)
+    if how < 0.15:
+        body = rng.randbytes(rng.randint(0, 64))
+        size = len(body) if rng.random() < 0.7 else rng.randrange(2**32)
+        return size.to_bytes(4, "big") + body
+    if how < 0.3:
+        buf = bytearray(encode(seed))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(buf))
+            buf[at] ^= 1 << rng.randrange(8)
+        return bytes(buf)
+    tree = msgspec.msgpack.decode(msgspec.msgpack.encode(seed))
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(_paths(tree))
+        if not path:
+            continue
+        parent, last = _get(tree, path[:-1]), path[-1]
+        kind = rng.choice(MUTATIONS)
+        if kind == "similar":
+            parent[last] = _random_similar(parent[last], rng)
+        elif kind == "replace":
+            parent[last] = rng.choice(_RANDOM_LEAVES)
+        elif kind == "wrap":
+            parent[last] = [parent[last]]
+        elif kind == "delete":
+            del parent[last]
+        elif kind == "insert" and isinstance(parent, list):
+            parent.insert(rng.randint(0, len(parent)), rng.choice(_RANDOM_LEAVES))
+        elif kind == "duplicate" and isinstance(parent, list):
+            parent.append(parent[last])
+    body = msgspec.msgpack.encode(tree)
+    return len(body).to_bytes(4, "big") + body

@@ -20,12 +20,14 @@ What must hold for every input:
 from __future__ import annotations
 
 import itertools
+import random
 import time
 
 import pytest
 from hostile import (
     COORDINATOR_PORT,
     COUNTER,
+    FUZZ_BATCH,
     FUZZ_EXAMPLES,
     HANDSHAKE_FRAMES,
     PROTOCOL_REASONS,
@@ -40,6 +42,7 @@ from hostile import (
     healthy_link_works,
     healthy_peer,
     mutated,
+    random_input,
     seeds_for,
 )
 from hypothesis import HealthCheck, given, settings
@@ -95,6 +98,8 @@ def chunks(draw: st.DrawFn, data: bytes) -> list[bytes]:
 @given(data=st.data())
 def test_the_decoder_yields_frames_or_refuses_and_stays_refused(data: st.DataObject) -> None:
     inputs = data.draw(st.lists(hostile_bytes(ALL_SEEDS), min_size=1, max_size=4))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    inputs += [random_input(ALL_SEEDS, rng) for _ in range(FUZZ_BATCH)]
     max_frame = data.draw(st.sampled_from([DEFAULT_MAX_FRAME, 64]))
     decoder = FrameDecoder(max_frame=max_frame)
     stream = b"".join(inputs)
@@ -159,6 +164,8 @@ def test_a_stranger_on_an_unauthenticated_link_gets_nothing_but_the_handshake(da
         victim.feed_frame(link, _wrong_key_proof(link, nonce, victim_dialed=victim_dialed))
         COUNTER.add("handshake", 2)
     inputs = data.draw(st.lists(hostile_bytes(seeds), min_size=1, max_size=5))
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    inputs += [random_input(seeds, rng) for _ in range(FUZZ_BATCH)]
     for chunk in inputs:
         victim.feed(link, chunk)
     COUNTER.add("handshake", len(inputs))
@@ -187,6 +194,13 @@ def test_hostile_frames_on_an_admitted_link_close_only_that_link(data: st.DataOb
     inputs = data.draw(st.lists(hostile_bytes(seeds), min_size=1, max_size=6))
     for chunk in chunks(data.draw, b"".join(inputs)):
         victim.feed(mallory, chunk)
+    rng = random.Random(data.draw(st.integers(0, 2**32)))
+    for _ in range(FUZZ_BATCH):  # each on a fresh admitted link once the previous one was closed
+        if mallory.closed is not None:
+            assert mallory.closed.startswith(PROTOCOL_REASONS), mallory.closed
+            mallory = victim.admit("m" * 16, 41003 + rng.randrange(1, 1000))
+        victim.feed(mallory, random_input(seeds, rng))
+        inputs.append(b"")
     COUNTER.add("admitted", len(inputs))
     victim.now += data.draw(st.sampled_from([0.0, 0.2]))
     victim.run(victim.peer.handle_timer(victim.now))
