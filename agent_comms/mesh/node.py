@@ -69,6 +69,7 @@ _ALARMING = (
     "clock",
     "write queue",
     "squatter",
+    "refused",
 )
 
 #: Writes queued on one link before the link is judged too slow and closed.

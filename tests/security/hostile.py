@@ -68,6 +68,7 @@ HANDSHAKE_FRAMES: Final = (Hello, Proof, Refuse)
 #: the words a link-closing reason starts with when the other side broke the protocol
 PROTOCOL_REASONS: Final = (
     "auth",
+    "refused",
     "malformed",
     "oversized",
     "version",
@@ -348,7 +349,8 @@ def similar(value: Any) -> st.SearchStrategy[Any]:
     if isinstance(value, bool):
         return st.booleans()
     if isinstance(value, int):
-        return st.one_of(st.sampled_from(NASTY_INTS), st.integers(-(2**63), 2**64 - 1), st.just(value + 1))
+        near = st.just(min(value + 1, 2**64 - 1))
+        return st.one_of(st.sampled_from(NASTY_INTS), st.integers(-(2**63), 2**64 - 1), near)
     if isinstance(value, float):
         return st.one_of(st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 0.0, 1e300]), st.floats())
     if isinstance(value, str):
@@ -531,7 +533,8 @@ def _random_similar(value: Any, rng: random.Random) -> Any:
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
-        return rng.choice([rng.choice(NASTY_INTS), rng.randrange(-(2**63), 2**64), value + rng.randint(-2, 2)])
+        near = min(max(value + rng.randint(-2, 2), -(2**63)), 2**64 - 1)
+        return rng.choice([rng.choice(NASTY_INTS), rng.randrange(-(2**63), 2**64), near])
     if isinstance(value, float):
         return rng.choice([math.nan, math.inf, -math.inf, 0.0, rng.uniform(-1e300, 1e300)])
     if isinstance(value, str):
