@@ -1,12 +1,14 @@
 """Task runner sessions: ``python3 -m nox -s tests`` runs the whole suite (core and every bridge).
 
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
-the protocol core) and ``bench`` (the mesh benchmark; prints a table, writes ``bench-results/mesh.json``, never
-fails for being slow). The last two are not run by default.
+the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs) and ``bench`` (the mesh
+benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow). The last three are not
+run by default.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -99,6 +101,26 @@ def hypothesis_long(session: nox.Session) -> None:
         *session.posargs,
         env={"HYPOTHESIS_PROFILE": "long"},
     )
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the peer with hostile frames (decoder, handshake, admitted links; in-process and over TCP).
+
+    ``AGENT_COMMS_FUZZ_EXAMPLES`` (Hypothesis examples per test, default 1500) and ``AGENT_COMMS_FUZZ_BATCH``
+    (extra seeded inputs per example, default 30) set the size: the defaults feed about 150,000 inputs. The counts
+    and the time are printed at the end and written to ``bench-results/fuzz.json``. Positional arguments go to
+    pytest.
+    """
+    session.install("-e", ".[test]")
+    (ROOT / "bench-results").mkdir(exist_ok=True)
+    env = {
+        "AGENT_COMMS_FUZZ_EXAMPLES": os.environ.get("AGENT_COMMS_FUZZ_EXAMPLES", "1500"),
+        "AGENT_COMMS_FUZZ_BATCH": os.environ.get("AGENT_COMMS_FUZZ_BATCH", "30"),
+        "AGENT_COMMS_FUZZ_REPORT": str(ROOT / "bench-results" / "fuzz.json"),
+    }
+    tests = ["tests/security/test_fuzz_frames.py", "tests/security/test_fuzz_runtime.py"]
+    session.run("pytest", *tests, "-p", "no:cacheprovider", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -112,6 +112,8 @@ def _content(_instance: object, attribute: attrs.Attribute[Any], value: object) 
             raise _invalid(attribute, "must not be empty")
         if len(value) > MAX_CONTENT:
             raise _invalid(attribute, f"{len(value)} characters long; at most {MAX_CONTENT} are allowed")
+        if "\x00" in value:
+            raise _invalid(attribute, "contains a NUL character")
 
 
 def _tags(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -280,6 +282,15 @@ class _Invalid(TypeError):
     """A value of the wrong type or outside its allowed set (message ready for the model)."""
 
 
+def _unicode(value: str) -> str:
+    """``value`` if it is text that can be sent (UTF-8); a lone surrogate (from a JSON ``\\ud800`` escape) cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Invalid(f"not valid Unicode text (a lone surrogate at character {exc.start})") from None
+    return value
+
+
 def _kind(value: object) -> str:
     names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
@@ -291,15 +302,17 @@ def _converter() -> cattrs.Converter:
     def strict_str(value: object, _type: object) -> str:
         if not isinstance(value, str):
             raise _Invalid(f"expected a string, got {_kind(value)}")
-        return value
+        return _unicode(value)
 
     def strict_tags(value: object, _type: object) -> tuple[str, ...]:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise _Invalid(f"expected a list of strings, got {_kind(value)}")
-        return tuple(value)
+        return tuple(_unicode(v) for v in value)
 
     def since(value: object, _type: object) -> str | int | None:
-        if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+        if isinstance(value, str):
+            return _unicode(value)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise _Invalid(f"expected a message id or a time, got {_kind(value)}")
 

@@ -18,6 +18,7 @@ terminals or files.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -158,8 +159,13 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
         return None
     try:
         request = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        return _error(f"the line is not valid JSON ({exc})")
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # bad UTF-8, nesting too deep
+        try:
+            # Valid JSON that msgspec refuses: a lone surrogate escape ("\\ud800"). Parsed here, the tool names
+            # the field that holds it, and the answer carries the request's id.
+            request = json.loads(line)
+        except (ValueError, RecursionError):
+            return _error(f"the line is not valid JSON ({exc})")
     shape = 'each line is {"id": ..., "params": {<agent_comms tool parameters>}}'
     if not isinstance(request, dict):
         return _error(f"{shape}, not a JSON {type(request).__name__}")

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     coordinator = data["coordinator"]
     print(f"mesh on 127.0.0.1:{settings.port}, coordinator {coordinator['peer_id'] if coordinator else '(none)'}")
+    if data["coordinator_port_problem"]:
+        print(f"  warning: {data['coordinator_port_problem']}; the peers below met through the registry")
     for peer in data["peers"]:
         role = "coordinator" if peer["coordinator"] else "peer"
         agents = ", ".join(peer["agents"]) or "-"

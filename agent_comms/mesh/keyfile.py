@@ -27,8 +27,11 @@ class MeshKeyError(Exception):
 
 def ensure_home(home: Path) -> Path:
     """Create ``home`` (mode 0700) if needed and check that it belongs to us and nobody else can enter it."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = home.stat()
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = home.stat()
+    except OSError as exc:
+        raise MeshKeyError(_unusable(home, exc)) from exc
     if info.st_uid != os.getuid():
         raise MeshKeyError(f"{home} belongs to another user (uid {info.st_uid}); refusing to use it")
     if stat.S_IMODE(info.st_mode) & 0o077:
@@ -46,6 +49,8 @@ def load_or_create_key(home: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_key(path)
+    except OSError as exc:
+        raise MeshKeyError(_unusable(path, exc)) from exc
     try:
         os.write(fd, secrets.token_bytes(KEY_SIZE))
         os.fsync(fd)
@@ -54,8 +59,15 @@ def load_or_create_key(home: Path) -> bytes:
     return _read_key(path)
 
 
+def _unusable(path: Path, exc: OSError) -> str:
+    return f"cannot use {path}: {exc.strerror or exc}; set AGENT_COMMS_HOME to a directory of your own"
+
+
 def _read_key(path: Path) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise MeshKeyError(_unusable(path, exc)) from exc
     try:
         info = os.fstat(fd)
         if info.st_uid != os.getuid():

@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final
 
 import trio
@@ -52,15 +53,29 @@ from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .procinfo import process_alive
 from .registry import PeerRegistry
 
-__all__ = ["LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
+__all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
 
 logger = logging.getLogger("agent_comms.mesh")
 
 #: Reasons for closing a link that mean someone broke the protocol or failed to prove the key (logged as warnings).
-_ALARMING = ("auth", "malformed", "oversized", "version", "authority", "unexpected", "role")
+_ALARMING = (
+    "auth",
+    "malformed",
+    "oversized",
+    "version",
+    "authority",
+    "unexpected",
+    "role",
+    "clock",
+    "write queue",
+    "squatter",
+    "refused",
+)
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
+#: Bytes queued on one link and not yet written before the link is judged too slow (or not reading) and closed.
+LINK_QUEUE_BYTES: Final = 64 << 20
 _INBOX: Final = 1024
 _READ_SIZE: Final = 1 << 16
 _CLOSE: Final = b""  # sentinel on a writer queue: flush, then close
@@ -82,6 +97,8 @@ class MeshNode:
         self._nursery = nursery
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](_INBOX)
         self._writers: dict[int, trio.MemorySendChannel[bytes]] = {}
+        #: bytes queued on each link's writer and not yet written
+        self._queued: dict[int, int] = {}
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
@@ -274,7 +291,7 @@ class MeshNode:
             elif isinstance(command, Dial):
                 self._nursery.start_soon(self._dial, command)
             elif isinstance(command, CloseLink):
-                self._log_close(command.link_id, command.reason)
+                self._log_close(command.link_id, command.reason, command.remote)
                 self._close_link(command.link_id)
             elif isinstance(command, BindCoordinatorPort):
                 self._nursery.start_soon(self._bind)
@@ -289,9 +306,9 @@ class MeshNode:
                 raise AssertionError(f"unknown command {command!r}")
         self._reschedule()
 
-    def _log_close(self, link_id: int, reason: str) -> None:
+    def _log_close(self, link_id: int, reason: str, remote: str = "") -> None:
         entry = self.peer.links.get(link_id)
-        who = "?" if entry is None else (entry.peer_id or entry.handshake.remote_addr)
+        who = remote or ("?" if entry is None else (entry.peer_id or entry.handshake.remote_addr))
         level = logging.WARNING if reason.startswith(_ALARMING) else logging.INFO
         logger.log(level, "peer %s: link %d to %s closed: %s", self.peer_id, link_id, who, reason)
 
@@ -367,13 +384,25 @@ class MeshNode:
         writer = self._writers.get(link_id)
         if writer is None:
             return
+        queued = self._queued.get(link_id, 0) + len(data)
         try:
+            if queued > LINK_QUEUE_BYTES:
+                raise trio.WouldBlock
             writer.send_nowait(data)
         except trio.WouldBlock:
-            self._execute(self.peer.link_closed(link_id, trio.current_time(), "write queue full"))
+            reason = f"write queue full ({queued} bytes unsent: the other end does not keep up)"
+            self._log_close(link_id, reason)
+            self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
             self._close_link(link_id)
+            return
+        self._queued[link_id] = queued
+
+    def _written(self, link_id: int, size: int) -> None:
+        if link_id in self._queued:
+            self._queued[link_id] -= size
 
     def _close_link(self, link_id: int) -> None:
+        self._queued.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is None:
             return
@@ -384,6 +413,7 @@ class MeshNode:
         writer.close()
 
     def _drop_writer(self, link_id: int) -> None:
+        self._queued.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is not None:
             writer.close()
@@ -395,7 +425,8 @@ class MeshNode:
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, conn.stream, queue, nursery.cancel_scope)
+                    written = partial(self._written, link_id)
+                    nursery.start_soon(self._writer, conn.stream, queue, nursery.cancel_scope, written)
                     reason = await self._reader(link_id, conn.stream)
                     nursery.cancel_scope.cancel()
         finally:
@@ -431,7 +462,10 @@ class MeshNode:
 
     @staticmethod
     async def _writer(
-        stream: trio.abc.Stream, queue: trio.MemoryReceiveChannel[bytes], link_scope: trio.CancelScope
+        stream: trio.abc.Stream,
+        queue: trio.MemoryReceiveChannel[bytes],
+        link_scope: trio.CancelScope,
+        written: Callable[[int], None],
     ) -> None:
         try:
             async for chunk in queue:
@@ -445,7 +479,9 @@ class MeshNode:
                 if closing:
                     batch = batch[: batch.index(_CLOSE)]
                 if batch:
-                    await stream.send_all(b"".join(batch))
+                    data = b"".join(batch)
+                    await stream.send_all(data)
+                    written(len(data))
                 if closing:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -56,6 +56,8 @@ class MeshSnapshot:
     coordinator: PeerInfo | None
     peers: tuple[PeerView, ...]
     state: MeshState
+    #: what is wrong with the coordinator port, when the peer holding it did not answer as a mesh peer of ours
+    port_problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``agent-comms mesh --json`` shape."""
@@ -85,7 +87,7 @@ class MeshSnapshot:
                     "digest": None if view.digest is None else view.digest.hex(),
                 }
             )
-        return {"coordinator": coordinator, "peers": peers}
+        return {"coordinator": coordinator, "peers": peers, "coordinator_port_problem": self.port_problem}
 
 
 @attrs.frozen
@@ -109,11 +111,21 @@ async def observe_mesh(
     """Observe the mesh on ``port``, giving each place asked ``attempt_seconds``. Raises :class:`NoMesh`."""
     network = TcpNetwork() if network is None else network
     answer: _Answer | None = None
+    problem: str | None = None
     try:
         with trio.fail_after(attempt_seconds):
             answer = await _ask(network, key, port)
-    except _UNANSWERED:
-        pass
+    except ConnectionRefusedError:
+        pass  # nobody holds the port (between coordinators, say): not a problem in itself
+    except RemoteProtocolError as exc:
+        problem = f"the process holding port {port} is not a mesh peer of this user: {exc}"
+    except trio.TooSlowError:
+        problem = (
+            f"the process holding port {port} did not answer the handshake within {attempt_seconds:g} s "
+            "(a stopped peer, or a process that is not a mesh peer of this user squatting on the port)"
+        )
+    except _UNANSWERED as exc:
+        problem = f"the process holding port {port} closed the connection without a handshake ({exc})"
     candidates: list[PeerInfo] = []
     if answer is not None and answer.peer_list is not None:
         candidates = list(answer.peer_list.peers)
@@ -141,7 +153,7 @@ async def observe_mesh(
     if state is None:
         raise NoMesh(f"no mesh answers on port {port}")
     ordered = tuple(sorted(views.values(), key=lambda v: (v.info.started_at, v.info.peer_id)))
-    return MeshSnapshot(port, coordinator, ordered, state)
+    return MeshSnapshot(port, coordinator, ordered, state, problem)
 
 
 async def peer_status(key: bytes, data_port: int, *, network: Network | None = None) -> PeerView:

@@ -47,10 +47,12 @@ class Dial:
 
 @attrs.frozen
 class CloseLink:
-    """Close link ``link_id`` after flushing what was queued on it; ``reason`` is for the log."""
+    """Close link ``link_id`` after flushing what was queued on it; ``reason`` is for the log, and so is
+    ``remote`` (who was at the other end: its peer id once authenticated, else its address)."""
 
     link_id: int
     reason: str
+    remote: str = ""
 
 
 @attrs.frozen

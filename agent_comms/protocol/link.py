@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import re
 from typing import NoReturn
 
 import attrs
@@ -30,6 +31,9 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .wire import PROTOCOL_VERSION, Frame, Hello, Identify, LinkRole, PeerInfo, Proof, Refuse
 
 __all__ = ["HandshakeState", "LinkHandshake"]
+
+#: What a :class:`~.wire.Refuse` reason must look like to be passed on (anything else is reported as ``refused``).
+_WORD = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 class HandshakeState(enum.Enum):
@@ -81,7 +85,10 @@ class LinkHandshake:
         """Feed one received frame; return the frames to send. Raises :class:`RemoteProtocolError`."""
         if isinstance(frame, Refuse):
             self.state = HandshakeState.FAILED
-            raise RemoteProtocolError(f"the other side refused the link: {frame.detail}", reason=frame.reason)
+            # The words come from the other side: the reason is passed on only if it is one plain word, and the
+            # detail is quoted, so that a stranger cannot make up log lines.
+            reason = frame.reason if _WORD.fullmatch(frame.reason) else "refused"
+            raise RemoteProtocolError(f"the other side refused the link: {frame.detail!r}", reason=reason)
         state = self.state
         if state is HandshakeState.AWAIT_HELLO and isinstance(frame, Hello):
             return self._on_hello(frame)

@@ -42,6 +42,7 @@ says when :meth:`handle_timer` wants to run next.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from typing import Final
@@ -62,6 +63,7 @@ from .commands import (
 )
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_MAX_FRAME
+from .hlc import COUNTER_BITS, hlc_wall_ms
 from .link import LinkHandshake
 from .ops import AgentSuspect, AgentUpsert, Body, Op
 from .replica import Replica
@@ -105,6 +107,15 @@ class PeerConfig:
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
     sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
+    #: operations stamped further ahead of this peer's clock are refused (the link that sent them is closed)
+    max_clock_ahead: float = 300.0
+    #: a link's sync requests are answered at most once per this interval (an answer can be the whole state, so
+    #: a flood of requests must not turn into a flood of answers); honest peers ask once per link and round
+    sync_answer_interval: float = 0.2
+
+
+#: sync requests a link may have waiting for their (coalesced) answer before it is closed as a flood
+MAX_DEFERRED_SYNCS = 64
 
 
 @attrs.define
@@ -128,6 +139,12 @@ class LinkEntry:
     #: end answers every request exactly once, in the order the frames came (see :meth:`Peer.request_sync`)
     syncs_sent: int = 0
     syncs_answered: int = 0
+    #: when a sync request on this link was last answered
+    last_sync_answer: float = -math.inf
+    #: the latest request that came too soon after the last answer, and how many came: answered when the interval
+    #: has passed (the answer to the latest covers the earlier ones, which get an empty final frame each)
+    deferred_sync: SyncRequest | None = None
+    deferred_syncs: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -343,7 +360,10 @@ class Peer:
         except RemoteProtocolError as exc:
             refusal = entry.handshake.pending_refusal
             commands: list[Command] = [Send(link_id, tuple(refusal))] if refusal else []
-            return commands + self._close(entry, now, f"{exc.reason}: {exc}")
+            reason = f"{exc.reason}: {exc}"
+            if entry.outbound and entry.purpose == "coordinator" and self._coordinator_failures > 0:
+                reason = f"still: {reason}"  # the same stranger on the port again: said loudly the first time only
+            return commands + self._close(entry, now, reason)
 
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Command]:
         """A link is gone (EOF, reset, or a read error the runtime saw)."""
@@ -448,12 +468,24 @@ class Peer:
                     raise RemoteProtocolError(
                         f"live operation from {op.origin} on the link of {entry.peer_id}", reason="authority"
                     )
+            self._check_clocks(frame.ops, now)
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, SyncRequest):
+            if now - entry.last_sync_answer < self.config.sync_answer_interval:
+                # Asked again too soon: coalesced, so a flood of requests cannot become a flood of whole-state
+                # answers; still answered (later), because a one-shot command waits for its answer.
+                entry.deferred_syncs += 1
+                if entry.deferred_syncs > MAX_DEFERRED_SYNCS:
+                    return self._close(entry, now, f"flooded with sync requests (over {MAX_DEFERRED_SYNCS} waiting)")
+                entry.deferred_sync = frame
+                self._timers[f"sync:{entry.link_id}"] = entry.last_sync_answer + self.config.sync_answer_interval
+                return []
+            entry.last_sync_answer = now
             return self._send(entry, self._sync_frames(frame), now)
         if isinstance(frame, SyncOps):
             if frame.done:
                 entry.syncs_answered += 1
+            self._check_clocks(frame.ops, now)
             return self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, Introduce):
             if not (self.is_coordinator and entry.purpose == "coordinator"):
@@ -484,6 +516,23 @@ class Peer:
             return []
         raise RemoteProtocolError(f"unexpected {type(frame).__name__} frame on an open link", reason="unexpected")
 
+    def _check_clocks(self, ops: tuple[Op, ...], now: float) -> None:
+        """Refuse operations stamped in the future (beyond ``max_clock_ahead``) or before the epoch: adopting such
+        a stamp would push this peer's clock (and every later stamp, up to overflow) out of range. Peers share the
+        machine's clock, so an honest stamp is never far ahead."""
+        limit = _ms(now + self.wall_offset + self.config.max_clock_ahead) << COUNTER_BITS
+        for op in ops:
+            body = op.body
+            stamps = (op.hlc, body.incarnation) if isinstance(body, AgentUpsert) else (op.hlc,)
+            if min(stamps) < 0:
+                raise RemoteProtocolError(f"operation {op.origin}-{op.seq} is stamped before 1970", reason="clock")
+            if max(stamps) > limit:
+                ahead = (hlc_wall_ms(max(stamps)) - _ms(now + self.wall_offset)) / 1000
+                raise RemoteProtocolError(
+                    f"operation {op.origin}-{op.seq} is stamped {ahead:.0f} s ahead of this peer's clock",
+                    reason="clock",
+                )
+
     def _peer_list(self) -> PeerList:
         peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
         return PeerList(peers, self.peer_id)
@@ -505,10 +554,12 @@ class Peer:
         return frames
 
     def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
-        return [CloseLink(entry.link_id, reason), *self._forget_link(entry, now, reason)]
+        remote = entry.peer_id or entry.handshake.remote_addr
+        return [CloseLink(entry.link_id, reason, remote), *self._forget_link(entry, now, reason)]
 
     def _forget_link(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
         del self.links[entry.link_id]
+        self._timers.pop(f"sync:{entry.link_id}", None)
         commands: list[Command] = []
         self.introduced.pop(entry.link_id, None)
         peer_id = entry.peer_id
@@ -660,12 +711,23 @@ class Peer:
                 continue
             if not entry.is_open:
                 if now >= entry.opened_at + config.handshake_timeout:
-                    commands += self._close(entry, now, "handshake timed out")
+                    commands += self._close(entry, now, self._handshake_timeout_reason(entry))
             elif now >= entry.last_rx + config.link_timeout:
                 commands += self._close(entry, now, f"silent for {config.link_timeout:g} s")
             elif now >= entry.last_tx + config.heartbeat_interval:
                 commands += self._send(entry, [Heartbeat()], now)
         return commands
+
+    def _handshake_timeout_reason(self, entry: LinkEntry) -> str:
+        if entry.outbound and entry.purpose == "coordinator" and self._coordinator_failures == 0:
+            # Said loudly once per outage (the retries that follow say it quietly): this is what a user sees when
+            # a stopped peer, or a process that is not a mesh peer of theirs, holds the port.
+            return (
+                f"squatter? the process holding the coordinator port {self.config.coordinator_port} did not complete "
+                f"the handshake within {self.config.handshake_timeout:g} s (a stopped peer, or a process that is "
+                "not a mesh peer of this user); nothing but a nonce was sent to it; meeting peers through the registry"
+            )
+        return "handshake timed out"
 
     def _fire(self, name: str, now: float) -> list[Command]:
         if self.closed:
@@ -679,7 +741,19 @@ class Peer:
                 return []
             self._anti_entropy_turn = (self._anti_entropy_turn + 1) % len(open_links)
             return self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
+        if name.startswith("sync:"):
+            return self._answer_deferred_sync(int(name.removeprefix("sync:")), now)
         raise LocalProtocolError(f"unknown timer {name}")
+
+    def _answer_deferred_sync(self, link_id: int, now: float) -> list[Command]:
+        entry = self.links.get(link_id)
+        if entry is None or entry.deferred_sync is None:
+            return []
+        request, count = entry.deferred_sync, entry.deferred_syncs
+        entry.deferred_sync, entry.deferred_syncs = None, 0
+        entry.last_sync_answer = now
+        empty = SyncOps((), done=True)
+        return self._send(entry, [*self._sync_frames(request), *([empty] * (count - 1))], now)
 
     def _send(self, entry: LinkEntry, frames: Iterable[Frame], now: float) -> list[Command]:
         frames = tuple(frames)

@@ -247,7 +247,15 @@ class MeshState:
         return log.view.was_member(body.author, op_key(op))
 
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
-        """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none)."""
+        """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none).
+
+        A receipt counts only from an agent the message was addressed to: the recipient of a direct message, or a
+        member of the room (other than the author) when the message was posted. That is checked once the message
+        is held here (its sender always holds it, and it is the one told about receipts).
+        """
+        message = self.messages.get(message_id)
+        if message is not None and not self._addressed_to(message, recipient):
+            return None
         best: Op | None = None
         for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
@@ -261,6 +269,16 @@ class MeshState:
         body = best.body
         assert isinstance(body, Receipt)
         return body.status
+
+    def _addressed_to(self, op: Op, agent: str) -> bool:
+        body = op.body
+        if isinstance(body, DirectMessage):
+            return body.recipient == agent
+        assert isinstance(body, RoomMessage)
+        log = self.rooms.get(body.room_id)
+        return (
+            agent != body.author and log is not None and log.view is not None and log.view.was_member(agent, op_key(op))
+        )
 
     # ------------------------------------------------------------------ apply
 
@@ -390,9 +408,9 @@ class MeshState:
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
-            del self.messages[old_id]
             body = old.body
             reached = not isinstance(body, DirectMessage) or self.receipt_status(old_id, body.recipient) is not None
+            del self.messages[old_id]
             self.receipts.pop(old_id, None)
             changes.append(MessageEvicted(old, reached))
         if history.full:

@@ -22,6 +22,7 @@ corrupt the protocol; the wire is written on a private duplicate.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -59,7 +60,12 @@ def parse_line(line: bytes | None) -> SessionMessage | Exception | None:
     try:
         message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        return exc
+        try:
+            # Valid JSON that pydantic's parser refuses: a lone surrogate escape ("\\ud800") in an argument.
+            # Parsed here, the request gets an answer (the tool names the offending parameter) instead of none.
+            message = types.jsonrpc_message_adapter.validate_python(json.loads(line), by_name=False)
+        except (ValueError, RecursionError):
+            return exc
     return SessionMessage(message)
 
 
