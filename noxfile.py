@@ -1,8 +1,9 @@
 """Task runner sessions: ``python3 -m nox -s tests`` runs the whole suite (core and every bridge).
 
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
-the protocol core) and ``bench`` (the mesh benchmark; prints a table, writes ``bench-results/mesh.json``, never
-fails for being slow). The last two are not run by default.
+the protocol core), ``bench`` (the mesh benchmark; prints a table, writes ``bench-results/mesh.json``, never
+fails for being slow), ``chaos`` (real processes killed, restarted, stopped and resumed for 60 s) and ``soak``
+(steady traffic for 10 minutes, memory sampled). The last four are not run by default.
 """
 
 from __future__ import annotations
@@ -107,3 +108,13 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Chaos with real bridge processes (10 peers, 60 s; ``-- --duration 120 --seed 7``); writes chaos.json.
+
+    Fails if the mesh does not settle into one, or a delivered message was lost or shown twice.
+    """
+    session.install("-e", ".")
+    session.run("python", "tests/endurance/chaos.py", *session.posargs)

@@ -2,8 +2,11 @@
 
 Anti-entropy is two frames. The requester sends a :class:`~.wire.SyncRequest` with the digest of its state and, for
 every origin, the highest sequence number below which it has seen every operation. A responder whose digest
-differs answers with every stored operation the requester may lack (sequence above that floor), oldest first, so
-that a room's creation arrives before its membership changes and an agent's claim before the agent's messages.
+differs answers with every stored operation the requester may lack (sequence above that floor) in causal order
+(:func:`sync_order`): agents' records first, so every claim is known before anything acts under it; then the rest
+oldest first, so that a room's creation arrives before its membership changes; and each receipt right after its
+message, so a bridge that restarts and catches up sees a message together with its own ``read`` receipt for it
+and does not show it to its model a second time.
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
 """
@@ -14,11 +17,23 @@ import attrs
 
 from .changes import Change
 from .hlc import Hlc
-from .ops import Body, Op, op_key
+from .ops import AgentSuspect, AgentUpsert, Body, Op, OpKey, Receipt, op_key
 from .state import DEFAULT_HISTORY_LIMIT, MeshState
 from .wire import SyncRequest
 
-__all__ = ["Replica", "SeenSet"]
+__all__ = ["Replica", "SeenSet", "sync_order"]
+
+_NO_KEY: OpKey = (0, "", 0)
+
+
+def sync_order(op: Op) -> tuple[int, OpKey, int, OpKey]:
+    """The order of an anti-entropy answer: agents first, then by age, each receipt right after its message."""
+    body = op.body
+    if isinstance(body, AgentUpsert | AgentSuspect):
+        return (0, op_key(op), 0, _NO_KEY)
+    if isinstance(body, Receipt):
+        return (1, body.message_key, 1, op_key(op))
+    return (1, op_key(op), 0, _NO_KEY)
 
 
 @attrs.define
@@ -94,7 +109,7 @@ class Replica:
         return SyncRequest(self.state.digest(), {origin: s.floor for origin, s in self.seen.items()})
 
     def sync_answer(self, request: SyncRequest) -> list[Op]:
-        """Anti-entropy, step two: what the requester may lack, oldest first (empty if the digests agree)."""
+        """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree)."""
         if request.digest == self.state.digest():
             return []
         floors = request.seen
@@ -102,4 +117,4 @@ class Replica:
         for op in self.state.stored_ops():
             if op.seq > floors.get(op.origin, 0):
                 unique[(op.origin, op.seq)] = op
-        return sorted(unique.values(), key=op_key)
+        return sorted(unique.values(), key=sync_order)
