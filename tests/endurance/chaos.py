@@ -270,7 +270,7 @@ class Chaos:
     async def coordinator_slot(self) -> Slot | None:
         try:
             snapshot = await observe_mesh(
-                load_or_create_key(self.home), port=self.port, each_peer=False, attempt_seconds=0.5
+                load_or_create_key(self.home), port=self.port, each_peer=False, attempt_seconds=2.0
             )
         except NoMesh:
             return None
@@ -498,6 +498,7 @@ class Chaos:
             "setup_s": round(setup_seconds, 2),
             "time_to_quiescence_s": round(settle_seconds, 3),
             "mesh_problems": problems,
+            "final_mesh": snapshot.to_json() if problems else None,
             "total_s": round(time.monotonic() - started, 2),
             "ok": not problems
             and figures["lost"] == 0
