@@ -118,3 +118,13 @@ def chaos(session: nox.Session) -> None:
     """
     session.install("-e", ".")
     session.run("python", "tests/endurance/chaos.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Steady traffic among 5 bridge processes for 10 minutes with RSS sampled (``-- --duration 120``); soak.json.
+
+    Fails if a process died or the memory slope over the second half exceeds ``--max-slope`` KiB/min.
+    """
+    session.install("-e", ".")
+    session.run("python", "tests/endurance/soak.py", *session.posargs)

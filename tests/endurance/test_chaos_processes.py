@@ -19,6 +19,7 @@ async def test_short_chaos_keeps_one_mesh_and_loses_nothing(tmp_path: Path) -> N
     assert report["messages_sent"] >= 20
     assert report["checked_deliveries"] > 0
     assert report["dead_at_end"], "at least one peer is dead at the end, for the liveness check"
+    assert report["start_failures"] == [], f"seed {seed}: bridges that never got ready"
     assert report["mesh_problems"] == [], f"seed {seed}: {report['mesh_problems']}"
     assert report["lost"] == 0, f"seed {seed}: {report['lost_examples']}"
     assert report["missing_in_history"] == 0, f"seed {seed}: {report['missing_examples']}"
