@@ -23,7 +23,7 @@ from peernet import COORDINATOR_PORT, Node, PeerNet
 
 from agent_comms.mesh.network import MemoryNetwork
 from agent_comms.mesh.node import MeshNode, open_node
-from agent_comms.protocol.ops import AgentUpsert, Body, DirectMessage, RoomCreate, RoomMessage
+from agent_comms.protocol.ops import AgentUpsert, Body, DirectMessage, Membership, RoomCreate, RoomMessage
 from agent_comms.protocol.peer import PeerConfig
 from agent_comms.protocol.replica import Replica
 from agent_comms.protocol.state import MAX_CLAIMS
@@ -274,3 +274,42 @@ def test_a_data_link_lost_between_two_live_peers_is_dialed_again(pair: tuple[str
     assert second.peer.peer_id not in first.peer.data_links
     net.advance(2 * net.config.anti_entropy_interval + 1.0)
     assert net.fully_linked()
+
+
+# ------------------------------------------------------------------ destroyed rooms
+
+
+def test_destroyed_rooms_are_forgotten_after_the_retention_and_stay_forgotten() -> None:
+    config = PeerConfig(coordinator_port=COORDINATOR_PORT, offline_retention=20.0, gc_interval=1.0)
+    net = PeerNet(config=config)
+    a, b = net.spawn("a"), net.spawn("b")
+    net.advance(1.0)
+    inc = host(net, a, "owner")
+    rooms = []
+    for n in range(30):  # thirty rooms live, talk and are destroyed; one stays
+        room_id = a.peer.replica.next_op_id()
+        submit(net, a, RoomCreate(room_id, f"r{n}", "public", "", "owner", inc))
+        for m in range(5):
+            submit(net, a, RoomMessage(room_id, "owner", inc, f"{n}/{m}"))
+        if n:
+            submit(net, a, Membership(room_id, "destroy", "owner", inc))
+        rooms.append(room_id)
+    state = b.peer.replica.state
+    assert len(state.rooms) == 30
+    assert len(state.messages) == 150
+    net.advance(10.0)
+    assert len(state.rooms) == 30  # the destroys are younger than the retention
+    net.advance(15.0)
+    for node in (a, b):
+        held = node.peer.replica.state
+        assert set(held.rooms) == {rooms[0]}
+        assert set(held.room_names) == {"r0"}
+        assert len(held.messages) == 5
+        assert set(held.histories) == {rooms[0]}
+    # An operation for a forgotten room, stamped before the horizon (as a peer that was away all along would
+    # offer it by anti-entropy), stays refused.
+    before = b.peer.replica.state.digest()
+    op, _ = Replica.create("z").make(RoomMessage(rooms[5], "owner", inc, "after the fact"), 1)
+    assert b.peer.replica.receive(op) == []
+    assert b.peer.replica.state.digest() == before
+    assert rooms[5] not in b.peer.replica.state.rooms
