@@ -411,8 +411,12 @@ class MeshStore:
         message = self.state.messages.get(change.message_id)
         if message is None:
             return
-        if change.status == "read" and change.recipient in self.node.peer.hosted:
-            self._unqueue_read(change.recipient, change.message_id)
+        if (
+            change.status == "read"
+            and change.recipient in self.node.peer.hosted
+            and change.op.origin != self.node.peer_id
+        ):
+            self._unqueue_read(change.recipient, change.message_id)  # read by an earlier bridge of the agent
         body = message.body
         author = getattr(body, "author", None)
         if author not in self.node.peer.hosted or change.recipient == author:
