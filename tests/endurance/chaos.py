@@ -245,6 +245,13 @@ class Chaos:
 
     # ------------------------------------------------------------------ traffic
 
+    #: the share of messages that are DMs (the rest are room posts)
+    dm_share = 0.5
+
+    def dm_targets(self, slot: Slot) -> list[str]:
+        """Whom ``slot``'s agent may DM: every other agent."""
+        return [s.agent_id for s in self.slots if s is not slot and s.agent_id]
+
     async def talk(self, slot: Slot, rng: random.Random) -> None:
         """Post to the room or DM another agent, forever, at random intervals."""
         count = 0
@@ -256,8 +263,8 @@ class Chaos:
                 continue
             count += 1
             content = f"{slot.name} #{count}"
-            others = [s.agent_id for s in self.slots if s is not slot and s.agent_id]
-            if others and rng.random() < 0.5:
+            others = self.dm_targets(slot)
+            if others and rng.random() < self.dm_share:
                 target = rng.choice(others)
                 result = await self.call(slot, action="dm", target=target, content=content)
                 kind = "dm"

@@ -55,12 +55,22 @@ def slope_per_minute(samples: list[tuple[float, int]]) -> float:
 class Soak(Chaos):
     """The chaos driver's processes and traffic, without the adversary, plus a memory sampler."""
 
-    def __init__(self, config: ChaosConfig, workdir: Path, sample_interval: float) -> None:
+    def __init__(self, config: ChaosConfig, workdir: Path, sample_interval: float, *, ring: bool = False) -> None:
         super().__init__(config, workdir)
         self.sample_interval = sample_interval
+        self.ring = ring
         #: slot name -> [(seconds since traffic began, RSS KiB)]
         self.samples: dict[str, list[tuple[float, int]]] = {s.name: [] for s in self.slots}
         self.received = 0
+
+    def dm_targets(self, slot: Any) -> list[str]:
+        """With ``ring``, each agent DMs only the next one, so there are as many DM conversations as agents and
+        every bounded history fills early in the run (what a flat second half needs)."""
+        if not self.ring:
+            return super().dm_targets(slot)
+        index = self.slots.index(slot)
+        target = self.slots[(index + 1) % len(self.slots)].agent_id
+        return [target] if target else []
 
     async def sample(self, began: float) -> None:
         while True:
@@ -126,17 +136,37 @@ class Soak(Chaos):
                 (p["slope_second_half_kib_per_min"] for p in per_process.values()), default=0.0
             ),
             "per_process": per_process,
+            "timeline_mean_rss_kib": self.timeline(),
             "total_s": round(time.monotonic() - started, 1),
         }
 
+    def timeline(self) -> list[tuple[int, int]]:
+        """Mean RSS over the processes, per minute of the run (minute, KiB)."""
+        buckets: dict[int, list[int]] = {}
+        for samples in self.samples.values():
+            for t, value in samples:
+                buckets.setdefault(int(t // 60), []).append(value)
+        return [(minute, sum(v) // len(v)) for minute, v in sorted(buckets.items())]
+
 
 async def run_soak(
-    *, peers: int = 5, duration: float = 600.0, seed: int = 1, send_interval: float = 0.2, sample_interval: float = 5.0
+    *,
+    peers: int = 5,
+    duration: float = 600.0,
+    seed: int = 1,
+    send_interval: float = 0.2,
+    sample_interval: float = 5.0,
+    ring: bool = False,
+    dm_share: float = 0.5,
 ) -> dict[str, Any]:
     """Run a soak; return its figures (see the module docstring)."""
     config = ChaosConfig(peers=peers, duration=duration, seed=seed, send_interval=send_interval)
     with tempfile.TemporaryDirectory(prefix="agent-comms-soak-") as tmp:
-        return await Soak(config, Path(tmp), sample_interval).run()
+        soak = Soak(config, Path(tmp), sample_interval, ring=ring)
+        soak.dm_share = dm_share
+        report = await soak.run()
+        report.update(ring=ring, dm_share=dm_share, send_interval=send_interval)
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "--send-interval", type=float, default=0.2, help="mean seconds between two messages of one agent"
     )
     parser.add_argument("--sample-interval", type=float, default=5.0, help="seconds between memory samples")
+    parser.add_argument("--ring", action="store_true", help="each agent DMs only the next one (fewer conversations)")
+    parser.add_argument("--dm-share", type=float, default=0.5, help="share of messages that are DMs (default 0.5)")
     parser.add_argument("--max-slope", type=float, default=64.0, help="KiB/min allowed in the second half")
     parser.add_argument("--json", default="bench-results/soak.json", help="where to write the figures")
     args = parser.parse_args(argv)
@@ -159,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             send_interval=args.send_interval,
             sample_interval=args.sample_interval,
+            ring=args.ring,
+            dm_share=args.dm_share,
         )
     )
     print_report({k: v for k, v in report.items() if k != "per_process"})
