@@ -1,9 +1,10 @@
 """Task runner sessions: ``python3 -m nox -s tests`` runs the whole suite (core and every bridge).
 
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
-the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs) and ``bench`` (the mesh
-benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow). The last three are not
-run by default.
+the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs), ``bench`` (the mesh
+benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow), ``chaos`` (real
+processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
+sampled). The last five are not run by default.
 """
 
 from __future__ import annotations
@@ -129,3 +130,23 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Chaos with real bridge processes (10 peers, 60 s; ``-- --duration 120 --seed 7``); writes chaos.json.
+
+    Fails if the mesh does not settle into one, or a delivered message was lost or shown twice.
+    """
+    session.install("-e", ".")
+    session.run("python", "tests/endurance/chaos.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Steady traffic among 5 bridge processes for 10 minutes with RSS sampled (``-- --duration 120``); soak.json.
+
+    Fails if a process died or the memory slope over the second half exceeds ``--max-slope`` KiB/min.
+    """
+    session.install("-e", ".")
+    session.run("python", "tests/endurance/soak.py", *session.posargs)

@@ -351,8 +351,12 @@ class MeshStore:
         return [a for a in hosted if a != body.author and log.view.was_member(a, key)]
 
     def _on_message(self, op: Op) -> None:
+        message_id = op_id(op)
         for agent_id in self._recipients(op):
-            self._emit(self.message_event(op, agent_id))
+            # A bridge that restarted catches up on old messages together with its own read receipts for them
+            # (anti-entropy sends each receipt right after its message): what it already read is not shown again.
+            if self.state.receipt_status(message_id, agent_id) != "read":
+                self._emit(self.message_event(op, agent_id))
 
     def _queue_backlog(self, agent_id: str) -> None:
         """Everything addressed to the agent that it has not read: kept while its bridge was down."""
@@ -372,6 +376,15 @@ class MeshStore:
             inviter = view.invited.get(agent_id)
             if inviter is not None:
                 self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, f"{room_id}/invite"))
+
+    def _unqueue_read(self, agent_id: str, message_id: str) -> None:
+        """A read receipt of a hosted agent arrived (its earlier bridge issued it): the message leaves its inbox."""
+        inbox = self._inboxes.get(agent_id)
+        if not inbox or not any(e.message_id == message_id and e.type in ("dm", "room_message") for e in inbox):
+            return
+        kept = [e for e in inbox if not (e.message_id == message_id and e.type in ("dm", "room_message"))]
+        inbox.clear()
+        inbox.extend(kept)
 
     def _on_evicted(self, change: MessageEvicted) -> None:
         """A direct message that never reached its (offline) recipient fell out of the bounded history."""
@@ -398,6 +411,12 @@ class MeshStore:
         message = self.state.messages.get(change.message_id)
         if message is None:
             return
+        if (
+            change.status == "read"
+            and change.recipient in self.node.peer.hosted
+            and change.op.origin != self.node.peer_id
+        ):
+            self._unqueue_read(change.recipient, change.message_id)  # read by an earlier bridge of the agent
         body = message.body
         author = getattr(body, "author", None)
         if author not in self.node.peer.hosted or change.recipient == author:

@@ -10,8 +10,10 @@ Structure (each arrow is a memory channel, each box a task)::
   opened connections, received frames, closed links, bind results), feeds them to the peer, and carries out the
   commands the peer returns. It sleeps until the next event or the peer's next timer (``get_timer``).
 * Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
-  queued since its last write into one ``send_all``. The writer's queue is bounded: a link that cannot keep up is
-  closed (its peer catches up by anti-entropy when it comes back) rather than letting memory grow.
+  queued since its last write into one ``send_all``. The writer's queue is bounded, in writes
+  (:data:`LINK_QUEUE_FRAMES`) and in bytes (:data:`LINK_QUEUE_BYTES`): a link that cannot keep up (a stopped or
+  stuck peer) is closed, and its peer catches up by anti-entropy when it comes back, rather than letting memory
+  grow.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
 
@@ -28,7 +30,6 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, Final
 
 import trio
@@ -74,8 +75,8 @@ _ALARMING = (
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
-#: Bytes queued on one link and not yet written before the link is judged too slow (or not reading) and closed.
-LINK_QUEUE_BYTES: Final = 64 << 20
+#: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed.
+LINK_QUEUE_BYTES: Final = 32 << 20
 _INBOX: Final = 1024
 _READ_SIZE: Final = 1 << 16
 _CLOSE: Final = b""  # sentinel on a writer queue: flush, then close
@@ -97,8 +98,9 @@ class MeshNode:
         self._nursery = nursery
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](_INBOX)
         self._writers: dict[int, trio.MemorySendChannel[bytes]] = {}
-        #: bytes queued on each link's writer and not yet written
+        #: link id -> bytes queued on its writer and not yet sent
         self._queued: dict[int, int] = {}
+        self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
@@ -386,7 +388,7 @@ class MeshNode:
             return
         queued = self._queued.get(link_id, 0) + len(data)
         try:
-            if queued > LINK_QUEUE_BYTES:
+            if queued > self.link_queue_bytes:
                 raise trio.WouldBlock
             writer.send_nowait(data)
         except trio.WouldBlock:
@@ -394,12 +396,19 @@ class MeshNode:
             self._log_close(link_id, reason)
             self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
             self._close_link(link_id)
-            return
-        self._queued[link_id] = queued
+        else:
+            self._queued[link_id] = queued
 
-    def _written(self, link_id: int, size: int) -> None:
-        if link_id in self._queued:
-            self._queued[link_id] -= size
+    def queued_bytes(self, link_id: int) -> int:
+        """Bytes written to a link and not yet handed to its socket."""
+        return self._queued.get(link_id, 0)
+
+    def _sent(self, link_id: int, size: int) -> None:
+        left = self._queued.get(link_id, 0) - size
+        if left > 0:
+            self._queued[link_id] = left
+        else:
+            self._queued.pop(link_id, None)
 
     def _close_link(self, link_id: int) -> None:
         self._queued.pop(link_id, None)
@@ -425,8 +434,7 @@ class MeshNode:
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
-                    written = partial(self._written, link_id)
-                    nursery.start_soon(self._writer, conn.stream, queue, nursery.cancel_scope, written)
+                    nursery.start_soon(self._writer, link_id, conn.stream, queue, nursery.cancel_scope)
                     reason = await self._reader(link_id, conn.stream)
                     nursery.cancel_scope.cancel()
         finally:
@@ -460,12 +468,12 @@ class MeshNode:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
-    @staticmethod
     async def _writer(
+        self,
+        link_id: int,
         stream: trio.abc.Stream,
         queue: trio.MemoryReceiveChannel[bytes],
         link_scope: trio.CancelScope,
-        written: Callable[[int], None],
     ) -> None:
         try:
             async for chunk in queue:
@@ -481,7 +489,7 @@ class MeshNode:
                 if batch:
                     data = b"".join(batch)
                     await stream.send_all(data)
-                    written(len(data))
+                    self._sent(link_id, len(data))
                 if closing:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

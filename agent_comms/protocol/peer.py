@@ -34,6 +34,10 @@ well-known coordinator port. The rules, each implemented by the method named:
 7. **The second way to meet.** If the coordinator port is held but the handshake times out (a stopped process),
    the peer reads the peer registry beside the mesh key (:class:`~.commands.ReadPeerRegistry`) and links to the
    peers listed there directly, so newcomers still join the existing mesh.
+8. **Repair** (:meth:`Peer._repair_links`, with every anti-entropy round). A data link can close while both ends
+   live on (it timed out while one of them was stopped, or its write queue overflowed). The coordinator dials
+   every introduced peer it has no data link to; every other peer asks the coordinator for the peer list again
+   and dials the peers it lacks, so the mesh is whole again within an anti-entropy interval.
 
 Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``link_closed``, ...); each returns
 the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
@@ -112,6 +116,10 @@ class PeerConfig:
     #: a link's sync requests are answered at most once per this interval (an answer can be the whole state, so
     #: a flood of requests must not turn into a flood of answers); honest peers ask once per link and round
     sync_answer_interval: float = 0.2
+    #: how long an agent stays known after it went offline (then it is forgotten, rule 8 of the state)
+    offline_retention: float = 3600.0
+    #: how often forgetting runs (and hosted agents are re-stamped, so they stay well inside the horizon)
+    gc_interval: float = 30.0
 
 
 #: sync requests a link may have waiting for their (coalesced) answer before it is closed as a flood
@@ -222,6 +230,7 @@ class Peer:
     def start(self, now: float) -> list[Command]:
         """Rule 1: begin by trying to become the coordinator, and by linking to the peers in the registry."""
         self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
+        self._timers["gc"] = now + self.config.gc_interval
         return [*self._try_bind(), ReadPeerRegistry()]
 
     def coordinator_bound(self, now: float) -> list[Command]:
@@ -486,7 +495,10 @@ class Peer:
             if frame.done:
                 entry.syncs_answered += 1
             self._check_clocks(frame.ops, now)
-            return self._deliver(self.replica.receive_many(frame.ops), now)
+            delivered = self._deliver(self.replica.receive_many(frame.ops), now)
+            if frame.done:
+                self.replica.adopt_floors(frame.floors)
+            return delivered
         if isinstance(frame, Introduce):
             if not (self.is_coordinator and entry.purpose == "coordinator"):
                 raise RemoteProtocolError("Introduce sent to a peer that is not the coordinator", reason="role")
@@ -550,7 +562,8 @@ class Peer:
                 chunk, size = [], 0
             chunk.append(op)
             size += op_size
-        frames.append(SyncOps(tuple(chunk), done=True))  # always one final frame, so the asker knows it is done
+        # always one final frame, so the asker knows it is done; it carries our floors (see SyncOps)
+        frames.append(SyncOps(tuple(chunk), done=True, floors=self.replica.floors()))
         return frames
 
     def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
@@ -736,14 +749,55 @@ class Peer:
             return self._try_bind()
         if name == "anti-entropy":
             self._timers[name] = now + self.config.anti_entropy_interval
+            commands = self._repair_links(now)
             open_links = sorted(self.data_links.values())
             if not open_links:
-                return []
+                return commands
             self._anti_entropy_turn = (self._anti_entropy_turn + 1) % len(open_links)
-            return self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
+            return commands + self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
         if name.startswith("sync:"):
             return self._answer_deferred_sync(int(name.removeprefix("sync:")), now)
+        if name == "gc":
+            self._timers[name] = now + self.config.gc_interval
+            return self.collect_garbage(now)
         raise LocalProtocolError(f"unknown timer {name}")
+
+    def collect_garbage(self, now: float) -> list[Command]:
+        """Forget agents offline for longer than ``offline_retention`` (and what only they held), and re-stamp
+        hosted agents whose record is older than a quarter of it, so a live agent is never older than the horizon.
+
+        Also forgets the sequence bookkeeping of origins that this replica holds nothing of any more and is not
+        linked to (peers that left long ago), so restarts of peers do not accumulate it.
+        """
+        now_ms = _ms(now + self.wall_offset)
+        retention_ms = int(self.config.offline_retention * 1000)
+        state = self.replica.state
+        state.collect_garbage(now_ms - retention_ms)
+        commands: list[Command] = []
+        for agent_id in sorted(self.hosted):
+            entry = state.agents.get(agent_id)
+            stamp = 0 if entry is None or entry.record is None else hlc_wall_ms(entry.record.hlc)
+            if stamp < now_ms - retention_ms // 4:
+                commands += self.update_agent(agent_id, now)
+        holding = {op.origin for op in state.stored_ops()} | set(self.data_links) | {self.peer_id}
+        for origin in [o for o in self.replica.seen if o not in holding]:
+            del self.replica.seen[origin]
+        return commands
+
+    def _repair_links(self, now: float) -> list[Command]:
+        """Rule 8: dial again the live peers we lost a data link to (the coordinator: every introduced peer; the
+        others: whoever the coordinator's answer to an idempotent :class:`~.wire.Introduce` lists)."""
+        if self.closed:
+            return []
+        if self.is_coordinator:
+            commands: list[Command] = []
+            for info in list(self.introduced.values()):
+                commands += self._dial_peer(info)
+            return commands
+        link = self.links.get(self.coordinator_link) if self.coordinator_link is not None else None
+        if link is None or not link.is_open:
+            return []
+        return self._send(link, [Introduce(self.info)], now)
 
     def _answer_deferred_sync(self, link_id: int, now: float) -> list[Command]:
         entry = self.links.get(link_id)

@@ -2,8 +2,12 @@
 
 Anti-entropy is two frames. The requester sends a :class:`~.wire.SyncRequest` with the digest of its state and, for
 every origin, the highest sequence number below which it has seen every operation. A responder whose digest
-differs answers with every stored operation the requester may lack (sequence above that floor), oldest first, so
-that a room's creation arrives before its membership changes and an agent's claim before the agent's messages.
+differs answers with every stored operation the requester may lack (sequence above that floor) in causal order
+(:func:`sync_order`): agents' records first (newest first), so every claim is known before anything acts under
+it; then the rest oldest first, so that a room's creation arrives before its membership changes; and each
+receipt right after its message, so a bridge that restarts and catches up sees a message together with its own
+``read`` receipt for it and does not show it to its model a second time. The last frame of an answer carries the
+responder's floors (:meth:`Replica.adopt_floors`).
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
 """
@@ -14,11 +18,30 @@ import attrs
 
 from .changes import Change
 from .hlc import Hlc
-from .ops import Body, Op, op_key
+from .ops import AgentSuspect, AgentUpsert, Body, Op, OpKey, Receipt, op_key
 from .state import DEFAULT_HISTORY_LIMIT, MeshState
 from .wire import SyncRequest
 
-__all__ = ["Replica", "SeenSet"]
+__all__ = ["Replica", "SeenSet", "sync_order"]
+
+_NO_KEY: OpKey = (0, "", 0)
+
+
+def sync_order(op: Op) -> tuple[int, int, str, int, int, OpKey]:
+    """The order of an anti-entropy answer (a sort key).
+
+    Agents' operations first, newest first: the newest record of a live agent is recent, so it is accepted even
+    by a peer whose forgetting horizon lies after the agent's first claim, and the older claims that follow are
+    then accepted because the agent is known (while everything of a forgotten agent is older than the horizon and
+    refused alike). Then everything else oldest first, each receipt right after its message.
+    """
+    body = op.body
+    if isinstance(body, AgentUpsert | AgentSuspect):
+        return (0, -op.hlc, op.origin, -op.seq, 0, _NO_KEY)
+    if isinstance(body, Receipt):
+        hlc, origin, seq = body.message_key
+        return (1, hlc, origin, seq, 1, op_key(op))
+    return (1, op.hlc, op.origin, op.seq, 0, _NO_KEY)
 
 
 @attrs.define
@@ -44,6 +67,22 @@ class SeenSet:
 
     def __contains__(self, seq: int) -> bool:
         return seq <= self.floor or seq in self.extra
+
+    @property
+    def highest(self) -> int:
+        """The highest sequence number seen."""
+        return max(self.extra, default=self.floor)
+
+    def raise_floor(self, floor: int) -> None:
+        """Count everything up to ``floor`` as seen (never beyond the highest number actually seen)."""
+        floor = min(floor, self.highest)
+        if floor <= self.floor:
+            return
+        self.floor = floor
+        self.extra = {seq for seq in self.extra if seq > floor}
+        while self.floor + 1 in self.extra:
+            self.floor += 1
+            self.extra.discard(self.floor)
 
 
 @attrs.define
@@ -93,8 +132,25 @@ class Replica:
         """Anti-entropy, step one: our digest and how far we have seen each origin."""
         return SyncRequest(self.state.digest(), {origin: s.floor for origin, s in self.seen.items()})
 
+    def floors(self) -> dict[str, int]:
+        """Per origin, the sequence number up to which every operation has been seen."""
+        return {origin: s.floor for origin, s in self.seen.items()}
+
+    def adopt_floors(self, floors: dict[str, int]) -> None:
+        """After a complete anti-entropy answer: count as seen what its sender saw up to its floors.
+
+        Safe because the answer held every operation the sender stores above our floors; what the sender saw and
+        does not store is dominated by what it stores (a message pushed out of a full history, a superseded
+        record or receipt), so it would change nothing here either. Capped at what we have seen ourselves, so a
+        wrong floor can never make us ignore operations we have not seen yet.
+        """
+        for origin, floor in floors.items():
+            seen = self.seen.get(origin)
+            if seen is not None:
+                seen.raise_floor(floor)
+
     def sync_answer(self, request: SyncRequest) -> list[Op]:
-        """Anti-entropy, step two: what the requester may lack, oldest first (empty if the digests agree)."""
+        """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree)."""
         if request.digest == self.state.digest():
             return []
         floors = request.seen
@@ -102,4 +158,4 @@ class Replica:
         for op in self.state.stored_ops():
             if op.seq > floors.get(op.origin, 0):
                 unique[(op.origin, op.seq)] = op
-        return sorted(unique.values(), key=op_key)
+        return sorted(unique.values(), key=sync_order)

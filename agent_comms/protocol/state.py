@@ -52,8 +52,10 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
    their live agents well within the horizon, so a live agent is never refused. Direct messages and receipts of
    a conversation between two forgotten agents are refused likewise. A destroyed room keeps its (bounded) history
-   and its membership log: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is
-   thrown away on the strength of it; messages after the destroy are simply not visible.
+   and its membership log while its destroy is younger than the horizon: whether a destroy counts can change when
+   a claim arrives late (rule 4), so nothing is thrown away on the strength of a fresh one. A room destroyed
+   before the horizon is forgotten whole (log, history, receipts), and operations for a room this replica does not
+   hold that are stamped before the horizon are refused, so anti-entropy cannot bring it back.
 """
 
 from __future__ import annotations
@@ -350,8 +352,10 @@ class MeshState:
         return [AgentChanged(body.agent_id, entry.body, entry.online, entry.body, was_online)]
 
     def _apply_room_op(self, op: Op, room_id: str, author: str, name: str | None = None) -> list[Change]:
-        self._instances.clear()
         log = self.rooms.get(room_id)
+        if log is None and op.hlc < self.horizon:
+            return []  # rule 8: a forgotten room stays forgotten
+        self._instances.clear()
         if log is None:
             log = self.rooms[room_id] = RoomLog(room_id)
         self.authored_rooms.setdefault(author, set()).add(room_id)
@@ -396,8 +400,8 @@ class MeshState:
         return changes
 
     def _apply_message(self, op: Op, conversation: str) -> list[Change]:
-        if op.hlc < self.horizon and self._forgotten_pair(conversation):
-            return []  # rule 8: a conversation between two forgotten agents stays forgotten
+        if op.hlc < self.horizon and self._forgotten(conversation):
+            return []  # rule 8: a forgotten conversation stays forgotten
         history = self.histories.get(conversation)
         if history is None:
             history = self.histories[conversation] = History(self.history_limit)
@@ -433,7 +437,7 @@ class MeshState:
     def _apply_receipt(self, op: Op, body: Receipt) -> list[Change]:
         message_id = body.message_id
         held = message_id in self.messages
-        if op.hlc < self.horizon and self._forgotten_pair(body.conversation):
+        if op.hlc < self.horizon and self._forgotten(body.conversation):
             return []  # rule 8
         if not held:
             history = self.histories.get(body.conversation)
@@ -471,6 +475,33 @@ class MeshState:
         for conversation in {*self.histories, *self.orphan_receipts}:
             if self._forgotten_pair(conversation):
                 self._drop_conversation(conversation)
+        for room_id, log in list(self.rooms.items()):
+            view = log.view
+            if view is not None and view.destroyed is not None and view.destroyed[0] < self.horizon:
+                self._forget_room(room_id, view.name)
+
+    def _forget_room(self, room_id: str, name: str) -> None:
+        """Rule 8: a room destroyed before the horizon goes, with its history and receipts."""
+        del self.rooms[room_id]
+        instances = self.room_names.get(name)
+        if instances is not None:
+            instances[:] = [i for i in instances if i != room_id]
+            if not instances:
+                del self.room_names[name]
+        for agent_id in list(self.authored_rooms):
+            rooms = self.authored_rooms[agent_id]
+            rooms.discard(room_id)
+            if not rooms:
+                del self.authored_rooms[agent_id]
+        self._drop_conversation(room_id)
+        self._instances.clear()
+
+    def _forgotten(self, conversation: str) -> bool:
+        """Whether ``conversation`` was forgotten (or never held): a direct one between two forgotten agents, or
+        a room this replica holds nothing of. Only asked for operations stamped before the horizon."""
+        if conversation.startswith("dm:"):
+            return self._forgotten_pair(conversation)
+        return conversation not in self.rooms
 
     def _forgotten_pair(self, conversation: str) -> bool:
         """Whether ``conversation`` is a direct conversation between two agents this replica does not know."""

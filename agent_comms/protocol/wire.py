@@ -149,10 +149,17 @@ class SyncRequest(msgspec.Struct, frozen=True, array_like=True, tag="sync?"):
 
 
 class SyncOps(msgspec.Struct, frozen=True, array_like=True, tag="sync!"):
-    """Anti-entropy, step two: operations the receiver lacks (possibly relayed from other origins)."""
+    """Anti-entropy, step two: operations the receiver lacks (possibly relayed from other origins).
+
+    The last frame (``done``) carries the sender's ``floors``: per origin, the sequence number up to which it has
+    seen everything. What it saw but no longer stores (evicted, superseded) is dominated by what it sent, so the
+    receiver may count those as seen too (:meth:`~.replica.Replica.adopt_floors`); otherwise such gaps would keep
+    its own floor down for good and every later operation of that origin would be remembered one by one.
+    """
 
     ops: tuple[Op, ...]
     done: bool = True
+    floors: dict[str, int] = {}
 
 
 Frame = (

@@ -13,7 +13,7 @@ from simnet import rebuild, receipt_body, visible_snapshot
 
 from agent_comms.protocol.changes import AgentChanged, MessageAdded, ReceiptAdvanced
 from agent_comms.protocol.ops import AgentSuspect, AgentUpsert, DirectMessage, Op, dm_conversation, op_id, op_key
-from agent_comms.protocol.replica import Replica, SeenSet
+from agent_comms.protocol.replica import Replica, SeenSet, sync_order
 from agent_comms.protocol.state import MeshState
 
 # ------------------------------------------------------------------------------------------------------------- helpers
@@ -539,8 +539,9 @@ def test_sync_answer_catches_up_a_replica_that_missed_ops(busy_peer: tuple[Repli
     behind = fresh("B", [ops[0], ops[1], ops[3]])  # saw 1, 2 and 4: floor 2, extra {4}
     assert behind.sync_request().seen == {"A": 2}
     answer = source.sync_answer(behind.sync_request())
-    assert [op.seq for op in answer] == [3, 4, 5, 6, 7]
-    assert answer == sorted(answer, key=op_key)
+    # agents first, then by age with each receipt right after its message
+    assert [op.seq for op in answer] == [5, 3, 6, 4, 7]
+    assert answer == sorted(answer, key=sync_order)
     behind.receive_many(answer)
     assert behind.state.digest() == source.state.digest()
     assert visible_snapshot(behind.state) == visible_snapshot(source.state)
@@ -548,7 +549,7 @@ def test_sync_answer_catches_up_a_replica_that_missed_ops(busy_peer: tuple[Repli
     assert behind.sync_answer(source.sync_request()) == []
 
 
-def test_sync_answer_is_sorted_by_op_key_across_origins(busy_peer: tuple[Replica, list[Op]]) -> None:
+def test_sync_answer_is_in_sync_order_across_origins(busy_peer: tuple[Replica, list[Op]]) -> None:
     source, ops = busy_peer
     other = Replica.create("B")
     other.receive_many(ops)
@@ -556,7 +557,7 @@ def test_sync_answer_is_sorted_by_op_key_across_origins(busy_peer: tuple[Replica
     note = dm(z, "X", "from B")
     source.receive_many([z.record, note])
     answer = source.sync_answer(Replica.create("C").sync_request())
-    assert answer == sorted(answer, key=op_key)
+    assert answer == sorted(answer, key=sync_order)
     assert {(op.origin, op.seq) for op in answer} == {(op.origin, op.seq) for op in [*ops, z.record, note]}
     assert len(answer) == len(ops) + 2  # each operation once, though the state may store one twice
 

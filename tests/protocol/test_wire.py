@@ -200,6 +200,7 @@ def test_sync_ops_from_new_peer_decodes_on_old_peer() -> None:
     class SyncOpsV2(msgspec.Struct, frozen=True, array_like=True, tag="sync!"):
         ops: tuple[OpV2, ...]
         done: bool = True
+        floors: dict[str, int] = {}
         more_after: int = 0
 
     frame = _decode_one(_framed(SyncOpsV2(ops=_v2_ops().ops, done=False, more_after=42)))
