@@ -138,7 +138,7 @@ async def test_a_flood_of_sync_requests_from_a_reader_that_never_reads_is_bounde
 async def test_a_link_that_does_not_read_is_closed_when_its_write_queue_is_full(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The queue of unsent bytes per link is bounded (64 MiB; 1 MiB here, to see it happen in a second)."""
+    """The queue of unsent bytes per link is bounded (32 MiB; 1 MiB here, to see it happen in a second)."""
     caplog.set_level(logging.INFO, logger="agent_comms.mesh")
     monkeypatch.setattr(node_module, "LINK_QUEUE_BYTES", 1 << 20)
     async with tcp_mesh(**FAST, sync_answer_interval=0.0) as mesh:
