@@ -151,7 +151,8 @@ class MeshNode:
         return marks
 
     def subscribe(self) -> trio.MemoryReceiveChannel[Change]:
-        """A channel of every change to the replicated state from now on (unbounded; close it when done)."""
+        """A channel of every change to the replicated state from now on (unbounded; close it when done: the node
+        then stops sending to it)."""
         send, receive = trio.open_memory_channel[Change](math.inf)
         self._subscribers.append(send)
         return receive
@@ -287,9 +288,12 @@ class MeshNode:
             elif isinstance(command, Deliver):
                 for listener in self._listeners:
                     listener(command.changes)
-                for subscriber in self._subscribers:
-                    for change in command.changes:
-                        subscriber.send_nowait(change)
+                for subscriber in list(self._subscribers):
+                    try:
+                        for change in command.changes:
+                            subscriber.send_nowait(change)
+                    except trio.BrokenResourceError:  # the subscriber closed its end: it wants no more
+                        self._subscribers.remove(subscriber)
             elif isinstance(command, Dial):
                 self._nursery.start_soon(self._dial, command)
             elif isinstance(command, CloseLink):

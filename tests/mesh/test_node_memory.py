@@ -124,6 +124,23 @@ async def test_changes_reach_subscribers(autojump_clock: trio.testing.MockClock)
         nursery.cancel_scope.cancel()
 
 
+async def test_a_subscriber_that_closed_its_channel_is_dropped(autojump_clock: trio.testing.MockClock) -> None:
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(nursery, MemoryNetwork())
+        a = await cluster.spawn("a")
+        b = await cluster.spawn("b")
+        await cluster.until(cluster.one_mesh)
+        gone = a.subscribe()
+        kept = a.subscribe()
+        await gone.aclose()
+        b.host_agent(agent("writer"))
+        with trio.fail_after(1):
+            change = await kept.receive()  # the node kept running and still feeds the other subscriber
+        assert isinstance(change, AgentChanged)
+        assert len(a._subscribers) == 1
+        nursery.cancel_scope.cancel()
+
+
 async def test_crash_of_the_coordinator_fails_over_and_newcomers_join_the_same_mesh(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
