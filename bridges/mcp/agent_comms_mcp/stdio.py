@@ -99,19 +99,30 @@ class _OpenRequests:
 
 
 async def _read(
-    receive: trio.abc.ReceiveStream, sink: MemoryObjectSendStream[SessionMessage | Exception], requests: _OpenRequests
+    receive: trio.abc.ReceiveStream,
+    sink: MemoryObjectSendStream[SessionMessage | Exception],
+    requests: _OpenRequests,
+    on_read: Callable[[SessionMessage], None] | None = None,
 ) -> None:
     """Lines from ``receive`` to the server until end of input (which closes ``sink``: the server's cue to end)."""
     splitter = LineSplitter(MAX_MESSAGE)
+
+    async def forward(line: bytes | None) -> None:
+        item = parse_line(line)
+        if isinstance(item, SessionMessage):
+            if on_read is not None:
+                on_read(item)
+            await sink.send(requests.read(item))
+        elif item is not None:
+            await sink.send(item)
+
     async with sink:
         try:
             while data := await receive.receive_some(_CHUNK):
                 for line in splitter.feed(data):
-                    if (item := parse_line(line)) is not None:
-                        await sink.send(requests.read(item) if isinstance(item, SessionMessage) else item)
+                    await forward(line)
             for line in splitter.close():
-                if (item := parse_line(line)) is not None:
-                    await sink.send(requests.read(item) if isinstance(item, SessionMessage) else item)
+                await forward(line)
             with trio.move_on_after(_ANSWER_TIMEOUT):
                 await requests.wait_answered()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -143,12 +154,14 @@ async def _write(
 async def open_stdio_transport(
     on_written: Callable[[SessionMessage], None] | None = None,
     on_unanswered: Callable[[types.RequestId], None] | None = None,
+    on_read: Callable[[SessionMessage], None] | None = None,
 ) -> AsyncIterator[StdioStreams]:
     """This process's stdin and stdout as the stream pair for ``Server.run``.
 
-    ``on_written(message)`` is called once each outgoing message has been written to stdout in full (the bridge
-    marks the events of a tool result read then); ``on_unanswered(request_id)`` when the server settles a request
-    without answering it (the client cancelled it). Leaving the block waits a little for the last messages to be
+    ``on_read(message)`` is called with each message read, before the server sees it; ``on_written(message)`` once
+    each outgoing message has been written to stdout in full (the bridge marks the events of a tool result read
+    then); ``on_unanswered(request_id)`` when the server settles a request without answering it (the client
+    cancelled it). Leaving the block waits a little for the last messages to be
     written, then stops; a broken stdout raises :class:`trio.BrokenResourceError` out of the block.
     """
     async with open_stdio() as (receive, send):
@@ -158,7 +171,7 @@ async def open_stdio_transport(
         written = trio.Event()
         with diverted_stdout():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read, receive, read_sink, requests)
+                nursery.start_soon(_read, receive, read_sink, requests, on_read)
                 nursery.start_soon(_write, send, write_source, requests, on_written, written)
                 try:
                     yield read_stream, write_stream
