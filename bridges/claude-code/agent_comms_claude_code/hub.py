@@ -209,7 +209,6 @@ class Hub:
     # ------------------------------------------------------------------ one hook
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        key: Hashable | None = None
         try:
             async with stream:
                 lines = _Lines(stream)
@@ -221,41 +220,42 @@ class Hub:
                 if op == "take":
                     if request.get("event") == "UserPromptSubmit" and self._waiter is not None:
                         self._waiter.cancel()  # the session is busy again: the idle waiter steps aside
-                    key = await self._answer(stream, lines, request)
+                    await self._answer(stream, lines, request)
                 elif op == "wait":
-                    key = await self._wait(stream, lines, request)
+                    await self._wait(stream, lines, request)
                 else:
                     await _send(stream, {"error": "expected a request line with op take or wait"})
         except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
             logger.debug("a hook connection ended early: %s", exc)
-        finally:
-            if key is not None:  # not confirmed as shown: the events go back to the front of the queue
-                self._give_back(key)
 
-    async def _answer(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> Hashable | None:
-        """Give the hook the waiting events; return their key until the hook confirms it showed them."""
+    async def _answer(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> None:
+        """Give the hook the waiting events; they are settled once it confirms it showed them, else given back."""
         limit = _limit(request.get("limit"), self.config.max_events)
         key, events, waiting = self._take(limit)
         if not events:
             self.bridge.ledger.settle(key)
             await _send(stream, {"count": 0, "waiting": waiting})
-            return None
-        agent = self.bridge.agent
-        text = render(events, waiting, agent.store.label(agent.id))
-        await _send(stream, {"count": len(events), "text": text, "ids": [e.id for e in events]})
-        with trio.move_on_after(_SHOWN_TIMEOUT):
-            reply = await lines.next_json()
-            if isinstance(reply, dict) and reply.get("op") == "shown":
-                self.bridge.ledger.settle(key)
-                await _send(stream, {"ok": True})
-                return None
-        return key
+            return
+        shown = False
+        try:
+            agent = self.bridge.agent
+            text = render(events, waiting, agent.store.label(agent.id))
+            await _send(stream, {"count": len(events), "text": text, "ids": [e.id for e in events]})
+            with trio.move_on_after(_SHOWN_TIMEOUT):
+                reply = await lines.next_json()
+                if isinstance(reply, dict) and reply.get("op") == "shown":
+                    self.bridge.ledger.settle(key)
+                    shown = True
+                    await _send(stream, {"ok": True})
+        finally:
+            if not shown:  # the hook did not confirm (it died, or timed out): the events go back to the front
+                self._give_back(key)
 
-    async def _wait(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> Hashable | None:
+    async def _wait(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> None:
         """The Stop hook: wait for an event that wakes the model, then answer as for take."""
         if self.config.channel:
             await _send(stream, {"superseded": True, "reason": "the channel wakes the session"})
-            return None
+            return
         if self._waiter is not None:
             self._waiter.cancel()  # one waiter per session: the newest
         with trio.CancelScope() as scope:
@@ -271,8 +271,8 @@ class Hub:
         if scope.cancelled_caught:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await _send(stream, {"superseded": True, "reason": "the session is active, or a newer hook waits"})
-            return None
-        return await self._answer(stream, lines, request)
+            return
+        await self._answer(stream, lines, request)
 
 
 async def _watch_closed(lines: _Lines, scope: trio.CancelScope) -> None:

@@ -130,18 +130,30 @@ def registrations(directory: Path) -> Iterator[dict[str, Any]]:
 def find_registration(
     directory: Path, *, lineage: list[int], session_id: str | None, cwd: str | None
 ) -> dict[str, Any] | None:
-    """The registration of the bridge serving the hook whose ancestors are ``lineage`` (see the module doc)."""
+    """The registration of the bridge serving the hook whose ancestors are ``lineage`` (see the module doc).
+
+    Several bridges of one Claude Code process (two servers configured, or a test playing Claude Code) are told
+    apart by session id, then working directory, then the newest wins.
+    """
     records = list(registrations(directory))
     for pid in lineage:
-        for record in records:
-            if record.get("harness_pid") == pid:
-                return record
+        mine = [record for record in records if record.get("harness_pid") == pid]
+        if mine:
+            return _pick(mine, session_id, cwd)
     if session_id:
-        for record in records:
-            if record.get("session_id") == session_id:
-                return record
+        same = [record for record in records if record.get("session_id") == session_id]
+        if same:
+            return _pick(same, None, cwd)
     if cwd:
         here = [record for record in records if record.get("cwd") == cwd]
         if here:
-            return max(here, key=lambda record: float(record.get("started", 0)))
+            return _pick(here, None, None)
     return None
+
+
+def _pick(records: list[dict[str, Any]], session_id: str | None, cwd: str | None) -> dict[str, Any]:
+    for key, value in (("session_id", session_id), ("cwd", cwd)):
+        narrowed = [record for record in records if value and record.get(key) == value]
+        if narrowed:
+            records = narrowed
+    return max(records, key=lambda record: float(record.get("started", 0)))
