@@ -120,7 +120,11 @@ def registrations(directory: Path) -> Iterator[dict[str, Any]]:
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if not alive(pid):
+        if not alive(pid):  # a bridge that was killed: its registration, and its socket if it is ours to remove
+            with contextlib.suppress(OSError, TypeError):
+                socket = Path(record.get("socket", ""))
+                if socket.parent == directory:
+                    socket.unlink()
             with contextlib.suppress(OSError):
                 path.unlink()
             continue

@@ -195,10 +195,13 @@ async def test_every_action_and_errors_as_is_error(tmp_path: Path, spawned: list
 
 
 async def test_without_the_channel_events_are_drained_into_results_once(tmp_path: Path, spawned: list[Any]) -> None:
+    """Also: ``agent-comms bridge claude-code`` runs the same bridge as the console script."""
     with trio.fail_after(DEADLINE):
         async with open_mesh(tmp_path, spawned) as mesh:
             a = await mesh.bridge("alpha")
-            b = await mesh.bridge("beta")
+            b = await mesh.bridge("beta", "bridge", "claude-code", command=program("agent-comms"))
+            assert b.initialize is not None
+            assert b.initialize.capabilities.experimental == {"claude/channel": {}}
             await wait_listed(a, b)
             sent = await a.ok(action="dm", target=b.id, content="are you there, beta?")
             shown = await b.until(lambda r: "are you there, beta?" in text_of(r), action="whoami")

@@ -84,12 +84,15 @@ def test_registrations_are_matched_by_process_then_session_then_directory(tmp_pa
     ]
     for record in records:
         (directory / f"{record['pid']}.json").write_text(json.dumps(record))
-    (directory / "999999993.json").write_text(json.dumps({**records[0], "pid": 999_999_993}))  # a dead bridge
+    dead = {**records[0], "pid": 999_999_993, "socket": str(directory / "999999993.sock")}  # a killed bridge
+    (directory / "999999993.json").write_text(json.dumps(dead))
+    (directory / "999999993.sock").write_text("")
     assert find_registration(directory, lineage=[999_999_991], session_id="s-2", cwd="/a") == records[0]
     assert find_registration(directory, lineage=[1234], session_id="s-2", cwd="/a") == records[1]
     assert find_registration(directory, lineage=[], session_id=None, cwd="/a") == records[1]  # the newest
     assert find_registration(directory, lineage=[], session_id=None, cwd="/b") is None
-    assert not (directory / "999999993.json").exists()  # removed on the way
+    assert not (directory / "999999993.json").exists()  # removed on the way, with its socket
+    assert not (directory / "999999993.sock").exists()
     assert ancestors()[0] == os.getppid()
 
 
