@@ -37,7 +37,7 @@ from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.tool import READ_ROOM_DEFAULT, ToolResult, with_deliveries
 from agent_comms_mcp import HARNESS
 from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
-from agent_comms_mcp.stdio import open_stdio_transport
+from agent_comms_mcp.stdio import Refusal, open_stdio_transport
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -421,6 +421,8 @@ class BridgeExtension:
     #: the server's experimental capabilities, e.g. ``{"claude/channel": {}}``
     experimental: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     run: Callable[[RunningBridge], Awaitable[None]] | None = None
+    #: answers some requests with an error before the server sees them (see :func:`open_stdio_transport`)
+    refuse: Refusal | None = None
 
 
 async def serve(options: BridgeOptions, extension: BridgeExtension | None = None) -> int:
@@ -488,7 +490,9 @@ async def _serve_agent(
         if bridge is not None:
             bridge.written(message)
 
-    transport = open_stdio_transport(on_written=on_written, on_unanswered=ledger.unanswered, on_read=on_read)
+    transport = open_stdio_transport(
+        on_written=on_written, on_unanswered=ledger.unanswered, on_read=on_read, refuse=extension.refuse
+    )
     async with transport as (read_stream, write_stream):
         bridge = RunningBridge(agent, ledger, options, harness, initialized, write=write_stream)
         init = server.create_initialization_options(experimental_capabilities=extension.experimental or None)

@@ -37,7 +37,7 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
 from agent_comms.bridges.jsonl import LineSplitter, open_stdio
 
-__all__ = ["MAX_MESSAGE", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
+__all__ = ["MAX_MESSAGE", "Refusal", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
 
 #: Longest message read, in bytes; a longer one is reported to the server as an exception and skipped.
 MAX_MESSAGE: Final = 4 << 20
@@ -98,11 +98,16 @@ class _OpenRequests:
         await self._none_open.wait()
 
 
+#: Decides, for a request read, to answer it with this error instead of passing it to the server (``None``: pass).
+Refusal = Callable[[types.JSONRPCRequest], types.ErrorData | None]
+
+
 async def _read(
     receive: trio.abc.ReceiveStream,
     sink: MemoryObjectSendStream[SessionMessage | Exception],
     requests: _OpenRequests,
     on_read: Callable[[SessionMessage], None] | None = None,
+    refuse: tuple[Refusal, MemoryObjectSendStream[SessionMessage]] | None = None,
 ) -> None:
     """Lines from ``receive`` to the server until end of input (which closes ``sink``: the server's cue to end)."""
     splitter = LineSplitter(MAX_MESSAGE)
@@ -112,6 +117,13 @@ async def _read(
         if isinstance(item, SessionMessage):
             if on_read is not None:
                 on_read(item)
+            if refuse is not None and isinstance(item.message, types.JSONRPCRequest):
+                error = refuse[0](item.message)
+                if error is not None:
+                    await refuse[1].send(
+                        SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=item.message.id, error=error))
+                    )
+                    return
             await sink.send(requests.read(item))
         elif item is not None:
             await sink.send(item)
@@ -155,8 +167,12 @@ async def open_stdio_transport(
     on_written: Callable[[SessionMessage], None] | None = None,
     on_unanswered: Callable[[types.RequestId], None] | None = None,
     on_read: Callable[[SessionMessage], None] | None = None,
+    refuse: Refusal | None = None,
 ) -> AsyncIterator[StdioStreams]:
     """This process's stdin and stdout as the stream pair for ``Server.run``.
+
+    ``refuse(request)`` may answer a request with an error before the server sees it (the Claude Code bridge
+    refuses ``server/discover`` so that the client opens the connection with ``initialize``).
 
     ``on_read(message)`` is called with each message read, before the server sees it; ``on_written(message)`` once
     each outgoing message has been written to stdout in full (the bridge marks the events of a tool result read
@@ -171,11 +187,14 @@ async def open_stdio_transport(
         written = trio.Event()
         with diverted_stdout():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read, receive, read_sink, requests, on_read)
+                refusing = None if refuse is None else (refuse, write_stream.clone())
+                nursery.start_soon(_read, receive, read_sink, requests, on_read, refusing)
                 nursery.start_soon(_write, send, write_source, requests, on_written, written)
                 try:
                     yield read_stream, write_stream
                     await write_stream.aclose()  # the server closes it when it ends; closing twice is fine
+                    if refusing is not None:
+                        await refusing[1].aclose()
                     with trio.move_on_after(_FLUSH_TIMEOUT):
                         await written.wait()
                 finally:
