@@ -15,6 +15,7 @@ from typing import Final
 
 from agent_comms_mcp.server import DEFAULT_MAX_EVENTS, BridgeExtension, RunningBridge
 from agent_comms_mcp.server import serve as serve_mcp
+from mcp import types
 
 from agent_comms.hookspecs import BridgeOptions
 from agent_comms_claude_code import HARNESS, SERVER_NAME
@@ -22,7 +23,7 @@ from agent_comms_claude_code.channel import CAPABILITY, channels_requested, harn
 from agent_comms_claude_code.hub import Hub, HubConfig
 from agent_comms_claude_code.sessions import agent_comms_home, sessions_dir
 
-__all__ = ["CHANNEL_ENV", "INSTRUCTIONS", "PROGRAM", "serve"]
+__all__ = ["CHANNEL_ENV", "DISCOVER", "INSTRUCTIONS", "PROGRAM", "refuse_modern_era", "serve"]
 
 PROGRAM: Final = "agent-comms-claude-code"
 #: Overrides the channel decision like ``--option channel=``: ``auto``, ``on`` or ``off``.
@@ -61,6 +62,23 @@ def _max_events(options: BridgeOptions) -> int:
         return DEFAULT_MAX_EVENTS  # agent_comms_mcp reports the bad value and exits
 
 
+#: The request that opens a connection in the 2026 protocol era, which Claude Code sends first when the server
+#: speaks it. Claude Code registers channel notifications only on connections opened with ``initialize`` (the
+#: 2026 era has no unsolicited notifications), so the bridge answers it "method not found" and Claude Code falls
+#: back to ``initialize``.
+DISCOVER: Final = "server/discover"
+
+
+def refuse_modern_era(request: types.JSONRPCRequest) -> types.ErrorData | None:
+    """Answer ``server/discover`` with "method not found" (see :data:`DISCOVER`); let everything else through."""
+    if request.method != DISCOVER:
+        return None
+    return types.ErrorData(
+        code=types.METHOD_NOT_FOUND,
+        message=f"Method not found: {DISCOVER} (this server speaks the initialize handshake, which channels need)",
+    )
+
+
 async def serve(options: BridgeOptions) -> int:
     """Run the Claude Code bridge on stdio until Claude Code is done with it; the exit status (as
     :func:`agent_comms_mcp.server.serve`, and 2 for a bad ``--option channel=``)."""
@@ -91,6 +109,7 @@ async def serve(options: BridgeOptions) -> int:
         instructions=INSTRUCTIONS,
         experimental={CAPABILITY: {}},
         run=partial(_run_hub, config),
+        refuse=refuse_modern_era,
     )
     return await serve_mcp(options, extension)
 

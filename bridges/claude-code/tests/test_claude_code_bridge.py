@@ -337,3 +337,42 @@ async def test_a_killed_bridge_goes_offline_for_the_others_within_a_second(tmp_p
             with trio.fail_after(1.0):
                 await wait_listed(observer, victim, listed=False)
             assert trio.current_time() - start < 1.0
+
+
+async def test_the_2026_era_probe_is_refused_so_claude_code_opens_with_initialize(tmp_path: Path) -> None:
+    """Claude Code 2.1 sends ``server/discover`` first and then ``initialize``, and registers channels only on an
+    ``initialize`` connection: the bridge answers the probe "method not found" and serves the handshake."""
+    env = {**os.environ, "AGENT_COMMS_HOME": str(tmp_path / "home"), "AGENT_COMMS_PORT": str(free_port())}
+    envelope = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+    messages: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": "probe", "method": "server/discover", "params": {"_meta": envelope}},
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"roots": {"listChanged": True}},
+                "clientInfo": {"name": "claude-code", "version": "2.1.332"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+    ]
+    piped = "".join(json.dumps(message) + "\n" for message in messages)
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            program("agent-comms-claude-code"),
+            stdin=piped.encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            env=env,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr
+    answers = {answer["id"]: answer for answer in map(json.loads, result.stdout.splitlines())}
+    assert answers["probe"]["error"]["code"] == -32601
+    assert answers[0]["result"]["protocolVersion"] == "2025-11-25"
+    assert answers[0]["result"]["capabilities"]["experimental"] == {"claude/channel": {}}
+    assert answers[0]["result"]["instructions"] == INSTRUCTIONS
+    assert [tool["name"] for tool in answers[1]["result"]["tools"]] == ["agent_comms"]
