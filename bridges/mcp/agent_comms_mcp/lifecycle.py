@@ -82,18 +82,22 @@ async def wait_for_exit(pid: int, *, parent: bool) -> None:
         await trio.sleep(POLL_INTERVAL)
 
 
-async def watch_harness(pid: int, parent: bool, cancel_scope: trio.CancelScope) -> None:
-    """Cancel ``cancel_scope`` (the bridge) once the harness process ``pid`` is gone."""
+async def watch_harness(
+    pid: int, parent: bool, cancel_scope: trio.CancelScope, program: str = "agent-comms-mcp"
+) -> None:
+    """Cancel ``cancel_scope`` (the bridge) once the harness process ``pid`` is gone (``program`` names the log)."""
     await wait_for_exit(pid, parent=parent)
     who = "its parent process" if parent else "the harness process"
-    print(f"agent-comms-mcp: {who} (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
+    print(f"{program}: {who} (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
     cancel_scope.cancel()
 
 
-async def wait_for_signal(signals: AsyncIterator[int], cancel_scope: trio.CancelScope) -> None:
+async def wait_for_signal(
+    signals: AsyncIterator[int], cancel_scope: trio.CancelScope, program: str = "agent-comms-mcp"
+) -> None:
     """Cancel ``cancel_scope`` (the bridge) at the first signal from ``signals`` (``trio.open_signal_receiver``)."""
     async for signum in signals:
-        print(f"agent-comms-mcp: {_signal_name(signum)}; leaving the mesh", file=sys.stderr)
+        print(f"{program}: {_signal_name(signum)}; leaving the mesh", file=sys.stderr)
         cancel_scope.cancel()
         return
 

@@ -22,8 +22,11 @@ import logging
 import os
 import sys
 import typing
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
+import attrs
 import trio
 from mcp import types
 from mcp.server.lowlevel import Server
@@ -34,7 +37,7 @@ from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.tool import READ_ROOM_DEFAULT, ToolResult, with_deliveries
 from agent_comms_mcp import HARNESS
 from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
-from agent_comms_mcp.stdio import open_stdio_transport
+from agent_comms_mcp.stdio import Refusal, open_stdio_transport
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -47,12 +50,15 @@ __all__ = [
     "ACTIONS",
     "DEFAULT_MAX_EVENTS",
     "HARNESS_ENV",
+    "INITIALIZED",
     "INPUT_SCHEMA",
     "INSTRUCTIONS",
     "TOOL",
     "TOOL_DESCRIPTION",
     "TOOL_NAME",
+    "BridgeExtension",
     "DrainLedger",
+    "RunningBridge",
     "build_server",
     "call_tool",
     "serve",
@@ -248,7 +254,8 @@ class DrainLedger:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        self._held: dict[types.RequestId, list[DeliveryEvent]] = {}
+        # Keyed by JSON-RPC request id; other ways of showing events (a harness's hooks) use keys of their own.
+        self._held: dict[Hashable, list[DeliveryEvent]] = {}
         self._returned: list[DeliveryEvent] = []
 
     def drain(self, limit: int) -> tuple[list[DeliveryEvent], int]:
@@ -259,8 +266,12 @@ class DrainLedger:
             events += self.agent.store.take(self.agent.id, limit=limit - len(events))
         return events, len(self._returned) + self.agent.pending_count()
 
-    def hold(self, request_id: types.RequestId | None, events: list[DeliveryEvent]) -> None:
-        """``events`` go out in the response to ``request_id``."""
+    def pending(self) -> list[DeliveryEvent]:
+        """The events waiting to be drained, oldest first (they stay waiting)."""
+        return [*self._returned, *self.agent.store.pending(self.agent.id)]
+
+    def hold(self, request_id: Hashable | None, events: list[DeliveryEvent]) -> None:
+        """``events`` go out in the response to ``request_id`` (or another showing, named by any hashable key)."""
         if not events:
             return
         if request_id is None:  # no response to wait for (not a request on this transport): shown now
@@ -272,13 +283,18 @@ class DrainLedger:
         """The transport wrote ``message``: a response's events are now in front of the model."""
         sent = message.message
         if isinstance(sent, types.JSONRPCResponse):
-            events = self._held.pop(sent.id, None)
-            if events:
-                self.agent.store.mark_read(self.agent.id, events)
+            self.settle(sent.id)
         elif isinstance(sent, types.JSONRPCError) and sent.id is not None:
             self.unanswered(sent.id)  # an error in place of the result: the model did not see the events
 
-    def unanswered(self, request_id: types.RequestId) -> None:
+    def settle(self, key: Hashable) -> list[DeliveryEvent]:
+        """The events held under ``key`` are in front of the model: mark them read; the events."""
+        events = self._held.pop(key, [])
+        if events:
+            self.agent.store.mark_read(self.agent.id, events)
+        return events
+
+    def unanswered(self, request_id: Hashable) -> None:
         """The result for ``request_id`` never reached the client: its events wait for the next result."""
         self._returned += self._held.pop(request_id, [])
 
@@ -301,7 +317,13 @@ async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -
         return ToolResult(text, is_error=True)
 
 
-def build_server(agent: Agent, *, ledger: DrainLedger | None = None, max_events: int = DEFAULT_MAX_EVENTS) -> Server:
+def build_server(
+    agent: Agent,
+    *,
+    ledger: DrainLedger | None = None,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    instructions: str = INSTRUCTIONS,
+) -> Server:
     """The MCP server of ``agent``: one tool, :data:`TOOL`; every result drains up to ``max_events`` events."""
     from agent_comms_mcp import __version__
 
@@ -324,7 +346,7 @@ def build_server(agent: Agent, *, ledger: DrainLedger | None = None, max_events:
         "agent-comms",
         version=__version__,
         title="agent-comms",
-        instructions=INSTRUCTIONS,
+        instructions=instructions,
         on_list_tools=on_list_tools,
         on_call_tool=on_call_tool,
     )
@@ -342,54 +364,143 @@ def _positive(value: str | None, default: int, what: str) -> int:
     return number
 
 
-async def serve(options: BridgeOptions) -> int:
+#: The notification by which an MCP client says it is ready for the server's notifications.
+INITIALIZED: Final = "notifications/initialized"
+
+
+@attrs.define(eq=False)
+class RunningBridge:
+    """A bridge while it serves: what a :class:`BridgeExtension` works with.
+
+    ``ledger`` is the one queue of the agent's events for every way of showing them (tool results, a push, a
+    harness's hooks), so no event is shown twice. :meth:`notify` sends the client a notification of any method.
+    """
+
+    agent: Agent
+    ledger: DrainLedger
+    options: BridgeOptions
+    harness: str
+    #: set once the client has sent ``notifications/initialized`` (notifications before it may be dropped)
+    initialized: trio.Event
+    _write: Any = attrs.field(alias="write")
+    _sent: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> bool:
+        """Send the notification ``method`` with ``params``; ``True`` once it is written, ``False`` if the
+        transport has closed."""
+        message = SessionMessage(types.JSONRPCNotification(jsonrpc="2.0", method=method, params=params))
+        written = self._sent[id(message)] = trio.Event()
+        try:
+            await self._write.send(message)
+            await written.wait()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        finally:
+            self._sent.pop(id(message), None)
+        return True
+
+    def written(self, message: SessionMessage) -> None:
+        """The transport wrote ``message``."""
+        event = self._sent.get(id(message))
+        if event is not None:
+            event.set()
+
+
+@attrs.frozen
+class BridgeExtension:
+    """What a harness-specific distribution adds to this MCP bridge (``agent-comms-claude-code`` adds push).
+
+    ``run(bridge)``, if given, runs beside the MCP server while it serves and is cancelled when it ends.
+    """
+
+    #: the harness name of the agent's identity unless ``--option harness=`` or ``$AGENT_COMMS_HARNESS`` say else
+    harness: str
+    #: the program name in log lines
+    program: str = "agent-comms-mcp"
+    instructions: str = INSTRUCTIONS
+    #: the server's experimental capabilities, e.g. ``{"claude/channel": {}}``
+    experimental: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    run: Callable[[RunningBridge], Awaitable[None]] | None = None
+    #: answers some requests with an error before the server sees them (see :func:`open_stdio_transport`)
+    refuse: Refusal | None = None
+
+
+async def serve(options: BridgeOptions, extension: BridgeExtension | None = None) -> int:
     """Run the bridge on this process's stdin and stdout until the client is done; the exit status.
 
     0 when the client closed stdin, on SIGINT/SIGTERM/SIGHUP, or when the harness process is gone (each time after
     leaving the mesh gracefully); 2 for a bad ``--option``; 3 if the agent could not join the mesh; 1 if stdout was
-    closed under the bridge.
+    closed under the bridge. ``extension`` adapts the bridge to a harness (see :class:`BridgeExtension`).
     """
     from agent_comms.agent import AgentError, open_agent
     from agent_comms.identity import IdentityError
     from agent_comms.mesh.keyfile import MeshKeyError
     from agent_comms.mesh.settings import SettingsError
 
-    harness = options.extra.get("harness") or os.environ.get(HARNESS_ENV) or HARNESS
+    extension = BridgeExtension(harness=HARNESS) if extension is None else extension
+    program = extension.program
+    harness = options.extra.get("harness") or os.environ.get(HARNESS_ENV) or extension.harness
     try:
         max_events = _positive(options.extra.get("max_events"), DEFAULT_MAX_EVENTS, "max_events")
     except ValueError as exc:
-        print(f"agent-comms-mcp: {exc}", file=sys.stderr)
+        print(f"{program}: {exc}", file=sys.stderr)
         return _EXIT_USAGE
     watched = harness_to_watch(options.harness_pid)
     status = 0
     with trio.open_signal_receiver(*SIGNALS) as signals:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait_for_signal, signals, nursery.cancel_scope)
+                nursery.start_soon(wait_for_signal, signals, nursery.cancel_scope, program)
                 if watched is not None:
-                    nursery.start_soon(watch_harness, *watched, nursery.cancel_scope)
+                    nursery.start_soon(watch_harness, *watched, nursery.cancel_scope, program)
                 async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
                     print(
-                        f"agent-comms-mcp: on the mesh as {agent.store.label(agent.id)}, harness {harness}",
-                        file=sys.stderr,
+                        f"{program}: on the mesh as {agent.store.label(agent.id)}, harness {harness}", file=sys.stderr
                     )
-                    ledger = DrainLedger(agent)
-                    server = build_server(agent, ledger=ledger, max_events=max_events)
-                    transport = open_stdio_transport(on_written=ledger.written, on_unanswered=ledger.unanswered)
-                    async with transport as (read_stream, write_stream):
-                        await server.run(read_stream, write_stream, server.create_initialization_options())
+                    await _serve_agent(agent, options, extension, harness, max_events)
                 nursery.cancel_scope.cancel()  # the client closed stdin: done
         except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
             problem = "; ".join(str(exc) for exc in _leaves(group))
-            print(f"agent-comms-mcp: could not join the mesh: {problem}", file=sys.stderr)
+            print(f"{program}: could not join the mesh: {problem}", file=sys.stderr)
             status = _EXIT_CONFIG
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
-            print("agent-comms-mcp: standard output was closed", file=sys.stderr)
+            print(f"{program}: standard output was closed", file=sys.stderr)
             status = _EXIT_BROKEN
     # The process ends next. Without this, the interpreter's last cyclic garbage collection walks the SDK's large
     # graph of pydantic models and takes about 0.4 s, which an MCP client waiting for the exit would notice.
     gc.freeze()
     return status
+
+
+async def _serve_agent(
+    agent: Agent, options: BridgeOptions, extension: BridgeExtension, harness: str, max_events: int
+) -> None:
+    """Serve MCP for ``agent`` on stdio, with the extension's task beside the server, until the client is done."""
+    ledger = DrainLedger(agent)
+    server = build_server(agent, ledger=ledger, max_events=max_events, instructions=extension.instructions)
+    initialized = trio.Event()
+    bridge: RunningBridge | None = None
+
+    def on_read(message: SessionMessage) -> None:
+        if isinstance(message.message, types.JSONRPCNotification) and message.message.method == INITIALIZED:
+            initialized.set()
+
+    def on_written(message: SessionMessage) -> None:
+        ledger.written(message)
+        if bridge is not None:
+            bridge.written(message)
+
+    transport = open_stdio_transport(
+        on_written=on_written, on_unanswered=ledger.unanswered, on_read=on_read, refuse=extension.refuse
+    )
+    async with transport as (read_stream, write_stream):
+        bridge = RunningBridge(agent, ledger, options, harness, initialized, write=write_stream)
+        init = server.create_initialization_options(experimental_capabilities=extension.experimental or None)
+        async with trio.open_nursery() as beside:
+            if extension.run is not None:
+                beside.start_soon(extension.run, bridge)
+            await server.run(read_stream, write_stream, init)
+            beside.cancel_scope.cancel()
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

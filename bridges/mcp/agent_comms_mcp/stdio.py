@@ -38,7 +38,7 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
 from agent_comms.bridges.jsonl import LineSplitter, open_stdio
 
-__all__ = ["MAX_MESSAGE", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
+__all__ = ["MAX_MESSAGE", "Refusal", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
 
 #: Longest message read, in bytes; a longer one is reported to the server as an exception and skipped.
 MAX_MESSAGE: Final = 4 << 20
@@ -104,20 +104,43 @@ class _OpenRequests:
         await self._none_open.wait()
 
 
+#: Decides, for a request read, to answer it with this error instead of passing it to the server (``None``: pass).
+Refusal = Callable[[types.JSONRPCRequest], types.ErrorData | None]
+
+
 async def _read(
-    receive: trio.abc.ReceiveStream, sink: MemoryObjectSendStream[SessionMessage | Exception], requests: _OpenRequests
+    receive: trio.abc.ReceiveStream,
+    sink: MemoryObjectSendStream[SessionMessage | Exception],
+    requests: _OpenRequests,
+    on_read: Callable[[SessionMessage], None] | None = None,
+    refuse: tuple[Refusal, MemoryObjectSendStream[SessionMessage]] | None = None,
 ) -> None:
     """Lines from ``receive`` to the server until end of input (which closes ``sink``: the server's cue to end)."""
     splitter = LineSplitter(MAX_MESSAGE)
+
+    async def forward(line: bytes | None) -> None:
+        item = parse_line(line)
+        if isinstance(item, SessionMessage):
+            if on_read is not None:
+                on_read(item)
+            if refuse is not None and isinstance(item.message, types.JSONRPCRequest):
+                error = refuse[0](item.message)
+                if error is not None:
+                    await refuse[1].send(
+                        SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=item.message.id, error=error))
+                    )
+                    return
+            await sink.send(requests.read(item))
+        elif item is not None:
+            await sink.send(item)
+
     async with sink:
         try:
             while data := await receive.receive_some(_CHUNK):
                 for line in splitter.feed(data):
-                    if (item := parse_line(line)) is not None:
-                        await sink.send(requests.read(item) if isinstance(item, SessionMessage) else item)
+                    await forward(line)
             for line in splitter.close():
-                if (item := parse_line(line)) is not None:
-                    await sink.send(requests.read(item) if isinstance(item, SessionMessage) else item)
+                await forward(line)
             with trio.move_on_after(_ANSWER_TIMEOUT):
                 await requests.wait_answered()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -149,12 +172,18 @@ async def _write(
 async def open_stdio_transport(
     on_written: Callable[[SessionMessage], None] | None = None,
     on_unanswered: Callable[[types.RequestId], None] | None = None,
+    on_read: Callable[[SessionMessage], None] | None = None,
+    refuse: Refusal | None = None,
 ) -> AsyncIterator[StdioStreams]:
     """This process's stdin and stdout as the stream pair for ``Server.run``.
 
-    ``on_written(message)`` is called once each outgoing message has been written to stdout in full (the bridge
-    marks the events of a tool result read then); ``on_unanswered(request_id)`` when the server settles a request
-    without answering it (the client cancelled it). Leaving the block waits a little for the last messages to be
+    ``refuse(request)`` may answer a request with an error before the server sees it (the Claude Code bridge
+    refuses ``server/discover`` so that the client opens the connection with ``initialize``).
+
+    ``on_read(message)`` is called with each message read, before the server sees it; ``on_written(message)`` once
+    each outgoing message has been written to stdout in full (the bridge marks the events of a tool result read
+    then); ``on_unanswered(request_id)`` when the server settles a request without answering it (the client
+    cancelled it). Leaving the block waits a little for the last messages to be
     written, then stops; a broken stdout raises :class:`trio.BrokenResourceError` out of the block.
     """
     async with open_stdio() as (receive, send):
@@ -164,11 +193,14 @@ async def open_stdio_transport(
         written = trio.Event()
         with diverted_stdout():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_read, receive, read_sink, requests)
+                refusing = None if refuse is None else (refuse, write_stream.clone())
+                nursery.start_soon(_read, receive, read_sink, requests, on_read, refusing)
                 nursery.start_soon(_write, send, write_source, requests, on_written, written)
                 try:
                     yield read_stream, write_stream
                     await write_stream.aclose()  # the server closes it when it ends; closing twice is fine
+                    if refusing is not None:
+                        await refusing[1].aclose()
                     with trio.move_on_after(_FLUSH_TIMEOUT):
                         await written.wait()
                 finally:

@@ -1,0 +1,146 @@
+"""``agent-comms-claude-code-hook``: the command of the plugin's hooks; brings waiting messages into the session.
+
+Claude Code runs it with the hook's input as JSON on stdin (``session_id``, ``cwd``, ``hook_event_name``, and per
+event ``prompt``, ``tool_name``...). It finds the bridge of its session (:mod:`agent_comms_claude_code.sessions`),
+asks it for the waiting events (:mod:`agent_comms_claude_code.hub` describes the protocol) and answers Claude Code:
+
+* ``UserPromptSubmit``, ``PostToolUse``: ``{"hookSpecificOutput": {"hookEventName": ..., "additionalContext":
+  <the events>}}`` on stdout, exit 0 (nothing at all when nothing is waiting);
+* ``Stop`` (configured with ``asyncRewake``: Claude Code runs it in the background and, when it exits with code 2,
+  wakes the idle model with its stderr): waits until a message that asks for action arrives, writes the events to
+  stderr and exits 2; exits 0 without output when the session got busy again, a newer Stop hook took over, the
+  bridge ended, or the session is not interactive (``CLAUDE_CODE_ENTRYPOINT`` other than ``cli``: a ``claude -p``
+  run would otherwise wait for it; ``AGENT_COMMS_CLAUDE_WAKE=on|off`` overrides).
+
+The bridge counts the events as read only after this program confirms it wrote them. A hook must never break the
+session: without a bridge to talk to it exits 0 silently; bad input is reported on stderr with exit status 1 (a
+non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any, Final, TextIO
+
+from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, sessions_dir
+
+__all__ = ["CONTEXT_EVENTS", "WAKE_ENV", "main", "run"]
+
+#: The events whose output carries ``additionalContext``.
+CONTEXT_EVENTS: Final = ("UserPromptSubmit", "PostToolUse")
+#: ``on`` / ``off``: whether the Stop hook waits to wake the session (default: only in interactive sessions).
+WAKE_ENV: Final = "AGENT_COMMS_CLAUDE_WAKE"
+_MAX_INPUT: Final = 32 << 20
+_CONNECT_TIMEOUT: Final = 3.0
+_EXIT_ERROR: Final = 1
+_EXIT_WAKE: Final = 2
+
+
+class _Connection:
+    """One JSON-lines exchange with the bridge."""
+
+    def __init__(self, path: str, timeout: float | None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(_CONNECT_TIMEOUT)
+        self.sock.connect(path)
+        self.sock.settimeout(timeout)
+        self._buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def receive(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the bridge closed the connection")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ConnectionError("the bridge sent something other than an object")
+        return answer
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _interactive(environ: dict[str, str] | os._Environ[str]) -> bool:
+    wanted = environ.get(WAKE_ENV, "").strip().lower()
+    if wanted in ("on", "off"):
+        return wanted == "on"
+    return environ.get("CLAUDE_CODE_ENTRYPOINT") == "cli"
+
+
+def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
+    """Answer one hook call (``payload``: Claude Code's input); the exit status."""
+    event = payload.get("hook_event_name")
+    if event not in (*CONTEXT_EVENTS, "Stop"):
+        return 0
+    waiting = event == "Stop"
+    if waiting and not _interactive(os.environ):
+        return 0
+    session_id = payload.get("session_id")
+    cwd = payload.get("cwd")
+    record = find_registration(
+        sessions_dir(agent_comms_home()),
+        lineage=ancestors(),
+        session_id=session_id if isinstance(session_id, str) else None,
+        cwd=cwd if isinstance(cwd, str) else None,
+    )
+    if record is None:
+        return 0  # no agent-comms bridge in this session (not configured, or it has not started yet)
+    try:
+        connection = _Connection(str(record["socket"]), None if waiting else _CONNECT_TIMEOUT)
+    except (OSError, KeyError):
+        return 0  # the bridge is ending
+    try:
+        connection.send({"op": "wait" if waiting else "take", "event": event, "session_id": session_id})
+        answer = connection.receive()
+        text = answer.get("text")
+        if not answer.get("count") or not isinstance(text, str):
+            return 0
+        if waiting:
+            stderr.write(text + "\n")
+            stderr.flush()
+        else:
+            output = {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+            stdout.write(json.dumps(output) + "\n")
+            stdout.flush()
+        connection.sock.settimeout(_CONNECT_TIMEOUT)
+        connection.send({"op": "shown"})
+        connection.receive()
+    except (OSError, ValueError):
+        return 0  # the bridge went away mid-way: whatever it gave us goes back to its queue
+    finally:
+        connection.close()
+    return _EXIT_WAKE if waiting else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``agent-comms-claude-code-hook``: read the hook input from stdin, answer Claude Code; the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    raw = sys.stdin.buffer.read(_MAX_INPUT + 1)
+    if len(raw) > _MAX_INPUT:
+        print("agent-comms-claude-code-hook: the hook input is too large", file=sys.stderr)
+        return _EXIT_ERROR
+    try:
+        payload = json.loads(raw or b"null")
+    except ValueError as exc:
+        print(f"agent-comms-claude-code-hook: the hook input is not JSON: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+    if not isinstance(payload, dict):
+        print("agent-comms-claude-code-hook: expected a JSON object with hook_event_name on stdin", file=sys.stderr)
+        return _EXIT_ERROR
+    return run(payload, sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

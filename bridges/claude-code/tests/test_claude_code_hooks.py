@@ -1,0 +1,253 @@
+"""Tests for the hook path: ``agent-comms-claude-code-hook`` fed the JSON Claude Code sends, against real bridges.
+
+Testing policy: bridges are real ``agent-comms-claude-code`` processes driven by the official ``mcp`` client (which
+stands in for Claude Code, as in test_claude_code_bridge.py); the hook is run as its console script with the hook
+input on stdin, as Claude Code runs it, and its stdout, stderr and exit status are checked against what Claude
+Code expects. The test process is the bridges' parent, so it plays Claude Code's part in the hook's search for its
+bridge (a hook is a child of the Claude Code process that started the bridge).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, sessions_dir
+from claude_code_helpers import (
+    DEADLINE,
+    Bridge,
+    Mesh,
+    hook_env,
+    message_id,
+    open_mesh,
+    program,
+    record_spawned,
+    text_of,
+    wait_listed,
+)
+
+from agent_comms.mesh.settings import MeshSettings
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    return record_spawned(monkeypatch)
+
+
+def hook_input(bridge: Bridge, mesh: Mesh, event: str, **fields: Any) -> dict[str, Any]:
+    """What Claude Code writes to a hook's stdin (the common fields, and the event's own)."""
+    return {
+        "session_id": "6f1c2d4e-0000-4000-8000-000000000001",
+        "transcript_path": str(mesh.tmp_path / "transcript.jsonl"),
+        "cwd": str(mesh.tmp_path / bridge.name.removeprefix("claude-code-")),
+        "permission_mode": "default",
+        "hook_event_name": event,
+        **fields,
+    }
+
+
+async def run_hook(mesh: Mesh, payload: dict[str, Any] | bytes, **env: str) -> subprocess.CompletedProcess[bytes]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return await trio.run_process(
+        program("agent-comms-claude-code-hook"),
+        stdin=data,
+        capture_stdout=True,
+        capture_stderr=True,
+        env=hook_env(mesh, **env),
+        check=False,
+    )
+
+
+async def delivered(sender: Bridge, sent: str) -> None:
+    """Until the sender hears that its message reached the recipient's bridge."""
+    await sender.until(lambda r: f"delivered your message {message_id(sent)}" in text_of(r), action="whoami")
+
+
+def test_the_hook_finds_agent_comms_home_as_the_mesh_does(tmp_path: Path) -> None:
+    for environ in ({}, {"AGENT_COMMS_HOME": str(tmp_path / "x")}, {"AGENT_COMMS_HOME": "~/somewhere"}):
+        assert agent_comms_home(environ) == MeshSettings.from_env(environ).home
+
+
+def test_registrations_are_matched_by_process_then_session_then_directory(tmp_path: Path) -> None:
+    directory = sessions_dir(tmp_path)
+    directory.mkdir()
+    me, parent = os.getpid(), os.getppid()
+    records = [
+        {"pid": me, "harness_pid": 999_999_991, "session_id": "s-1", "cwd": "/a", "socket": "x", "started": 1},
+        {"pid": parent, "harness_pid": 999_999_992, "session_id": "s-2", "cwd": "/a", "socket": "y", "started": 2},
+    ]
+    for record in records:
+        (directory / f"{record['pid']}.json").write_text(json.dumps(record))
+    dead = {**records[0], "pid": 999_999_993, "socket": str(directory / "999999993.sock")}  # a killed bridge
+    (directory / "999999993.json").write_text(json.dumps(dead))
+    (directory / "999999993.sock").write_text("")
+    assert find_registration(directory, lineage=[999_999_991], session_id="s-2", cwd="/a") == records[0]
+    assert find_registration(directory, lineage=[1234], session_id="s-2", cwd="/a") == records[1]
+    assert find_registration(directory, lineage=[], session_id=None, cwd="/a") == records[1]  # the newest
+    assert find_registration(directory, lineage=[], session_id=None, cwd="/b") is None
+    assert not (directory / "999999993.json").exists()  # removed on the way, with its socket
+    assert not (directory / "999999993.sock").exists()
+    assert ancestors()[0] == os.getppid()
+
+
+async def test_user_prompt_submit_adds_the_waiting_events_as_context_once(tmp_path: Path, spawned: list[Any]) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            sent = await a.ok(action="dm", target=b.id, content="please review PR 7", streamingBehavior="steer")
+            await delivered(a, sent)
+            payload = hook_input(b, mesh, "UserPromptSubmit", prompt="carry on")
+            done = await run_hook(mesh, payload)
+            assert done.returncode == 0, done.stderr
+            output = json.loads(done.stdout)
+            assert output["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
+            context = output["hookSpecificOutput"]["additionalContext"]
+            assert context.startswith(f"agent-comms: 1 new event(s) for you (claude-code-beta ({b.id}))")
+            assert f"[DM from claude-code-alpha ({a.id})] please review PR 7  [id {message_id(sent)}]" in context
+            assert 'action "dm"' in context
+            # shown once: not by the next hook, not in a tool result; and the sender hears it was read
+            again = await run_hook(mesh, payload)
+            assert (again.returncode, again.stdout) == (0, b"")
+            assert "please review" not in await b.ok(action="whoami")
+            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+
+
+async def test_post_tool_use_adds_context_too(tmp_path: Path, spawned: list[Any]) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            await a.ok(action="create_room", room="lobby")
+            await b.until(lambda r: not r.is_error, action="join_room", room="lobby")
+            sent = await a.ok(action="send", target="lobby", content="build is green")
+            await delivered(a, sent)
+            payload = hook_input(
+                b,
+                mesh,
+                "PostToolUse",
+                tool_name="Bash",
+                tool_input={"command": "ls"},
+                tool_response={"stdout": "x", "stderr": "", "interrupted": False},
+                tool_use_id="toolu_01",
+            )
+            done = await run_hook(mesh, payload)
+            assert done.returncode == 0, done.stderr
+            output = json.loads(done.stdout)
+            assert output["hookSpecificOutput"]["hookEventName"] == "PostToolUse"
+            assert (
+                f"[#lobby] claude-code-alpha ({a.id}): build is green"
+                in output["hookSpecificOutput"]["additionalContext"]
+            )
+
+
+async def test_the_stop_hook_waits_for_a_message_and_wakes_the_session(tmp_path: Path, spawned: list[Any]) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            payload = hook_input(b, mesh, "Stop", stop_hook_active=False, last_assistant_message="Done.")
+            async with trio.open_nursery() as nursery:
+                outcome: list[Any] = []
+
+                async def stop_hook() -> None:
+                    outcome.append(await run_hook(mesh, payload, CLAUDE_CODE_ENTRYPOINT="cli"))
+
+                nursery.start_soon(stop_hook)
+                await trio.sleep(1.0)  # the hook is waiting: an informational event does not wake it
+                info = await a.ok(action="dm", target=b.id, content="fyi: lunch", streamingBehavior="info")
+                await delivered(a, info)
+                await trio.sleep(0.5)
+                assert outcome == []
+                sent = await a.ok(action="dm", target=b.id, content="wake up, beta", streamingBehavior="followUp")
+            [done] = outcome
+            assert done.returncode == 2, done.stderr  # asyncRewake: exit 2 wakes the model with stderr
+            assert done.stdout == b""
+            text = done.stderr.decode()
+            assert "fyi: lunch" in text  # everything waiting comes along, in order
+            assert text.index("fyi: lunch") < text.index("wake up, beta")
+            assert f"[id {message_id(sent)}]" in text
+            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+
+
+async def test_a_prompt_lets_the_waiting_stop_hook_go(tmp_path: Path, spawned: list[Any]) -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            b = await mesh.bridge("beta")
+            stop = hook_input(b, mesh, "Stop", stop_hook_active=False)
+            async with trio.open_nursery() as nursery:
+                outcome: list[Any] = []
+
+                async def stop_hook() -> None:
+                    outcome.append(await run_hook(mesh, stop, CLAUDE_CODE_ENTRYPOINT="cli"))
+
+                nursery.start_soon(stop_hook)
+                await trio.sleep(1.0)
+                prompt = await run_hook(mesh, hook_input(b, mesh, "UserPromptSubmit", prompt="next task"))
+                assert (prompt.returncode, prompt.stdout) == (0, b"")
+            [done] = outcome
+            assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+            # Not interactive (claude -p): the Stop hook does not wait at all.
+            with trio.fail_after(10):
+                quick = await run_hook(mesh, stop, CLAUDE_CODE_ENTRYPOINT="sdk-cli")
+            assert (quick.returncode, quick.stdout, quick.stderr) == (0, b"", b"")
+
+
+async def test_events_a_hook_took_but_did_not_confirm_come_back(tmp_path: Path, spawned: list[Any]) -> None:
+    """A hook killed between taking events and confirming it printed them: the events are offered again."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            sent = await a.ok(action="dm", target=b.id, content="do not lose me")
+            await delivered(a, sent)
+            records = [json.loads(p.read_text()) for p in sessions_dir(mesh.home).glob("*.json")]
+            assert sorted(r["agent_id"] for r in records) == sorted([a.id, b.id])
+            [record] = [r for r in records if r["agent_id"] == b.id]
+            assert record["pid"] == b.process.pid
+            assert os.stat(record["socket"]).st_mode & 0o777 == 0o600
+            assert os.stat(sessions_dir(mesh.home)).st_mode & 0o777 == 0o700
+            async with await trio.open_unix_socket(record["socket"]) as stream:
+                await stream.send_all(b'{"op": "take", "event": "PostToolUse"}\n')
+                data = b""
+                while not data.endswith(b"\n"):
+                    data += await stream.receive_some()
+                assert "do not lose me" in json.loads(data)["text"]
+            # closed without {"op": "shown"}: the DM was not shown and is offered again, to the next taker
+            shown = await b.until(lambda r: "do not lose me" in text_of(r), action="whoami")
+            assert shown.count("do not lose me") == 1
+
+
+async def test_hooks_without_a_bridge_or_with_bad_input(tmp_path: Path) -> None:
+    mesh = Mesh(tmp_path, None, [])  # type: ignore[arg-type]  # only its environment is used
+    with trio.fail_after(60):
+        payload = {"session_id": "s", "cwd": str(tmp_path), "hook_event_name": "UserPromptSubmit", "prompt": "hi"}
+        alone = await run_hook(mesh, payload)
+        assert (alone.returncode, alone.stdout, alone.stderr) == (0, b"", b"")
+        other = await run_hook(mesh, {**payload, "hook_event_name": "Notification"})
+        assert (other.returncode, other.stdout) == (0, b"")
+        bad = await run_hook(mesh, b"{not json")
+        assert bad.returncode == 1
+        assert b"the hook input is not JSON" in bad.stderr
+        wrong = await run_hook(mesh, b"[1, 2]")
+        assert wrong.returncode == 1
+        assert b"expected a JSON object" in wrong.stderr
+
+
+def test_the_hook_runs_as_a_module_too() -> None:
+    """``python -m agent_comms_claude_code.hook`` (the fallback command when no script is on disk)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_comms_claude_code.hook", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert "UserPromptSubmit" in done.stdout

@@ -1,0 +1,132 @@
+"""Tests for setting Claude Code up: the setup hooks run the real ``claude`` CLI against a throwaway HOME.
+
+Testing policy: the home holds a ``~/.claude.json`` written beforehand with another MCP server and a setting of the
+user's, as a real one would; every check reads back through ``claude`` itself (``claude mcp list``, ``claude mcp
+get``, ``claude plugin list --json``). ``claude mcp list/get`` start the servers to check their health, so they run
+with a free ``AGENT_COMMS_PORT`` and a temporary ``AGENT_COMMS_HOME``: the bridge they start never touches the real
+mesh. The CLI takes a few seconds per command, so the whole cycle is one test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from agent_comms_claude_code import plugin
+from agent_comms_claude_code.configure import PLUGIN_ID, marketplace_dir, render_marketplace
+from claude_code_helpers import free_port
+
+from agent_comms.configure import bridge_command, run_harness_cli
+from agent_comms.testing.harnesses import harness_cli
+
+OTHER = {"type": "stdio", "command": "/bin/cat", "args": ["--other-server"], "env": {}}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    claude = harness_cli("claude")
+    monkeypatch.setenv("AGENT_COMMS_CLAUDE", str(claude))
+    monkeypatch.setenv("AGENT_COMMS_PORT", str(free_port()))
+    monkeypatch.setenv("AGENT_COMMS_HOME", str(tmp_path / "mesh-home"))
+    home = tmp_path / "user"
+    home.mkdir()
+    (home / ".claude.json").write_text(json.dumps({"mcpServers": {"other": OTHER}, "userSetting": 42}, indent=2))
+    return home
+
+
+def claude(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = run_harness_cli([os.environ["AGENT_COMMS_CLAUDE"], *args], home, timeout=120)
+    return result
+
+
+def plugins(home: Path) -> dict[str, dict[str, object]]:
+    listed = json.loads(claude(home, "plugin", "list", "--json").stdout)
+    return {entry["id"]: entry for entry in listed}
+
+
+def snapshot(home: Path) -> dict[str, str]:
+    """What configure may touch: Claude Code's user settings and MCP servers, and the marketplace files."""
+    config = json.loads((home / ".claude.json").read_text())
+    files = {str(p.relative_to(home)): p.read_text() for p in marketplace_dir(home).rglob("*") if p.is_file()}
+    return {
+        "mcpServers": json.dumps(config.get("mcpServers"), sort_keys=True),
+        "settings": (home / ".claude" / "settings.json").read_text(),
+        **files,
+    }
+
+
+def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> None:
+    detected = plugin.agent_comms_detect("claude-code", home)
+    assert detected is not None
+    assert detected.installed, detected.detail
+    assert "Claude Code" in detected.detail
+    assert "not set up" in (plugin.agent_comms_status("claude-code", home) or "")
+
+    planned = plugin.agent_comms_configure("claude-code", home, True)
+    assert planned is not None
+    assert any("claude mcp add --scope user agent-comms" in line for line in planned)
+    assert any(PLUGIN_ID in line for line in planned)
+    assert not marketplace_dir(home).exists()  # a dry run touches nothing
+    assert "agent-comms" not in claude(home, "mcp", "list").stdout
+
+    changes = plugin.agent_comms_configure("claude-code", home, False)
+    assert changes is not None
+    assert len(changes) >= 3, changes
+    listed = claude(home, "mcp", "list")
+    assert "agent-comms:" in listed.stdout, listed
+    assert "other:" in listed.stdout  # the server that was there survives
+    got = claude(home, "mcp", "get", "agent-comms")
+    assert got.returncode == 0, got
+    assert "User config" in got.stdout
+    assert "Connected" in got.stdout  # Claude Code's own client started the bridge and initialized it
+    assert shlex.join(bridge_command("claude-code")[1:]) in got.stdout
+    config = json.loads((home / ".claude.json").read_text())
+    assert config["mcpServers"]["other"] == OTHER
+    assert config["userSetting"] == 42
+    installed = plugins(home)[PLUGIN_ID]
+    assert installed["enabled"] is True
+    # the plugin's server is the same command as the user-scope one, so Claude Code runs it once
+    program, *args = bridge_command("claude-code")
+    assert installed["mcpServers"] == {"agent-comms": {"command": program, "args": args}}
+    hooks = json.loads((marketplace_dir(home) / "plugins/agent-comms/hooks/hooks.json").read_text())["hooks"]
+    assert sorted(hooks) == ["PostToolUse", "Stop", "UserPromptSubmit"]
+    [stop] = hooks["Stop"][0]["hooks"]
+    assert stop["asyncRewake"] is True
+    assert Path(shlex.split(stop["command"])[0]).exists()
+    assert "configured (user scope)" in (plugin.agent_comms_status("claude-code", home) or "")
+    assert f"plugin {PLUGIN_ID} enabled" in (plugin.agent_comms_status("claude-code", home) or "")
+
+    before = snapshot(home)
+    assert plugin.agent_comms_configure("claude-code", home, False) == []  # the second run changes nothing
+    assert snapshot(home) == before
+
+    removed = plugin.agent_comms_remove("claude-code", home, False)
+    assert removed is not None
+    assert len(removed) == 4, removed
+    listed = claude(home, "mcp", "list")
+    assert "agent-comms" not in listed.stdout
+    assert "other:" in listed.stdout
+    assert PLUGIN_ID not in plugins(home)
+    assert "agent-comms" not in claude(home, "plugin", "marketplace", "list").stdout
+    assert not marketplace_dir(home).exists()
+    config = json.loads((home / ".claude.json").read_text())
+    assert config["mcpServers"] == {"other": OTHER}
+    assert config["userSetting"] == 42
+    assert plugin.agent_comms_remove("claude-code", home, False) == []
+
+
+def test_the_marketplace_in_the_package_is_valid_for_claude(tmp_path: Path) -> None:
+    """``claude plugin validate`` accepts the rendered marketplace and the plugin."""
+    claude_program = harness_cli("claude")
+    target = tmp_path / "marketplace"
+    for relative, text in render_marketplace().items():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        (target / relative).write_text(text)
+    for path in (target, target / "plugins" / "agent-comms"):
+        result = run_harness_cli([str(claude_program), "plugin", "validate", str(path)], tmp_path, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Validation passed" in result.stdout
