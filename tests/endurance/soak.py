@@ -114,7 +114,10 @@ class Soak(Chaos):
         per_process = {}
         for name, samples in self.samples.items():
             second_half = [(t, v) for t, v in samples if t >= soaked / 2]
+            last_third = [(t, v) for t, v in samples if t >= soaked * 2 / 3]
             per_process[name] = {
+                "slope_last_third_kib_per_min": round(slope_per_minute(last_third), 1),
+                "series": [(round(t, 1), v) for t, v in samples],
                 "start_kib": samples[0][1] if samples else None,
                 "peak_kib": max((v for _, v in samples), default=None),
                 "end_kib": samples[-1][1] if samples else None,
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_report({k: v for k, v in report.items() if k != "per_process"})
     for name, figures in report["per_process"].items():
-        print(f"{name:>26}: {figures}")
+        print(f"{name:>26}: { ({k: v for k, v in figures.items() if k != 'series'}) }")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
