@@ -144,9 +144,9 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def soak(session: nox.Session) -> None:
-    """Steady traffic among 5 bridge processes for 10 minutes with RSS sampled (``-- --duration 120``); soak.json.
+    """Steady traffic among 3 bridge processes for 10 minutes with RSS sampled (``-- --duration 120``); soak.json.
 
-    Fails if a process died or the memory slope over the second half exceeds ``--max-slope`` KiB/min.
+    Fails if a process died or the memory slope over the last third exceeds ``--max-slope`` KiB/min.
     """
     session.install("-e", ".")
     session.run("python", "tests/endurance/soak.py", *session.posargs)

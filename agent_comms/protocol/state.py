@@ -251,18 +251,18 @@ class MeshState:
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
         """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none).
 
-        A receipt counts only from an agent the message was addressed to: the recipient of a direct message, or a
-        member of the room (other than the author) when the message was posted. That is checked once the message
-        is held here (its sender always holds it, and it is the one told about receipts).
+        Once the message is held here, a receipt counts only if it names the message's own conversation (its
+        sender always holds it, and it is the one told about receipts); see :meth:`_apply_receipt` for the rest.
         """
         message = self.messages.get(message_id)
-        if message is not None and not self._addressed_to(message, recipient):
-            return None
+        conversation = None if message is None else _conversation_of(message)
         best: Op | None = None
         for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
             assert isinstance(body, Receipt)
             if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, strict=True):
+                continue
+            if conversation is not None and body.conversation != conversation:
                 continue
             if best is None or _receipt_rank(op) > _receipt_rank(best):
                 best = op
@@ -271,16 +271,6 @@ class MeshState:
         body = best.body
         assert isinstance(body, Receipt)
         return body.status
-
-    def _addressed_to(self, op: Op, agent: str) -> bool:
-        body = op.body
-        if isinstance(body, DirectMessage):
-            return body.recipient == agent
-        assert isinstance(body, RoomMessage)
-        log = self.rooms.get(body.room_id)
-        return (
-            agent != body.author and log is not None and log.view is not None and log.view.was_member(agent, op_key(op))
-        )
 
     # ------------------------------------------------------------------ apply
 
@@ -435,6 +425,8 @@ class MeshState:
             del self.orphan_receipts[conversation]
 
     def _apply_receipt(self, op: Op, body: Receipt) -> list[Change]:
+        if body.conversation.startswith("dm:") and body.recipient not in _dm_parties(body.conversation):
+            return []  # only the two parties of a direct conversation report on its messages
         message_id = body.message_id
         held = message_id in self.messages
         if op.hlc < self.horizon and self._forgotten(body.conversation):
@@ -507,8 +499,8 @@ class MeshState:
         """Whether ``conversation`` is a direct conversation between two agents this replica does not know."""
         if not conversation.startswith("dm:"):
             return False
-        a, b = dm_parties(conversation)
-        return a not in self.agents and b not in self.agents
+        parties = _dm_parties(conversation)
+        return len(parties) == 2 and all(party not in self.agents for party in parties)
 
     def _drop_conversation(self, conversation: str) -> None:
         history = self.histories.pop(conversation, None)
@@ -547,6 +539,22 @@ class MeshState:
             h.update(f"{origin}:{seq};".encode())
         self._digest = h.digest()
         return self._digest
+
+
+def _conversation_of(op: Op) -> str:
+    body = op.body
+    if isinstance(body, DirectMessage):
+        return dm_conversation(body.author, body.recipient)
+    assert isinstance(body, RoomMessage)
+    return body.room_id
+
+
+def _dm_parties(conversation: str) -> tuple[str, ...]:
+    """The parties of a direct conversation key, or none if the key is malformed (it comes from the network)."""
+    try:
+        return dm_parties(conversation)
+    except ValueError:
+        return ()
 
 
 def _view(log: RoomLog) -> RoomView:

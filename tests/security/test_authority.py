@@ -180,6 +180,8 @@ async def test_operations_a_misbehaving_peer_may_not_make_are_rejected_by_every_
             Membership(inner, "destroy", "mallory", w.inc),
             RoomMessage(inner, "mallory", w.inc, "FORGED into a room it is not in"),
             Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "mallory", w.inc, "read"),
+            Receipt(op_id(dm), dm_conversation("alice", "mallory"), op_key(dm), "mallory", w.inc, "read"),
+            Receipt(op_id(dm), "dm:not-a-key", op_key(dm), "mallory", w.inc, "read"),
             # A room id that is not the id of its creating operation (taking over #lobby's id).
             RoomCreate(lobby, "lobby", "secret", "mine", "mallory", w.inc),
         ]
