@@ -30,7 +30,7 @@ DEADLINE = 180
 
 
 class StandInModel:
-    """A Messages API that answers the first request with a Read tool call (once ``go`` is set), then text."""
+    """A Messages API that answers the first request (once ``go`` is set) with a Read tool call, then text."""
 
     def __init__(self, read_path: Path, *, first_tool: bool = True) -> None:
         self.read_path = read_path
@@ -64,9 +64,10 @@ class StandInModel:
     def answer(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
         first = not self.requests
         self.requests.append(request)
-        if first and self.first_tool:
+        if first:
             self.first_arrived.set()
             self.go.wait(timeout=120)
+        if first and self.first_tool:
             block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": "toolu_01",
@@ -75,7 +76,6 @@ class StandInModel:
             }
             stop = "tool_use"
         else:
-            self.first_arrived.set()
             block = {"type": "text", "text": "Noted."}
             stop = "end_turn"
         start = {
@@ -174,11 +174,16 @@ class Receipts:
             await trio.sleep(0.05)
 
 
-async def dm_the_session(receipts: Receipts, content: str) -> str:
-    """Once the session's agent is online, DM it; the message id, once the DM has reached its bridge."""
-    sender = receipts.sender
+async def wait_for_the_session(sender: agent_comms.Agent) -> None:
+    """Until the agent of the Claude Code session is online (Claude Code starts its MCP server beside the turn)."""
     while "claude-code-project (" not in (await sender.call({"action": "list_agents"})).text:  # noqa: ASYNC110
         await trio.sleep(0.05)
+
+
+async def dm_the_session(receipts: Receipts, content: str) -> str:
+    """DM the session's agent; the message id, once the DM has reached its bridge."""
+    sender = receipts.sender
+    await wait_for_the_session(sender)
     sent = await sender.call({"action": "dm", "target": "claude-code-project", "content": content})
     assert not sent.is_error, sent.text
     message_id: str = sent.data["message_id"]
@@ -243,6 +248,8 @@ async def test_a_dm_wakes_a_finished_turn_through_the_stop_hook(
                 )  # fmt: skip
                 try:
                     await trio.to_thread.run_sync(model.first_arrived.wait, abandon_on_cancel=True)
+                    await wait_for_the_session(sender)
+                    model.go.set()  # the model ends its turn; the Stop hook waits
                     receipts = Receipts(sender)
                     message_id = await dm_the_session(receipts, "wake up for e2e")
                     await receipts.wait(message_id, "read")
