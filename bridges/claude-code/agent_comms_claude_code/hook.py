@@ -14,8 +14,9 @@ asks it for the waiting events (:mod:`agent_comms_claude_code.hub` describes the
 
 The bridge counts the events as read only after this program confirms it wrote them. A hook must never break the
 session: without a bridge to talk to it exits 0 silently (the Stop hook first gives a bridge that is still
-starting 30 s to appear: Claude Code starts MCP servers beside the first turn); bad input is reported on stderr with exit status 1 (a
-non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of milliseconds.
+starting 30 s to appear: Claude Code starts MCP servers beside the first turn); bad input is reported on stderr
+with exit status 1 (a non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
