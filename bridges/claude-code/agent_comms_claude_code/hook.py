@@ -13,8 +13,10 @@ asks it for the waiting events (:mod:`agent_comms_claude_code.hub` describes the
   run would otherwise wait for it; ``AGENT_COMMS_CLAUDE_WAKE=on|off`` overrides).
 
 The bridge counts the events as read only after this program confirms it wrote them. A hook must never break the
-session: without a bridge to talk to it exits 0 silently; bad input is reported on stderr with exit status 1 (a
-non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of milliseconds.
+session: without a bridge to talk to it exits 0 silently (the Stop hook first gives a bridge that is still
+starting 30 s to appear: Claude Code starts MCP servers beside the first turn); bad input is reported on stderr
+with exit status 1 (a non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of
+milliseconds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, Final, TextIO
 
@@ -36,6 +39,8 @@ CONTEXT_EVENTS: Final = ("UserPromptSubmit", "PostToolUse")
 WAKE_ENV: Final = "AGENT_COMMS_CLAUDE_WAKE"
 _MAX_INPUT: Final = 32 << 20
 _CONNECT_TIMEOUT: Final = 3.0
+#: How long the Stop hook looks for a bridge that is still starting.
+_STARTUP_WAIT: Final = 30.0
 _EXIT_ERROR: Final = 1
 _EXIT_WAKE: Final = 2
 
@@ -86,14 +91,20 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         return 0
     session_id = payload.get("session_id")
     cwd = payload.get("cwd")
-    record = find_registration(
-        sessions_dir(agent_comms_home()),
-        lineage=ancestors(),
-        session_id=session_id if isinstance(session_id, str) else None,
-        cwd=cwd if isinstance(cwd, str) else None,
-    )
-    if record is None:
-        return 0  # no agent-comms bridge in this session (not configured, or it has not started yet)
+    lineage = ancestors()
+    deadline = time.monotonic() + (_STARTUP_WAIT if waiting else 0.0)
+    while True:
+        record = find_registration(
+            sessions_dir(agent_comms_home()),
+            lineage=lineage,
+            session_id=session_id if isinstance(session_id, str) else None,
+            cwd=cwd if isinstance(cwd, str) else None,
+        )
+        if record is not None:
+            break
+        if time.monotonic() >= deadline:
+            return 0  # no agent-comms bridge in this session (not configured, or it has not started)
+        time.sleep(0.2)  # the Stop hook may come before Claude Code has started the server: it can wait
     try:
         connection = _Connection(str(record["socket"]), None if waiting else _CONNECT_TIMEOUT)
     except (OSError, KeyError):

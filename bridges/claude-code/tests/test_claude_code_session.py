@@ -30,7 +30,7 @@ DEADLINE = 180
 
 
 class StandInModel:
-    """A Messages API that answers the first request with a Read tool call (once ``go`` is set), then text."""
+    """A Messages API that answers the first request (once ``go`` is set) with a Read tool call, then text."""
 
     def __init__(self, read_path: Path, *, first_tool: bool = True) -> None:
         self.read_path = read_path
@@ -64,9 +64,10 @@ class StandInModel:
     def answer(self, handler: BaseHTTPRequestHandler, request: dict[str, Any]) -> None:
         first = not self.requests
         self.requests.append(request)
-        if first and self.first_tool:
+        if first:
             self.first_arrived.set()
             self.go.wait(timeout=120)
+        if first and self.first_tool:
             block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": "toolu_01",
@@ -75,7 +76,6 @@ class StandInModel:
             }
             stop = "tool_use"
         else:
-            self.first_arrived.set()
             block = {"type": "text", "text": "Noted."}
             stop = "end_turn"
         start = {
@@ -158,25 +158,37 @@ def session_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: StandInM
     return claude, env
 
 
-async def dm_the_session(sender: agent_comms.Agent, content: str) -> str:
-    """Once the session's agent is online, DM it; the message id, once the DM has reached its bridge."""
+class Receipts:
+    """The receipts one sender got, by message id (``read`` wins over ``delivered``: receipts arrive together)."""
+
+    def __init__(self, sender: agent_comms.Agent) -> None:
+        self.sender = sender
+        self.status: dict[str, str] = {}
+
+    async def wait(self, message_id: str, *wanted: str) -> None:
+        """Until the receipt of ``message_id`` is one of ``wanted``."""
+        while self.status.get(message_id) not in wanted:
+            for event in self.sender.drain():
+                if event.type == "delivery_status" and self.status.get(event.message_id) != "read":
+                    self.status[event.message_id] = event.status
+            await trio.sleep(0.05)
+
+
+async def wait_for_the_session(sender: agent_comms.Agent) -> None:
+    """Until the agent of the Claude Code session is online (Claude Code starts its MCP server beside the turn)."""
     while "claude-code-project (" not in (await sender.call({"action": "list_agents"})).text:  # noqa: ASYNC110
         await trio.sleep(0.05)
+
+
+async def dm_the_session(receipts: Receipts, content: str) -> str:
+    """DM the session's agent; the message id, once the DM has reached its bridge."""
+    sender = receipts.sender
+    await wait_for_the_session(sender)
     sent = await sender.call({"action": "dm", "target": "claude-code-project", "content": content})
     assert not sent.is_error, sent.text
     message_id: str = sent.data["message_id"]
-    await receipt(sender, message_id, "delivered")
+    await receipts.wait(message_id, "delivered", "read")
     return message_id
-
-
-async def receipt(sender: agent_comms.Agent, message_id: str, status: str) -> None:
-    """Until the sender gets the receipt ``status`` (or a later one) for ``message_id``."""
-    wanted = {"delivered": ("delivered", "read"), "read": ("read",)}[status]
-    while True:
-        for event in sender.drain():
-            if event.type == "delivery_status" and event.message_id == message_id and event.status in wanted:
-                return
-        await trio.sleep(0.05)
 
 
 async def test_a_dm_reaches_the_model_through_the_post_tool_use_hook(
@@ -203,9 +215,10 @@ async def test_a_dm_reaches_the_model_through_the_post_tool_use_hook(
 
                 nursery.start_soon(run_claude)
                 await trio.to_thread.run_sync(stand_in.first_arrived.wait, abandon_on_cancel=True)
-                message_id = await dm_the_session(sender, "hi from e2e")
+                receipts = Receipts(sender)
+                message_id = await dm_the_session(receipts, "hi from e2e")
                 stand_in.go.set()  # the model asks for a Read; its PostToolUse hook brings the DM
-                await receipt(sender, message_id, "read")
+                await receipts.wait(message_id, "read")
             [result] = done
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
     assert len(stand_in.requests) >= 2
@@ -235,8 +248,11 @@ async def test_a_dm_wakes_a_finished_turn_through_the_stop_hook(
                 )  # fmt: skip
                 try:
                     await trio.to_thread.run_sync(model.first_arrived.wait, abandon_on_cancel=True)
-                    message_id = await dm_the_session(sender, "wake up for e2e")
-                    await receipt(sender, message_id, "read")
+                    await wait_for_the_session(sender)
+                    model.go.set()  # the model ends its turn; the Stop hook waits
+                    receipts = Receipts(sender)
+                    message_id = await dm_the_session(receipts, "wake up for e2e")
+                    await receipts.wait(message_id, "read")
                     while len(model.requests) < 2:  # noqa: ASYNC110 - another thread's list
                         await trio.sleep(0.05)
                 finally:
