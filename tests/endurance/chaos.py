@@ -235,6 +235,14 @@ class Chaos:
                 return None
         return None  # stopped long enough to miss this one
 
+    async def join(self, slot: Slot) -> None:
+        """Join the room, retrying while the slot's peer has not received the room's creation yet."""
+        for _ in range(40):
+            result = await self.call(slot, action="join_room", room=ROOM)
+            if result is None or not result["is_error"]:
+                return
+            await trio.sleep(0.25)
+
     async def kill(self, slot: Slot) -> None:
         inc = slot.current
         if inc is None or inc.process.returncode is not None:
@@ -465,7 +473,7 @@ class Chaos:
                 setup_seconds = time.monotonic() - started
                 await self.call(self.slots[0], action="create_room", room=ROOM)
                 for slot in self.slots:
-                    await self.call(slot, action="join_room", room=ROOM)
+                    await self.join(slot)
                 chaos_started = time.monotonic()
                 with trio.CancelScope() as traffic:
                     async with trio.open_nursery() as talkers:

@@ -98,7 +98,7 @@ class Soak(Chaos):
                         starting.start_soon(self.start, slot)
                 await self.call(self.slots[0], action="create_room", room="chaos")
                 for slot in self.slots:
-                    await self.call(slot, action="join_room", room="chaos")
+                    await self.join(slot)
                 began = time.monotonic()
                 with trio.move_on_after(self.config.duration):
                     async with trio.open_nursery() as traffic:
