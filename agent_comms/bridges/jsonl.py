@@ -11,8 +11,16 @@ For harnesses that can spawn a process and relay through it (the pi and OpenCode
   carries the sender's ``streamingBehavior`` for the relay to honour.
 * out, for a line that is not such an object: ``{"type": "error", "text": "Error: ... (INVALID_PARAMS)"}`` (with
   ``"id"`` when the line had one); the bridge keeps going.
+* in: ``{"type": "shutdown"}``: leave the mesh now, as at the end of input.
 
-End of input ends the bridge: it leaves the mesh gracefully and exits 0. Standard input and output may be pipes,
+Relays that can tell when the model has really seen an event (the pi and OpenCode extensions) start the bridge with
+``--option ack=1``: then an event line does not count as read by itself; the relay answers it, once the event was
+shown, with ``{"type": "shown", "ids": [<event id>, ...]}`` (no reply), and only then does the sender get its
+``read`` receipt. An event the relay never acknowledges stays ``delivered``. Unknown or repeated ids are ignored, so
+acknowledging twice is harmless.
+
+End of input ends the bridge: it leaves the mesh gracefully and exits 0. So does the exit of the harness process
+named by ``--harness-pid`` (a harness that dies without closing the pipe). Standard input and output may be pipes,
 terminals or files.
 """
 
@@ -39,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HARNESS",
     "MAX_LINE",
+    "MAX_UNACKED",
     "LineSplitter",
     "LineWriter",
     "agent_comms_harness",
@@ -47,19 +56,42 @@ __all__ = [
     "open_stdio",
     "run_bridge",
     "serve",
+    "wait_for_exit",
 ]
 
 HARNESS: Final = "jsonl"
 #: Longest input line, in bytes; a longer one is answered with an error and skipped.
 MAX_LINE: Final = 1 << 20
 _CHUNK: Final = 65536
+#: How many written but unacknowledged events (``ack`` mode) are remembered per agent; the oldest are forgotten.
+MAX_UNACKED: Final = 10_000
 #: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 
 _encoder = msgspec.json.Encoder()
-#: The line writer of each agent this process bridges, for the push hook.
-_writers: dict[str, LineWriter] = {}
+#: The relay of each agent this process bridges, for the push hook.
+_relays: dict[str, _Relay] = {}
+
+
+class _Relay:
+    """Where an agent's events go: its line writer, and (``ack`` mode) the events written but not yet shown."""
+
+    def __init__(self, writer: LineWriter, ack: bool) -> None:
+        self.writer = writer
+        self.ack = ack
+        self.unacked: dict[str, DeliveryEvent] = {}
+
+    async def push(self, event: DeliveryEvent) -> bool:
+        if self.ack:
+            self.unacked[event.id] = event
+            while len(self.unacked) > MAX_UNACKED:
+                del self.unacked[next(iter(self.unacked))]
+        await self.writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
+        return not self.ack  # in ack mode the relay says when it was shown
+
+    def shown(self, ids: list[str]) -> list[DeliveryEvent]:
+        return [event for event_id in ids if (event := self.unacked.pop(event_id, None)) is not None]
 
 
 @hookimpl
@@ -81,16 +113,11 @@ def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | 
 
 @hookimpl
 def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaitable[bool] | None:
-    """Write the event line for an agent this process bridges."""
-    writer = _writers.get(agent.id)
-    if harness != HARNESS or writer is None:
+    """Write the event line for an agent this process bridges (shown at once, unless the relay acknowledges)."""
+    relay = _relays.get(agent.id)
+    if harness != HARNESS or relay is None:
         return None
-    return _push(writer, event)
-
-
-async def _push(writer: LineWriter, event: DeliveryEvent) -> bool:
-    await writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
-    return True
+    return relay.push(event)
 
 
 class LineSplitter:
@@ -150,8 +177,12 @@ def _error(text: str, request_id: object = None) -> dict[str, object]:
     return message
 
 
+class _Shutdown(Exception):
+    """The relay asked the bridge to leave (``{"type": "shutdown"}``)."""
+
+
 async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
-    """The reply to one input line (``None`` for a blank line)."""
+    """The reply to one input line (``None`` for a blank line or an acknowledgement)."""
     if line is None:
         return _error(f"line longer than {MAX_LINE} bytes; it was skipped")
     if not line.strip():
@@ -164,6 +195,13 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     if not isinstance(request, dict):
         return _error(f"{shape}, not a JSON {type(request).__name__}")
     request_id = request.get("id")
+    kind = request.get("type", "call")
+    if kind == "shown":
+        return _acknowledge(agent, request)
+    if kind == "shutdown":
+        raise _Shutdown
+    if kind != "call":
+        return _error(f"unknown line type {kind!r} (expected 'call', 'shown' or 'shutdown')", request_id)
     params = request.get("params")
     if not isinstance(params, dict):
         problem = "missing 'params'" if params is None else f"'params' must be an object, not {type(params).__name__}"
@@ -172,26 +210,48 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     return {"type": "result", "id": request_id, "text": result.text, "is_error": result.is_error, "data": result.data}
 
 
+def _acknowledge(agent: Agent, request: dict[str, Any]) -> dict[str, object] | None:
+    """Mark the events the relay has shown as read (``{"type": "shown", "ids": [...]}``)."""
+    ids = request.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(event_id, str) for event_id in ids):
+        return _error('\'ids\' must be a list of event ids: {"type": "shown", "ids": [...]}', request.get("id"))
+    relay = _relays.get(agent.id)
+    if relay is not None:
+        agent.store.mark_read(agent.id, relay.shown(ids))
+    return None
+
+
 async def run_bridge(
-    agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, pm: pluggy.PluginManager
+    agent: Agent,
+    receive: trio.abc.ReceiveStream,
+    writer: LineWriter,
+    pm: pluggy.PluginManager,
+    *,
+    ack: bool = False,
 ) -> None:
-    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook."""
+    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook.
+
+    With ``ack``, an event counts as read only once the relay acknowledges it (``{"type": "shown", ...}``).
+    """
     from agent_comms.plugins import relay_deliveries
 
     await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
-    _writers[agent.id] = writer
+    _relays[agent.id] = _Relay(writer, ack)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
             splitter = LineSplitter()
-            while data := await receive.receive_some(_CHUNK):
-                for line in splitter.feed(data):
+            try:
+                while data := await receive.receive_some(_CHUNK):
+                    for line in splitter.feed(data):
+                        await _reply(agent, writer, line)
+                for line in splitter.close():
                     await _reply(agent, writer, line)
-            for line in splitter.close():
-                await _reply(agent, writer, line)
+            except _Shutdown:
+                pass
             nursery.cancel_scope.cancel()
     finally:
-        _writers.pop(agent.id, None)
+        _relays.pop(agent.id, None)
 
 
 async def _reply(agent: Agent, writer: LineWriter, line: bytes | None) -> None:
@@ -210,12 +270,19 @@ async def serve(options: BridgeOptions) -> int:
 
     pm = options.plugin_manager if options.plugin_manager is not None else get_plugin_manager(load="")
     harness = options.extra.get("harness", HARNESS)
+    ack = options.extra.get("ack", "0").lower() in ("1", "true", "yes", "on")
     status = 0
     async with open_stdio() as (receive, send):
         writer = LineWriter(send)
         try:
-            async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
-                await run_bridge(agent, receive, writer, pm)
+            async with (
+                open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent,
+                trio.open_nursery() as nursery,
+            ):
+                if options.harness_pid is not None:
+                    nursery.start_soon(_leave_when_gone, options.harness_pid, nursery.cancel_scope)
+                await run_bridge(agent, receive, writer, pm, ack=ack)
+                nursery.cancel_scope.cancel()
         except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
             problem = "; ".join(str(exc) for exc in _leaves(group))
             print(f"agent-comms bridge jsonl: {problem}", file=sys.stderr)
@@ -225,6 +292,46 @@ async def serve(options: BridgeOptions) -> int:
             print("agent-comms bridge jsonl: standard output was closed", file=sys.stderr)
             status = _EXIT_BROKEN
     return status
+
+
+async def _leave_when_gone(pid: int, cancel_scope: trio.CancelScope) -> None:
+    """Cancel the bridge once the harness process ``pid`` has exited (it may die without closing our stdin)."""
+    await wait_for_exit(pid)
+    print(f"agent-comms bridge: the harness process (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
+    cancel_scope.cancel()
+
+
+#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
+POLL_INTERVAL: Final = 0.5
+
+
+async def wait_for_exit(pid: int) -> None:
+    """Return once the process ``pid`` has exited (at once if there is none)."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    except ProcessLookupError:
+        return
+    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes: poll instead
+        pidfd = None
+    if pidfd is not None:
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            trio.lowlevel.notify_closing(pidfd)
+            os.close(pidfd)
+        return
+    while _alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
+        await trio.sleep(POLL_INTERVAL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
