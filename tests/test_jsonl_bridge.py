@@ -531,3 +531,29 @@ async def test_bridge_leaves_when_the_harness_process_exits(tmp_path: Path) -> N
             if process.poll() is None:
                 process.kill()
             await process.wait()
+
+
+def test_tool_schema_lists_every_parameter_and_action_for_relays() -> None:
+    """The schema the pi and OpenCode relays register: every contract parameter, ``action`` the only required one."""
+    from agent_comms import actions
+    from agent_comms.bridges.jsonl import tool_schema
+
+    schema = tool_schema()
+    assert schema["name"] == "agent_comms"
+    parameters = schema["parameters"]
+    assert list(parameters["properties"]) == list(actions.PARAMETERS)
+    assert parameters["required"] == ["action"]
+    listed = parameters["properties"]["action"]["enum"]
+    assert set(listed) == {"register", "update", "whoami", "list_agents", "create_room", "list_rooms", "join_room"} | {
+        "leave_room",
+        "send",
+        "dm",
+        "read_room",
+        "invite",
+        "decline_invite",
+        "kick",
+        "destroy_room",
+    }
+    assert all(f"- {action}:" in schema["description"] for action in listed)
+    assert parameters["properties"]["streamingBehavior"]["enum"] == ["steer", "followUp", "info"]
+    assert parameters["properties"]["tags"]["type"] == "array"
