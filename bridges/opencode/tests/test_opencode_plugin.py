@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -308,3 +309,76 @@ async def test_killed_bridge_is_offline_within_a_second_and_restarts(home: Path,
             await bob.wait_until(oc_id, online=False)
             await wait_until_gone(new_bridge)
             assert not alive(new_bridge)
+
+
+# ---------------------------------------------------------------- the plugin in the real OpenCode server
+
+
+def http_json(url: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def test_the_real_opencode_server_gets_the_push_once_and_the_bridge_leaves_with_it(
+    home: Path, tmp_path: Path
+) -> None:
+    """No model needed: a pushed DM becomes one user message in a session of the real server (which then cannot
+    answer: no model); SIGTERM of the server takes its bridge and agent off the mesh.
+    """
+    assert agent_comms_opencode.agent_comms_configure("opencode", home, False)
+    env, port = mesh_env(tmp_path, free_port()), free_port()
+    project = tmp_path / "project"
+    project.mkdir()
+    base = f"http://127.0.0.1:{port}"
+    server = await trio.lowlevel.open_process(
+        [str(harness_cli("opencode")), "serve", "--port", str(port), "--hostname", "127.0.0.1"],
+        env={**env, "HOME": str(home), "AGENT_COMMS_NAME": "oc-server"},
+        cwd=project,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(DEADLINE):
+            async with open_peer("bob", env, tmp_path / "bob") as bob:
+                while True:
+                    try:
+                        session = await trio.to_thread.run_sync(http_json, f"{base}/session", "POST", {})
+                        break
+                    except OSError:  # not listening yet
+                        await trio.sleep(0.2)
+                while not (ids := [a for a in await bob.online_agents() if a.startswith("opencode-")]):  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                message_id = (await bob.call(action="dm", target=ids[0], content="hello server"))["data"]["message_id"]
+                await wait_for_receipt(bob, message_id, "read")
+
+                async def user_texts() -> list[str]:
+                    """The user messages of every session of the server (the plugin picks the session)."""
+                    sessions = await trio.to_thread.run_sync(http_json, f"{base}/session")
+                    assert session["id"] in [s["id"] for s in sessions]
+                    texts = []
+                    for each in sessions:
+                        messages = await trio.to_thread.run_sync(http_json, f"{base}/session/{each['id']}/message")
+                        texts += [
+                            part.get("text", "")
+                            for message in messages
+                            if message["info"]["role"] == "user"
+                            for part in message["parts"]
+                        ]
+                    return texts
+
+                while not await user_texts():  # noqa: ASYNC110 - OpenCode stores an accepted prompt a moment later
+                    await trio.sleep(0.1)
+                await bob.call(action="whoami")  # a little time for a second copy to show up, if there were one
+                assert await user_texts() == [f"[DM from bob ({bob.agent_id})] hello server  [id {message_id}]"]
+
+                bridge = await wait_for_bridge_of(server.pid, "opencode")
+                server.send_signal(signal.SIGTERM)
+                await server.wait()
+                await bob.wait_until(ids[0], online=False)
+                await wait_until_gone(bridge)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        await server.wait()
