@@ -90,8 +90,9 @@ def test_splitter_reports_an_over_long_line_once_and_skips_it() -> None:
 class Bridge:
     """A ``jsonl`` bridge for ``agent`` inside the test: ``send`` lines in, ``out`` reads lines out."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, *, ack: bool = False) -> None:
         self.agent = agent
+        self.ack = ack
         self.input, input_receive = trio.testing.memory_stream_one_way_pair()
         output_send, output_receive = trio.testing.memory_stream_one_way_pair()
         self.writer = LineWriter(output_send)
@@ -100,7 +101,7 @@ class Bridge:
         self.out = JsonLines(output_receive)
 
     async def run(self) -> None:
-        await run_bridge(self.agent, self.receive, self.writer, get_plugin_manager(load=""))
+        await run_bridge(self.agent, self.receive, self.writer, get_plugin_manager(load=""), ack=self.ack)
         await self.output_send.aclose()
 
     async def send(self, *lines: bytes | dict[str, Any]) -> None:
@@ -114,9 +115,9 @@ class Bridge:
 
 
 @asynccontextmanager
-async def bridged(mesh: InMemoryMesh, name: str) -> AsyncIterator[Bridge]:
+async def bridged(mesh: InMemoryMesh, name: str, *, ack: bool = False) -> AsyncIterator[Bridge]:
     agent = await mesh.agent("jsonl", name=name, cwd=f"/work/{name}")
-    bridge = Bridge(agent)
+    bridge = Bridge(agent, ack=ack)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bridge.run)
         yield bridge
@@ -206,6 +207,68 @@ async def test_events_are_pushed_and_count_as_read() -> None:
             assert receipt["type"] == "delivery_status"
             assert receipt["message_id"] == message_id
             assert alice.agent.pending_count() == 0
+
+
+async def test_ack_mode_marks_read_only_what_the_relay_says_it_showed() -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_in_memory_mesh() as mesh,
+            bridged(mesh, "alice", ack=True) as alice,
+            bridged(mesh, "bob") as bob,
+        ):
+            await alice.out.next_of("ready")
+            await bob.out.next_of("ready")
+            await mesh.settle()
+            first = (await bob.call(1, action="dm", target="alice", content="one"))["data"]["message_id"]
+            second = (await bob.call(2, action="dm", target="alice", content="two"))["data"]["message_id"]
+            events = [(await alice.out.next_of("event"))["event"] for _ in range(2)]
+            assert [event["message_id"] for event in events] == [first, second]
+            receipts = {first: "", second: ""}
+
+            async def receipts_until(message_id: str, status: str) -> None:
+                while receipts[message_id] != status:
+                    receipt = (await bob.out.next_of("event"))["event"]
+                    assert receipt["type"] == "delivery_status"
+                    assert receipt["status"] in ("delivered", "read")
+                    receipts[receipt["message_id"]] = receipt["status"]
+
+            await receipts_until(first, "delivered")
+            await receipts_until(second, "delivered")
+            # Written is not shown: nothing is read until the relay acknowledges, and then only what it names.
+            await mesh.settle()
+            state = bob.agent.store.state
+            assert [state.receipt_status(m, alice.agent.id) for m in (first, second)] == ["delivered", "delivered"]
+            await alice.send({"type": "shown", "ids": [events[1]["id"], "no-such-event"]})
+            await receipts_until(second, "read")
+            await mesh.settle()
+            assert state.receipt_status(first, alice.agent.id) == "delivered"
+            # A malformed acknowledgement is an error and changes nothing; a repeated one is harmless.
+            await alice.send({"type": "shown", "ids": "all"}, {"type": "shown", "ids": [events[1]["id"]]})
+            error = await alice.out.next()
+            assert error["type"] == "error"
+            assert error["text"].startswith("Error: 'ids' must be a list of event ids")
+            await alice.send({"type": "shown", "ids": [events[0]["id"]]})
+            await receipts_until(first, "read")
+
+
+async def test_unknown_line_type_is_an_error_and_shutdown_ends_the_bridge() -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            bridge = Bridge(await mesh.agent("jsonl", name="dave"))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(bridge.run)
+                await bridge.send(
+                    {"id": 1, "type": "dance", "params": {"action": "whoami"}},
+                    {"id": 2, "type": "call", "params": {"action": "whoami"}},
+                    {"type": "shutdown"},
+                    {"id": 3, "params": {"action": "whoami"}},  # after the shutdown: never answered
+                )
+                messages = await bridge.out.rest()  # the output ends although the input is still open
+                await bridge.input.aclose()
+    assert [(m["type"], m.get("id")) for m in messages] == [("ready", None), ("error", 1), ("result", 2)]
+    assert messages[1]["text"] == (
+        "Error: unknown line type 'dance' (expected 'call', 'shown' or 'shutdown') (INVALID_PARAMS)"
+    )
 
 
 async def test_end_of_input_answers_a_last_unterminated_line_and_ends() -> None:
@@ -438,3 +501,59 @@ async def test_sigterm_takes_the_bridge_offline_gracefully(tmp_path: Path) -> No
             if process.poll() is None:
                 process.kill()
             await process.wait()
+
+
+async def test_bridge_leaves_when_the_harness_process_exits(tmp_path: Path) -> None:
+    """``--harness-pid``: the bridge leaves (exit 0) when that process exits, though its stdin is still open."""
+    env = {
+        **os.environ,
+        "AGENT_COMMS_HOME": str(tmp_path / "home"),
+        "AGENT_COMMS_PORT": str(free_port()),
+        "AGENT_COMMS_LOAD_PLUGINS": "",
+    }
+    harness = await trio.lowlevel.open_process([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    bridge = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "agent_comms", "bridge", "jsonl", "--harness-pid", str(harness.pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert bridge.stdout is not None
+        out = JsonLines(bridge.stdout)
+        with trio.fail_after(DEADLINE):
+            assert (await out.next())["type"] == "ready"
+            harness.kill()
+            assert await bridge.wait() == 0
+    finally:
+        for process in (bridge, harness):
+            if process.poll() is None:
+                process.kill()
+            await process.wait()
+
+
+def test_tool_schema_lists_every_parameter_and_action_for_relays() -> None:
+    """The schema the pi and OpenCode relays register: every contract parameter, ``action`` the only required one."""
+    from agent_comms import actions
+    from agent_comms.bridges.jsonl import tool_schema
+
+    schema = tool_schema()
+    assert schema["name"] == "agent_comms"
+    parameters = schema["parameters"]
+    assert list(parameters["properties"]) == list(actions.PARAMETERS)
+    assert parameters["required"] == ["action"]
+    listed = parameters["properties"]["action"]["enum"]
+    assert set(listed) == {"register", "update", "whoami", "list_agents", "create_room", "list_rooms", "join_room"} | {
+        "leave_room",
+        "send",
+        "dm",
+        "read_room",
+        "invite",
+        "decline_invite",
+        "kick",
+        "destroy_room",
+    }
+    assert all(f"- {action}:" in schema["description"] for action in listed)
+    assert parameters["properties"]["streamingBehavior"]["enum"] == ["steer", "followUp", "info"]
+    assert parameters["properties"]["tags"]["type"] == "array"

@@ -11,8 +11,16 @@ For harnesses that can spawn a process and relay through it (the pi and OpenCode
   carries the sender's ``streamingBehavior`` for the relay to honour.
 * out, for a line that is not such an object: ``{"type": "error", "text": "Error: ... (INVALID_PARAMS)"}`` (with
   ``"id"`` when the line had one); the bridge keeps going.
+* in: ``{"type": "shutdown"}``: leave the mesh now, as at the end of input.
 
-End of input ends the bridge: it leaves the mesh gracefully and exits 0. Standard input and output may be pipes,
+Relays that can tell when the model has really seen an event (the pi and OpenCode extensions) start the bridge with
+``--option ack=1``: then an event line does not count as read by itself; the relay answers it, once the event was
+shown, with ``{"type": "shown", "ids": [<event id>, ...]}`` (no reply), and only then does the sender get its
+``read`` receipt. An event the relay never acknowledges stays ``delivered``. Unknown or repeated ids are ignored, so
+acknowledging twice is harmless.
+
+End of input ends the bridge: it leaves the mesh gracefully and exits 0. So does the exit of the harness process
+named by ``--harness-pid`` (a harness that dies without closing the pipe). Standard input and output may be pipes,
 terminals or files.
 """
 
@@ -24,7 +32,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import msgspec
 import pluggy
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HARNESS",
     "MAX_LINE",
+    "MAX_UNACKED",
     "LineSplitter",
     "LineWriter",
     "agent_comms_harness",
@@ -48,19 +57,43 @@ __all__ = [
     "open_stdio",
     "run_bridge",
     "serve",
+    "tool_schema",
+    "wait_for_exit",
 ]
 
 HARNESS: Final = "jsonl"
 #: Longest input line, in bytes; a longer one is answered with an error and skipped.
 MAX_LINE: Final = 1 << 20
 _CHUNK: Final = 65536
+#: How many written but unacknowledged events (``ack`` mode) are remembered per agent; the oldest are forgotten.
+MAX_UNACKED: Final = 10_000
 #: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 
 _encoder = msgspec.json.Encoder()
-#: The line writer of each agent this process bridges, for the push hook.
-_writers: dict[str, LineWriter] = {}
+#: The relay of each agent this process bridges, for the push hook.
+_relays: dict[str, _Relay] = {}
+
+
+class _Relay:
+    """Where an agent's events go: its line writer, and (``ack`` mode) the events written but not yet shown."""
+
+    def __init__(self, writer: LineWriter, ack: bool) -> None:
+        self.writer = writer
+        self.ack = ack
+        self.unacked: dict[str, DeliveryEvent] = {}
+
+    async def push(self, event: DeliveryEvent) -> bool:
+        if self.ack:
+            self.unacked[event.id] = event
+            while len(self.unacked) > MAX_UNACKED:
+                del self.unacked[next(iter(self.unacked))]
+        await self.writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
+        return not self.ack  # in ack mode the relay says when it was shown
+
+    def shown(self, ids: list[str]) -> list[DeliveryEvent]:
+        return [event for event_id in ids if (event := self.unacked.pop(event_id, None)) is not None]
 
 
 @hookimpl
@@ -82,16 +115,94 @@ def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | 
 
 @hookimpl
 def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaitable[bool] | None:
-    """Write the event line for an agent this process bridges."""
-    writer = _writers.get(agent.id)
-    if harness != HARNESS or writer is None:
+    """Write the event line for an agent this process bridges (shown at once, unless the relay acknowledges)."""
+    relay = _relays.get(agent.id)
+    if harness != HARNESS or relay is None:
         return None
-    return _push(writer, event)
+    return relay.push(event)
 
 
-async def _push(writer: LineWriter, event: DeliveryEvent) -> bool:
-    await writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
-    return True
+#: What each action takes (``*``: required) and does, for the tool description a relay registers.
+_ACTIONS: Final = {
+    "register": "name*, visibility, tags: join under a name, or rename yourself",
+    "update": "name, visibility, status, tags (one at least): change them",
+    "whoami": "who you are, your status and rooms",
+    "list_agents": "the agents online",
+    "create_room": "room*, type, description: create a room; you join it and own it",
+    "list_rooms": "the rooms you can see",
+    "join_room": "room*: join; private and secret rooms need an invite",
+    "leave_room": "room*: leave",
+    "send": "target* (the room), content*, replyTo, streamingBehavior: post to a room you are in",
+    "dm": "target* (the agent), content*, replyTo, streamingBehavior: a direct message",
+    "read_room": "room*, since: a room's history (the last 50 messages, or those after since)",
+    "invite": "room*, agent*: invite an agent to your room (owner only)",
+    "decline_invite": "room*, reason: turn an invite down",
+    "kick": "room*, agent*: remove an agent from your room (owner only)",
+    "destroy_room": "room*: end your room (owner only)",
+}
+_PARAMETER_HELP: Final = {
+    "name": "register, update: your agent name",
+    "visibility": "register, update: visible (default), hidden (not listed), ghost (not listed, no DMs)",
+    "tags": "register, update: labels for yourself",
+    "status": "update: active, idle or busy",
+    "room": "the room's name (create_room, join_room, leave_room, read_room, invite, decline_invite, kick, ...)",
+    "type": "create_room: public (default), private or secret",
+    "description": "create_room: what the room is for",
+    "target": "send: the room; dm: the agent's name or id",
+    "content": "send, dm: the message text",
+    "agent": "invite, kick: the agent's name or id",
+    "since": "read_room: only messages after this message id, ISO time or epoch milliseconds",
+    "replyTo": "send, dm: the id of the message you answer",
+    "reason": "decline_invite: why",
+    "streamingBehavior": "send, dm: steer (act now), followUp (when idle) or info (no action needed)",
+}
+
+
+def tool_schema() -> dict[str, Any]:
+    """The ``agent_comms`` tool for a relay that registers it itself: ``{"name", "description", "parameters"}``.
+
+    ``parameters`` is a JSON Schema object (every contract parameter, only ``action`` required); the bridge
+    validates again and answers bad parameters with an ``INVALID_PARAMS`` result.
+    """
+    from agent_comms import actions
+
+    choices = {
+        "action": list(_ACTIONS),
+        "visibility": list(get_args(actions.Visibility)),
+        "status": list(get_args(actions.Status)),
+        "type": list(get_args(actions.RoomKind)),
+        "streamingBehavior": list(get_args(actions.Streaming)),
+    }
+    properties: dict[str, Any] = {}
+    for name in actions.PARAMETERS:
+        schema: dict[str, Any]
+        if name == "tags":
+            schema = {"type": "array", "items": {"type": "string"}}
+        elif name == "since":
+            schema = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+        else:
+            schema = {"type": "string"}
+        if name in choices:
+            schema["enum"] = choices[name]
+        schema["description"] = (
+            "what to do (see the tool description)"
+            if name == "action"
+            else _PARAMETER_HELP.get(name, "see the tool description")
+        )
+        properties[name] = schema
+    usage = "\n".join(f"- {action}: {what}" for action, what in _ACTIONS.items())
+    description = (
+        "Talk with the other coding agents on this machine (agent-comms): who is online, rooms, room messages and "
+        "direct messages, with read receipts. You are on the mesh under a default name; register to choose yours. "
+        "Messages for you arrive by themselves, each once.\n"
+        f"Set action and its parameters (* = required):\n{usage}\n"
+        "Agents are named by name or id, rooms by name. Errors come back as 'Error: <message> (<CODE>)'."
+    )
+    return {
+        "name": "agent_comms",
+        "description": description,
+        "parameters": {"type": "object", "properties": properties, "required": ["action"]},
+    }
 
 
 class LineSplitter:
@@ -151,8 +262,12 @@ def _error(text: str, request_id: object = None) -> dict[str, object]:
     return message
 
 
+class _Shutdown(Exception):
+    """The relay asked the bridge to leave (``{"type": "shutdown"}``)."""
+
+
 async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
-    """The reply to one input line (``None`` for a blank line)."""
+    """The reply to one input line (``None`` for a blank line or an acknowledgement)."""
     if line is None:
         return _error(f"line longer than {MAX_LINE} bytes; it was skipped")
     if not line.strip():
@@ -170,6 +285,13 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     if not isinstance(request, dict):
         return _error(f"{shape}, not a JSON {type(request).__name__}")
     request_id = request.get("id")
+    kind = request.get("type", "call")
+    if kind == "shown":
+        return _acknowledge(agent, request)
+    if kind == "shutdown":
+        raise _Shutdown
+    if kind != "call":
+        return _error(f"unknown line type {kind!r} (expected 'call', 'shown' or 'shutdown')", request_id)
     params = request.get("params")
     if not isinstance(params, dict):
         problem = "missing 'params'" if params is None else f"'params' must be an object, not {type(params).__name__}"
@@ -178,26 +300,48 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     return {"type": "result", "id": request_id, "text": result.text, "is_error": result.is_error, "data": result.data}
 
 
+def _acknowledge(agent: Agent, request: dict[str, Any]) -> dict[str, object] | None:
+    """Mark the events the relay has shown as read (``{"type": "shown", "ids": [...]}``)."""
+    ids = request.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(event_id, str) for event_id in ids):
+        return _error('\'ids\' must be a list of event ids: {"type": "shown", "ids": [...]}', request.get("id"))
+    relay = _relays.get(agent.id)
+    if relay is not None:
+        agent.store.mark_read(agent.id, relay.shown(ids))
+    return None
+
+
 async def run_bridge(
-    agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, pm: pluggy.PluginManager
+    agent: Agent,
+    receive: trio.abc.ReceiveStream,
+    writer: LineWriter,
+    pm: pluggy.PluginManager,
+    *,
+    ack: bool = False,
 ) -> None:
-    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook."""
+    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook.
+
+    With ``ack``, an event counts as read only once the relay acknowledges it (``{"type": "shown", ...}``).
+    """
     from agent_comms.plugins import relay_deliveries
 
     await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
-    _writers[agent.id] = writer
+    _relays[agent.id] = _Relay(writer, ack)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
             splitter = LineSplitter()
-            while data := await receive.receive_some(_CHUNK):
-                for line in splitter.feed(data):
+            try:
+                while data := await receive.receive_some(_CHUNK):
+                    for line in splitter.feed(data):
+                        await _reply(agent, writer, line)
+                for line in splitter.close():
                     await _reply(agent, writer, line)
-            for line in splitter.close():
-                await _reply(agent, writer, line)
+            except _Shutdown:
+                pass
             nursery.cancel_scope.cancel()
     finally:
-        _writers.pop(agent.id, None)
+        _relays.pop(agent.id, None)
 
 
 async def _reply(agent: Agent, writer: LineWriter, line: bytes | None) -> None:
@@ -216,12 +360,19 @@ async def serve(options: BridgeOptions) -> int:
 
     pm = options.plugin_manager if options.plugin_manager is not None else get_plugin_manager(load="")
     harness = options.extra.get("harness", HARNESS)
+    ack = options.extra.get("ack", "0").lower() in ("1", "true", "yes", "on")
     status = 0
     async with open_stdio() as (receive, send):
         writer = LineWriter(send)
         try:
-            async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
-                await run_bridge(agent, receive, writer, pm)
+            async with (
+                open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent,
+                trio.open_nursery() as nursery,
+            ):
+                if options.harness_pid is not None:
+                    nursery.start_soon(_leave_when_gone, options.harness_pid, nursery.cancel_scope)
+                await run_bridge(agent, receive, writer, pm, ack=ack)
+                nursery.cancel_scope.cancel()
         except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
             problem = "; ".join(str(exc) for exc in _leaves(group))
             print(f"agent-comms bridge jsonl: {problem}", file=sys.stderr)
@@ -231,6 +382,46 @@ async def serve(options: BridgeOptions) -> int:
             print("agent-comms bridge jsonl: standard output was closed", file=sys.stderr)
             status = _EXIT_BROKEN
     return status
+
+
+async def _leave_when_gone(pid: int, cancel_scope: trio.CancelScope) -> None:
+    """Cancel the bridge once the harness process ``pid`` has exited (it may die without closing our stdin)."""
+    await wait_for_exit(pid)
+    print(f"agent-comms bridge: the harness process (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
+    cancel_scope.cancel()
+
+
+#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
+POLL_INTERVAL: Final = 0.5
+
+
+async def wait_for_exit(pid: int) -> None:
+    """Return once the process ``pid`` has exited (at once if there is none)."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    except ProcessLookupError:
+        return
+    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes: poll instead
+        pidfd = None
+    if pidfd is not None:
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            trio.lowlevel.notify_closing(pidfd)
+            os.close(pidfd)
+        return
+    while _alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
+        await trio.sleep(POLL_INTERVAL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
