@@ -12,32 +12,28 @@ SIGTERM or SIGHUP, and when Codex (its parent process, or ``--harness-pid``) exi
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
 from typing import TYPE_CHECKING, Final
 
 import trio
-from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
-from agent_comms_mcp.server import DEFAULT_MAX_EVENTS, DrainLedger, build_server
-from agent_comms_mcp.stdio import open_stdio_transport
+from agent_comms_mcp.lifecycle import harness_to_watch
 
 from agent_comms.events import format_delivery_event
 from agent_comms_codex import HARNESS
 from agent_comms_codex.inbox import MAX_LISTED, VERSION, Inbox, inbox_path, remove_inbox, write_inbox
 
 if TYPE_CHECKING:
-    from mcp.shared.message import SessionMessage
+    from agent_comms_mcp.server import RunningBridge
 
     from agent_comms.agent import Agent
     from agent_comms.hookspecs import BridgeOptions
 
-__all__ = ["InboxWriter", "inbox_snapshot", "serve"]
+__all__ = ["PROGRAM", "InboxWriter", "inbox_snapshot", "keep_inbox", "serve"]
 
-_EXIT_BROKEN: Final = 1
-_EXIT_USAGE: Final = 2
-_EXIT_CONFIG: Final = 3
+#: The program name in the bridge's log lines.
+PROGRAM: Final = "agent-comms-codex"
 #: At most this often the inbox file is rewritten while events keep arriving (seconds).
 _INBOX_MIN_INTERVAL: Final = 0.05
 
@@ -90,7 +86,7 @@ class InboxWriter:
                         write_inbox(self.path, snapshot)
                         last = key
                     except OSError as exc:  # the hooks go quiet; the tool still drains
-                        print(f"agent-comms-codex: cannot write {self.path}: {exc}", file=sys.stderr)
+                        print(f"{PROGRAM}: cannot write {self.path}: {exc}", file=sys.stderr)
                 await trio.sleep(_INBOX_MIN_INTERVAL)  # a burst of events is one write
         finally:
             remove_inbox(self.path)
@@ -99,61 +95,20 @@ class InboxWriter:
 async def serve(options: BridgeOptions) -> int:
     """Run the Codex bridge on stdin/stdout until Codex is done with it; the exit status.
 
-    0 when Codex closed stdin, on SIGINT/SIGTERM/SIGHUP, or when Codex exited (each time after leaving the mesh
-    gracefully); 2 for a bad ``--option``; 3 if the agent could not join the mesh; 1 if stdout was closed.
+    The MCP bridge's :func:`agent_comms_mcp.server.serve` (and its exit statuses: 0 when Codex closed stdin, on
+    SIGINT/SIGTERM/SIGHUP, or when Codex exited, each time after leaving the mesh gracefully; 2 for a bad
+    ``--option``; 3 if the agent could not join the mesh; 1 if stdout was closed), with the inbox file beside it.
     """
-    from agent_comms.agent import AgentError, open_agent
-    from agent_comms.identity import IdentityError
-    from agent_comms.mesh.keyfile import MeshKeyError
-    from agent_comms.mesh.settings import SettingsError
+    from agent_comms_mcp.server import BridgeExtension
+    from agent_comms_mcp.server import serve as serve_mcp
 
-    harness = options.extra.get("harness") or HARNESS
-    raw_max = options.extra.get("max_events")
-    try:
-        max_events = int(raw_max) if raw_max is not None else DEFAULT_MAX_EVENTS
-        if max_events <= 0:
-            raise ValueError
-    except ValueError:
-        print(
-            f"agent-comms-codex: --option max_events= takes a positive whole number, not {raw_max!r}", file=sys.stderr
-        )
-        return _EXIT_USAGE
-    watched = harness_to_watch(options.harness_pid)
-    harness_pid = watched[0] if watched is not None else None
-    status = 0
-    with trio.open_signal_receiver(*SIGNALS) as signals:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(wait_for_signal, signals, nursery.cancel_scope)
-                if watched is not None:
-                    nursery.start_soon(watch_harness, *watched, nursery.cancel_scope)
-                async with open_agent(harness, options.name, cwd=options.cwd, pid=options.harness_pid) as agent:
-                    print(
-                        f"agent-comms-codex: on the mesh as {agent.store.label(agent.id)}, harness {harness}",
-                        file=sys.stderr,
-                    )
-                    ledger = DrainLedger(agent)
-                    inbox = InboxWriter(agent, harness_pid=harness_pid, cwd=options.cwd)
-                    agent.store.add_delivery_callback(lambda event: inbox.poke())
+    return await serve_mcp(options, BridgeExtension(harness=HARNESS, program=PROGRAM, run=keep_inbox))
 
-                    def written(message: SessionMessage) -> None:
-                        ledger.written(message)
-                        inbox.poke()  # the events it carried are no longer waiting
 
-                    async with trio.open_nursery() as inner:
-                        inner.start_soon(inbox.run)
-                        server = build_server(agent, ledger=ledger, max_events=max_events)
-                        transport = open_stdio_transport(on_written=written, on_unanswered=ledger.unanswered)
-                        async with transport as (read_stream, write_stream):
-                            await server.run(read_stream, write_stream, server.create_initialization_options())
-                        inner.cancel_scope.cancel()
-                nursery.cancel_scope.cancel()  # Codex closed stdin: done
-        except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
-            problem = "; ".join(str(exc) for exc in group.exceptions)
-            print(f"agent-comms-codex: could not join the mesh: {problem}", file=sys.stderr)
-            status = _EXIT_CONFIG
-        except* (trio.BrokenResourceError, trio.ClosedResourceError):
-            print("agent-comms-codex: standard output was closed", file=sys.stderr)
-            status = _EXIT_BROKEN
-    gc.freeze()  # skip the interpreter's last full collection of the SDK's object graph (a slow exit otherwise)
-    return status
+async def keep_inbox(bridge: RunningBridge) -> None:
+    """Beside the MCP server: keep the inbox file in step with the events waiting for the agent."""
+    watched = harness_to_watch(bridge.options.harness_pid)
+    inbox = InboxWriter(bridge.agent, harness_pid=watched[0] if watched is not None else None, cwd=bridge.options.cwd)
+    bridge.agent.store.add_delivery_callback(lambda event: inbox.poke())
+    bridge.add_written_callback(lambda message: inbox.poke())  # the events a result carried are no longer waiting
+    await inbox.run()

@@ -384,6 +384,7 @@ class RunningBridge:
     initialized: trio.Event
     _write: Any = attrs.field(alias="write")
     _sent: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
+    _on_written: list[Callable[[SessionMessage], None]] = attrs.field(factory=list, init=False)
 
     async def notify(self, method: str, params: dict[str, Any]) -> bool:
         """Send the notification ``method`` with ``params``; ``True`` once it is written, ``False`` if the
@@ -399,11 +400,18 @@ class RunningBridge:
             self._sent.pop(id(message), None)
         return True
 
+    def add_written_callback(self, callback: Callable[[SessionMessage], None]) -> None:
+        """Call ``callback`` with every message the transport has written (e.g. a tool result that carried
+        events: they are no longer waiting). It runs in the transport's task, so it must not block."""
+        self._on_written.append(callback)
+
     def written(self, message: SessionMessage) -> None:
         """The transport wrote ``message``."""
         event = self._sent.get(id(message))
         if event is not None:
             event.set()
+        for callback in self._on_written:
+            callback(message)
 
 
 @attrs.frozen
