@@ -26,9 +26,18 @@ from typing import Any
 import agent_comms_opencode
 import pytest
 import trio
-from opencode_peers import Lines, Peer, alive, free_port, mesh_env, open_peer, wait_for_bridge_of, wait_until_gone
 
 from agent_comms.testing.harnesses import harness_cli, node_modules_dir
+from agent_comms.testing.processes import (
+    Lines,
+    Peer,
+    alive,
+    free_port,
+    mesh_env,
+    open_peer,
+    wait_for_bridge_of,
+    wait_until_gone,
+)
 
 DEADLINE = 120
 HOST = Path(__file__).with_name("opencode_host.mjs")

@@ -23,8 +23,10 @@ from typing import Any
 import agent_comms_pi
 import pytest
 import trio
-from pi_peers import (
-    FAKE_MODEL,
+
+from agent_comms.configure import BACKUP_SUFFIX, run_harness_cli
+from agent_comms.testing.harnesses import harness_cli
+from agent_comms.testing.processes import (
     Lines,
     Peer,
     alive,
@@ -35,8 +37,7 @@ from pi_peers import (
     wait_until_gone,
 )
 
-from agent_comms.configure import BACKUP_SUFFIX, run_harness_cli
-from agent_comms.testing.harnesses import harness_cli
+FAKE_MODEL = Path(__file__).with_name("fake_model.ts")
 
 #: pi takes several seconds to start on a loaded 2-core machine.
 DEADLINE = 120

@@ -1,4 +1,18 @@
-"""Processes for the OpenCode tests: a real second agent (the JSON-lines bridge), and reading JSON lines."""
+"""Real agent processes for a bridge's tests: another agent on the mesh, as the user's harness would meet it.
+
+::
+
+    from agent_comms.testing.processes import free_port, mesh_env, open_peer
+
+    async def test_my_bridge_gets_a_dm(tmp_path):
+        env = mesh_env(tmp_path, free_port())  # a private mesh: its own home (key) and port
+        async with open_peer("bob", env, tmp_path / "bob") as bob:  # `agent-comms bridge jsonl` as a process
+            result = await bob.call(action="dm", target="me", content="hi")
+
+:class:`Peer` drives the built-in JSON-lines bridge over its standard input and output (``call`` sends a tool call
+and waits for its result; ``wait_for`` waits for an event line); the other helpers find and watch the processes a
+harness starts (Linux ``/proc``).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +29,22 @@ from typing import Any
 
 import trio
 
+__all__ = [
+    "Lines",
+    "Peer",
+    "alive",
+    "children_of",
+    "command_line",
+    "free_port",
+    "mesh_env",
+    "open_peer",
+    "wait_for_bridge_of",
+    "wait_until_gone",
+]
+
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (never the real default 19876)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -91,6 +119,7 @@ class Peer(Lines):
 
 
 def mesh_env(tmp_path: Path, port: int) -> dict[str, str]:
+    """This process's environment with a private mesh: ``AGENT_COMMS_HOME`` under ``tmp_path``, port ``port``."""
     return {
         **os.environ,
         "AGENT_COMMS_HOME": str(tmp_path / "agent-comms-home"),
@@ -100,6 +129,7 @@ def mesh_env(tmp_path: Path, port: int) -> dict[str, str]:
 
 @asynccontextmanager
 async def open_peer(name: str, env: dict[str, str], cwd: Path) -> AsyncIterator[Peer]:
+    """Run ``agent-comms bridge jsonl --name NAME`` in ``cwd`` until the block ends; the :class:`Peer`, registered."""
     await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "agent_comms", "bridge", "jsonl", "--name", name],
@@ -133,6 +163,7 @@ def children_of(pid: int) -> list[int]:
 
 
 def command_line(pid: int) -> str:
+    """The command line of ``pid``, arguments joined by spaces (Linux); empty if it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -140,6 +171,7 @@ def command_line(pid: int) -> str:
 
 
 async def wait_until_gone(pid: int) -> None:
+    """Wait until process ``pid`` has exited."""
     while alive(pid):  # noqa: ASYNC110 - another process: no event to wait on
         await trio.sleep(0.02)
 
@@ -154,6 +186,7 @@ async def wait_for_bridge_of(pid: int, harness: str) -> int:
 
 
 def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
