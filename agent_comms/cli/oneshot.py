@@ -31,7 +31,6 @@ from agent_comms.cli.common import (
 
 if TYPE_CHECKING:
     from agent_comms.mesh.observe import MeshSnapshot
-    from agent_comms.mesh.settings import MeshSettings
     from agent_comms.tool import ToolResult
 
 T = TypeVar("T")
@@ -282,9 +281,6 @@ def _agent_exists(state: Any, ref: str) -> str | None:
 
 def _act(args: argparse.Namespace, call: dict[str, object], check: Callable[[Any], str | None]) -> int:
     """Check (observing), then act as the human's agent: join a room if needed, send, wait for the mesh's copy."""
-    from agent_comms.mesh.keyfile import MeshKeyError
-    from agent_comms.mesh.settings import SettingsError
-
     if not args.text.strip():
         error("the message is empty")
         return EXIT_USAGE
@@ -298,27 +294,20 @@ def _act(args: argparse.Namespace, call: dict[str, object], check: Callable[[Any
     params = {**call, "content": args.text}
     if args.reply_to:
         params["replyTo"] = args.reply_to
-    try:
-        settings, _key = load_mesh_config()
-    except ConfigError as exc:
-        error(str(exc))
-        return EXIT_CONFIG
-    try:
-        outcome = _run_interruptibly(lambda: _act_as_human(args.name, params, settings))
-    except (MeshKeyError, SettingsError) as exc:
-        error(str(exc))
-        return EXIT_CONFIG
+    outcome = _run_interruptibly(lambda: _act_as_human(args.name, params))
     if isinstance(outcome, int):
         return outcome
     return _report(outcome, params, json_output=args.json)
 
 
-async def _act_as_human(name: str | None, params: dict[str, object], settings: MeshSettings) -> dict[str, Any] | int:
+async def _act_as_human(name: str | None, params: dict[str, object]) -> dict[str, Any] | int:
     import trio
 
     from agent_comms.agent import AgentError
     from agent_comms.cli.human import NotJoined, open_human, wait_acknowledged
     from agent_comms.identity import IdentityError
+    from agent_comms.mesh.keyfile import MeshKeyError
+    from agent_comms.mesh.settings import SettingsError
 
     try:
         async with open_human(name) as agent:
@@ -358,7 +347,7 @@ async def _act_as_human(name: str | None, params: dict[str, object], settings: M
     except NotJoined as exc:
         error(f"{exc}; is the mesh still running? (agent-comms mesh)")
         return EXIT_NO_MESH
-    except (AgentError, IdentityError) as exc:
+    except (AgentError, IdentityError, MeshKeyError, SettingsError) as exc:  # the observation checked the last two
         error(str(exc))
         return EXIT_CONFIG
 
