@@ -138,7 +138,7 @@ async def test_a_squatter_on_the_coordinator_port_is_reported_and_told_nothing(p
     received = bytearray()
 
     async def squat(stream: trio.SocketStream) -> None:
-        with trio.move_on_after(3):
+        with trio.move_on_after(20):
             async for data in stream:
                 received.extend(data)
                 # It plays along as well as it can without the key: a proper Hello and a made-up proof.
@@ -149,11 +149,18 @@ async def test_a_squatter_on_the_coordinator_port_is_reported_and_told_nothing(p
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "agent_comms.mesh"], env=mesh.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        await trio.sleep(2.0)
+        assert process.stderr is not None
+        errors = b""
+        # Until the peer has said so (a loaded machine may take seconds to start Python), then a little longer.
+        with trio.move_on_after(20):
+            while b"cannot prove the mesh key" not in errors:
+                chunk = await process.stderr.receive_some(1 << 16)
+                if not chunk:
+                    break
+                errors += chunk
+        await trio.sleep(0.3)
         process.terminate()
         await process.wait()
-        assert process.stderr is not None
-        errors = await process.stderr.receive_some(1 << 16)
         nursery.cancel_scope.cancel()
     decoder = FrameDecoder()
     decoder.feed(bytes(received))
