@@ -23,7 +23,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import trio
 
-    from agent_comms.mesh.observe import NoMesh, observe_mesh
+    from agent_comms.mesh.observe import MeshSnapshot, NoMesh, explain_no_mesh, observe_mesh
     from agent_comms.mesh.registry import PeerRegistry
 
     try:
@@ -31,12 +31,18 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         error(str(exc))
         return EXIT_CONFIG
-    try:
-        snapshot = trio.run(lambda: observe_mesh(key, port=settings.port, registry=PeerRegistry(settings.home)))
-    except NoMesh as exc:
+
+    async def observe() -> MeshSnapshot | str:
+        try:
+            return await observe_mesh(key, port=settings.port, registry=PeerRegistry(settings.home))
+        except NoMesh:  # say why: nothing listens, or what holds the port
+            return await explain_no_mesh(key, settings.port)
+
+    snapshot = trio.run(observe)
+    if isinstance(snapshot, str):
         if args.json:
             print(json.dumps({"coordinator": None, "peers": []}))
-        error(str(exc))
+        error(snapshot)
         return EXIT_NO_MESH
     data = snapshot.to_json()
     if args.json:
