@@ -41,6 +41,7 @@ from agent_comms.protocol.commands import (
     Command,
     Deliver,
     Dial,
+    Notice,
     ReadPeerRegistry,
     ReleaseCoordinatorPort,
     Send,
@@ -308,6 +309,8 @@ class MeshNode:
             elif isinstance(command, ReadPeerRegistry):
                 found = [] if self.registry is None else self.registry.read()
                 self._execute(self.peer.peers_discovered(found, trio.current_time()))
+            elif isinstance(command, Notice):
+                logger.warning("peer %s: %s", self.peer_id, command.text)
             else:  # pragma: no cover - a bug in this module
                 raise AssertionError(f"unknown command {command!r}")
         self._reschedule()
@@ -532,7 +535,7 @@ async def open_node(
         started_at=time.time(),
         data_port=data_listener.port,
         process_start=process_start,
-        wall_offset=time.time() - trio.current_time(),
+        wall_clock=time.time,  # read at each use: trio's clock is monotonic and stands still during a suspend
     )
     async with trio.open_nursery() as nursery:
         node = MeshNode(peer, network, nursery, registry)

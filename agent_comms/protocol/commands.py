@@ -18,6 +18,7 @@ __all__ = [
     "Command",
     "Deliver",
     "Dial",
+    "Notice",
     "ReadPeerRegistry",
     "ReleaseCoordinatorPort",
     "Send",
@@ -79,4 +80,11 @@ class Deliver:
     changes: tuple[Change, ...]
 
 
-Command = Send | Dial | CloseLink | BindCoordinatorPort | ReleaseCoordinatorPort | ReadPeerRegistry | Deliver
+@attrs.frozen
+class Notice:
+    """Something the user should know that is not an error of any link (a clock set back, say): for the log."""
+
+    text: str
+
+
+Command = Send | Dial | CloseLink | BindCoordinatorPort | ReleaseCoordinatorPort | ReadPeerRegistry | Deliver | Notice

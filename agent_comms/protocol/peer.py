@@ -42,13 +42,29 @@ well-known coordinator port. The rules, each implemented by the method named:
 Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``link_closed``, ...); each returns
 the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
 says when :meth:`handle_timer` wants to run next.
+
+Two clocks
+==========
+
+``now`` is monotonic: every timer, timeout and interval is measured on it, so a wall clock set back or forward
+never fires or holds up a heartbeat. Wall-clock time is needed only for the stamps of operations (the hybrid
+clock), for the check of received stamps, and for the forgetting horizon. It is read *when used*, from
+:attr:`Peer.wall_clock`, a callable the runtime supplies (``time.time``); the peer never reads a clock itself, and
+a test injects a fake. It is not derived from ``now`` plus an offset fixed at start: the monotonic clock does not
+advance while the machine is suspended, so such a peer would stamp in the past after every suspend, and refuse
+the operations of peers started after it.
+
+The wall clock may jump either way (a suspend, NTP, a user setting the time). The hybrid clock keeps stamps
+increasing across a step back; received stamps are refused only beyond ``max_clock_ahead`` (a year) past the
+highest wall-clock reading this peer has made, a bound that no real step reaches and that still keeps a poisoned
+stamp (``2**64 - 1``) from pushing the hybrid clock out of range (see :meth:`Peer._check_clocks`).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -61,6 +77,7 @@ from .commands import (
     Command,
     Deliver,
     Dial,
+    Notice,
     ReadPeerRegistry,
     ReleaseCoordinatorPort,
     Send,
@@ -111,8 +128,11 @@ class PeerConfig:
     history_limit: int = 1000
     #: bytes of operations per anti-entropy frame (kept well under the frame cap)
     sync_chunk_bytes: int = DEFAULT_MAX_FRAME // 4
-    #: operations stamped further ahead of this peer's clock are refused (the link that sent them is closed)
-    max_clock_ahead: float = 300.0
+    #: operations stamped further ahead of the highest wall-clock reading of this peer are refused (the link that
+    #: sent them is closed): far beyond any real clock step, and still far from overflowing the hybrid clock
+    max_clock_ahead: float = 366 * 24 * 3600.0
+    #: a peer whose clock is this far behind the newest stamp it holds says so (once, until its clock catches up)
+    clock_notice: float = 60.0
     #: a link's sync requests are answered at most once per this interval (an answer can be the whole state, so
     #: a flood of requests must not turn into a flood of answers); honest peers ask once per link and round
     sync_answer_interval: float = 0.2
@@ -194,8 +214,14 @@ class Peer:
     _binding: bool = False
     _anti_entropy_turn: int = 0
     _pending_dials: dict[int, str | None] = attrs.field(factory=dict)
-    #: added to ``now`` for the wall-clock milliseconds of HLC stamps (``now`` itself may be a monotonic clock)
+    #: the wall clock (seconds since the epoch), read each time wall time is needed (see "Two clocks" above)
+    wall_clock: Callable[[], float] | None = None
+    #: without :attr:`wall_clock` (simulations under one virtual clock), the wall time is ``now + wall_offset``
     wall_offset: float = 0.0
+    #: the highest wall-clock reading so far (ms): a clock set back does not narrow what this peer accepts
+    _wall_high: int = 0
+    #: whether this peer has said that its clock is behind the stamps it holds (said once, until it catches up)
+    _clock_behind_noted: bool = False
     #: consecutive attempts to reach the coordinator that failed before the handshake finished (for back-off)
     _coordinator_failures: int = 0
     #: when the links are next checked for heartbeats and timeouts (``None`` while there are none)
@@ -212,13 +238,17 @@ class Peer:
         started_at: float,
         data_port: int,
         process_start: float = 0.0,
+        wall_clock: Callable[[], float] | None = None,
         wall_offset: float = 0.0,
     ) -> Peer:
-        """A new peer with a fresh random id. ``started_at`` ranks it for succession (earlier goes first)."""
+        """A new peer with a fresh random id. ``started_at`` ranks it for succession (earlier goes first).
+
+        ``wall_clock`` is read whenever wall time is needed (the runtime passes ``time.time``); without it the wall
+        time is ``now + wall_offset`` (one virtual clock, for simulations)."""
         peer_id = f"{rng.getrandbits(64):016x}"
         info = PeerInfo(peer_id, pid, started_at, data_port, process_start)
         replica = Replica.create(peer_id, history_limit=config.history_limit)
-        return cls(info, key, config, rng, replica, wall_offset=wall_offset)
+        return cls(info, key, config, rng, replica, wall_clock=wall_clock, wall_offset=wall_offset)
 
     @property
     def peer_id(self) -> str:
@@ -477,8 +507,8 @@ class Peer:
                     raise RemoteProtocolError(
                         f"live operation from {op.origin} on the link of {entry.peer_id}", reason="authority"
                     )
-            self._check_clocks(frame.ops, now)
-            return self._deliver(self.replica.receive_many(frame.ops), now)
+            notices = self._check_clocks(frame.ops, now)
+            return notices + self._deliver(self.replica.receive_many(frame.ops), now)
         if isinstance(frame, SyncRequest):
             if now - entry.last_sync_answer < self.config.sync_answer_interval:
                 # Asked again too soon: coalesced, so a flood of requests cannot become a flood of whole-state
@@ -494,11 +524,11 @@ class Peer:
         if isinstance(frame, SyncOps):
             if frame.done:
                 entry.syncs_answered += 1
-            self._check_clocks(frame.ops, now)
+            notices = self._check_clocks(frame.ops, now)
             delivered = self._deliver(self.replica.receive_many(frame.ops), now)
             if frame.done:
                 self.replica.adopt_floors(frame.floors)
-            return delivered
+            return notices + delivered
         if isinstance(frame, Introduce):
             if not (self.is_coordinator and entry.purpose == "coordinator"):
                 raise RemoteProtocolError("Introduce sent to a peer that is not the coordinator", reason="role")
@@ -528,22 +558,61 @@ class Peer:
             return []
         raise RemoteProtocolError(f"unexpected {type(frame).__name__} frame on an open link", reason="unexpected")
 
-    def _check_clocks(self, ops: tuple[Op, ...], now: float) -> None:
-        """Refuse operations stamped in the future (beyond ``max_clock_ahead``) or before the epoch: adopting such
-        a stamp would push this peer's clock (and every later stamp, up to overflow) out of range. Peers share the
-        machine's clock, so an honest stamp is never far ahead."""
-        limit = _ms(now + self.wall_offset + self.config.max_clock_ahead) << COUNTER_BITS
+    def _check_clocks(self, ops: tuple[Op, ...], now: float) -> list[Command]:
+        """Refuse operations stamped before the epoch or beyond ``max_clock_ahead`` past this peer's clock: adopting
+        such a stamp would push the hybrid clock (and every later stamp, up to overflow) out of range.
+
+        The bound is taken from the highest wall-clock reading this peer has made, never from a received stamp (a
+        peer could otherwise raise it step by step): stamps anywhere in the mesh stay within ``max_clock_ahead`` of
+        some peer's real clock, so a poisoned stamp moves clocks by at most that, and never near overflow. Honest
+        stamps are ahead of this peer's clock only by a clock step (a peer stepped forward, or this one stepped
+        back while others stamp after what they have seen): days at most, well inside the bound, so they are
+        accepted and said once (:meth:`_note_clock`)."""
+        wall_ms = self._wall_ms(now)
+        limit = (self._wall_high + int(self.config.max_clock_ahead * 1000) + 1) << COUNTER_BITS
+        newest = 0
         for op in ops:
             body = op.body
             stamps = (op.hlc, body.incarnation) if isinstance(body, AgentUpsert) else (op.hlc,)
             if min(stamps) < 0:
                 raise RemoteProtocolError(f"operation {op.origin}-{op.seq} is stamped before 1970", reason="clock")
-            if max(stamps) > limit:
-                ahead = (hlc_wall_ms(max(stamps)) - _ms(now + self.wall_offset)) / 1000
+            if max(stamps) >= limit:
+                ahead = (hlc_wall_ms(max(stamps)) - wall_ms) / 1000
                 raise RemoteProtocolError(
-                    f"operation {op.origin}-{op.seq} is stamped {ahead:.0f} s ahead of this peer's clock",
+                    f"operation {op.origin}-{op.seq} is stamped {ahead:.0f} s ahead of this peer's clock "
+                    f"(at most {self.config.max_clock_ahead:.0f} s is accepted)",
                     reason="clock",
                 )
+            newest = max(newest, op.hlc)
+        return self._note_clock(wall_ms, newest)
+
+    def _wall_ms(self, now: float) -> int:
+        """The wall clock now, in milliseconds (read when used, see "Two clocks" in the module docstring)."""
+        wall = self.wall_clock() if self.wall_clock is not None else now + self.wall_offset
+        wall_ms = _ms(wall)
+        if wall_ms > self._wall_high:
+            self._wall_high = wall_ms
+        return wall_ms
+
+    def _note_clock(self, wall_ms: int, stamp: int) -> list[Command]:
+        """Say once that this peer's clock is behind a stamp it holds (it was set back, or another peer's clock is
+        ahead), and again only after it has caught up: the hybrid clock carries on after the newest stamp."""
+        newest_ms = max(hlc_wall_ms(stamp), hlc_wall_ms(self.replica.hlc.last))
+        behind = (newest_ms - wall_ms) / 1000
+        if behind <= self.config.clock_notice:
+            if behind <= 0:
+                self._clock_behind_noted = False
+            return []
+        if self._clock_behind_noted:
+            return []
+        self._clock_behind_noted = True
+        return [
+            Notice(
+                f"clock: this peer's wall clock is {behind:.0f} s behind the newest stamp it holds (the clock was set "
+                "back, or another peer's clock is ahead); operations are accepted and stamped after the newest "
+                "until the clock catches up"
+            )
+        ]
 
     def _peer_list(self) -> PeerList:
         peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
@@ -624,8 +693,9 @@ class Peer:
 
     def submit(self, body: Body, now: float) -> list[Command]:
         """Make a local operation, apply it, broadcast it on every data link."""
-        op, changes = self.replica.make(body, _ms(now + self.wall_offset))
-        commands: list[Command] = []
+        wall_ms = self._wall_ms(now)
+        op, changes = self.replica.make(body, wall_ms)
+        commands: list[Command] = self._note_clock(wall_ms, op.hlc)
         frame = Ops((op,))
         for link_id in self.data_links.values():
             commands += self._send(self.links[link_id], [frame], now)
@@ -635,7 +705,7 @@ class Peer:
 
     def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
         """Start hosting an agent: claim it with an incarnation above every claim known for it."""
-        incarnation = self.replica.hlc.tick(_ms(now + self.wall_offset))
+        incarnation = self.replica.hlc.tick(self._wall_ms(now))
         entry = self.replica.state.agents.get(record.agent_id)
         if entry is not None and entry.claims:
             incarnation = max(incarnation, max(entry.claims)[0] + 1)
@@ -769,7 +839,7 @@ class Peer:
         Also forgets the sequence bookkeeping of origins that this replica holds nothing of any more and is not
         linked to (peers that left long ago), so restarts of peers do not accumulate it.
         """
-        now_ms = _ms(now + self.wall_offset)
+        now_ms = self._wall_ms(now)
         retention_ms = int(self.config.offline_retention * 1000)
         state = self.replica.state
         state.collect_garbage(now_ms - retention_ms)

@@ -4,6 +4,11 @@ It plays the part of the Trio runtime and the operating system: it carries out t
 binds of the coordinator port, frames, closes), delivers frames through the real framing code, fires timers in
 time order, and can kill a peer (its connections reset) or stop and continue it (its connections stay open but it
 processes nothing, like SIGSTOP). No sockets, no clock, no event loop.
+
+Each process has two clocks, as a real one does: a monotonic clock (``now`` of its inputs, its timers) that lags the
+machine's time by what it spent suspended (:meth:`PeerNet.suspend`), and a wall clock (read by the peer when it
+stamps) that can be stepped forward or back (:meth:`PeerNet.step_wall`). Without suspends or steps both are the
+machine's time.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from agent_comms.protocol.commands import (
     Command,
     Deliver,
     Dial,
+    Notice,
     ReadPeerRegistry,
     ReleaseCoordinatorPort,
     Send,
@@ -43,6 +49,13 @@ class Node:
     held: list[tuple[str, tuple[Any, ...]]] = attrs.field(factory=list)
     delivered: list[Any] = attrs.field(factory=list)
     closed_links: list[tuple[int, str]] = attrs.field(factory=list)
+    #: why this peer closed links itself (``CloseLink`` reasons), and what it told the log (``Notice`` texts)
+    closes: list[str] = attrs.field(factory=list)
+    notices: list[str] = attrs.field(factory=list)
+    #: how far the process's monotonic clock is behind the machine's time (time spent suspended)
+    lag: float = 0.0
+    #: how far its wall clock has been stepped from the machine's time
+    wall_step: float = 0.0
 
 
 @attrs.define
@@ -62,8 +75,9 @@ class PeerNet:
 
     # ------------------------------------------------------------------ processes
 
-    def spawn(self, name: str, *, key: bytes = KEY) -> Node:
-        """Start a peer process now: it listens on its data port and begins (rule 1)."""
+    def spawn(self, name: str, *, key: bytes = KEY, wall_step: float = 0.0) -> Node:
+        """Start a peer process now: it listens on its data port and begins (rule 1). ``wall_step``: its wall clock
+        differs from the machine's time by that much from the start (see :meth:`step_wall`)."""
         port = self._next_port
         self._next_port += 1
         peer = Peer.create(
@@ -73,11 +87,12 @@ class PeerNet:
             pid=1000 + len(self.nodes),
             started_at=self.now,
             data_port=port,
+            wall_clock=lambda: self.now + self.nodes[name].wall_step,
         )
-        node = self.nodes[name] = Node(name, peer)
+        node = self.nodes[name] = Node(name, peer, wall_step=wall_step)
         self.ports[port] = name
         self.registry[peer.peer_id] = peer.info
-        self._run(node, peer.start(self.now))
+        self._run(node, peer.start(self.clock(node)))
         self.settle()
         return node
 
@@ -106,13 +121,13 @@ class PeerNet:
         held, node.held = node.held, []
         for kind, args in held:
             self.queue.append((name, kind, args))
-        self._run(node, node.peer.handle_timer(self.now))
+        self._run(node, node.peer.handle_timer(self.clock(node)))
         self.settle()
 
     def graceful(self, name: str) -> None:
         """SIGTERM: the peer leaves by the book (rule 4)."""
         node = self.nodes[name]
-        self._run(node, node.peer.close(self.now))
+        self._run(node, node.peer.close(self.clock(node)))
         self.settle()
         self.kill(name)
 
@@ -133,7 +148,7 @@ class PeerNet:
         while True:
             self.settle()
             due = [
-                (timer, node.name)
+                (timer + node.lag, node.name)
                 for node in self.nodes.values()
                 if node.alive and not node.stopped and (timer := node.peer.get_timer()) is not None
             ]
@@ -144,9 +159,32 @@ class PeerNet:
                 break
             self.now = max(self.now, timer)
             node = self.nodes[name]
-            self._run(node, node.peer.handle_timer(self.now))
+            self._run(node, node.peer.handle_timer(self.clock(node)))
         self.now = end
         self.settle()
+
+    def clock(self, node: Node) -> float:
+        """The monotonic clock of a process: the machine's time less what it spent suspended."""
+        return self.now - node.lag
+
+    def wall(self, name: str) -> float:
+        """The wall clock of a process, as its peer reads it."""
+        return self.now + self.nodes[name].wall_step
+
+    def step_wall(self, name: str, seconds: float) -> None:
+        """Step the wall clock of one process (NTP, a user setting the time): forward, or back if negative."""
+        self.nodes[name].wall_step += seconds
+
+    def suspend(self, names: list[str], seconds: float) -> None:
+        """Suspend these processes for ``seconds`` (all of them: the machine): their monotonic clocks stand still
+        while the wall clock and the other processes go on; they then handle what piled up."""
+        for name in names:
+            self.stop(name)
+        self.advance(seconds)
+        for name in names:
+            self.nodes[name].lag += seconds
+        for name in names:
+            self.cont(name)
 
     # ------------------------------------------------------------------ observations
 
@@ -183,19 +221,19 @@ class PeerNet:
             decoder.feed(data)
             commands: list[Command] = []
             for frame in decoder.frames():
-                commands += peer.frame_received(link_id, frame, self.now)
+                commands += peer.frame_received(link_id, frame, self.clock(node))
             self._run(node, commands)
         elif kind == "closed":
             link_id, reason = args
             if link_id == -1:
                 return  # closed before it was ever accepted
             node.closed_links.append((link_id, reason))
-            self._run(node, peer.link_closed(link_id, self.now, reason))
+            self._run(node, peer.link_closed(link_id, self.clock(node), reason))
         elif kind == "accepted":
             dialer, dialer_link, dialer_addr, local_addr = args
             if (dialer, dialer_link) not in self.wires:
                 return  # the dialer gave up before we got to it
-            link_id, commands = peer.accept(self.now, local_addr=local_addr, remote_addr=dialer_addr)
+            link_id, commands = peer.accept(self.clock(node), local_addr=local_addr, remote_addr=dialer_addr)
             self.wires[(name, link_id)] = (dialer, dialer_link)
             self.wires[(dialer, dialer_link)] = (name, link_id)
             self._run(node, commands)
@@ -213,30 +251,33 @@ class PeerNet:
             elif isinstance(command, Dial):
                 self._dial(node, command)
             elif isinstance(command, CloseLink):
+                node.closes.append(command.reason)
                 other = self.wires.pop((node.name, command.link_id), None)
                 if other is not None:
                     self.wires.pop(other, None)
                     self.queue.append((other[0], "closed", (other[1], "closed by the other end")))
             elif isinstance(command, BindCoordinatorPort):
                 if self.config.coordinator_port in self.ports:
-                    self._run(node, peer.coordinator_bind_failed(self.now))
+                    self._run(node, peer.coordinator_bind_failed(self.clock(node)))
                 else:
                     self.ports[self.config.coordinator_port] = node.name
-                    self._run(node, peer.coordinator_bound(self.now))
+                    self._run(node, peer.coordinator_bound(self.clock(node)))
             elif isinstance(command, ReleaseCoordinatorPort):
                 if self.ports.get(self.config.coordinator_port) == node.name:
                     del self.ports[self.config.coordinator_port]
             elif isinstance(command, ReadPeerRegistry):
-                self._run(node, peer.peers_discovered(list(self.registry.values()), self.now))
+                self._run(node, peer.peers_discovered(list(self.registry.values()), self.clock(node)))
             elif isinstance(command, Deliver):
                 node.delivered.extend(command.changes)
+            elif isinstance(command, Notice):
+                node.notices.append(command.text)
             else:
                 raise AssertionError(command)
 
     def _dial(self, node: Node, command: Dial) -> None:
         owner = self.ports.get(command.port)
         if owner is None or not self.nodes[owner].alive:
-            self._run(node, node.peer.dial_failed(command.link_id, self.now, "connection refused"))
+            self._run(node, node.peer.dial_failed(command.link_id, self.clock(node), "connection refused"))
             return
         ephemeral = self._next_port
         self._next_port += 1
@@ -246,5 +287,6 @@ class PeerNet:
         self.wires[(node.name, command.link_id)] = (owner, -1)
         self.queue.append((owner, "accepted", (node.name, command.link_id, dialer_addr, listener_addr)))
         self._run(
-            node, node.peer.link_opened(command.link_id, self.now, local_addr=dialer_addr, remote_addr=listener_addr)
+            node,
+            node.peer.link_opened(command.link_id, self.clock(node), local_addr=dialer_addr, remote_addr=listener_addr),
         )

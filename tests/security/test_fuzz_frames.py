@@ -52,6 +52,7 @@ from hypothesis import strategies as st
 from agent_comms.protocol.auth import link_proof
 from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
+from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.replica import Replica
 from agent_comms.protocol.wire import Hello, Identify, Ops, Proof, SyncOps, SyncRequest
@@ -265,4 +266,24 @@ def test_an_operation_stamped_out_of_range_is_refused_and_the_clock_stays_sane(
     alice = victim.peer.hosted["alice"]
     victim.run(victim.peer.submit(RoomMessage(victim.lobby, "alice", alice.incarnation, "fine"), victim.now))
     victim.run(victim.peer.host_agent(alice, victim.now))
+    assert healthy_link_works(victim, honest, bob_inc, "still here")
+
+
+def test_a_stamp_cannot_raise_the_bound_it_is_checked_against() -> None:
+    """The bound on received stamps counts from this peer's own wall-clock readings, never from a stamp it
+    accepted: a peer that has the key cannot walk the hybrid clock towards overflow a year at a time."""
+    victim = Victim.create()
+    honest, bob_inc = healthy_peer(victim)
+    mallory = victim.admit("m" * 16, 41003)
+    ahead_ms = int(victim.peer.config.max_clock_ahead * 1000)
+    stamp = int((victim.now + WALL) * 1000) << 16
+    for step in range(2):
+        stamp += (ahead_ms - 1000) << 16  # a second inside the bound, counted from the last accepted stamp
+        body = AgentUpsert("mallory", "m" * 16, stamp, step, "mallory", "t", "/", 0, 0.0)
+        victim.feed_frame(mallory, Ops((Op("m" * 16, step + 1, stamp, body),)))
+        if step == 0:
+            assert mallory.closed is None  # a year ahead of this clock, at most: accepted
+    assert mallory.closed is not None
+    assert mallory.closed.startswith("clock"), mallory.closed
+    assert hlc_wall_ms(victim.peer.replica.hlc.last) <= (victim.now + WALL) * 1000 + ahead_ms
     assert healthy_link_works(victim, honest, bob_inc, "still here")
