@@ -48,11 +48,13 @@ Two clocks
 
 ``now`` is monotonic: every timer, timeout and interval is measured on it, so a wall clock set back or forward
 never fires or holds up a heartbeat. Wall-clock time is needed only for the stamps of operations (the hybrid
-clock), for the check of received stamps, and for the forgetting horizon. It is read *when used*, from
-:attr:`Peer.wall_clock`, a callable the runtime supplies (``time.time``); the peer never reads a clock itself, and
-a test injects a fake. It is not derived from ``now`` plus an offset fixed at start: the monotonic clock does not
-advance while the machine is suspended, so such a peer would stamp in the past after every suspend, and refuse
-the operations of peers started after it.
+clock), for the check of received stamps, and for the forgetting horizon. It is read *when used*, through
+:attr:`Peer.wall_clock`, a callable the runtime injects (``time.time``) as it injects randomness (``rng``): the peer
+imports no clock, and a test injects a fake one. Passing the wall time in with every input instead would add an
+argument to every input method for the four places that need it, and a value read when the input arrived rather
+than when the stamp is made. It is not derived from ``now`` plus an offset fixed at start: the monotonic clock
+does not advance while the machine is suspended, so such a peer would stamp in the past after every suspend, and
+refuse the operations of peers started after it.
 
 The wall clock may jump either way (a suspend, NTP, a user setting the time). The hybrid clock keeps stamps
 increasing across a step back; received stamps are refused only beyond ``max_clock_ahead`` (a year) past the
