@@ -80,6 +80,7 @@ class MeshSnapshot:
                     "started_at": info.started_at,
                     "uptime": max(0.0, now - info.started_at),
                     "data_port": info.data_port,
+                    "port": info.port,
                     "coordinator": self.coordinator is not None and info.peer_id == self.coordinator.peer_id,
                     "agents": agents,
                     "links": None if view.links is None else list(view.links),
