@@ -73,9 +73,9 @@ async def test_two_ports_in_one_home_are_two_meshes_and_every_command_agrees(tmp
                 for port in (first, second):
                     mesh = meshes[port]
                     assert mesh["coordinator"]["port"] == port
-                    listed = {peer["peer_id"] for peer in mesh["peers"]}
+                    peer_ids = {peer["peer_id"] for peer in mesh["peers"]}
                     for peer in mesh["peers"]:  # linked to the peers of its own mesh and to no other
-                        assert set(peer["links"]) == listed - {peer["peer_id"]}
+                        assert set(peer["links"]) == peer_ids - {peer["peer_id"]}
                     hosted = {agent for peer in mesh["peers"] for agent in peer["agents"]}
                     assert hosted == expected[port]
                     assert all(peer["port"] == port for peer in mesh["peers"])

@@ -41,7 +41,7 @@ __all__ = ["MAX_HANDSHAKE_FRAME", "HandshakeState", "LinkHandshake"]
 
 #: Cap on the body of any frame received before the handshake finished (bytes). The real handshake frames are far
 #: smaller: ``Hello`` about 30 bytes, ``Proof`` 35, ``Identify`` under 100 and ``Refuse`` a sentence of at most a
-#: few hundred (``tests/protocol/test_link.py`` checks the largest of them against this cap).
+#: few hundred (``tests/protocol/test_peer_neighbours.py`` checks the largest of them against this cap).
 MAX_HANDSHAKE_FRAME: Final = 1024
 
 #: What a :class:`~.wire.Refuse` reason must look like to be passed on (anything else is reported as ``refused``).
