@@ -46,9 +46,19 @@ class PeerRegistry:
         with contextlib.suppress(OSError):
             (self.directory / f"{peer_id}.peer").unlink()
 
+    def ports(self) -> dict[int, int]:
+        """How many live registered peers each coordinator port has (each port is a mesh of its own)."""
+        counts: dict[int, int] = {}
+        for info in self._live():
+            counts[info.port] = counts.get(info.port, 0) + 1
+        return counts
+
     def read(self, port: int) -> list[PeerInfo]:
         """Every registered peer of the mesh on coordinator ``port`` whose process still exists (entries of dead
         processes are removed, whatever their port; entries without a port, of older versions, are skipped)."""
+        return [info for info in self._live() if info.port == port]
+
+    def _live(self) -> list[PeerInfo]:
         peers: list[PeerInfo] = []
         try:
             paths = sorted(self.directory.glob("*.peer"))
@@ -60,8 +70,7 @@ class PeerRegistry:
             except (OSError, msgspec.DecodeError):
                 continue
             if _alive(info.pid):
-                if info.port == port:
-                    peers.append(info)
+                peers.append(info)
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
