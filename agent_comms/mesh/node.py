@@ -612,7 +612,7 @@ class MeshNode:
         link_scope.cancel()
 
 
-def raise_file_limit() -> None:
+def _raise_file_limit() -> None:
     """Raise this process's soft limit on open files to its hard limit (every link and every connection a
     neighbour opens is a descriptor; the usual soft limit of 1024 is far below what the kernel allows). Harmless
     where that is not permitted or not supported."""
@@ -650,7 +650,7 @@ async def open_node(
     """
     network = TcpNetwork() if network is None else network
     config = PeerConfig(coordinator_port=port) if config is None else config
-    raise_file_limit()
+    _raise_file_limit()
     data_listener = await network.listen(0)
     peer = Peer.create(
         key=key,
