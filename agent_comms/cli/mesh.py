@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         error(snapshot)
         return EXIT_NO_MESH
     data = snapshot.to_json()
+    others = {port: count for port, count in PeerRegistry(settings.home).ports().items() if port != settings.port}
+    data["other_meshes"] = [{"port": port, "peers": count} for port, count in sorted(others.items()) if port]
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -56,4 +58,9 @@ def run(args: argparse.Namespace) -> int:
         role = "coordinator" if peer["coordinator"] else "peer"
         agents = ", ".join(peer["agents"]) or "-"
         print(f"  {peer['peer_id']}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
+    if data["other_meshes"]:  # a mesh is its port: the same home may hold others, which this one never links to
+        listed = ", ".join(
+            f"port {m['port']} ({m['peers']} peer{'s' * (m['peers'] != 1)})" for m in data["other_meshes"]
+        )
+        print(f"other meshes in this home (another AGENT_COMMS_PORT): {listed}")
     return 0

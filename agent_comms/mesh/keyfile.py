@@ -8,6 +8,7 @@ that is the trust boundary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -45,17 +46,25 @@ def load_or_create_key(home: Path) -> bytes:
     """The mesh key of this user, created on first use. Raises :class:`MeshKeyError` if it is unsafe."""
     ensure_home(home)
     path = home / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read_key(path)
+    # Written whole under a name of our own, then linked into place (which fails if another process was first):
+    # a process starting at the same moment reads either no key or the whole key, never a file still empty.
+    tmp = home / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(KEY_SIZE))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process made the key first: use that one
+            os.link(tmp, path)
     except OSError as exc:
         raise MeshKeyError(_unusable(path, exc)) from exc
-    try:
-        os.write(fd, secrets.token_bytes(KEY_SIZE))
-        os.fsync(fd)
     finally:
-        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
     return _read_key(path)
 
 

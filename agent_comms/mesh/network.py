@@ -63,6 +63,10 @@ class Network(Protocol):
 # ---------------------------------------------------------------------------------------------------------- TCP
 
 
+#: ``accept`` errors that concern only the one connection (it was aborted before it was accepted): skip it.
+_GONE_BEFORE_ACCEPTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+
+
 def _addr(sockaddr: tuple[str, int]) -> str:
     return f"{sockaddr[0]}:{sockaddr[1]}"
 
@@ -73,10 +77,20 @@ class _TcpListener:
         self.port: int = sock.getsockname()[1]
 
     async def accept(self) -> Connection:
-        sock, _ = await self._sock.accept()
-        sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
-        stream = trio.SocketStream(sock)
-        return Connection(stream, _addr(sock.getsockname()), _addr(sock.getpeername()))
+        while True:
+            try:
+                sock, _ = await self._sock.accept()
+            except OSError as exc:
+                if exc.errno in _GONE_BEFORE_ACCEPTED:
+                    continue
+                raise
+            try:
+                sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+                addresses = _addr(sock.getsockname()), _addr(sock.getpeername())
+            except OSError:  # reset by the other end already (ENOTCONN): nothing to serve
+                sock.close()
+                continue
+            return Connection(trio.SocketStream(sock), *addresses)
 
     async def aclose(self) -> None:
         self._sock.close()

@@ -16,6 +16,12 @@ Structure (each arrow is a memory channel, each box a task)::
   grow.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
+* **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
+  descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``: logged once per burst, accepting again
+  after a short pause); at most :data:`MAX_PENDING_LINKS` accepted connections may be waiting for their handshake
+  (beyond that a new one is closed at once), each for ``handshake_timeout`` at most; a reader takes frames of at
+  most :data:`~agent_comms.protocol.link.MAX_HANDSHAKE_FRAME` bytes before its link is open; and
+  :func:`open_node` raises the soft limit on open files to the hard one.
 
 The public methods (:meth:`MeshNode.submit`, :meth:`MeshNode.host_agent`, ...) run on the caller's task: Trio
 never preempts, so they drive the peer directly, carry out its commands and wake the owner to recompute its timer.
@@ -23,6 +29,7 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -47,15 +54,17 @@ from agent_comms.protocol.commands import (
     Send,
 )
 from agent_comms.protocol.errors import RemoteProtocolError
-from agent_comms.protocol.framing import FrameDecoder, encode_frames
+from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
+from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body
 from agent_comms.protocol.peer import Peer, PeerConfig
+from agent_comms.protocol.wire import Identify
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .procinfo import process_alive
 from .registry import PeerRegistry
 
-__all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MeshNode", "open_node"]
+__all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MAX_PENDING_LINKS", "MeshNode", "open_node"]
 
 logger = logging.getLogger("agent_comms.mesh")
 
@@ -72,12 +81,20 @@ _ALARMING = (
     "write queue",
     "squatter",
     "refused",
+    "mesh",
 )
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
 #: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed.
 LINK_QUEUE_BYTES: Final = 32 << 20
+#: Accepted connections whose handshake has not finished, at most (beyond it a new connection is closed at once):
+#: honest peers finish within a round trip, so only a flood of strangers ever comes near it.
+MAX_PENDING_LINKS: Final = 128
+#: ``accept`` errors that mean "out of resources for now" (not "this listener is broken"): wait, then accept again.
+_SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How long a listener (or a bind, or a dial) pauses when the process is short of file descriptors or memory.
+_RESOURCE_PAUSE: Final = 0.1
 _INBOX: Final = 1024
 _READ_SIZE: Final = 1 << 16
 _CLOSE: Final = b""  # sentinel on a writer queue: flush, then close
@@ -111,6 +128,8 @@ class MeshNode:
         self._alarm_deadline = math.inf
         #: set when the last link task ends after :meth:`aclose` began (goodbyes flushed)
         self._links_drained: trio.Event | None = None
+        #: connections accepted by a listener and not yet handed to the peer (they count as pending links)
+        self._accepted_unhandled = 0
         self.closed = False
 
     # ------------------------------------------------------------------ public API
@@ -246,6 +265,7 @@ class MeshNode:
             self._execute(peer.link_closed(link_id, now, reason))
         elif kind == "accepted":
             conn: Connection = event[1]
+            self._accepted_unhandled -= 1
             link_id, commands = peer.accept(now, local_addr=conn.local_addr, remote_addr=conn.remote_addr)
             self._start_link(link_id, conn)
             self._execute(commands)
@@ -307,7 +327,8 @@ class MeshNode:
                     self._coordinator_scope.cancel()
                     self._coordinator_scope = None
             elif isinstance(command, ReadPeerRegistry):
-                found = [] if self.registry is None else self.registry.read()
+                port = self.peer.config.coordinator_port
+                found = [] if self.registry is None else self.registry.read(port)
                 self._execute(self.peer.peers_discovered(found, trio.current_time()))
             elif isinstance(command, Notice):
                 logger.warning("peer %s: %s", self.peer_id, command.text)
@@ -359,15 +380,80 @@ class MeshNode:
             listener = await self.network.listen(self.peer.config.coordinator_port)
         except PortInUse:
             await self._inbox_send.send(("bind_failed",))
+        except OSError as exc:
+            if exc.errno not in _SHORT_OF_RESOURCES:
+                raise
+            # No descriptor for a socket right now (a flood of connections, say): as good as a failed bind, once a
+            # short pause has passed, so the retries that follow do not spin.
+            logger.warning("peer %s: cannot bind the coordinator port for now: %s", self.peer_id, exc)
+            await trio.sleep(_RESOURCE_PAUSE)
+            await self._inbox_send.send(("bind_failed",))
         else:
             await self._inbox_send.send(("bound", listener))
 
+    def pending_links(self) -> int:
+        """Accepted connections whose handshake has not finished (see :data:`MAX_PENDING_LINKS`)."""
+        pending = sum(1 for entry in self.peer.links.values() if not entry.outbound and not entry.is_open)
+        return pending + self._accepted_unhandled
+
     async def _accept_loop(self, listener: Listener, scope: trio.CancelScope | None = None) -> None:
+        """Accept connections until cancelled. Running out of descriptors or memory pauses it (logged once per
+        burst); connections beyond :data:`MAX_PENDING_LINKS` pending ones are closed at once (also logged once)."""
+        failures = refused = 0
         with scope if scope is not None else trio.CancelScope():
             try:
                 while True:
-                    conn = await listener.accept()
-                    await self._inbox_send.send(("accepted", conn))
+                    try:
+                        conn = await listener.accept()
+                    except OSError as exc:
+                        if exc.errno not in _SHORT_OF_RESOURCES:
+                            raise
+                        if not failures:
+                            logger.warning(
+                                "peer %s: cannot accept connections on port %d for now (%s); pausing %g s and "
+                                "trying again (another process flooding the port?)",
+                                self.peer_id,
+                                listener.port,
+                                exc,
+                                _RESOURCE_PAUSE,
+                            )
+                        failures += 1
+                        await trio.sleep(_RESOURCE_PAUSE)
+                        continue
+                    if failures:
+                        logger.warning(
+                            "peer %s: accepting on port %d again (%d attempts failed)",
+                            self.peer_id,
+                            listener.port,
+                            failures,
+                        )
+                        failures = 0
+                    if self.pending_links() >= MAX_PENDING_LINKS:
+                        if not refused:
+                            logger.warning(
+                                "peer %s: %d connections waiting for their handshake: closing new ones on port %d "
+                                "at once (another process flooding the port?)",
+                                self.peer_id,
+                                MAX_PENDING_LINKS,
+                                listener.port,
+                            )
+                        refused += 1
+                        await trio.aclose_forcefully(conn.stream)
+                        continue
+                    if refused:
+                        logger.warning(
+                            "peer %s: %d connections were closed unheard on port %d",
+                            self.peer_id,
+                            refused,
+                            listener.port,
+                        )
+                        refused = 0
+                    self._accepted_unhandled += 1
+                    try:
+                        await self._inbox_send.send(("accepted", conn))
+                    except BaseException:
+                        self._accepted_unhandled -= 1  # not sent (cancelled or closed): never handled either
+                        raise
             finally:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
@@ -377,6 +463,8 @@ class MeshNode:
             with trio.fail_after(self.peer.config.handshake_timeout):
                 conn = await self.network.connect(command.port)
         except (OSError, trio.TooSlowError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _SHORT_OF_RESOURCES:
+                await trio.sleep(_RESOURCE_PAUSE)  # so that what follows a failed dial does not spin meanwhile
             await self._inbox_send.send(("dial_failed", command.link_id, f"{type(exc).__name__}: {exc}"))
         else:
             await self._inbox_send.send(("opened", command.link_id, conn))
@@ -459,21 +547,44 @@ class MeshNode:
                 pass
 
     async def _reader(self, link_id: int, stream: trio.abc.Stream) -> str:
-        decoder = FrameDecoder()
+        """Bytes to frames. Until the link is open, reads are small and frames capped at ``MAX_HANDSHAKE_FRAME``:
+        after an ``Identify`` (the last frame of a handshake) the reader waits for the owner's verdict on it and
+        lifts the cap only if the link opened."""
+        decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
         send = self._inbox_send
+        authenticated = False
         try:
             while True:
-                data = await stream.receive_some(_READ_SIZE)
+                data = await stream.receive_some(_READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME)
                 if not data:
                     return "end of stream"
                 decoder.feed(data)
-                frames = list(decoder.frames())
-                if frames:
-                    await send.send(("frames", link_id, frames))
+                while True:
+                    frames = []
+                    verdict = False
+                    while (frame := decoder.next_frame()) is not None:
+                        frames.append(frame)
+                        if not authenticated and isinstance(frame, Identify):
+                            verdict = True
+                            break
+                    if frames:
+                        await send.send(("frames", link_id, frames))
+                    if not verdict:
+                        break
+                    await self.wait_for(lambda: self._link_settled(link_id))
+                    entry = self.peer.links.get(link_id)
+                    if entry is None:
+                        return "closed"
+                    authenticated = True
+                    decoder.max_frame = DEFAULT_MAX_FRAME
         except RemoteProtocolError as exc:
             return f"{exc.reason}: {exc}"
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}"
+
+    def _link_settled(self, link_id: int) -> bool:
+        entry = self.peer.links.get(link_id)
+        return entry is None or entry.is_open
 
     async def _writer(
         self,
@@ -504,6 +615,22 @@ class MeshNode:
         link_scope.cancel()
 
 
+def _raise_file_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit (every link and every connection a
+    neighbour opens is a descriptor; the usual soft limit of 1024 is far below what the kernel allows). Harmless
+    where that is not permitted or not supported."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on this platform
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass  # not permitted (or an infinite hard limit the kernel refuses as a soft one): keep the soft limit
+
+
 @asynccontextmanager
 async def open_node(
     key: bytes,
@@ -526,6 +653,7 @@ async def open_node(
     """
     network = TcpNetwork() if network is None else network
     config = PeerConfig(coordinator_port=port) if config is None else config
+    _raise_file_limit()
     data_listener = await network.listen(0)
     peer = Peer.create(
         key=key,

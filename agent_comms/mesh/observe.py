@@ -19,8 +19,8 @@ import attrs
 import trio
 
 from agent_comms.protocol.errors import RemoteProtocolError
-from agent_comms.protocol.framing import FrameDecoder, encode_frames
-from agent_comms.protocol.link import LinkHandshake
+from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
+from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME, LinkHandshake
 from agent_comms.protocol.state import MeshState
 from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, SyncRequest
 
@@ -80,6 +80,7 @@ class MeshSnapshot:
                     "started_at": info.started_at,
                     "uptime": max(0.0, now - info.started_at),
                     "data_port": info.data_port,
+                    "port": info.port,
                     "coordinator": self.coordinator is not None and info.peer_id == self.coordinator.peer_id,
                     "agents": agents,
                     "links": None if view.links is None else list(view.links),
@@ -114,7 +115,7 @@ async def observe_mesh(
     problem: str | None = None
     try:
         with trio.fail_after(attempt_seconds):
-            answer = await _ask(network, key, port)
+            answer = await _ask(network, key, port, port)
     except ConnectionRefusedError:
         pass  # nobody holds the port (between coordinators, say): not a problem in itself
     except RemoteProtocolError as exc:
@@ -132,18 +133,20 @@ async def observe_mesh(
         coordinator = next((p for p in candidates if p.peer_id == answer.peer_list.coordinator), None)
     else:
         # Nobody answered on the coordinator port: the registry lists who should be running.
-        candidates = [] if registry is None else registry.read()
+        candidates = [] if registry is None else registry.read(port)
         coordinator = None
     views: dict[str, PeerView] = {}
     if answer is not None and answer.status is not None:
         views[answer.remote.peer_id] = _view(answer.remote, answer.status)
     state = answer.state if answer is not None else None
     for info in candidates:
+        if info.port not in (0, port):
+            continue  # a peer of another mesh (another coordinator port) is not part of this one
         if info.peer_id in views or (not each_peer and state is not None):
             continue
         try:
             with trio.fail_after(attempt_seconds):
-                reply = await _ask(network, key, info.data_port)
+                reply = await _ask(network, key, info.data_port, port)
         except _UNANSWERED:
             views[info.peer_id] = PeerView(info)
             continue
@@ -169,11 +172,12 @@ def _view(info: PeerInfo, status: PeerStatus | None) -> PeerView:
     return PeerView(status.peer, status.links, status.coordinator or None, status.digest)
 
 
-async def _ask(network: Network, key: bytes, dial_port: int) -> _Answer:
+async def _ask(network: Network, key: bytes, dial_port: int, mesh_port: int = 0) -> _Answer:
     conn = await network.connect(dial_port)
     stream = conn.stream
     try:
-        identity = PeerInfo(f"observer-{secrets.token_hex(4)}", os.getpid(), time.time(), 0)
+        # The mesh port in our identity makes a peer of another mesh refuse us (reason ``mesh``) rather than answer.
+        identity = PeerInfo(f"observer-{secrets.token_hex(4)}", os.getpid(), time.time(), 0, port=mesh_port)
         handshake = LinkHandshake(
             dialer=True,
             key=key,
@@ -184,7 +188,7 @@ async def _ask(network: Network, key: bytes, dial_port: int) -> _Answer:
             role="observer",
         )
         await stream.send_all(encode_frames(handshake.start()))
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)  # lifted once the other side has proved the key
         state = MeshState()
         peer_list: PeerList | None = None
         status: PeerStatus | None = None
@@ -197,6 +201,7 @@ async def _ask(network: Network, key: bytes, dial_port: int) -> _Answer:
                 if not handshake.is_open:
                     replies = handshake.receive(frame)
                     if _opened(handshake):
+                        decoder.max_frame = DEFAULT_MAX_FRAME
                         replies = [*replies, SyncRequest(b"", {})]
                     if replies:
                         await stream.send_all(encode_frames(replies))
@@ -230,7 +235,7 @@ async def explain_no_mesh(key: bytes, port: int, *, network: Network | None = No
         return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); start an agent first"
     try:
         with trio.fail_after(wait):
-            await _ask(network, key, port)
+            await _ask(network, key, port, port)
     except OSError as exc:
         return f"port {port} is held by a process that is not a mesh peer of this user{_holder(port)} ({exc})"
     except RemoteProtocolError as exc:

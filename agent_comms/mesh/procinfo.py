@@ -26,7 +26,8 @@ def process_start_time(pid: int) -> float:
             raise ProcessLookupError(pid) from None
         _signal_zero(pid)
         return 0.0
-    except PermissionError:
+    except OSError:  # not permitted, or no descriptor free right now (EMFILE): the start time is unknown
+        _signal_zero(pid)
         return 0.0
     # The command name (field 2) is in parentheses and may contain spaces or parentheses: split after the last ")".
     fields = stat[stat.rindex(b")") + 2 :].split()

@@ -3,6 +3,10 @@
 It is the mesh's second way to meet (rule 7 of :mod:`agent_comms.protocol.peer`): when the coordinator port is
 held by a process that does not answer (stopped, hung), a newcomer reads the registry and links to the listed
 peers directly. Entries of dead processes are skipped and removed; a stale entry costs at most a refused dial.
+
+One home may hold several meshes, one per coordinator port (``AGENT_COMMS_PORT``): each entry records its peer's
+port, and :meth:`PeerRegistry.read` lists only the peers of the port asked for, so a peer never meets, and an
+observer never counts, a peer of another mesh through the registry.
 """
 
 from __future__ import annotations
@@ -37,12 +41,24 @@ class PeerRegistry:
         os.replace(tmp, path)
 
     def withdraw(self, peer_id: str) -> None:
-        """Remove this peer's entry (on shutdown)."""
-        with contextlib.suppress(FileNotFoundError):
+        """Remove this peer's entry (on shutdown; an entry that cannot be removed is skipped once its process is
+        gone)."""
+        with contextlib.suppress(OSError):
             (self.directory / f"{peer_id}.peer").unlink()
 
-    def read(self) -> list[PeerInfo]:
-        """Every registered peer whose process still exists (entries of dead processes are removed)."""
+    def ports(self) -> dict[int, int]:
+        """How many live registered peers each coordinator port has (each port is a mesh of its own)."""
+        counts: dict[int, int] = {}
+        for info in self._live():
+            counts[info.port] = counts.get(info.port, 0) + 1
+        return counts
+
+    def read(self, port: int) -> list[PeerInfo]:
+        """Every registered peer of the mesh on coordinator ``port`` whose process still exists (entries of dead
+        processes are removed, whatever their port; entries without a port, of older versions, are skipped)."""
+        return [info for info in self._live() if info.port == port]
+
+    def _live(self) -> list[PeerInfo]:
         peers: list[PeerInfo] = []
         try:
             paths = sorted(self.directory.glob("*.peer"))

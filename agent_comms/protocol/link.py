@@ -13,8 +13,15 @@ the coordinator port, say) notices before it has revealed anything but a random 
 proof sends :class:`~.wire.Refuse` and closes. A version mismatch is refused by whichever side notices it, with a
 message naming both versions, so both ends can say clearly what is wrong.
 
+Both ends are peers of one mesh only if they serve the same coordinator port (``PeerInfo.port``; a mesh is its
+port): each end checks the other's ``Identify`` and refuses a peer of another mesh with the reason ``mesh``.
+
 Any violation raises :class:`~.errors.RemoteProtocolError`; the caller sends the frames in
 :attr:`LinkHandshake.pending_refusal` (if any) and closes the link.
+
+Until a link is open, nothing but these few small frames may arrive on it, so a reader caps every frame it takes
+before the handshake at :data:`MAX_HANDSHAKE_FRAME` (the normal cap applies after): a connection that has not proved
+the key cannot make a peer hold more than that.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import enum
 import hmac
 import re
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import attrs
 
@@ -30,7 +37,12 @@ from .auth import NONCE_SIZE, Role, link_proof
 from .errors import LocalProtocolError, RemoteProtocolError
 from .wire import PROTOCOL_VERSION, Frame, Hello, Identify, LinkRole, PeerInfo, Proof, Refuse
 
-__all__ = ["HandshakeState", "LinkHandshake"]
+__all__ = ["MAX_HANDSHAKE_FRAME", "HandshakeState", "LinkHandshake"]
+
+#: Cap on the body of any frame received before the handshake finished (bytes). The real handshake frames are far
+#: smaller: ``Hello`` about 30 bytes, ``Proof`` 35, ``Identify`` under 100 and ``Refuse`` a sentence of at most a
+#: few hundred (``tests/protocol/test_peer_neighbours.py`` checks the largest of them against this cap).
+MAX_HANDSHAKE_FRAME: Final = 1024
 
 #: What a :class:`~.wire.Refuse` reason must look like to be passed on (anything else is reported as ``refused``).
 _WORD = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -95,6 +107,7 @@ class LinkHandshake:
         if state is HandshakeState.AWAIT_PROOF and isinstance(frame, Proof):
             return self._on_proof(frame)
         if state is HandshakeState.AWAIT_IDENTIFY and isinstance(frame, Identify):
+            self._check_mesh(frame.peer)
             self.remote = frame.peer
             self.remote_coordinator = frame.coordinator
             self.state = HandshakeState.OPEN
@@ -136,6 +149,17 @@ class LinkHandshake:
         if self.dialer:
             return [Proof(self._proof("dialer")), identify]
         return [identify]
+
+    def _check_mesh(self, remote: PeerInfo) -> None:
+        """Refuse a peer of another mesh: one whose coordinator port differs from ours (0: unknown, accepted)."""
+        mine, theirs = self.identity.port, remote.port
+        if mine and theirs and mine != theirs:
+            detail = (
+                f"the other side belongs to the mesh of port {theirs}, this peer to the mesh of port {mine} "
+                "(AGENT_COMMS_PORT): one home may hold several meshes, and their peers do not link"
+            )
+            self.pending_refusal = [Refuse("mesh", detail)]
+            self._fail(detail, "mesh")
 
     def _proof(self, role: Role) -> bytes:
         if self.dialer:

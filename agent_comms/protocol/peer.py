@@ -248,7 +248,7 @@ class Peer:
         ``wall_clock`` is read whenever wall time is needed (the runtime passes ``time.time``); without it the wall
         time is ``now + wall_offset`` (one virtual clock, for simulations)."""
         peer_id = f"{rng.getrandbits(64):016x}"
-        info = PeerInfo(peer_id, pid, started_at, data_port, process_start)
+        info = PeerInfo(peer_id, pid, started_at, data_port, process_start, config.coordinator_port)
         replica = Replica.create(peer_id, history_limit=config.history_limit)
         return cls(info, key, config, rng, replica, wall_clock=wall_clock, wall_offset=wall_offset)
 
@@ -327,15 +327,29 @@ class Peer:
         return link_id
 
     def _rank(self, excluding: str | None = None) -> int:
-        """Our place among the peers we are linked to, longest-running first (rule 5)."""
+        """Our place among the peers we are linked to, longest-running first (rule 5).
+
+        Total: it ranks by what each data link's handshake identified, which every open data link has.
+        """
         mine = _rank_key(self.info)
-        return sum(1 for peer_id in self.data_links if peer_id != excluding and _rank_key(self.known[peer_id]) < mine)
+        rank = 0
+        for peer_id, link_id in self.data_links.items():
+            entry = self.links.get(link_id)
+            remote = None if entry is None else entry.handshake.remote
+            if peer_id != excluding and remote is not None and _rank_key(remote) < mine:
+                rank += 1
+        return rank
+
+    def _same_mesh(self, info: PeerInfo) -> bool:
+        """Whether ``info`` names a peer of our mesh: the same coordinator port (0: unknown, an older peer)."""
+        return info.port in (0, self.config.coordinator_port)
 
     def peers_discovered(self, peers: Iterable[PeerInfo], now: float) -> list[Command]:
-        """Rule 7: peers read from the registry (or learnt some other way); link to those we lack."""
+        """Rule 7: peers read from the registry (or learnt some other way); link to those we lack (peers of
+        another mesh, one with another coordinator port, are ignored)."""
         commands: list[Command] = []
         for info in peers:
-            if info.peer_id != self.peer_id and info.peer_id not in self.data_links:
+            if info.peer_id != self.peer_id and info.peer_id not in self.data_links and self._same_mesh(info):
                 commands += self._dial_peer(info)
         return commands
 
@@ -369,7 +383,9 @@ class Peer:
             # Nobody holds the port: take it (rule 5), after our stagger so the longest-running peer goes first.
             self._timers["bind"] = now + self._rank() * self.config.bind_stagger
         elif target is not None:
-            self.known.pop(target.removeprefix("peer:"), None)
+            peer_id = target.removeprefix("peer:")
+            if peer_id not in self.data_links:  # it may have dialed us meanwhile: then we still know it
+                self.known.pop(peer_id, None)
         return []
 
     def _open_entry(self, link_id: int, now: float, *, outbound: bool, local_addr: str, remote_addr: str) -> LinkEntry:
@@ -540,7 +556,7 @@ class Peer:
         if isinstance(frame, PeerList):
             commands: list[Command] = []
             for info in frame.peers:
-                if info.peer_id != self.peer_id:
+                if info.peer_id != self.peer_id and self._same_mesh(info):
                     self.known[info.peer_id] = info
                     commands += self._dial_peer(info)
             return commands

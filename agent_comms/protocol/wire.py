@@ -51,13 +51,18 @@ read-only view of the mesh (the CLI's observing commands)."""
 
 
 class PeerInfo(msgspec.Struct, frozen=True, array_like=True):
-    """What the mesh knows about a peer: where to reach it and how long it has been running."""
+    """What the mesh knows about a peer: where to reach it and how long it has been running.
+
+    ``port`` is the coordinator port of the peer's mesh (``AGENT_COMMS_PORT``): a mesh is its port, so peers meet
+    only peers of the same port. 0 means unknown (a peer of an older version, which did not say).
+    """
 
     peer_id: str
     pid: int
     started_at: float
     data_port: int
     process_start: float = 0.0
+    port: int = 0
 
 
 class Hello(msgspec.Struct, frozen=True, array_like=True, tag="hello"):
