@@ -8,6 +8,7 @@ is checked, with no retry. Every test runs under a deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -39,7 +40,7 @@ def is_event(kind: str, content: str) -> Any:
 
 
 async def run_cli(env: dict[str, str], cwd: Path, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     return await trio.run_process(
         [sys.executable, "-m", "agent_comms", *args],
         stdin=stdin,
@@ -54,7 +55,7 @@ async def run_cli(env: dict[str, str], cwd: Path, *args: str, stdin: bytes = b""
 @asynccontextmanager
 async def fresh_bridge(env: dict[str, str], cwd: Path, *first_lines: dict[str, Any]) -> AsyncIterator[Peer]:
     """A jsonl bridge process whose first input lines are written before it says anything (so before ``ready``)."""
-    cwd.mkdir(parents=True, exist_ok=True)
+    await trio.Path(cwd).mkdir(parents=True, exist_ok=True)
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "agent_comms", "bridge", "jsonl", "--name", cwd.name],
         stdin=subprocess.PIPE,
@@ -134,22 +135,28 @@ async def test_open_agent_first_call_sees_the_existing_rooms(
                 rooms = await agent.call({"action": "list_rooms"})
                 assert "general" in rooms.text, rooms.text
                 joined = await agent.call({"action": "join_room", "room": "general"})
-                assert joined.is_error and "NOT_INVITED" in joined.text, joined.text  # it exists, and is private
+                assert joined.is_error  # it exists, and is private
+                assert "NOT_INVITED" in joined.text, joined.text
 
 
-async def test_a_one_shot_send_right_after_a_fresh_agent_created_the_room(tmp_path: Path, env: dict[str, str]) -> None:
+async def test_a_one_shot_send_right_after_a_scripted_agent_created_the_room(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A script pipes one line into a bridge (create the room, end of input: leave), then sends with the CLI."""
     with trio.fail_after(DEADLINE):
         async with open_peer("alice", env, tmp_path / "alice") as alice:
-            create = {"id": 1, "params": {"action": "create_room", "room": "general"}}
-            async with fresh_bridge(env, tmp_path / "carol", create) as carol:
-                created = await carol.wait_for(lambda m: m.get("id") == 1)
-                assert not created["is_error"], created
-                result = await run_cli(env, tmp_path / "me", "send", "general", "hi", "--name", "me")
-                assert result.returncode == 0, result.stderr.decode()
-                await carol.wait_for(is_event("room_message", "hi"))
+            create = json.dumps({"id": 1, "params": {"action": "create_room", "room": "general"}}) + "\n"
+            created = await run_cli(
+                env, tmp_path / "carol", "bridge", "jsonl", "--name", "carol", stdin=create.encode()
+            )
+            assert created.returncode == 0, created.stderr.decode()
+            assert '"is_error":false' in created.stdout.decode(), created.stdout.decode()
+            result = await run_cli(env, tmp_path / "me", "send", "general", "hi", "--name", "me")
+            assert result.returncode == 0, result.stderr.decode()
             assert not (await alice.call(action="join_room", room="general"))["is_error"]
             history = await alice.call(action="read_room", room="general")
-            assert "hi" in history["text"]
+            assert "me (human-" in history["text"], history["text"]
+            assert ": hi" in history["text"], history["text"]
 
 
 @pytest.mark.parametrize("which", ["coordinator", "peer"])
