@@ -98,6 +98,10 @@ async def open_agent(
     The agent's id is stable for (harness, working directory); ``name`` defaults to the name it had last time,
     else ``<harness>-<directory name>``. ``pid`` is the process whose exit takes the agent offline (default:
     this process). Extra keyword arguments go to :func:`agent_comms.mesh.node.open_node`.
+
+    The block begins once the agent's peer is synced with the mesh (:meth:`~agent_comms.mesh.node.MeshNode.
+    wait_synced`: at once when alone, within ``handshake_timeout`` (1 s) past a stopped peer, ``ready_timeout``
+    (2 s) at most) and the agent is registered, so its first call sees the agents, rooms and messages already there.
     """
     from .identity import claim_identity, default_name
     from .mesh.keyfile import load_or_create_key
@@ -112,6 +116,8 @@ async def open_agent(
     identity = claim_identity(settings.home, harness, cwd)
     try:
         async with open_node(key, port=settings.port, registry=PeerRegistry(settings.home), **node_options) as node:
+            # Ready means synced: registering, and every call after it, see what the mesh knows.
+            await node.wait_synced()
             store = MeshStore(node)
             owner = os.getpid() if pid is None else pid
             tool = CommsTool(

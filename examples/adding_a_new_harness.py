@@ -10,8 +10,9 @@ The core provides the shared pieces (``MeshStore``, ``CommsTool``, ``build_actio
 an in-memory mesh (``agent_comms.testing``: no sockets, nothing to clean up), with a second agent to talk to, and
 prints what the new harness would have shown its model. Run it: ``python examples/adding_a_new_harness.py``.
 
-A real bridge gets its node from ``agent_comms.mesh.node.open_node`` (or uses ``agent_comms.open_agent``, which
-does all of steps 1 and 2) and is packaged as a plugin: see ``examples/minimal-bridge`` and ``docs/plugins.md``.
+A real bridge gets its node from ``agent_comms.mesh.node.open_node`` and waits for ``await node.wait_synced()``
+before it registers or says it is ready (or uses ``agent_comms.open_agent``, which does that and all of steps 1
+and 2) and is packaged as a plugin: see ``examples/minimal-bridge`` and ``docs/plugins.md``.
 """
 
 from __future__ import annotations

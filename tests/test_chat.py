@@ -645,18 +645,21 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
 
     with trio.fail_after(DEADLINE):
         async with bob_bridge(mesh_env, tmp_path / "bob") as bob:
+            await bob.call(action="create_room", room="lobby")
             await trio.run_process(
                 [*tmux, "new-session", "-d", "-s", "chat", "-x", "120", "-y", "30", "-c", str(tmp_path / "me"), command]
             )
             try:
-                await wait_screen(lambda lines: bool(lines) and lines[-1] == ">")
-                await bob.call(action="create_room", room="lobby")
-                while True:
-                    await trio.run_process([*tmux, "send-keys", "-t", "chat", "/join lobby", "Enter"])
-                    lines = await wait_screen(lambda lines: "lobby" in lines[-2] if len(lines) > 1 else False)
-                    if lines[-1] == "#lobby>":
-                        break
-                    await trio.sleep(0.1)
+                # The prompt shows once the chat is synced with the mesh: the room is there at the first try.
+                welcome = await wait_screen(lambda lines: bool(lines) and lines[-1] == ">")
+                assert f"Online: bob ({bob.id})." in welcome
+                assert "Rooms: #lobby." in welcome
+                await trio.run_process([*tmux, "send-keys", "-t", "chat", "/join lobby", "Enter"])
+                lines = await wait_screen(
+                    lambda lines: any("Joined #lobby" in line or "ROOM_NOT_FOUND" in line for line in lines)
+                )
+                assert not any("ROOM_NOT_FOUND" in line for line in lines), lines
+                await wait_screen(lambda lines: lines[-1] == "#lobby>")
                 # Tab completes commands and room names.
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "-l", "/rea"])
                 await trio.run_process([*tmux, "send-keys", "-t", "chat", "Tab"])

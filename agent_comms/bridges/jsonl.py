@@ -3,7 +3,9 @@
 For harnesses that can spawn a process and relay through it (the pi and OpenCode extensions do), and for scripts:
 ``agent-comms bridge jsonl [--name NAME] [--option harness=pi]``. Every line is one JSON object (UTF-8, ``\\n``):
 
-* out, first, once registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``
+* out, first, once synced with the mesh and registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``
+  (lines written before it wait; the first one is answered on the mesh's state, see
+  :func:`agent_comms.agent.open_agent`)
 * in: ``{"id": <any JSON>, "params": {<agent_comms tool parameters>}}``, answered in order by
   ``{"type": "result", "id": <the same>, "text": str, "is_error": bool, "data": {...}}``
 * out, whenever an event arrives: ``{"type": "event", "event": {<DeliveryEvent>}, "text": <one readable line>}``;

@@ -191,6 +191,17 @@ class MeshNode:
                 self._progress = trio.Event()
             await self._progress.wait()
 
+    @property
+    def synced(self) -> bool:
+        """Whether the first anti-entropy round with the mesh is done (rule 9 of :mod:`agent_comms.protocol.peer`)."""
+        return self.peer.synced
+
+    async def wait_synced(self) -> None:
+        """Wait until this peer has met the mesh and every peer it knows of has synced it (rule 9 of
+        :mod:`agent_comms.protocol.peer`): what an agent reads then is what the mesh knows. At once when alone;
+        a stopped peer holds it up for ``handshake_timeout`` at most, anything else for ``ready_timeout``."""
+        await self.wait_for(lambda: self.peer.synced)
+
     def abort(self) -> None:
         """Make the coming shutdown abrupt, like a killed process (for tests): no goodbyes, no handover."""
         self.closed = True

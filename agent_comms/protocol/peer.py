@@ -38,6 +38,13 @@ well-known coordinator port. The rules, each implemented by the method named:
    live on (it timed out while one of them was stopped, or its write queue overflowed). The coordinator dials
    every introduced peer it has no data link to; every other peer asks the coordinator for the peer list again
    and dials the peers it lacks, so the mesh is whole again within an anti-entropy interval.
+9. **Synced** (:attr:`Peer.synced`). A peer acts only on the mesh's state, so it is ready once its first
+   anti-entropy round is done: it has met the mesh (bound the coordinator port, received the coordinator's
+   :class:`~.wire.PeerList`, or lost the coordinator link, after which the registry is the way to meet) and every
+   data link it dialed or accepted meanwhile has answered its first sync request (or closed; a dial has failed).
+   Links dialed or accepted later (repairs, newcomers) are not part of that round. Alone on the mesh that is at
+   once. A stopped peer accepts a connection but never finishes the handshake, so ``handshake_timeout`` cuts it
+   off; ``ready_timeout`` bounds whatever else could stall the round.
 
 Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``link_closed``, ...); each returns
 the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
@@ -142,6 +149,9 @@ class PeerConfig:
     offline_retention: float = 3600.0
     #: how often forgetting runs (and hosted agents are re-stamped, so they stay well inside the horizon)
     gc_interval: float = 30.0
+    #: the longest the first anti-entropy round may keep a peer from being synced (rule 9); a stopped peer is cut
+    #: off by ``handshake_timeout`` before that, so this only bounds a stall nothing else detects
+    ready_timeout: float = 2.0
 
 
 #: sync requests a link may have waiting for their (coalesced) answer before it is closed as a flood
@@ -228,6 +238,9 @@ class Peer:
     _coordinator_failures: int = 0
     #: when the links are next checked for heartbeats and timeouts (``None`` while there are none)
     _next_sweep: float | None = None
+    #: rule 9: the links of the first anti-entropy round are those with a smaller id (0: the mesh is not met yet)
+    _first_round_end: int = 0
+    _synced: bool = False
 
     @classmethod
     def create(
@@ -263,12 +276,38 @@ class Peer:
         """Rule 1: begin by trying to become the coordinator, and by linking to the peers in the registry."""
         self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
         self._timers["gc"] = now + self.config.gc_interval
+        self._timers["ready"] = now + self.config.ready_timeout
         return [*self._try_bind(), ReadPeerRegistry()]
+
+    @property
+    def synced(self) -> bool:
+        """Rule 9: the first anti-entropy round with the mesh is done (or ``ready_timeout`` passed); stays true."""
+        if not self._synced and self._first_round_end and self._first_round_done():
+            self._synced = True
+            self._timers.pop("ready", None)
+        return self._synced
+
+    def _met(self) -> None:
+        """Rule 9: the mesh is met; the data links dialed or accepted so far make up the first round."""
+        if not self._first_round_end:
+            self._first_round_end = self._next_link
+
+    def _first_round_done(self) -> bool:
+        """Every data link of the first round has answered our sync request (or is gone: closed, dial failed)."""
+        end = self._first_round_end
+        if any(link_id < end and target != "coordinator" for link_id, target in self._pending_dials.items()):
+            return False
+        return all(
+            entry.syncs_answered > 0
+            for entry in self.links.values()
+            if entry.link_id < end and entry.purpose == "data" and (entry.outbound or entry.is_open)
+        )
 
     def coordinator_bound(self, now: float) -> list[Command]:
         """The coordinator port is ours."""
         self._binding = False
         self.is_coordinator = True
+        self._met()
         self.coordinator_id = self.peer_id
         self.successor = None
         self._timers.pop("bind", None)
@@ -559,6 +598,7 @@ class Peer:
                 if info.peer_id != self.peer_id and self._same_mesh(info):
                     self.known[info.peer_id] = info
                     commands += self._dial_peer(info)
+            self._met()  # after the dials: they are part of the first round
             return commands
         if isinstance(frame, Handover):
             self.successor = frame.successor
@@ -665,6 +705,7 @@ class Peer:
         peer_id = entry.peer_id
         if entry.link_id == self.coordinator_link:
             self.coordinator_link = None
+            self._met()  # no peer list from it: the peers of the registry are those to sync with
             if not self.closed and not self.is_coordinator:
                 commands += self._coordinator_lost(now, reached=entry.is_open)
         elif peer_id is not None and self.data_links.get(peer_id) == entry.link_id:
@@ -845,6 +886,9 @@ class Peer:
             return commands + self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
         if name.startswith("sync:"):
             return self._answer_deferred_sync(int(name.removeprefix("sync:")), now)
+        if name == "ready":
+            self._synced = True  # rule 9's bound: whatever still stalls the first round, act on what is here
+            return []
         if name == "gc":
             self._timers[name] = now + self.config.gc_interval
             return self.collect_garbage(now)

@@ -10,9 +10,11 @@ An event counts as read (its sender gets a ``read`` receipt) once the tool resul
 client, not before: :class:`DrainLedger` holds the drained events per request until the transport reports the
 response written.
 
-:func:`serve` is the whole bridge: join the mesh with :func:`agent_comms.agent.open_agent` (which registers the agent
-under its previous name or ``<harness>-<directory>``), serve MCP on stdio until the client closes stdin, then leave
-gracefully; SIGINT, SIGTERM, SIGHUP and the exit of the harness process end it the same way.
+:func:`serve` is the whole bridge: join the mesh with :func:`agent_comms.agent.open_agent` (which waits until the
+peer is synced with the mesh, then registers the agent under its previous name or ``<harness>-<directory>``), serve
+MCP on stdio until the client closes stdin, then leave gracefully; SIGINT, SIGTERM, SIGHUP and the exit of the
+harness process end it the same way. Stdin is read only once the agent is on the mesh, so ``initialize`` is answered
+only once the bridge is synced (the wait is bounded: see :meth:`agent_comms.mesh.node.MeshNode.wait_synced`).
 """
 
 from __future__ import annotations

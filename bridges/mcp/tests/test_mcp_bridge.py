@@ -649,3 +649,20 @@ async def test_bad_max_events_is_a_usage_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 2, result.stderr
     assert b"--option max_events= takes a positive whole number, not 'lots'" in result.stderr
+
+
+async def test_a_fresh_bridge_registers_seeing_the_agents_online(tmp_path: Path, spawned: list[Any]) -> None:
+    """The bridge answers ``initialize`` only once synced with the mesh: its first call already sees the others."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            alice = await mesh.bridge("alice")
+            cwd = tmp_path / "fresh"
+            cwd.mkdir()
+            params = StdioServerParameters(command=_entry_point()[0], args=_entry_point()[1:], env=mesh.env, cwd=cwd)
+            with (tmp_path / "fresh.stderr").open("w") as errlog:
+                async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+                    await session.initialize()
+                    result = await session.call_tool("agent_comms", {"action": "register", "name": "fresh"})
+                    assert isinstance(result, types.CallToolResult)
+                    assert not result.is_error
+                    assert f"Online: {alice.name} ({alice.id})" in text_of(result), text_of(result)
