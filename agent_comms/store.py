@@ -185,12 +185,12 @@ class MeshStore:
         op = self.state.messages.get(message_id)
         if op is None or not self.state.message_visible(op):
             return False
-        view = None
+        view, live = None, False
         if isinstance(op.body, RoomMessage):
             log = self.state.rooms.get(op.body.room_id)
-            live = log is not None and log.view is not None and self.state.room_id(log.view.name) == log.room_id
-            view = log.view if live and log is not None else None
-        return visibility.readable(op, viewer, view)
+            view = None if log is None else log.view
+            live = view is not None and self.state.room_id(view.name) == op.body.room_id
+        return visibility.readable(op, viewer, view, live=live)
 
     # ------------------------------------------------------------------ acting as a hosted agent
 

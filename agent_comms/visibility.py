@@ -123,13 +123,14 @@ def revealed_in_room(author: str, view: RoomView, messages: list[Op]) -> bool:
     )
 
 
-def readable(op: Op, viewer: str, view: RoomView | None) -> bool:
-    """Whether ``viewer`` may read (and so reply to) the message: its own DMs, and room messages of a live room
-    whose history it may read or that were sent to it (it was a member then). ``view``: the message's live room."""
+def readable(op: Op, viewer: str, view: RoomView | None, *, live: bool) -> bool:
+    """Whether ``viewer`` may read (and so reply to) the message: its own DMs; room messages of a live room whose
+    history it may read, or sent to it (it was a member then, even if the room is gone since). ``view``: the
+    message's room, if known; ``live``: whether that room is the live room of its name."""
     body = op.body
     if isinstance(body, DirectMessage):
         return viewer in (body.author, body.recipient)
     assert isinstance(body, RoomMessage)
     if view is None:
         return False
-    return can_read_history(view, viewer) or view.was_member(viewer, op_key(op))
+    return (live and can_read_history(view, viewer)) or view.was_member(viewer, op_key(op))

@@ -406,3 +406,27 @@ async def test_creating_a_taken_name_answers_alike_whatever_the_room(cast: Cast)
         public = await otto.call({"action": "create_room", "room": "square", "type": room_type})
         assert (secret.text, secret.data) == (public.text.replace("square", "cabal"), public.data)
         assert "secret" not in secret.text
+
+
+async def test_a_hidden_member_is_named_by_name_where_it_is_shown(cast: Cast) -> None:
+    """A member sees a hidden member in the member list, name and id: it may name it either way."""
+    olive = await cast.agent("h1", "olive")
+    sam = await cast.agent("h2", "sam", "hidden")
+    otto = await cast.agent("h3", "otto")
+    await ok(olive, action="create_room", room="den")
+    await let_in(cast, olive, sam, "public")
+    await cast.quiet()
+    assert (await ok(olive, action="dm", target="sam", content="hi")).startswith(f"Sent to sam ({sam.id});")
+    await same_as_missing(cast, otto, "sam", "nobody-at-all", action="dm", target="sam", content="hi")
+
+
+async def test_a_former_member_may_reply_to_what_it_was_sent(cast: Cast) -> None:
+    olive = await cast.agent("h1", "olive")
+    mia = await cast.agent("h2", "mia")
+    await ok(olive, action="create_room", room="den", type="secret")
+    await let_in(cast, olive, mia, "secret")
+    message = (await olive.call({"action": "send", "target": "den", "content": "last words"})).data["message_id"]
+    await cast.quiet()
+    await ok(olive, action="destroy_room", room="den")
+    await cast.quiet()
+    await ok(mia, action="dm", target="olive", content="noted", replyTo=message)
