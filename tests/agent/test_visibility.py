@@ -119,12 +119,12 @@ def about(found: list[DeliveryEvent], agent_id: str) -> list[str]:
     return [e.type for e in found if agent_id in (e.sender, e.subject) or any(m.id == agent_id for m in e.members)]
 
 
-async def let_in(cast: Cast, owner: Agent, agent: Agent, room_type: str) -> None:
+async def let_in(cast: Cast, owner: Agent, agent: Agent, room_type: str, room: str = "den") -> None:
     await cast.mesh.settle()
     if room_type != "public":
-        await ok(owner, action="invite", room="den", agent=agent.id)
+        await ok(owner, action="invite", room=room, agent=agent.id)
         await cast.mesh.settle()
-    await ok(agent, action="join_room", room="den")
+    assert (await ok(agent, action="join_room", room=room)).startswith(f"Joined #{room}.")
     await cast.mesh.settle()
 
 
@@ -430,3 +430,26 @@ async def test_a_former_member_may_reply_to_what_it_was_sent(cast: Cast) -> None
     await ok(olive, action="destroy_room", room="den")
     await cast.quiet()
     await ok(mia, action="dm", target="olive", content="noted", replyTo=message)
+
+
+@pytest.mark.parametrize("visibility", VISIBILITIES)
+async def test_owner_labels_in_decline_and_leave_answers(cast: Cast, visibility: str) -> None:
+    sam = await cast.agent("h1", "sam", visibility)
+    mia = await cast.agent("h2", "mia")
+    await ok(sam, action="create_room", room="den", type="private")
+    await ok(sam, action="invite", room="den", agent=mia.id)
+    await cast.quiet()
+    # An invitee is not a member: it sees a visible owner only (the invite itself named the inviter).
+    declined = await ok(mia, action="decline_invite", room="den")
+    owner = f"sam ({sam.id})" if sees_agent_in_room(visibility, "outsider") else "the owner"
+    assert declined == f"Declined the invite to #den; {owner} is told."
+
+    olive = await cast.agent("h3", "olive")
+    await ok(olive, action="create_room", room="hall")
+    await let_in(cast, olive, sam, "public", room="hall")
+    await cast.quiet()
+    left = await ok(olive, action="leave_room", room="hall")  # sam, the earliest joiner, owns it now
+    if sees_agent_in_room(visibility, "member"):
+        assert left == f"Left #hall. sam ({sam.id}) owns it now."
+    else:
+        assert left == "Left #hall. You no longer own it."
