@@ -293,9 +293,8 @@ class CommsTool:
     def _kick(self, action: Kick) -> ToolResult:
         room_id, view = self._owned(action.room)
         target = self.store.find_agent(action.agent, viewer=self.agent_id, allow_ghost=True)
-        if target.visibility == "ghost" and not visibility.revealed_in_room(
-            target.agent_id, view, self.store.history(room_id)
-        ):
+        ghost = target.visibility == "ghost" and target.agent_id != self.agent_id
+        if ghost and not visibility.revealed_in_room(target.agent_id, view, self.store.history(room_id)):
             # A ghost is kickable only where it showed itself by posting; elsewhere it does not exist.
             raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent named or with id {action.agent!r}")
         if target.agent_id == self.agent_id:
@@ -317,9 +316,8 @@ class CommsTool:
         room_id, view = self.store.room(name, viewer=self.agent_id)
         if view.owner != self.agent_id:
             owner = self.store.owner_shown(view, self.agent_id)
-            raise CommsError(
-                ErrorCode.NOT_OWNER, f"only the owner of #{name}" + (f" ({owner})" if owner else "") + " can"
-            )
+            named = "" if owner is None else f" ({owner})"
+            raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of #{name}{named} can")
         return room_id, view
 
     def _check_reply(self, reply_to: str | None) -> None:

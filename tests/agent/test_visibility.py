@@ -453,3 +453,12 @@ async def test_owner_labels_in_decline_and_leave_answers(cast: Cast, visibility:
         assert left == f"Left #hall. sam ({sam.id}) owns it now."
     else:
         assert left == "Left #hall. You no longer own it."
+
+
+async def test_a_ghost_always_sees_and_names_itself(cast: Cast) -> None:
+    spook = await cast.agent("h1", "spook", "ghost")
+    await ok(spook, action="create_room", room="den", type="secret")
+    assert f"spook ({spook.id}) (you)" in await ok(spook, action="list_agents")
+    assert f"#den (secret, 1 member(s), owner spook ({spook.id})) [joined]" in await ok(spook, action="list_rooms")
+    text = (await spook.call({"action": "kick", "room": "den", "agent": spook.id})).text
+    assert text == "Error: you cannot kick yourself; leave_room or destroy_room instead (INVALID_PARAMS)"
