@@ -51,6 +51,7 @@ from agent_comms.protocol.ops import (
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
+from . import visibility
 from .errors import CommsError, ErrorCode
 
 __all__ = ["DeliveryCallback", "MeshStore"]
@@ -107,21 +108,25 @@ class MeshStore:
         found = [(e.body, e.online) for e in self.state.agents.values() if e.record is not None]
         return sorted(found, key=lambda item: (item[0].name.lower(), item[0].agent_id))
 
-    def find_agent(self, ref: str, *, viewer: str | None = None, allow_ghost: bool = True) -> AgentUpsert:
-        """An agent named by id or by name. Hidden agents are found by id or name; ghosts only if allowed.
+    def find_agent(self, ref: str, *, viewer: str | None = None, allow_ghost: bool = False) -> AgentUpsert:
+        """An agent named by id or by name, as ``viewer`` may name it (:func:`~agent_comms.visibility.addressable`).
 
-        Raises ``AGENT_NOT_FOUND``; several online agents with that name is ``INVALID_PARAMS`` (use the id).
+        ``viewer=None`` (the person's command line) finds every agent. ``allow_ghost``: a ghost may be found by
+        id (the caller narrows it further). What ``viewer`` may not name answers exactly as an unknown agent:
+        ``AGENT_NOT_FOUND``. Several online agents with that name is ``INVALID_PARAMS`` (use the id).
         """
+
+        rooms = {} if viewer is None else dict(self.rooms(viewer=viewer))
+
+        def may(body: AgentUpsert, by_id: bool) -> bool:
+            if viewer is None:
+                return True
+            return visibility.addressable(body, by_id=by_id, viewer=viewer, rooms=rooms, include_ghosts=allow_ghost)
+
         entry = self.state.agents.get(ref)
-        if entry is not None and entry.record is not None:
-            if entry.body.visibility == "ghost" and not allow_ghost and ref != viewer:
-                raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent {ref!r}")
+        if entry is not None and entry.record is not None and may(entry.body, True):
             return entry.body
-        matches = [
-            (body, online)
-            for body, online in self.agents()
-            if body.name == ref and (allow_ghost or body.visibility != "ghost" or body.agent_id == viewer)
-        ]
+        matches = [(body, online) for body, online in self.agents() if body.name == ref and may(body, False)]
         if not matches:
             raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent named or with id {ref!r}")
         live = [m for m in matches if m[1]] or matches
@@ -134,7 +139,7 @@ class MeshStore:
         """The live room called ``name`` as ``viewer`` may see it (a secret room only to its members)."""
         room_id = self.state.room_id(name)
         view = self.state.room(name)
-        if room_id is None or view is None or (view.room_type == "secret" and not _involved(view, viewer)):
+        if room_id is None or view is None or not visibility.room_discoverable(view, viewer):
             raise CommsError(ErrorCode.ROOM_NOT_FOUND, f"no room #{name}")
         return room_id, view
 
@@ -146,7 +151,7 @@ class MeshStore:
             room_id = self.state.room_id(name)
             if view is None or room_id is None:
                 continue
-            if view.room_type == "secret" and viewer is not None and not _involved(view, viewer):
+            if viewer is not None and not visibility.room_discoverable(view, viewer):
                 continue
             found.append((room_id, view))
         return found
@@ -158,9 +163,34 @@ class MeshStore:
             return []
         return [op for op in history.messages if self.state.message_visible(op)]
 
-    def rooms_of(self, agent_id: str) -> list[str]:
-        """Names of the live rooms the agent is a member of."""
-        return [view.name for _room_id, view in self.rooms(viewer=None) if agent_id in view.members]
+    def rooms_of(self, agent_id: str, *, viewer: str | None = None) -> list[str]:
+        """Names of the live rooms the agent is a member of, as ``viewer`` may see them (``None``: all of them)."""
+        return [
+            view.name
+            for _room_id, view in self.rooms(viewer=viewer)
+            if agent_id in view.members
+            and (viewer is None or visibility.shown_in_room(self.record(agent_id), view, viewer))
+        ]
+
+    def members_shown(self, view: RoomView, viewer: str) -> list[str]:
+        """The room's members whose presence ``viewer`` may see, by id."""
+        return [m for m in sorted(view.members) if visibility.shown_in_room(self.record(m), view, viewer)]
+
+    def owner_shown(self, view: RoomView, viewer: str) -> str | None:
+        """``name (id)`` of the room's owner, or ``None`` where ``viewer`` may not see it."""
+        return self.label(view.owner) if visibility.shown_in_room(self.record(view.owner), view, viewer) else None
+
+    def readable(self, message_id: str, viewer: str) -> bool:
+        """Whether the held message exists for ``viewer`` (it may read it; else it answers as an unknown id)."""
+        op = self.state.messages.get(message_id)
+        if op is None or not self.state.message_visible(op):
+            return False
+        view, live = None, False
+        if isinstance(op.body, RoomMessage):
+            log = self.state.rooms.get(op.body.room_id)
+            view = None if log is None else log.view
+            live = view is not None and self.state.room_id(view.name) == op.body.room_id
+        return visibility.readable(op, viewer, view, live=live)
 
     # ------------------------------------------------------------------ acting as a hosted agent
 
@@ -422,6 +452,8 @@ class MeshStore:
         if author not in self.node.peer.hosted or change.recipient == author:
             return
         reader = self.record(change.recipient)
+        if not self._receipt_shown(body, reader, author):
+            return
         self._emit(
             DeliveryEvent(
                 id=f"{change.message_id}/{change.recipient}/{change.status}",
@@ -435,6 +467,13 @@ class MeshStore:
                 status=change.status,
             )
         )
+
+    def _receipt_shown(self, body: object, reader: AgentUpsert | None, author: str) -> bool:
+        """A read receipt is presence: a room member's only where the author may see it there; no ghost's."""
+        if isinstance(body, RoomMessage):
+            log = self.state.rooms.get(body.room_id)
+            return log is not None and log.view is not None and visibility.shown_in_room(reader, log.view, author)
+        return reader is not None and reader.visibility != "ghost"
 
     def _room_event(
         self,
@@ -467,28 +506,27 @@ class MeshStore:
         hosted = self.node.peer.hosted
         agent, by = detail.agent, detail.by
         members = [m for m in view.members if m in hosted]
+        # Presence (joined, left, kicked) is told only to those who may see the agent in the room.
+        seeing = [m for m in members if visibility.shown_in_room(self.record(agent), view, m)]
         event_id = self._next_id(f"{room_id}/{detail.kind}/{agent}")
         if detail.kind == "joined":
             for member in members:
-                if member == agent and len(view.members) == 1:
-                    continue  # it created the room, or joined an empty one: nobody to tell it about
                 if member == agent:
-                    listing = tuple(
-                        Member(m, (self.record(m) or _unknown(m)).name, self._status(m))
-                        for m in sorted(view.members)
-                        if m != agent
-                    )
+                    shown = [m for m in self.members_shown(view, agent) if m != agent]
+                    if not shown:
+                        continue  # it created the room, or joined one with nobody it may see: nothing to tell
+                    listing = tuple(Member(m, (self.record(m) or _unknown(m)).name, self._status(m)) for m in shown)
                     self._emit(
                         self._room_event("room_members", member, room_id, view, agent, event_id, members=listing)
                     )
-                else:
+                elif member in seeing:
                     self._emit(self._room_event("member_joined", member, room_id, view, agent, event_id))
         elif detail.kind == "left":
-            for member in members:
+            for member in seeing:
                 self._emit(self._room_event("member_left", member, room_id, view, agent, event_id))
         elif detail.kind == "kicked":
             subject = self.record(agent)
-            for member in {*members, *([agent] if agent in hosted else [])}:
+            for member in {*seeing, *([agent] if agent in hosted else [])}:
                 self._emit(
                     self._room_event(
                         "member_kicked",
@@ -554,17 +592,17 @@ class MeshStore:
             if change.agent_id not in view.members:
                 continue
             for member in view.members:
-                if member in hosted and member != change.agent_id:
+                if (
+                    member in hosted
+                    and member != change.agent_id
+                    and visibility.shown_in_room(change.record, view, member)
+                ):
                     event_id = self._next_id(f"{room_id}/status/{change.agent_id}")
                     self._emit(
                         self._room_event(
                             "member_status", member, room_id, view, change.agent_id, event_id, status=after
                         )
                     )
-
-
-def _involved(view: RoomView, agent_id: str) -> bool:
-    return agent_id in view.members or agent_id in view.invited or agent_id == view.owner
 
 
 def _unknown(agent_id: str) -> AgentUpsert:

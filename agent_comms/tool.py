@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import attrs
 
+from . import visibility
 from .actions import (
     Action,
     CreateRoom,
@@ -123,7 +124,7 @@ class CommsTool:
         others = [
             store.label(body.agent_id)
             for body, online in store.agents()
-            if online and body.agent_id != self.agent_id and body.visibility == "visible"
+            if online and body.agent_id != self.agent_id and visibility.listed(body, self.agent_id)
         ]
         listing = ", ".join(others) if others else "no other agents"
         text = f"{verb} as {store.label(self.agent_id)} ({action.visibility}). Online: {listing}."
@@ -154,9 +155,9 @@ class CommsTool:
         listed = []
         for body, online in store.agents():
             mine = body.agent_id == self.agent_id
-            if not online or (body.visibility != "visible" and not mine):
+            if not online or not visibility.listed(body, self.agent_id):
                 continue
-            rooms = ", ".join(f"#{r}" for r in store.rooms_of(body.agent_id)) or "no rooms"
+            rooms = ", ".join(f"#{r}" for r in store.rooms_of(body.agent_id, viewer=self.agent_id)) or "no rooms"
             you = " (you)" if mine else ""
             lines.append(f"- {store.label(body.agent_id)}{you} [{body.status}] {body.harness} in {body.cwd}; {rooms}")
             listed.append(body.agent_id)
@@ -176,9 +177,12 @@ class CommsTool:
             joined = " [joined]" if self.agent_id in view.members else ""
             invited = " [invited]" if self.agent_id in view.invited else ""
             about = f": {view.description}" if view.description else ""
+            count = len(store.members_shown(view, self.agent_id))
+            owner = store.owner_shown(view, self.agent_id)
             lines.append(
-                f"- #{view.name} ({view.room_type}, {len(view.members)} member(s), owner {store.label(view.owner)})"
-                f"{joined}{invited}{about}"
+                f"- #{view.name} ({view.room_type}, {count} member(s)"
+                + (f", owner {owner}" if owner is not None else "")
+                + f"){joined}{invited}{about}"
             )
         text = f"{len(lines)} room(s):\n" + "\n".join(lines) if lines else "No rooms yet; create one with create_room."
         return ToolResult(text)
@@ -194,7 +198,8 @@ class CommsTool:
             if me in view.banned:
                 raise CommsError(ErrorCode.NOT_INVITED, f"you were kicked from #{action.room}: you need a new invite")
         self.store.change_membership(me, room_id, "join")
-        others = [self.store.label(m) for m in sorted(view.members) if m != me]
+        # Read after joining (the view folds the join at once): as a member, it sees whom members see.
+        others = [self.store.label(m) for m in self.store.members_shown(view, me) if m != me]
         return ToolResult(f"Joined #{action.room}. Members: {', '.join(others) or 'just you'}.")
 
     def _leaveroom(self, action: LeaveRoom) -> ToolResult:
@@ -202,15 +207,17 @@ class CommsTool:
         if self.agent_id not in view.members:
             raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of #{action.room}")
         was_owner = view.owner == self.agent_id
+        shown = set(self.store.members_shown(view, self.agent_id))  # whom it saw as a member, before leaving
         self.store.change_membership(self.agent_id, room_id, "leave")
         after = self.store.state.room(action.room)
         note = ""
         if was_owner and after is not None:
-            note = (
-                f" {self.store.label(after.owner)} owns it now."
-                if after.owner != self.agent_id
-                else " It is empty; you still own it and may come back."
-            )
+            if after.owner == self.agent_id:
+                note = " It is empty; you still own it and may come back."
+            elif after.owner in shown:
+                note = f" {self.store.label(after.owner)} owns it now."
+            else:
+                note = " You no longer own it."
         return ToolResult(f"Left #{action.room}.{note}")
 
     def _send(self, action: Send) -> ToolResult:
@@ -219,14 +226,14 @@ class CommsTool:
             raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of #{action.target}; join_room first")
         self._check_reply(action.reply_to)
         message_id = self.store.send(self.agent_id, room_id, action.content, action.reply_to or "", action.streaming)
-        others = len(view.members) - 1
+        others = len(self.store.members_shown(view, self.agent_id)) - 1
         return ToolResult(
             f"Sent to #{action.target} ({others} other member(s)); message id {message_id}.",
             data={"message_id": message_id},
         )
 
     def _dm(self, action: Dm) -> ToolResult:
-        target = self.store.find_agent(action.target, viewer=self.agent_id, allow_ghost=False)
+        target = self.store.find_agent(action.target, viewer=self.agent_id)
         if target.agent_id == self.agent_id:
             raise CommsError(ErrorCode.INVALID_PARAMS, "you cannot send a direct message to yourself")
         self._check_reply(action.reply_to)
@@ -241,7 +248,7 @@ class CommsTool:
 
     def _readroom(self, action: ReadRoom) -> ToolResult:
         room_id, view = self.store.room(action.room, viewer=self.agent_id)
-        if view.room_type != "public" and self.agent_id not in view.members:
+        if not visibility.can_read_history(view, self.agent_id):
             raise CommsError(ErrorCode.NOT_MEMBER, f"#{action.room} is {view.room_type}: only members read it")
         messages = self.store.history(room_id)
         total = len(messages)
@@ -279,12 +286,17 @@ class CommsTool:
         room_id, view = self.store.room(action.room, viewer=self.agent_id)
         if self.agent_id not in view.invited:
             raise CommsError(ErrorCode.NOT_INVITED, f"you have no invite to #{action.room}")
+        owner = self.store.owner_shown(view, self.agent_id) or "the owner"  # before the invite is gone
         self.store.change_membership(self.agent_id, room_id, "decline", reason=action.reason)
-        return ToolResult(f"Declined the invite to #{action.room}; {self.store.label(view.owner)} is told.")
+        return ToolResult(f"Declined the invite to #{action.room}; {owner} is told.")
 
     def _kick(self, action: Kick) -> ToolResult:
         room_id, view = self._owned(action.room)
-        target = self.store.find_agent(action.agent, viewer=self.agent_id)
+        target = self.store.find_agent(action.agent, viewer=self.agent_id, allow_ghost=True)
+        ghost = target.visibility == "ghost" and target.agent_id != self.agent_id
+        if ghost and not visibility.revealed_in_room(target.agent_id, view, self.store.history(room_id)):
+            # A ghost is kickable only where it showed itself by posting; elsewhere it does not exist.
+            raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent named or with id {action.agent!r}")
         if target.agent_id == self.agent_id:
             raise CommsError(ErrorCode.INVALID_PARAMS, "you cannot kick yourself; leave_room or destroy_room instead")
         if target.agent_id not in view.members and target.agent_id not in view.invited:
@@ -294,7 +306,7 @@ class CommsTool:
 
     def _destroyroom(self, action: DestroyRoom) -> ToolResult:
         room_id, view = self._owned(action.room)
-        others = len(view.members) - (1 if self.agent_id in view.members else 0)
+        others = len([m for m in self.store.members_shown(view, self.agent_id) if m != self.agent_id])
         self.store.change_membership(self.agent_id, room_id, "destroy")
         return ToolResult(f"Destroyed #{action.room}; its {others} other member(s) are told.")
 
@@ -303,11 +315,14 @@ class CommsTool:
     def _owned(self, name: str) -> tuple[str, Any]:
         room_id, view = self.store.room(name, viewer=self.agent_id)
         if view.owner != self.agent_id:
-            raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of #{name} ({self.store.label(view.owner)}) can")
+            owner = self.store.owner_shown(view, self.agent_id)
+            named = "" if owner is None else f" ({owner})"
+            raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of #{name}{named} can")
         return room_id, view
 
     def _check_reply(self, reply_to: str | None) -> None:
-        if reply_to and reply_to not in self.store.state.messages:
+        # A message the agent may not read answers exactly as one that does not exist.
+        if reply_to and not self.store.readable(reply_to, self.agent_id):
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid 'replyTo': no message {reply_to!r} in the history")
 
     def _addressed(self, op: Op, view: RoomView) -> bool:

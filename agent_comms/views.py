@@ -5,7 +5,9 @@ The dictionaries are the ``--json`` shapes of ``agent-comms agents``, ``rooms`` 
 named there are relied on by scripts; the others are extras.
 
 The command line serves the person who owns the mesh (whoever can read the mesh key can read everything anyway),
-so rooms of every type are shown; agents are filtered like the tool's ``list_agents`` unless ``everyone`` is set.
+so rooms of every type are shown, with their hidden and ghost members marked (``member_labels``, ``owner_label``);
+agents are filtered like the tool's ``list_agents`` unless ``everyone`` is set. The visibility rules for agents are
+in :mod:`agent_comms.visibility`; the command line observes without being an agent, so they do not bind it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage, op_id
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
-__all__ = ["SinceError", "agent_rows", "message_rows", "room_history", "room_rows", "select_messages"]
+__all__ = [
+    "SinceError",
+    "agent_rows",
+    "marked",
+    "message_rows",
+    "room_history",
+    "room_rows",
+    "select_messages",
+]
 
 
 class SinceError(ValueError):
@@ -38,6 +48,18 @@ def _rooms(state: MeshState) -> list[tuple[str, RoomView]]:
 def _name(state: MeshState, agent_id: str) -> str:
     entry = state.agents.get(agent_id)
     return agent_id if entry is None or entry.record is None else entry.body.name
+
+
+def marked(name: str, visibility: str) -> str:
+    """``name``, marked ``[hidden]`` or ``[ghost]`` when the agent is not visible to other agents."""
+    return name if visibility == "visible" else f"{name} [{visibility}]"
+
+
+def _label(state: MeshState, agent_id: str) -> str:
+    entry = state.agents.get(agent_id)
+    if entry is None or entry.record is None:
+        return agent_id
+    return marked(entry.body.name, entry.body.visibility)
 
 
 def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, Any]]:
@@ -90,6 +112,8 @@ def room_rows(state: MeshState) -> list[dict[str, Any]]:
                 "id": room_id,
                 "owner_name": _name(state, view.owner),
                 "member_names": [_name(state, m) for m in sorted(view.members)],
+                "owner_label": _label(state, view.owner),
+                "member_labels": [_label(state, m) for m in sorted(view.members)],
                 "invited": sorted(view.invited),
                 "messages": messages,
             }

@@ -9,7 +9,15 @@ import pytest
 
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.testing import open_in_memory_mesh
-from agent_comms.views import SinceError, agent_rows, message_rows, room_history, room_rows, select_messages
+from agent_comms.views import (
+    SinceError,
+    agent_rows,
+    marked,
+    message_rows,
+    room_history,
+    room_rows,
+    select_messages,
+)
 
 
 async def test_agents_rooms_and_messages_as_the_cli_shows_them() -> None:
@@ -101,3 +109,24 @@ async def test_since_and_limit() -> None:
         assert contents(since="2999-01-01T00:00:00Z") == ""
         with pytest.raises(SinceError, match="'soon' is neither a message id"):
             select_messages(history, since="soon")
+
+
+async def test_the_person_sees_hidden_and_ghost_agents_marked() -> None:
+    """The command line observes without being an agent: it shows every member and owner, marked."""
+    async with open_in_memory_mesh() as mesh:
+        spook = await mesh.agent("pi", "spook", visibility="ghost")
+        shy = await mesh.agent("pi", "shy", visibility="hidden")
+        alice = await mesh.agent("pi", "alice")
+        assert not (await spook.call({"action": "create_room", "room": "den", "type": "secret"})).is_error
+        for agent in (shy, alice):
+            assert not (await spook.call({"action": "invite", "room": "den", "agent": agent.id})).is_error
+            await mesh.settle()
+            assert not (await agent.call({"action": "join_room", "room": "den"})).is_error
+        await mesh.settle()
+        [row] = room_rows(alice.store.state)
+        assert row["owner_label"] == "spook [ghost]"
+        assert row["owner_name"] == "spook"
+        by_id = dict(zip(row["members"], row["member_labels"], strict=True))
+        assert by_id == {spook.id: "spook [ghost]", shy.id: "shy [hidden]", alice.id: "alice"}
+        labels = {r["name"]: marked(r["name"], r["visibility"]) for r in agent_rows(alice.store.state, everyone=True)}
+        assert labels == {"alice": "alice", "shy": "shy [hidden]", "spook": "spook [ghost]"}

@@ -557,3 +557,22 @@ def test_tool_schema_lists_every_parameter_and_action_for_relays() -> None:
     assert all(f"- {action}:" in schema["description"] for action in listed)
     assert parameters["properties"]["streamingBehavior"]["enum"] == ["steer", "followUp", "info"]
     assert parameters["properties"]["tags"]["type"] == "array"
+
+
+async def test_the_bridge_pushes_nothing_of_a_ghost_and_lists_it_nowhere() -> None:
+    """The visibility rules hold on the push path and in the answers of a bridge, not only on the tool."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh, bridged(mesh, "alice") as alice:
+            await alice.out.next_of("ready")
+            assert (await alice.call(1, action="create_room", room="den"))["is_error"] is False
+            spook = await mesh.agent("jsonl", name="spook", cwd="/work/spook", visibility="ghost")
+            bob = await mesh.agent("jsonl", name="bob", cwd="/work/bob")
+            await mesh.settle()
+            for agent in (spook, bob):  # the ghost first: its join must not be the first event
+                assert not (await agent.call({"action": "join_room", "room": "den"})).is_error
+                await mesh.settle()
+            event = await alice.out.next_of("event")
+            assert (event["event"]["type"], event["event"]["sender"]) == ("member_joined", bob.id)
+            rooms = await alice.call(2, action="list_rooms")
+            assert "#den (public, 2 member(s)" in rooms["text"]
+            assert spook.id not in rooms["text"]

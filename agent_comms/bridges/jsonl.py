@@ -144,7 +144,7 @@ _ACTIONS: Final = {
 }
 _PARAMETER_HELP: Final = {
     "name": "register, update: your agent name",
-    "visibility": "register, update: visible (default), hidden (not listed), ghost (not listed, no DMs)",
+    "visibility": "register, update: visible (default), hidden (not listed, DM by id), ghost (not listed, no DMs)",
     "tags": "register, update: labels for yourself",
     "status": "update: active, idle or busy",
     "room": "the room's name (create_room, join_room, leave_room, read_room, invite, decline_invite, kick, ...)",

@@ -173,7 +173,7 @@ def _observe(json_output: bool, empty: object) -> tuple[MeshSnapshot | None, int
 
 
 def run_agents(args: argparse.Namespace) -> int:
-    from agent_comms.views import agent_rows
+    from agent_comms.views import agent_rows, marked
 
     snapshot, status = _observe(args.json, [])
     if snapshot is None:
@@ -186,7 +186,13 @@ def run_agents(args: argparse.Namespace) -> int:
         print("no agents online" if not args.all else "no agents known")
         return 0
     table = [
-        (row["name"], row["id"], row["harness"], row["status"], ", ".join(f"#{r}" for r in row["rooms"]) or "-")
+        (
+            marked(row["name"], row["visibility"]),
+            row["id"],
+            row["harness"],
+            row["status"],
+            ", ".join(f"#{r}" for r in row["rooms"]) or "-",
+        )
         for row in rows
     ]
     _print_table(("NAME", "ID", "HARNESS", "STATUS", "ROOMS"), table)
@@ -208,9 +214,9 @@ def run_rooms(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         about = f": {row['description']}" if row["description"] else ""
-        members = ", ".join(row["member_names"]) or "nobody"
+        members = ", ".join(row["member_labels"]) or "nobody"
         print(
-            f"#{row['name']} ({row['type']}, owner {row['owner_name']}, {row['messages']} message(s)){about}\n"
+            f"#{row['name']} ({row['type']}, owner {row['owner_label']}, {row['messages']} message(s)){about}\n"
             f"    members: {members}"
         )
     return 0

@@ -101,12 +101,13 @@ async def test_secret_rooms_are_invisible_to_outsiders(comms_mesh: InMemoryMesh)
 
 async def test_hidden_and_ghost_agents(comms_mesh: InMemoryMesh) -> None:
     seer = await comms_mesh.agent("h1", name="seer")
-    await comms_mesh.agent("h2", name="shy", visibility="hidden")
+    shy = await comms_mesh.agent("h2", name="shy", visibility="hidden")
     await comms_mesh.agent("h3", name="spook", visibility="ghost")
     listing = await ok(seer, action="list_agents")
     assert "shy" not in listing
     assert "spook" not in listing
-    await ok(seer, action="dm", target="shy", content="found you")
+    await ok(seer, action="dm", target=shy.id, content="found you")
+    await fails(seer, "AGENT_NOT_FOUND", action="dm", target="shy", content="by name it is not found")
     await fails(seer, "AGENT_NOT_FOUND", action="dm", target="spook", content="boo")
 
 

@@ -121,8 +121,8 @@ _PROPERTIES: Final[dict[str, dict[str, Any]]] = {
     "visibility": {
         "type": "string",
         "enum": _choices(actions.Visibility),
-        "description": "register, update: visible (listed; the default), hidden (not listed, still reachable by DM), "
-        "ghost (not listed, no DMs).",
+        "description": "register, update: visible (listed; the default), hidden (not listed, reachable by DM by id, "
+        "in member lists for members only), ghost (not listed, no DMs, in no member list).",
     },
     "tags": {
         "type": "array",
