@@ -74,7 +74,7 @@ def test_the_hook_finds_agent_comms_home_as_the_mesh_does(tmp_path: Path) -> Non
         assert agent_comms_home(environ) == MeshSettings.from_env(environ).home
 
 
-def test_registrations_are_matched_by_process_then_session_then_directory(tmp_path: Path) -> None:
+def test_registrations_are_matched_by_process_then_session_never_by_directory(tmp_path: Path) -> None:
     directory = sessions_dir(tmp_path)
     directory.mkdir()
     me, parent = os.getpid(), os.getppid()
@@ -89,8 +89,10 @@ def test_registrations_are_matched_by_process_then_session_then_directory(tmp_pa
     (directory / "999999993.sock").write_text("")
     assert find_registration(directory, lineage=[999_999_991], session_id="s-2", cwd="/a") == records[0]
     assert find_registration(directory, lineage=[1234], session_id="s-2", cwd="/a") == records[1]
-    assert find_registration(directory, lineage=[], session_id=None, cwd="/a") == records[1]  # the newest
-    assert find_registration(directory, lineage=[], session_id=None, cwd="/b") is None
+    # Another session's bridge in the same directory is not this hook's; nor one beyond the nearest ancestors.
+    assert find_registration(directory, lineage=[], session_id=None, cwd="/a") is None
+    assert find_registration(directory, lineage=[], session_id="s-3", cwd="/a") is None
+    assert find_registration(directory, lineage=[1, 2, 3, 999_999_991], session_id=None, cwd="/a") is None
     assert not (directory / "999999993.json").exists()  # removed on the way, with its socket
     assert not (directory / "999999993.sock").exists()
     assert ancestors()[0] == os.getppid()

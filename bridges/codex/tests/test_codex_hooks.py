@@ -288,11 +288,10 @@ def test_session_start_waits_for_the_bridge_codex_is_starting(env: dict[str, str
 
 
 def test_records_of_old_sessions_are_forgotten(env: dict[str, str], project: Path, tmp_path: Path) -> None:
+    write(env, project, [event(1)])
     old = tmp_path / "home" / "codex" / "notified-0123456789abcdef.json"
-    old.parent.mkdir(parents=True, exist_ok=True)
     old.write_text("[]")
     os.utime(old, (time.time() - 8 * 24 * 3600,) * 2)
-    write(env, project, [event(1)])
     assert hook("PostToolUse", payload("PostToolUse", project), env) is not None
     assert not old.exists()
     assert len(list(old.parent.glob("notified-*.json"))) == 1  # this session's
