@@ -23,11 +23,14 @@ from claude_code_helpers import (
     DEADLINE,
     Bridge,
     Mesh,
+    StandInClaude,
     hook_env,
+    hooks_connected,
     message_id,
     open_mesh,
     program,
     record_spawned,
+    stand_in_claude,
     text_of,
     wait_listed,
 )
@@ -253,3 +256,80 @@ def test_the_hook_runs_as_a_module_too() -> None:
     )
     assert done.returncode == 0
     assert "UserPromptSubmit" in done.stdout
+
+
+def session_input(mesh: Mesh, session_id: str, event: str, **fields: Any) -> dict[str, Any]:
+    """What Claude Code writes to the stdin of a hook of the session ``session_id`` in ``tmp_path/project``."""
+    return {
+        "session_id": session_id,
+        "transcript_path": str(mesh.tmp_path / f"{session_id}.jsonl"),
+        "cwd": str(mesh.tmp_path / "project"),
+        "permission_mode": "default",
+        "hook_event_name": event,
+        **fields,
+    }
+
+
+async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_path: Path, spawned: list[Any]) -> None:
+    """Sessions A and B: two Claude Code processes in one directory, B's bridge late. Until it is up, B's hooks get
+    nothing from A's bridge (no DM of A shown or marked read, A's waiting Stop hook left alone); B's Stop hook waits
+    for its own bridge and wakes with B's DM, A's with A's."""
+    hook = program("agent-comms-claude-code-hook")
+    outcome: dict[str, subprocess.CompletedProcess[bytes]] = {}
+    finished = {"a": trio.Event(), "b": trio.Event()}
+    with trio.fail_after(DEADLINE):
+        async with (
+            stand_in_claude() as claude_a,
+            stand_in_claude() as claude_b,
+            stand_in_claude() as claude_s,
+            trio.open_nursery() as nursery,
+            open_mesh(tmp_path, spawned) as mesh,  # inside: the bridges end before their stand-ins
+        ):
+
+            async def stop_hook(session: str, claude: StandInClaude) -> None:
+                data = json.dumps(session_input(mesh, f"session-{session}", "Stop", stop_hook_active=False))
+                outcome[session] = await claude.run(hook, data.encode(), hook_env(mesh, CLAUDE_CODE_ENTRYPOINT="cli"))
+                finished[session].set()
+
+            a = await mesh.bridge(
+                "project", "--harness-pid", str(claude_a.pid), env={"CLAUDE_CODE_SESSION_ID": "session-a"}
+            )
+            sender = await mesh.bridge("sender", "--harness-pid", str(claude_s.pid))
+            await wait_listed(sender, a)
+            [socket] = [
+                r["socket"]
+                for p in sessions_dir(mesh.home).glob("*.json")
+                if (r := json.loads(p.read_text()))["agent_id"] == a.id
+            ]
+            info = await sender.ok(action="dm", target=a.id, content="for A: fyi", streamingBehavior="info")
+            await delivered(sender, info)
+            nursery.start_soon(stop_hook, "a", claude_a)
+            while not hooks_connected(socket):  # noqa: ASYNC110 - until A's Stop hook waits on A's bridge
+                await trio.sleep(0.05)
+            # B's session, before its bridge is up: nothing, and A's bridge untouched
+            for event, fields in (
+                ("UserPromptSubmit", {"prompt": "next"}),
+                ("PostToolUse", {"tool_name": "Bash", "tool_input": {}, "tool_response": {}, "tool_use_id": "t"}),
+            ):
+                data = json.dumps(session_input(mesh, "session-b", event, **fields)).encode()
+                early = await claude_b.run(hook, data, hook_env(mesh))
+                assert (early.returncode, early.stdout, early.stderr) == (0, b"", b""), event
+            nursery.start_soon(stop_hook, "b", claude_b)  # waits for B's bridge
+            b = await mesh.bridge(
+                "project", "--harness-pid", str(claude_b.pid), env={"CLAUDE_CODE_SESSION_ID": "session-b"}
+            )
+            assert b.id != a.id
+            for_b = await sender.ok(action="dm", target=b.id, content="for B: act", streamingBehavior="steer")
+            await finished["b"].wait()
+            assert not finished["a"].is_set()  # A's Stop hook still waits: B's hooks did not cancel it
+            for_a = await sender.ok(action="dm", target=a.id, content="for A: act", streamingBehavior="steer")
+            await finished["a"].wait()
+    done_b, done_a = outcome["b"], outcome["a"]
+    assert done_b.returncode == 2, done_b.stderr
+    assert f"for B: act  [id {message_id(for_b)}]" in done_b.stderr.decode()
+    assert "for A" not in done_b.stderr.decode()
+    assert done_a.returncode == 2, done_a.stderr
+    text_a = done_a.stderr.decode()
+    assert "for A: fyi" in text_a  # never shown to B, so it was still waiting for A
+    assert f"for A: act  [id {message_id(for_a)}]" in text_a
+    assert "for B" not in text_a
