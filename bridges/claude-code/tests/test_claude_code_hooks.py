@@ -333,3 +333,56 @@ async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_
     assert "for A: fyi" in text_a  # never shown to B, so it was still waiting for A
     assert f"for A: act  [id {message_id(for_a)}]" in text_a
     assert "for B" not in text_a
+
+
+async def test_hooks_refuse_a_home_folder_registration_or_socket_others_could_plant(
+    tmp_path: Path, spawned: list[Any]
+) -> None:
+    """The mesh's checks of AGENT_COMMS_HOME, in the hook: a home, registration folder, registration or socket
+    that another user owns or may write is refused (a message on stderr, exit 1: a non-blocking error for Claude
+    Code) and nothing reaches the model. The tests run as root, so chown plays the other user."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            sent = await a.ok(action="dm", target=b.id, content="planted or not", streamingBehavior="info")
+            await delivered(a, sent)
+            directory = sessions_dir(mesh.home)
+            [registration] = [p for p in directory.glob("*.json") if json.loads(p.read_text())["agent_id"] == b.id]
+            socket = Path(json.loads(registration.read_text())["socket"])
+            payload = hook_input(b, mesh, "UserPromptSubmit", prompt="carry on")
+            uid = os.getuid()
+            for path, change, undo, complaint in (
+                (mesh.home, lambda p: os.chmod(p, 0o777), lambda p: os.chmod(p, 0o700), "accessible to other users"),
+                (mesh.home, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
+                (directory, lambda p: os.chmod(p, 0o770), lambda p: os.chmod(p, 0o700), "accessible to other users"),
+                (directory, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
+                (registration, lambda p: os.chmod(p, 0o666), lambda p: os.chmod(p, 0o600), "writable by other users"),
+                (registration, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
+                (socket, lambda p: os.chmod(p, 0o666), lambda p: os.chmod(p, 0o600), "usable by other users"),
+                (socket, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
+            ):
+                change(path)
+                try:
+                    refused = await run_hook(mesh, payload)
+                finally:
+                    undo(path)
+                assert (refused.returncode, refused.stdout) == (1, b""), (path, refused)
+                assert f"agent-comms-claude-code-hook: {path}".encode() in refused.stderr, refused.stderr
+                assert complaint.encode() in refused.stderr, refused.stderr
+            # a registration replaced by a link (to a copy that is otherwise in order) is refused too
+            copy = tmp_path / "copy.json"
+            copy.write_bytes(registration.read_bytes())
+            os.chmod(copy, 0o600)
+            registration.rename(tmp_path / "original.json")
+            registration.symlink_to(copy)
+            refused = await run_hook(mesh, payload)
+            assert (refused.returncode, refused.stdout) == (1, b""), refused
+            assert b"symbolic link" in refused.stderr
+            registration.unlink()
+            (tmp_path / "original.json").rename(registration)
+            # all in order again: the DM was never shown, so it comes now
+            done = await run_hook(mesh, payload)
+            assert done.returncode == 0, done.stderr
+            assert "planted or not" in json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
