@@ -251,9 +251,10 @@ class StandInClaude:
         """Run ``argv`` as a child of this process; its outcome."""
         assert self.process.stdin is not None
         self._next += 1
-        request = {"id": self._next, "argv": argv, "env": env, "stdin": stdin.decode()}
+        number = self._next
+        request = {"id": number, "argv": argv, "env": env, "stdin": stdin.decode()}
         await self.process.stdin.send_all(json.dumps(request).encode() + b"\n")
-        while (answer := self._answers.pop(request["id"], None)) is None:
+        while (answer := self._answers.pop(number, None)) is None:
             await self._changed.wait()
         return subprocess.CompletedProcess(
             argv, answer["returncode"], answer["stdout"].encode(), answer["stderr"].encode()

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -353,15 +354,22 @@ async def test_hooks_refuse_a_home_folder_registration_or_socket_others_could_pl
             socket = Path(json.loads(registration.read_text())["socket"])
             payload = hook_input(b, mesh, "UserPromptSubmit", prompt="carry on")
             uid = os.getuid()
+
+            def mode(value: int) -> Callable[[Path], None]:
+                return lambda path: os.chmod(path, value)
+
+            def owner(value: int) -> Callable[[Path], None]:
+                return lambda path: os.chown(path, value, -1)
+
             for path, change, undo, complaint in (
-                (mesh.home, lambda p: os.chmod(p, 0o777), lambda p: os.chmod(p, 0o700), "accessible to other users"),
-                (mesh.home, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
-                (directory, lambda p: os.chmod(p, 0o770), lambda p: os.chmod(p, 0o700), "accessible to other users"),
-                (directory, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
-                (registration, lambda p: os.chmod(p, 0o666), lambda p: os.chmod(p, 0o600), "writable by other users"),
-                (registration, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
-                (socket, lambda p: os.chmod(p, 0o666), lambda p: os.chmod(p, 0o600), "usable by other users"),
-                (socket, lambda p: os.chown(p, 65534, -1), lambda p: os.chown(p, uid, -1), "another user"),
+                (mesh.home, mode(0o777), mode(0o700), "accessible to other users"),
+                (mesh.home, owner(65534), owner(uid), "belongs to another user"),
+                (directory, mode(0o770), mode(0o700), "accessible to other users"),
+                (directory, owner(65534), owner(uid), "belongs to another user"),
+                (registration, mode(0o666), mode(0o600), "writable by other users"),
+                (registration, owner(65534), owner(uid), "belongs to another user"),
+                (socket, mode(0o666), mode(0o600), "usable by other users"),
+                (socket, owner(65534), owner(uid), "belongs to another user"),
             ):
                 change(path)
                 try:
