@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 import trio
-from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, sessions_dir
+from agent_comms_claude_code.sessions import (
+    agent_comms_home,
+    ancestors,
+    find_registration,
+    sessions_dir,
+    write_registration,
+)
 from claude_code_helpers import (
     DEADLINE,
     Bridge,
@@ -394,3 +400,20 @@ async def test_hooks_refuse_a_home_folder_registration_or_socket_others_could_pl
             done = await run_hook(mesh, payload)
             assert done.returncode == 0, done.stderr
             assert "planted or not" in json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+
+
+def test_registrations_are_written_through_a_new_private_file(tmp_path: Path) -> None:
+    """0600 from its creation whatever the umask, never through a link planted at a temporary name."""
+    directory = sessions_dir(tmp_path / "home")
+    directory.mkdir(mode=0o700, parents=True)
+    directory.parent.chmod(0o700)
+    victim = tmp_path / "victim"
+    (directory / f".{os.getpid()}.json.tmp").symlink_to(victim)  # the temporary name of earlier versions
+    old = os.umask(0)
+    try:
+        path = write_registration(directory, os.getpid(), {"pid": os.getpid(), "harness_pid": 1})
+    finally:
+        os.umask(old)
+    assert not victim.exists()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text())["harness_pid"] == 1

@@ -403,3 +403,20 @@ def test_hooks_refuse_an_inbox_that_is_a_link(env: dict[str, str], project: Path
     )
     assert (done.returncode, done.stdout) == (0, ""), done
     assert "symbolic link" in done.stderr
+
+
+def test_the_inbox_is_written_through_a_new_private_file(env: dict[str, str], project: Path, tmp_path: Path) -> None:
+    """0600 from its creation whatever the umask, never through a link planted at a temporary name."""
+    path = inbox_path(os.getpid(), env)
+    path.parent.mkdir(mode=0o700, parents=True)
+    path.parent.parent.chmod(0o700)
+    victim = tmp_path / "victim"
+    path.with_name(f".{path.name}.tmp").symlink_to(victim)  # the temporary name of earlier versions
+    old = os.umask(0)
+    try:
+        write(env, project, [event(1)])
+    finally:
+        os.umask(old)
+    assert not victim.exists()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert context(hook("PostToolUse", payload("PostToolUse", project), env))
