@@ -284,6 +284,7 @@ async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_
     hook = program("agent-comms-claude-code-hook")
     outcome: dict[str, subprocess.CompletedProcess[bytes]] = {}
     finished = {"a": trio.Event(), "b": trio.Event()}
+    any_finished = trio.Event()
     with trio.fail_after(DEADLINE):
         async with (
             stand_in_claude() as claude_a,
@@ -297,6 +298,7 @@ async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_
                 data = json.dumps(session_input(mesh, f"session-{session}", "Stop", stop_hook_active=False))
                 outcome[session] = await claude.run(hook, data.encode(), hook_env(mesh, CLAUDE_CODE_ENTRYPOINT="cli"))
                 finished[session].set()
+                any_finished.set()
 
             a = await mesh.bridge(
                 "project", "--harness-pid", str(claude_a.pid), env={"CLAUDE_CODE_SESSION_ID": "session-a"}
@@ -327,8 +329,9 @@ async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_
             )
             assert b.id != a.id
             for_b = await sender.ok(action="dm", target=b.id, content="for B: act", streamingBehavior="steer")
+            await any_finished.wait()
+            assert "a" not in outcome, outcome["a"]  # A's Stop hook still waits: B's hooks did not cancel it
             await finished["b"].wait()
-            assert not finished["a"].is_set()  # A's Stop hook still waits: B's hooks did not cancel it
             for_a = await sender.ok(action="dm", target=a.id, content="for A: act", streamingBehavior="steer")
             await finished["a"].wait()
     done_b, done_a = outcome["b"], outcome["a"]
