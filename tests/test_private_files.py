@@ -26,6 +26,9 @@ from agent_comms.private_files import (
 )
 from agent_comms.protocol.wire import PeerInfo
 
+#: Another user is played by chown to uid 65534, which needs root (CI runs the tests as root).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="plays another user with chown, which needs root")
+
 
 @pytest.fixture
 def umask_0() -> Iterator[None]:
@@ -40,6 +43,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+@needs_root
 def test_folders_must_be_ours_closed_and_real(tmp_path: Path) -> None:
     folder = tmp_path / "home"
     folder.mkdir(mode=0o700)
@@ -66,6 +70,7 @@ def test_folders_must_be_ours_closed_and_real(tmp_path: Path) -> None:
         ensure_home(folder)
 
 
+@needs_root
 def test_files_are_read_only_if_ours_and_not_writable_by_others(tmp_path: Path) -> None:
     path = tmp_path / "f.json"
     path.write_bytes(b"{}")
@@ -89,6 +94,7 @@ def test_files_are_read_only_if_ours_and_not_writable_by_others(tmp_path: Path) 
         read_private_file(fifo)  # and it did not block
 
 
+@needs_root
 def test_sockets_must_be_ours(tmp_path: Path) -> None:
     folder = tmp_path / "s"
     folder.mkdir(mode=0o700)
