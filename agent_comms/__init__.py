@@ -22,10 +22,11 @@ hooks (``hookimpl``, :class:`HarnessInfo`, :class:`BridgeOptions`, :class:`Detec
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    __version__: str
+
     from agent_comms.actions import build_action
     from agent_comms.agent import Agent, AgentError, open_agent
     from agent_comms.events import DeliveryEvent, format_delivery_event
@@ -78,6 +79,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
+    if name == "__version__":  # looked up on first use: the hooks of the harnesses import this package on every call
+        return _version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'agent_comms' has no attribute {name!r}")
@@ -90,7 +93,12 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-try:
-    __version__: str = version("agent-comms")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("agent-comms")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0.0.0"
+    globals()["__version__"] = found
+    return found

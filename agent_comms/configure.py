@@ -4,7 +4,9 @@ A plugin's ``agent_comms_configure`` / ``agent_comms_remove`` hooks use these so
 the same careful way: the bridge command names this installation's ``agent-comms`` by absolute path (a harness
 started from a desktop launcher has no virtualenv on its ``PATH``), every edit is written atomically with the
 file's mode kept, a backup of the previous contents is made before the first byte changes, and nothing is written
-when nothing changes (so running setup twice changes nothing the second time).
+when nothing changes (so running setup twice changes nothing the second time). Backups and temporary files are
+created with mode 0600, refusing to follow or overwrite anything already at their path, before any byte is
+written (:mod:`agent_comms.private_files`): a configuration file may hold tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from agent_comms.private_files import copy_private, write_private_file
 
 __all__ = [
     "BACKUP_SUFFIX",
@@ -46,25 +50,30 @@ def bridge_command(harness: str, *extra: str) -> list[str]:
 
 
 def backup(path: Path) -> Path | None:
-    """Copy ``path`` to a timestamped backup beside it (mode kept); the backup's path, or ``None`` if no file."""
+    """Copy ``path`` to a new timestamped backup beside it, mode 0600 from its creation; the backup's path, or
+    ``None`` if no file. A name already taken (by anything, a dangling link too) is skipped, never followed."""
     if not path.exists():
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = path.with_name(f"{path.name}{BACKUP_SUFFIX}{stamp}")
     counter = 1
-    while target.exists():
-        counter += 1
-        target = path.with_name(f"{path.name}{BACKUP_SUFFIX}{stamp}-{counter}")
-    shutil.copy2(path, target)
-    return target
+    while True:
+        try:
+            copy_private(path, target)
+        except FileExistsError:
+            counter += 1
+            target = path.with_name(f"{path.name}{BACKUP_SUFFIX}{stamp}-{counter}")
+            continue
+        return target
 
 
 def write_config(path: Path, text: str, *, dry_run: bool = False, mode: int = 0o600) -> bool:
     """Write ``text`` to ``path`` if it differs from what is there; whether it differed.
 
-    Backs the old file up first, writes a temporary file beside it and renames it into place (a crash never leaves
-    half a file), keeps an existing file's permission bits (``mode`` for a new file) and creates missing parent
-    directories. With ``dry_run`` only reports whether a write would happen.
+    Backs the old file up first (:func:`backup`), writes a new temporary file beside it (mode 0600 until written,
+    under an unpredictable name) and renames it into place (a crash never leaves half a file), keeps an existing
+    file's permission bits (``mode`` for a new file) and creates missing parent directories. With ``dry_run`` only
+    reports whether a write would happen.
     """
     try:
         current: str | None = path.read_text(encoding="utf-8")
@@ -74,19 +83,12 @@ def write_config(path: Path, text: str, *, dry_run: bool = False, mode: int = 0o
         return False
     if dry_run:
         return True
+    data = text.encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     keep_mode = path.stat().st_mode & 0o7777 if current is not None else mode
     if current is not None:
         backup(path)
-    temporary = path.with_name(f".{path.name}.agent-comms-{os.getpid()}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, keep_mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, keep_mode)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_private_file(path, data, mode=keep_mode)
     return True
 
 

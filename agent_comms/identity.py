@@ -21,6 +21,7 @@ from typing import Final
 import attrs
 
 from agent_comms.mesh.keyfile import ensure_home
+from agent_comms.private_files import write_private_file
 
 __all__ = ["Identity", "IdentityError", "base_id", "claim_identity", "default_name"]
 
@@ -55,10 +56,7 @@ class Identity:
     def remember_name(self, name: str) -> None:
         """Persist the current name (used as the default name on the next start)."""
         record = {"agent_id": self.agent_id, "harness": self.harness, "cwd": self.cwd, "name": name}
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path.with_suffix(".json"))
+        write_private_file(self.path.with_suffix(".json"), json.dumps(record).encode())
 
     def release(self) -> None:
         """Give the identity up (also happens by itself when the process ends)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,79 @@ def test_run_harness_cli_failures(tmp_path: Path) -> None:
         run_harness_cli([str(tmp_path / "no-such-program")], tmp_path)
     with pytest.raises(subprocess.TimeoutExpired):
         run_harness_cli([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, timeout=0.5)
+
+
+@contextlib.contextmanager
+def _umask(value: int) -> Iterator[None]:
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_backup_is_private_from_its_creation_whatever_the_umask(tmp_path: Path) -> None:
+    """Every operation the process audits while it makes the backup (after the backup exists) sees mode 0600, and
+    the backup stays 0600 even of a file others may read: a backup is never readable by another user, not for a
+    moment (a configuration file may hold a token)."""
+    path = tmp_path / "config.toml"
+    path.write_text("token = 'secret'\n")
+    path.chmod(0o644)
+    seen: list[int] = []
+    watching = [False]
+
+    def audit(event: str, args: tuple[object, ...]) -> None:
+        if watching[0]:
+            watching[0] = False  # looking audits events of its own
+            try:
+                for found in tmp_path.glob(f"config.toml{BACKUP_SUFFIX}*"):
+                    with contextlib.suppress(OSError):
+                        seen.append(_mode(found))
+            finally:
+                watching[0] = True
+
+    sys.addaudithook(audit)
+    with _umask(0):
+        watching[0] = True
+        try:
+            saved = backup(path)
+        finally:
+            watching[0] = False
+    assert saved is not None
+    assert set(seen) <= {0o600}, [oct(mode) for mode in seen]
+    assert saved.read_text() == "token = 'secret'\n"
+    assert _mode(saved) == 0o600
+
+
+def test_a_backup_never_follows_a_link_planted_at_its_name(tmp_path: Path) -> None:
+    """Backup names are predictable (a timestamp): a link planted there (by someone who may write the folder) is
+    skipped, never followed, so the backup cannot be sent to a file of the planter's choosing."""
+    path = tmp_path / "config.toml"
+    path.write_text("token = 'secret'\n")
+    victim = tmp_path / "elsewhere"
+    now = time.time()
+    for offset in range(3):  # the names of the next seconds
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now + offset))
+        (tmp_path / f"config.toml{BACKUP_SUFFIX}{stamp}").symlink_to(victim / f"{offset}")
+    victim.mkdir()
+    saved = backup(path)
+    assert saved is not None
+    assert not saved.is_symlink()
+    assert saved.read_text() == "token = 'secret'\n"
+    assert _mode(saved) == 0o600
+    assert list(victim.iterdir()) == []
+
+
+def test_write_config_never_follows_a_link_at_a_temporary_name(tmp_path: Path) -> None:
+    """The temporary file is new, private and unpredictably named: a link planted at the name an earlier version
+    used (or any other) is not followed."""
+    path = tmp_path / "config.toml"
+    path.write_text("old\n")
+    victim = tmp_path / "victim"
+    for name in (f".config.toml.agent-comms-{os.getpid()}.tmp", ".config.toml.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    with _umask(0):
+        assert write_config(path, "token = 'secret'\n", mode=0o600) is True
+    assert path.read_text() == "token = 'secret'\n"
+    assert not victim.exists()
+    assert not path.is_symlink()

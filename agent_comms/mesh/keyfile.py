@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Final
 
+from agent_comms.private_files import UnsafePathError, ensure_private_dir
 from agent_comms.protocol.auth import KEY_SIZE
 
 __all__ = ["KEY_FILE", "MeshKeyError", "ensure_home", "load_or_create_key"]
@@ -27,18 +28,14 @@ class MeshKeyError(Exception):
 
 
 def ensure_home(home: Path) -> Path:
-    """Create ``home`` (mode 0700) if needed and check that it belongs to us and nobody else can enter it."""
+    """Create ``home`` (mode 0700) if needed and check that it belongs to us and nobody else can enter it (the
+    check of :func:`agent_comms.private_files.check_private_dir`, which the hooks of the harnesses apply too)."""
     try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = home.stat()
+        ensure_private_dir(home, follow=True)
+    except UnsafePathError as exc:
+        raise MeshKeyError(str(exc)) from exc
     except OSError as exc:
         raise MeshKeyError(_unusable(home, exc)) from exc
-    if info.st_uid != os.getuid():
-        raise MeshKeyError(f"{home} belongs to another user (uid {info.st_uid}); refusing to use it")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        raise MeshKeyError(
-            f"{home} is accessible to other users (mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 700 {home}"
-        )
     return home
 
 

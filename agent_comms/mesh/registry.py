@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from agent_comms.private_files import write_private_file
 from agent_comms.protocol.wire import PeerInfo
 
 __all__ = ["PeerRegistry"]
@@ -29,16 +30,9 @@ class PeerRegistry:
         self.directory = home / "peers"
 
     def publish(self, info: PeerInfo) -> None:
-        """Record this peer (atomically: write a temporary file, then rename)."""
+        """Record this peer (atomically: a new 0600 temporary file, then renamed into place)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.directory / f"{info.peer_id}.peer"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, msgspec.json.encode(info))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private_file(self.directory / f"{info.peer_id}.peer", msgspec.json.encode(info))
 
     def withdraw(self, peer_id: str) -> None:
         """Remove this peer's entry (on shutdown; an entry that cannot be removed is skipped once its process is

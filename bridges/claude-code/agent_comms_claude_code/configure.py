@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from agent_comms.configure import bridge_command, run_harness_cli
 from agent_comms.hookspecs import Detection
+from agent_comms.private_files import write_private_file
 from agent_comms_claude_code import HARNESS, SERVER_NAME
 
 __all__ = [
@@ -127,9 +128,7 @@ def _write_marketplace(target: Path, files: dict[str, str], dry_run: bool) -> bo
         if dry_run:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        write_private_file(path, text.encode("utf-8"), mode=0o644)  # through a new 0600 temporary file
     return changed
 
 

@@ -12,11 +12,15 @@ asks it for the waiting events (:mod:`agent_comms_claude_code.hub` describes the
   bridge ended, or the session is not interactive (``CLAUDE_CODE_ENTRYPOINT`` other than ``cli``: a ``claude -p``
   run would otherwise wait for it; ``AGENT_COMMS_CLAUDE_WAKE=on|off`` overrides).
 
-The bridge counts the events as read only after this program confirms it wrote them. A hook must never break the
-session: without a bridge to talk to it exits 0 silently (the Stop hook first gives a bridge that is still
-starting 30 s to appear: Claude Code starts MCP servers beside the first turn); bad input is reported on stderr
-with exit status 1 (a non-blocking error for Claude Code). Stdlib only, so it starts in a few tens of
-milliseconds.
+The bridge counts the events as read only after this program confirms it wrote them. Only the bridge of this
+hook's own session answers it, never another session's, even in the same directory (see
+:mod:`agent_comms_claude_code.sessions`). A hook must never break the session: while its bridge is not up it
+exits 0 silently (``UserPromptSubmit`` and ``PostToolUse`` at once: the events wait for the next hook or tool
+result; the Stop hook first waits up to :data:`STARTUP_WAIT` seconds for it, as Claude Code starts MCP servers
+beside the first turn); bad input is reported on stderr with exit status 1 (a non-blocking error for Claude Code).
+So is a home, registration folder, registration or socket that is not this user's alone (the mesh's checks of
+``AGENT_COMMS_HOME``, :mod:`agent_comms.private_files`): the hook refuses it and adds nothing to the context.
+Stdlib only, so it starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final, TextIO
 
-from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, sessions_dir
+from agent_comms.private_files import UnsafePathError, check_private_socket
+from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, hook_sessions_dir
 
-__all__ = ["CONTEXT_EVENTS", "WAKE_ENV", "main", "run"]
+__all__ = ["CONTEXT_EVENTS", "STARTUP_WAIT", "WAKE_ENV", "main", "run"]
 
 #: The events whose output carries ``additionalContext``.
 CONTEXT_EVENTS: Final = ("UserPromptSubmit", "PostToolUse")
@@ -39,8 +45,8 @@ CONTEXT_EVENTS: Final = ("UserPromptSubmit", "PostToolUse")
 WAKE_ENV: Final = "AGENT_COMMS_CLAUDE_WAKE"
 _MAX_INPUT: Final = 32 << 20
 _CONNECT_TIMEOUT: Final = 3.0
-#: How long the Stop hook looks for a bridge that is still starting.
-_STARTUP_WAIT: Final = 30.0
+#: How long the Stop hook waits for the bridge of its session to start (seconds).
+STARTUP_WAIT: Final = 30.0
 _EXIT_ERROR: Final = 1
 _EXIT_WAKE: Final = 2
 
@@ -92,22 +98,35 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     session_id = payload.get("session_id")
     cwd = payload.get("cwd")
     lineage = ancestors()
-    deadline = time.monotonic() + (_STARTUP_WAIT if waiting else 0.0)
-    while True:
-        record = find_registration(
-            sessions_dir(agent_comms_home()),
-            lineage=lineage,
-            session_id=session_id if isinstance(session_id, str) else None,
-            cwd=cwd if isinstance(cwd, str) else None,
-        )
-        if record is not None:
-            break
-        if time.monotonic() >= deadline:
-            return 0  # no agent-comms bridge in this session (not configured, or it has not started)
-        time.sleep(0.2)  # the Stop hook may come before Claude Code has started the server: it can wait
+    deadline = time.monotonic() + (STARTUP_WAIT if waiting else 0.0)
+    home = agent_comms_home()
     try:
-        connection = _Connection(str(record["socket"]), None if waiting else _CONNECT_TIMEOUT)
-    except (OSError, KeyError):
+        while True:
+            directory = hook_sessions_dir(home)
+            record = None
+            if directory is not None:
+                record = find_registration(
+                    directory,
+                    lineage=lineage,
+                    session_id=session_id if isinstance(session_id, str) else None,
+                    cwd=cwd if isinstance(cwd, str) else None,
+                )
+            if record is not None:
+                break
+            if time.monotonic() >= deadline:
+                return 0  # this session has no agent-comms bridge (not configured, or not started yet)
+            time.sleep(0.2)  # the Stop hook may come before Claude Code has started the server: it can wait
+        socket_path = Path(str(record.get("socket", "")))
+        check_private_socket(socket_path)
+    except UnsafePathError as exc:
+        stderr.write(f"agent-comms-claude-code-hook: {exc}\n")
+        stderr.flush()
+        return _EXIT_ERROR
+    except OSError:
+        return 0  # the bridge is ending (its socket is gone)
+    try:
+        connection = _Connection(str(socket_path), None if waiting else _CONNECT_TIMEOUT)
+    except OSError:
         return 0  # the bridge is ending
     try:
         connection.send({"op": "wait" if waiting else "take", "event": event, "session_id": session_id})

@@ -19,8 +19,9 @@ Theory of operation:
    are the events settled. A hook that dies first (a timeout, a kill) closes the connection: its events go back.
 4. The socket is ``<AGENT_COMMS_HOME>/claude-code/<pid>.sock`` (or, if that path is too long for a Unix socket, in
    a private temporary folder), mode 0600 in a 0700 folder: only this user's processes reach it, as for the mesh
-   key. The registration beside it (:mod:`agent_comms_claude_code.sessions`) tells hooks where it is; both are
-   removed when the bridge ends.
+   key. The folder is refused (the hooks are not served, the tool still works) unless it is this user's alone,
+   and hooks check the folder and the socket the same way before they connect. The registration beside it
+   (:mod:`agent_comms_claude_code.sessions`) tells hooks where it is; both are removed when the bridge ends.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import logging
 import os
 import shutil
 import socket as stdlib_socket
+import sys
 import tempfile
 import time
 from collections.abc import Hashable
@@ -44,6 +46,7 @@ from agent_comms_mcp.server import RunningBridge
 
 from agent_comms.bridges.jsonl import LineSplitter
 from agent_comms.events import DeliveryEvent, format_delivery_event
+from agent_comms.private_files import UnsafePathError, ensure_private_dir
 from agent_comms_claude_code.channel import METHOD, channel_params, wakes
 from agent_comms_claude_code.sessions import MAX_SOCKET_PATH, write_registration
 
@@ -137,8 +140,12 @@ class Hub:
     async def run(self) -> None:
         """Serve the hooks' socket (and push through the channel) until cancelled; clean up after."""
         directory = self.config.directory
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
+        try:
+            ensure_private_dir(directory.parent, follow=True)
+            ensure_private_dir(directory)
+        except (UnsafePathError, OSError) as exc:  # the tool still works; the hooks of this session stay quiet
+            print(f"agent-comms-claude-code: not serving the hooks: {exc}", file=sys.stderr)
+            return
         pid = os.getpid()
         path = directory / f"{pid}.sock"
         private: str | None = None

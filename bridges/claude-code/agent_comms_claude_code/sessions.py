@@ -2,11 +2,20 @@
 
 Every bridge process writes a *registration* ``<AGENT_COMMS_HOME>/claude-code/<bridge pid>.json`` (directory 0700,
 file 0600) naming the Unix socket it serves for hooks, the Claude Code process that started it, Claude Code's
-session id (``CLAUDE_CODE_SESSION_ID`` in the server's environment), the working directory and the agent. Claude
-Code starts both the MCP server and the hooks of a session, so a hook finds its bridge by walking up its own
-ancestors to a registered Claude Code process; failing that (a wrapper in between), by the ``session_id`` of the
-hook's input, then by its ``cwd`` (the newest live bridge there). Registrations of processes that are gone are
-skipped and removed.
+session id (``CLAUDE_CODE_SESSION_ID`` in the server's environment), the working directory and the agent.
+
+A hook serves one session, and only the bridge of that session may answer it: two sessions in one directory are
+two Claude Code processes, each with its own bridge. Claude Code starts both the MCP server and the hooks of a
+session, so a hook finds its bridge by its nearest ancestors (:data:`LINEAGE_DEPTH` of them: Claude Code may run
+the hook through a shell): the bridge whose Claude Code process is one of them. Failing that (the bridge was
+started through a wrapper, so its parent is not Claude Code), the bridge registered under the ``session_id`` of
+the hook's input. Nothing else: never the bridge of another session, not even in the same directory. A hook whose
+bridge is not registered yet finds nothing (and says nothing, or waits for it: see
+:mod:`agent_comms_claude_code.hook`). Registrations of processes that are gone are skipped and removed.
+
+Everything here is checked as the mesh checks its home (:mod:`agent_comms.private_files`): the home and this folder
+must be this user's and closed to others, registrations regular files of this user, sockets sockets of this user;
+anything else raises :class:`~agent_comms.private_files.UnsafePathError`.
 
 The protocol on the socket is one JSON object per line; see :mod:`agent_comms_claude_code.hub`.
 
@@ -23,12 +32,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.private_files import (
+    check_private_dir,
+    ensure_private_dir,
+    read_private_file,
+    write_private_file,
+)
+
 __all__ = [
+    "LINEAGE_DEPTH",
     "SUBDIR",
     "agent_comms_home",
     "alive",
     "ancestors",
     "find_registration",
+    "hook_sessions_dir",
     "registrations",
     "sessions_dir",
     "write_registration",
@@ -38,6 +56,10 @@ __all__ = [
 SUBDIR: Final = "claude-code"
 #: Longest Unix socket path we bind (``sun_path`` is 104 bytes on macOS, 108 on Linux, including the NUL).
 MAX_SOCKET_PATH: Final = 100
+#: How many of a hook's nearest ancestors may be its Claude Code process (Claude Code, or a shell it started).
+#: Further up are the terminal, the shell and, for a session started inside another session, the outer Claude
+#: Code: a hook must not reach that one's bridge.
+LINEAGE_DEPTH: Final = 3
 
 
 def agent_comms_home(environ: Mapping[str, str] | None = None) -> Path:
@@ -57,15 +79,25 @@ def sessions_dir(home: Path) -> Path:
     return home / SUBDIR
 
 
+def hook_sessions_dir(home: Path) -> Path | None:
+    """The folder of the registrations, as a hook may use it: ``None`` if there is none (no bridge ever ran);
+    :class:`~agent_comms.private_files.UnsafePathError` if the home or the folder is not this user's alone."""
+    try:
+        check_private_dir(home, follow=True)
+        directory = sessions_dir(home)
+        check_private_dir(directory)
+    except FileNotFoundError:
+        return None
+    return directory
+
+
 def write_registration(directory: Path, pid: int, record: Mapping[str, Any]) -> Path:
-    """Write the registration of bridge ``pid`` (0600, atomically); its path."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Write the registration of bridge ``pid`` (0600, atomically) in ``directory``, under the home (both created
+    0700 if missing, checked as the mesh checks its home); its path."""
+    ensure_private_dir(directory.parent, follow=True)
+    ensure_private_dir(directory)
     path = directory / f"{pid}.json"
-    temporary = directory / f".{pid}.json.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(dict(record), handle)
-    os.replace(temporary, path)
+    write_private_file(path, json.dumps(dict(record)).encode())
     return path
 
 
@@ -109,14 +141,17 @@ def ancestors(pid: int | None = None, limit: int = 12) -> list[int]:
 
 
 def registrations(directory: Path) -> Iterator[dict[str, Any]]:
-    """The registrations of live bridges in ``directory``; those of dead ones are removed on the way."""
+    """The registrations of live bridges in ``directory``; those of dead ones are removed on the way.
+
+    :class:`~agent_comms.private_files.UnsafePathError` for a registration that is not this user's file alone.
+    """
     try:
         paths = sorted(directory.glob("*.json"))
     except OSError:
         return
     for path in paths:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(read_private_file(path))
             pid = int(record["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -134,13 +169,14 @@ def registrations(directory: Path) -> Iterator[dict[str, Any]]:
 def find_registration(
     directory: Path, *, lineage: list[int], session_id: str | None, cwd: str | None
 ) -> dict[str, Any] | None:
-    """The registration of the bridge serving the hook whose ancestors are ``lineage`` (see the module doc).
+    """The registration of the bridge of the session whose hook has the ancestors ``lineage`` (nearest first) and
+    the ``session_id``; ``None`` if that bridge is not registered (see the module doc: never another session's).
 
     Several bridges of one Claude Code process (two servers configured, or a test playing Claude Code) are told
-    apart by session id, then working directory, then the newest wins.
+    apart by session id, then working directory ``cwd``, then the newest wins.
     """
     records = list(registrations(directory))
-    for pid in lineage:
+    for pid in lineage[:LINEAGE_DEPTH]:
         mine = [record for record in records if record.get("harness_pid") == pid]
         if mine:
             return _pick(mine, session_id, cwd)
@@ -148,10 +184,6 @@ def find_registration(
         same = [record for record in records if record.get("session_id") == session_id]
         if same:
             return _pick(same, None, cwd)
-    if cwd:
-        here = [record for record in records if record.get("cwd") == cwd]
-        if here:
-            return _pick(here, None, None)
     return None
 
 

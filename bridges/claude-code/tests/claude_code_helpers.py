@@ -3,10 +3,12 @@ by the official ``mcp`` client over real stdio, each test on a free port with a 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -132,7 +134,7 @@ class Mesh:
         """Start a bridge in ``tmp_path/directory`` (its identity) and initialize a client session with it."""
         cwd = self.tmp_path / directory
         cwd.mkdir(exist_ok=True)
-        errlog = self.tmp_path / f"{directory}.stderr"
+        errlog = self.tmp_path / f"{directory}-{len(self.bridges) + 1}.stderr"
         stack = await self.stack.enter_async_context(AsyncExitStack())
         log: TextIO = stack.enter_context(errlog.open("w"))
         first, *rest = command or program("agent-comms-claude-code")
@@ -203,3 +205,81 @@ def hook_env(mesh: Mesh, **extra: str) -> dict[str, str]:
     """The environment a hook process gets: the test's mesh home, nothing from the outer session."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "AGENT_COMMS"))}
     return {**env, **mesh.env, **extra}
+
+
+#: The program of :class:`StandInClaude`: runs the commands it is sent (one JSON object a line: ``id``, ``argv``,
+#: ``env``, ``stdin``) as its children, each in a thread, and answers each with a JSON line once it has exited.
+_STAND_IN = r"""
+import json, subprocess, sys, threading
+lock = threading.Lock()
+def run(request):
+    done = subprocess.run(request["argv"], input=request["stdin"].encode(), capture_output=True, env=request["env"])
+    answer = {"id": request["id"], "returncode": done.returncode, "stdout": done.stdout.decode(),
+              "stderr": done.stderr.decode()}
+    with lock:
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+for line in sys.stdin:
+    threading.Thread(target=run, args=(json.loads(line),)).start()
+"""
+
+
+class StandInClaude:
+    """A process playing one Claude Code process: a bridge started with ``--harness-pid`` :attr:`pid` belongs to
+    its session, and the hooks it runs are its children, as Claude Code's are. Two of them are two sessions."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        self._next = 0
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._changed = trio.Event()
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        async for data in self.process.stdout:
+            buffer += data
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                answer = json.loads(line)
+                self._answers[answer["id"]] = answer
+                self._changed.set()
+                self._changed = trio.Event()
+
+    async def run(self, argv: list[str], stdin: bytes, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` as a child of this process; its outcome."""
+        assert self.process.stdin is not None
+        self._next += 1
+        number = self._next
+        request = {"id": number, "argv": argv, "env": env, "stdin": stdin.decode()}
+        await self.process.stdin.send_all(json.dumps(request).encode() + b"\n")
+        while (answer := self._answers.pop(number, None)) is None:
+            await self._changed.wait()
+        return subprocess.CompletedProcess(
+            argv, answer["returncode"], answer["stdout"].encode(), answer["stderr"].encode()
+        )
+
+
+@asynccontextmanager
+async def stand_in_claude() -> AsyncIterator[StandInClaude]:
+    """A :class:`StandInClaude` for the duration of the block (it is killed after: open the bridges of its session
+    inside the block, so that they end first)."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", _STAND_IN], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    claude = StandInClaude(process)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(claude._read)
+            yield claude
+            nursery.cancel_scope.cancel()
+    finally:
+        process.kill()
+        await process.wait()
+
+
+def hooks_connected(path: str) -> int:
+    """How many connections the Unix socket at ``path`` has accepted and still holds (from ``/proc/net/unix``)."""
+    with open("/proc/net/unix", encoding="utf-8") as table:
+        return sum(1 for line in table if line.split()[5:6] == ["03"] and line.rstrip("\n").endswith(" " + path))

@@ -13,21 +13,31 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, sessions_dir
+from agent_comms_claude_code.sessions import (
+    agent_comms_home,
+    ancestors,
+    find_registration,
+    sessions_dir,
+    write_registration,
+)
 from claude_code_helpers import (
     DEADLINE,
     Bridge,
     Mesh,
+    StandInClaude,
     hook_env,
+    hooks_connected,
     message_id,
     open_mesh,
     program,
     record_spawned,
+    stand_in_claude,
     text_of,
     wait_listed,
 )
@@ -74,7 +84,7 @@ def test_the_hook_finds_agent_comms_home_as_the_mesh_does(tmp_path: Path) -> Non
         assert agent_comms_home(environ) == MeshSettings.from_env(environ).home
 
 
-def test_registrations_are_matched_by_process_then_session_then_directory(tmp_path: Path) -> None:
+def test_registrations_are_matched_by_process_then_session_never_by_directory(tmp_path: Path) -> None:
     directory = sessions_dir(tmp_path)
     directory.mkdir()
     me, parent = os.getpid(), os.getppid()
@@ -89,8 +99,10 @@ def test_registrations_are_matched_by_process_then_session_then_directory(tmp_pa
     (directory / "999999993.sock").write_text("")
     assert find_registration(directory, lineage=[999_999_991], session_id="s-2", cwd="/a") == records[0]
     assert find_registration(directory, lineage=[1234], session_id="s-2", cwd="/a") == records[1]
-    assert find_registration(directory, lineage=[], session_id=None, cwd="/a") == records[1]  # the newest
-    assert find_registration(directory, lineage=[], session_id=None, cwd="/b") is None
+    # Another session's bridge in the same directory is not this hook's; nor one beyond the nearest ancestors.
+    assert find_registration(directory, lineage=[], session_id=None, cwd="/a") is None
+    assert find_registration(directory, lineage=[], session_id="s-3", cwd="/a") is None
+    assert find_registration(directory, lineage=[1, 2, 3, 999_999_991], session_id=None, cwd="/a") is None
     assert not (directory / "999999993.json").exists()  # removed on the way, with its socket
     assert not (directory / "999999993.sock").exists()
     assert ancestors()[0] == os.getppid()
@@ -251,3 +263,162 @@ def test_the_hook_runs_as_a_module_too() -> None:
     )
     assert done.returncode == 0
     assert "UserPromptSubmit" in done.stdout
+
+
+def session_input(mesh: Mesh, session_id: str, event: str, **fields: Any) -> dict[str, Any]:
+    """What Claude Code writes to the stdin of a hook of the session ``session_id`` in ``tmp_path/project``."""
+    return {
+        "session_id": session_id,
+        "transcript_path": str(mesh.tmp_path / f"{session_id}.jsonl"),
+        "cwd": str(mesh.tmp_path / "project"),
+        "permission_mode": "default",
+        "hook_event_name": event,
+        **fields,
+    }
+
+
+@pytest.mark.skipif(not Path("/proc/net/unix").exists(), reason="watches the hook connections in /proc/net/unix")
+async def test_two_sessions_in_one_directory_never_reach_each_others_bridge(tmp_path: Path, spawned: list[Any]) -> None:
+    """Sessions A and B: two Claude Code processes in one directory, B's bridge late. Until it is up, B's hooks get
+    nothing from A's bridge (no DM of A shown or marked read, A's waiting Stop hook left alone); B's Stop hook waits
+    for its own bridge and wakes with B's DM, A's with A's."""
+    hook = program("agent-comms-claude-code-hook")
+    outcome: dict[str, subprocess.CompletedProcess[bytes]] = {}
+    finished = {"a": trio.Event(), "b": trio.Event()}
+    any_finished = trio.Event()
+    with trio.fail_after(DEADLINE):
+        async with (
+            stand_in_claude() as claude_a,
+            stand_in_claude() as claude_b,
+            stand_in_claude() as claude_s,
+            trio.open_nursery() as nursery,
+            open_mesh(tmp_path, spawned) as mesh,  # inside: the bridges end before their stand-ins
+        ):
+
+            async def stop_hook(session: str, claude: StandInClaude) -> None:
+                data = json.dumps(session_input(mesh, f"session-{session}", "Stop", stop_hook_active=False))
+                outcome[session] = await claude.run(hook, data.encode(), hook_env(mesh, CLAUDE_CODE_ENTRYPOINT="cli"))
+                finished[session].set()
+                any_finished.set()
+
+            a = await mesh.bridge(
+                "project", "--harness-pid", str(claude_a.pid), env={"CLAUDE_CODE_SESSION_ID": "session-a"}
+            )
+            sender = await mesh.bridge("sender", "--harness-pid", str(claude_s.pid))
+            await wait_listed(sender, a)
+            [socket] = [
+                r["socket"]
+                for p in sessions_dir(mesh.home).glob("*.json")
+                if (r := json.loads(p.read_text()))["agent_id"] == a.id
+            ]
+            info = await sender.ok(action="dm", target=a.id, content="for A: fyi", streamingBehavior="info")
+            await delivered(sender, info)
+            nursery.start_soon(stop_hook, "a", claude_a)
+            while not hooks_connected(socket):  # noqa: ASYNC110 - until A's Stop hook waits on A's bridge
+                await trio.sleep(0.05)
+            # B's session, before its bridge is up: nothing, and A's bridge untouched
+            for event, fields in (
+                ("UserPromptSubmit", {"prompt": "next"}),
+                ("PostToolUse", {"tool_name": "Bash", "tool_input": {}, "tool_response": {}, "tool_use_id": "t"}),
+            ):
+                data = json.dumps(session_input(mesh, "session-b", event, **fields)).encode()
+                early = await claude_b.run(hook, data, hook_env(mesh))
+                assert (early.returncode, early.stdout, early.stderr) == (0, b"", b""), event
+            nursery.start_soon(stop_hook, "b", claude_b)  # waits for B's bridge
+            b = await mesh.bridge(
+                "project", "--harness-pid", str(claude_b.pid), env={"CLAUDE_CODE_SESSION_ID": "session-b"}
+            )
+            assert b.id != a.id
+            for_b = await sender.ok(action="dm", target=b.id, content="for B: act", streamingBehavior="steer")
+            await any_finished.wait()
+            assert "a" not in outcome, outcome["a"]  # A's Stop hook still waits: B's hooks did not cancel it
+            await finished["b"].wait()
+            for_a = await sender.ok(action="dm", target=a.id, content="for A: act", streamingBehavior="steer")
+            await finished["a"].wait()
+    done_b, done_a = outcome["b"], outcome["a"]
+    assert done_b.returncode == 2, done_b.stderr
+    assert f"for B: act  [id {message_id(for_b)}]" in done_b.stderr.decode()
+    assert "for A" not in done_b.stderr.decode()
+    assert done_a.returncode == 2, done_a.stderr
+    text_a = done_a.stderr.decode()
+    assert "for A: fyi" in text_a  # never shown to B, so it was still waiting for A
+    assert f"for A: act  [id {message_id(for_a)}]" in text_a
+    assert "for B" not in text_a
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plays another user with chown, which needs root")
+async def test_hooks_refuse_a_home_folder_registration_or_socket_others_could_plant(
+    tmp_path: Path, spawned: list[Any]
+) -> None:
+    """The mesh's checks of AGENT_COMMS_HOME, in the hook: a home, registration folder, registration or socket
+    that another user owns or may write is refused (a message on stderr, exit 1: a non-blocking error for Claude
+    Code) and nothing reaches the model. The tests run as root, so chown plays the other user."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            sent = await a.ok(action="dm", target=b.id, content="planted or not", streamingBehavior="info")
+            await delivered(a, sent)
+            directory = sessions_dir(mesh.home)
+            [registration] = [p for p in directory.glob("*.json") if json.loads(p.read_text())["agent_id"] == b.id]
+            socket = Path(json.loads(registration.read_text())["socket"])
+            payload = hook_input(b, mesh, "UserPromptSubmit", prompt="carry on")
+            uid = os.getuid()
+
+            def mode(value: int) -> Callable[[Path], None]:
+                return lambda path: os.chmod(path, value)
+
+            def owner(value: int) -> Callable[[Path], None]:
+                return lambda path: os.chown(path, value, -1)
+
+            for path, change, undo, complaint in (
+                (mesh.home, mode(0o777), mode(0o700), "accessible to other users"),
+                (mesh.home, owner(65534), owner(uid), "belongs to another user"),
+                (directory, mode(0o770), mode(0o700), "accessible to other users"),
+                (directory, owner(65534), owner(uid), "belongs to another user"),
+                (registration, mode(0o666), mode(0o600), "writable by other users"),
+                (registration, owner(65534), owner(uid), "belongs to another user"),
+                (socket, mode(0o666), mode(0o600), "usable by other users"),
+                (socket, owner(65534), owner(uid), "belongs to another user"),
+            ):
+                change(path)
+                try:
+                    refused = await run_hook(mesh, payload)
+                finally:
+                    undo(path)
+                assert (refused.returncode, refused.stdout) == (1, b""), (path, refused)
+                assert f"agent-comms-claude-code-hook: {path}".encode() in refused.stderr, refused.stderr
+                assert complaint.encode() in refused.stderr, refused.stderr
+            # a registration replaced by a link (to a copy that is otherwise in order) is refused too
+            copy = tmp_path / "copy.json"
+            copy.write_bytes(registration.read_bytes())
+            os.chmod(copy, 0o600)
+            registration.rename(tmp_path / "original.json")
+            registration.symlink_to(copy)
+            refused = await run_hook(mesh, payload)
+            assert (refused.returncode, refused.stdout) == (1, b""), refused
+            assert b"symbolic link" in refused.stderr
+            registration.unlink()
+            (tmp_path / "original.json").rename(registration)
+            # all in order again: the DM was never shown, so it comes now
+            done = await run_hook(mesh, payload)
+            assert done.returncode == 0, done.stderr
+            assert "planted or not" in json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
+
+
+def test_registrations_are_written_through_a_new_private_file(tmp_path: Path) -> None:
+    """0600 from its creation whatever the umask, never through a link planted at a temporary name."""
+    directory = sessions_dir(tmp_path / "home")
+    directory.mkdir(mode=0o700, parents=True)
+    directory.parent.chmod(0o700)
+    victim = tmp_path / "victim"
+    (directory / f".{os.getpid()}.json.tmp").symlink_to(victim)  # the temporary name of earlier versions
+    old = os.umask(0)
+    try:
+        path = write_registration(directory, os.getpid(), {"pid": os.getpid(), "harness_pid": 1})
+    finally:
+        os.umask(old)
+    assert not victim.exists()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text())["harness_pid"] == 1

@@ -21,6 +21,7 @@ import trio
 from agent_comms_mcp.lifecycle import harness_to_watch
 
 from agent_comms.events import format_delivery_event
+from agent_comms.private_files import UnsafePathError
 from agent_comms_codex import HARNESS
 from agent_comms_codex.inbox import MAX_LISTED, VERSION, Inbox, inbox_path, remove_inbox, write_inbox
 
@@ -85,7 +86,7 @@ class InboxWriter:
                     try:
                         write_inbox(self.path, snapshot)
                         last = key
-                    except OSError as exc:  # the hooks go quiet; the tool still drains
+                    except (OSError, UnsafePathError) as exc:  # the hooks go quiet; the tool still drains
                         print(f"{PROGRAM}: cannot write {self.path}: {exc}", file=sys.stderr)
                 await trio.sleep(_INBOX_MIN_INTERVAL)  # a burst of events is one write
         finally:

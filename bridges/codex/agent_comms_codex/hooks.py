@@ -16,6 +16,11 @@ and reads one JSON object from its stdout. The hook finds the inbox file of the 
   its next prompt instead of going idle. Never when ``stop_hook_active`` (Codex is already continuing because of a
   Stop hook), so a session cannot loop.
 
+Only the bridge of the hook's own Codex session counts (:func:`~agent_comms_codex.inbox.find_inbox`), never another
+session's in the same directory; before it is up the hooks say nothing (SessionStart waits for it a moment, see
+above). A home or ``codex`` folder or inbox file that is not this user's alone (the mesh's checks of
+``AGENT_COMMS_HOME``) is refused: a message on stderr and nothing for the model.
+
 Nothing to say is an empty stdout and exit 0 (Codex carries on). A hook never takes the events: the model reads them
 with its next ``agent_comms`` call, which marks them read. Which events were announced to which session is kept in
 ``<AGENT_COMMS_HOME>/codex/notified-<session>.json`` so the same event is not announced twice. Any failure is
@@ -27,13 +32,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.private_files import ensure_private_dir, read_private_file, write_private_file
 from agent_comms_codex.inbox import Inbox, find_inbox, inbox_dir
 
 __all__ = ["EVENTS", "INTRO", "OUR_TOOLS", "SESSION_START_WAIT", "handle", "main", "notice"]
@@ -89,7 +94,7 @@ def _seen_path(session_id: str, environ: Mapping[str, str] | None) -> Path:
 
 def _load_seen(path: Path) -> list[str]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_private_file(path))
     except (OSError, ValueError):
         return []
     return [item for item in data if isinstance(item, str)] if isinstance(data, list) else []
@@ -98,12 +103,8 @@ def _load_seen(path: Path) -> list[str]:
 def _save_seen(path: Path, seen: list[str]) -> None:
     with contextlib.suppress(OSError):
         _forget_old_sessions(path.parent)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(seen[-_REMEMBERED:], handle)
-        os.replace(temporary, path)
+        ensure_private_dir(path.parent)
+        write_private_file(path, json.dumps(seen[-_REMEMBERED:]).encode())
 
 
 def _forget_old_sessions(directory: Path) -> None:

@@ -7,6 +7,10 @@ waiting for its agent (written atomically each time the list changes, removed wh
 read it. A hook never takes events: the model still reads them with its next ``agent_comms`` call, which is what
 marks them read. Only the standard library is imported here (a hook must start fast).
 
+A hook reads only the inbox of the bridge of its own Codex session (:func:`find_inbox`), and only if the home,
+the ``codex`` folder and the file are this user's alone (the mesh's checks of ``AGENT_COMMS_HOME``,
+:mod:`agent_comms.private_files`); the bridge writes the file 0600 through a new temporary file.
+
 The file (version 1)::
 
     {"version": 1, "pid": 4242, "harness_pid": 4200, "agent_id": "codex-1a2b3c4d5e", "name": "codex-web",
@@ -25,7 +29,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.private_files import (
+    check_private_dir,
+    ensure_private_dir,
+    read_private_file,
+    write_private_file,
+)
+
 __all__ = [
+    "LINEAGE_DEPTH",
     "MAX_LISTED",
     "VERSION",
     "Inbox",
@@ -41,6 +53,10 @@ __all__ = [
 VERSION: Final = 1
 #: Events listed in the file at most (``waiting`` still counts them all).
 MAX_LISTED: Final = 20
+#: How many of a hook's nearest ancestors may be its Codex process (Codex, or a shell it started). Further up are
+#: the terminal, the shell and, for a session started inside another session, the outer Codex: a hook must not
+#: reach that one's bridge.
+LINEAGE_DEPTH: Final = 3
 
 Inbox = dict[str, Any]
 
@@ -67,13 +83,12 @@ def inbox_path(pid: int, environ: Mapping[str, str] | None = None) -> Path:
 
 
 def write_inbox(path: Path, inbox: Inbox) -> None:
-    """Write ``inbox`` to ``path`` atomically (a reader sees the old file or the new one), mode 0600."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(inbox, handle, ensure_ascii=False)
-    os.replace(temporary, path)
+    """Write ``inbox`` to ``path`` atomically (a reader sees the old file or the new one), mode 0600, in a folder
+    of this user's alone, in the home (both created 0700 if missing; checked as the mesh checks its home:
+    :class:`~agent_comms.private_files.UnsafePathError` if another user could reach them)."""
+    ensure_private_dir(path.parent.parent, follow=True)
+    ensure_private_dir(path.parent)
+    write_private_file(path, json.dumps(inbox, ensure_ascii=False).encode())
 
 
 def remove_inbox(path: Path) -> None:
@@ -83,9 +98,10 @@ def remove_inbox(path: Path) -> None:
 
 
 def read_inbox(path: Path) -> Inbox | None:
-    """The inbox in ``path``; ``None`` if it is missing, unreadable, of another version or not an object."""
+    """The inbox in ``path``; ``None`` if it is missing, unreadable, of another version or not an object;
+    :class:`~agent_comms.private_files.UnsafePathError` if it is not this user's file alone."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_private_file(path))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("events"), list):
@@ -136,19 +152,28 @@ def _same_dir(a: object, b: str) -> bool:
 def find_inbox(
     cwd: str, *, environ: Mapping[str, str] | None = None, ancestors: Sequence[int] | None = None
 ) -> Inbox | None:
-    """The inbox of the bridge serving the Codex session that runs this hook, or ``None``.
+    """The inbox of the bridge serving the Codex session that runs this hook, or ``None`` if it has none (yet).
 
-    Candidates are the inboxes of live bridges started in the session's working directory ``cwd`` (a bridge's
-    agent is tied to its directory). Among them the bridge whose harness (its parent, Codex) is an ancestor of this
-    hook process wins; else the one updated last. Files of bridges that are gone are removed on the way.
+    A bridge serves the session of the Codex process that started it (its harness): candidates are the inboxes of
+    live bridges started in the session's working directory ``cwd`` (a bridge's agent is tied to its directory)
+    whose harness is this hook process or one of its :data:`LINEAGE_DEPTH` nearest ancestors (``ancestors``,
+    nearest first, this process included: by default read from the system). Never the bridge of another session,
+    even in the same directory. Among several (a test playing Codex), the one updated last. Files of bridges that
+    are gone are removed on the way.
+
+    :class:`~agent_comms.private_files.UnsafePathError` if the home, its ``codex`` folder or an inbox file is not
+    this user's alone: nothing is read from them.
     """
+    home = mesh_home(environ)
     directory = inbox_dir(environ)
     try:
+        check_private_dir(home, follow=True)
+        check_private_dir(directory)
         paths: Iterable[Path] = list(directory.glob("inbox-*.json"))
-    except OSError:
-        return None
-    lineage = set(_ancestors(os.getpid()) if ancestors is None else ancestors)
-    best: tuple[bool, float] | None = None
+    except FileNotFoundError:
+        return None  # no bridge ever ran here
+    lineage = list(_ancestors(os.getpid()) if ancestors is None else ancestors)[: LINEAGE_DEPTH + 1]
+    best: float | None = None
     found: Inbox | None = None
     for path in paths:
         inbox = read_inbox(path)
@@ -157,10 +182,10 @@ def find_inbox(
         if not _alive(inbox.get("pid")):
             remove_inbox(path)  # a bridge that crashed left it behind
             continue
-        if not _same_dir(inbox.get("cwd"), cwd):
-            continue
+        if inbox.get("harness_pid") not in lineage or not _same_dir(inbox.get("cwd"), cwd):
+            continue  # another session's bridge
         updated = inbox.get("updated")
-        rank = (inbox.get("harness_pid") in lineage, float(updated) if isinstance(updated, int | float) else 0.0)
+        rank = float(updated) if isinstance(updated, int | float) else 0.0
         if best is None or rank > best:
             best, found = rank, inbox
     return found

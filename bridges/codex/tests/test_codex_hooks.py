@@ -288,11 +288,144 @@ def test_session_start_waits_for_the_bridge_codex_is_starting(env: dict[str, str
 
 
 def test_records_of_old_sessions_are_forgotten(env: dict[str, str], project: Path, tmp_path: Path) -> None:
+    write(env, project, [event(1)])
     old = tmp_path / "home" / "codex" / "notified-0123456789abcdef.json"
-    old.parent.mkdir(parents=True, exist_ok=True)
     old.write_text("[]")
     os.utime(old, (time.time() - 8 * 24 * 3600,) * 2)
-    write(env, project, [event(1)])
     assert hook("PostToolUse", payload("PostToolUse", project), env) is not None
     assert not old.exists()
     assert len(list(old.parent.glob("notified-*.json"))) == 1  # this session's
+
+
+def test_two_sessions_in_one_directory_never_see_each_others_inbox(env: dict[str, str], project: Path) -> None:
+    """Sessions A and B: two Codex processes in one directory, B's bridge late. Until B's inbox is there, B's
+    hooks say nothing of A's events; B's SessionStart waits for B's own bridge and introduces B's agent."""
+    session_a = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # A's Codex
+    bridge_a = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # A's bridge
+    try:
+        path = inbox_path(bridge_a.pid, env)
+        write_inbox(
+            path,
+            {
+                "version": VERSION,
+                "pid": bridge_a.pid,
+                "harness_pid": session_a.pid,
+                "agent_id": "codex-a",
+                "name": "anna",
+                "cwd": str(project),
+                "updated": time.time(),
+                "waiting": 1,
+                "events": [{**event(1), "line": "[DM from carol (codex-c)] for A only  [id m1]"}],
+            },
+        )
+        b = {"session_id": "session-b"}
+        for name in ("UserPromptSubmit", "PostToolUse", "Stop"):
+            assert hook(name, payload(name, project, **b), env) is None, name
+        starting = subprocess.Popen(
+            [*HOOK, "hook", "SessionStart"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        stdout, stderr = starting.communicate(json.dumps(payload("SessionStart", project, **b)), timeout=30)
+        assert json.loads(stdout)["hookSpecificOutput"]["additionalContext"] == INTRO, stderr  # B's bridge: not yet
+        starting = subprocess.Popen(
+            [*HOOK, "hook", "SessionStart"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert starting.stdin is not None
+        starting.stdin.write(json.dumps(payload("SessionStart", project, **b)))
+        starting.stdin.close()
+        write(env, project, [event(2)])  # B's bridge (its harness: an ancestor of B's hooks) comes up
+        assert starting.stdout is not None
+        text = json.loads(starting.stdout.read())["hookSpecificOutput"]["additionalContext"]
+        assert starting.wait(timeout=30) == 0
+        assert "bob (codex-b)" in text
+        assert "message number 2" in text
+        assert "for A only" not in text
+        assert "anna (codex-a)" not in text
+    finally:
+        for process in (session_a, bridge_a):
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("target", ["home", "codex", "inbox"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "mode",
+        pytest.param(
+            "owner",
+            marks=pytest.mark.skipif(os.geteuid() != 0, reason="plays another user with chown, which needs root"),
+        ),
+    ],
+)
+def test_hooks_refuse_an_inbox_others_could_plant(
+    env: dict[str, str], project: Path, tmp_path: Path, target: str, change: str
+) -> None:
+    """The mesh's checks of AGENT_COMMS_HOME, in the hook: a home, ``codex`` folder or inbox file another user owns
+    or may write is refused (a message on stderr) and nothing reaches the model. The tests run as root, so chown
+    plays the other user."""
+    inbox = write(env, project, [event(1)])
+    path = {"home": tmp_path / "home", "codex": inbox.parent, "inbox": inbox}[target]
+    if change == "mode":
+        os.chmod(path, 0o777 if path.is_dir() else 0o666)
+    else:
+        os.chown(path, 65534, -1)
+    for name in ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop"):
+        done = subprocess.run(
+            [*HOOK, "hook", name],
+            input=json.dumps(payload(name, project)),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, ""), (name, done)
+        assert f"agent-comms-codex hook {name}: UnsafePathError: {path}" in done.stderr, done.stderr
+        assert ("belongs to another user" if change == "owner" else "other users (mode 0") in done.stderr
+
+
+def test_hooks_refuse_an_inbox_that_is_a_link(env: dict[str, str], project: Path, tmp_path: Path) -> None:
+    inbox = write(env, project, [event(1)])
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(inbox.read_bytes())
+    os.chmod(copy, 0o600)
+    inbox.unlink()
+    inbox.symlink_to(copy)
+    done = subprocess.run(
+        [*HOOK, "hook", "PostToolUse"],
+        input=json.dumps(payload("PostToolUse", project)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, ""), done
+    assert "symbolic link" in done.stderr
+
+
+def test_the_inbox_is_written_through_a_new_private_file(env: dict[str, str], project: Path, tmp_path: Path) -> None:
+    """0600 from its creation whatever the umask, never through a link planted at a temporary name."""
+    path = inbox_path(os.getpid(), env)
+    path.parent.mkdir(mode=0o700, parents=True)
+    path.parent.parent.chmod(0o700)
+    victim = tmp_path / "victim"
+    path.with_name(f".{path.name}.tmp").symlink_to(victim)  # the temporary name of earlier versions
+    old = os.umask(0)
+    try:
+        write(env, project, [event(1)])
+    finally:
+        os.umask(old)
+    assert not victim.exists()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert context(hook("PostToolUse", payload("PostToolUse", project), env))
