@@ -33,6 +33,7 @@ from .actions import (
     WhoAmI,
     build_action,
 )
+from .display import display
 from .errors import CommsError, ErrorCode
 from .events import DeliveryEvent, format_delivery_event
 from .protocol.hlc import hlc_wall_ms
@@ -141,10 +142,11 @@ class CommsTool:
         record = self.store.record(self.agent_id)
         assert record is not None
         rooms = self.store.rooms_of(self.agent_id)
-        text = (
+        text = display(
             f"You are {self.store.label(self.agent_id)}: {record.status}, {record.visibility}, "
             f"harness {record.harness}, cwd {record.cwd}; tags: {', '.join(record.tags) or '-'}; rooms: "
-            + (", ".join(f"#{r}" for r in rooms) or "none")
+            + (", ".join(f"#{r}" for r in rooms) or "none"),
+            inline=True,
         )
         return ToolResult(text, data={"id": self.agent_id, "name": record.name, "rooms": rooms})
 
@@ -158,7 +160,8 @@ class CommsTool:
                 continue
             rooms = ", ".join(f"#{r}" for r in store.rooms_of(body.agent_id)) or "no rooms"
             you = " (you)" if mine else ""
-            lines.append(f"- {store.label(body.agent_id)}{you} [{body.status}] {body.harness} in {body.cwd}; {rooms}")
+            about = display(f"[{body.status}] {body.harness} in {body.cwd}; {rooms}", inline=True)
+            lines.append(f"- {store.label(body.agent_id)}{you} {about}")
             listed.append(body.agent_id)
         text = f"{len(lines)} agent(s) online:\n" + "\n".join(lines)
         return ToolResult(text, data={"agents": listed})
@@ -175,9 +178,10 @@ class CommsTool:
         for _room_id, view in store.rooms(viewer=self.agent_id):
             joined = " [joined]" if self.agent_id in view.members else ""
             invited = " [invited]" if self.agent_id in view.invited else ""
-            about = f": {view.description}" if view.description else ""
+            about = f": {display(view.description)}" if view.description else ""
+            name = display(view.name, inline=True)
             lines.append(
-                f"- #{view.name} ({view.room_type}, {len(view.members)} member(s), owner {store.label(view.owner)})"
+                f"- #{name} ({view.room_type}, {len(view.members)} member(s), owner {store.label(view.owner)})"
                 f"{joined}{invited}{about}"
             )
         text = f"{len(lines)} room(s):\n" + "\n".join(lines) if lines else "No rooms yet; create one with create_room."
@@ -322,8 +326,8 @@ class CommsTool:
         body = op.body
         assert isinstance(body, RoomMessage)
         stamp = dt.datetime.fromtimestamp(hlc_wall_ms(op.hlc) / 1000, dt.UTC).strftime("%H:%M:%S")
-        reply = f" (reply to {body.reply_to})" if body.reply_to else ""
-        return f"[{stamp}] {self.store.label(body.author)}{reply}: {body.content}  [id {op_id(op)}]"
+        reply = f" (reply to {display(body.reply_to, inline=True)})" if body.reply_to else ""
+        return f"[{stamp}] {self.store.label(body.author)}{reply}: {display(body.content)}  [id {op_id(op)}]"
 
 
 def _since(messages: list[Op], since: str | int) -> list[Op]:
