@@ -67,5 +67,8 @@ def display(text: str, *, inline: bool = False) -> str:
         return _escaped(shown[0]) + shown[1:] if shown[:1].isspace() else shown
     if text.isprintable() or all(char.isprintable() or char in _KEPT for char in text):
         return text
-    lines = ["".join(char if _shown(char, False) else _escaped(char) for char in line) for line in text.splitlines()]
+    lines = [
+        line if line.isprintable() else "".join(char if _shown(char, False) else _escaped(char) for char in line)
+        for line in text.splitlines()
+    ]
     return ("\n" + CONTINUATION).join(lines)
