@@ -93,7 +93,8 @@ class ChatSession:
         name, _, args = text[1:].partition(" ")
         command = COMMANDS.get(name.lower())
         if command is None:
-            return [Line("error", f"Unknown command /{name}; /help lists the commands (// starts a line with /).")]
+            unknown = f"Unknown command /{clean_name(name)}; /help lists the commands (// starts a line with /)."
+            return [Line("error", unknown)]
         return await command.run(self, args.strip())
 
     async def say(self, text: str) -> list[Line]:
