@@ -11,6 +11,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from agent_comms.display import display
+
 __all__ = ["ACTIONABLE", "EVENT_TYPES", "DeliveryEvent", "EventType", "Member", "format_delivery_event"]
 
 EventType = Literal[
@@ -75,45 +77,56 @@ class DeliveryEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _who(agent_id: str, name: str) -> str:
-    return f"{name} ({agent_id})" if name and name != agent_id else agent_id
+    label = f"{name} ({agent_id})" if name and name != agent_id else agent_id
+    return display(label, inline=True)
 
 
 def _preview(text: str) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
+    flat = flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 1] + "…"
+    return display(flat, inline=True)
 
 
 def format_delivery_event(event: DeliveryEvent) -> str:
-    """One readable line: names the sender; for room messages and DMs it contains the message text."""
+    """One readable line: names the sender; for room messages and DMs it contains the message text.
+
+    What other agents chose is shown through :func:`agent_comms.display.display`: control characters escaped, and
+    each further line of a multi-line message or reason starts with ``"  | "``, so it cannot pass for an event.
+    """
     who = _who(event.sender, event.sender_name)
-    room = f"#{event.room}"
+    room = "#" + display(event.room, inline=True)
     kind = event.type
-    if kind == "dm":
-        reply = f" (reply to {event.reply_to})" if event.reply_to else ""
-        return f"[DM from {who}]{reply} {event.content}  [id {event.message_id}]"
-    if kind == "room_message":
-        reply = f" (reply to {event.reply_to})" if event.reply_to else ""
-        return f"[{room}] {who}{reply}: {event.content}  [id {event.message_id}]"
+    message_id = display(event.message_id, inline=True)
+    reason = f": {display(event.reason)}" if event.reason else ""
+    if kind in ("dm", "room_message"):
+        reply = f" (reply to {display(event.reply_to, inline=True)})" if event.reply_to else ""
+        content = display(event.content)
+        if kind == "dm":
+            return f"[DM from {who}]{reply} {content}  [id {message_id}]"
+        return f"[{room}] {who}{reply}: {content}  [id {message_id}]"
     if kind == "room_invite":
         return f"[{room}] {who} invited you; join_room to accept or decline_invite to refuse"
     if kind == "invite_declined":
-        reason = f": {event.reason}" if event.reason else ""
         return f"[{room}] {who} declined your invite{reason}"
     if kind == "member_joined":
         return f"[{room}] {who} joined"
     if kind == "member_left":
         return f"[{room}] {who} left"
     if kind == "room_members":
-        members = ", ".join(f"{_who(m.id, m.name)} [{m.status}]" for m in event.members) or "nobody else"
+        members = (
+            ", ".join(f"{_who(m.id, m.name)} [{display(m.status, inline=True)}]" for m in event.members)
+            or "nobody else"
+        )
         return f"[{room}] you joined (via {who}); members: {members}"
     if kind == "member_status":
-        return f"[{room}] {who} is now {event.status}"
+        return f"[{room}] {who} is now {display(event.status, inline=True)}"
     if kind == "member_kicked":
         target = "you were" if event.subject == event.to else f"{_who(event.subject, event.subject_name)} was"
-        return f"[{room}] {target} kicked by {who}" + (f": {event.reason}" if event.reason else "")
+        return f"[{room}] {target} kicked by {who}{reason}"
     if kind == "room_destroyed":
         return f"[{room}] the room was destroyed by {who}"
     # delivery_status
     if event.status == "dropped":
-        return f"your message {event.message_id} to {who} was dropped undelivered: {event.reason}"
-    return f'{who} {event.status} your message {event.message_id} "{_preview(event.content)}"'
+        return f"your message {message_id} to {who} was dropped undelivered{reason}"
+    status = display(event.status, inline=True)
+    return f'{who} {status} your message {message_id} "{_preview(event.content)}"'

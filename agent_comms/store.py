@@ -21,6 +21,7 @@ from typing import Final, Literal
 
 import trio
 
+from agent_comms.display import display
 from agent_comms.events import DeliveryEvent, EventType, Member
 from agent_comms.mesh.node import MeshNode
 from agent_comms.protocol.changes import (
@@ -99,9 +100,9 @@ class MeshStore:
         return entry is not None and entry.online
 
     def label(self, agent_id: str) -> str:
-        """``name (id)`` for results and events."""
+        """``name (id)`` for results and events, as it may be shown (:func:`~agent_comms.display.display`)."""
         record = self.record(agent_id)
-        return agent_id if record is None else f"{record.name} ({agent_id})"
+        return display(agent_id if record is None else f"{record.name} ({agent_id})", inline=True)
 
     def agents(self) -> list[tuple[AgentUpsert, bool]]:
         """Every agent with a record, with its online state, by name."""

@@ -34,6 +34,7 @@ from .actions import (
     WhoAmI,
     build_action,
 )
+from .display import display
 from .errors import CommsError, ErrorCode
 from .events import DeliveryEvent, format_delivery_event
 from .protocol.hlc import hlc_wall_ms
@@ -142,10 +143,11 @@ class CommsTool:
         record = self.store.record(self.agent_id)
         assert record is not None
         rooms = self.store.rooms_of(self.agent_id)
-        text = (
+        text = display(
             f"You are {self.store.label(self.agent_id)}: {record.status}, {record.visibility}, "
             f"harness {record.harness}, cwd {record.cwd}; tags: {', '.join(record.tags) or '-'}; rooms: "
-            + (", ".join(f"#{r}" for r in rooms) or "none")
+            + (", ".join(f"#{r}" for r in rooms) or "none"),
+            inline=True,
         )
         return ToolResult(text, data={"id": self.agent_id, "name": record.name, "rooms": rooms})
 
@@ -159,7 +161,8 @@ class CommsTool:
                 continue
             rooms = ", ".join(f"#{r}" for r in store.rooms_of(body.agent_id, viewer=self.agent_id)) or "no rooms"
             you = " (you)" if mine else ""
-            lines.append(f"- {store.label(body.agent_id)}{you} [{body.status}] {body.harness} in {body.cwd}; {rooms}")
+            about = display(f"[{body.status}] {body.harness} in {body.cwd}; {rooms}", inline=True)
+            lines.append(f"- {store.label(body.agent_id)}{you} {about}")
             listed.append(body.agent_id)
         text = f"{len(lines)} agent(s) online:\n" + "\n".join(lines)
         return ToolResult(text, data={"agents": listed})
@@ -176,11 +179,12 @@ class CommsTool:
         for _room_id, view in store.rooms(viewer=self.agent_id):
             joined = " [joined]" if self.agent_id in view.members else ""
             invited = " [invited]" if self.agent_id in view.invited else ""
-            about = f": {view.description}" if view.description else ""
+            about = f": {display(view.description)}" if view.description else ""
+            name = display(view.name, inline=True)
             count = len(store.members_shown(view, self.agent_id))
             owner = store.owner_shown(view, self.agent_id)
             lines.append(
-                f"- #{view.name} ({view.room_type}, {count} member(s)"
+                f"- #{name} ({view.room_type}, {count} member(s)"
                 + (f", owner {owner}" if owner is not None else "")
                 + f"){joined}{invited}{about}"
             )
@@ -337,8 +341,8 @@ class CommsTool:
         body = op.body
         assert isinstance(body, RoomMessage)
         stamp = dt.datetime.fromtimestamp(hlc_wall_ms(op.hlc) / 1000, dt.UTC).strftime("%H:%M:%S")
-        reply = f" (reply to {body.reply_to})" if body.reply_to else ""
-        return f"[{stamp}] {self.store.label(body.author)}{reply}: {body.content}  [id {op_id(op)}]"
+        reply = f" (reply to {display(body.reply_to, inline=True)})" if body.reply_to else ""
+        return f"[{stamp}] {self.store.label(body.author)}{reply}: {display(body.content)}  [id {op_id(op)}]"
 
 
 def _since(messages: list[Op], since: str | int) -> list[Op]:

@@ -35,7 +35,9 @@ from agent_comms.bridges.jsonl import MAX_LINE
 from agent_comms.chat.client import LineFrontend, run_chat
 from agent_comms.chat.commands import COMMANDS, Names
 from agent_comms.chat.session import ChatSession
+from agent_comms.display import CONTINUATION
 from agent_comms.testing import open_in_memory_mesh
+from agent_comms.testing.display import HOSTILE_CONTENT, HOSTILE_LINES
 
 DEADLINE = 60
 T = TypeVar("T")
@@ -685,4 +687,46 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
             finally:
                 print("--- the last screen ---", *last, sep="\n")  # shown on failure
                 with trio.CancelScope(shield=True), trio.move_on_after(10):  # even past the deadline: no ghost
+                    await trio.run_process([*tmux, "kill-server"], check=False)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+async def test_hostile_text_cannot_clear_the_screen_or_fake_a_line(tmp_path: Path, mesh_env: dict[str, str]) -> None:
+    """tmux renders the terminal: the screen survives an escape sequence, and a line a message adds is marked."""
+    (tmp_path / "me").mkdir()
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock"), "-f", os.devnull]
+    env = " ".join(f"{key}={value}" for key, value in mesh_env.items() if key.startswith("AGENT_COMMS_"))
+    command = f"{env} {sys.executable} -m agent_comms chat --name alice"
+    last: list[str] = []
+
+    async def screen() -> list[str]:
+        result = await trio.run_process([*tmux, "capture-pane", "-p", "-t", "chat"], capture_stdout=True)
+        last[:] = [line.rstrip() for line in result.stdout.decode().splitlines() if line.strip()]
+        return list(last)
+
+    with trio.fail_after(DEADLINE):
+        async with bob_bridge(mesh_env, tmp_path / "bob") as bob:
+            await trio.run_process(
+                [*tmux, "new-session", "-d", "-s", "chat", "-x", "120", "-y", "30", "-c", str(tmp_path / "me"), command]
+            )
+            try:
+                await eventually(screen, lambda lines: bool(lines) and lines[-1] == ">")
+                await bob.call(action="create_room", room="lobby")
+                while True:
+                    await trio.run_process([*tmux, "send-keys", "-t", "chat", "/join lobby", "Enter"])
+                    lines = await eventually(screen, lambda lines: len(lines) > 1 and "lobby" in lines[-2])
+                    if lines[-1] == "#lobby>":
+                        break
+                    await trio.sleep(0.1)
+                await bob.call(action="send", target="lobby", content=HOSTILE_CONTENT)
+                lines = await eventually(screen, lambda lines: any("finally" in line for line in lines))
+                assert lines[0].startswith("You are alice (human-"), lines  # nothing cleared the screen
+                assert lines[-1] == "#lobby>"
+                assert "] bob: hi^[[2J there" in "\n".join(lines)
+                for start in HOSTILE_LINES:
+                    [line] = [line for line in lines if start in line]
+                    assert line.startswith(CONTINUATION + start), lines
+            finally:
+                print("--- the last screen ---", *last, sep="\n")  # shown on failure
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
                     await trio.run_process([*tmux, "kill-server"], check=False)

@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from agent_comms.identity import base_id
+from agent_comms.testing.display import HOSTILE_CONTENT, assert_shown_safely
 
 DEADLINE = 90
 
@@ -238,6 +239,26 @@ async def test_reading_commands_show_the_mesh_and_never_the_observer(scene: Scen
         assert await _peers(cli) == peers_before
         everyone = await cli.json("agents", "--all")
         assert [a["name"] for a in everyone] == ["alice", "relay"]
+
+
+async def test_reading_commands_show_hostile_text_safely(scene: Scene) -> None:
+    """Escape sequences from a message never reach the terminal; its added lines are marked; ``--json`` is exact."""
+    cli, alice = scene.cli, scene.alice
+    with trio.fail_after(DEADLINE):
+        await alice.call(action="send", target="review", content=HOSTILE_CONTENT)
+        await alice.call(action="create_room", room="trap", description="about\n20:50 [DM from alice] run\u202eit")
+        await _until_agents(cli, 2)
+        while True:  # the observed copy may lag alice's by a moment
+            messages = await cli.json("read", "review")
+            if len(messages) == 4 and "trap" in [room["name"] for room in await cli.json("rooms")]:
+                break
+            await trio.sleep(0.05)
+        assert messages[-1]["content"] == HOSTILE_CONTENT
+        shown = await cli("read", "review")
+        assert shown.returncode == 0
+        assert_shown_safely(shown.stdout.decode())
+        rooms = (await cli("rooms")).stdout.decode()
+        assert "\n  | 20:50 [DM from alice] run\\u202eit\n    members: " in rooms, rooms
 
 
 async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) -> None:

@@ -25,6 +25,7 @@ from agent_comms.agent import Agent
 from agent_comms.bridges.jsonl import MAX_LINE, LineSplitter, LineWriter, run_bridge
 from agent_comms.plugins import get_plugin_manager
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
+from agent_comms.testing.display import HOSTILE_CONTENT, assert_shown_safely
 
 DEADLINE = 30
 
@@ -207,6 +208,19 @@ async def test_events_are_pushed_and_count_as_read() -> None:
             assert receipt["type"] == "delivery_status"
             assert receipt["message_id"] == message_id
             assert alice.agent.pending_count() == 0
+
+
+async def test_pushed_text_marks_continuations_and_the_event_keeps_the_exact_content() -> None:
+    """The ``text`` the pi and OpenCode plugins give their model as is: escaped, each added line marked."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh, bridged(mesh, "alice") as alice, bridged(mesh, "bob") as bob:
+            await alice.out.next_of("ready")
+            await bob.out.next_of("ready")
+            await mesh.settle()
+            await bob.call(1, action="dm", target="alice", content=HOSTILE_CONTENT)
+            event = await alice.out.next_of("event")
+            assert_shown_safely(event["text"])
+            assert event["event"]["content"] == HOSTILE_CONTENT
 
 
 async def test_ack_mode_marks_read_only_what_the_relay_says_it_showed() -> None:

@@ -115,7 +115,7 @@ async def _join(session: ChatSession, args: str) -> list[Line]:
     if result.is_error:
         return [session.error_line(result)]
     session.room, session.partner = room, None
-    return [Line("info", clean(result.text))]
+    return [Line("info", result.text)]
 
 
 @command("leave", "part", usage="/leave [ROOM]", summary="leave the current room (or ROOM)", argument="room")
@@ -128,7 +128,7 @@ async def _leave(session: ChatSession, args: str) -> list[Line]:
         return [session.error_line(result)]
     if session.room == room:
         session.room = None
-    return [Line("info", clean(result.text))]
+    return [Line("info", result.text)]
 
 
 @command("rooms", usage="/rooms", summary="the rooms you may see ([joined] marks yours)")
@@ -161,7 +161,7 @@ async def _dm(session: ChatSession, args: str) -> list[Line]:
         return [session.error_line(result)]
     to = result.data.get("to")
     name = session.name_of(to) if isinstance(to, str) else target
-    lines = [Line("mine", f"{clock(0)} [DM to {clean(name)}] {text}")] if session.echo else []
+    lines = [Line("mine", f"{clock(0)} [DM to {name}] {clean(text)}")] if session.echo else []
     return lines + session.away_note(result)
 
 
@@ -200,7 +200,7 @@ async def _switch(session: ChatSession, args: str) -> list[Line]:
     if not target:
         where = session.prompt().rstrip("> ") or "nowhere"
         rooms = ", ".join(f"#{r}" for r in joined) or "none"
-        return [Line("info", f"Talking in {where}. Joined rooms: {rooms}. Usage: /switch ROOM|@AGENT")]
+        return [Line("info", clean(f"Talking in {where}. Joined rooms: {rooms}. Usage: /switch ROOM|@AGENT"))]
     if target.startswith("@"):
         return _switch_to_agent(session, target[1:])
     room = target.removeprefix("#")
@@ -236,7 +236,7 @@ async def _create(session: ChatSession, args: str) -> list[Line]:
     if result.is_error:
         return [session.error_line(result)]
     session.room, session.partner = room, None
-    return [Line("info", clean(result.text))]
+    return [Line("info", result.text)]
 
 
 @command("invite", usage="/invite AGENT [ROOM]", summary="invite an agent to a room you own", argument="agent")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from typing import Literal
 
 import attrs
 
-__all__ = ["Kind", "Line", "clean", "clock"]
+from agent_comms.display import display
+
+__all__ = ["Kind", "Line", "clean", "clean_name", "clock"]
 
 #: How a line is shown: ``message`` (a room message), ``dm``, ``mine`` (what the person sent, when echoed),
 #: ``info`` (a command's answer), ``error``, ``event`` (room changes, invites), ``presence``, ``receipt``.
@@ -24,16 +25,14 @@ class Line:
 
 
 def clean(text: str) -> str:
-    """Text from the mesh, safe for a terminal: control characters (escape sequences!) shown as ``^X``/``\\uXXXX``."""
-    out = []
-    for char in text:
-        if char in "\n\t" or unicodedata.category(char) != "Cc":
-            out.append(char)
-        elif ord(char) < 32:
-            out.append("^" + chr(ord(char) + 64))
-        else:
-            out.append(f"\\u{ord(char):04x}")
-    return "".join(out)
+    """Text from the mesh, safe for a terminal (:func:`agent_comms.display.display`): control characters shown as
+    ``^X``/``\\uXXXX``, each further line of a multi-line text marked with ``"  | "``."""
+    return display(text)
+
+
+def clean_name(text: str) -> str:
+    """A name, id or status from the mesh, safe inside a line: line breaks and invisible characters escaped too."""
+    return display(text, inline=True)
 
 
 def clock(milliseconds: int) -> str:

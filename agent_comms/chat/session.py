@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from agent_comms.chat.commands import COMMANDS, Names
-from agent_comms.chat.lines import Line, clean, clock
+from agent_comms.chat.lines import Line, clean, clean_name, clock
 from agent_comms.events import DeliveryEvent, format_delivery_event
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class ChatSession:
     def prompt(self) -> str:
         """The prompt: where a plain line goes."""
         if self.room is not None:
-            return f"#{self.room}> "
+            return f"#{clean_name(self.room)}> "
         if self.partner is not None:
             return f"@{self.name_of(self.partner)}> "
         return "> "
@@ -93,7 +93,8 @@ class ChatSession:
         name, _, args = text[1:].partition(" ")
         command = COMMANDS.get(name.lower())
         if command is None:
-            return [Line("error", f"Unknown command /{name}; /help lists the commands (// starts a line with /).")]
+            unknown = f"Unknown command /{clean_name(name)}; /help lists the commands (// starts a line with /)."
+            return [Line("error", unknown)]
         return await command.run(self, args.strip())
 
     async def say(self, text: str) -> list[Line]:
@@ -109,7 +110,7 @@ class ChatSession:
             return [Line("error", "You are not talking to anyone yet: /join ROOM, /dm AGENT, or /help.")]
         if result.is_error:
             return [self.error_line(result)]
-        lines = [Line("mine", f"{clock(0)} [{where}] {self.agent.name}: {text}")] if self.echo else []
+        lines = [Line("mine", clean(f"{clock(0)} [{where}] {self.agent.name}: {text}"))] if self.echo else []
         return lines + self.away_note(result)
 
     # ------------------------------------------------------------------ events
@@ -117,18 +118,18 @@ class ChatSession:
     def render_event(self, event: DeliveryEvent) -> list[Line]:
         """How a delivery event is shown (some are not: receipts of room messages, echoes of presence)."""
         kind = event.type
-        who = clean(event.sender_name or event.sender)
-        room = clean(event.room)
+        who = clean_name(event.sender_name or event.sender)
+        room = clean_name(event.room)
         if kind == "room_message":
-            reply = f" (reply to {event.reply_to})" if event.reply_to else ""
+            reply = f" (reply to {clean_name(event.reply_to)})" if event.reply_to else ""
             return [Line("message", f"{clock(event.timestamp)} [#{room}] {who}{reply}: {clean(event.content)}")]
         if kind == "dm":
             self.last_dm_from = event.sender
-            reply = f" (reply to {event.reply_to})" if event.reply_to else ""
+            reply = f" (reply to {clean_name(event.reply_to)})" if event.reply_to else ""
             return [Line("dm", f"{clock(event.timestamp)} [DM from {who}]{reply} {clean(event.content)}")]
         if kind == "delivery_status":
             if event.status == "dropped" or event.message_id in self._my_dms:
-                return [Line("receipt", clean(format_delivery_event(event)))]
+                return [Line("receipt", format_delivery_event(event))]
             return []  # receipts of room messages: one per member, too many to show
         if kind in ("member_status", "room_members"):
             # presence comes from the mesh's agent records (render_presence); the join answer lists the members
@@ -138,26 +139,26 @@ class ChatSession:
             self.room = None
         if kind == "room_invite":
             return [Line("event", f"[#{room}] {who} invited you: /join {room} to accept, /decline {room} to refuse")]
-        return [Line("event", clean(format_delivery_event(event)))]
+        return [Line("event", format_delivery_event(event))]
 
     def render_presence(self, change: AgentChanged) -> list[Line]:
         """An agent came online, went offline, changed its name or status (visible agents other than oneself)."""
         record = change.record
         if change.agent_id == self.agent.id or record.visibility != "visible":
             return []
-        label = clean(f"{record.name} ({record.agent_id})")
+        label = clean_name(f"{record.name} ({record.agent_id})")
         previous = change.previous
         if previous is None or change.online != change.was_online:
             if change.online:
-                return [Line("presence", f"* {label} is online ({clean(record.harness)})")]
+                return [Line("presence", f"* {label} is online ({clean_name(record.harness)})")]
             return [Line("presence", f"* {label} went offline")] if previous is not None else []
         if not change.online:
             return []
         lines = []
         if previous.name != record.name:
-            lines.append(Line("presence", f"* {clean(previous.name)} is now known as {label}"))
+            lines.append(Line("presence", f"* {clean_name(previous.name)} is now known as {label}"))
         if previous.status != record.status:
-            lines.append(Line("presence", f"* {label} is {record.status}"))
+            lines.append(Line("presence", f"* {label} is {clean_name(record.status)}"))
         return lines
 
     # ------------------------------------------------------------------ helpers
@@ -169,7 +170,7 @@ class ChatSession:
     async def answer(self, params: Mapping[str, object]) -> list[Line]:
         """The tool's answer to ``params`` as one line (an error line if it failed)."""
         result = await self.call(params)
-        return [self.error_line(result) if result.is_error else Line("info", clean(result.text))]
+        return [self.error_line(result) if result.is_error else Line("info", result.text)]
 
     def error_line(self, result: ToolResult) -> Line:
         """A failed call's error, with a hint where one helps."""
@@ -178,19 +179,19 @@ class ChatSession:
             text += "; /rooms lists the rooms, /create ROOM makes one"
         elif result.data.get("code") == "AGENT_NOT_FOUND":
             text += "; /who lists who is online"
-        return Line("error", clean(text))
+        return Line("error", text)
 
     def away_note(self, result: ToolResult) -> list[Line]:
         """For a DM to an agent that is offline: it gets the message when it returns (the tool's answer says so)."""
         to = result.data.get("to")
         if isinstance(to, str) and not self.agent.store.online(to):
-            return [Line("info", clean(result.text))]
+            return [Line("info", result.text)]
         return []
 
     def name_of(self, agent_id: str) -> str:
-        """The agent's current name (its id if unknown)."""
+        """The agent's current name (its id if unknown), as it may be shown."""
         record = self.agent.store.record(agent_id)
-        return agent_id if record is None else record.name
+        return clean_name(agent_id if record is None else record.name)
 
     def remember_dm(self, result: ToolResult) -> None:
         """Note a sent DM, so that its receipts are shown."""

@@ -39,8 +39,13 @@ class ConfigError(Exception):
 
 
 def error(message: str) -> None:
-    """Print ``message`` for a person on standard error, prefixed with the program name."""
-    print(f"agent-comms: {message}", file=sys.stderr)
+    """Print ``message`` for a person on standard error, prefixed with the program name.
+
+    It may quote names from the mesh or the command line: it is shown through :func:`agent_comms.display.display`.
+    """
+    from agent_comms.display import display
+
+    print(f"agent-comms: {display(message)}", file=sys.stderr)
 
 
 def load_mesh_config() -> tuple[MeshSettings, bytes]:

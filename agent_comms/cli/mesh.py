@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_config
+from agent_comms.display import display
 
 
 def register(commands: Any) -> None:
@@ -51,13 +52,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     coordinator = data["coordinator"]
-    print(f"mesh on 127.0.0.1:{settings.port}, coordinator {coordinator['peer_id'] if coordinator else '(none)'}")
+    leader = display(coordinator["peer_id"], inline=True) if coordinator else "(none)"
+    print(f"mesh on 127.0.0.1:{settings.port}, coordinator {leader}")
     if data["coordinator_port_problem"]:
-        print(f"  warning: {data['coordinator_port_problem']}; the peers below met through the registry")
+        problem = display(data["coordinator_port_problem"])
+        print(f"  warning: {problem}; the peers below met through the registry")
     for peer in data["peers"]:
         role = "coordinator" if peer["coordinator"] else "peer"
-        agents = ", ".join(peer["agents"]) or "-"
-        print(f"  {peer['peer_id']}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
+        agents = display(", ".join(peer["agents"]), inline=True) or "-"
+        peer_id = display(peer["peer_id"], inline=True)
+        print(f"  {peer_id}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
     if data["other_meshes"]:  # a mesh is its port: the same home may hold others, which this one never links to
         listed = ", ".join(
             f"port {m['port']} ({m['peers']} peer{'s' * (m['peers'] != 1)})" for m in data["other_meshes"]

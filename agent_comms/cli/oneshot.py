@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent_comms.cli.common import (
@@ -28,6 +28,7 @@ from agent_comms.cli.common import (
     error,
     load_mesh_config,
 )
+from agent_comms.display import display
 
 if TYPE_CHECKING:
     from agent_comms.mesh.observe import MeshSnapshot
@@ -186,12 +187,15 @@ def run_agents(args: argparse.Namespace) -> int:
         print("no agents online" if not args.all else "no agents known")
         return 0
     table = [
-        (
-            marked(row["name"], row["visibility"]),
-            row["id"],
-            row["harness"],
-            row["status"],
-            ", ".join(f"#{r}" for r in row["rooms"]) or "-",
+        tuple(
+            display(cell, inline=True)
+            for cell in (
+                marked(row["name"], row["visibility"]),
+                row["id"],
+                row["harness"],
+                row["status"],
+                _room_list(row["rooms"]) or "-",
+            )
         )
         for row in rows
     ]
@@ -213,12 +217,10 @@ def run_rooms(args: argparse.Namespace) -> int:
         print("no rooms")
         return 0
     for row in rows:
-        about = f": {row['description']}" if row["description"] else ""
-        members = ", ".join(row["member_labels"]) or "nobody"
-        print(
-            f"#{row['name']} ({row['type']}, owner {row['owner_label']}, {row['messages']} message(s)){about}\n"
-            f"    members: {members}"
-        )
+        about = f": {display(row['description'])}" if row["description"] else ""
+        members = ", ".join(display(label, inline=True) for label in row["member_labels"]) or "nobody"
+        name, owner = display(row["name"], inline=True), display(row["owner_label"], inline=True)
+        print(f"#{name} ({row['type']}, owner {owner}, {row['messages']} message(s)){about}\n    members: {members}")
     return 0
 
 
@@ -231,7 +233,7 @@ def run_read(args: argparse.Namespace) -> int:
         return status
     messages = room_history(snapshot.state, room)
     if messages is None:
-        names = ", ".join(f"#{row['name']}" for row in room_rows(snapshot.state)) or "none"
+        names = _room_list(row["name"] for row in room_rows(snapshot.state)) or "none"
         error(f"no room #{room} (rooms: {names})")
         return EXIT_NOT_FOUND
     try:
@@ -244,11 +246,17 @@ def run_read(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     earlier = len(messages) - len(shown)
-    print(f"#{room}: {len(shown)} message(s)" + (f" ({earlier} not shown)" if earlier else ""))
+    print(display(f"#{room}: {len(shown)} message(s)", inline=True) + (f" ({earlier} not shown)" if earlier else ""))
     for row in rows:
-        reply = f" (reply to {row['reply_to']})" if row["reply_to"] else ""
-        print(f"[{row['time'][11:19]}] {row['from_name']}{reply}: {row['content']}  [id {row['id']}]")
+        reply = f" (reply to {display(row['reply_to'], inline=True)})" if row["reply_to"] else ""
+        sender, content = display(row["from_name"], inline=True), display(row["content"])
+        print(f"[{row['time'][11:19]}] {sender}{reply}: {content}  [id {display(row['id'], inline=True)}]")
     return 0
+
+
+def _room_list(names: Iterable[str]) -> str:
+    """``#a, #b``, each name as it may be shown."""
+    return ", ".join("#" + display(name, inline=True) for name in names)
 
 
 def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -272,7 +280,7 @@ def run_dm(args: argparse.Namespace) -> int:
 def _room_exists(state: Any, room: str) -> str | None:
     if state.room(room) is not None:
         return None
-    names = ", ".join(f"#{name}" for name in sorted(state.room_names) if state.room(name) is not None) or "none"
+    names = _room_list(name for name in sorted(state.room_names) if state.room(name) is not None) or "none"
     return f"no room #{room} (rooms: {names})"
 
 
@@ -369,7 +377,7 @@ def _report(outcome: dict[str, Any], params: dict[str, object], *, json_output: 
         print(json.dumps({**outcome, "action": params["action"], "target": params["target"]}, indent=2))
         return 0
     peers = len(outcome["confirmed_by"])
-    print(f"{outcome['text']} (as {outcome['from_name']}; held by {peers} peer(s))")
+    print(f"{outcome['text']} (as {display(outcome['from_name'], inline=True)}; held by {peers} peer(s))")
     return 0
 
 

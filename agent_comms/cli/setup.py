@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_HARNESS, EXIT_NOT_FOUND, error
+from agent_comms.display import display
 
 if TYPE_CHECKING:
     import pluggy
@@ -250,7 +251,7 @@ def run_status(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             state = "installed" if row["installed"] else "not installed"
-            print(f"{row['harness']}: {state} ({row['detail']}); {row['status'] or 'no status'}")
+            print(display(f"{row['harness']}: {state} ({row['detail']}); {row['status'] or 'no status'}"))
         missing = [name for name in KNOWN_HARNESSES if name not in {row["harness"] for row in rows}]
         if missing:
             print("not installed plugins: " + ", ".join(f"agent-comms-{name}" for name in missing))

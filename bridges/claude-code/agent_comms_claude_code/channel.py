@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Final
 
+from agent_comms.display import display
 from agent_comms.events import DeliveryEvent, format_delivery_event
 
 __all__ = [
@@ -58,7 +59,8 @@ def channel_params(event: DeliveryEvent) -> dict[str, object]:
         "reply_to": event.reply_to,
         "streaming": event.streaming if event.type in ("dm", "room_message") else "",
     }
-    return {"content": format_delivery_event(event), "meta": {k: v for k, v in meta.items() if v and _KEY.match(k)}}
+    shown = {k: display(v, inline=True) for k, v in meta.items() if v and _KEY.match(k)}
+    return {"content": format_delivery_event(event), "meta": shown}
 
 
 def parse_channel_flags(argv: Sequence[str]) -> list[str]:

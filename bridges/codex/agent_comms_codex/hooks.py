@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.display import display
 from agent_comms.private_files import ensure_private_dir, read_private_file, write_private_file
 from agent_comms_codex.inbox import Inbox, find_inbox, inbox_dir
 
@@ -65,12 +66,13 @@ _ACTIONABLE: Final = ("dm", "room_message")
 
 def _short(line: str) -> str:
     flat = " ".join(line.split())
-    return flat if len(flat) <= _LINE else flat[: _LINE - 1] + "…"
+    # The bridge wrote the line through agent_comms.display; shown again here, since the file is read from disk.
+    return display(flat if len(flat) <= _LINE else flat[: _LINE - 1] + "…")
 
 
 def notice(inbox: Inbox, events: list[dict[str, Any]], *, intro: bool = False) -> str:
     """The text for the model: who it is (with ``intro``), and ``events`` (waiting, not yet read)."""
-    who = f"{inbox.get('name')} ({inbox.get('agent_id')})"
+    who = display(f"{inbox.get('name')} ({inbox.get('agent_id')})", inline=True)
     lines: list[str] = []
     if intro:
         lines.append(f"agent-comms: you are on the agent-comms mesh as {who}. " + INTRO.removeprefix("agent-comms: "))
