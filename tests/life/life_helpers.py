@@ -258,6 +258,35 @@ async def until(check: Callable[[], Awaitable[T]], *, interval: float = 0.05) ->
     return value
 
 
+async def talk(agents: list[Agent], tag: str, room: str | None = None) -> None:
+    """Every agent DMs every other one (and, with ``room``, writes to it); each message must reach its reader."""
+    for sender in agents:
+        for reader in agents:
+            if reader is not sender:
+                await sender.ok(action="dm", target=reader.agent_id, content=f"{tag}: {sender.name} to {reader.name}")
+        if room is not None:
+            await sender.ok(action="send", target=room, content=f"{tag}: {sender.name} in #{room}")
+    for reader in agents:
+        for sender in agents:
+            if reader is not sender:
+                await reader.dm_from(sender, f"{tag}: {sender.name} to {reader.name}")
+                if room is not None:
+                    await reader.room_message(room, sender, f"{tag}: {sender.name} in #{room}")
+
+
+async def settle_in(agent: Agent, room: str, *others: Agent) -> None:
+    """``agent`` joins ``room`` once it knows the room and the agents ``others`` (setting the scene, not the test)."""
+
+    async def known() -> bool:
+        online = await agent.online()
+        if not all(other.agent_id in online for other in others):
+            return False
+        joined = await agent.call(action="join_room", room=room)
+        return not joined["is_error"]
+
+    await until(known)
+
+
 class Day:
     """One day on a private mesh: its clocks, its processes, and the steps that make it."""
 
@@ -490,5 +519,7 @@ __all__ = [
     "raise_file_limit",
     "require_libfaketime",
     "scale",
+    "settle_in",
+    "talk",
     "until",
 ]
