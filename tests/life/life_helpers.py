@@ -40,6 +40,8 @@ T = TypeVar("T")
 LIFE_ENV = "AGENT_COMMS_LIFE"
 #: Where Debian's ``libfaketime`` package puts the preload library when ``dpkg`` cannot say.
 _FAKETIME_GLOB = "/usr/lib/*/faketime/libfaketime.so.1"
+#: ``since`` for a whole history.
+EPOCH = "1970-01-01T00:00:00Z"
 #: How much of each process's output a failure shows.
 _TAIL = 3000
 
@@ -247,7 +249,7 @@ class Agent(Process):
 
     async def history(self, room: str) -> list[str]:
         """The message ids ``read_room`` answers (all of them: since the epoch)."""
-        messages: list[str] = (await self.ok(action="read_room", room=room, since="0"))["data"]["messages"]
+        messages: list[str] = (await self.ok(action="read_room", room=room, since=EPOCH))["data"]["messages"]
         return messages
 
 
@@ -396,22 +398,30 @@ class Day:
         self.runs.append((name, done))
         return done
 
-    async def agents_listed(self, *, everyone: bool = True) -> list[dict[str, Any]]:
+    async def agents_listed(self, *, everyone: bool = True, clock: str = "machine") -> list[dict[str, Any]]:
         """``agent-comms agents --json`` (``--all``: offline, hidden and ghost agents too)."""
         args = ["agents", "--json", *(["--all"] if everyone else [])]
-        done = await self.run("agents", args)
+        done = await self.run("agents", args, clock=clock)
         if done.returncode != 0:
             raise AssertionError(f"agent-comms {' '.join(args)} exited {done.returncode}: {done.stderr!r}")
         rows: list[dict[str, Any]] = json.loads(done.stdout)
         return rows
 
-    async def mesh(self) -> dict[str, Any]:
+    async def mesh(self, *, clock: str = "machine") -> dict[str, Any]:
         """``agent-comms mesh --json``."""
-        done = await self.run("mesh", ["mesh", "--json"])
+        done = await self.run("mesh", ["mesh", "--json"], clock=clock)
         if done.returncode != 0:
             raise AssertionError(f"agent-comms mesh --json exited {done.returncode}: {done.stderr!r}")
         shape: dict[str, Any] = json.loads(done.stdout)
         return shape
+
+    async def rooms_listed(self, *, clock: str = "machine") -> list[dict[str, Any]]:
+        """``agent-comms rooms --json``."""
+        done = await self.run("rooms", ["rooms", "--json"], clock=clock)
+        if done.returncode != 0:
+            raise AssertionError(f"agent-comms rooms --json exited {done.returncode}: {done.stderr!r}")
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows
 
     # ------------------------------------------------------------------ steps
 
@@ -507,6 +517,7 @@ def raise_file_limit(needed: int) -> None:
 
 
 __all__ = [
+    "EPOCH",
     "LIFE_ENV",
     "Agent",
     "Clock",

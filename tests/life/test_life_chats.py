@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from life_helpers import Agent, Day, open_day, scale, until
+from life_helpers import EPOCH, Agent, Day, open_day, scale, until
 
 SCRIPT = b"/join general\nhello\n/dm alice hi\n"
 
@@ -97,7 +97,7 @@ async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> No
 
 
 async def _holds(agent: Agent, room: str, ids: list[str]) -> bool:
-    history = await agent.call(action="read_room", room=room, since="0")
+    history = await agent.call(action="read_room", room=room, since=EPOCH)
     return not history["is_error"] and set(ids) <= set(history["data"]["messages"])
 
 
