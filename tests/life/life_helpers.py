@@ -398,6 +398,16 @@ class Day:
         self.runs.append((name, done))
         return done
 
+    async def run_command(
+        self, name: str, command: list[str], *, cwd: Path, env: dict[str, str], stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``command`` to its end, output captured (kept for the failure report)."""
+        done = await trio.run_process(
+            command, stdin=stdin, capture_stdout=True, capture_stderr=True, env=env, cwd=cwd, check=False
+        )
+        self.runs.append((name, done))
+        return done
+
     async def agents_listed(self, *, everyone: bool = True, clock: str = "machine") -> list[dict[str, Any]]:
         """``agent-comms agents --json`` (``--all``: offline, hidden and ghost agents too)."""
         args = ["agents", "--json", *(["--all"] if everyone else [])]
@@ -448,7 +458,7 @@ class Day:
         parts += [process.output() for process in self.processes]
         for name, done in self.runs[-6:]:
             parts.append(
-                f"--- {name}: {' '.join(map(str, done.args[3:]))} (exit {done.returncode}) ---\n"
+                f"--- {name}: {' '.join(map(str, done.args))} (exit {done.returncode}) ---\n"
                 f"stdout: {done.stdout.decode(errors='replace')[-_TAIL:]}\n"
                 f"stderr: {done.stderr.decode(errors='replace')[-_TAIL:]}"
             )
