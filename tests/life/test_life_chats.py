@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from life_helpers import EPOCH, Agent, Day, open_day, scale, until
+from life_helpers import EPOCH, Agent, Day, open_day, scale, settle_in, until
 
 SCRIPT = b"/join general\nhello\n/dm alice hi\n"
 
@@ -28,7 +28,7 @@ async def test_a_scripted_chat_acts_at_once(tmp_path: Path) -> None:
                 done = await day.run("chat", ["chat", "--name", "bot"], cwd="bot", stdin=SCRIPT)
                 shown = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
                 assert done.returncode == 0, f"the chat exited {done.returncode}"
-                for wrong in ("ROOM_NOT_FOUND", "not talking to anyone", "no agent named", "Error"):
+                for wrong in ("ROOM_NOT_FOUND", "not talking to anyone", "no agent named", "Error:"):
                     assert wrong not in shown, f"the chat answered {wrong!r}:\n{shown}"
             async with day.step(f"alice gets the chat's DM ({n})"):
                 dm = await alice.event(lambda e: e.get("type") == "dm" and e.get("content") == "hi")
@@ -80,7 +80,7 @@ async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> No
                 nursery.start_soon(act)
         everyone = [alice, *fresh]
         async with day.step("every acknowledged message is in the history, for everyone"):
-            await alice.ok(action="join_room", room="standup")
+            await settle_in(alice, "standup", *fresh)
             for room, ids in sent.items():
                 for agent in everyone:
                     await until(lambda agent=agent, room=room, ids=ids: _holds(agent, room, ids))
