@@ -253,7 +253,7 @@ class Agent(Process):
         return messages
 
 
-async def until(check: Callable[[], Awaitable[T]], *, interval: float = 0.05) -> T:
+async def until(check: Callable[[], Awaitable[T | None]], *, interval: float = 0.05) -> T:
     """Ask ``check`` (another process's state) until it returns something true; that value."""
     while not (value := await check()):  # noqa: ASYNC110 - another process's state: no event to wait on
         await trio.sleep(interval)

@@ -7,6 +7,8 @@ the room's history for everyone, and nobody is told a room was destroyed.
 
 from __future__ import annotations
 
+import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +36,17 @@ async def test_a_scripted_chat_acts_at_once(tmp_path: Path) -> None:
                 dm = await alice.event(lambda e: e.get("type") == "dm" and e.get("content") == "hi")
                 bot = dm["sender"]
             async with day.step(f"the chat's hello is in #general's history ({n})"):
-                hellos = await until(lambda bot=bot: _messages_from(day, "general", bot, "hello"))
+                hellos = await until(partial(_messages_from, day, "general", bot, "hello", n + 1))
                 assert len(hellos) == n + 1, f"#general holds {len(hellos)} hello(s) after {n + 1} chat(s)"
 
 
-async def _messages_from(day: Day, room: str, sender: str, content: str) -> list[dict[str, Any]]:
+async def _messages_from(day: Day, room: str, sender: str, content: str, count: int) -> list[dict[str, Any]]:
+    """The messages ``content`` of ``sender`` in ``room`` (``agent-comms read``), once there are ``count``."""
     done = await day.run("read", ["read", room, "--json"])
     if done.returncode != 0:
         return []
-    import json
-
-    return [m for m in json.loads(done.stdout) if m["from"] == sender and m["content"] == content]
+    found = [m for m in json.loads(done.stdout) if m["from"] == sender and m["content"] == content]
+    return found if len(found) >= count else []
 
 
 async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> None:
@@ -83,12 +85,12 @@ async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> No
             await settle_in(alice, "standup", *fresh)
             for room, ids in sent.items():
                 for agent in everyone:
-                    await until(lambda agent=agent, room=room, ids=ids: _holds(agent, room, ids))
+                    await until(partial(_holds, agent, room, ids))
         async with day.step("one #general (alice's) and one #standup, and nobody was told a room was destroyed"):
             for agent in everyone:
                 destroyed = agent.events(lambda e: e.get("type") == "room_destroyed")
                 assert not destroyed, f"{agent.name} was told {destroyed}"
-            rooms = [row for row in await _rooms(day) if row["name"] in ("general", "standup")]
+            rooms = [row for row in await day.rooms_listed() if row["name"] in ("general", "standup")]
             assert sorted(row["name"] for row in rooms) == ["general", "standup"], rooms
             [general] = [row for row in rooms if row["name"] == "general"]
             assert general["owner"] == alice.agent_id, f"#general is owned by {general['owner']}"
@@ -99,12 +101,3 @@ async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> No
 async def _holds(agent: Agent, room: str, ids: list[str]) -> bool:
     history = await agent.call(action="read_room", room=room, since=EPOCH)
     return not history["is_error"] and set(ids) <= set(history["data"]["messages"])
-
-
-async def _rooms(day: Day) -> list[dict[str, Any]]:
-    import json
-
-    done = await day.run("rooms", ["rooms", "--json"])
-    assert done.returncode == 0, done.stderr
-    rows: list[dict[str, Any]] = json.loads(done.stdout)
-    return rows

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ async def start_session(day: Day, session: str, cwd: Path) -> tuple[McpSession, 
     )
     assert isinstance(bridge, McpSession)
     await bridge.initialize()
-    record = await until(lambda: _registration(day, session))
+    record = await until(partial(_registration, day, session))
     return bridge, str(record["agent_id"])
 
 

@@ -20,10 +20,14 @@ from life_helpers import Agent, Day, long_day, open_day, scale, settle_in, talk,
 NIGHT = 10 * 3600.0
 
 
-@pytest.mark.parametrize("night", ["paused", "asleep"])
+ASLEEP = pytest.param(
+    "asleep",
+    marks=pytest.mark.skipif(not long_day(), reason="the long day only (AGENT_COMMS_LIFE=long): up to 30 s more"),
+)
+
+
+@pytest.mark.parametrize("night", ["paused", ASLEEP])
 async def test_a_night_away_and_a_return(tmp_path: Path, night: str) -> None:
-    if night == "asleep" and not long_day():
-        pytest.skip("the long day only (AGENT_COMMS_LIFE=long): forgetting waits up to 30 s for its round")
     async with open_day(tmp_path, seconds=scale(60, 300)) as day:
         day.clock("night", paused=night == "paused")
         async with day.step("alice, bob and owl meet; owl opens #nightshift and the private #den"):

@@ -7,6 +7,7 @@ to it while it was down.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from life_helpers import Agent, open_day, scale, until
@@ -31,7 +32,7 @@ async def test_sessions_start_and_end_in_their_directories(tmp_path: Path) -> No
             note = f"are you back? ({n})"
             async with day.step(f"bob ends his session (round {n})"):
                 await day.leave(bob)
-                await until(lambda gone=bob.agent_id: _gone(alice, gone))
+                await until(partial(_gone, alice, bob.agent_id))
             async with day.step(f"alice DMs bob while he is away (round {n})"):
                 await alice.ok(action="dm", target=bob.agent_id, content=note)
             async with day.step(f"bob starts again in work/web: his identity back, the reviewer keeps hers ({n})"):
