@@ -126,8 +126,13 @@ async def test_a_hook_of_a_session_whose_bridge_is_late(tmp_path: Path) -> None:
             assert SECRET not in context, f"session B's hook showed session A's DM:\n{context}"
         async with day.step("alice DMs session B: B's hook shows it, and nothing of A's"):
             await until(lambda: _listed(alice, b_id))
-            await alice.ok(action="dm", target=b_id, content="for session B")
-            context = await until(lambda: hook(day, "B", app))
+            to_b = (await alice.ok(action="dm", target=b_id, content="for session B"))["data"]["message_id"]
+            await alice.event(
+                lambda e: (
+                    e.get("type") == "delivery_status" and e.get("message_id") == to_b and e["status"] == "delivered"
+                )
+            )
+            context = await hook(day, "B", app)
             assert "for session B" in context
             assert SECRET not in context, f"session B's hook showed session A's DM:\n{context}"
         async with day.step("session A's own hook shows A's DM, once, and alice hears it was read"):
