@@ -19,7 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 from life_helpers import Day, Process, open_day, scale, until
+
+pytest.importorskip("agent_comms_claude_code", reason="the Claude Code bridge (bridges/claude-code) is not installed")
 
 PROTOCOL = "2025-06-18"
 SECRET = "for session A only: the deploy key rotates at noon"
