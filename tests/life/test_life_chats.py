@@ -19,11 +19,11 @@ SCRIPT = b"/join general\nhello\n/dm alice hi\n"
 
 
 async def test_a_scripted_chat_acts_at_once(tmp_path: Path) -> None:
-    async with open_day(tmp_path, seconds=scale(40, 120)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         async with day.step("alice starts and opens #general"):
             alice = await day.agent("alice", "api")
             await alice.ok(action="create_room", room="general")
-        for n in range(scale(1, 3)):
+        for n in range(scale(1, 4)):
             async with day.step(
                 f"printf '/join general\\nhello\\n/dm alice hi\\n' | agent-comms chat --name bot ({n})"
             ):
@@ -50,8 +50,8 @@ async def _messages_from(day: Day, room: str, sender: str, content: str, count: 
 
 
 async def test_fresh_bridges_create_rooms_and_send_at_once(tmp_path: Path) -> None:
-    count = scale(2, 4)
-    async with open_day(tmp_path, seconds=scale(50, 180)) as day:
+    count = scale(2, 6)
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         async with day.step("alice starts and opens #general"):
             alice = await day.agent("alice", "api")
             await alice.ok(action="create_room", room="general")

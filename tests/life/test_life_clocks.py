@@ -17,7 +17,7 @@ DAY = 86_400.0
 
 
 async def test_a_suspend_does_not_split_the_mesh(tmp_path: Path) -> None:
-    async with open_day(tmp_path, seconds=scale(50, 300)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         lid = day.clock("lid")
         async with day.step("alice (lid) and bob (desk) start and meet in #standup"):
             alice = await day.agent("alice", "api", clock="lid")
@@ -39,7 +39,7 @@ async def test_a_suspend_does_not_split_the_mesh(tmp_path: Path) -> None:
 
 
 async def test_a_wall_clock_stepped_back_a_day(tmp_path: Path) -> None:
-    async with open_day(tmp_path, seconds=scale(50, 300)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         ntp = day.clock("ntp")
         async with day.step("alice, bob (whose clock will be stepped) and carol meet in #ops"):
             alice = await day.agent("alice", "api")

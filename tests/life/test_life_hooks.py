@@ -103,7 +103,7 @@ async def hook(day: Day, session: str, cwd: Path, event: str = "UserPromptSubmit
 
 
 async def test_a_hook_of_a_session_whose_bridge_is_late(tmp_path: Path) -> None:
-    async with open_day(tmp_path, seconds=scale(60, 180)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         app = day.directory("app")
         async with day.step("alice starts; session A of Claude Code starts in work/app with its bridge"):
             alice = await day.agent("alice", "api")

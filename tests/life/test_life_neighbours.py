@@ -52,7 +52,7 @@ class Flood:
 async def test_a_neighbours_connection_flood(tmp_path: Path) -> None:
     count = scale(300, 1000)
     raise_file_limit(2 * count)
-    async with open_day(tmp_path, seconds=scale(60, 240)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         async with day.step(f"alice (the coordinator) and bob start with {FILES} file descriptors, in #ops"):
             alice = await day.agent("alice", "api", nofile=FILES)
             await alice.ok(action="create_room", room="ops")

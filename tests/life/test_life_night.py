@@ -28,7 +28,7 @@ ASLEEP = pytest.param(
 
 @pytest.mark.parametrize("night", ["paused", ASLEEP])
 async def test_a_night_away_and_a_return(tmp_path: Path, night: str) -> None:
-    async with open_day(tmp_path, seconds=scale(60, 300)) as day:
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         day.clock("night", paused=night == "paused")
         async with day.step("alice, bob and owl meet; owl opens #nightshift and the private #den"):
             alice = await day.agent("alice", "api", clock="night")
@@ -46,7 +46,7 @@ async def test_a_night_away_and_a_return(tmp_path: Path, night: str) -> None:
             before = {room: await owl.history(room) for room in ("nightshift", "den")}
         owl_id = owl.agent_id
         den = {bob.agent_id, owl_id}
-        for n in range(scale(1, 2)):
+        for n in range(scale(1, 3)):
             async with day.step(f"owl goes home ({n})"):
                 await day.leave(owl)
                 await until(lambda: _offline(alice, owl_id))

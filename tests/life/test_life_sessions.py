@@ -14,8 +14,8 @@ from life_helpers import Agent, open_day, scale, until
 
 
 async def test_sessions_start_and_end_in_their_directories(tmp_path: Path) -> None:
-    rounds = scale(1, 3)
-    async with open_day(tmp_path, seconds=scale(50, 300)) as day:
+    rounds = scale(1, 5)
+    async with open_day(tmp_path, seconds=scale(120, 600)) as day:
         async with day.step("alice starts in work/api"):
             alice = await day.agent("alice", "api")
         async with day.step("bob starts in work/web and, at once, finds alice and DMs her"):
