@@ -4,7 +4,8 @@ Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a long
 the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs), ``bench`` (the mesh
 benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow), ``chaos`` (real
 processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
-sampled). The last five are not run by default.
+sampled), and ``life`` (the long day in the life: real bridge processes under moved clocks, for several minutes).
+The last six are not run by default; the short day in the life runs in ``tests``.
 """
 
 from __future__ import annotations
@@ -150,3 +151,19 @@ def soak(session: nox.Session) -> None:
     """
     session.install("-e", ".")
     session.run("python", "tests/endurance/soak.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def life(session: nox.Session) -> None:
+    """The long day in the life (``tests/life``): real bridge processes on a private mesh, under moved clocks.
+
+    Sessions starting and ending in their directories, scripted chats acting at once, a laptop suspend, a wall
+    clock stepped back a day, nights away (the machine paused, and asleep) and returns, a hook of a session whose
+    bridge is late, a neighbour's connection flood against bridges with 256 file descriptors; with more agents and
+    rounds than the short day of the ``tests`` session (``AGENT_COMMS_LIFE=long``), several minutes in all. Needs
+    Debian's ``faketime`` package (libfaketime): without it the tests are skipped, or fail when ``CI=true``.
+    Positional arguments go to pytest.
+    """
+    # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
+    session.install("-e", ".[test]", "-e", "./bridges/mcp", "-e", "./bridges/claude-code")
+    session.run("pytest", "tests/life", "-p", "no:cacheprovider", *session.posargs, env={"AGENT_COMMS_LIFE": "long"})
