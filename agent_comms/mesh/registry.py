@@ -7,20 +7,27 @@ peers directly. Entries of dead processes are skipped and removed; a stale entry
 One home may hold several meshes, one per coordinator port (``AGENT_COMMS_PORT``): each entry records its peer's
 port, and :meth:`PeerRegistry.read` lists only the peers of the port asked for, so a peer never meets, and an
 observer never counts, a peer of another mesh through the registry.
+
+An entry is read only if it is this user's regular file that nobody else can write
+(:func:`~agent_comms.private_files.read_private_file`): one planted by another user, or made writable by others,
+is ignored (and said once in the log), never trusted and never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
 import msgspec
 
-from agent_comms.private_files import write_private_file
+from agent_comms.private_files import UnsafePathError, read_private_file, write_private_file
 from agent_comms.protocol.wire import PeerInfo
 
 __all__ = ["PeerRegistry"]
+
+logger = logging.getLogger("agent_comms.mesh")
 
 
 class PeerRegistry:
@@ -28,6 +35,7 @@ class PeerRegistry:
 
     def __init__(self, home: Path) -> None:
         self.directory = home / "peers"
+        self._refused: set[Path] = set()
 
     def publish(self, info: PeerInfo) -> None:
         """Record this peer (atomically: a new 0600 temporary file, then renamed into place)."""
@@ -60,7 +68,12 @@ class PeerRegistry:
             return peers
         for path in paths:
             try:
-                info = msgspec.json.decode(path.read_bytes(), type=PeerInfo)
+                info = msgspec.json.decode(read_private_file(path), type=PeerInfo)
+            except UnsafePathError as exc:
+                if path not in self._refused:  # said once per entry, not on every read
+                    self._refused.add(path)
+                    logger.warning("peer registry: ignoring an entry: %s", exc)
+                continue
             except (OSError, msgspec.DecodeError):
                 continue
             if _alive(info.pid):
