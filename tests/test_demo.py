@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from agent_comms.cli import main
+from agent_comms.demo.bridges import open_bridges
 from agent_comms.demo.report import DemoReport
 from agent_comms.demo.scenario import free_port
 from agent_comms.demo.show import Narrator, PlainNarrator, RichNarrator, narrator_for
@@ -307,3 +309,27 @@ def test_free_port_is_never_the_default() -> None:
         assert port != DEFAULT_PORT
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # it was free
+
+
+def test_a_bridge_log_is_a_new_private_file_never_written_through_a_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "ada.log").symlink_to(victim)
+    # An interpreter that cannot start: the process writes its complaint to the log and ends at once.
+    env = {"PYTHONHOME": str(tmp_path / "no-such-python")}
+
+    async def start_one() -> None:
+        with trio.fail_after(DEADLINE):
+            async with open_bridges(tmp_path, env) as bridges:
+                bridge = await bridges.start("ada")
+                await bridge.process.wait()
+
+    trio.run(start_one)
+    log = logs / "ada.log"
+    assert victim.read_text() == "keep me\n"
+    assert not log.is_symlink()
+    assert log.is_file()
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert log.read_text()  # the process's complaint went to its own log

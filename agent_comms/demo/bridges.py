@@ -13,6 +13,7 @@ which then stops them in order; if the demo itself is killed, the bridges see th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
+
+from agent_comms.private_files import create_private_file
 
 __all__ = ["Bridge", "BridgeExited", "Bridges", "Message", "RequestFailed", "open_bridges"]
 
@@ -218,9 +221,13 @@ class Bridges:
         cwd = self.root / "agents" / name
         cwd.mkdir(parents=True, exist_ok=True)
         log = self.root / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         command = [sys.executable, "-m", "agent_comms", "bridge", "jsonl", "--name", name]
-        stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A new 0600 file, never through a link: whatever is in its place (an earlier run's log, a planted link)
+        # is removed first, not followed or truncated.
+        with contextlib.suppress(FileNotFoundError):
+            log.unlink()
+        stderr = create_private_file(log)
         try:
             process = await trio.lowlevel.open_process(
                 command,
