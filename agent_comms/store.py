@@ -40,6 +40,7 @@ from agent_comms.protocol.ops import (
     Membership,
     MembershipAction,
     Op,
+    OpKey,
     Receipt,
     RoomCreate,
     RoomMessage,
@@ -75,7 +76,6 @@ class MeshStore:
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
         self._wakeups: dict[str, trio.Event] = {}
         self._callbacks: list[DeliveryCallback] = []
-        self._counter = 0
         node.add_listener(self._on_changes)
 
     # ------------------------------------------------------------------ reading the mesh
@@ -319,10 +319,6 @@ class MeshStore:
         for callback in self._callbacks:
             callback(event)
 
-    def _next_id(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}/{self._counter}"
-
     # ------------------------------------------------------------------ from state changes to events
 
     def _on_changes(self, changes: tuple[Change, ...]) -> None:
@@ -406,7 +402,8 @@ class MeshStore:
         for room_id, view in self.rooms(viewer=None):
             inviter = view.invited.get(agent_id)
             if inviter is not None:
-                self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, f"{room_id}/invite"))
+                event_id = _room_event_id(room_id, "invited", agent_id, view.invite_keys.get(agent_id))
+                self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, event_id))
 
     def _unqueue_read(self, agent_id: str, message_id: str) -> None:
         """A read receipt of a hosted agent arrived (its earlier bridge issued it): the message leaves its inbox."""
@@ -509,7 +506,7 @@ class MeshStore:
         members = [m for m in view.members if m in hosted]
         # Presence (joined, left, kicked) is told only to those who may see the agent in the room.
         seeing = [m for m in members if visibility.shown_in_room(self.record(agent), view, m)]
-        event_id = self._next_id(f"{room_id}/{detail.kind}/{agent}")
+        event_id = _room_event_id(room_id, detail.kind, agent, detail.key)
         if detail.kind == "joined":
             for member in members:
                 if member == agent:
@@ -543,7 +540,7 @@ class MeshStore:
                 )
         elif detail.kind == "invited":
             if agent in hosted:
-                self._emit(self._room_event("room_invite", agent, room_id, view, by, f"{room_id}/invite/{agent}"))
+                self._emit(self._room_event("room_invite", agent, room_id, view, by, event_id))
         elif detail.kind == "declined":
             if by in hosted:
                 self._emit(
@@ -569,7 +566,7 @@ class MeshStore:
                 change.room_id,
                 log.view,
                 log.view.creator,
-                self._next_id(f"{change.room_id}/superseded"),
+                f"{change.room_id}/superseded",  # an instance is superseded once
                 reason="another room with this name was created at the same moment and kept",
             )
         )
@@ -598,12 +595,30 @@ class MeshStore:
                     and member != change.agent_id
                     and visibility.shown_in_room(change.record, view, member)
                 ):
-                    event_id = self._next_id(f"{room_id}/status/{change.agent_id}")
+                    # A record is named by its claim and version; going offline without a new record is told once
+                    # per record, and coming back needs a new claim.
+                    record = change.record
+                    event_id = (
+                        f"{room_id}/status/{change.agent_id}/{record.incarnation}-{record.peer_id}-{record.version}"
+                        f"/{after}"
+                    )
                     self._emit(
                         self._room_event(
                             "member_status", member, room_id, view, change.agent_id, event_id, status=after
                         )
                     )
+
+
+def _room_event_id(room_id: str, kind: str, agent: str, key: OpKey | None) -> str:
+    """The id of a room event: the room instance, what happened to whom, and the operation that did it.
+
+    The same change gets the same id on every drain and after a restart (a bridge may drop what it has already
+    seen), and every change gets its own (a second invite after a kick, a join after a leave and so on).
+    """
+    if key is None:
+        return f"{room_id}/{kind}/{agent}"
+    _hlc, origin, seq = key
+    return f"{room_id}/{kind}/{agent}/{origin}-{seq}"
 
 
 def _unknown(agent_id: str) -> AgentUpsert:

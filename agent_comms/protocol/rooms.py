@@ -41,12 +41,19 @@ RoomChangeKind = Literal["created", "joined", "left", "invited", "kicked", "decl
 
 @attrs.frozen
 class RoomChange:
-    """One visible effect of an operation on a room: ``agent`` did or underwent ``kind``, ``by`` whom."""
+    """One visible effect of an operation on a room: ``agent`` did or underwent ``kind``, ``by`` whom.
+
+    ``key`` is the place in the total order of the operation that made the change (the same on every peer, and
+    different for every change of one kind to one agent, so it names the change: a second invite after a kick, a
+    join after a leave); ``None`` only for an ownership change found by a refold. It names the change rather than
+    describes it, so it takes no part in comparisons.
+    """
 
     kind: RoomChangeKind
     agent: str
     by: str = ""
     reason: str = ""
+    key: OpKey | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define
@@ -63,6 +70,8 @@ class RoomView:
     members: dict[str, OpKey] = attrs.field(factory=dict)
     #: invitee -> inviter, for outstanding invites.
     invited: dict[str, str] = attrs.field(factory=dict)
+    #: invitee -> the key of its outstanding invite.
+    invite_keys: dict[str, OpKey] = attrs.field(factory=dict)
     #: agents kicked and not invited since.
     banned: set[str] = attrs.field(factory=set)
     destroyed: OpKey | None = None
@@ -102,22 +111,22 @@ def _step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
         public_ok = view.room_type == "public" and actor not in view.banned
         if not (actor == view.owner or actor in view.invited or public_ok):
             return []
-        view.invited.pop(actor, None)
+        _uninvite(view, actor)
         view.banned.discard(actor)
         _open(view, actor, key)
-        return [RoomChange("joined", actor)]
+        return [RoomChange("joined", actor, key=key)]
     if action == "leave":
         if actor not in view.members:
             return []
         _close(view, actor, key)
-        changes = [RoomChange("left", actor, reason=body.reason)]
+        changes = [RoomChange("left", actor, reason=body.reason, key=key)]
         if actor == view.owner and view.members:
             view.owner = min(view.members, key=view.members.__getitem__)
-            changes.append(RoomChange("owner", view.owner, by=actor))
+            changes.append(RoomChange("owner", view.owner, by=actor, key=key))
         return changes
     if action == "decline":
-        inviter = view.invited.pop(actor, None)
-        return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason)]
+        inviter = _uninvite(view, actor)
+        return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
     # invite, kick and destroy: the owner only
     if actor != view.owner:
         return []
@@ -126,22 +135,29 @@ def _step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
         if not subject or subject in view.members or subject in view.invited:
             return []
         view.invited[subject] = actor
-        return [RoomChange("invited", subject, by=actor)]
+        view.invite_keys[subject] = key
+        return [RoomChange("invited", subject, by=actor, key=key)]
     if action == "kick":
         if not subject or subject == view.owner:
             return []
         if subject in view.members:
             _close(view, subject, key)
-        elif view.invited.pop(subject, None) is None:
+        elif _uninvite(view, subject) is None:
             return []
         view.banned.add(subject)
-        return [RoomChange("kicked", subject, by=actor, reason=body.reason)]
+        return [RoomChange("kicked", subject, by=actor, reason=body.reason, key=key)]
     # destroy
     for member in list(view.members):
         _close(view, member, key)
     view.destroyed = key
     view.destroyed_by = actor
-    return [RoomChange("destroyed", actor, by=actor)]
+    return [RoomChange("destroyed", actor, by=actor, key=key)]
+
+
+def _uninvite(view: RoomView, agent: str) -> str | None:
+    """Drop the agent's outstanding invite, if any; its inviter."""
+    view.invite_keys.pop(agent, None)
+    return view.invited.pop(agent, None)
 
 
 def _diff(old: RoomView | None, new: RoomView | None) -> list[RoomChange]:
@@ -152,17 +168,20 @@ def _diff(old: RoomView | None, new: RoomView | None) -> list[RoomChange]:
     old_members: dict[str, OpKey] = {} if old is None else old.members
     old_invited: dict[str, str] = {} if old is None else old.invited
     if old is None:
-        changes.append(RoomChange("created", new.creator))
+        changes.append(RoomChange("created", new.creator, key=new.created))
     for agent in old_members.keys() - new.members.keys():
-        changes.append(RoomChange("kicked" if agent in new.banned else "left", agent))
+        # The operation that closed its membership, or, if the refold undid the join itself, that join.
+        spans = new.intervals.get(agent)
+        end = spans[-1][1] if spans else None
+        changes.append(RoomChange("kicked" if agent in new.banned else "left", agent, key=end or old_members[agent]))
     for agent in new.members.keys() - old_members.keys():
-        changes.append(RoomChange("joined", agent))
+        changes.append(RoomChange("joined", agent, key=new.members[agent]))
     for agent in new.invited.keys() - old_invited.keys():
-        changes.append(RoomChange("invited", agent, by=new.invited[agent]))
+        changes.append(RoomChange("invited", agent, by=new.invited[agent], key=new.invite_keys[agent]))
     if old is not None and old.owner != new.owner:
         changes.append(RoomChange("owner", new.owner))
     if new.destroyed is not None and (old is None or old.destroyed is None):
-        changes.append(RoomChange("destroyed", new.destroyed_by, by=new.destroyed_by))
+        changes.append(RoomChange("destroyed", new.destroyed_by, by=new.destroyed_by, key=new.destroyed))
     return changes
 
 

@@ -181,3 +181,49 @@ async def test_open_agent_remembers_a_rename_for_the_next_start(tmp_path, monkey
         assert again.id == agent.id
         assert again.name == "new-name"
     assert first != "new-name"
+
+
+async def test_every_room_change_is_an_event_of_its_own(comms_mesh: InMemoryMesh) -> None:
+    owner = await comms_mesh.agent("h1", name="owner")
+    guest = await comms_mesh.agent("h2", name="guest")
+    await ok(owner, action="create_room", room="ops", type="private")
+    seen: dict[str, list[str]] = {"owner": [], "guest": []}
+
+    async def step(actor: Agent, /, **params: object) -> None:
+        await ok(actor, **params)
+        await comms_mesh.settle()
+        seen["owner"] += [f"{e.type} {e.id}" for e in owner.drain()]
+        seen["guest"] += [f"{e.type} {e.id}" for e in guest.drain()]
+
+    for _ in range(2):  # the same changes twice: an invite revoked by a kick, a leave, and all of it again
+        await step(owner, action="invite", room="ops", agent="guest")
+        await step(owner, action="kick", room="ops", agent="guest")
+        await step(owner, action="invite", room="ops", agent="guest")
+        await step(guest, action="join_room", room="ops")
+        await step(guest, action="leave_room", room="ops")
+    guest_types = [line.split()[0] for line in seen["guest"]]
+    assert guest_types.count("room_invite") == 4
+    assert guest_types.count("member_kicked") == 2
+    owner_types = [line.split()[0] for line in seen["owner"]]
+    assert owner_types.count("member_joined") == 2
+    assert owner_types.count("member_left") == 2
+    for lines in seen.values():
+        assert len({line.split()[1] for line in lines}) == len(lines)  # no two events share an id
+
+
+async def test_an_event_keeps_its_id_when_a_restarted_bridge_gets_it_again() -> None:
+    async with open_in_memory_mesh() as mesh:
+        owner = await mesh.agent("h1", name="owner")
+        guest = await mesh.agent("h2", name="guest")
+        guest_id = guest.id
+        await ok(owner, action="create_room", room="ops", type="private")
+        await ok(owner, action="invite", room="ops", agent="guest")
+        await mesh.settle()
+        [live] = guest.store.pending(guest_id)  # shown to nobody yet: the bridge stops before the model reads it
+        await mesh.stop(guest)
+        await mesh.settle()
+        back = await mesh.agent("h2", name="guest", agent_id=guest_id)
+        await mesh.settle()
+        [again] = back.drain()
+        assert again.type == live.type == "room_invite"
+        assert again.id == live.id

@@ -752,3 +752,25 @@ def test_roomlog_ignores_authors_without_a_known_claim() -> None:
     stranger = RoomLog("p-1")
     assert stranger.add(CREATE, lambda *_: False) == []
     assert stranger.view is None
+
+
+def test_each_change_names_the_operation_that_made_it_in_order_and_by_refold() -> None:
+    log = RoomLog("p-1")
+    log.add(CREATE, known)
+    [invited] = log.add(member(2, "invite", "O", "X"), known)
+    [kicked] = log.add(member(3, "kick", "O", "X"), known)
+    [again] = log.add(member(4, "invite", "O", "X"), known)
+    assert (invited.key, kicked.key, again.key) == ((2, "p", 2), (3, "p", 3), (4, "p", 4))
+    assert folded(log).invite_keys == {"X": (4, "p", 4)}
+    [joined] = log.add(member(6, "join", "X"), known)
+    assert joined.key == (6, "p", 6)
+    assert folded(log).invite_keys == {}
+    # a kick stamped between the second invite and the join lands late: the refold undoes the join, and the change
+    # is named by the join it undid (one per join, the same on every peer)
+    [undone] = log.add(member(5, "kick", "O", "X"), known)
+    assert (undone.kind, undone.key) == ("kicked", (6, "p", 6))
+    log.add(member(7, "invite", "O", "X"), known)
+    [rejoined] = log.add(member(8, "join", "X"), known)
+    assert rejoined.key == (8, "p", 8)
+    [destroyed] = log.add(member(9, "destroy", "O"), known)
+    assert destroyed.key == (9, "p", 9)
