@@ -442,3 +442,34 @@ def test_a_signal_cancels_the_work_cleanly(signum: signal.Signals) -> None:
     assert process.returncode == 128 + signum
     assert out == b"cleaned up\n"
     assert f"agent-comms: interrupted by {signum.name}" in err.decode()
+
+
+async def _until_visibility(cli: Cli, agent_id: str, visibility: str) -> None:
+    """Until the mesh the command line observes holds the agent's new visibility."""
+    while True:
+        if any(a["id"] == agent_id and a["visibility"] == visibility for a in await cli.json("agents", "--all")):
+            return
+        await trio.sleep(0.1)
+
+
+async def test_a_hidden_agent_is_sent_a_dm_by_id_and_a_ghost_none(scene: Scene) -> None:
+    cli, alice = scene.cli, scene.alice
+    with trio.fail_after(DEADLINE):
+        await alice.call(action="update", visibility="hidden")
+        await _until_visibility(cli, scene.alice_id, "hidden")
+        by_name = await cli("dm", "alice", "psst")
+        assert by_name.returncode == 4, by_name.stderr
+        said = by_name.stderr.decode()
+        assert "'alice' is a hidden agent" in said
+        assert f"agent-comms dm {scene.alice_id} TEXT" in said
+        assert "agents --all lists them" not in said
+        sent = await cli.json("dm", scene.alice_id, "psst by id")
+        assert sent["target"] == scene.alice_id
+        await alice.wait_event("dm", "psst by id")
+
+        await alice.call(action="update", visibility="ghost")
+        await _until_visibility(cli, scene.alice_id, "ghost")
+        for ref in ("alice", scene.alice_id):
+            refused = await cli("dm", ref, "boo")
+            assert refused.returncode == 4, refused.stderr
+            assert f"{ref!r} is a ghost agent: nobody can send it direct messages" in refused.stderr.decode()

@@ -285,12 +285,38 @@ def _room_exists(state: Any, room: str) -> str | None:
 
 
 def _agent_exists(state: Any, ref: str) -> str | None:
+    """Why a DM to ``ref`` cannot go anywhere, or ``None``.
+
+    The person's own command line sees every agent (``agents --all`` marks hidden and ghost ones), so it may say
+    what the tool, acting as the person's agent, would answer as "no such agent": a ghost takes no direct messages.
+    A hidden agent named by name passes: the tool decides (by name only where the person shares a room with it),
+    and :func:`_dm_hint` explains a refusal.
+    """
     entry = state.agents.get(ref)
-    if entry is not None and entry.record is not None and entry.body.visibility != "ghost":
+    records = [e.body for e in state.agents.values() if e.record is not None]
+    by_id = [entry.body] if entry is not None and entry.record is not None else []
+    named = [body for body in records if body.name == ref]
+    if any(body.visibility != "ghost" for body in by_id + named):
         return None
-    if any(e.record is not None and e.body.name == ref and e.body.visibility != "ghost" for e in state.agents.values()):
-        return None
+    if by_id or named:
+        return f"{ref!r} is a ghost agent: nobody can send it direct messages"
     return f"no agent named or with id {ref!r} (agent-comms agents --all lists them)"
+
+
+def _dm_hint(state: Any, ref: str) -> str | None:
+    """The answer to a DM refused by name because every agent of that name is hidden: by id it goes through."""
+    hidden = sorted(
+        entry.body.agent_id
+        for entry in state.agents.values()
+        if entry.record is not None and entry.body.name == ref and entry.body.visibility == "hidden"
+    )
+    if not hidden:
+        return None
+    ids = " or ".join(hidden)
+    return (
+        f"{ref!r} is a hidden agent: it takes direct messages by its id (unless it is in a room "
+        f"with you): agent-comms dm {ids} TEXT (agent-comms agents --all shows it, marked hidden)"
+    )
 
 
 def _act(args: argparse.Namespace, call: dict[str, object], check: Callable[[Any], str | None]) -> int:
@@ -341,6 +367,12 @@ async def _act_as_human(name: str | None, params: dict[str, object]) -> dict[str
                         return _tool_failure(joined)
             result = await agent.call(params)
             if result.is_error:
+                hint = None
+                if params["action"] == "dm" and result.data.get("code") == "AGENT_NOT_FOUND":
+                    hint = _dm_hint(agent.store.state, str(params["target"]))
+                if hint is not None:
+                    error(hint)
+                    return EXIT_NOT_FOUND
                 return _tool_failure(result)
             confirmed: list[str] = []
             with trio.move_on_after(5.0):
