@@ -6,12 +6,15 @@ action needs (the original's names, so existing prompts carry over). :func:`buil
 one of the action classes below with cattrs, or raises :class:`~agent_comms.errors.CommsError` with code
 ``INVALID_PARAMS`` and a message naming the offending field. It never guesses: an unknown action, an unknown
 parameter, a wrong type, a missing field or a value out of range is an error, not a different action.
+
+The rules for what names, tags, descriptions, reasons and messages may hold live in
+:mod:`agent_comms.protocol.fields`, with the check the store applies to every operation it makes: what passes here
+is never refused there, nor by a peer.
 """
 
 from __future__ import annotations
 
 import typing
-import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -19,10 +22,24 @@ import attrs
 import cattrs
 
 from .errors import CommsError, ErrorCode
+from .protocol.fields import (
+    MAX_CONTENT,
+    MAX_DESCRIPTION,
+    MAX_NAME,
+    MAX_REASON,
+    MAX_TAGS,
+    content_problem,
+    name_problem,
+    tags_problem,
+    text_problem,
+)
 
 __all__ = [
     "MAX_CONTENT",
+    "MAX_DESCRIPTION",
     "MAX_NAME",
+    "MAX_REASON",
+    "MAX_TAGS",
     "PARAMETERS",
     "Action",
     "CreateRoom",
@@ -42,14 +59,6 @@ __all__ = [
     "WhoAmI",
     "build_action",
 ]
-
-#: Longest agent or room name, in characters.
-MAX_NAME: Final = 64
-#: Longest message, in characters (a tool result the model must read should stay readable too).
-MAX_CONTENT: Final = 32_000
-MAX_TAGS: Final = 16
-MAX_REASON: Final = 500
-MAX_DESCRIPTION: Final = 500
 
 #: Parameter names of the contract -> field names of the action classes, and back.
 _RENAMES: Final = {"replyTo": "reply_to", "streamingBehavior": "streaming"}
@@ -86,43 +95,29 @@ def _invalid(attribute: attrs.Attribute[Any], problem: str) -> ValueError:
 
 def _text(limit: int) -> Any:
     def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if not isinstance(value, str):
-            return  # the converter reports the type
-        if len(value) > limit:
-            raise _invalid(attribute, f"{len(value)} characters long; at most {limit} are allowed")
-        if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):
-            raise _invalid(attribute, "contains control characters")
+        problem = text_problem(value, limit) if isinstance(value, str) else None  # the converter reports a type
+        if problem is not None:
+            raise _invalid(attribute, problem)
 
     return check
 
 
 def _name(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, str):
-        if not value.strip():
-            raise _invalid(attribute, "must not be empty")
-        if len(value) > MAX_NAME:
-            raise _invalid(attribute, f"{len(value)} characters long; at most {MAX_NAME} are allowed")
-        if value != value.strip() or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in value):
-            raise _invalid(attribute, "may not contain control or line-breaking characters or surrounding spaces")
+    problem = name_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise _invalid(attribute, problem)
 
 
 def _content(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, str):
-        if not value.strip():
-            raise _invalid(attribute, "must not be empty")
-        if len(value) > MAX_CONTENT:
-            raise _invalid(attribute, f"{len(value)} characters long; at most {MAX_CONTENT} are allowed")
-        if "\x00" in value:
-            raise _invalid(attribute, "contains a NUL character")
+    problem = content_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise _invalid(attribute, problem)
 
 
 def _tags(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, tuple):
-        if len(value) > MAX_TAGS:
-            raise _invalid(attribute, f"{len(value)} tags; at most {MAX_TAGS} are allowed")
-        for tag in value:
-            if not tag.strip() or len(tag) > MAX_NAME:
-                raise _invalid(attribute, f"each tag must be 1 to {MAX_NAME} characters")
+    problem = tags_problem(value) if isinstance(value, tuple) else None
+    if problem is not None:
+        raise _invalid(attribute, problem)
 
 
 @attrs.frozen

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
+import msgspec
 import trio
 
 from agent_comms.display import display
@@ -33,9 +34,11 @@ from agent_comms.protocol.changes import (
     RoomChanged,
     RoomSuperseded,
 )
+from agent_comms.protocol.fields import InvalidField, check_body
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import (
     AgentUpsert,
+    Body,
     DirectMessage,
     Membership,
     MembershipAction,
@@ -60,6 +63,20 @@ __all__ = ["DeliveryCallback", "MeshStore"]
 
 DeliveryCallback = Callable[[DeliveryEvent], None]
 """Called synchronously with every event for a hosted agent, as it is queued."""
+
+#: Fields of operations -> the tool parameters they come from (a field not listed has its parameter's name).
+_PARAMETER: Final = {
+    ("RoomCreate", "name"): "room",
+    ("RoomCreate", "room_type"): "type",
+    ("Membership", "room_id"): "room",
+    ("Membership", "subject"): "agent",
+    ("RoomMessage", "room_id"): "target",
+    ("RoomMessage", "reply_to"): "replyTo",
+    ("RoomMessage", "streaming"): "streamingBehavior",
+    ("DirectMessage", "recipient"): "target",
+    ("DirectMessage", "reply_to"): "replyTo",
+    ("DirectMessage", "streaming"): "streamingBehavior",
+}
 
 #: Events kept per hosted agent until its bridge takes them; the oldest go first when full.
 INBOX_LIMIT: Final = 1000
@@ -196,7 +213,10 @@ class MeshStore:
     # ------------------------------------------------------------------ acting as a hosted agent
 
     def host(self, record: AgentUpsert) -> AgentUpsert:
-        """Host an agent here (register it); queue for it what it missed while its bridge was down."""
+        """Host an agent here (register it); queue for it what it missed while its bridge was down.
+
+        Like every operation the store makes, the record is checked first (:meth:`check`)."""
+        self.check(record)
         claimed = self.node.host_agent(record)
         self._inboxes.setdefault(record.agent_id, collections.deque(maxlen=self.inbox_limit))
         self._seen.setdefault(record.agent_id, collections.OrderedDict())
@@ -204,8 +224,8 @@ class MeshStore:
         return claimed
 
     def update(self, agent_id: str, **fields: object) -> AgentUpsert:
-        """Change a hosted agent's record."""
-        self._require_hosted(agent_id)
+        """Change a hosted agent's record (checked first, see :meth:`check`)."""
+        self.check(msgspec.structs.replace(self._require_hosted(agent_id), **fields))
         self.node.update_agent(agent_id, **fields)
         return self.node.peer.hosted[agent_id]
 
@@ -220,7 +240,7 @@ class MeshStore:
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         room_id = self.node.peer.replica.next_op_id()
-        self.node.submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
         return room_id
 
     def change_membership(
@@ -228,7 +248,7 @@ class MeshStore:
     ) -> None:
         """One membership operation as the agent (the caller has checked that it is allowed)."""
         inc = self._incarnation(agent_id)
-        self.node.submit(Membership(room_id, action, agent_id, inc, subject, reason))
+        self._submit(Membership(room_id, action, agent_id, inc, subject, reason))
 
     def send(
         self, agent_id: str, room_id: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "followUp"
@@ -236,7 +256,7 @@ class MeshStore:
         """Post to a room; returns the message id."""
         inc = self._incarnation(agent_id)
         message_id = self.node.peer.replica.next_op_id()
-        self.node.submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming))
+        self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming))
         return message_id
 
     def dm(
@@ -245,8 +265,23 @@ class MeshStore:
         """Send a direct message; returns the message id."""
         inc = self._incarnation(agent_id)
         message_id = self.node.peer.replica.next_op_id()
-        self.node.submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming))
+        self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming))
         return message_id
+
+    @staticmethod
+    def check(body: Body) -> None:
+        """Refuse, with ``INVALID_PARAMS`` naming the tool's parameter, an operation that peers would refuse as
+        malformed or that breaks the rules for what an agent may write (:func:`~agent_comms.protocol.fields.check_body`:
+        the one home of those rules, shared with the tool's parameter checks)."""
+        try:
+            check_body(body)
+        except InvalidField as exc:
+            name = _PARAMETER.get((type(body).__name__, exc.field), exc.field)
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
+
+    def _submit(self, body: Body) -> None:
+        self.check(body)
+        self.node.submit(body)
 
     def _incarnation(self, agent_id: str) -> int:
         return self._require_hosted(agent_id).incarnation

@@ -24,6 +24,7 @@ from agent_comms.chat.session import ChatSession
 from agent_comms.cli import common, oneshot
 from agent_comms.display import CONTINUATION, display
 from agent_comms.events import DeliveryEvent, Member, format_delivery_event
+from agent_comms.protocol.ops import RoomCreate
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
 from agent_comms.testing.display import HOSTILE_CONTENT, assert_shown_safely
 from agent_comms.tool import with_deliveries
@@ -134,14 +135,22 @@ async def test_read_room_and_drained_events_mark_continuations() -> None:
             assert_shown_safely(with_deliveries(result, [message]).text)
 
 
+def _as_hostile_peer(agent: Agent, **changes: object) -> None:
+    """Put on the mesh what a hostile (or older) peer can, past the checks of this version's store and tool: the
+    wire takes any text in a name, a tag or a description."""
+    node = agent.store.node
+    node.update_agent(agent.id, name=HOSTILE_NAME, tags=("t\x1b\n",), **changes)
+    incarnation = node.peer.hosted[agent.id].incarnation
+    room_id = node.peer.replica.next_op_id()
+    node.submit(RoomCreate(room_id, "r\x1b[2J\u202e", "public", HOSTILE_CONTENT, agent.id, incarnation))
+
+
 async def test_listings_show_hostile_names_and_descriptions_safely() -> None:
     with trio.fail_after(DEADLINE):
         async with open_in_memory_mesh() as mesh:
             alice = await mesh.agent("test", name="alice")
             mallory = await mesh.agent("test", name="mallory", cwd="/tmp/x\x1b[2J\ny")
-            # What a hostile peer can put on the mesh past the tool's checks:
-            mallory.store.update(mallory.id, name=HOSTILE_NAME, status="busy", tags=("t\x1b\n",))
-            mallory.store.create_room(mallory.id, "r\x1b[2J\u202e", "public", HOSTILE_CONTENT)
+            _as_hostile_peer(mallory, status="busy")
             await mesh.settle()
             for action in ("list_agents", "list_rooms"):
                 result = await alice.call({"action": action})
@@ -187,8 +196,7 @@ async def hostile_mesh(monkeypatch: pytest.MonkeyPatch) -> Any:
     with trio.fail_after(DEADLINE):
         async with open_in_memory_mesh() as mesh:
             alice, bob = await _hostile_room(mesh)
-            bob.store.update(bob.id, name=HOSTILE_NAME, tags=("t\x1b\n",))
-            bob.store.create_room(bob.id, "r\x1b[2J\u202e", "public", HOSTILE_CONTENT)
+            _as_hostile_peer(bob)
             await mesh.settle()
             snapshot = types.SimpleNamespace(state=alice.store.state)
             monkeypatch.setattr(oneshot, "_observe", lambda json_output, empty: (snapshot, 0))
