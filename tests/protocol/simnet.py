@@ -143,14 +143,12 @@ def visible_snapshot(state: MeshState) -> dict[str, Any]:
         agents[agent_id] = (msgspec_tuple(entry.body), entry.online, sorted(entry.claims))
     rooms = {}
     for name in sorted(state.room_names):
-        instances = state.room_instances(name)
         described = []
-        for log in instances:
-            view = log.view
-            assert view is not None
+        for view in state.rooms_named(name):
             described.append(
                 (
-                    log.room_id,
+                    list(view.founders),
+                    view.room_type,
                     view.owner,
                     sorted(view.members),
                     sorted(view.invited.items()),
