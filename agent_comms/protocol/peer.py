@@ -231,7 +231,8 @@ class Peer:
         """Rule 1: begin by trying to become the coordinator, and by linking to the peers in the registry."""
         self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
         self._timers["gc"] = now + self.config.gc_interval
-        return [*self._try_bind(), ReadPeerRegistry()]
+        # The horizon from the start: what forgotten agents did under old claims counts at once (state rule 8).
+        return [*self.collect_garbage(now), *self._try_bind(), ReadPeerRegistry()]
 
     def coordinator_bound(self, now: float) -> list[Command]:
         """The coordinator port is ours."""

@@ -58,17 +58,23 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
    since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped
    before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
-   their live agents well within the horizon, so a live agent is never refused. Forgetting an agent never changes
-   what it did: while it is unknown its operations get the benefit of the doubt (rule 4), and when the same
-   identity comes back with a new claim, its claims older than the horizon count as known (rule 4), so its rooms,
-   ownerships, memberships and messages stay as they were, on every replica, at any later time. That needs no
-   tombstone (nothing per forgotten agent is kept): every forgotten claim is older than the horizon, because an
-   agent is forgotten only once its record is older than it, and every replica moves the same horizon. Direct messages and receipts of
-   a conversation between two forgotten agents are refused likewise. A destroyed room keeps its (bounded) history
-   and its membership log while its destroy is younger than the horizon: whether a destroy counts can change when
-   a claim arrives late (rule 4), so nothing is thrown away on the strength of a fresh one. A room destroyed
-   before the horizon is forgotten whole (log, history, receipts), and operations for a room this replica does not
-   hold that are stamped before the horizon are refused, so anti-entropy cannot bring it back.
+   their live agents well within the horizon, so a live agent is never refused. Direct messages and receipts of a
+   conversation between two forgotten agents are refused likewise.
+
+   Forgetting an agent never changes what it did: while it is unknown its operations get the benefit of the doubt
+   (rule 4), and when the same identity comes back with a new claim, its claims older than the horizon count as
+   known (rule 4, also for receipts), so its rooms, ownerships, memberships and messages stay as they were, on
+   every replica, at any later time. No tombstone is needed (nothing is kept per forgotten agent): every forgotten
+   claim is older than the horizon, because an agent is forgotten only once its record is older than it, and every
+   replica moves the same horizon (a peer moves it as soon as it starts).
+
+   A destroyed room keeps its (bounded) history and its membership log while its destroy is younger than the
+   horizon: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is thrown away on
+   the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
+   and operations and messages for a room this replica does not hold that are stamped before the horizon are
+   refused, so anti-entropy cannot bring it back. A room's creation is accepted however old it is: a live room may
+   be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy sends a creation
+   before the room's other operations); a destroyed room that comes back this way goes at the next collection.
 """
 
 from __future__ import annotations
@@ -197,15 +203,16 @@ class MeshState:
     def claim_known(self, agent_id: str, incarnation: int, peer_id: str, *, strict: bool = False) -> bool:
         """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?
 
-        ``strict`` (used for receipts) requires the agent to be known; otherwise an agent this replica does not know
-        at all is given the benefit of the doubt (so the history of forgotten agents stays readable). A claim
+        ``strict`` (used for receipts) requires the agent to be known, or the claim to be older than the horizon (a
+        forgotten agent's receipts still count); otherwise an agent this replica does not know at all is given the
+        benefit of the doubt (so the history of forgotten agents stays readable). A claim
         stamped before the horizon and older than the agent's newest claim counts as known as well: the claims of an
         agent that was forgotten and came back are gone, and what it did under them must stay as it was (rule 8).
         Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic (rule 7).
         """
         entry = self.agents.get(agent_id)
         if entry is None or not entry.claims:
-            return not strict
+            return not strict or incarnation < self.horizon
         claims = entry.claims
         if (incarnation, peer_id) in claims:
             return True
@@ -356,8 +363,8 @@ class MeshState:
 
     def _apply_room_op(self, op: Op, room_id: str, author: str, name: str | None = None) -> list[Change]:
         log = self.rooms.get(room_id)
-        if log is None and op.hlc < self.horizon:
-            return []  # rule 8: a forgotten room stays forgotten
+        if log is None and op.hlc < self.horizon and name is None:
+            return []  # rule 8: a forgotten room stays forgotten (its creation would have come first)
         if log is None:
             log = self.rooms[room_id] = RoomLog(room_id)
         if not log.insert(op):

@@ -12,7 +12,18 @@ import pytest
 from simnet import rebuild, receipt_body, visible_snapshot
 
 from agent_comms.protocol.changes import AgentChanged, MessageAdded, ReceiptAdvanced
-from agent_comms.protocol.ops import AgentSuspect, AgentUpsert, DirectMessage, Op, dm_conversation, op_id, op_key
+from agent_comms.protocol.ops import (
+    AgentSuspect,
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    Op,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+    op_key,
+)
 from agent_comms.protocol.replica import Replica, SeenSet, sync_order
 from agent_comms.protocol.state import MeshState
 
@@ -465,6 +476,99 @@ def test_late_receipt_for_a_dropped_conversation_does_not_survive(gc_scene: dict
     late.state.collect_garbage(HORIZON_MS)
     assert late.state.receipts == {}
     assert late.state.digest() == everything.state.digest()
+
+
+def test_an_agent_returning_after_it_was_forgotten_keeps_its_rooms_and_messages() -> None:
+    """X creates a room, invites Y, both speak, X receives a DM and reads it; X goes offline and is forgotten; the
+    same identity comes back on another peer. Its room, ownership, memberships, messages and receipts are as they
+    were, on the replica that forgot it and on one that never knew it, and stay so as the horizon keeps moving."""
+    a, b = Replica.create("A"), Replica.create("B")
+    x, y = register(a, "X", now=1000), register(a, "Y", now=1000)
+    room, _ = a.make(RoomCreate(a.next_op_id(), "lobby", "private", "", "X", x.inc), 1100)
+    room_id = op_id(room)
+    a.make(Membership(room_id, "invite", "X", x.inc, "Y"), 1150)
+    a.make(Membership(room_id, "join", "Y", y.inc), 1160)
+    said = [a.make(RoomMessage(room_id, who.id, who.inc, "hello"), 1200 + i)[0] for i, who in enumerate((x, y))]
+    to_x = dm(y, "X", now=1300)
+    receipt(x, to_x, now=1400)
+    update(x, 1, now=2000, online=False)
+
+    def looks_as_before(state: MeshState) -> None:
+        view = state.room("lobby")
+        assert view is not None, "the returning agent's room vanished"
+        assert view.owner == "X"
+        assert set(view.members) == {"X", "Y"}
+        assert ids(state.room_messages(room_id)) == ids(said)
+        assert state.message_visible(to_x)
+        assert state.receipt_status(op_id(to_x), "X") == "read"
+
+    a.state.collect_garbage(HORIZON_MS)
+    assert "X" not in a.state.agents  # forgotten (Y is still online)
+    looks_as_before(a.state)
+    # the same identity comes back, on another peer, with a new claim
+    back = register(b, "X", now=HORIZON_MS + 1000)
+    a.receive(back.record)
+    looks_as_before(a.state)
+    # a replica that never knew the old claims (it joined after the forgetting) sees the same
+    newcomer = fresh("N", [op for op in a.state.stored_ops() if op.origin != "B"])
+    newcomer.receive(back.record)
+    newcomer.state.collect_garbage(HORIZON_MS)
+    looks_as_before(newcomer.state)
+    assert visible_snapshot(newcomer.state) == visible_snapshot(a.state)
+    # much later, with the returned agent still on its new claim: still there
+    for state in (a.state, newcomer.state):
+        state.collect_garbage(HORIZON_MS * 10)
+        looks_as_before(state)
+    # the agent goes on where it left off: it still owns the room
+    b.state.collect_garbage(HORIZON_MS * 10)  # a peer moves its horizon when it starts, then periodically
+    b.receive_many(a.state.stored_ops())
+    b.make(Membership(room_id, "kick", "X", back.inc, "Y"), HORIZON_MS * 10 + 1)
+    view = b.state.room("lobby")
+    assert view is not None
+    assert set(view.members) == {"X"}
+
+
+def test_a_new_replica_gets_a_live_room_older_than_its_horizon() -> None:
+    """A room created before the horizon and still alive reaches a replica that never held it (a new peer, whose
+    horizon is set when it starts), with its messages; a destroyed one that comes back goes at the next collection."""
+    a = Replica.create("A")
+    owner = register(a, "O", now=1000)
+    live, _ = a.make(RoomCreate(a.next_op_id(), "lobby", "public", "", "O", owner.inc), 1100)
+    said, _ = a.make(RoomMessage(op_id(live), "O", owner.inc, "still here"), 1200)
+    gone, _ = a.make(RoomCreate(a.next_op_id(), "old", "public", "", "O", owner.inc), 1300)
+    a.make(Membership(op_id(gone), "destroy", "O", owner.inc), 1400)
+    update(owner, 1, now=HORIZON_MS + 500)  # its host re-stamps the live agent
+    newcomer = Replica.create("N")
+    newcomer.state.collect_garbage(HORIZON_MS)
+    newcomer.receive_many(sorted(a.state.stored_ops(), key=sync_order))
+    assert newcomer.state.room("lobby") is not None
+    assert ids(newcomer.state.room_messages(op_id(live))) == [op_id(said)]
+    a.state.collect_garbage(HORIZON_MS)
+    newcomer.state.collect_garbage(HORIZON_MS)
+    assert op_id(gone) not in newcomer.state.rooms
+    assert newcomer.state.digest() == a.state.digest()
+
+
+def test_claims_known_only_grow_with_the_horizon() -> None:
+    """Rule 4 with rule 8: a claim older than the horizon and than the agent's newest claim counts as known, and
+    nothing known stops being known as the horizon or the claims grow (receipts rely on it)."""
+    state = MeshState()
+    old, current = (1000 << 16, "A"), (9000 << 16, "B")
+    assert not state.claim_known("Z", *old, strict=True)  # an agent never seen: its receipts do not count...
+    state.collect_garbage(5000)
+    assert state.claim_known("Z", *old, strict=True)  # ...unless under a claim older than the horizon (forgotten)
+    state = MeshState()
+    state.apply(Op("B", 1, current[0], record("X", "B", current[0])))
+    assert not state.claim_known("X", *old)
+    state.collect_garbage(5000)
+    assert state.claim_known("X", *old)
+    assert state.claim_known("X", *old, strict=True)
+    # a claim that is not older than the newest one is never taken on trust: acting as X now needs a public claim
+    assert not state.claim_known("X", current[0], "R")
+    state.collect_garbage(20000)
+    assert state.claim_known("X", *old)
+    assert not state.claim_known("X", current[0], "R")
+    assert not state.claim_known("X", current[0] + 1, "R")
 
 
 # ------------------------------------------------------------------------------------------------------------- replica
