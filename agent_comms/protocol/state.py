@@ -18,8 +18,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    *claim* on an agent is ``(incarnation, peer_id)``; a bridge that restarts on a new peer claims the same agent id
    again with a higher incarnation (an HLC stamp). Records merge by the largest ``(incarnation, peer_id, version)``,
    a join. A record is accepted only from the peer it names (``peer_id == origin``): nobody else can edit it. The
-   first record of every claim is kept as well (the newest :data:`MAX_CLAIMS` claims), so every peer knows the
-   same claims.
+   newest record of every claim is kept as well (the newest :data:`MAX_CLAIMS` claims), so every peer knows the
+   same claims (the newest, not the first: a replica that forgot an agent and learns it again from a re-stamped
+   record must end up holding the same operations as one that never forgot it).
 
 3. **Offline verdicts only grow.** A failure detector anywhere may say "claim ``(i, p)`` of agent ``a`` is
    offline" (:class:`~.ops.AgentSuspect`); the largest verdict is kept. An agent is online if its record says so
@@ -338,8 +339,8 @@ class MeshState:
             if len(entry.claims) > MAX_CLAIMS:
                 del entry.claims[min(entry.claims)]
             changes.extend(self._refold_authored(body.agent_id))
-        elif op_key(op) < op_key(known):
-            entry.claims[claim] = op
+        elif op_key(op) > op_key(known):
+            entry.claims[claim] = op  # the newest record of each claim: a join, whatever was forgotten before
         if _record_rank(op) > _record_rank(entry.record):
             entry.record = op
         if entry.body != previous or entry.online != was_online:
@@ -498,6 +499,8 @@ class MeshState:
         for agent_id in gone:
             del self.agents[agent_id]
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
+        for entry in self.agents.values():
+            self._trim(entry)
         for conversation in {*self.histories, *self.orphan_receipts}:
             if self._forgotten_pair(conversation):
                 self._drop_conversation(conversation)
@@ -510,6 +513,22 @@ class MeshState:
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
+
+    def _trim(self, entry: AgentEntry) -> None:
+        """Rule 8 for a known agent: forget what the horizon makes redundant, so replicas that forgot the agent and
+        learned it again hold the same as those that never forgot it. Claims older than the horizon and than the
+        newest claim count as known anyway (rule 4); a verdict stamped before the horizon on an older claim than
+        the current record's changes nothing."""
+        if entry.claims:
+            newest = max(entry.claims)
+            for claim in [c for c in entry.claims if c[0] < self.horizon and c != newest]:
+                del entry.claims[claim]
+        suspect = entry.suspect
+        if suspect is not None and entry.record is not None and suspect.hlc < self.horizon:
+            verdict = suspect.body
+            assert isinstance(verdict, AgentSuspect)
+            if (verdict.incarnation, verdict.peer_id) < (entry.body.incarnation, entry.body.peer_id):
+                entry.suspect = None
 
     def _forget_room(self, room_id: str, name: str) -> None:
         """Rule 8: a room destroyed before the horizon goes, with its history and receipts."""

@@ -143,7 +143,7 @@ def test_version_decides_within_a_claim_not_the_stamp() -> None:
         for op in order:
             state.apply(op)
         assert state.agents["X"].record == v2
-        assert state.agents["X"].claims == {(7, "A"): v2}  # the first record of the claim, by op key
+        assert state.agents["X"].claims == {(7, "A"): v1}  # the newest record of the claim, by op key
 
 
 def test_newer_claim_wins_over_a_higher_version_of_an_older_claim() -> None:
