@@ -56,11 +56,12 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    claims only grow, so do receipts). Receipts live and die with their message: one for a message a full
    history would refuse is refused too.
 
-8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
-   since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped
-   before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
-   their live agents well within the horizon, so a live agent is never refused. Direct messages and receipts of a
-   conversation between two forgotten agents are refused likewise.
+8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
+   have been offline since before a horizon. Agent operations stamped before the horizon are refused on arrival,
+   so anti-entropy cannot bring a forgotten agent back; hosts re-stamp their live agents well within the horizon,
+   so a live agent is never refused. Direct conversations are kept whoever is forgotten (each is bounded by its
+   history limit, and there is one per pair of agent identities): a conversation must not depend on whether a
+   replica still held its parties' records when it collected.
 
    Forgetting an agent never changes what it did: while it is unknown its operations get the benefit of the doubt
    (rule 4), and when the same identity comes back with a new claim, its claims older than the horizon count as
@@ -501,9 +502,6 @@ class MeshState:
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
         for entry in self.agents.values():
             self._trim(entry)
-        for conversation in {*self.histories, *self.orphan_receipts}:
-            if self._forgotten_pair(conversation):
-                self._drop_conversation(conversation)
         touched: set[str] = set()
         for room_id, log in list(self.rooms.items()):
             view = log.view
@@ -548,18 +546,9 @@ class MeshState:
         self._named.pop(name, None)
 
     def _forgotten(self, conversation: str) -> bool:
-        """Whether ``conversation`` was forgotten (or never held): a direct one between two forgotten agents, or
-        a room this replica holds nothing of. Only asked for operations stamped before the horizon."""
-        if conversation.startswith("dm:"):
-            return self._forgotten_pair(conversation)
-        return conversation not in self.rooms
-
-    def _forgotten_pair(self, conversation: str) -> bool:
-        """Whether ``conversation`` is a direct conversation between two agents this replica does not know."""
-        if not conversation.startswith("dm:"):
-            return False
-        parties = _dm_parties(conversation)
-        return len(parties) == 2 and all(party not in self.agents for party in parties)
+        """Whether room ``conversation`` was forgotten (or never held): this replica holds nothing of the room. Only
+        asked for operations stamped before the horizon. Direct conversations are never forgotten (rule 8)."""
+        return not conversation.startswith("dm:") and conversation not in self.rooms
 
     def _drop_conversation(self, conversation: str) -> None:
         history = self.histories.pop(conversation, None)
