@@ -57,9 +57,10 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    history would refuse is refused too.
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
-   have been offline since before a horizon. Agent operations stamped before the horizon are refused on arrival,
-   so anti-entropy cannot bring a forgotten agent back; hosts re-stamp their live agents well within the horizon,
-   so a live agent is never refused. Direct conversations are kept whoever is forgotten (each is bounded by its
+   have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
+   one would depend on whether the agent's newer operations came first); one of a forgotten agent that comes back
+   through anti-entropy (from a replica that has not collected yet: a replica never takes an operation twice) is
+   forgotten again at the next collection. Direct conversations are kept whoever is forgotten (each is bounded by its
    history limit, and there is one per pair of agent identities): a conversation must not depend on whether a
    replica still held its parties' records when it collected.
 
@@ -321,8 +322,6 @@ class MeshState:
             return []  # rule 2: only the host writes an agent's record
         entry = self.agents.get(body.agent_id)
         if entry is None:
-            if op.hlc < self.horizon:
-                return []  # rule 8: forgotten (a live host re-stamps its agents well within the horizon)
             entry = self.agents[body.agent_id] = AgentEntry()
         if entry.record is None:
             entry.record = op
@@ -351,8 +350,6 @@ class MeshState:
     def _apply_suspect(self, op: Op, body: AgentSuspect) -> list[Change]:
         entry = self.agents.get(body.agent_id)
         if entry is None:
-            if op.hlc < self.horizon:
-                return []  # rule 8
             # Kept even before the record arrives, or the outcome would depend on arrival order.
             entry = self.agents[body.agent_id] = AgentEntry()
         if entry.suspect is not None and _suspect_rank(op) <= _suspect_rank(entry.suspect):
