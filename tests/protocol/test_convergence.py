@@ -150,8 +150,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
             return
         agent = agent_of(self.peer(target_peer).index, which)
         entry = peer.replica.state.agents.get(agent)
-        if entry is None or entry.record is None:
-            return
+        if entry is None or entry.record is None or not entry.online:
+            return  # a failure detector declares offline what it sees online
         body = entry.body
         self.net.make(peer.index, AgentSuspect(agent, body.incarnation, body.peer_id))
 
@@ -276,14 +276,16 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.upsert(p, agent, online=False)
         del self.net.peers[p].claims[agent]
 
-    @rule(index=peer_index, agent_peer=st.integers(0, 5), which=slot)
-    def come_back(self, index: int, agent_peer: int, which: int) -> None:
+    @rule(index=peer_index, pick=st.integers(0, 11))
+    def come_back(self, index: int, pick: int) -> None:
         """An agent that is hosted nowhere (released, or its peer crashed) comes back on peer ``index``: same id,
         a new claim (perhaps long after it was forgotten)."""
         peer = self.peer(index)
-        agent = agent_of(agent_peer % len(self.net.peers), which)
-        if peer.replica is None or any(agent in p.claims for p in self.net.live()):
+        hosted = {agent for p in self.net.live() for agent in p.claims}
+        away = sorted({agent_of(p, w) for p in range(len(self.net.peers)) for w in range(AGENTS_PER_PEER)} - hosted)
+        if peer.replica is None or not away:
             return
+        agent = away[pick % len(away)]
         self.returned_forgotten |= any(
             p.replica is not None and agent not in p.replica.state.agents for p in self.net.live()
         )
