@@ -180,3 +180,26 @@ async def test_open_agent_remembers_a_rename_for_the_next_start(tmp_path, monkey
         assert again.id == agent.id
         assert again.name == "new-name"
     assert first != "new-name"
+
+
+async def test_one_room_name_created_on_two_peers_at_once_keeps_both_creators_and_messages(
+    comms_mesh: InMemoryMesh,
+) -> None:
+    alice = await comms_mesh.agent("h1", name="alice")
+    bob = await comms_mesh.agent("h2", name="bob")
+    await comms_mesh.settle()
+    # neither peer has seen the other's creation yet: both are accepted, and both creators speak at once
+    await ok(alice, action="create_room", room="general")
+    await ok(bob, action="create_room", room="general")
+    await ok(alice, action="send", target="general", content="alice here")
+    await ok(bob, action="send", target="general", content="bob here")
+    await comms_mesh.settle()
+    for agent in (alice, bob):
+        events = agent.drain()
+        assert "room_destroyed" not in types(events), events
+        text = await ok(agent, action="read_room", room="general")
+        assert "alice here" in text
+        assert "bob here" in text
+    listing = await ok(bob, action="list_rooms")
+    assert listing.count("#general") == 1
+    assert "2 member(s)" in listing
