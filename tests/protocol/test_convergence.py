@@ -276,6 +276,15 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.upsert(p, agent, online=False)
         del self.net.peers[p].claims[agent]
 
+    @rule(index=peer_index, which=slot, collectors=st.sets(peer_index, min_size=1))
+    def night_away(self, index: int, which: int, collectors: set[int]) -> None:
+        """A bridge ends and its agent stays away for longer than the retention: some peers forget it."""
+        self.release(index, which)
+        self.time_passes(3)
+        self.time_passes(3)
+        for collector in sorted(collectors):
+            self.collect(collector)
+
     @rule(index=peer_index, pick=st.integers(0, 11))
     def come_back(self, index: int, pick: int) -> None:
         """An agent that is hosted nowhere (released, or its peer crashed) comes back on peer ``index``: same id,
