@@ -52,9 +52,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    A room message is visible if its author was a member of the room at the message's place in the total order.
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
-   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since known
-   claims only grow, so do receipts). Receipts live and die with their message: one for a message a full
-   history would refuse is refused too.
+   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since what is
+   known only grows with the claims and the horizon, so do receipts). Receipts live and die with their message:
+   one for a message a full history would refuse is refused too.
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
    have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
@@ -69,15 +69,24 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    known (rule 4, also for receipts), so its rooms, ownerships, memberships and messages stay as they were, on
    every replica, at any later time. No tombstone is needed (nothing is kept per forgotten agent): every forgotten
    claim is older than the horizon, because an agent is forgotten only once its record is older than it, and every
-   replica moves the same horizon (a peer moves it as soon as it starts).
+   replica moves the same horizon (a peer moves it as soon as it starts). For the same reason a collection trims
+   from a known agent its claims older than the horizon and than its newest claim, and a verdict stamped before
+   the horizon on a claim older than the current record's: they change nothing, and a replica that forgot the
+   agent and learned it again (from a newer record) holds exactly what one that never forgot it holds.
+
+   The premise of forgetting is that the retention is far longer than any delay of an operation: whatever was
+   stamped before the horizon has reached every replica. A peer cut off for longer may find some of its old
+   operations judged differently (an old room operation refused, a destroy already forgotten).
 
    A destroyed room keeps its (bounded) history and its membership log while its destroy is younger than the
    horizon: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is thrown away on
    the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
    and operations and messages for a room this replica does not hold that are stamped before the horizon are
-   refused, so anti-entropy cannot bring it back. A room's creation is accepted however old it is: a live room may
-   be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy sends a creation
-   before the room's other operations); a destroyed room that comes back this way goes at the next collection.
+   refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
+   came, all stamped before the horizon, are forgotten too. A room's creation is accepted however old it is: a
+   live room may be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy
+   sends a creation before the room's other operations); a destroyed room that comes back this way goes at the
+   next collection.
 """
 
 from __future__ import annotations
@@ -505,6 +514,12 @@ class MeshState:
             if view is not None and view.destroyed is not None and view.destroyed[0] < self.horizon:
                 self._forget_room(room_id, view.name)
                 touched.add(view.name)
+            elif log.create is None and (not log.keys or log.keys[-1][0] < self.horizon):
+                self._forget_room(room_id, "")  # operations for a room whose creation never came, all old
+        for conversation, history in list(self.histories.items()):
+            orphan = not conversation.startswith("dm:") and conversation not in self.rooms
+            if orphan and (not history.keys or history.keys[-1][0] < self.horizon):
+                self._drop_conversation(conversation)  # messages for a room never held, all old
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
