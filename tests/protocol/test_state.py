@@ -541,6 +541,21 @@ def test_a_new_replica_gets_a_live_room_older_than_its_horizon() -> None:
     assert newcomer.state.digest() == a.state.digest()
 
 
+def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_horizon() -> None:
+    """A replica that joined late holds a room operation and a message whose room it never got (the room was
+    forgotten elsewhere): once they are older than the horizon they go, as a replica at that horizon refuses them."""
+    state = MeshState()
+    state.apply(Op("B", 1, 6000 << 16, Membership("B-0", "kick", "X", 1, "Y")))
+    state.apply(Op("B", 2, 6001 << 16, RoomMessage("B-0", "X", 1, "late")))
+    state.collect_garbage(HORIZON_MS)
+    assert "B-0" in state.rooms
+    assert "B-0" in state.histories
+    state.collect_garbage(7000)
+    assert "B-0" not in state.rooms
+    assert "B-0" not in state.histories
+    assert list(state.stored_ops()) == []
+
+
 def test_claims_known_only_grow_with_the_horizon() -> None:
     """Rule 4 with rule 8: a claim older than the horizon and than the agent's newest claim counts as known, and
     nothing known stops being known as the horizon or the claims grow (receipts rely on it)."""
