@@ -32,7 +32,6 @@ from agent_comms.protocol.changes import (
     MessageEvicted,
     ReceiptAdvanced,
     RoomChanged,
-    RoomSuperseded,
 )
 from agent_comms.protocol.fields import InvalidField, check_body
 from agent_comms.protocol.hlc import hlc_wall_ms
@@ -176,10 +175,7 @@ class MeshStore:
 
     def history(self, room_id: str) -> list[Op]:
         """The visible messages of a room, oldest first (within the kept history)."""
-        history = self.state.histories.get(room_id)
-        if history is None:
-            return []
-        return [op for op in history.messages if self.state.message_visible(op)]
+        return self.state.room_messages(room_id)
 
     def rooms_of(self, agent_id: str, *, viewer: str | None = None) -> list[str]:
         """Names of the live rooms the agent is a member of, as ``viewer`` may see them (``None``: all of them)."""
@@ -369,8 +365,6 @@ class MeshStore:
                 self._on_room(change)
             elif isinstance(change, AgentChanged):
                 self._on_agent(change)
-            elif isinstance(change, RoomSuperseded):
-                self._on_superseded(change)
             elif isinstance(change, MessageEvicted):
                 self._on_evicted(change)
 
@@ -589,22 +583,6 @@ class MeshStore:
             for member in former:
                 if member != by:
                     self._emit(self._room_event("room_destroyed", member, room_id, view, by, event_id))
-
-    def _on_superseded(self, change: RoomSuperseded) -> None:
-        log = self.state.rooms.get(change.room_id)
-        if log is None or log.view is None or log.view.creator not in self.node.peer.hosted:
-            return
-        self._emit(
-            self._room_event(
-                "room_destroyed",
-                log.view.creator,
-                change.room_id,
-                log.view,
-                log.view.creator,
-                f"{change.room_id}/superseded",  # an instance is superseded once
-                reason="another room with this name was created at the same moment and kept",
-            )
-        )
 
     def _status(self, agent_id: str) -> str:
         entry = self.state.agents.get(agent_id)

@@ -100,8 +100,7 @@ def room_rows(state: MeshState) -> list[dict[str, Any]]:
     """Every live room by name, of every type."""
     rows = []
     for room_id, view in _rooms(state):
-        history = state.histories.get(room_id)
-        messages = 0 if history is None else sum(1 for op in history.messages if state.message_visible(op))
+        messages = len(state.room_messages(room_id))
         rows.append(
             {
                 "name": view.name,
@@ -126,10 +125,7 @@ def room_history(state: MeshState, name: str) -> list[Op] | None:
     room_id = state.room_id(name)
     if room_id is None:
         return None
-    history = state.histories.get(room_id)
-    if history is None:
-        return []
-    return [op for op in history.messages if state.message_visible(op)]
+    return state.room_messages(room_id)
 
 
 def select_messages(messages: list[Op], *, since: str | None = None, limit: int | None = None) -> list[Op]:

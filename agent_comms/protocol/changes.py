@@ -19,7 +19,6 @@ __all__ = [
     "MessageEvicted",
     "ReceiptAdvanced",
     "RoomChanged",
-    "RoomSuperseded",
 ]
 
 
@@ -36,20 +35,12 @@ class AgentChanged:
 
 @attrs.frozen
 class RoomChanged:
-    """Something happened in the room instance ``room_id`` (called ``name``)."""
+    """Something happened in the room ``room_id`` (called ``name``; the id of its first instance when concurrent
+    creations merged)."""
 
     room_id: str
     name: str
     change: RoomChange
-
-
-@attrs.frozen
-class RoomSuperseded:
-    """Room instance ``room_id`` lost a concurrent creation of ``name`` to ``winner``; it no longer exists."""
-
-    room_id: str
-    name: str
-    winner: str
 
 
 @attrs.frozen
@@ -79,4 +70,4 @@ class ReceiptAdvanced:
     op: Op
 
 
-Change = AgentChanged | RoomChanged | RoomSuperseded | MessageAdded | MessageEvicted | ReceiptAdvanced
+Change = AgentChanged | RoomChanged | MessageAdded | MessageEvicted | ReceiptAdvanced

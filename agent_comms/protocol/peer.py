@@ -277,7 +277,8 @@ class Peer:
         self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
         self._timers["gc"] = now + self.config.gc_interval
         self._timers["ready"] = now + self.config.ready_timeout
-        return [*self._try_bind(), ReadPeerRegistry()]
+        # The horizon from the start: what forgotten agents did under old claims counts at once (state rule 8).
+        return [*self.collect_garbage(now), *self._try_bind(), ReadPeerRegistry()]
 
     @property
     def synced(self) -> bool:

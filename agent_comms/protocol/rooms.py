@@ -19,6 +19,20 @@ Rules of the fold, in log order (an operation that breaks a rule has no effect, 
 5. ``decline``: the invitee turns an outstanding invite down; the invite is gone.
 6. An operation takes effect only if its author acts under a claim the mesh knows (see
    :mod:`agent_comms.protocol.state`), so nobody acts as an agent it does not host.
+
+Concurrent creations of one name merge (:func:`fold_name`). The instances of a name are swept in the total order
+of their creations together with all their operations; an instance created while the room of that name is alive
+(not destroyed before the creation, in the total order) *merges* into it instead of starting a room of its own:
+
+7. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
+   restrictive of the merged types (secret over private over public), so bridges stop admitting newcomers that a
+   founder wanted kept out. A join is still judged by the type the instance it addresses was created with: that is
+   what its author saw, and a join made concurrently with the merge must not be lost (nor what its author said).
+   The later instance's creator joins the room (whatever invites or bans said: it founded the room too).
+8. Operations and messages addressed to any merged instance id act on the merged room. A merged instance's
+   founder keeps, for operations addressed to its own instance id, the owner's right to invite and kick (never
+   the owner); a destroy it addresses to its own instance only makes it leave, so one founder cannot destroy a
+   room others created too. An instance created after the room was destroyed starts a new room.
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ import attrs
 
 from .ops import Membership, Op, OpKey, RoomCreate, RoomType, op_key
 
-__all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView"]
+__all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
 
 ClaimCheck = Callable[[str, int, str], bool]
 """``claim_known(agent_id, incarnation, peer_id)``: does the mesh know this claim on the agent?"""
@@ -78,6 +92,15 @@ class RoomView:
     destroyed_by: str = ""
     #: agent -> membership intervals ``[start, end)``; ``end`` is ``None`` while it is a member.
     intervals: dict[str, list[list[OpKey | None]]] = attrs.field(factory=dict)
+    #: instance id -> its creator, for every instance merged into this room, the room's own (first) one first
+    founders: dict[str, str] = attrs.field(factory=dict)
+    #: instance id -> the type it was created with (a join is judged by the type of the instance it addresses)
+    created_as: dict[str, RoomType] = attrs.field(factory=dict)
+
+    @property
+    def room_id(self) -> str:
+        """The room's id: the id of its first instance (``""`` for a view built by hand)."""
+        return next(iter(self.founders), "")
 
     def was_member(self, agent: str, key: OpKey) -> bool:
         """Was ``agent`` a member at the instant ``key`` of the total order?"""
@@ -98,7 +121,7 @@ def _close(view: RoomView, agent: str, key: OpKey) -> None:
     view.intervals[agent][-1][1] = key
 
 
-def _step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
+def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     """Apply one membership operation to ``view`` in place; return what visibly changed."""
     if view.destroyed is not None:
         return []
@@ -108,7 +131,7 @@ def _step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "join":
         if actor in view.members:
             return []
-        public_ok = view.room_type == "public" and actor not in view.banned
+        public_ok = view.created_as.get(body.room_id, view.room_type) == "public" and actor not in view.banned
         if not (actor == view.owner or actor in view.invited or public_ok):
             return []
         _uninvite(view, actor)
@@ -127,9 +150,12 @@ def _step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "decline":
         inviter = _uninvite(view, actor)
         return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
-    # invite, kick and destroy: the owner only
+    # invite, kick and destroy: the owner only, or (rule 8) a merged instance's founder through its own instance
     if actor != view.owner:
-        return []
+        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor:
+            return []
+        if action == "destroy":
+            return step(view, op, Membership(body.room_id, "leave", actor, body.author_inc, reason=body.reason))
     subject = body.subject
     if action == "invite":
         if not subject or subject in view.members or subject in view.invited:
@@ -160,7 +186,7 @@ def _uninvite(view: RoomView, agent: str) -> str | None:
     return view.invited.pop(agent, None)
 
 
-def _diff(old: RoomView | None, new: RoomView | None) -> list[RoomChange]:
+def diff(old: RoomView | None, new: RoomView | None) -> list[RoomChange]:
     """Changes that turn ``old`` into ``new`` (used after a refold)."""
     if new is None:
         return []
@@ -198,35 +224,44 @@ class RoomLog:
     keys: list[OpKey] = attrs.field(factory=list)
     view: RoomView | None = None
 
-    def add(self, op: Op, claim_known: ClaimCheck) -> list[RoomChange]:
-        """Add one operation (a duplicate is ignored) and return the visible changes it caused."""
-        body = op.body
-        if isinstance(body, RoomCreate):
+    def insert(self, op: Op) -> bool:
+        """Store one operation without folding (a duplicate is ignored); return whether it was new."""
+        if isinstance(op.body, RoomCreate):
             if self.create is not None:
-                return []
+                return False
             self.create = op
-            return self.refold(claim_known)
-        assert isinstance(body, Membership)
+            return True
         key = op_key(op)
         index = bisect.bisect_left(self.keys, key)
         if index < len(self.keys) and self.keys[index] == key:
-            return []
+            return False
         self.keys.insert(index, key)
         self.ops.insert(index, op)
+        return True
+
+    def add(self, op: Op, claim_known: ClaimCheck) -> list[RoomChange]:
+        """Add one operation (a duplicate is ignored) and return the visible changes it caused."""
+        if not self.insert(op):
+            return []
+        body = op.body
+        if isinstance(body, RoomCreate):
+            return self.refold(claim_known)
+        assert isinstance(body, Membership)
+        key = op_key(op)
         view = self.view
         if view is None or key <= view.created:
             return []
-        if index == len(self.keys) - 1:
+        if key == self.keys[-1]:
             if not claim_known(body.author, body.author_inc, op.origin):
                 return []
-            return _step(view, op, body)
+            return step(view, op, body)
         return self.refold(claim_known)
 
     def refold(self, claim_known: ClaimCheck) -> list[RoomChange]:
         """Recompute :attr:`view` from the whole log; return the difference from the previous view."""
         old = self.view
         self.view = self._fold(claim_known)
-        return _diff(old, self.view)
+        return diff(old, self.view)
 
     def _fold(self, claim_known: ClaimCheck) -> RoomView | None:
         create = self.create
@@ -237,23 +272,85 @@ class RoomLog:
         if not claim_known(body.author, body.author_inc, create.origin):
             return None
         created = op_key(create)
-        view = RoomView(
-            name=body.name,
-            room_type=body.room_type,
-            description=body.description,
-            creator=body.author,
-            created=created,
-            owner=body.author,
-        )
-        _open(view, body.author, created)
+        view = _new_view(create, body)
         start = bisect.bisect_right(self.keys, created)
         for op in self.ops[start:]:
             member = op.body
             assert isinstance(member, Membership)
             if claim_known(member.author, member.author_inc, op.origin):
-                _step(view, op, member)
+                step(view, op, member)
         return view
 
     def stored_ops(self) -> list[Op]:
         """Every operation this log stores (for anti-entropy and digests)."""
         return self.ops if self.create is None else [self.create, *self.ops]
+
+
+_STRICTNESS: dict[RoomType, int] = {"public": 0, "private": 1, "secret": 2}
+
+
+def _new_view(create: Op, body: RoomCreate) -> RoomView:
+    """The view of a room right after its (first) creation."""
+    created = op_key(create)
+    view = RoomView(
+        name=body.name,
+        room_type=body.room_type,
+        description=body.description,
+        creator=body.author,
+        created=created,
+        owner=body.author,
+        founders={body.room_id: body.author},
+        created_as={body.room_id: body.room_type},
+    )
+    _open(view, body.author, created)
+    return view
+
+
+def _merge(view: RoomView, create: Op, body: RoomCreate) -> list[RoomChange]:
+    """Rule 7: instance ``body`` was created while ``view``'s room was alive: it merges into it."""
+    view.founders[body.room_id] = body.author
+    view.created_as[body.room_id] = body.room_type
+    if _STRICTNESS[body.room_type] > _STRICTNESS[view.room_type]:
+        view.room_type = body.room_type
+    if body.author in view.members:
+        return []
+    _uninvite(view, body.author)
+    view.banned.discard(body.author)
+    _open(view, body.author, op_key(create))
+    return [RoomChange("joined", body.author, key=op_key(create))]
+
+
+def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
+    """Fold every instance of one room name into its rooms, oldest first (rules 7 and 8).
+
+    The creations and operations of all instances are swept in the total order. An instance whose creator's claim
+    is not known does not exist (its operations are ignored); one created while the current room is alive merges
+    into it; one created after the current room was destroyed starts the next room. Each room's
+    :attr:`RoomView.founders` lists the instances it holds. The result depends only on the set of operations.
+    """
+    sweep: list[tuple[OpKey, Op]] = []
+    for log in logs:
+        if log.create is None:
+            continue
+        sweep.append((op_key(log.create), log.create))
+        sweep.extend(zip(log.keys, log.ops, strict=True))
+    sweep.sort(key=lambda item: item[0])
+    rooms: list[RoomView] = []
+    current: RoomView | None = None
+    for _key, op in sweep:
+        body = op.body
+        if isinstance(body, RoomCreate):
+            if not claim_known(body.author, body.author_inc, op.origin):
+                continue
+            if current is None or current.destroyed is not None:
+                current = _new_view(op, body)
+                rooms.append(current)
+            else:
+                _merge(current, op, body)
+            continue
+        assert isinstance(body, Membership)
+        if current is None or body.room_id not in current.founders:
+            continue  # before its instance was created, or addressed to a room destroyed since
+        if claim_known(body.author, body.author_inc, op.origin):
+            step(current, op, body)
+    return rooms

@@ -18,8 +18,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    *claim* on an agent is ``(incarnation, peer_id)``; a bridge that restarts on a new peer claims the same agent id
    again with a higher incarnation (an HLC stamp). Records merge by the largest ``(incarnation, peer_id, version)``,
    a join. A record is accepted only from the peer it names (``peer_id == origin``): nobody else can edit it. The
-   first record of every claim is kept as well (the newest :data:`MAX_CLAIMS` claims), so every peer knows the
-   same claims.
+   newest record of every claim is kept as well (the newest :data:`MAX_CLAIMS` claims), so every peer knows the
+   same claims (the newest, not the first: a replica that forgot an agent and learns it again from a re-stamped
+   record must end up holding the same operations as one that never forgot it).
 
 3. **Offline verdicts only grow.** A failure detector anywhere may say "claim ``(i, p)`` of agent ``a`` is
    offline" (:class:`~.ops.AgentSuspect`); the largest verdict is kept. An agent is online if its record says so
@@ -29,33 +30,63 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 4. **Acting as an agent needs a claim.** Room operations, messages and receipts name the agent they act as and
    the incarnation of the claim they act under; the claim's peer is the operation's origin. Such an operation
    takes effect only if that claim is known (or the agent is unknown altogether, for instance forgotten, or the
-   claim is older than every kept claim). This is evaluated from the final set of claims, so it converges; and a
-   peer cannot act as an agent hosted elsewhere without publicly claiming it.
+   claim is older than every kept claim, or it is older than both the horizon and the agent's newest claim:
+   rule 8). This is evaluated from the final set of claims and the horizon, and only ever admits more as either
+   grows, so it converges; and a peer cannot act under a current claim of an agent hosted elsewhere without
+   publicly claiming it.
 
 5. **Rooms are folds.** A room instance keeps the set of its operations sorted by the total order and its state is
    the fold of that log (:mod:`agent_comms.protocol.rooms`): concurrent join/leave/kick of an agent resolve the
    same way everywhere, a kicked agent stays out until invited again, only the owner invites, kicks or destroys.
-   Two rooms created with one name concurrently: the instance created first in the total order wins, the other is
-   superseded everywhere. A name can be reused after its room was destroyed.
+   Instances created with one name concurrently *merge* into one room (:func:`~.rooms.fold_name`): every instance
+   of a name is folded in one sweep in the total order, and an instance created while the room of its name is
+   alive (not destroyed before the creation) joins that room instead of starting one. The merged room has the id,
+   owner and description of the first instance; the other creators are members; operations and messages
+   addressed to any merged instance act on it, and its history is the top-N of its instances' histories. Nobody
+   loses a room, a membership or a message to a concurrent creation. An instance created after its name's room
+   was destroyed starts a new room (a name can be reused). Which instances merge is a function of the set of
+   room operations (and of rule 4), so this converges like the rest.
 
 6. **Histories are bounded by top-N.** Each conversation keeps its newest ``history_limit`` messages by the total
    order (:mod:`agent_comms.protocol.history`); top-N of a union is a join, so truncation converges.
    A room message is visible if its author was a member of the room at the message's place in the total order.
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
-   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since known
-   claims only grow, so do receipts). Receipts live and die with their message: one for a message a full
-   history would refuse is refused too.
+   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since what is
+   known only grows with the claims and the horizon, so do receipts). Receipts live and die with their message:
+   one for a message a full history would refuse is refused too.
 
-8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets agents that have been offline
-   since before a horizon and the direct conversations between two forgotten agents. Agent operations stamped
-   before the horizon are refused on arrival, so anti-entropy cannot bring a forgotten agent back; hosts re-stamp
-   their live agents well within the horizon, so a live agent is never refused. Direct messages and receipts of
-   a conversation between two forgotten agents are refused likewise. A destroyed room keeps its (bounded) history
-   and its membership log while its destroy is younger than the horizon: whether a destroy counts can change when
-   a claim arrives late (rule 4), so nothing is thrown away on the strength of a fresh one. A room destroyed
-   before the horizon is forgotten whole (log, history, receipts), and operations for a room this replica does not
-   hold that are stamped before the horizon are refused, so anti-entropy cannot bring it back.
+8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
+   have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
+   one would depend on whether the agent's newer operations came first); one of a forgotten agent that comes back
+   through anti-entropy (from a replica that has not collected yet: a replica never takes an operation twice) is
+   forgotten again at the next collection. Direct conversations are kept whoever is forgotten (each is bounded by its
+   history limit, and there is one per pair of agent identities): a conversation must not depend on whether a
+   replica still held its parties' records when it collected.
+
+   Forgetting an agent never changes what it did: while it is unknown its operations get the benefit of the doubt
+   (rule 4), and when the same identity comes back with a new claim, its claims older than the horizon count as
+   known (rule 4, also for receipts), so its rooms, ownerships, memberships and messages stay as they were, on
+   every replica, at any later time. No tombstone is needed (nothing is kept per forgotten agent): every forgotten
+   claim is older than the horizon, because an agent is forgotten only once its record is older than it, and every
+   replica moves the same horizon (a peer moves it as soon as it starts). For the same reason a collection trims
+   from a known agent its claims older than the horizon and than its newest claim, and a verdict stamped before
+   the horizon on a claim older than the current record's: they change nothing, and a replica that forgot the
+   agent and learned it again (from a newer record) holds exactly what one that never forgot it holds.
+
+   The premise of forgetting is that the retention is far longer than any delay of an operation: whatever was
+   stamped before the horizon has reached every replica. A peer cut off for longer may find some of its old
+   operations judged differently (an old room operation refused, a destroy already forgotten).
+
+   A destroyed room keeps its (bounded) history and its membership log while its destroy is younger than the
+   horizon: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is thrown away on
+   the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
+   and operations and messages for a room this replica does not hold that are stamped before the horizon are
+   refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
+   came, all stamped before the horizon, are forgotten too. A room's creation is accepted however old it is: a
+   live room may be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy
+   sends a creation before the room's other operations); a destroyed room that comes back this way goes at the
+   next collection.
 """
 
 from __future__ import annotations
@@ -74,7 +105,6 @@ from .changes import (
     MessageEvicted,
     ReceiptAdvanced,
     RoomChanged,
-    RoomSuperseded,
 )
 from .history import History
 from .hlc import COUNTER_BITS
@@ -93,7 +123,7 @@ from .ops import (
     op_id,
     op_key,
 )
-from .rooms import RoomChange, RoomLog, RoomView
+from .rooms import RoomLog, RoomView, diff, fold_name, step
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "MAX_CLAIMS", "AgentEntry", "MeshState"]
 
@@ -173,8 +203,10 @@ class MeshState:
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
     horizon: int = 0
-    #: room name -> :meth:`room_instances`, recomputed after any room operation (messages do not change it)
-    _instances: dict[str, list[RoomLog]] = attrs.field(factory=dict, repr=False, eq=False)
+    #: room name -> its rooms (:func:`~.rooms.fold_name`), oldest first; refolded when an operation needs it
+    _named: dict[str, list[RoomView]] = attrs.field(factory=dict, repr=False, eq=False)
+    #: room name -> the newest key among the operations of its instances (an operation after it is just folded on)
+    _frontier: dict[str, OpKey] = attrs.field(factory=dict, repr=False, eq=False)
     #: :meth:`digest`, until the next operation or collection (anti-entropy asks for it on every new link)
     _digest: bytes | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -183,57 +215,57 @@ class MeshState:
     def claim_known(self, agent_id: str, incarnation: int, peer_id: str, *, strict: bool = False) -> bool:
         """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?
 
-        ``strict`` (used for receipts) requires the claim itself to be known; otherwise an agent this replica does
-        not know at all is given the benefit of the doubt (so the history of forgotten agents stays readable).
-        Strict validity only grows as claims arrive, which keeps receipts monotonic (rule 7).
+        ``strict`` (used for receipts) requires the agent to be known, or the claim to be older than the horizon (a
+        forgotten agent's receipts still count); otherwise an agent this replica does not know at all is given the
+        benefit of the doubt (so the history of forgotten agents stays readable). A claim
+        stamped before the horizon and older than the agent's newest claim counts as known as well: the claims of an
+        agent that was forgotten and came back are gone, and what it did under them must stay as it was (rule 8).
+        Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic (rule 7).
         """
         entry = self.agents.get(agent_id)
         if entry is None or not entry.claims:
-            return not strict
+            return not strict or incarnation < self.horizon
         claims = entry.claims
         if (incarnation, peer_id) in claims:
             return True
-        return len(claims) >= MAX_CLAIMS and (incarnation, peer_id) < min(claims)
+        if len(claims) >= MAX_CLAIMS and (incarnation, peer_id) < min(claims):
+            return True
+        return incarnation < self.horizon and incarnation < max(claims)[0]
 
-    def room_instances(self, name: str) -> list[RoomLog]:
-        """The instances of ``name`` that exist or existed (superseded ones excluded), oldest first."""
-        cached = self._instances.get(name)
-        if cached is not None:
-            return cached
-        found = self._instances[name] = self._resolve_instances(name)
-        return found
-
-    def _resolve_instances(self, name: str) -> list[RoomLog]:
-        logs = [self.rooms[i] for i in self.room_names.get(name, ())]
-        folded = sorted((log for log in logs if log.view is not None), key=lambda log: _view(log).created)
-        accepted: list[RoomLog] = []
-        for log in folded:
-            created = _view(log).created
-            if all(_gone_before(_view(a), created) for a in accepted):
-                accepted.append(log)
-        return accepted
+    def rooms_named(self, name: str) -> list[RoomView]:
+        """The rooms called ``name`` that exist or existed, oldest first (concurrent creations merged, rule 5)."""
+        return self._named.get(name, [])
 
     def room(self, name: str) -> RoomView | None:
         """The live room called ``name``, if there is one."""
-        instances = self.room_instances(name)
-        if not instances:
+        rooms = self.rooms_named(name)
+        if not rooms or rooms[-1].destroyed is not None:
             return None
-        view = _view(instances[-1])
-        return None if view.destroyed is not None else view
+        return rooms[-1]
 
     def room_id(self, name: str) -> str | None:
-        """The id of the live room called ``name``, if there is one."""
-        instances = self.room_instances(name)
-        if not instances or _view(instances[-1]).destroyed is not None:
-            return None
-        return instances[-1].room_id
+        """The id of the live room called ``name``, if there is one (the id of its first instance)."""
+        view = self.room(name)
+        return None if view is None else view.room_id
 
     def room_accepted(self, room_id: str) -> bool:
-        """Whether instance ``room_id`` exists (was created, its creator's claim is known, and not superseded)."""
+        """Whether instance ``room_id`` exists: it was created and its creator's claim is known (rule 5: it is
+        then a room of its own, or merged into the room of its name created concurrently)."""
+        log = self.rooms.get(room_id)
+        return log is not None and log.view is not None
+
+    def room_messages(self, room_id: str) -> list[Op]:
+        """The visible messages of the room that instance ``room_id`` is (or was merged into), oldest first.
+
+        A merged room's history is the newest ``history_limit`` messages of the union of its instances' histories
+        (each of them keeps its newest ``history_limit``, so this is the top-N of everything, a join again).
+        """
         log = self.rooms.get(room_id)
         if log is None or log.view is None:
-            return False
-        return any(a.room_id == room_id for a in self.room_instances(log.view.name))
+            return []
+        parts = [self.histories[i].messages for i in log.view.founders if i in self.histories]
+        merged = list(heapq.merge(*parts, key=op_key))[-self.history_limit :]
+        return [op for op in merged if self.message_visible(op)]
 
     def message_visible(self, op: Op) -> bool:
         """Whether a held message counts: its author's claim is known and, in a room, it was a member then."""
@@ -244,7 +276,7 @@ class MeshState:
         if not self.claim_known(body.author, body.author_inc, op.origin):
             return False
         log = self.rooms.get(body.room_id)
-        if log is None or log.view is None or not self.room_accepted(body.room_id):
+        if log is None or log.view is None:
             return False
         return log.view.was_member(body.author, op_key(op))
 
@@ -299,8 +331,6 @@ class MeshState:
             return []  # rule 2: only the host writes an agent's record
         entry = self.agents.get(body.agent_id)
         if entry is None:
-            if op.hlc < self.horizon:
-                return []  # rule 8: forgotten (a live host re-stamps its agents well within the horizon)
             entry = self.agents[body.agent_id] = AgentEntry()
         if entry.record is None:
             entry.record = op
@@ -318,8 +348,8 @@ class MeshState:
             if len(entry.claims) > MAX_CLAIMS:
                 del entry.claims[min(entry.claims)]
             changes.extend(self._refold_authored(body.agent_id))
-        elif op_key(op) < op_key(known):
-            entry.claims[claim] = op
+        elif op_key(op) > op_key(known):
+            entry.claims[claim] = op  # the newest record of each claim: a join, whatever was forgotten before
         if _record_rank(op) > _record_rank(entry.record):
             entry.record = op
         if entry.body != previous or entry.online != was_online:
@@ -329,8 +359,6 @@ class MeshState:
     def _apply_suspect(self, op: Op, body: AgentSuspect) -> list[Change]:
         entry = self.agents.get(body.agent_id)
         if entry is None:
-            if op.hlc < self.horizon:
-                return []  # rule 8
             # Kept even before the record arrives, or the outcome would depend on arrival order.
             entry = self.agents[body.agent_id] = AgentEntry()
         if entry.suspect is not None and _suspect_rank(op) <= _suspect_rank(entry.suspect):
@@ -343,50 +371,63 @@ class MeshState:
 
     def _apply_room_op(self, op: Op, room_id: str, author: str, name: str | None = None) -> list[Change]:
         log = self.rooms.get(room_id)
-        if log is None and op.hlc < self.horizon:
-            return []  # rule 8: a forgotten room stays forgotten
-        self._instances.clear()
+        if log is None and op.hlc < self.horizon and name is None:
+            return []  # rule 8: a forgotten room stays forgotten (its creation would have come first)
         if log is None:
             log = self.rooms[room_id] = RoomLog(room_id)
+        if not log.insert(op):
+            return []
         self.authored_rooms.setdefault(author, set()).add(room_id)
+        if name is not None:
+            self.room_names.setdefault(name, []).append(room_id)
+        name = _name_of(log)
         if name is None:
-            return self._room_changes(log, log.add(op, self.claim_known))
-        # A creation can change which instance of the name wins: compare before and after.
-        before = [log.room_id for log in self.room_instances(name)]
-        self.room_names.setdefault(name, []).append(room_id)
-        self._instances.clear()
-        changes = self._room_changes(log, log.add(op, self.claim_known))
-        return changes + self._superseded(name, before)
-
-    def _room_changes(self, log: RoomLog, changes: list[RoomChange]) -> list[Change]:
-        if not changes or log.view is None or not self.room_accepted(log.room_id):
+            return []  # waits for its instance's creation
+        key = op_key(op)
+        frontier = self._frontier.get(name)
+        body = op.body
+        if not isinstance(body, Membership) or frontier is None or key <= frontier:
+            return self._refold_name(name)
+        # The usual case: after everything else of this name, so the fold only steps on (or ignores it).
+        self._frontier[name] = key
+        view = log.view
+        rooms = self._named.get(name)
+        if view is None or not rooms or view is not rooms[-1]:
             return []
-        name = log.view.name
-        return [RoomChanged(log.room_id, name, c) for c in changes]
-
-    def _superseded(self, name: str, before: list[str]) -> list[Change]:
-        after = [log.room_id for log in self.room_instances(name)]
-        if after == before:
+        if not self.claim_known(body.author, body.author_inc, op.origin):
             return []
-        winner = after[-1] if after else ""
-        return [RoomSuperseded(room_id, name, winner) for room_id in before if room_id not in after]
+        return [RoomChanged(view.room_id, name, change) for change in step(view, op, body)]
+
+    def _refold_name(self, name: str) -> list[Change]:
+        """Fold every instance of ``name`` again (rule 5) and report how its rooms changed."""
+        logs = [self.rooms[i] for i in self.room_names.get(name, ())]
+        before = {log.room_id: log.view for log in logs}
+        rooms = fold_name(logs, self.claim_known)
+        for log in logs:
+            log.view = None
+        for view in rooms:
+            for instance in view.founders:
+                self.rooms[instance].view = view
+        self._named[name] = rooms
+        self._frontier[name] = max(
+            (key for log in logs for key in (*log.keys, *([op_key(log.create)] if log.create else []))),
+            default=(0, "", 0),
+        )
+        if not rooms:
+            del self._named[name]
+        changes: list[Change] = []
+        for view in rooms:
+            # compared with what the room was before: its own first instance, else one it merged
+            old = next((before[i] for i in view.founders if before.get(i) is not None), None)
+            changes.extend(RoomChanged(view.room_id, name, change) for change in diff(old, view))
+        return changes
 
     def _refold_authored(self, agent_id: str) -> list[Change]:
         """Rule 4 depends on claims: after an agent's claims change, refold the rooms it acted in."""
+        names = {_name_of(self.rooms[room_id]) for room_id in self.authored_rooms.get(agent_id, ())}
         changes: list[Change] = []
-        for room_id in sorted(self.authored_rooms.get(agent_id, ())):
-            log = self.rooms[room_id]
-            name = log.view.name if log.view is not None else None
-            if name is None and log.create is not None:
-                create = log.create.body
-                assert isinstance(create, RoomCreate)
-                name = create.name
-            before = [] if name is None else [x.room_id for x in self.room_instances(name)]
-            refolded = log.refold(self.claim_known)
-            self._instances.clear()
-            changes.extend(self._room_changes(log, refolded))
-            if name is not None:
-                changes.extend(self._superseded(name, before))
+        for name in sorted(n for n in names if n is not None):
+            changes.extend(self._refold_name(name))
         return changes
 
     def _apply_message(self, op: Op, conversation: str) -> list[Change]:
@@ -454,6 +495,7 @@ class MeshState:
     def collect_garbage(self, horizon_ms: int) -> None:
         """Rule 8: forget what went offline or was destroyed before ``horizon_ms`` (wall-clock milliseconds)."""
         horizon = horizon_ms << COUNTER_BITS
+        advanced = horizon > self.horizon
         self.horizon = max(self.horizon, horizon)
         self._digest = None
         gone = [
@@ -464,13 +506,39 @@ class MeshState:
         for agent_id in gone:
             del self.agents[agent_id]
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
-        for conversation in {*self.histories, *self.orphan_receipts}:
-            if self._forgotten_pair(conversation):
-                self._drop_conversation(conversation)
+        for entry in self.agents.values():
+            self._trim(entry)
+        touched: set[str] = set()
         for room_id, log in list(self.rooms.items()):
             view = log.view
             if view is not None and view.destroyed is not None and view.destroyed[0] < self.horizon:
                 self._forget_room(room_id, view.name)
+                touched.add(view.name)
+            elif log.create is None and (not log.keys or log.keys[-1][0] < self.horizon):
+                self._forget_room(room_id, "")  # operations for a room whose creation never came, all old
+        for conversation, history in list(self.histories.items()):
+            orphan = not conversation.startswith("dm:") and conversation not in self.rooms
+            if orphan and (not history.keys or history.keys[-1][0] < self.horizon):
+                self._drop_conversation(conversation)  # messages for a room never held, all old
+        # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
+        for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
+            self._refold_name(name)
+
+    def _trim(self, entry: AgentEntry) -> None:
+        """Rule 8 for a known agent: forget what the horizon makes redundant, so replicas that forgot the agent and
+        learned it again hold the same as those that never forgot it. Claims older than the horizon and than the
+        newest claim count as known anyway (rule 4); a verdict stamped before the horizon on an older claim than
+        the current record's changes nothing."""
+        if entry.claims:
+            newest = max(entry.claims)
+            for claim in [c for c in entry.claims if c[0] < self.horizon and c != newest]:
+                del entry.claims[claim]
+        suspect = entry.suspect
+        if suspect is not None and entry.record is not None and suspect.hlc < self.horizon:
+            verdict = suspect.body
+            assert isinstance(verdict, AgentSuspect)
+            if (verdict.incarnation, verdict.peer_id) < (entry.body.incarnation, entry.body.peer_id):
+                entry.suspect = None
 
     def _forget_room(self, room_id: str, name: str) -> None:
         """Rule 8: a room destroyed before the horizon goes, with its history and receipts."""
@@ -486,21 +554,13 @@ class MeshState:
             if not rooms:
                 del self.authored_rooms[agent_id]
         self._drop_conversation(room_id)
-        self._instances.clear()
+        self._frontier.pop(name, None)
+        self._named.pop(name, None)
 
     def _forgotten(self, conversation: str) -> bool:
-        """Whether ``conversation`` was forgotten (or never held): a direct one between two forgotten agents, or
-        a room this replica holds nothing of. Only asked for operations stamped before the horizon."""
-        if conversation.startswith("dm:"):
-            return self._forgotten_pair(conversation)
-        return conversation not in self.rooms
-
-    def _forgotten_pair(self, conversation: str) -> bool:
-        """Whether ``conversation`` is a direct conversation between two agents this replica does not know."""
-        if not conversation.startswith("dm:"):
-            return False
-        parties = _dm_parties(conversation)
-        return len(parties) == 2 and all(party not in self.agents for party in parties)
+        """Whether room ``conversation`` was forgotten (or never held): this replica holds nothing of the room. Only
+        asked for operations stamped before the horizon. Direct conversations are never forgotten (rule 8)."""
+        return not conversation.startswith("dm:") and conversation not in self.rooms
 
     def _drop_conversation(self, conversation: str) -> None:
         history = self.histories.pop(conversation, None)
@@ -557,13 +617,13 @@ def _dm_parties(conversation: str) -> tuple[str, ...]:
         return ()
 
 
-def _view(log: RoomLog) -> RoomView:
-    assert log.view is not None
-    return log.view
-
-
-def _gone_before(view: RoomView, key: OpKey) -> bool:
-    return view.destroyed is not None and view.destroyed < key
+def _name_of(log: RoomLog) -> str | None:
+    """The name an instance was created with (``None`` while its creation has not arrived)."""
+    if log.create is None:
+        return None
+    body = log.create.body
+    assert isinstance(body, RoomCreate)
+    return body.name
 
 
 def _receipt_rank(op: Op) -> tuple[int, OpKey]:

@@ -227,3 +227,26 @@ async def test_an_event_keeps_its_id_when_a_restarted_bridge_gets_it_again() -> 
         [again] = back.drain()
         assert again.type == live.type == "room_invite"
         assert again.id == live.id
+
+
+async def test_one_room_name_created_on_two_peers_at_once_keeps_both_creators_and_messages(
+    comms_mesh: InMemoryMesh,
+) -> None:
+    alice = await comms_mesh.agent("h1", name="alice")
+    bob = await comms_mesh.agent("h2", name="bob")
+    await comms_mesh.settle()
+    # neither peer has seen the other's creation yet: both are accepted, and both creators speak at once
+    await ok(alice, action="create_room", room="general")
+    await ok(bob, action="create_room", room="general")
+    await ok(alice, action="send", target="general", content="alice here")
+    await ok(bob, action="send", target="general", content="bob here")
+    await comms_mesh.settle()
+    for agent in (alice, bob):
+        events = agent.drain()
+        assert "room_destroyed" not in types(events), events
+        text = await ok(agent, action="read_room", room="general")
+        assert "alice here" in text
+        assert "bob here" in text
+    listing = await ok(bob, action="list_rooms")
+    assert listing.count("#general") == 1
+    assert "2 member(s)" in listing

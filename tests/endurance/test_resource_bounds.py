@@ -58,12 +58,12 @@ def test_the_answer_floors_close_gaps_left_by_superseded_operations() -> None:
     """A late joiner never receives the superseded versions of a record, so without the answer's floors its floor
     for that origin stays below them and every later operation of the origin is remembered one by one, forever."""
     a = Replica.create("A")
-    a.make(agent("x", "A", 7), 1)  # seq 1: the claim's first record, kept
-    for version in range(1, 6):  # seq 2-6: newer versions; only the last is kept
+    a.make(agent("x", "A", 7), 1)  # seq 1: the claim's first record
+    for version in range(1, 6):  # seq 2-6: newer versions; only the last is kept (as record and claim)
         a.make(agent("x", "A", 7, version), 2)
     b = Replica.create("B")
     b.receive_many(a.sync_answer(b.sync_request()))
-    assert b.seen["A"].floor == 1
+    assert b.seen["A"].floor == 0
     assert b.seen["A"].extra == {6}
     b.adopt_floors(a.floors())
     assert b.seen["A"].floor == 6

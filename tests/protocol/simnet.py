@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from agent_comms.protocol.ops import AgentUpsert, Body, Op, Receipt, op_id, op_key
-from agent_comms.protocol.replica import Replica
+from agent_comms.protocol.replica import Replica, sync_order
 from agent_comms.protocol.state import MeshState
 from agent_comms.protocol.wire import SyncOps, SyncRequest
 
@@ -143,14 +143,12 @@ def visible_snapshot(state: MeshState) -> dict[str, Any]:
         agents[agent_id] = (msgspec_tuple(entry.body), entry.online, sorted(entry.claims))
     rooms = {}
     for name in sorted(state.room_names):
-        instances = state.room_instances(name)
         described = []
-        for log in instances:
-            view = log.view
-            assert view is not None
+        for view in state.rooms_named(name):
             described.append(
                 (
-                    log.room_id,
+                    list(view.founders),
+                    view.room_type,
                     view.owner,
                     sorted(view.members),
                     sorted(view.invited.items()),
@@ -176,9 +174,17 @@ def msgspec_tuple(body: AgentUpsert) -> tuple[Any, ...]:
 
 
 def rebuild(state: MeshState, *, reverse: bool = False) -> MeshState:
-    """A fresh state built from ``state``'s stored operations in key order (or reverse): order independence."""
+    """A fresh state built from ``state``'s stored operations in key order (or reverse): order independence.
+
+    Once a horizon is set, operations stamped before it come in the order anti-entropy sends them (the only way
+    they travel: a live peer's new operations are stamped after it): state rule 8 refuses an unknown agent's or an
+    unheld room's old operations, so a record must come before its older claims, a room's creation before its log.
+    """
     fresh = MeshState(state.history_limit, horizon=state.horizon)
     ops = sorted({(op.origin, op.seq): op for op in state.stored_ops()}.values(), key=op_key, reverse=reverse)
+    if state.horizon:
+        old = sorted((op for op in ops if op.hlc < state.horizon), key=sync_order)
+        ops = old + [op for op in ops if op.hlc >= state.horizon]
     for op in ops:
         fresh.apply(op)
     return fresh

@@ -2,11 +2,17 @@
 
 Rules make operations on random peers (register, update, rooms, membership, messages, DMs, receipts, offline
 verdicts, and forgeries by a misbehaving peer), and move frames in any order, duplicate or drop them, cut and heal
-links, crash and restart peers. Safety invariants are checked after every step; after the network settles, every
-live peer must hold the same state.
+links, crash and restart peers. Time passes too: hosts re-stamp their live agents, failure detectors declare the
+agents of dead peers offline, and peers forget at advancing horizons (each on its own schedule); an agent released
+by its host is forgotten and may come back later, under a new claim, on any peer. Two agents on two peers may
+create one room name at the same moment and speak in it at once. Safety invariants are checked after every step
+(among them: a message once seen by a peer stays visible there unless its history limit, its room's destroy or a
+membership decision of the room removed it); after the network settles, every live peer must hold the same state.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from hypothesis import event
 from hypothesis import strategies as st
@@ -18,6 +24,7 @@ from agent_comms.protocol.ops import (
     AgentUpsert,
     DirectMessage,
     Membership,
+    Op,
     RoomCreate,
     RoomMessage,
     dm_conversation,
@@ -27,6 +34,8 @@ from agent_comms.protocol.ops import (
 ROOM_NAMES = ["lobby", "dev", "ops"]
 AGENTS_PER_PEER = 2
 HISTORY_LIMIT = 4
+#: how long an offline agent is remembered (``offline_retention``), in the simulation's milliseconds
+RETENTION_MS = 200
 
 peer_index = st.integers(0, 5)
 slot = st.integers(0, AGENTS_PER_PEER - 1)
@@ -44,6 +53,14 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.receipt_floor: dict[tuple[int, int, str, str], int] = {}
+        #: message id -> the message, for every message acknowledged to its author (visible at its peer when made)
+        self.acknowledged: dict[str, Op] = {}
+        #: message id -> the (peer, generation) replicas that have shown it, with the author's claim known there
+        self.shown: dict[str, set[tuple[int, int]]] = {}
+        #: the newest horizon any peer collected at (the teardown brings every peer there)
+        self.horizon_ms = 0
+        #: whether an agent came back after some peer had forgotten it
+        self.returned_forgotten = False
 
     @initialize(n=st.integers(2, 6))
     def start(self, n: int) -> None:
@@ -68,12 +85,20 @@ class ConvergenceMachine(RuleBasedStateMachine):
         return peers[index % len(peers)]
 
     def hosted(self, index: int, which: int) -> tuple[int, str, int] | None:
-        """(peer index, agent id, incarnation) if that agent is registered on a live peer."""
+        """(peer index, agent id, incarnation) of the ``which``-th agent hosted on a live peer, if any."""
         peer = self.peer(index)
-        agent = agent_of(peer.index, which)
-        if peer.replica is None or agent not in peer.claims:
+        if peer.replica is None or not peer.claims:
             return None
+        agents = sorted(peer.claims)
+        agent = agents[which % len(agents)]
         return peer.index, agent, peer.claims[agent][0]
+
+    def acknowledge(self, index: int, op: Op) -> None:
+        """The author's bridge was told "sent" if its own replica shows the message once made."""
+        replica = self.net.peers[index].replica
+        assert replica is not None
+        if replica.state.message_visible(op):
+            self.acknowledged[op_id(op)] = op
 
     def upsert(self, index: int, agent: str, **changes: object) -> None:
         peer = self.net.peers[index]
@@ -125,8 +150,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
             return
         agent = agent_of(self.peer(target_peer).index, which)
         entry = peer.replica.state.agents.get(agent)
-        if entry is None or entry.record is None:
-            return
+        if entry is None or entry.record is None or not entry.online:
+            return  # a failure detector declares offline what it sees online
         body = entry.body
         self.net.make(peer.index, AgentSuspect(agent, body.incarnation, body.peer_id))
 
@@ -169,7 +194,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         p, agent, inc = hosted
         room_id = self.room_id(p, name)
         if room_id is not None:
-            self.net.make(p, RoomMessage(room_id, agent, inc, text))
+            self.acknowledge(p, self.net.make(p, RoomMessage(room_id, agent, inc, text)))
 
     @rule(index=peer_index, which=slot, to_peer=peer_index, to_which=slot)
     def dm(self, index: int, which: int, to_peer: int, to_which: int) -> None:
@@ -177,7 +202,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
         if hosted is None:
             return
         p, agent, inc = hosted
-        self.net.make(p, DirectMessage(agent, inc, agent_of(self.peer(to_peer).index, to_which), "psst"))
+        message = self.net.make(p, DirectMessage(agent, inc, agent_of(self.peer(to_peer).index, to_which), "psst"))
+        self.acknowledge(p, message)
 
     @rule(index=peer_index, which=slot, pick=st.integers(0, 50), read=st.booleans())
     def receipt(self, index: int, which: int, pick: int, read: bool) -> None:
@@ -223,6 +249,122 @@ class ConvergenceMachine(RuleBasedStateMachine):
             if room_id is not None:
                 self.net.make(rogue_peer.index, Membership(room_id, "destroy", agent, inc))
                 self.net.make(rogue_peer.index, Membership(room_id, "kick", agent, inc, agent_of(victim_peer.index, 1)))
+
+    @rule(a=peer_index, a_which=slot, b=peer_index, b_which=slot, name=st.sampled_from(ROOM_NAMES))
+    def create_at_once(self, a: int, a_which: int, b: int, b_which: int, name: str) -> None:
+        """Two agents on two peers create one room name at the same moment, and each speaks in its room at once."""
+        first, second = self.hosted(a, a_which), self.hosted(b, b_which)
+        if first is None or second is None or first[0] == second[0]:
+            return
+        made = []
+        for p, agent, inc in (first, second):
+            replica = self.net.peers[p].replica
+            assert replica is not None
+            made.append(
+                (p, agent, inc, self.net.make(p, RoomCreate(replica.next_op_id(), name, "public", "", agent, inc)))
+            )
+        for p, agent, inc, create in made:
+            self.acknowledge(p, self.net.make(p, RoomMessage(op_id(create), agent, inc, "first!")))
+
+    @rule(index=peer_index, which=slot)
+    def release(self, index: int, which: int) -> None:
+        """A bridge ends: its host publishes the agent offline and stops hosting it (it may be forgotten later)."""
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, _inc = hosted
+        self.upsert(p, agent, online=False)
+        del self.net.peers[p].claims[agent]
+
+    @rule(index=peer_index, which=slot, collectors=st.sets(peer_index, min_size=1))
+    def night_away(self, index: int, which: int, collectors: set[int]) -> None:
+        """A bridge ends and its agent stays away for longer than the retention: some peers forget it."""
+        self.release(index, which)
+        self.time_passes(3)
+        self.time_passes(3)
+        for collector in sorted(collectors):
+            self.collect(collector)
+
+    @rule(index=peer_index, pick=st.integers(0, 11))
+    def come_back(self, index: int, pick: int) -> None:
+        """An agent that is hosted nowhere (released, or its peer crashed) comes back on peer ``index``: same id,
+        a new claim (perhaps long after it was forgotten)."""
+        peer = self.peer(index)
+        hosted = {agent for p in self.net.live() for agent in p.claims}
+        away = sorted({agent_of(p, w) for p in range(len(self.net.peers)) for w in range(AGENTS_PER_PEER)} - hosted)
+        if peer.replica is None or not away:
+            return
+        agent = away[pick % len(away)]
+        self.returned_forgotten |= any(
+            p.replica is not None and agent not in p.replica.state.agents for p in self.net.live()
+        )
+        incarnation = peer.replica.hlc.tick(self.net.tick())
+        peer.claims[agent] = (incarnation, -1)
+        self.upsert(peer.index, agent)
+
+    @rule(steps=st.integers(1, 3))
+    def time_passes(self, steps: int) -> None:
+        """Time passes: hosts re-stamp their agents (well within the retention, as peers do), and failure
+        detectors declare offline the agents whose host is gone.
+
+        The retention is far longer than any delay of an operation (the premise of forgetting, state rule 8), so
+        the mesh first settles: whatever is older than a horizon has reached every peer.
+        """
+        self.converge()
+        for _ in range(steps):
+            self.net.now_ms += RETENTION_MS // 4
+            self.keep_alive()
+
+    def keep_alive(self, *, restamp: bool = True) -> None:
+        """Hosts refute offline verdicts on their live agents by claiming them again, and (``restamp``) re-stamp
+        them; failure detectors declare offline the agents of peers that are gone."""
+        live_ids = {p.replica.peer_id for p in self.net.live() if p.replica is not None}
+        for peer in self.net.live():
+            assert peer.replica is not None
+            for agent in sorted(peer.claims):
+                entry = peer.replica.state.agents.get(agent)
+                if entry is not None and entry.record is not None and entry.suspect is not None and not entry.online:
+                    peer.claims[agent] = (peer.replica.hlc.tick(self.net.tick()), -1)
+                    self.upsert(peer.index, agent)
+                elif restamp:
+                    self.upsert(peer.index, agent)
+            for agent_id, entry in sorted(peer.replica.state.agents.items()):
+                if entry.record is not None and entry.online and entry.body.peer_id not in live_ids:
+                    self.net.make(peer.index, AgentSuspect(agent_id, entry.body.incarnation, entry.body.peer_id))
+
+    def converge(self) -> None:
+        """Settle the network with every peer at the newest horizon, collecting periodically as peers do (what one
+        forgot and another still held when it collected goes at the other's next collection), hosts refuting
+        offline verdicts on their live agents."""
+        for _round in range(12):
+            if _round == 6 and self.horizon_ms:
+                # What a peer forgot while another still took new operations on it (a room it had forgotten, an
+                # agent) converges once the horizon has passed those too: one more retention period.
+                self.net.now_ms += RETENTION_MS
+                self.horizon_ms = self.net.now_ms - RETENTION_MS
+                self.keep_alive()
+            with contextlib.suppress(AssertionError):
+                self.net.settle(max_rounds=10)
+            self.keep_alive(restamp=False)
+            with contextlib.suppress(AssertionError):
+                self.net.settle(max_rounds=10)
+            if self.horizon_ms:
+                for peer in self.net.live():
+                    assert peer.replica is not None
+                    peer.replica.state.collect_garbage(self.horizon_ms)
+            if len({p.replica.state.digest() for p in self.net.live() if p.replica is not None}) == 1:
+                return
+        raise AssertionError("the mesh did not settle")
+
+    @rule(index=peer_index)
+    def collect(self, index: int) -> None:
+        """Peer ``index`` forgets what was offline or destroyed before its horizon (each peer on its own schedule)."""
+        peer = self.peer(index)
+        if peer.replica is None:
+            return
+        horizon = self.net.now_ms - RETENTION_MS
+        self.horizon_ms = max(self.horizon_ms, horizon)
+        peer.replica.state.collect_garbage(horizon)
 
     # ------------------------------------------------------------------ the network
 
@@ -308,6 +450,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 if isinstance(op.body, DirectMessage) and op.body.content == "forged":
                     author = state.agents.get(op.body.author)
                     if author is not None and author.claims:
+                        inc = op.body.author_inc
+                        if inc < state.horizon and inc < max(author.claims)[0]:
+                            continue  # state rule 4: an incarnation older than the horizon and the newest claim
                         assert not state.message_visible(op)
 
     @invariant()
@@ -336,6 +481,34 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 assert visible_snapshot(rebuilt) == expected
 
     @invariant()
+    def acknowledged_messages_stay(self) -> None:
+        """A message a replica has shown stays visible there, unless it is no longer held (its history limit, or its
+        room destroyed and forgotten) or a membership decision of its room hides it (a kick, leave or destroy
+        ordered before it: the author was not a member at its place in the total order)."""
+        live = {(p.index, p.generation): p for p in self.net.live()}
+        for message_id, op in self.acknowledged.items():
+            body = op.body
+            assert isinstance(body, RoomMessage | DirectMessage)
+            shown = self.shown.setdefault(message_id, set())
+            for where, peer in live.items():
+                assert peer.replica is not None
+                state = peer.replica.state
+                if message_id not in state.messages:
+                    continue
+                if state.message_visible(op):
+                    if state.claim_known(body.author, body.author_inc, op.origin, strict=True):
+                        shown.add(where)
+                    continue
+                if where not in shown:
+                    continue
+                assert state.claim_known(body.author, body.author_inc, op.origin), (
+                    f"{message_id} vanished at {where}: its author's claim no longer counts"
+                )
+                assert isinstance(body, RoomMessage), f"{message_id} vanished at {where}"
+                assert state.room_accepted(body.room_id), f"{message_id} vanished at {where}: its room is gone"
+                # what is left: its author was not a member at its place in the order (a kick, leave or destroy)
+
+    @invariant()
     def kicked_stay_out(self) -> None:
         """A banned agent is never a member, and nobody but the owner's actions banned it."""
         for peer in self.net.live():
@@ -351,6 +524,10 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not hasattr(self, "net"):
             return
+        if self.horizon_ms:
+            self.keep_alive()
+            self.converge()
+            event("forgetting horizon passed")
         self.net.settle()
         live = [p.replica for p in self.net.live() if p.replica is not None]
         digests = {r.state.digest() for r in live}
@@ -364,6 +541,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
         event(f"room members after settling: {min(members, 6) // 3 * 3}+")
         event(f"receipts after settling: {'some' if state.receipts else 'none'}")
         event(f"restarted peers: {'some' if any(p.generation for p in self.net.peers) else 'none'}")
+        merged = any(len(view.founders) > 1 for log in state.rooms.values() if (view := log.view) is not None)
+        event(f"merged rooms: {'some' if merged else 'none'}")
+        event(f"forgotten agents came back: {'some' if self.returned_forgotten else 'none'}")
         everything = set().union(*(set(r.state.messages) for r in live))
         for replica in live:
             assert set(replica.state.messages) == everything

@@ -263,3 +263,13 @@ def test_two_dials_by_one_peer_to_the_same_peer_leave_one_link_at_both_ends() ->
     assert c.peer.peer_id in b.peer.data_links
     assert b.peer.peer_id in c.peer.data_links
     assert net.fully_linked()
+
+
+def test_a_starting_peer_moves_its_forgetting_horizon_at_once() -> None:
+    """Whether an old claim of a forgotten agent counts (state rule 8) must not wait for the first periodic
+    collection: a bridge that comes back the next morning on a new peer sees its rooms from the start."""
+    net = PeerNet()
+    net.now = 10_000.0
+    node = net.spawn("a")
+    retention_ms = int(net.config.offline_retention * 1000)
+    assert node.peer.replica.state.horizon >> 16 == 10_000_000 - retention_ms

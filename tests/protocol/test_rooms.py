@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 from simnet import receipt_body, visible_snapshot
 
-from agent_comms.protocol.changes import AgentChanged, Change, MessageAdded, RoomChanged, RoomSuperseded
+from agent_comms.protocol.changes import AgentChanged, Change, MessageAdded, RoomChanged
 from agent_comms.protocol.ops import (
     AgentUpsert,
     Membership,
@@ -345,7 +345,7 @@ def test_destroy_ends_the_room_and_nothing_after_it_is_visible(peer: Replica, tr
     live = peer.state.room("lobby")
     assert live is not None
     assert (live.owner, set(live.members), live.room_type) == ("Y", {"Y"}, "private")
-    assert [log.room_id for log in peer.state.room_instances("lobby")] == [rid, new_rid]
+    assert [v.room_id for v in peer.state.rooms_named("lobby")] == [rid, new_rid]
     message, changes = say(y, new_rid)
     assert changes == [MessageAdded(message, new_rid)]
 
@@ -523,51 +523,121 @@ def test_concurrent_kick_and_rejoin(two_peers: tuple[Agent, Agent, Op, list[Op]]
 
 
 @pytest.mark.parametrize(("a_ms", "b_ms"), [(2000, 2005), (2005, 2000), (2000, 2000)])
-def test_concurrent_creations_of_one_name(a_ms: int, b_ms: int) -> None:
-    """The instance earlier in total order (hlc, then origin) wins on both peers; the loser is superseded."""
+def test_concurrent_creations_of_one_name_merge(a_ms: int, b_ms: int) -> None:
+    """Both instances become one room: the first in total order gives its id and owner, and both creators stay
+    members with their messages; nobody is told the room was destroyed."""
     a, b = Replica.create("A"), Replica.create("B")
     alice, bob = register(a, "alice", now=1000), register(b, "bob", now=1000)
     a.receive(bob.record)
     b.receive(alice.record)
     on_a, _ = create(alice, "lobby", "public", now=a_ms)
-    on_b, _ = create(bob, "lobby", "private", now=b_ms)
-    a_wins = op_key(on_a) < op_key(on_b)
-    assert a_wins == (a_ms <= b_ms)  # equal stamps: origin "A" < "B" decides
-    winner, loser = (on_a, on_b) if a_wins else (on_b, on_a)
-    winner_replica, loser_replica = (a, b) if a_wins else (b, a)
-    creator = "alice" if a_wins else "bob"
+    on_b, _ = create(bob, "lobby", "public", now=b_ms)
+    hello_a, _ = say(alice, op_id(on_a), "from alice", now=a_ms + 1)
+    hello_b, _ = say(bob, op_id(on_b), "from bob", now=b_ms + 1)
+    a_first = op_key(on_a) < op_key(on_b)
+    assert a_first == (a_ms <= b_ms)  # equal stamps: origin "A" < "B" decides
+    first, later = (on_a, on_b) if a_first else (on_b, on_a)
+    first_replica, later_replica = (a, b) if a_first else (b, a)
+    owner, joiner = ("alice", "bob") if a_first else ("bob", "alice")
 
-    # the winner's peer learns of a later instance: nothing visible happens
-    assert winner_replica.receive(loser) == []
-    # the loser's peer learns that its instance was superseded
-    assert loser_replica.receive(winner) == [
-        *changed(op_id(winner), "lobby", RoomChange("created", creator), RoomChange("joined", creator)),
-        RoomSuperseded(op_id(loser), "lobby", op_id(winner)),
-    ]
+    # the first creator's peer learns of the later instance: its creator joins the room
+    assert first_replica.receive(later) == changed(op_id(first), "lobby", RoomChange("joined", joiner))
+    # the later creator's peer learns that its room merged into the first one: it gains a member and an owner
+    changes = later_replica.receive(first)
+    assert set(changes) == set(changed(op_id(first), "lobby", RoomChange("joined", owner), RoomChange("owner", owner)))
+    assert not any(isinstance(c, RoomChanged) and c.change.kind == "destroyed" for c in changes)
+    a.receive(hello_b)
+    b.receive(hello_a)
     for replica in (a, b):
-        assert replica.state.room_id("lobby") == op_id(winner)
-        assert [log.room_id for log in replica.state.room_instances("lobby")] == [op_id(winner)]
-        assert not replica.state.room_accepted(op_id(loser))
+        state = replica.state
+        view = state.room("lobby")
+        assert view is not None
+        assert state.room_id("lobby") == op_id(first)
+        assert [v.room_id for v in state.rooms_named("lobby")] == [op_id(first)]
+        assert view.owner == owner
+        assert set(view.members) == {"alice", "bob"}
+        assert list(view.founders) == [op_id(first), op_id(later)]
+        assert state.room_accepted(op_id(later))
+        assert view_of(replica, op_id(later)) is view
+        # the messages of both instances are in the one history, in the total order
+        assert [op_id(m) for m in state.room_messages(op_id(first))] == [
+            op_id(m) for m in sorted([hello_a, hello_b], key=op_key)
+        ]
+        assert state.room_messages(op_id(later)) == state.room_messages(op_id(first))
     assert visible_snapshot(a.state) == visible_snapshot(b.state)
     assert a.state.digest() == b.state.digest()
 
 
-def test_superseded_room_ops_and_messages_do_not_count() -> None:
+def test_merged_room_keeps_both_memberships_and_acts_on_either_id() -> None:
+    """Members invited into the later instance stay members with their messages; operations addressed to either
+    instance act on the one room; the merged room takes the most restrictive type."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, dave = register(a, "alice", now=1000), register(a, "dave", now=1000)
+    bob, carol = register(b, "bob", now=1000), register(b, "carol", now=1000)
+    first, _ = create(alice, "dev", "public", now=2000)
+    later, _ = create(bob, "dev", "private", now=2001)
+    a_ops = [dave.record, alice.record, first, act(dave, op_id(first), "join", now=2002)[0]]
+    a_ops.append(say(dave, op_id(first), "dave here", now=2003)[0])
+    b_ops = [bob.record, carol.record, later, act(bob, op_id(later), "invite", "carol", now=2002)[0]]
+    b_ops.append(act(carol, op_id(later), "join", now=2003)[0])
+    b_ops.append(say(carol, op_id(later), "carol here", now=2004)[0])
+    a.receive_many(b_ops)
+    b.receive_many(a_ops)
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+    view = view_of(a, op_id(first))
+    assert (view.owner, view.room_type) == ("alice", "private")
+    assert set(view.members) == {"alice", "bob", "carol", "dave"}
+    assert [m.body.content for m in a.state.room_messages(op_id(first))] == ["dave here", "carol here"]
+    # carol leaves through the id she knows; bob (a founder) invites and kicks through his own instance's id
+    _leave, changes = act(carol, op_id(later), "leave", now=3000)
+    assert changes == changed(op_id(first), "dev", RoomChange("left", "carol"))
+    _kick, changes = act(bob, op_id(later), "kick", "dave", now=3001)
+    assert changes == changed(op_id(first), "dev", RoomChange("kicked", "dave", by="bob"))
+    # but not through the first instance's id, and never the owner
+    assert act(bob, op_id(first), "invite", "carol", now=3002)[1] == []
+    assert act(bob, op_id(later), "kick", "alice", now=3003)[1] == []
+    # a founder's destroy of its own instance only makes it leave; the room lives on
+    _destroy, changes = act(bob, op_id(later), "destroy", now=3004)
+    assert changes == changed(op_id(first), "dev", RoomChange("left", "bob"))
+    assert b.state.room("dev") is not None
+    assert set(view_of(b, op_id(later)).members) == {"alice"}
+    a.receive_many(b.state.stored_ops())
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+
+
+def test_instance_created_after_the_destroy_is_a_new_room() -> None:
+    """Reuse of a name: an instance created after the room was destroyed does not merge into it."""
+    a = Replica.create("A")
+    alice, bob = register(a, "alice"), register(a, "bob")
+    first, _ = create(alice, "lobby")
+    old_message, _ = say(alice, op_id(first), "old")
+    act(alice, op_id(first), "destroy")
+    second, changes = create(bob, "lobby")
+    assert changes == changed(op_id(second), "lobby", RoomChange("created", "bob"), RoomChange("joined", "bob"))
+    assert [v.room_id for v in a.state.rooms_named("lobby")] == [op_id(first), op_id(second)]
+    assert a.state.room_id("lobby") == op_id(second)
+    assert a.state.room_messages(op_id(second)) == []
+    assert a.state.message_visible(old_message)  # the destroyed room keeps its history until the horizon
+
+
+def test_late_creation_between_a_destroy_and_a_new_instance_regroups() -> None:
+    """Arrival order does not matter: a late instance created before the first room's destroy merges into it."""
     a, b = Replica.create("A"), Replica.create("B")
     alice, bob = register(a, "alice", now=1000), register(b, "bob", now=1000)
-    a.receive(bob.record)
-    b.receive(alice.record)
-    winner, _ = create(alice, "lobby", "public", now=2000)
-    loser, _ = create(bob, "lobby", "public", now=2001)
-    message, changes = say(bob, op_id(loser), "in the doomed room", now=2002)
-    assert changes == [MessageAdded(message, op_id(loser))]
-    assert a.receive_many([loser, message]) == []
-    assert not a.state.message_visible(message)
-    b.receive(winner)
-    assert not b.state.message_visible(message)
-    # a membership change in the superseded instance is not reported
-    assert act(bob, op_id(loser), "leave", now=2003)[1] == []
-    assert b.state.room_id("lobby") == op_id(winner)
+    first, _ = create(alice, "lobby", now=2000)
+    concurrent, _ = create(bob, "lobby", now=2001)
+    bob_says, _ = say(bob, op_id(concurrent), "still here", now=2002)
+    destroy, _ = act(alice, op_id(first), "destroy", now=2003)
+    again, _ = create(alice, "lobby", now=2004)
+    everything = [alice.record, bob.record, first, concurrent, bob_says, destroy, again]
+    forward, backward = fresh("F", everything), fresh("R", everything[::-1])
+    for replica in (forward, backward):
+        assert [list(v.founders) for v in replica.state.rooms_named("lobby")] == [
+            [op_id(first), op_id(concurrent)],
+            [op_id(again)],
+        ]
+        assert replica.state.room_id("lobby") == op_id(again)
+    assert visible_snapshot(forward.state) == visible_snapshot(backward.state)
 
 
 def test_late_membership_op_triggers_a_refold() -> None:
@@ -622,7 +692,7 @@ def test_late_kick_before_a_destroy_and_ops_before_the_creation() -> None:
     target = fresh("R", [owner.record, x.record])
     for op in reversed(ops[1:]):
         assert target.receive(op) == []  # no creation yet: nothing to see
-    assert target.state.room_instances("lobby") == []
+    assert target.state.rooms_named("lobby") == []
     assert target.receive(create_op) == changed(
         rid, "lobby", RoomChange("created", "O"), RoomChange("destroyed", "O", by="O")
     )

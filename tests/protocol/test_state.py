@@ -12,7 +12,18 @@ import pytest
 from simnet import rebuild, receipt_body, visible_snapshot
 
 from agent_comms.protocol.changes import AgentChanged, MessageAdded, ReceiptAdvanced
-from agent_comms.protocol.ops import AgentSuspect, AgentUpsert, DirectMessage, Op, dm_conversation, op_id, op_key
+from agent_comms.protocol.ops import (
+    AgentSuspect,
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    Op,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+    op_key,
+)
 from agent_comms.protocol.replica import Replica, SeenSet, sync_order
 from agent_comms.protocol.state import MeshState
 
@@ -132,7 +143,7 @@ def test_version_decides_within_a_claim_not_the_stamp() -> None:
         for op in order:
             state.apply(op)
         assert state.agents["X"].record == v2
-        assert state.agents["X"].claims == {(7, "A"): v2}  # the first record of the claim, by op key
+        assert state.agents["X"].claims == {(7, "A"): v1}  # the newest record of the claim, by op key
 
 
 def test_newer_claim_wins_over_a_higher_version_of_an_older_claim() -> None:
@@ -144,7 +155,7 @@ def test_newer_claim_wins_over_a_higher_version_of_an_older_claim() -> None:
     assert target.receive(old_v5) == []
     entry = target.state.agents["X"]
     assert entry.record == second.record
-    assert entry.claims == {(first.inc, "A"): first.record, (second.inc, "B"): second.record}
+    assert entry.claims == {(first.inc, "A"): old_v5, (second.inc, "B"): second.record}  # each claim's newest
 
 
 def test_upsert_from_another_peer_is_rejected() -> None:
@@ -408,30 +419,33 @@ def test_collect_garbage_forgets_long_offline_agents(gc_scene: dict[str, Op]) ->
     state = target.state
     assert sorted(state.agents) == ["W", "Z"]  # W went offline after the horizon, Z is online
     assert state.horizon == HORIZON_MS << 16
-    # the conversation between two forgotten agents is gone, with its receipts
-    assert dm_conversation("X", "Y") not in state.histories
-    assert op_id(gc_scene["x2y"]) not in state.messages
-    assert state.receipts == {}
-    # a conversation with an agent still known stays
+    # conversations stay, even between two forgotten agents, with their receipts: they come back to them
+    assert ids(state.histories[dm_conversation("X", "Y")].messages) == [op_id(gc_scene["x2y"])]
+    assert state.message_visible(gc_scene["x2y"])
+    assert state.receipt_status(op_id(gc_scene["x2y"]), "Y") == "read"
     assert ids(state.histories[dm_conversation("X", "Z")].messages) == [op_id(gc_scene["x2z"])]
     # the horizon never moves back
     state.collect_garbage(HORIZON_MS - 1000)
     assert state.horizon == HORIZON_MS << 16
 
 
-def test_old_operations_of_a_forgotten_agent_are_refused(gc_scene: dict[str, Op]) -> None:
+def test_old_operations_of_a_forgotten_agent_go_again_at_the_next_collection(gc_scene: dict[str, Op]) -> None:
+    """An old operation of a forgotten agent that anti-entropy brings back (from a replica that has not collected
+    yet) is forgotten again at the next collection, whatever the order it came in."""
     state = MeshState()
     state.apply(gc_scene["X_off"])
     state.collect_garbage(HORIZON_MS)
     assert state.agents == {}
-    # the older record of the forgotten agent arrives late (say, by anti-entropy): it cannot bring X back
-    assert state.apply(gc_scene["X"]) == []
-    assert state.apply(suspect_of(gc_scene["X"])) == []
+    state.apply(suspect_of(gc_scene["X"]))
+    state.apply(gc_scene["X"])
+    state.collect_garbage(HORIZON_MS)
     assert state.agents == {}
-    # a record stamped after the horizon is accepted: a host re-stamping a live agent
+    # a record stamped after the horizon stays: a host re-stamping a live agent
     x = upsert_of(gc_scene["X"])
     newer = Op("A", 99, (HORIZON_MS + 1) << 16, record("X", "A", x.incarnation, 7))
     assert state.apply(newer) == [AgentChanged("X", upsert_of(newer), True, None, False)]
+    state.collect_garbage(HORIZON_MS)
+    assert list(state.agents) == ["X"]
 
 
 def suspect_of(upsert: Op) -> Op:
@@ -440,31 +454,128 @@ def suspect_of(upsert: Op) -> Op:
     return Op("D", 1, upsert.hlc + 1, AgentSuspect(body.agent_id, body.incarnation, body.peer_id))
 
 
-def test_late_dm_between_forgotten_agents_goes_at_the_next_collection(gc_scene: dict[str, Op]) -> None:
+def test_late_dm_and_receipt_between_forgotten_agents_are_kept(gc_scene: dict[str, Op]) -> None:
+    """A direct conversation does not depend on whether a replica still held its parties' records when it
+    collected: a DM and its receipt delivered after the collection are kept like on a replica that had them."""
     everything = fresh("R1", list(gc_scene.values()))
     everything.state.collect_garbage(HORIZON_MS)
     late = fresh("R2", [op for name, op in gc_scene.items() if name not in ("x2y", "y_read")])
     late.state.collect_garbage(HORIZON_MS)
     late.receive(gc_scene["x2y"])
-    late.state.collect_garbage(HORIZON_MS)
-    assert dm_conversation("X", "Y") not in late.state.histories
-    assert late.state.digest() == everything.state.digest()
-
-
-def test_late_receipt_for_a_dropped_conversation_does_not_survive(gc_scene: dict[str, Op]) -> None:
-    """A receipt for a DM between forgotten agents, delivered after the collection, must not be kept forever.
-
-    Without its message there is no history for the conversation, so the receipt sits among the orphan
-    receipts of a conversation no later collection visits; replicas that collected after it arrived do not hold it.
-    """
-    everything = fresh("R1", list(gc_scene.values()))
-    everything.state.collect_garbage(HORIZON_MS)
-    late = fresh("R2", [op for name, op in gc_scene.items() if name not in ("x2y", "y_read")])
-    late.state.collect_garbage(HORIZON_MS)
     late.receive(gc_scene["y_read"])
     late.state.collect_garbage(HORIZON_MS)
-    assert late.state.receipts == {}
+    assert ids(late.state.histories[dm_conversation("X", "Y")].messages) == [op_id(gc_scene["x2y"])]
+    assert late.state.receipt_status(op_id(gc_scene["x2y"]), "Y") == "read"
     assert late.state.digest() == everything.state.digest()
+    assert visible_snapshot(late.state) == visible_snapshot(everything.state)
+
+
+def test_an_agent_returning_after_it_was_forgotten_keeps_its_rooms_and_messages() -> None:
+    """X creates a room, invites Y, both speak, X receives a DM and reads it; X goes offline and is forgotten; the
+    same identity comes back on another peer. Its room, ownership, memberships, messages and receipts are as they
+    were, on the replica that forgot it and on one that never knew it, and stay so as the horizon keeps moving."""
+    a, b = Replica.create("A"), Replica.create("B")
+    x, y = register(a, "X", now=1000), register(a, "Y", now=1000)
+    room, _ = a.make(RoomCreate(a.next_op_id(), "lobby", "private", "", "X", x.inc), 1100)
+    room_id = op_id(room)
+    a.make(Membership(room_id, "invite", "X", x.inc, "Y"), 1150)
+    a.make(Membership(room_id, "join", "Y", y.inc), 1160)
+    said = [a.make(RoomMessage(room_id, who.id, who.inc, "hello"), 1200 + i)[0] for i, who in enumerate((x, y))]
+    to_x = dm(y, "X", now=1300)
+    receipt(x, to_x, now=1400)
+    update(x, 1, now=2000, online=False)
+
+    def looks_as_before(state: MeshState) -> None:
+        view = state.room("lobby")
+        assert view is not None, "the returning agent's room vanished"
+        assert view.owner == "X"
+        assert set(view.members) == {"X", "Y"}
+        assert ids(state.room_messages(room_id)) == ids(said)
+        assert state.message_visible(to_x)
+        assert state.receipt_status(op_id(to_x), "X") == "read"
+
+    a.state.collect_garbage(HORIZON_MS)
+    assert "X" not in a.state.agents  # forgotten (Y is still online)
+    looks_as_before(a.state)
+    # the same identity comes back, on another peer, with a new claim
+    back = register(b, "X", now=HORIZON_MS + 1000)
+    a.receive(back.record)
+    looks_as_before(a.state)
+    # a replica that never knew the old claims (it joined after the forgetting) sees the same
+    newcomer = fresh("N", [op for op in a.state.stored_ops() if op.origin != "B"])
+    newcomer.receive(back.record)
+    newcomer.state.collect_garbage(HORIZON_MS)
+    looks_as_before(newcomer.state)
+    assert visible_snapshot(newcomer.state) == visible_snapshot(a.state)
+    # much later, with the returned agent still on its new claim: still there
+    for state in (a.state, newcomer.state):
+        state.collect_garbage(HORIZON_MS * 10)
+        looks_as_before(state)
+    # the agent goes on where it left off: it still owns the room
+    b.state.collect_garbage(HORIZON_MS * 10)  # a peer moves its horizon when it starts, then periodically
+    b.receive_many(a.state.stored_ops())
+    b.make(Membership(room_id, "kick", "X", back.inc, "Y"), HORIZON_MS * 10 + 1)
+    view = b.state.room("lobby")
+    assert view is not None
+    assert set(view.members) == {"X"}
+
+
+def test_a_new_replica_gets_a_live_room_older_than_its_horizon() -> None:
+    """A room created before the horizon and still alive reaches a replica that never held it (a new peer, whose
+    horizon is set when it starts), with its messages; a destroyed one that comes back goes at the next collection."""
+    a = Replica.create("A")
+    owner = register(a, "O", now=1000)
+    live, _ = a.make(RoomCreate(a.next_op_id(), "lobby", "public", "", "O", owner.inc), 1100)
+    said, _ = a.make(RoomMessage(op_id(live), "O", owner.inc, "still here"), 1200)
+    gone, _ = a.make(RoomCreate(a.next_op_id(), "old", "public", "", "O", owner.inc), 1300)
+    a.make(Membership(op_id(gone), "destroy", "O", owner.inc), 1400)
+    update(owner, 1, now=HORIZON_MS + 500)  # its host re-stamps the live agent
+    newcomer = Replica.create("N")
+    newcomer.state.collect_garbage(HORIZON_MS)
+    newcomer.receive_many(sorted(a.state.stored_ops(), key=sync_order))
+    assert newcomer.state.room("lobby") is not None
+    assert ids(newcomer.state.room_messages(op_id(live))) == [op_id(said)]
+    a.state.collect_garbage(HORIZON_MS)
+    newcomer.state.collect_garbage(HORIZON_MS)
+    assert op_id(gone) not in newcomer.state.rooms
+    assert newcomer.state.digest() == a.state.digest()
+
+
+def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_horizon() -> None:
+    """A replica that joined late holds a room operation and a message whose room it never got (the room was
+    forgotten elsewhere): once they are older than the horizon they go, as a replica at that horizon refuses them."""
+    state = MeshState()
+    state.apply(Op("B", 1, 6000 << 16, Membership("B-0", "kick", "X", 1, "Y")))
+    state.apply(Op("B", 2, 6001 << 16, RoomMessage("B-0", "X", 1, "late")))
+    state.collect_garbage(HORIZON_MS)
+    assert "B-0" in state.rooms
+    assert "B-0" in state.histories
+    state.collect_garbage(7000)
+    assert "B-0" not in state.rooms
+    assert "B-0" not in state.histories
+    assert list(state.stored_ops()) == []
+
+
+def test_claims_known_only_grow_with_the_horizon() -> None:
+    """Rule 4 with rule 8: a claim older than the horizon and than the agent's newest claim counts as known, and
+    nothing known stops being known as the horizon or the claims grow (receipts rely on it)."""
+    state = MeshState()
+    old, current = (1000 << 16, "A"), (9000 << 16, "B")
+    assert not state.claim_known("Z", *old, strict=True)  # an agent never seen: its receipts do not count...
+    state.collect_garbage(5000)
+    assert state.claim_known("Z", *old, strict=True)  # ...unless under a claim older than the horizon (forgotten)
+    state = MeshState()
+    state.apply(Op("B", 1, current[0], record("X", "B", current[0])))
+    assert not state.claim_known("X", *old)
+    state.collect_garbage(5000)
+    assert state.claim_known("X", *old)
+    assert state.claim_known("X", *old, strict=True)
+    # a claim that is not older than the newest one is never taken on trust: acting as X now needs a public claim
+    assert not state.claim_known("X", current[0], "R")
+    state.collect_garbage(20000)
+    assert state.claim_known("X", *old)
+    assert not state.claim_known("X", current[0], "R")
+    assert not state.claim_known("X", current[0] + 1, "R")
 
 
 # ------------------------------------------------------------------------------------------------------------- replica
@@ -501,15 +612,6 @@ def test_duplicates_are_ignored() -> None:
     assert target.receive_many([x.record, message]) == []
     assert target.state.digest() == digest
     assert target.seen["A"] == SeenSet(2, set())
-
-
-def test_duplicate_after_collection_does_not_resurrect_a_conversation(gc_scene: dict[str, Op]) -> None:
-    target = fresh("R", list(gc_scene.values()))
-    target.state.collect_garbage(HORIZON_MS)
-    assert target.receive(gc_scene["x2y"]) == []
-    assert target.receive(gc_scene["y_read"]) == []
-    assert dm_conversation("X", "Y") not in target.state.histories
-    assert target.state.receipts == {}
 
 
 def test_receive_advances_the_clock_past_what_it_saw() -> None:
@@ -558,8 +660,9 @@ def test_sync_answer_is_in_sync_order_across_origins(busy_peer: tuple[Replica, l
     source.receive_many([z.record, note])
     answer = source.sync_answer(Replica.create("C").sync_request())
     assert answer == sorted(answer, key=sync_order)
-    assert {(op.origin, op.seq) for op in answer} == {(op.origin, op.seq) for op in [*ops, z.record, note]}
-    assert len(answer) == len(ops) + 2  # each operation once, though the state may store one twice
+    # X's first record is superseded by a newer record of its claim (not stored, not sent)
+    assert {(op.origin, op.seq) for op in answer} == {(op.origin, op.seq) for op in [*ops[1:], z.record, note]}
+    assert len(answer) == len(ops) + 1  # each operation once, though the state may store one twice
 
 
 def test_sync_answer_is_empty_when_digests_agree(busy_peer: tuple[Replica, list[Op]]) -> None:
@@ -588,6 +691,9 @@ def test_digest_is_independent_of_arrival_order(busy_peer: tuple[Replica, list[O
 
 def test_digest_differs_when_an_op_is_missing(busy_peer: tuple[Replica, list[Op]]) -> None:
     source, ops = busy_peer
-    for missing in range(len(ops)):
+    stored = {op_id(op) for op in source.state.stored_ops()}
+    # X's first record is superseded by a newer one of the same claim, which is all a replica keeps
+    assert [index for index, op in enumerate(ops) if op_id(op) not in stored] == [0]
+    for missing in range(1, len(ops)):
         partial = fresh("P", ops[:missing] + ops[missing + 1 :])
         assert partial.state.digest() != source.state.digest(), f"op {missing} missing went unnoticed"
