@@ -21,6 +21,7 @@ import trio
 from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME, LinkHandshake
+from agent_comms.protocol.peer import PeerConfig
 from agent_comms.protocol.state import MeshState
 from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, SyncRequest
 
@@ -190,6 +191,7 @@ async def _ask(network: Network, key: bytes, dial_port: int, mesh_port: int = 0)
         await stream.send_all(encode_frames(handshake.start()))
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)  # lifted once the other side has proved the key
         state = MeshState()
+        _collect(state)  # the horizon first: claims older than it count as known while the ops arrive (rule 8)
         peer_list: PeerList | None = None
         status: PeerStatus | None = None
         while True:
@@ -213,11 +215,18 @@ async def _ask(network: Network, key: bytes, dial_port: int, mesh_port: int = 0)
                     for op in frame.ops:
                         state.apply(op)
                     if frame.done:
+                        _collect(state)
                         remote = handshake.remote
                         assert remote is not None
                         return _Answer(remote, handshake.remote_coordinator, peer_list, status, state)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def _collect(state: MeshState) -> None:
+    """Forget, as a peer starting now would, what went offline before the horizon (state rule 8): a returning
+    agent's old rooms and messages then count on the observer as on every peer."""
+    state.collect_garbage(int((time.time() - PeerConfig(coordinator_port=0).offline_retention) * 1000))
 
 
 def _opened(handshake: LinkHandshake) -> bool:
