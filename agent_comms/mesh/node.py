@@ -86,7 +86,8 @@ _ALARMING = (
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
-#: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed.
+#: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed;
+#: anti-entropy answers are counted apart, against the same limit (see :meth:`MeshNode._write_answer`).
 LINK_QUEUE_BYTES: Final = 32 << 20
 #: Accepted connections whose handshake has not finished, at most (beyond it a new connection is closed at once):
 #: honest peers finish within a round trip, so only a flood of strangers ever comes near it.
