@@ -58,7 +58,7 @@ from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body
 from agent_comms.protocol.peer import Peer, PeerConfig
-from agent_comms.protocol.wire import Identify
+from agent_comms.protocol.wire import Identify, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .procinfo import process_alive
@@ -86,7 +86,8 @@ _ALARMING = (
 
 #: Writes queued on one link before the link is judged too slow and closed.
 LINK_QUEUE_FRAMES: Final = 65536
-#: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed.
+#: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed;
+#: anti-entropy answers are counted apart, against the same limit (see :meth:`MeshNode._write_answer`).
 LINK_QUEUE_BYTES: Final = 32 << 20
 #: Accepted connections whose handshake has not finished, at most (beyond it a new connection is closed at once):
 #: honest peers finish within a round trip, so only a flood of strangers ever comes near it.
@@ -97,7 +98,9 @@ _SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUF
 _RESOURCE_PAUSE: Final = 0.1
 _INBOX: Final = 1024
 _READ_SIZE: Final = 1 << 16
-_CLOSE: Final = b""  # sentinel on a writer queue: flush, then close
+#: What a writer queue holds: bytes to write, and whether they answer an anti-entropy request.
+_Chunk = tuple[bytes, bool]
+_CLOSE: Final[_Chunk] = (b"", False)  # sentinel on a writer queue: flush, then close
 
 
 class MeshNode:
@@ -115,9 +118,11 @@ class MeshNode:
         self.registry = registry
         self._nursery = nursery
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](_INBOX)
-        self._writers: dict[int, trio.MemorySendChannel[bytes]] = {}
-        #: link id -> bytes queued on its writer and not yet sent
+        self._writers: dict[int, trio.MemorySendChannel[_Chunk]] = {}
+        #: link id -> bytes queued on its writer and not yet sent, anti-entropy answers excepted
         self._queued: dict[int, int] = {}
+        #: link id -> bytes of anti-entropy answers queued on its writer and not yet sent
+        self._owed: dict[int, int] = {}
         self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
         self._coordinator_scope: trio.CancelScope | None = None
@@ -309,7 +314,9 @@ class MeshNode:
         for command in commands:
             if isinstance(command, Send):
                 frames = command.frames
-                if len(frames) == 1:
+                if all(isinstance(frame, SyncOps) for frame in frames):
+                    self._write_answer(command.link_id, encode_frames(frames))
+                elif len(frames) == 1:
                     key = id(frames[0])
                     data = encoded.get(key)
                     if data is None:
@@ -483,12 +490,13 @@ class MeshNode:
     # ------------------------------------------------------------------ links
 
     def _start_link(self, link_id: int, conn: Connection) -> None:
-        send, receive = trio.open_memory_channel[bytes](LINK_QUEUE_FRAMES)
+        send, receive = trio.open_memory_channel[_Chunk](LINK_QUEUE_FRAMES)
         self._writers[link_id] = send
         scope = self._link_scopes[link_id] = trio.CancelScope()
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
     def _write_bytes(self, link_id: int, data: bytes) -> None:
+        """Queue ``data`` on a link; past ``link_queue_bytes`` unsent (answers excepted) the link is closed."""
         writer = self._writers.get(link_id)
         if writer is None:
             return
@@ -496,28 +504,54 @@ class MeshNode:
         try:
             if queued > self.link_queue_bytes:
                 raise trio.WouldBlock
-            writer.send_nowait(data)
+            writer.send_nowait((data, False))
         except trio.WouldBlock:
-            reason = f"write queue full ({queued} bytes unsent: the other end does not keep up)"
-            self._log_close(link_id, reason)
-            self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
-            self._close_link(link_id)
+            self._queue_full(link_id, f"{queued} bytes unsent: the other end does not keep up")
         else:
             self._queued[link_id] = queued
 
-    def queued_bytes(self, link_id: int) -> int:
-        """Bytes written to a link and not yet handed to its socket."""
-        return self._queued.get(link_id, 0)
-
-    def _sent(self, link_id: int, size: int) -> None:
-        left = self._queued.get(link_id, 0) - size
-        if left > 0:
-            self._queued[link_id] = left
+    def _write_answer(self, link_id: int, data: bytes) -> None:
+        """Queue an anti-entropy answer on a link. It is as large as what the other end lacks, which may be more
+        than ``link_queue_bytes`` (a peer that was away, a new one), so it does not count towards that limit: it
+        is owed, not a backlog. Answers are bounded on their own: one may be queued only while the answers still
+        unsent are within ``link_queue_bytes`` (an end that asks again and again without reading is closed)."""
+        writer = self._writers.get(link_id)
+        if writer is None:
+            return
+        owed = self._owed.get(link_id, 0)
+        try:
+            if owed > self.link_queue_bytes:
+                raise trio.WouldBlock
+            writer.send_nowait((data, True))
+        except trio.WouldBlock:
+            self._queue_full(
+                link_id, f"{owed} bytes of anti-entropy answers unsent: the other end asks faster than it reads"
+            )
         else:
-            self._queued.pop(link_id, None)
+            self._owed[link_id] = owed + len(data)
+
+    def _queue_full(self, link_id: int, detail: str) -> None:
+        reason = f"write queue full ({detail})"
+        self._log_close(link_id, reason)
+        self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
+        self._close_link(link_id)
+
+    def queued_bytes(self, link_id: int) -> int:
+        """Bytes written to a link and not yet handed to its socket (anti-entropy answers included)."""
+        return self._queued.get(link_id, 0) + self._owed.get(link_id, 0)
+
+    def _sent(self, link_id: int, size: int, answered: int) -> None:
+        """The socket took ``size`` bytes of a link, ``answered`` of them from anti-entropy answers."""
+        for counts, taken in ((self._queued, size - answered), (self._owed, answered)):
+            left = counts.get(link_id, 0) - taken
+            if left > 0:
+                counts[link_id] = left
+            else:
+                counts.pop(link_id, None)
 
     def _close_link(self, link_id: int) -> None:
         self._queued.pop(link_id, None)
+        self._owed.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is None:
             return
@@ -529,12 +563,13 @@ class MeshNode:
 
     def _drop_writer(self, link_id: int) -> None:
         self._queued.pop(link_id, None)
+        self._owed.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is not None:
             writer.close()
 
     async def _run_link(
-        self, link_id: int, conn: Connection, queue: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
+        self, link_id: int, conn: Connection, queue: trio.MemoryReceiveChannel[_Chunk], scope: trio.CancelScope
     ) -> None:
         reason = "closed"
         try:
@@ -601,7 +636,7 @@ class MeshNode:
         self,
         link_id: int,
         stream: trio.abc.Stream,
-        queue: trio.MemoryReceiveChannel[bytes],
+        queue: trio.MemoryReceiveChannel[_Chunk],
         link_scope: trio.CancelScope,
     ) -> None:
         try:
@@ -616,9 +651,9 @@ class MeshNode:
                 if closing:
                     batch = batch[: batch.index(_CLOSE)]
                 if batch:
-                    data = b"".join(batch)
+                    data = b"".join(chunk for chunk, _ in batch)
                     await stream.send_all(data)
-                    self._sent(link_id, len(data))
+                    self._sent(link_id, len(data), sum(len(chunk) for chunk, answer in batch if answer))
                 if closing:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -204,7 +204,8 @@ def autojump_clock() -> trio.testing.MockClock:
 
 async def test_a_link_whose_queue_outgrows_its_byte_limit_is_closed(autojump_clock: trio.testing.MockClock) -> None:
     """A peer whose socket stops taking bytes (stopped process, full buffer) cannot make the sender hold an
-    unbounded queue: past ``link_queue_bytes`` the link is closed; the peer catches up by anti-entropy later."""
+    unbounded queue: past ``link_queue_bytes`` the link is closed; the peer catches up by anti-entropy later, even
+    when what it lacks is more than ``link_queue_bytes`` (an anti-entropy answer is owed, not a backlog)."""
     network = MemoryNetwork()
     rng = random.Random(5)
     async with trio.open_nursery() as nursery:
@@ -244,11 +245,55 @@ async def test_a_link_whose_queue_outgrows_its_byte_limit_is_closed(autojump_clo
         assert b.peer_id not in a.peer.data_links, "the link outlived its byte limit"
         assert n < 100  # closed as soon as the limit was passed, long before the heartbeat timeout could
         assert peak <= a.link_queue_bytes
+        # More while the link is down, so b lacks more than the limit whatever the closed link still delivers.
+        for m in range(80):
+            a.submit(RoomMessage(room_id, "x", a.peer.hosted["x"].incarnation, f"late {m:04d} " + "x" * 4000))
         network.thaw("a")
         # Both live on, so the link is repaired within an anti-entropy interval (rule 8 of the peer).
         with trio.fail_after(2 * a.peer.config.anti_entropy_interval + 1):
             await a.wait_for(lambda: b.peer_id in a.peer.data_links)
             await b.wait_for(lambda: b.peer.replica.state.digest() == a.peer.replica.state.digest())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_behind_by_more_than_the_queue_limit_catches_up(autojump_clock: trio.testing.MockClock) -> None:
+    """The anti-entropy answer to a peer that lacks more than ``link_queue_bytes`` is larger than the limit; it is
+    sent whole (the other end reads it), where counting it as a backlog closed every link to that peer, forever."""
+    network = MemoryNetwork()
+    rng = random.Random(7)
+    async with trio.open_nursery() as nursery:
+        nodes: dict[str, MeshNode] = {}
+
+        async def run(name: str, task_status: trio.TaskStatus[None]) -> None:
+            async with open_node(
+                bytes(32),
+                port=COORDINATOR_PORT,
+                network=network.host(name),
+                config=PeerConfig(coordinator_port=COORDINATOR_PORT),
+                rng=random.Random(rng.getrandbits(64)),
+                probe_processes=False,
+            ) as node:
+                nodes[name] = node
+                task_status.started()
+                await trio.sleep_forever()
+
+        await nursery.start(run, "a")
+        a = nodes["a"]
+        a.link_queue_bytes = 256 * 1024
+        a.host_agent(agent("x"))
+        incarnation = a.peer.hosted["x"].incarnation
+        a.submit(RoomCreate(a.peer.replica.next_op_id(), "r", "public", "", "x", incarnation))
+        room_id = next(iter(a.peer.replica.state.rooms))
+        for n in range(100):  # about 400 kB: half as much again as the limit
+            a.submit(RoomMessage(room_id, "x", incarnation, f"{n:04d} " + "x" * 4000))
+        await trio.sleep(0.01)
+        await nursery.start(run, "b")
+        b = nodes["b"]
+        with trio.fail_after(2 * a.peer.config.anti_entropy_interval + 1):
+            await a.wait_for(lambda: b.peer_id in a.peer.data_links)
+            first = a.peer.data_links[b.peer_id]
+            await b.wait_for(lambda: b.peer.replica.state.digest() == a.peer.replica.state.digest())
+        assert a.peer.data_links[b.peer_id] == first  # caught up on its first link, which was never closed
         nursery.cancel_scope.cancel()
 
 
