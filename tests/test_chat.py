@@ -675,8 +675,13 @@ async def test_the_input_line_stays_whole_on_the_rendered_screen(tmp_path: Path,
                 await wait_screen(lambda lines: lines[-1] == "#lobby> a line in prog")
                 for n in range(3):
                     await bob.call(action="send", target="lobby", content=f"interruption {n}")
-                lines = await wait_screen(lambda lines: any("interruption 2" in line for line in lines))
-                assert lines[-1] == "#lobby> a line in prog"
+                # A message is drawn above the prompt, then the prompt with its text is drawn again: a screen taken
+                # in between shows no prompt, so wait for both (a lost input line never satisfies this).
+                lines = await wait_screen(
+                    lambda lines: (
+                        any("interruption 2" in line for line in lines) and lines[-1] == "#lobby> a line in prog"
+                    )
+                )
                 assert [line.split("] ", 1)[1] for line in lines if "interruption" in line] == [
                     f"bob: interruption {n}" for n in range(3)
                 ]
@@ -719,9 +724,11 @@ async def test_hostile_text_cannot_clear_the_screen_or_fake_a_line(tmp_path: Pat
                         break
                     await trio.sleep(0.1)
                 await bob.call(action="send", target="lobby", content=HOSTILE_CONTENT)
-                lines = await eventually(screen, lambda lines: any("finally" in line for line in lines))
+                # the message's last line is drawn before the prompt is drawn again below it: wait for both
+                lines = await eventually(
+                    screen, lambda lines: any("finally" in line for line in lines) and lines[-1] == "#lobby>"
+                )
                 assert lines[0].startswith("You are alice (human-"), lines  # nothing cleared the screen
-                assert lines[-1] == "#lobby>"
                 assert "] bob: hi^[[2J there" in "\n".join(lines)
                 for start in HOSTILE_LINES:
                     [line] = [line for line in lines if start in line]
