@@ -19,8 +19,8 @@ Structure (each arrow is a memory channel, each box a task)::
 * **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
   descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOBUFS``, ``ENOMEM``: logged once per burst, accepting again
   after a short pause); at most :data:`MAX_PENDING_LINKS` accepted connections may be waiting for their handshake
-  (beyond that a new one is closed at once), each for ``handshake_timeout`` at most; a reader takes frames of at
-  most :data:`~agent_comms.protocol.link.MAX_HANDSHAKE_FRAME` bytes before its link is open; and
+  (beyond that the oldest of them is closed to make room), each for ``handshake_timeout`` at most; a reader takes
+  frames of at most :data:`~agent_comms.protocol.link.MAX_HANDSHAKE_FRAME` bytes before its link is open; and
   :func:`open_node` raises the soft limit on open files to the hard one.
 
 The public methods (:meth:`MeshNode.submit`, :meth:`MeshNode.host_agent`, ...) run on the caller's task: Trio
@@ -89,7 +89,7 @@ LINK_QUEUE_FRAMES: Final = 65536
 #: Bytes queued on one link (written to it but not yet taken by the socket) before it is judged too slow and closed;
 #: anti-entropy answers are counted apart, against the same limit (see :meth:`MeshNode._write_answer`).
 LINK_QUEUE_BYTES: Final = 32 << 20
-#: Accepted connections whose handshake has not finished, at most (beyond it a new connection is closed at once):
+#: Accepted connections whose handshake has not finished, at most (beyond it the oldest is closed to make room):
 #: honest peers finish within a round trip, so only a flood of strangers ever comes near it.
 MAX_PENDING_LINKS: Final = 128
 #: ``accept`` errors that mean "out of resources for now" (not "this listener is broken"): wait, then accept again.
@@ -135,6 +135,10 @@ class MeshNode:
         self._links_drained: trio.Event | None = None
         #: connections accepted by a listener and not yet handed to the peer (they count as pending links)
         self._accepted_unhandled = 0
+        #: pending connections closed to make room in the current burst (logged once per burst)
+        self._dropped_pending = 0
+        #: pending links closed to make room whose tasks have not ended yet (no longer counted as pending)
+        self._dropping: set[int] = set()
         self.closed = False
 
     # ------------------------------------------------------------------ public API
@@ -411,13 +415,47 @@ class MeshNode:
 
     def pending_links(self) -> int:
         """Accepted connections whose handshake has not finished (see :data:`MAX_PENDING_LINKS`)."""
-        pending = sum(1 for entry in self.peer.links.values() if not entry.outbound and not entry.is_open)
-        return pending + self._accepted_unhandled
+        return len(self._waiting_links()) + self._accepted_unhandled
+
+    def _waiting_links(self) -> list[int]:
+        """Inbound links still in their handshake, other than those already being closed to make room."""
+        return [
+            entry.link_id
+            for entry in self.peer.links.values()
+            if not entry.outbound
+            and not entry.is_open
+            and entry.link_id not in self._dropping
+            and entry.link_id in self._link_scopes  # else its task has ended and its close is on the way
+        ]
+
+    def _drop_oldest_pending(self) -> bool:
+        """Close the accepted connection that has waited longest for its handshake, to make room for a new one.
+
+        An honest peer finishes its handshake within a round trip, so under a flood of idle connections the oldest
+        pending one is the least likely to be honest: dropping it (rather than refusing the newcomer) keeps the
+        port open to honest peers for as long as the flood lasts. Logged once per burst. ``False`` if none could be
+        dropped (every pending connection is still on its way to the owner task)."""
+        waiting = self._waiting_links()
+        if not waiting:
+            return False
+        oldest = min(waiting)
+        if not self._dropped_pending:
+            logger.warning(
+                "peer %s: %d connections waiting for their handshake: closing the oldest to make room (another "
+                "process flooding the port?)",
+                self.peer_id,
+                MAX_PENDING_LINKS,
+            )
+        self._dropped_pending += 1
+        self._dropping.add(oldest)
+        self._link_scopes[oldest].cancel()
+        return True
 
     async def _accept_loop(self, listener: Listener, scope: trio.CancelScope | None = None) -> None:
         """Accept connections until cancelled. Running out of descriptors or memory pauses it (logged once per
-        burst); connections beyond :data:`MAX_PENDING_LINKS` pending ones are closed at once (also logged once)."""
-        failures = refused = 0
+        burst); past :data:`MAX_PENDING_LINKS` pending connections, the oldest pending one is closed to make room
+        for the new one (also logged once per burst)."""
+        failures = 0
         with scope if scope is not None else trio.CancelScope():
             try:
                 while True:
@@ -446,26 +484,16 @@ class MeshNode:
                             failures,
                         )
                         failures = 0
-                    if self.pending_links() >= MAX_PENDING_LINKS:
-                        if not refused:
-                            logger.warning(
-                                "peer %s: %d connections waiting for their handshake: closing new ones on port %d "
-                                "at once (another process flooding the port?)",
-                                self.peer_id,
-                                MAX_PENDING_LINKS,
-                                listener.port,
-                            )
-                        refused += 1
-                        await trio.aclose_forcefully(conn.stream)
+                    if self.pending_links() >= MAX_PENDING_LINKS and not self._drop_oldest_pending():
+                        await trio.aclose_forcefully(conn.stream)  # all still in the owner's inbox: no older to drop
                         continue
-                    if refused:
+                    if self._dropped_pending and self.pending_links() < MAX_PENDING_LINKS // 2:
                         logger.warning(
-                            "peer %s: %d connections were closed unheard on port %d",
+                            "peer %s: %d waiting connections were closed to make room",
                             self.peer_id,
-                            refused,
-                            listener.port,
+                            self._dropped_pending,
                         )
-                        refused = 0
+                        self._dropped_pending = 0
                     self._accepted_unhandled += 1
                     try:
                         await self._inbox_send.send(("accepted", conn))
@@ -580,6 +608,7 @@ class MeshNode:
                     nursery.cancel_scope.cancel()
         finally:
             self._link_scopes.pop(link_id, None)
+            self._dropping.discard(link_id)
             if not self._link_scopes and self._links_drained is not None:
                 self._links_drained.set()
             await trio.aclose_forcefully(conn.stream)
