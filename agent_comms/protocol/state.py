@@ -212,25 +212,28 @@ class MeshState:
 
     # ------------------------------------------------------------------ queries
 
-    def claim_known(self, agent_id: str, incarnation: int, peer_id: str, *, strict: bool = False) -> bool:
-        """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?
+    def claim_known(self, agent_id: str, incarnation: int, peer_id: str, stamp: int, *, strict: bool = False) -> bool:
+        """Rule 4: may an operation stamped ``stamp`` act as ``agent_id`` under claim ``(incarnation, peer_id)``?
 
-        ``strict`` (used for receipts) requires the agent to be known, or the claim to be older than the horizon (a
-        forgotten agent's receipts still count); otherwise an agent this replica does not know at all is given the
-        benefit of the doubt (so the history of forgotten agents stays readable). A claim
-        stamped before the horizon and older than the agent's newest claim counts as known as well: the claims of an
-        agent that was forgotten and came back are gone, and what it did under them must stay as it was (rule 8).
-        Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic (rule 7).
+        ``strict`` (used for receipts) requires the agent to be known, or the claim and the operation to be older
+        than the horizon (a forgotten agent's receipts still count); otherwise an agent this replica does not know
+        at all is given the benefit of the doubt (so the history of forgotten agents stays readable). A claim
+        stamped before the horizon and older than the agent's newest claim counts as known as well for an operation
+        made under it before that newest claim: the claims of an agent that was forgotten and came back (or whose
+        old claims were trimmed) are gone, and what it did under them must stay as it was (rule 8). An operation
+        stamped now cannot take an old claim on trust: it would have to be backdated before the agent's newest
+        claim. Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic
+        (rule 7).
         """
         entry = self.agents.get(agent_id)
         if entry is None or not entry.claims:
-            return not strict or incarnation < self.horizon
+            return not strict or incarnation <= stamp < self.horizon
         claims = entry.claims
         if (incarnation, peer_id) in claims:
             return True
         if len(claims) >= MAX_CLAIMS and (incarnation, peer_id) < min(claims):
             return True
-        return incarnation < self.horizon and incarnation < max(claims)[0]
+        return incarnation < self.horizon and incarnation <= stamp < max(claims)[0]
 
     def rooms_named(self, name: str) -> list[RoomView]:
         """The rooms called ``name`` that exist or existed, oldest first (concurrent creations merged, rule 5)."""
@@ -271,9 +274,9 @@ class MeshState:
         """Whether a held message counts: its author's claim is known and, in a room, it was a member then."""
         body = op.body
         if isinstance(body, DirectMessage):
-            return self.claim_known(body.author, body.author_inc, op.origin)
+            return self.claim_known(body.author, body.author_inc, op.origin, op.hlc)
         assert isinstance(body, RoomMessage)
-        if not self.claim_known(body.author, body.author_inc, op.origin):
+        if not self.claim_known(body.author, body.author_inc, op.origin, op.hlc):
             return False
         log = self.rooms.get(body.room_id)
         if log is None or log.view is None:
@@ -292,7 +295,7 @@ class MeshState:
         for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
             assert isinstance(body, Receipt)
-            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, strict=True):
+            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, op.hlc, strict=True):
                 continue
             if conversation is not None and body.conversation != conversation:
                 continue
@@ -394,7 +397,7 @@ class MeshState:
         rooms = self._named.get(name)
         if view is None or not rooms or view is not rooms[-1]:
             return []
-        if not self.claim_known(body.author, body.author_inc, op.origin):
+        if not self.claim_known(body.author, body.author_inc, op.origin, op.hlc):
             return []
         return [RoomChanged(view.room_id, name, change) for change in step(view, op, body)]
 
