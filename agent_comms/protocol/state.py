@@ -30,10 +30,11 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 4. **Acting as an agent needs a claim.** Room operations, messages and receipts name the agent they act as and
    the incarnation of the claim they act under; the claim's peer is the operation's origin. Such an operation
    takes effect only if that claim is known (or the agent is unknown altogether, for instance forgotten, or the
-   claim is older than every kept claim, or it is older than both the horizon and the agent's newest claim:
-   rule 8). This is evaluated from the final set of claims and the horizon, and only ever admits more as either
-   grows, so it converges; and a peer cannot act under a current claim of an agent hosted elsewhere without
-   publicly claiming it.
+   claim is older than every kept claim, or it is older than the horizon and the operation was made under it
+   before the agent's newest claim: rule 8). This is evaluated from the operation's stamp, the final set of claims
+   and the horizon, and only ever admits more as either grows, so it converges; and a peer cannot act under a
+   current claim of an agent hosted elsewhere without publicly claiming it, nor under an old one without
+   backdating the operation before the agent's newest claim (into the past of the total order).
 
 5. **Rooms are folds.** A room instance keeps the set of its operations sorted by the total order and its state is
    the fold of that log (:mod:`agent_comms.protocol.rooms`): concurrent join/leave/kick of an agent resolve the
@@ -66,10 +67,12 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
    Forgetting an agent never changes what it did: while it is unknown its operations get the benefit of the doubt
    (rule 4), and when the same identity comes back with a new claim, its claims older than the horizon count as
-   known (rule 4, also for receipts), so its rooms, ownerships, memberships and messages stay as they were, on
-   every replica, at any later time. No tombstone is needed (nothing is kept per forgotten agent): every forgotten
-   claim is older than the horizon, because an agent is forgotten only once its record is older than it, and every
-   replica moves the same horizon (a peer moves it as soon as it starts). For the same reason a collection trims
+   known for what it did under them (rule 4, also for receipts), so its rooms, ownerships, memberships and messages
+   stay as they were, on every replica, at any later time. No tombstone is needed (nothing is kept per forgotten
+   agent): every forgotten claim is older than the horizon, because an agent is forgotten only once its record is
+   older than it, and every replica moves the same horizon (a peer moves it as soon as it starts); and everything
+   done under a forgotten claim is stamped before the new claim, which is made after the agent came back (and before
+   the horizon, for receipts of an agent still unknown). For the same reason a collection trims
    from a known agent its claims older than the horizon and than its newest claim, and a verdict stamped before
    the horizon on a claim older than the current record's: they change nothing, and a replica that forgot the
    agent and learned it again (from a newer record) holds exactly what one that never forgot it holds.
