@@ -233,7 +233,7 @@ async def test_acting_now_under_an_old_claim_of_an_agent_is_rejected_by_every_pe
         old = 1 << 16  # older than the horizon every peer moved to when it started
         assert all(old < p.state.horizon for p in w.peers.values())
         dm = next(op for op in alice.state.messages.values() if isinstance(op.body, DirectMessage))
-        forged = [
+        forged: list[Body] = [
             Membership(lobby, "kick", "alice", old, "carol"),
             DirectMessage("alice", old, "carol", "FORGED dm as alice"),
             Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "bob", old, "read"),
@@ -245,7 +245,7 @@ async def test_acting_now_under_an_old_claim_of_an_agent_is_rejected_by_every_pe
             state = peer.state
             view = w.room(name, "lobby")
             assert set(view.members) == {"alice", "bob", "carol", "mallory"}, name
-            visible = [op.body.content for op in state.messages.values() if state.message_visible(op)]  # type: ignore[union-attr]
+            visible = [op.body.content for op in state.messages.values() if state.message_visible(op)]
             assert not [text for text in visible if "FORGED" in text], (name, visible)
             assert state.receipt_status(op_id(dm), "bob") != "read", name
         assert all(e.content != "FORGED dm as alice" for e in w.peers["carol"].tool.store.take("carol"))
