@@ -203,7 +203,8 @@ class MeshStore:
         if isinstance(op.body, RoomMessage):
             log = self.state.rooms.get(op.body.room_id)
             view = None if log is None else log.view
-            live = view is not None and self.state.room_id(view.name) == op.body.room_id
+            # the room it was posted to (through any instance merged into it) is the live room of its name
+            live = view is not None and self.state.room_id(view.name) == view.room_id
         return visibility.readable(op, viewer, view, live=live)
 
     # ------------------------------------------------------------------ acting as a hosted agent

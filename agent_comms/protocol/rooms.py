@@ -47,8 +47,8 @@ from .ops import Membership, Op, OpKey, RoomCreate, RoomType, op_key
 
 __all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
 
-ClaimCheck = Callable[[str, int, str], bool]
-"""``claim_known(agent_id, incarnation, peer_id)``: does the mesh know this claim on the agent?"""
+ClaimCheck = Callable[[str, int, str, int], bool]
+"""``claim_known(agent_id, incarnation, peer_id, stamp)``: may an operation stamped ``stamp`` act under this claim?"""
 
 RoomChangeKind = Literal["created", "joined", "left", "invited", "kicked", "declined", "destroyed", "owner"]
 
@@ -252,7 +252,7 @@ class RoomLog:
         if view is None or key <= view.created:
             return []
         if key == self.keys[-1]:
-            if not claim_known(body.author, body.author_inc, op.origin):
+            if not claim_known(body.author, body.author_inc, op.origin, op.hlc):
                 return []
             return step(view, op, body)
         return self.refold(claim_known)
@@ -269,7 +269,7 @@ class RoomLog:
             return None
         body = create.body
         assert isinstance(body, RoomCreate)
-        if not claim_known(body.author, body.author_inc, create.origin):
+        if not claim_known(body.author, body.author_inc, create.origin, create.hlc):
             return None
         created = op_key(create)
         view = _new_view(create, body)
@@ -277,7 +277,7 @@ class RoomLog:
         for op in self.ops[start:]:
             member = op.body
             assert isinstance(member, Membership)
-            if claim_known(member.author, member.author_inc, op.origin):
+            if claim_known(member.author, member.author_inc, op.origin, op.hlc):
                 step(view, op, member)
         return view
 
@@ -340,7 +340,7 @@ def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
     for _key, op in sweep:
         body = op.body
         if isinstance(body, RoomCreate):
-            if not claim_known(body.author, body.author_inc, op.origin):
+            if not claim_known(body.author, body.author_inc, op.origin, op.hlc):
                 continue
             if current is None or current.destroyed is not None:
                 current = _new_view(op, body)
@@ -351,6 +351,6 @@ def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
         assert isinstance(body, Membership)
         if current is None or body.room_id not in current.founders:
             continue  # before its instance was created, or addressed to a room destroyed since
-        if claim_known(body.author, body.author_inc, op.origin):
+        if claim_known(body.author, body.author_inc, op.origin, op.hlc):
             step(current, op, body)
     return rooms

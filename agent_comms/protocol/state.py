@@ -30,10 +30,11 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 4. **Acting as an agent needs a claim.** Room operations, messages and receipts name the agent they act as and
    the incarnation of the claim they act under; the claim's peer is the operation's origin. Such an operation
    takes effect only if that claim is known (or the agent is unknown altogether, for instance forgotten, or the
-   claim is older than every kept claim, or it is older than both the horizon and the agent's newest claim:
-   rule 8). This is evaluated from the final set of claims and the horizon, and only ever admits more as either
-   grows, so it converges; and a peer cannot act under a current claim of an agent hosted elsewhere without
-   publicly claiming it.
+   claim is older than every kept claim, or it is older than the horizon and the operation was made under it
+   before the agent's newest claim: rule 8). This is evaluated from the operation's stamp, the final set of claims
+   and the horizon, and only ever admits more as either grows, so it converges; and a peer cannot act under a
+   current claim of an agent hosted elsewhere without publicly claiming it, nor under an old one without
+   backdating the operation before the agent's newest claim (into the past of the total order).
 
 5. **Rooms are folds.** A room instance keeps the set of its operations sorted by the total order and its state is
    the fold of that log (:mod:`agent_comms.protocol.rooms`): concurrent join/leave/kick of an agent resolve the
@@ -66,10 +67,12 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
    Forgetting an agent never changes what it did: while it is unknown its operations get the benefit of the doubt
    (rule 4), and when the same identity comes back with a new claim, its claims older than the horizon count as
-   known (rule 4, also for receipts), so its rooms, ownerships, memberships and messages stay as they were, on
-   every replica, at any later time. No tombstone is needed (nothing is kept per forgotten agent): every forgotten
-   claim is older than the horizon, because an agent is forgotten only once its record is older than it, and every
-   replica moves the same horizon (a peer moves it as soon as it starts). For the same reason a collection trims
+   known for what it did under them (rule 4, also for receipts), so its rooms, ownerships, memberships and messages
+   stay as they were, on every replica, at any later time. No tombstone is needed (nothing is kept per forgotten
+   agent): every forgotten claim is older than the horizon, because an agent is forgotten only once its record is
+   older than it, and every replica moves the same horizon (a peer moves it as soon as it starts); and everything
+   done under a forgotten claim is stamped before the new claim, which is made after the agent came back (and before
+   the horizon, for receipts of an agent still unknown). For the same reason a collection trims
    from a known agent its claims older than the horizon and than its newest claim, and a verdict stamped before
    the horizon on a claim older than the current record's: they change nothing, and a replica that forgot the
    agent and learned it again (from a newer record) holds exactly what one that never forgot it holds.
@@ -212,25 +215,28 @@ class MeshState:
 
     # ------------------------------------------------------------------ queries
 
-    def claim_known(self, agent_id: str, incarnation: int, peer_id: str, *, strict: bool = False) -> bool:
-        """Rule 4: may an operation act as ``agent_id`` under claim ``(incarnation, peer_id)``?
+    def claim_known(self, agent_id: str, incarnation: int, peer_id: str, stamp: int, *, strict: bool = False) -> bool:
+        """Rule 4: may an operation stamped ``stamp`` act as ``agent_id`` under claim ``(incarnation, peer_id)``?
 
-        ``strict`` (used for receipts) requires the agent to be known, or the claim to be older than the horizon (a
-        forgotten agent's receipts still count); otherwise an agent this replica does not know at all is given the
-        benefit of the doubt (so the history of forgotten agents stays readable). A claim
-        stamped before the horizon and older than the agent's newest claim counts as known as well: the claims of an
-        agent that was forgotten and came back are gone, and what it did under them must stay as it was (rule 8).
-        Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic (rule 7).
+        ``strict`` (used for receipts) requires the agent to be known, or the claim and the operation to be older
+        than the horizon (a forgotten agent's receipts still count); otherwise an agent this replica does not know
+        at all is given the benefit of the doubt (so the history of forgotten agents stays readable). A claim
+        stamped before the horizon and older than the agent's newest claim counts as known as well for an operation
+        made under it before that newest claim: the claims of an agent that was forgotten and came back (or whose
+        old claims were trimmed) are gone, and what it did under them must stay as it was (rule 8). An operation
+        stamped now cannot take an old claim on trust: it would have to be backdated before the agent's newest
+        claim. Validity only grows as claims arrive and as the horizon advances, which keeps receipts monotonic
+        (rule 7).
         """
         entry = self.agents.get(agent_id)
         if entry is None or not entry.claims:
-            return not strict or incarnation < self.horizon
+            return not strict or incarnation <= stamp < self.horizon
         claims = entry.claims
         if (incarnation, peer_id) in claims:
             return True
         if len(claims) >= MAX_CLAIMS and (incarnation, peer_id) < min(claims):
             return True
-        return incarnation < self.horizon and incarnation < max(claims)[0]
+        return incarnation < self.horizon and incarnation <= stamp < max(claims)[0]
 
     def rooms_named(self, name: str) -> list[RoomView]:
         """The rooms called ``name`` that exist or existed, oldest first (concurrent creations merged, rule 5)."""
@@ -271,9 +277,9 @@ class MeshState:
         """Whether a held message counts: its author's claim is known and, in a room, it was a member then."""
         body = op.body
         if isinstance(body, DirectMessage):
-            return self.claim_known(body.author, body.author_inc, op.origin)
+            return self.claim_known(body.author, body.author_inc, op.origin, op.hlc)
         assert isinstance(body, RoomMessage)
-        if not self.claim_known(body.author, body.author_inc, op.origin):
+        if not self.claim_known(body.author, body.author_inc, op.origin, op.hlc):
             return False
         log = self.rooms.get(body.room_id)
         if log is None or log.view is None:
@@ -292,7 +298,7 @@ class MeshState:
         for (who, _peer, _inc), op in self.receipts.get(message_id, {}).items():
             body = op.body
             assert isinstance(body, Receipt)
-            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, strict=True):
+            if who != recipient or not self.claim_known(who, body.recipient_inc, op.origin, op.hlc, strict=True):
                 continue
             if conversation is not None and body.conversation != conversation:
                 continue
@@ -394,7 +400,7 @@ class MeshState:
         rooms = self._named.get(name)
         if view is None or not rooms or view is not rooms[-1]:
             return []
-        if not self.claim_known(body.author, body.author_inc, op.origin):
+        if not self.claim_known(body.author, body.author_inc, op.origin, op.hlc):
             return []
         return [RoomChanged(view.room_id, name, change) for change in step(view, op, body)]
 

@@ -250,3 +250,28 @@ async def test_one_room_name_created_on_two_peers_at_once_keeps_both_creators_an
     listing = await ok(bob, action="list_rooms")
     assert listing.count("#general") == 1
     assert "2 member(s)" in listing
+
+
+async def test_a_message_posted_through_either_merged_instance_of_a_room_can_be_replied_to(
+    comms_mesh: InMemoryMesh,
+) -> None:
+    """Two creations of one public room name at once merge into one room: a message posted through either instance
+    is in its history, so an agent that joined later (and reads the history) may reply to both."""
+    alice = await comms_mesh.agent("h1", name="alice")
+    bob = await comms_mesh.agent("h2", name="bob")
+    carol = await comms_mesh.agent("h3", name="carol")
+    await comms_mesh.settle()
+    await ok(alice, action="create_room", room="general")
+    await ok(bob, action="create_room", room="general")
+    said = {}
+    for agent, text in ((alice, "alice here"), (bob, "bob here")):
+        result = await agent.call({"action": "send", "target": "general", "content": text})
+        assert not result.is_error, result.text
+        said[text] = result.data["message_id"]
+    await comms_mesh.settle()
+    await ok(carol, action="join_room", room="general")
+    await comms_mesh.settle()
+    history = await ok(carol, action="read_room", room="general")
+    for text, message_id in said.items():
+        assert text in history
+        await ok(carol, action="send", target="general", content=f"re: {text}", replyTo=message_id)

@@ -496,12 +496,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 if message_id not in state.messages:
                     continue
                 if state.message_visible(op):
-                    if state.claim_known(body.author, body.author_inc, op.origin, strict=True):
+                    if state.claim_known(body.author, body.author_inc, op.origin, op.hlc, strict=True):
                         shown.add(where)
                     continue
                 if where not in shown:
                     continue
-                assert state.claim_known(body.author, body.author_inc, op.origin), (
+                assert state.claim_known(body.author, body.author_inc, op.origin, op.hlc), (
                     f"{message_id} vanished at {where}: its author's claim no longer counts"
                 )
                 assert isinstance(body, RoomMessage), f"{message_id} vanished at {where}"

@@ -745,7 +745,7 @@ def test_message_before_the_room_exists_becomes_visible_with_it() -> None:
 # ---------------------------------------------------------------------------------------------------- RoomLog directly
 
 
-def known(_agent: str, _incarnation: int, _peer: str) -> bool:
+def known(_agent: str, _incarnation: int, _peer: str, _stamp: int) -> bool:
     return True
 
 
@@ -806,7 +806,7 @@ def test_roomlog_refold_on_out_of_order_kick() -> None:
 
 
 def test_roomlog_ignores_authors_without_a_known_claim() -> None:
-    def only_owner(agent: str, _incarnation: int, _peer: str) -> bool:
+    def only_owner(agent: str, _incarnation: int, _peer: str, _stamp: int) -> bool:
         return agent == "O"
 
     log = RoomLog("p-1")

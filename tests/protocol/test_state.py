@@ -557,25 +557,87 @@ def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_
 
 
 def test_claims_known_only_grow_with_the_horizon() -> None:
-    """Rule 4 with rule 8: a claim older than the horizon and than the agent's newest claim counts as known, and
-    nothing known stops being known as the horizon or the claims grow (receipts rely on it)."""
+    """Rule 4 with rule 8: a claim older than the horizon and than the agent's newest claim counts as known for an
+    operation made under it before that newest claim, and nothing known stops being known as the horizon or the
+    claims grow (receipts rely on it)."""
     state = MeshState()
     old, current = (1000 << 16, "A"), (9000 << 16, "B")
-    assert not state.claim_known("Z", *old, strict=True)  # an agent never seen: its receipts do not count...
+    made = old[0] + 5  # an operation made under the old claim, before the horizon
+    assert not state.claim_known("Z", *old, made, strict=True)  # an agent never seen: its receipts do not count...
     state.collect_garbage(5000)
-    assert state.claim_known("Z", *old, strict=True)  # ...unless under a claim older than the horizon (forgotten)
+    assert state.claim_known("Z", *old, made, strict=True)  # ...unless made before the horizon (forgotten)
+    assert not state.claim_known("Z", *old, 6000 << 16, strict=True)  # not one stamped since
     state = MeshState()
     state.apply(Op("B", 1, current[0], record("X", "B", current[0])))
-    assert not state.claim_known("X", *old)
+    assert not state.claim_known("X", *old, made)
     state.collect_garbage(5000)
-    assert state.claim_known("X", *old)
-    assert state.claim_known("X", *old, strict=True)
+    assert state.claim_known("X", *old, made)
+    assert state.claim_known("X", *old, made, strict=True)
     # a claim that is not older than the newest one is never taken on trust: acting as X now needs a public claim
-    assert not state.claim_known("X", current[0], "R")
+    assert not state.claim_known("X", current[0], "R", current[0] + 1)
+    # nor is an old claim for an operation stamped since the newest claim: it was not made under the old claim
+    assert not state.claim_known("X", *old, current[0] + 1)
+    assert not state.claim_known("X", old[0], "R", made - 10)  # nor for one stamped before the claim it names
     state.collect_garbage(20000)
-    assert state.claim_known("X", *old)
-    assert not state.claim_known("X", current[0], "R")
-    assert not state.claim_known("X", current[0] + 1, "R")
+    assert state.claim_known("X", *old, made)
+    assert not state.claim_known("X", current[0], "R", current[0] + 1)
+    assert not state.claim_known("X", current[0] + 1, "R", current[0] + 2)
+    assert not state.claim_known("X", *old, 20000 << 16)
+
+
+def _forgery_scene() -> tuple[Replica, Agent, Agent, str, Op]:
+    """X (hosted on A since long before the horizon) owns room "lobby" with member Y and got a DM from Y; peer A
+    has moved its horizon (as every peer does when it starts), so X's first claim is older than it."""
+    a = Replica.create("A")
+    x, y = register(a, "X", now=1000), register(a, "Y", now=1000)
+    room, _ = a.make(RoomCreate(a.next_op_id(), "lobby", "public", "", "X", x.inc), 1100)
+    a.make(Membership(op_id(room), "join", "Y", y.inc), 1160)
+    to_x = dm(y, "X", now=1300)
+    # X restarts on A, later: a newer claim, so its first claim is now an old one
+    register(a, "X", now=HORIZON_MS + 1000)
+    a.state.collect_garbage(HORIZON_MS)
+    assert a.state.horizon > x.inc
+    return a, x, y, op_id(room), to_x
+
+
+@pytest.mark.parametrize("action", ["kick", "destroy"])
+def test_another_peer_cannot_act_in_a_room_under_an_old_claim_of_an_agent(action: str) -> None:
+    """Rule 4: peer M, which never hosted X, sends a kick or a destroy as X under X's first (old) claim, stamped
+    now. It is refused: an old claim is taken on trust only for an operation stamped before the agent's newest
+    claim, and this one is not."""
+    a, x, _y, room_id, _to_x = _forgery_scene()
+    now = (HORIZON_MS + 2000) << 16
+    a.receive(Op("M", 1, now, Membership(room_id, action, "X", x.inc, "Y" if action == "kick" else "")))  # type: ignore[arg-type]
+    view = a.state.room("lobby")
+    assert view is not None, "a forged destroy took effect"
+    assert set(view.members) == {"X", "Y"}, "a forged kick took effect"
+
+
+def test_another_peer_cannot_send_a_dm_or_a_read_receipt_under_an_old_claim_of_an_agent() -> None:
+    """Rule 4 and rule 7: a DM as X, and a read receipt as X (strict), forged by peer M under X's old claim and
+    stamped now, do not count."""
+    a, x, _y, _room_id, to_x = _forgery_scene()
+    now = (HORIZON_MS + 2000) << 16
+    forged_dm = Op("M", 1, now, DirectMessage("X", x.inc, "Y", "forged"))
+    a.receive(forged_dm)
+    assert not a.state.message_visible(forged_dm)
+    forged = receipt_body(to_x, "X", x.inc, "read", dm_conversation("Y", "X"))
+    a.receive(Op("M", 2, now + 1, forged))
+    assert a.state.receipt_status(op_id(to_x), "X") is None
+
+
+def test_messages_under_a_trimmed_claim_made_after_the_horizon_stay_visible() -> None:
+    """An agent that ran under one claim for longer than the retention and then restarted: the collection trims
+    the old claim (rule 8), and what it said under it after the horizon still counts (it was said before the
+    newest claim)."""
+    a = Replica.create("A")
+    x, y = register(a, "X", now=1000), register(a, "Y", now=1000)
+    late = dm(x, "Y", now=HORIZON_MS + 500)
+    register(a, "X", now=HORIZON_MS + 1000)
+    a.state.collect_garbage(HORIZON_MS)
+    assert (x.inc, "A") not in a.state.agents["X"].claims
+    assert a.state.message_visible(late)
+    assert y.id in a.state.agents
 
 
 # ------------------------------------------------------------------------------------------------------------- replica

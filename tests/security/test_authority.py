@@ -221,6 +221,36 @@ async def test_operations_a_misbehaving_peer_may_not_make_are_rejected_by_every_
             assert "mallory, legitimately" in peer.ok(action="read_room", room="lobby")
 
 
+async def test_acting_now_under_an_old_claim_of_an_agent_is_rejected_by_every_peer() -> None:
+    """Claims older than the forgetting horizon count without being held (an agent that was forgotten and came
+    back keeps what it did under them), but only for operations made before the agent's newest claim: the
+    misbehaving peer acting as alice or bob now, under an incarnation older than every peer's horizon, changes
+    nothing."""
+    async with world() as w:
+        alice = w.peers["alice"]
+        lobby = alice.state.room_id("lobby")
+        assert lobby is not None
+        old = 1 << 16  # older than the horizon every peer moved to when it started
+        assert all(old < p.state.horizon for p in w.peers.values())
+        dm = next(op for op in alice.state.messages.values() if isinstance(op.body, DirectMessage))
+        forged: list[Body] = [
+            Membership(lobby, "kick", "alice", old, "carol"),
+            DirectMessage("alice", old, "carol", "FORGED dm as alice"),
+            Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "bob", old, "read"),
+            Membership(lobby, "destroy", "alice", old),
+        ]
+        await w.to_all(Ops(tuple(w.op(body) for body in forged)))
+        await w.settle()
+        for name, peer in w.peers.items():
+            state = peer.state
+            view = w.room(name, "lobby")
+            assert set(view.members) == {"alice", "bob", "carol", "mallory"}, name
+            visible = [op.body.content for op in state.messages.values() if state.message_visible(op)]
+            assert not [text for text in visible if "FORGED" in text], (name, visible)
+            assert state.receipt_status(op_id(dm), "bob") != "read", name
+        assert all(e.content != "FORGED dm as alice" for e in w.peers["carol"].tool.store.take("carol"))
+
+
 async def test_a_live_operation_in_another_peers_name_closes_the_link_everywhere() -> None:
     async with world() as w:
         bob = w.peers["bob"]
