@@ -21,18 +21,36 @@ Rules of the fold, in log order (an operation that breaks a rule has no effect, 
    :mod:`agent_comms.protocol.state`), so nobody acts as an agent it does not host.
 
 Concurrent creations of one name merge (:func:`fold_name`). The instances of a name are swept in the total order
-of their creations together with all their operations; an instance created while the room of that name is alive
-(not destroyed before the creation, in the total order) *merges* into it instead of starting a room of its own:
+of their creations together with all their operations. An instance created while the room of that name is alive
+(not destroyed before the creation, in the total order) either *merges* into it or is *refused*:
 
-7. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
+7. It merges only if it is concurrent with the room: its creation is stamped less than :data:`MERGE_WINDOW_MS`
+   after the room's first creation. A peer lets its agents create rooms only once it has synced with the mesh and
+   refuses a name whose room it holds, so creations an honest peer makes in ignorance of a room fall in that
+   window; a creation stamped later was made by a peer that could have known the room (or was partitioned from it
+   for longer than the window) and it is refused: the instance does not exist and its operations and messages
+   take no effect, on every peer alike. Without this, anyone could take over a live room (private or not) by
+   creating its name again, long after it was founded. The rule reads only the stamps of the two creations, so it
+   is a function of the set of operations. (A stamp is chosen by its author; a creation back-dated into the window
+   lands early in the room's log, so every kick and ban made since applies to it.)
+8. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
    restrictive of the merged types (secret over private over public), so bridges stop admitting newcomers that a
-   founder wanted kept out. A join is still judged by the type the instance it addresses was created with: that is
-   what its author saw, and a join made concurrently with the merge must not be lost (nor what its author said).
-   The later instance's creator joins the room (whatever invites or bans said: it founded the room too).
-8. Operations and messages addressed to any merged instance id act on the merged room. A merged instance's
-   founder keeps, for operations addressed to its own instance id, the owner's right to invite and kick (never
-   the owner); a destroy it addresses to its own instance only makes it leave, so one founder cannot destroy a
-   room others created too. An instance created after the room was destroyed starts a new room.
+   founder wanted kept out. The later instance's creator joins the room, consuming an invite, unless it is banned
+   (kicked and not invited since) at that point: a merge never lifts a ban, and a banned creator's instance merges
+   without making it a member.
+9. Operations and messages addressed to any merged instance id act on the merged room. A join is judged by the
+   type the instance it addresses was created with (that is what its author saw, and a join made concurrently
+   with the merge must not be lost, nor what its author said). What a later instance's founder brought with it
+   holds only while that founder is a member (hence not banned): for operations addressed to its own instance id
+   it has the owner's right to invite and kick (never the owner), and joins through it are judged by its type;
+   once its founder is out, joins through it are judged by the room's type and its invites and kicks take no
+   effect. A destroy a founder addresses to its own instance only
+   makes it leave, so one founder cannot destroy a room others created too. An instance created after the room was
+   destroyed starts a new room.
+
+A destroy by the owner ends the whole merged room, including instances merged into it that the owner had not
+heard of yet: a member of such an instance who keeps posting to it without having heard of the destroy has those
+messages held but not visible (they come after the end of every membership).
 """
 
 from __future__ import annotations
@@ -43,9 +61,15 @@ from typing import Literal
 
 import attrs
 
+from .hlc import hlc_wall_ms
 from .ops import Membership, Op, OpKey, RoomCreate, RoomType, op_key
 
-__all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
+__all__ = ["MERGE_WINDOW_MS", "ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
+
+MERGE_WINDOW_MS = 60_000
+"""How long after a room's first creation (by the stamps, in milliseconds) another creation of its name still
+merges into it (rule 7): far beyond the few anti-entropy rounds that separate two peers' creations made in
+ignorance of each other, far below the life of a room that a later creation would take over."""
 
 ClaimCheck = Callable[[str, int, str], bool]
 """``claim_known(agent_id, incarnation, peer_id)``: does the mesh know this claim on the agent?"""
@@ -131,7 +155,7 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "join":
         if actor in view.members:
             return []
-        public_ok = view.created_as.get(body.room_id, view.room_type) == "public" and actor not in view.banned
+        public_ok = _type_through(view, body.room_id) == "public" and actor not in view.banned
         if not (actor == view.owner or actor in view.invited or public_ok):
             return []
         _uninvite(view, actor)
@@ -150,9 +174,10 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "decline":
         inviter = _uninvite(view, actor)
         return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
-    # invite, kick and destroy: the owner only, or (rule 8) a merged instance's founder through its own instance
+    # invite, kick and destroy: the owner only, or (rule 9) a merged instance's founder, while a member, through its
+    # own instance
     if actor != view.owner:
-        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor:
+        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor or actor not in view.members:
             return []
         if action == "destroy":
             return step(view, op, Membership(body.room_id, "leave", actor, body.author_inc, reason=body.reason))
@@ -178,6 +203,14 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     view.destroyed = key
     view.destroyed_by = actor
     return [RoomChange("destroyed", actor, by=actor, key=key)]
+
+
+def _type_through(view: RoomView, instance: str) -> RoomType:
+    """Rule 9: the type a join addressed to ``instance`` is judged by."""
+    founder = view.founders.get(instance)
+    if founder is None or (instance != view.room_id and founder not in view.members):
+        return view.room_type
+    return view.created_as[instance]
 
 
 def _uninvite(view: RoomView, agent: str) -> str | None:
@@ -307,12 +340,12 @@ def _new_view(create: Op, body: RoomCreate) -> RoomView:
 
 
 def _merge(view: RoomView, create: Op, body: RoomCreate) -> list[RoomChange]:
-    """Rule 7: instance ``body`` was created while ``view``'s room was alive: it merges into it."""
+    """Rule 8: instance ``body`` was created concurrently with ``view``'s room: it merges into it."""
     view.founders[body.room_id] = body.author
     view.created_as[body.room_id] = body.room_type
     if _STRICTNESS[body.room_type] > _STRICTNESS[view.room_type]:
         view.room_type = body.room_type
-    if body.author in view.members:
+    if body.author in view.members or body.author in view.banned:
         return []
     _uninvite(view, body.author)
     view.banned.discard(body.author)
@@ -321,11 +354,12 @@ def _merge(view: RoomView, create: Op, body: RoomCreate) -> list[RoomChange]:
 
 
 def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
-    """Fold every instance of one room name into its rooms, oldest first (rules 7 and 8).
+    """Fold every instance of one room name into its rooms, oldest first (rules 7 to 9).
 
     The creations and operations of all instances are swept in the total order. An instance whose creator's claim
     is not known does not exist (its operations are ignored); one created while the current room is alive merges
-    into it; one created after the current room was destroyed starts the next room. Each room's
+    into it if it is concurrent with it (rule 7) and is refused (ignored likewise) otherwise; one created after the
+    current room was destroyed starts the next room. Each room's
     :attr:`RoomView.founders` lists the instances it holds. The result depends only on the set of operations.
     """
     sweep: list[tuple[OpKey, Op]] = []
@@ -345,9 +379,9 @@ def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
             if current is None or current.destroyed is not None:
                 current = _new_view(op, body)
                 rooms.append(current)
-            else:
+            elif hlc_wall_ms(op.hlc) - hlc_wall_ms(current.created[0]) < MERGE_WINDOW_MS:
                 _merge(current, op, body)
-            continue
+            continue  # else refused: created too long after the live room to be concurrent with it
         assert isinstance(body, Membership)
         if current is None or body.room_id not in current.founders:
             continue  # before its instance was created, or addressed to a room destroyed since
