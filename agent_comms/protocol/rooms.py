@@ -48,9 +48,14 @@ of their creations together with all their operations. An instance created while
    makes it leave, so one founder cannot destroy a room others created too. An instance created after the room was
    destroyed starts a new room.
 
-A destroy by the owner ends the whole merged room, including instances merged into it that the owner had not
-heard of yet: a member of such an instance who keeps posting to it without having heard of the destroy has those
-messages held but not visible (they come after the end of every membership).
+10. A destroy by the owner ends the whole merged room, including instances merged into it that the owner may not
+    have heard of yet, whose members may go on posting through them, not knowing of the destroy either. So a
+    message addressed to a merged instance other than the one the destroy addressed, stamped after the destroy,
+    is judged at the destroy (:meth:`RoomView.was_member` with its instance): it counts if its author was a member
+    when the room ended, and it is for those who were. Nothing else changes: the room stays destroyed and no
+    membership is reopened. This grants nothing new to a misbehaving member: it could as well stamp its message
+    just before the destroy. Messages addressed to the instance the destroy addressed (its author knew that one)
+    still end with it, as for a send concurrent with a kick.
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ class RoomView:
     banned: set[str] = attrs.field(factory=set)
     destroyed: OpKey | None = None
     destroyed_by: str = ""
+    #: the instance id the destroy addressed
+    destroyed_via: str = ""
     #: agent -> membership intervals ``[start, end)``; ``end`` is ``None`` while it is a member.
     intervals: dict[str, list[list[OpKey | None]]] = attrs.field(factory=dict)
     #: instance id -> its creator, for every instance merged into this room, the room's own (first) one first
@@ -126,8 +133,17 @@ class RoomView:
         """The room's id: the id of its first instance (``""`` for a view built by hand)."""
         return next(iter(self.founders), "")
 
-    def was_member(self, agent: str, key: OpKey) -> bool:
-        """Was ``agent`` a member at the instant ``key`` of the total order?"""
+    def was_member(self, agent: str, key: OpKey, instance: str = "") -> bool:
+        """Was ``agent`` a member at the instant ``key`` of the total order?
+
+        ``instance``: the instance id a message at ``key`` was addressed to. A message addressed to a merged
+        instance other than the one the room's destroy addressed, stamped after the destroy, is judged at the
+        destroy (rule 10): ``agent`` counts if it was a member when the room ended.
+        """
+        destroyed = self.destroyed
+        if destroyed is not None and key > destroyed and instance in self.founders and instance != self.destroyed_via:
+            spans = self.intervals.get(agent)
+            return spans is not None and spans[-1][1] == destroyed
         for start, end in self.intervals.get(agent, ()):
             assert start is not None
             if start <= key and (end is None or key < end):
@@ -202,6 +218,7 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
         _close(view, member, key)
     view.destroyed = key
     view.destroyed_by = actor
+    view.destroyed_via = body.room_id
     return [RoomChange("destroyed", actor, by=actor, key=key)]
 
 

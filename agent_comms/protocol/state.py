@@ -51,7 +51,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
 6. **Histories are bounded by top-N.** Each conversation keeps its newest ``history_limit`` messages by the total
    order (:mod:`agent_comms.protocol.history`); top-N of a union is a join, so truncation converges.
-   A room message is visible if its author was a member of the room at the message's place in the total order.
+   A room message is visible if its author was a member of the room at the message's place in the total order
+   (one sent through a merged instance after a destroy that addressed another instance is judged at the destroy:
+   :mod:`~agent_comms.protocol.rooms` rule 10).
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
    issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since what is
@@ -280,7 +282,7 @@ class MeshState:
         log = self.rooms.get(body.room_id)
         if log is None or log.view is None:
             return False
-        return log.view.was_member(body.author, op_key(op))
+        return log.view.was_member(body.author, op_key(op), body.room_id)
 
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
         """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none).

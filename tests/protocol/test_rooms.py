@@ -768,6 +768,38 @@ def test_a_kicked_founder_loses_its_rights_until_it_is_a_member_again() -> None:
     assert act(bob, his, "kick", "carol", now=3002)[1] == changed(rid, "dev", RoomChange("kicked", "carol", by="bob"))
 
 
+def test_messages_through_a_merged_instance_after_a_concurrent_destroy_stay_visible() -> None:
+    """alice destroys her ``ops`` while bob, cut off, goes on posting to his own ``ops``, which merges into hers.
+    His messages stamped after her destroy stay visible to those who were members when the room ended; the room
+    stays destroyed. Messages to the instance the destroy addressed still end with it."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, dave = register(a, "alice", now=1000), register(a, "dave", now=1000)
+    bob = register(b, "bob", now=1000)
+    first, _ = create(alice, "ops", now=2000)
+    rid = op_id(first)
+    on_a = [alice.record, dave.record, first, act(dave, rid, "join", now=2001)[0]]
+    later, _ = create(bob, "ops", now=2002)
+    before, _ = say(bob, op_id(later), "before", now=2003)
+    destroy, _ = act(alice, rid, "destroy", now=2004)
+    after, sent = say(bob, op_id(later), "after", now=2005)
+    assert sent == [MessageAdded(after, op_id(later))]  # acknowledged to bob
+    too_late, _ = say(dave, rid, "too late", now=2006)  # made on A after the destroy: refused there already
+    on_a += [destroy, too_late]
+    on_b = [bob.record, later, before, after]
+    a.receive_many(on_b)
+    b.receive_many(on_a)
+    for replica in (a, b, fresh("R", [*on_b, *on_a][::-1])):
+        state = replica.state
+        assert state.room("ops") is None
+        view = view_of(replica, rid)
+        assert view.destroyed == op_key(destroy)
+        assert view.members == {}
+        assert [m.body.content for m in state.room_messages(rid)] == ["before", "after"]
+        assert view.was_member("dave", op_key(after), op_id(later))
+        assert not state.message_visible(too_late)
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+
+
 def test_late_membership_op_triggers_a_refold() -> None:
     """An invite delivered after the join it enabled: the refold lets the join take effect."""
     a = Replica.create("A")
