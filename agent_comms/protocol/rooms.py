@@ -31,8 +31,11 @@ of their creations together with all their operations. An instance created while
    for longer than the window) and it is refused: the instance does not exist and its operations and messages
    take no effect, on every peer alike. Without this, anyone could take over a live room (private or not) by
    creating its name again, long after it was founded. The rule reads only the stamps of the two creations, so it
-   is a function of the set of operations. (A stamp is chosen by its author; a creation back-dated into the window
-   lands early in the room's log, so every kick and ban made since applies to it.)
+   is a function of the set of operations. A stamp is chosen by its author's peer: a creation back-dated into the
+   window lands early in the room's log, so every kick and ban made since applies to it, but a peer that forges
+   its stamps can still make an agent the room never banned a founder (and member) from that early point on, as
+   it can back-date any other operation; the window stops late creations by peers with honest clocks, not a
+   forger.
 8. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
    restrictive of the merged types (secret over private over public), so bridges stop admitting newcomers that a
    founder wanted kept out. The later instance's creator joins the room, consuming an invite, unless it is banned
