@@ -47,10 +47,8 @@ of their creations together with all their operations. An instance created while
    holds only while that founder is a member (hence not banned): for operations addressed to its own instance id
    it has the owner's right to invite and kick (never the owner), and joins through it are judged by its type;
    once its founder is out, joins through it are judged by the room's type and its invites and kicks take no
-   effect. A destroy a founder addresses to its own instance only
-   makes it leave, so one founder cannot destroy a room others created too. An instance created after the room was
-   destroyed starts a new room.
-
+   effect. A destroy a founder addresses to its own instance only makes it leave, so one founder cannot destroy a
+   room others created too. An instance created after the room was destroyed starts a new room.
 10. A destroy by the owner ends the whole merged room, including instances merged into it that the owner may not
     have heard of yet, whose members may go on posting through them, not knowing of the destroy either. So a
     message addressed to a merged instance other than the one the destroy addressed, stamped after the destroy,
