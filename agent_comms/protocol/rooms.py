@@ -24,18 +24,13 @@ Concurrent creations of one name merge (:func:`fold_name`). The instances of a n
 of their creations together with all their operations. An instance created while the room of that name is alive
 (not destroyed before the creation, in the total order) either *merges* into it or is *refused*:
 
-7. It merges only if it is concurrent with the room: its creation is stamped less than :data:`MERGE_WINDOW_MS`
-   after the room's first creation. A peer lets its agents create rooms only once it has synced with the mesh and
-   refuses a name whose room it holds, so creations an honest peer makes in ignorance of a room fall in that
-   window; a creation stamped later was made by a peer that could have known the room (or was partitioned from it
-   for longer than the window) and it is refused: the instance does not exist and its operations and messages
-   take no effect, on every peer alike. Without this, anyone could take over a live room (private or not) by
-   creating its name again, long after it was founded. The rule reads only the stamps of the two creations, so it
-   is a function of the set of operations. A stamp is chosen by its author's peer: a creation back-dated into the
-   window lands early in the room's log, so every kick and ban made since applies to it, but a peer that forges
-   its stamps can still make an agent the room never banned a founder (and member) from that early point on, as
-   it can back-date any other operation; the window stops late creations by peers with honest clocks, not a
-   forger.
+7. It merges, whenever it was made. A peer lets its agents create rooms only once it has synced with the mesh and
+   refuses a name whose room it holds, so an honest creation of a live name is one made in ignorance of the room
+   (concurrently, or cut off from it): refusing it would lose the room its creator was told it made and every
+   message posted in it. What a late creation could otherwise take, rules 8 and 9 withhold: it lifts no ban and
+   its founder's rights last only while the founder is a member. (A time window was considered and rejected: a
+   peer cut off for longer than the window, or one whose clock is ahead, would lose acknowledged messages, and a
+   peer that forges stamps passes any window anyway.)
 8. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
    restrictive of the merged types (secret over private over public), so bridges stop admitting newcomers that a
    founder wanted kept out. The later instance's creator joins the room, consuming an invite, unless it is banned
@@ -67,12 +62,10 @@ from typing import Literal
 
 import attrs
 
-from .hlc import hlc_wall_ms
 from .ops import Membership, Op, OpKey, RoomCreate, RoomType, op_key
 
-__all__ = ["MERGE_WINDOW_MS", "ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
+__all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
 
-MERGE_WINDOW_MS = 60_000
 """How long after a room's first creation (by the stamps, in milliseconds) another creation of its name still
 merges into it (rule 7): far beyond the few anti-entropy rounds that separate two peers' creations made in
 ignorance of each other, far below the life of a room that a later creation would take over."""
@@ -397,9 +390,9 @@ def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
             if current is None or current.destroyed is not None:
                 current = _new_view(op, body)
                 rooms.append(current)
-            elif hlc_wall_ms(op.hlc) - hlc_wall_ms(current.created[0]) < MERGE_WINDOW_MS:
+            else:
                 _merge(current, op, body)
-            continue  # else refused: created too long after the live room to be concurrent with it
+            continue
         assert isinstance(body, Membership)
         if current is None or body.room_id not in current.founders:
             continue  # before its instance was created, or addressed to a room destroyed since

@@ -40,9 +40,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    same way everywhere, a kicked agent stays out until invited again, only the owner invites, kicks or destroys.
    Instances created with one name concurrently *merge* into one room (:func:`~.rooms.fold_name`): every instance
    of a name is folded in one sweep in the total order, and an instance created while the room of its name is
-   alive (not destroyed before the creation) joins that room instead of starting one if it is concurrent with it
-   (stamped within :data:`~.rooms.MERGE_WINDOW_MS` of the room's first creation); a later one is refused, so
-   nobody takes over a live room by creating its name again. The merged room has the id, owner and description
+   alive (not destroyed before the creation) joins that room instead of starting one (a merge lifts no ban and a
+   later founder's rights last only while it is a member, so creating a name again takes nothing over). The
+   merged room has the id, owner and description
    of the first instance; the other creators are members (unless banned: a merge lifts no ban); operations and
    messages addressed to any merged instance act on it, and its history is the top-N of its instances'
    histories. Nobody loses a room, a membership or a message to a concurrent creation. An instance created after
