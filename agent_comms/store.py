@@ -405,7 +405,7 @@ class MeshStore:
         if log is None or log.view is None:
             return []
         key = op_key(op)
-        return [a for a in hosted if a != body.author and log.view.was_member(a, key)]
+        return [a for a in hosted if a != body.author and log.view.was_member(a, key, body.room_id)]
 
     def _on_message(self, op: Op) -> None:
         message_id = op_id(op)

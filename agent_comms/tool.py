@@ -334,7 +334,7 @@ class CommsTool:
         return (
             isinstance(body, RoomMessage)
             and body.author != self.agent_id
-            and view.was_member(self.agent_id, op_key(op))
+            and view.was_member(self.agent_id, op_key(op), body.room_id)
         )
 
     def _line(self, op: Op) -> str:

@@ -133,4 +133,4 @@ def readable(op: Op, viewer: str, view: RoomView | None, *, live: bool) -> bool:
     assert isinstance(body, RoomMessage)
     if view is None:
         return False
-    return (live and can_read_history(view, viewer)) or view.was_member(viewer, op_key(op))
+    return (live and can_read_history(view, viewer)) or view.was_member(viewer, op_key(op), body.room_id)

@@ -21,18 +21,37 @@ Rules of the fold, in log order (an operation that breaks a rule has no effect, 
    :mod:`agent_comms.protocol.state`), so nobody acts as an agent it does not host.
 
 Concurrent creations of one name merge (:func:`fold_name`). The instances of a name are swept in the total order
-of their creations together with all their operations; an instance created while the room of that name is alive
-(not destroyed before the creation, in the total order) *merges* into it instead of starting a room of its own:
+of their creations together with all their operations. An instance created while the room of that name is alive
+(not destroyed before the creation, in the total order) either *merges* into it or is *refused*:
 
-7. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
+7. It merges, whenever it was made. A peer lets its agents create rooms only once it has synced with the mesh and
+   refuses a name whose room it holds, so an honest creation of a live name is one made in ignorance of the room
+   (concurrently, or cut off from it): refusing it would lose the room its creator was told it made and every
+   message posted in it. What a late creation could otherwise take, rules 8 and 9 withhold: it lifts no ban and
+   its founder's rights last only while the founder is a member. (A time window was considered and rejected: a
+   peer cut off for longer than the window, or one whose clock is ahead, would lose acknowledged messages, and a
+   peer that forges stamps passes any window anyway.)
+8. The merged room keeps the first instance's id, owner, creator and description; its type becomes the most
    restrictive of the merged types (secret over private over public), so bridges stop admitting newcomers that a
-   founder wanted kept out. A join is still judged by the type the instance it addresses was created with: that is
-   what its author saw, and a join made concurrently with the merge must not be lost (nor what its author said).
-   The later instance's creator joins the room (whatever invites or bans said: it founded the room too).
-8. Operations and messages addressed to any merged instance id act on the merged room. A merged instance's
-   founder keeps, for operations addressed to its own instance id, the owner's right to invite and kick (never
-   the owner); a destroy it addresses to its own instance only makes it leave, so one founder cannot destroy a
+   founder wanted kept out. The later instance's creator joins the room, consuming an invite, unless it is banned
+   (kicked and not invited since) at that point: a merge never lifts a ban, and a banned creator's instance merges
+   without making it a member.
+9. Operations and messages addressed to any merged instance id act on the merged room. A join is judged by the
+   type the instance it addresses was created with (that is what its author saw, and a join made concurrently
+   with the merge must not be lost, nor what its author said). What a later instance's founder brought with it
+   holds only while that founder is a member (hence not banned): for operations addressed to its own instance id
+   it has the owner's right to invite and kick (never the owner), and joins through it are judged by its type;
+   once its founder is out, joins through it are judged by the room's type and its invites and kicks take no
+   effect. A destroy a founder addresses to its own instance only makes it leave, so one founder cannot destroy a
    room others created too. An instance created after the room was destroyed starts a new room.
+10. A destroy by the owner ends the whole merged room, including instances merged into it that the owner may not
+    have heard of yet, whose members may go on posting through them, not knowing of the destroy either. So a
+    message addressed to a merged instance other than the one the destroy addressed, stamped after the destroy,
+    is judged at the destroy (:meth:`RoomView.was_member` with its instance): it counts if its author was a member
+    when the room ended, and it is for those who were. Nothing else changes: the room stays destroyed and no
+    membership is reopened. This grants nothing new to a misbehaving member: it could as well stamp its message
+    just before the destroy. Messages addressed to the instance the destroy addressed (its author knew that one)
+    still end with it, as for a send concurrent with a kick.
 """
 
 from __future__ import annotations
@@ -90,6 +109,8 @@ class RoomView:
     banned: set[str] = attrs.field(factory=set)
     destroyed: OpKey | None = None
     destroyed_by: str = ""
+    #: the instance id the destroy addressed
+    destroyed_via: str = ""
     #: agent -> membership intervals ``[start, end)``; ``end`` is ``None`` while it is a member.
     intervals: dict[str, list[list[OpKey | None]]] = attrs.field(factory=dict)
     #: instance id -> its creator, for every instance merged into this room, the room's own (first) one first
@@ -102,8 +123,17 @@ class RoomView:
         """The room's id: the id of its first instance (``""`` for a view built by hand)."""
         return next(iter(self.founders), "")
 
-    def was_member(self, agent: str, key: OpKey) -> bool:
-        """Was ``agent`` a member at the instant ``key`` of the total order?"""
+    def was_member(self, agent: str, key: OpKey, instance: str = "") -> bool:
+        """Was ``agent`` a member at the instant ``key`` of the total order?
+
+        ``instance``: the instance id a message at ``key`` was addressed to. A message addressed to a merged
+        instance other than the one the room's destroy addressed, stamped after the destroy, is judged at the
+        destroy (rule 10): ``agent`` counts if it was a member when the room ended.
+        """
+        destroyed = self.destroyed
+        if destroyed is not None and key > destroyed and instance in self.founders and instance != self.destroyed_via:
+            spans = self.intervals.get(agent)
+            return spans is not None and spans[-1][1] == destroyed
         for start, end in self.intervals.get(agent, ()):
             assert start is not None
             if start <= key and (end is None or key < end):
@@ -131,7 +161,7 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "join":
         if actor in view.members:
             return []
-        public_ok = view.created_as.get(body.room_id, view.room_type) == "public" and actor not in view.banned
+        public_ok = _type_through(view, body.room_id) == "public" and actor not in view.banned
         if not (actor == view.owner or actor in view.invited or public_ok):
             return []
         _uninvite(view, actor)
@@ -150,9 +180,10 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
     if action == "decline":
         inviter = _uninvite(view, actor)
         return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
-    # invite, kick and destroy: the owner only, or (rule 8) a merged instance's founder through its own instance
+    # invite, kick and destroy: the owner only, or (rule 9) a merged instance's founder, while a member, through its
+    # own instance
     if actor != view.owner:
-        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor:
+        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor or actor not in view.members:
             return []
         if action == "destroy":
             return step(view, op, Membership(body.room_id, "leave", actor, body.author_inc, reason=body.reason))
@@ -177,7 +208,16 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
         _close(view, member, key)
     view.destroyed = key
     view.destroyed_by = actor
+    view.destroyed_via = body.room_id
     return [RoomChange("destroyed", actor, by=actor, key=key)]
+
+
+def _type_through(view: RoomView, instance: str) -> RoomType:
+    """Rule 9: the type a join addressed to ``instance`` is judged by."""
+    founder = view.founders.get(instance)
+    if founder is None or (instance != view.room_id and founder not in view.members):
+        return view.room_type
+    return view.created_as[instance]
 
 
 def _uninvite(view: RoomView, agent: str) -> str | None:
@@ -307,12 +347,12 @@ def _new_view(create: Op, body: RoomCreate) -> RoomView:
 
 
 def _merge(view: RoomView, create: Op, body: RoomCreate) -> list[RoomChange]:
-    """Rule 7: instance ``body`` was created while ``view``'s room was alive: it merges into it."""
+    """Rule 8: instance ``body`` was created concurrently with ``view``'s room: it merges into it."""
     view.founders[body.room_id] = body.author
     view.created_as[body.room_id] = body.room_type
     if _STRICTNESS[body.room_type] > _STRICTNESS[view.room_type]:
         view.room_type = body.room_type
-    if body.author in view.members:
+    if body.author in view.members or body.author in view.banned:
         return []
     _uninvite(view, body.author)
     view.banned.discard(body.author)
@@ -321,11 +361,12 @@ def _merge(view: RoomView, create: Op, body: RoomCreate) -> list[RoomChange]:
 
 
 def fold_name(logs: list[RoomLog], claim_known: ClaimCheck) -> list[RoomView]:
-    """Fold every instance of one room name into its rooms, oldest first (rules 7 and 8).
+    """Fold every instance of one room name into its rooms, oldest first (rules 7 to 9).
 
     The creations and operations of all instances are swept in the total order. An instance whose creator's claim
     is not known does not exist (its operations are ignored); one created while the current room is alive merges
-    into it; one created after the current room was destroyed starts the next room. Each room's
+    into it if it is concurrent with it (rule 7) and is refused (ignored likewise) otherwise; one created after the
+    current room was destroyed starts the next room. Each room's
     :attr:`RoomView.founders` lists the instances it holds. The result depends only on the set of operations.
     """
     sweep: list[tuple[OpKey, Op]] = []

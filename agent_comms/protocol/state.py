@@ -41,16 +41,20 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    same way everywhere, a kicked agent stays out until invited again, only the owner invites, kicks or destroys.
    Instances created with one name concurrently *merge* into one room (:func:`~.rooms.fold_name`): every instance
    of a name is folded in one sweep in the total order, and an instance created while the room of its name is
-   alive (not destroyed before the creation) joins that room instead of starting one. The merged room has the id,
-   owner and description of the first instance; the other creators are members; operations and messages
-   addressed to any merged instance act on it, and its history is the top-N of its instances' histories. Nobody
-   loses a room, a membership or a message to a concurrent creation. An instance created after its name's room
-   was destroyed starts a new room (a name can be reused). Which instances merge is a function of the set of
-   room operations (and of rule 4), so this converges like the rest.
+   alive (not destroyed before the creation) joins that room instead of starting one (a merge lifts no ban and a
+   later founder's rights last only while it is a member, so creating a name again takes nothing over). The
+   merged room has the id, owner and description
+   of the first instance; the other creators are members (unless banned: a merge lifts no ban); operations and
+   messages addressed to any merged instance act on it, and its history is the top-N of its instances'
+   histories. Nobody loses a room, a membership or a message to a concurrent creation. An instance created after
+   its name's room was destroyed starts a new room (a name can be reused). Which instances merge is a function of
+   the set of room operations (and of rule 4), so this converges like the rest.
 
 6. **Histories are bounded by top-N.** Each conversation keeps its newest ``history_limit`` messages by the total
    order (:mod:`agent_comms.protocol.history`); top-N of a union is a join, so truncation converges.
-   A room message is visible if its author was a member of the room at the message's place in the total order.
+   A room message is visible if its author was a member of the room at the message's place in the total order
+   (one sent through a merged instance after a destroy that addressed another instance is judged at the destroy:
+   :mod:`~agent_comms.protocol.rooms` rule 10).
 
 7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
    issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since what is
@@ -284,7 +288,7 @@ class MeshState:
         log = self.rooms.get(body.room_id)
         if log is None or log.view is None:
             return False
-        return log.view.was_member(body.author, op_key(op))
+        return log.view.was_member(body.author, op_key(op), body.room_id)
 
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
         """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none).

@@ -640,6 +640,166 @@ def test_late_creation_between_a_destroy_and_a_new_instance_regroups() -> None:
     assert visible_snapshot(forward.state) == visible_snapshot(backward.state)
 
 
+@pytest.fixture
+def private_ops() -> tuple[Agent, Agent, Agent, Op, list[Op]]:
+    """alice (peer A) owns private ``ops`` with members dave (A) and carol (peer B), then kicks carol; the two
+    peers are in sync. Returns alice, carol, dave, the creation, and every operation so far (in causal order)."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, dave = register(a, "alice", now=1000), register(a, "dave", now=1000)
+    carol = register(b, "carol", now=1000)
+    create_op, _ = create(alice, "ops", "private", now=2000)
+    rid = op_id(create_op)
+    ops = [alice.record, dave.record, carol.record, create_op]
+    ops += [act(alice, rid, "invite", "dave", now=2001)[0], act(dave, rid, "join", now=2002)[0]]
+    ops.append(act(alice, rid, "invite", "carol", now=2003)[0])
+    b.receive_many(ops)
+    join, _ = act(carol, rid, "join", now=2004)
+    a.receive(join)
+    ops += [join, say(alice, rid, "the plan", now=2005)[0], act(alice, rid, "kick", "carol", now=2006)[0]]
+    a.receive_many(ops)
+    b.receive_many(ops)
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+    return alice, carol, dave, create_op, ops
+
+
+def test_creating_a_live_rooms_name_later_does_not_take_it_over(
+    private_ops: tuple[Agent, Agent, Agent, Op, list[Op]],
+) -> None:
+    """carol, kicked, creates ``ops`` again an hour later and acts through her instance: it merges, but she stays
+    out and banned, reads nothing, and can neither kick nor invite; the room is as alice left it."""
+    alice, carol, _dave, create_op, history = private_ops
+    rid = op_id(create_op)
+    hour = 3_600_000
+    again, _ = create(carol, "ops", "private", now=2006 + hour)
+    mine = op_id(again)
+    later = [again]
+    later.append(act(carol, mine, "kick", "dave", now=2007 + hour)[0])
+    later.append(act(carol, mine, "invite", "mallory", now=2008 + hour)[0])
+    later.append(act(carol, rid, "join", now=2009 + hour)[0])
+    later.append(say(carol, mine, "I am back", now=2010 + hour)[0])
+    on_a = alice.replica
+    on_a.receive_many(later)
+    for replica in (on_a, fresh("R", [*later, *history][::-1])):
+        state = replica.state
+        assert [list(v.founders) for v in state.rooms_named("ops")] == [[rid, mine]]
+        view = state.room("ops")
+        assert view is not None
+        assert (view.owner, view.room_type) == ("alice", "private")
+        assert set(view.members) == {"alice", "dave"}
+        assert view.banned == {"carol"}
+        assert view.invited == {}
+        assert [m.body.content for m in state.room_messages(rid)] == ["the plan"]
+    assert visible_snapshot(on_a.state) == visible_snapshot(fresh("S", [*history, *later]).state)
+
+
+def test_a_creation_made_long_after_the_room_merges_and_keeps_its_messages() -> None:
+    """Rule 7: a creation made in ignorance of a live room (a peer cut off for an hour) is never refused: its
+    creator joins the room and what it posted meanwhile stays, on every peer alike."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, bob = register(a, "alice", now=1000), register(b, "bob", now=1000)
+    first, _ = create(alice, "lobby", now=2000)
+    second, _ = create(bob, "lobby", now=2000 + 3_600_000)
+    said, _ = say(bob, op_id(second), "made while cut off", now=2001 + 3_600_000)
+    for ops in ([alice.record, bob.record, first, second, said], [said, second, bob.record, first, alice.record]):
+        state = fresh("R", ops).state
+        assert [list(v.founders) for v in state.rooms_named("lobby")] == [[op_id(first), op_id(second)]]
+        view = state.room("lobby")
+        assert view is not None
+        assert set(view.members) == {"alice", "bob"}
+        assert [m.body.content for m in state.room_messages(op_id(first))] == ["made while cut off"]
+
+
+def test_a_merge_never_lifts_a_ban(private_ops: tuple[Agent, Agent, Agent, Op, list[Op]]) -> None:
+    """carol, kicked, creates ``ops`` again: her instance merges but she stays out and banned, and
+    neither she nor anyone else gets in through it."""
+    alice, carol, dave, create_op, history = private_ops
+    rid = op_id(create_op)
+    mallory = register(carol.replica, "mallory", now=2007)
+    again, _ = create(carol, "ops", "public", now=2008)
+    mine = op_id(again)
+    later = [mallory.record, again]
+    later.append(act(carol, mine, "join", now=2009)[0])
+    later.append(act(mallory, mine, "join", now=2010)[0])
+    later.append(act(carol, mine, "kick", "dave", now=2011)[0])
+    later.append(say(carol, mine, "I am back", now=2012)[0])
+    for replica in (fresh("F", [*history, *later]), fresh("R", [*history, *later][::-1])):
+        state = replica.state
+        assert [list(v.founders) for v in state.rooms_named("ops")] == [[rid, mine]]
+        view = state.room("ops")
+        assert view is not None
+        assert (view.owner, view.room_type) == ("alice", "private")
+        assert set(view.members) == {"alice", "dave"}
+        assert view.banned == {"carol"}
+        assert [m.body.content for m in state.room_messages(rid)] == ["the plan"]
+    del alice, dave
+
+
+def test_a_kicked_founder_loses_its_rights_until_it_is_a_member_again() -> None:
+    """bob's instance merged into alice's room; alice kicks bob: through his instance he can no longer kick,
+    invite, nor let anyone in by its public type. Invited back and joined, he has them again."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, carol = register(a, "alice", now=1000), register(a, "carol", now=1000)
+    bob, mallory = register(b, "bob", now=1000), register(b, "mallory", now=1000)
+    first, _ = create(alice, "dev", "private", now=2000)
+    later, _ = create(bob, "dev", "public", now=2001)
+    rid, his = op_id(first), op_id(later)
+    ops = [alice.record, carol.record, bob.record, mallory.record, first, later]
+    a.receive_many(ops)
+    b.receive_many(ops)
+    ops += [act(alice, rid, "invite", "carol", now=2002)[0], act(carol, rid, "join", now=2003)[0]]
+    ops.append(act(alice, rid, "kick", "bob", now=2004)[0])
+    b.receive_many(ops)
+    assert act(bob, his, "kick", "carol", now=2005)[1] == []
+    assert act(bob, his, "invite", "bob", now=2006)[1] == []
+    assert act(bob, his, "join", now=2007)[1] == []
+    assert act(mallory, his, "join", now=2008)[1] == []
+    view = b.state.room("dev")
+    assert view is not None
+    assert set(view.members) == {"alice", "carol"}
+    assert view.banned == {"bob"}
+    assert view.invited == {}
+    a.receive_many(b.state.stored_ops())
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+    assert visible_snapshot(fresh("R", list(b.state.stored_ops())[::-1]).state) == visible_snapshot(b.state)
+    # invited back, he is a founder again
+    a.receive(act(alice, rid, "invite", "bob", now=3000)[0])
+    b.receive_many(a.state.stored_ops())
+    act(bob, his, "join", now=3001)
+    assert act(bob, his, "kick", "carol", now=3002)[1] == changed(rid, "dev", RoomChange("kicked", "carol", by="bob"))
+
+
+def test_messages_through_a_merged_instance_after_a_concurrent_destroy_stay_visible() -> None:
+    """alice destroys her ``ops`` while bob, cut off, goes on posting to his own ``ops``, which merges into hers.
+    His messages stamped after her destroy stay visible to those who were members when the room ended; the room
+    stays destroyed. Messages to the instance the destroy addressed still end with it."""
+    a, b = Replica.create("A"), Replica.create("B")
+    alice, dave = register(a, "alice", now=1000), register(a, "dave", now=1000)
+    bob = register(b, "bob", now=1000)
+    first, _ = create(alice, "ops", now=2000)
+    rid = op_id(first)
+    on_a = [alice.record, dave.record, first, act(dave, rid, "join", now=2001)[0]]
+    later, _ = create(bob, "ops", now=2002)
+    before, _ = say(bob, op_id(later), "before", now=2003)
+    destroy, _ = act(alice, rid, "destroy", now=2004)
+    after, sent = say(bob, op_id(later), "after", now=2005)
+    assert sent == [MessageAdded(after, op_id(later))]  # acknowledged to bob
+    too_late, _ = say(dave, rid, "too late", now=2006)  # made on A after the destroy: refused there already
+    on_a += [destroy, too_late]
+    on_b = [bob.record, later, before, after]
+    a.receive_many(on_b)
+    b.receive_many(on_a)
+    for replica in (a, b, fresh("R", [*on_b, *on_a][::-1])):
+        state = replica.state
+        assert state.room("ops") is None
+        view = view_of(replica, rid)
+        assert view.destroyed == op_key(destroy)
+        assert view.members == {}
+        assert [m.body.content for m in state.room_messages(rid)] == ["before", "after"]
+        assert view.was_member("dave", op_key(after), op_id(later))
+        assert not state.message_visible(too_late)
+    assert visible_snapshot(a.state) == visible_snapshot(b.state)
+
+
 def test_late_membership_op_triggers_a_refold() -> None:
     """An invite delivered after the join it enabled: the refold lets the join take effect."""
     a = Replica.create("A")
