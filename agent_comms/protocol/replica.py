@@ -10,6 +10,11 @@ receipt right after its message, so a bridge that restarts and catches up sees a
 responder's floors (:meth:`Replica.adopt_floors`).
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
+
+Replicas forget at a shared horizon, each on its own schedule, so one that has not collected yet offers in its
+answers what another already forgot. The floors are what refuse it: a replica keeps an origin's floors for twice
+the retention after the origin's last operation, even once it holds nothing of it (:meth:`Replica.collect_garbage`),
+so a forgotten agent or destroyed room is never taken back, and the stored sets become equal once both collected.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ def sync_order(op: Op) -> tuple[int, int, str, int, int, OpKey]:
 
     Agents' operations first, newest first: the newest record of a live agent is recent, so it is accepted even
     by a peer whose forgetting horizon lies after the agent's first claim, and the older claims that follow are
-    then accepted because the agent is known (while everything of a forgotten agent is older than the horizon and
-    refused alike). Then everything else oldest first, each receipt right after its message.
+    then accepted because the agent is known (everything of a forgotten agent is older than the horizon: a replica
+    that forgot it refuses it as seen, see :meth:`Replica.collect_garbage`, and one that never held it takes it and
+    forgets it at its next collection). Then everything else oldest first, each receipt right after its message.
     """
     body = op.body
     if isinstance(body, AgentUpsert | AgentSuspect):
