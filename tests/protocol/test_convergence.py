@@ -373,13 +373,21 @@ class ConvergenceMachine(RuleBasedStateMachine):
         linked = {p.replica.peer_id for p in self.net.live() if p.replica is not None}
         replica.collect_garbage(horizon_ms, horizon_ms - RETENTION_MS, keep=linked)
 
-    @rule(order=st.permutations(range(6)))
-    def out_of_phase(self, order: list[int]) -> None:
+    @rule(order=st.permutations(range(6)), leaving=st.none() | peer_index)
+    def out_of_phase(self, order: list[int], leaving: int | None) -> None:
         """A retention passes and the peers collect one after the other, anti-entropy running in between (each
         peer collects on its own schedule). Whatever one forgot and another still offered before collecting
         itself must not come back: once all have collected and the mesh settled, a collection at the same
         horizon finds nothing left to forget (no agent or room forgotten everywhere is back), and the peers agree.
+        With ``leaving``, a peer comes (a restart: a new peer id, its agents claimed again and acting nowhere yet)
+        and goes: its agents are forgotten in this round, and whoever collected holds nothing of it any more.
         """
+        if leaving is not None:
+            self.crash(leaving)
+            self.restart(leaving)
+            with contextlib.suppress(AssertionError):
+                self.net.settle(max_rounds=10)
+            self.crash(leaving)
         self.converge()
         self.net.now_ms += RETENTION_MS
         self.keep_alive()
@@ -388,10 +396,17 @@ class ConvergenceMachine(RuleBasedStateMachine):
         horizon = self.net.now_ms - RETENTION_MS
         self.horizon_ms = max(self.horizon_ms, horizon)
         live = [p.index for p in self.net.live()]
+        known = set().union(*(self.held(i) for i in live))
+        kept: set[str] = set()  # what some peer still held right after its own collection
         for index in sorted(live, key=lambda i: order.index(i)):
             self.collect_fully(index, horizon)
+            kept |= self.held(index)
             self.exchange()
         self.net.settle()
+        forgotten = known - kept
+        for index in live:
+            back = forgotten & self.held(index)
+            assert not back, f"forgotten by every peer, back at {index}: {sorted(back)}"
         for peer in self.net.live():
             assert peer.replica is not None
             state = peer.replica.state
@@ -399,6 +414,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self.collect_fully(peer.index, horizon)
             back = sorted(before.keys() - {op_id(op) for op in state.stored_ops()})
             assert not back, f"forgotten everywhere, back at {peer.index}: {[before[i] for i in back]}"
+
+    def held(self, index: int) -> set[str]:
+        """The agents and room instances peer ``index`` holds."""
+        replica = self.peer(index).replica
+        assert replica is not None
+        return set(replica.state.agents) | set(replica.state.rooms)
 
     def collect_fully(self, index: int, horizon_ms: int) -> None:
         """Collect at ``horizon_ms`` until nothing more goes (a destroy may count only once the horizon passed the
