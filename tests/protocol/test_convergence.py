@@ -412,8 +412,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
             state = peer.replica.state
             before = {op_id(op): op for op in state.stored_ops()}
             self.collect_fully(peer.index, horizon)
-            back = sorted(before.keys() - {op_id(op) for op in state.stored_ops()})
-            assert not back, f"forgotten everywhere, back at {peer.index}: {[before[i] for i in back]}"
+            late = sorted(before.keys() - {op_id(op) for op in state.stored_ops()})
+            assert not late, f"forgotten everywhere, back at {peer.index}: {[before[i] for i in late]}"
 
     def held(self, index: int) -> set[str]:
         """The agents and room instances peer ``index`` holds."""
