@@ -899,22 +899,21 @@ class Peer:
         """Forget agents offline for longer than ``offline_retention`` (and what only they held), and re-stamp
         hosted agents whose record is older than a quarter of it, so a live agent is never older than the horizon.
 
-        Also forgets the sequence bookkeeping of origins that this replica holds nothing of any more and is not
-        linked to (peers that left long ago), so restarts of peers do not accumulate it.
+        Also forgets the sequence bookkeeping of origins that this replica holds nothing of any more, is not linked
+        to, and has seen nothing from for twice the retention (peers that left long ago), so restarts of peers do
+        not accumulate it; kept that long, it refuses what this replica forgot when a replica collecting later
+        offers it again (:meth:`~.replica.Replica.collect_garbage`).
         """
         now_ms = self._wall_ms(now)
         retention_ms = int(self.config.offline_retention * 1000)
         state = self.replica.state
-        state.collect_garbage(now_ms - retention_ms)
+        self.replica.collect_garbage(now_ms - retention_ms, now_ms - 2 * retention_ms, keep=self.data_links.keys())
         commands: list[Command] = []
         for agent_id in sorted(self.hosted):
             entry = state.agents.get(agent_id)
             stamp = 0 if entry is None or entry.record is None else hlc_wall_ms(entry.record.hlc)
             if stamp < now_ms - retention_ms // 4:
                 commands += self.update_agent(agent_id, now)
-        holding = {op.origin for op in state.stored_ops()} | set(self.data_links) | {self.peer_id}
-        for origin in [o for o in self.replica.seen if o not in holding]:
-            del self.replica.seen[origin]
         return commands
 
     def _repair_links(self, now: float) -> list[Command]:

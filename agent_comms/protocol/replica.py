@@ -10,14 +10,21 @@ receipt right after its message, so a bridge that restarts and catches up sees a
 responder's floors (:meth:`Replica.adopt_floors`).
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
+
+Replicas forget at a shared horizon, each on its own schedule, so one that has not collected yet offers in its
+answers what another already forgot. The floors are what refuse it: a replica keeps an origin's floors for twice
+the retention after the origin's last operation, even once it holds nothing of it (:meth:`Replica.collect_garbage`),
+so a forgotten agent or destroyed room is never taken back, and the stored sets become equal once both collected.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import attrs
 
 from .changes import Change
-from .hlc import Hlc
+from .hlc import COUNTER_BITS, Hlc
 from .ops import AgentSuspect, AgentUpsert, Body, Op, OpKey, Receipt, op_key
 from .state import DEFAULT_HISTORY_LIMIT, MeshState
 from .wire import SyncRequest
@@ -32,8 +39,9 @@ def sync_order(op: Op) -> tuple[int, int, str, int, int, OpKey]:
 
     Agents' operations first, newest first: the newest record of a live agent is recent, so it is accepted even
     by a peer whose forgetting horizon lies after the agent's first claim, and the older claims that follow are
-    then accepted because the agent is known (while everything of a forgotten agent is older than the horizon and
-    refused alike). Then everything else oldest first, each receipt right after its message.
+    then accepted because the agent is known (everything of a forgotten agent is older than the horizon: a replica
+    that forgot it refuses it as seen, see :meth:`Replica.collect_garbage`, and one that never held it takes it and
+    forgets it at its next collection). Then everything else oldest first, each receipt right after its message.
     """
     body = op.body
     if isinstance(body, AgentUpsert | AgentSuspect):
@@ -94,6 +102,8 @@ class Replica:
     hlc: Hlc = attrs.field(factory=Hlc)
     seq: int = 0
     seen: dict[str, SeenSet] = attrs.field(factory=dict)
+    #: per origin, the newest HLC stamp of an operation seen from it (how long its ``seen`` entry must be kept)
+    last_stamp: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def create(cls, peer_id: str, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Replica:
@@ -109,6 +119,7 @@ class Replica:
         self.seq += 1
         op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms), body)
         self.seen.setdefault(self.peer_id, SeenSet()).add(self.seq)
+        self.last_stamp[self.peer_id] = op.hlc
         return op, self.state.apply(op)
 
     def receive(self, op: Op) -> list[Change]:
@@ -118,6 +129,7 @@ class Replica:
             seen = self.seen[op.origin] = SeenSet()
         if not seen.add(op.seq):
             return []
+        self.last_stamp[op.origin] = max(self.last_stamp.get(op.origin, 0), op.hlc)
         self.hlc.observe(op.hlc)
         return self.state.apply(op)
 
@@ -148,6 +160,35 @@ class Replica:
             seen = self.seen.get(origin)
             if seen is not None:
                 seen.raise_floor(floor)
+
+    def collect_garbage(self, horizon_ms: int, seen_horizon_ms: int, keep: Collection[str] = ()) -> None:
+        """Forget what went offline or was destroyed before ``horizon_ms`` (:meth:`MeshState.collect_garbage`), and
+        the sequence bookkeeping of origins this replica holds nothing of and has seen nothing from since
+        ``seen_horizon_ms`` (wall-clock milliseconds), except those in ``keep``.
+
+        ``seen_horizon_ms`` must lie well before ``horizon_ms`` (a peer keeps an origin's floors for twice the
+        retention after its last operation): what this replica forgot at a horizon may still be held by a replica
+        that has not collected at that horizon yet, and its anti-entropy answers offer it again. The floors are
+        what refuses it (an operation is never taken twice); without them, the forgotten agent or destroyed room
+        would be taken again, forgotten again, and handed back and forth between replicas collecting out of
+        phase. Once the origin's last operation is older than ``seen_horizon_ms``, every replica has forgotten
+        whatever of it went before the horizon, so there is nothing left to refuse.
+        """
+        state = self.state
+        state.collect_garbage(horizon_ms)
+        seen_horizon = seen_horizon_ms << COUNTER_BITS
+        stale = [
+            origin
+            for origin in self.seen
+            if origin not in keep and origin != self.peer_id and self.last_stamp.get(origin, 0) < seen_horizon
+        ]
+        if not stale:
+            return
+        holding = {op.origin for op in state.stored_ops()}
+        for origin in stale:
+            if origin not in holding:
+                del self.seen[origin]
+                self.last_stamp.pop(origin, None)
 
     def sync_answer(self, request: SyncRequest) -> list[Op]:
         """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree)."""

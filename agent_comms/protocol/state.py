@@ -63,9 +63,11 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
    have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
-   one would depend on whether the agent's newer operations came first); one of a forgotten agent that comes back
-   through anti-entropy (from a replica that has not collected yet: a replica never takes an operation twice) is
-   forgotten again at the next collection. Direct conversations are kept whoever is forgotten (each is bounded by its
+   one would depend on whether the agent's newer operations came first). A replica collecting later than another
+   still offers it what the other forgot; the one that forgot refuses it, as it never takes an operation twice
+   (it keeps its per-origin floors for twice the retention after the origin's last operation:
+   :meth:`~.replica.Replica.collect_garbage`). Only a replica that never held it (a new one) takes it, and forgets
+   it again at its next collection. Direct conversations are kept whoever is forgotten (each is bounded by its
    history limit, and there is one per pair of agent identities): a conversation must not depend on whether a
    replica still held its parties' records when it collected.
 
@@ -92,8 +94,8 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
    came, all stamped before the horizon, are forgotten too. A room's creation is accepted however old it is: a
    live room may be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy
-   sends a creation before the room's other operations); a destroyed room that comes back this way goes at the
-   next collection.
+   sends a creation before the room's other operations); a destroyed room reaches this way only a replica that
+   never held it (one that forgot it refuses its operations as seen, above), and goes at its next collection.
 """
 
 from __future__ import annotations

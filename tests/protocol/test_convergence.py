@@ -350,8 +350,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 self.net.settle(max_rounds=10)
             if self.horizon_ms:
                 for peer in self.net.live():
-                    assert peer.replica is not None
-                    peer.replica.state.collect_garbage(self.horizon_ms)
+                    self.collect_at(peer.index, self.horizon_ms)
             if len({p.replica.state.digest() for p in self.net.live() if p.replica is not None}) == 1:
                 return
         raise AssertionError("the mesh did not settle")
@@ -364,7 +363,86 @@ class ConvergenceMachine(RuleBasedStateMachine):
             return
         horizon = self.net.now_ms - RETENTION_MS
         self.horizon_ms = max(self.horizon_ms, horizon)
-        peer.replica.state.collect_garbage(horizon)
+        self.collect_at(index, horizon)
+
+    def collect_at(self, index: int, horizon_ms: int) -> None:
+        """A peer's collection at ``horizon_ms``: it also forgets the floors of origins it holds nothing of, is not
+        linked to and heard nothing from for twice the retention (as peers do)."""
+        replica = self.peer(index).replica
+        assert replica is not None
+        linked = {p.replica.peer_id for p in self.net.live() if p.replica is not None}
+        replica.collect_garbage(horizon_ms, horizon_ms - RETENTION_MS, keep=linked)
+
+    @rule(order=st.permutations(range(6)), leaving=st.none() | peer_index)
+    def out_of_phase(self, order: list[int], leaving: int | None) -> None:
+        """A retention passes and the peers collect one after the other, anti-entropy running in between (each
+        peer collects on its own schedule). Whatever one forgot and another still offered before collecting
+        itself must not come back: once all have collected and the mesh settled, a collection at the same
+        horizon finds nothing left to forget (no agent or room forgotten everywhere is back), and the peers agree.
+        With ``leaving``, a peer comes (a restart: a new peer id, its agents claimed again and acting nowhere yet)
+        and goes: its agents are forgotten in this round, and whoever collected holds nothing of it any more.
+        """
+        if leaving is not None:
+            self.crash(leaving)
+            self.restart(leaving)
+            with contextlib.suppress(AssertionError):
+                self.net.settle(max_rounds=10)
+            self.crash(leaving)
+        self.converge()
+        self.net.now_ms += RETENTION_MS
+        self.keep_alive()
+        with contextlib.suppress(AssertionError):
+            self.net.settle(max_rounds=10)
+        horizon = self.net.now_ms - RETENTION_MS
+        self.horizon_ms = max(self.horizon_ms, horizon)
+        live = [p.index for p in self.net.live()]
+        known = set().union(*(self.held(i) for i in live))
+        kept: set[str] = set()  # what some peer still held right after its own collection
+        for index in sorted(live, key=lambda i: order.index(i)):
+            self.collect_fully(index, horizon)
+            kept |= self.held(index)
+            self.exchange()
+        self.net.settle()
+        forgotten = known - kept
+        for index in live:
+            back = forgotten & self.held(index)
+            assert not back, f"forgotten by every peer, back at {index}: {sorted(back)}"
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            before = {op_id(op): op for op in state.stored_ops()}
+            self.collect_fully(peer.index, horizon)
+            late = sorted(before.keys() - {op_id(op) for op in state.stored_ops()})
+            assert not late, f"forgotten everywhere, back at {peer.index}: {[before[i] for i in late]}"
+
+    def held(self, index: int) -> set[str]:
+        """The agents and room instances peer ``index`` holds."""
+        replica = self.peer(index).replica
+        assert replica is not None
+        return set(replica.state.agents) | set(replica.state.rooms)
+
+    def collect_fully(self, index: int, horizon_ms: int) -> None:
+        """Collect at ``horizon_ms`` until nothing more goes (a destroy may count only once the horizon passed the
+        claim it was made under, and its room goes at the collection after that)."""
+        replica = self.peer(index).replica
+        assert replica is not None
+        for _ in range(4):
+            before = replica.state.digest()
+            self.collect_at(index, horizon_ms)
+            if replica.state.digest() == before:
+                return
+        raise AssertionError("collecting at one horizon did not come to rest")
+
+    def exchange(self) -> None:
+        """Deliver everything in flight, then one anti-entropy round between every pair of live peers."""
+        while self.net.in_flight:
+            self.net.deliver(0)
+        live = self.net.live()
+        for a in live:
+            for b in live:
+                self.net.request_sync(a.index, b.index)
+        while self.net.in_flight:
+            self.net.deliver(0)
 
     # ------------------------------------------------------------------ the network
 

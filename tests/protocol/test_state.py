@@ -541,6 +541,85 @@ def test_a_new_replica_gets_a_live_room_older_than_its_horizon() -> None:
     assert newcomer.state.digest() == a.state.digest()
 
 
+#: ``offline_retention`` of the replicas collecting at ``HORIZON_MS`` below (their clocks read the sum)
+RETENTION_MS = 4_500
+
+
+def collect(replica: Replica, horizon_ms: int = HORIZON_MS) -> None:
+    """A peer's periodic collection: forget before the horizon, keep an origin's floors for twice the retention."""
+    replica.collect_garbage(horizon_ms, horizon_ms - RETENTION_MS)
+
+
+def sync(requester: Replica, responder: Replica) -> None:
+    """One anti-entropy exchange: ``responder`` answers ``requester``'s request."""
+    requester.receive_many(responder.sync_answer(requester.sync_request()))
+
+
+def test_a_destroyed_room_stays_destroyed_when_replicas_collect_out_of_phase() -> None:
+    """Bob creates #ops on B and speaks there; B exits; bob comes back on R and destroys the room. P collects
+    before Q does: Q's anti-entropy offers P the room's creation and message again (B's operations, of which P
+    holds nothing any more), and P refuses them, as it saw them before."""
+    b, r = Replica.create("B"), Replica.create("R")
+    bob = register(b, "bob", now=1000)
+    room, _ = b.make(RoomCreate(b.next_op_id(), "ops", "public", "", "bob", bob.inc), 1100)
+    said, _ = b.make(RoomMessage(op_id(room), "bob", bob.inc, "old news"), 1200)
+    r.receive_many(list(b.state.stored_ops()))
+    back = register(r, "bob", now=1300)
+    r.make(Membership(op_id(room), "destroy", "bob", back.inc), 1400)
+    update(back, 1, now=HORIZON_MS + 100)  # its host re-stamps the live agent
+    everything = sorted(r.state.stored_ops(), key=sync_order)
+    p, q = fresh("P", everything), fresh("Q", everything)
+    collect(p)
+    assert op_id(room) not in p.state.rooms
+    assert not any(op.origin == "B" for op in p.state.stored_ops())
+    sync(p, q)  # Q has not collected yet
+    assert op_id(room) not in p.state.rooms, "the destroyed room came back"
+    assert op_id(said) not in p.state.messages
+    collect(q)
+    sync(q, p)
+    sync(p, q)
+    assert op_id(room) not in q.state.rooms
+    assert p.state.digest() == q.state.digest()
+
+
+def test_a_forgotten_agent_stays_forgotten_when_replicas_collect_out_of_phase() -> None:
+    """X went offline on B long ago and B left. P and Q collect out of phase; each offers the other what the
+    other forgot before collecting itself; neither takes it back, and their stored operations end up equal
+    (instead of handing the record back and forth at every anti-entropy round)."""
+    b = Replica.create("B")
+    x = register(b, "X", now=1000)
+    update(x, 1, now=1100, online=False)
+    p, q = fresh("P", list(b.state.stored_ops())), fresh("Q", list(b.state.stored_ops()))
+    collect(p)
+    assert "X" not in p.state.agents
+    sync(p, q)
+    assert "X" not in p.state.agents, "a forgotten agent came back"
+    collect(q)
+    sync(q, p)
+    sync(p, q)
+    assert "X" not in p.state.agents
+    assert "X" not in q.state.agents
+    assert p.state.digest() == q.state.digest()
+    assert q.sync_answer(p.sync_request()) == []
+
+
+def test_the_floors_of_a_departed_origin_go_twice_the_retention_after_its_last_operation() -> None:
+    """The bookkeeping of an origin nothing is held of is kept while a replica collecting later may offer its
+    forgotten operations, then forgotten, so peers that come and go do not accumulate it."""
+    b = Replica.create("B")
+    x = register(b, "X", now=1000)
+    update(x, 1, now=1100, online=False)
+    p = fresh("P", list(b.state.stored_ops()))
+    collect(p)
+    assert "X" not in p.state.agents
+    assert "B" in p.seen  # its last operation is younger than twice the retention
+    collect(p, horizon_ms=1100 + RETENTION_MS)
+    assert "B" in p.seen
+    collect(p, horizon_ms=1101 + RETENTION_MS)
+    assert "B" not in p.seen
+    assert "B" not in p.last_stamp
+
+
 def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_horizon() -> None:
     """A replica that joined late holds a room operation and a message whose room it never got (the room was
     forgotten elsewhere): once they are older than the horizon they go, as a replica at that horizon refuses them."""
