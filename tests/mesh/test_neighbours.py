@@ -11,7 +11,6 @@ memory; and a peer raises its soft limit on open files to the hard one. Every te
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import subprocess
@@ -21,7 +20,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 from conftest import free_port
@@ -33,6 +31,7 @@ from agent_comms.mesh.observe import NoMesh, observe_mesh
 from agent_comms.mesh.registry import PeerRegistry
 from agent_comms.protocol.framing import DEFAULT_MAX_FRAME
 from agent_comms.protocol.peer import PeerConfig
+from agent_comms.testing.processes import Peer
 
 PORT = 40007
 KEY = bytes(32)
@@ -162,37 +161,10 @@ async def test_unauthenticated_connections_sending_huge_frame_headers_do_not_gro
     assert grown_mib < 16, f"peak memory grew by {grown_mib:.0f} MiB"
 
 
-@attrs.define
-class JsonlBridge:
-    """An agent behind ``agent-comms bridge jsonl``: tool calls in, results and events out."""
+class JsonlBridge(Peer):
+    """An agent behind ``agent-comms bridge jsonl``, with the file its stderr goes to."""
 
-    process: trio.Process
     log: Path
-    agent_id: str = ""
-    buffer: bytes = b""
-    events: list[dict[str, Any]] = attrs.field(factory=list)
-    _next: int = 0
-
-    async def line(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        while b"\n" not in self.buffer:
-            chunk = await self.process.stdout.receive_some()
-            if not chunk:
-                raise EOFError(f"the bridge's output ended; its log:\n{self.log.read_text(errors='replace')}")
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
-        if message["type"] == "event":
-            self.events.append(message["event"])
-        return message
-
-    async def call(self, **params: object) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self._next += 1
-        await self.process.stdin.send_all(json.dumps({"id": self._next, "params": params}).encode() + b"\n")
-        while (message := await self.line())["type"] != "result" or message["id"] != self._next:
-            pass
-        return message
 
     async def dm(self, target: str, content: str) -> None:
         """DM ``target`` (again, while this bridge's replica does not know it yet)."""
@@ -201,8 +173,12 @@ class JsonlBridge:
             await trio.sleep(0.05)
 
     async def wait_dm(self, content: str) -> None:
-        while not any(e["type"] == "dm" and e.get("content") == content for e in self.events):
-            await self.line()
+        def is_it(message: dict[str, Any]) -> bool:
+            event = message.get("event") if message.get("type") == "event" else None
+            return event is not None and event["type"] == "dm" and event.get("content") == content
+
+        if not any(is_it(message) for message in self.seen):
+            await self.wait_for(is_it)
 
 
 @asynccontextmanager
@@ -219,12 +195,19 @@ async def _bridge(name: str, tmp_path: Path, env: dict[str, str], **options: Any
             stderr=stderr,
             **options,
         )
-    bridge = JsonlBridge(process, log)
+    bridge = JsonlBridge(process)
+    bridge.log = log
     try:
-        ready = await bridge.line()
-        assert ready["type"] == "ready", ready
-        bridge.agent_id = ready["agent"]["id"]
-        yield bridge
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bridge.read_all)
+            try:
+                ready = await bridge.wait_for(lambda m: True)
+                assert ready["type"] == "ready", ready
+                bridge.agent_id = ready["agent"]["id"]
+                yield bridge
+            except EOFError:
+                raise EOFError(f"the bridge's output ended; its log:\n{log.read_text(errors='replace')}") from None
+            nursery.cancel_scope.cancel()
     finally:
         if process.poll() is None:
             process.kill()
