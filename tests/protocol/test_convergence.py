@@ -13,7 +13,9 @@ membership decision of the room removed it); after the network settles, every li
 from __future__ import annotations
 
 import contextlib
+import sys
 
+import pytest
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -316,15 +318,17 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self.keep_alive()
 
     def keep_alive(self, *, restamp: bool = True) -> None:
-        """Hosts refute offline verdicts on their live agents by claiming them again, and (``restamp``) re-stamp
-        them; failure detectors declare offline the agents of peers that are gone."""
+        """Hosts claim their live agents again wherever the mesh sees them offline (an offline verdict on their
+        claim, or another host's newer claim released), as ``Peer._refute`` does, and (``restamp``) re-stamp them;
+        failure detectors declare offline the agents of peers that are gone."""
         live_ids = {p.replica.peer_id for p in self.net.live() if p.replica is not None}
         for peer in self.net.live():
             assert peer.replica is not None
             for agent in sorted(peer.claims):
                 entry = peer.replica.state.agents.get(agent)
-                if entry is not None and entry.record is not None and entry.suspect is not None and not entry.online:
-                    peer.claims[agent] = (peer.replica.hlc.tick(self.net.tick()), -1)
+                if entry is not None and entry.record is not None and not entry.online:
+                    incarnation = peer.replica.hlc.tick(self.net.tick())
+                    peer.claims[agent] = (max(incarnation, max(entry.claims)[0] + 1), -1)
                     self.upsert(peer.index, agent)
                 elif restamp:
                     self.upsert(peer.index, agent)
@@ -628,3 +632,35 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
 
 TestConvergence = ConvergenceMachine.TestCase
+
+
+def _invariants(machine: ConvergenceMachine) -> list[str]:
+    names = [n for n in dir(type(machine)) if hasattr(getattr(type(machine), n), "hypothesis_stateful_invariant")]
+    assert names, "the machine's invariants were not found"
+    return names
+
+
+def test_a_host_overtaken_and_released_claims_again_before_anyone_forgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted run: an agent comes back on one peer while its old peer is down, the old peer restarts and
+    claims it too (two hosts of one identity, the newer wins), both speak in one room created at once, and then
+    the newer host releases it and a night passes. The older host, still running it, claims it again (as a peer
+    does), so nothing it said vanishes at any peer however the re-stamps arrive."""
+    machine = ConvergenceMachine()
+    steps = [
+        lambda: machine.start(n=2),
+        lambda: machine.crash(5),
+        lambda: machine.come_back(0, 0),
+        lambda: machine.restart(3),
+        lambda: machine.create_at_once(0, 0, 1, 0, "lobby"),
+        lambda: machine.night_away(index=1, which=0, collectors={0, 1}),
+        *[lambda: machine.deliver(2)] * 12,
+    ]
+    for step in steps:
+        if step.__code__.co_names[-1] == "deliver" and not machine.net.in_flight:
+            break
+        step()
+        for name in _invariants(machine):
+            getattr(machine, name)()
+    # statistics are kept only inside a Hypothesis run
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_args: None)
+    machine.teardown()

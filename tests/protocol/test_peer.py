@@ -273,3 +273,26 @@ def test_a_starting_peer_moves_its_forgetting_horizon_at_once() -> None:
     node = net.spawn("a")
     retention_ms = int(net.config.offline_retention * 1000)
     assert node.peer.replica.state.horizon >> 16 == 10_000_000 - retention_ms
+
+
+def test_a_host_claims_its_agent_again_when_a_newer_host_releases_it() -> None:
+    """Two bridges hosted one identity (a restart before the old one ended): when the newer releases the agent,
+    the older host, still running it, claims it again above every claim, so the mesh sees it online and what it
+    does from then on is made under its newest claim (the rules of forgetting rely on that)."""
+    net = PeerNet()
+    net.spawn("a")
+    net.spawn("b")
+    a, b = net.nodes["a"], net.nodes["b"]
+    net._run(a, a.peer.host_agent(record("agent-x"), net.now))
+    net.settle()
+    net._run(b, b.peer.host_agent(record("agent-x"), net.now))
+    net.settle()
+    newer = b.peer.hosted["agent-x"].incarnation
+    assert a.peer.hosted["agent-x"].incarnation < newer
+    net._run(b, b.peer.release_agent("agent-x", net.now))
+    net.settle()
+    assert a.peer.hosted["agent-x"].incarnation > newer
+    for observer in "ab":
+        assert online(net, observer, "agent-x") is True
+        entry = net.nodes[observer].peer.replica.state.agents["agent-x"]
+        assert (entry.body.incarnation, entry.body.peer_id) == (a.peer.hosted["agent-x"].incarnation, a.peer.peer_id)
