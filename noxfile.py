@@ -128,9 +128,10 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
-    session.install("-e", ".")
+    session.install("-e", ".", "-e", "./bridges/mcp")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
+    session.run("python", "benchmarks/bench_context.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
