@@ -202,7 +202,8 @@ async def open_web(env: dict[str, str], cwd: Path, *, port: int = 0, name: str =
     web = Web(process, Path(env["AGENT_COMMS_HOME"]))
     try:
         async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
+            assert process.stdout is not None
+            assert process.stderr is not None
             nursery.start_soon(web.read, process.stdout, web.out)
             nursery.start_soon(web.read, process.stderr, web.err)
             with trio.fail_after(DEADLINE / 2):
@@ -255,9 +256,13 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
             assert "token" not in await tab.do(lambda page: page.url)
             # Agents with their presence; carol SIGKILLed is shown offline.
             for peer in (bob, carol):
-                await tab.do(lambda page, p=peer: page.wait_for_selector(f'li[data-agent-id="{p.agent_id}"][data-online="true"]'))
+                await tab.do(
+                    lambda page, p=peer: page.wait_for_selector(f'li[data-agent-id="{p.agent_id}"][data-online="true"]')
+                )
             carol.process.kill()
-            await tab.do(lambda page: page.wait_for_selector(f'li[data-agent-id="{carol.agent_id}"][data-online="false"]'))
+            await tab.do(
+                lambda page: page.wait_for_selector(f'li[data-agent-id="{carol.agent_id}"][data-online="false"]')
+            )
 
             # A room message from bob appears live; so does his direct message, with an unread count.
             assert (await bob.call(action="create_room", room="review"))["is_error"] is False
@@ -266,7 +271,11 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
             await bob.call(action="send", target="review", content="the diff is up")
             await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("the diff is up")'))
             await bob.call(action="dm", target=web.agent_id, content="a private word")
-            await tab.do(lambda page: page.wait_for_selector(f'#agents li[data-agent-id="{bob.agent_id}"] .badge[data-unread="1"]'))
+            await tab.do(
+                lambda page: page.wait_for_selector(
+                    f'#agents li[data-agent-id="{bob.agent_id}"] .badge[data-unread="1"]'
+                )
+            )
 
             # Hostile markup from an agent is shown as text, and runs nothing.
             await bob.call(action="send", target="review", content=HOSTILE)
@@ -278,19 +287,26 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
             # The person posts in the room: bob's bridge gets it, and the page shows it read by bob.
             await tab.do(lambda page: page.fill("#text", "looks good to me"))
             await tab.do(lambda page: page.click("#send"))
-            event = await bob.wait_for(lambda m: m.get("type") == "event" and m["event"]["content"] == "looks good to me")
-            assert event["event"]["sender"] == web.agent_id and event["event"]["room"] == "review"
+            event = await bob.wait_for(
+                lambda m: m.get("type") == "event" and m["event"]["content"] == "looks good to me"
+            )
+            assert event["event"]["sender"] == web.agent_id
+            assert event["event"]["room"] == "review"
             await tab.do(lambda page: page.wait_for_selector('#messages li.mine [data-receipt="read by 1/1"]'))
 
             # The person answers bob's DM (reply): bob's bridge gets it, the page shows it read.
             await tab.do(lambda page: page.click(f'#agents li[data-agent-id="{bob.agent_id}"]'))
             await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("a private word")'))
-            assert await tab.do(lambda page: page.locator(f'#agents li[data-agent-id="{bob.agent_id}"] .badge').count()) == 0
+            assert (
+                await tab.do(lambda page: page.locator(f'#agents li[data-agent-id="{bob.agent_id}"] .badge').count())
+                == 0
+            )
             await tab.do(lambda page: page.click("#messages li:last-child .reply-link"))
             await tab.do(lambda page: page.fill("#text", "yes, go ahead"))
             await tab.do(lambda page: page.press("#text", "Enter"))
             event = await bob.wait_for(lambda m: m.get("type") == "event" and m["event"]["type"] == "dm")
-            assert event["event"]["content"] == "yes, go ahead" and event["event"]["reply_to"]
+            assert event["event"]["content"] == "yes, go ahead"
+            assert event["event"]["reply_to"]
             await tab.do(lambda page: page.wait_for_selector('#messages li.mine [data-receipt="read"]'))
 
             # A chat command typed in the box works as in the chat.
@@ -300,7 +316,7 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
 
             await tab.do(lambda page: page.click('#rooms li[data-room="review"]'))
             await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("looks good to me")'))
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            await trio.Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
             await tab.do(lambda page: page.screenshot(path=str(ARTIFACTS / "web.png")))
             assert tab.errors == []
 
@@ -333,7 +349,8 @@ async def test_restart_reconnects_and_shows_nothing_twice(tmp_path: Path, browse
                 await web.process.wait()
                 await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
             async with open_web(env, tmp_path / "alice", port=port) as again:
-                assert again.token == web.token and again.agent_id == web.agent_id
+                assert again.token == web.token
+                assert again.agent_id == web.agent_id
                 await tab.do(lambda page: page.wait_for_selector('#connection[data-state="live"]'))
                 await bob.call(action="send", target="review", content="after the restart")
                 await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("after the restart")'))
@@ -417,11 +434,14 @@ async def test_guards_refuse_wrong_host_origin_token_and_type(tmp_path: Path) ->
                 assert (await raw_http(port, post("/api/action", here, call, json_type, *auth)))[0] == 401
             # JSON only: a form or plain text is refused even with the token.
             for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
-                assert (await raw_http(port, post("/api/action", here, call, bearer, f"Content-Type: {kind}")))[0] == 415
+                assert (await raw_http(port, post("/api/action", here, call, bearer, f"Content-Type: {kind}")))[
+                    0
+                ] == 415
             # No CORS: a preflight is not answered with any access-control header.
             preflight = get("/api/action", here, f"Origin: http://{here}", "Access-Control-Request-Method: POST")
             status, headers, _ = await raw_http(port, preflight.replace("GET", "OPTIONS", 1))
-            assert status >= 400 and not [name for name in headers if name.startswith("access-control")]
+            assert status >= 400
+            assert not [name for name in headers if name.startswith("access-control")]
             # Nothing above acted: no room was created.
             _, _, body = await raw_http(port, get("/api/state", here, bearer))
             assert json.loads(body)["rooms"] == []
@@ -449,13 +469,21 @@ async def test_missing_or_wrong_token_refused_in_the_browser(tmp_path: Path, bro
                     }));
                 }
                 const state = await fetch('/api/state', {headers: {Authorization: 'Bearer wrong'}});
-                const action = await fetch('/api/action', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                const action = await fetch('/api/action', {method: 'POST',
+                    headers: {'Content-Type': 'application/json'},
                     body: JSON.stringify({call: {action: 'create_room', room: 'stolen'}})});
                 return {codes, state: state.status, action: action.status};
             }"""
             result = await tab.do(lambda page: page.evaluate(script))
             assert result == {"codes": [4401, 4401, 4401], "state": 401, "action": 401}
-            assert '"rooms": []' in (await raw_http(web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}")))[2].decode()
+            assert (
+                '"rooms": []'
+                in (
+                    await raw_http(
+                        web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}")
+                    )
+                )[2].decode()
+            )
 
 
 class _AttackerPage(http.server.BaseHTTPRequestHandler):
@@ -486,7 +514,8 @@ async def attacker_site(page: str) -> AsyncIterator[int]:
 
 
 ATTACK = """<!doctype html><title>attacker</title><body>
-<form id=f method=POST enctype=text/plain target=sink><input name='{"call":{"action":"send","target":"review","content":"form' value='"}}'></form>
+<form id=f method=POST enctype=text/plain target=sink>
+<input name='{"call":{"action":"send","target":"review","content":"form' value='"}}'></form>
 <iframe name=sink></iframe>
 <script>
 const target = "TARGET", token = "TOKEN", call = {call: {action: "send", target: "review", content: "pwned"}};
@@ -527,19 +556,21 @@ async def test_attacker_page_cannot_post_even_with_the_token(tmp_path: Path, bro
             here = f"127.0.0.1:{web.port}"
             bearer = f"Authorization: Bearer {web.token}"
             join = json.dumps({"call": {"action": "join_room", "room": "review"}})
-            assert (await raw_http(web.port, post("/api/action", here, join, bearer, "Content-Type: application/json")))[0] == 200
+            assert (
+                await raw_http(web.port, post("/api/action", here, join, bearer, "Content-Type: application/json"))
+            )[0] == 200
             for origin in (f"http://127.0.0.1:{web.port}", f"http://rebind.test:{web.port}"):
                 page = ATTACK.replace("TARGET", origin).replace("TOKEN", web.token)
                 async with attacker_site(page) as attacker_port:
                     for site in (f"http://127.0.0.1:{attacker_port}/", f"http://attacker.test:{attacker_port}/"):
                         await tab.do(lambda p, s=site: p.goto(s))
                         results = await tab.do(lambda p: p.evaluate("attack()"))
-                        assert results["json"] == "blocked" and results["state"] == "blocked", results
+                        assert results["json"] == "blocked", results
+                        assert results["state"] == "blocked", results
                         assert results["socket"] == "closed 1006", results  # the handshake was refused
             # Nothing reached the mesh: bob's bridge saw no message, and the room has none.
-            await bob.call(action="send", target="review", content="marker")
-            history = (await bob.call(action="read_room", room="review"))["data"]["messages"]
-            assert [m["content"] for m in history] == ["marker"]
+            marker = (await bob.call(action="send", target="review", content="marker"))["data"]["message_id"]
+            assert (await bob.call(action="read_room", room="review"))["data"]["messages"] == [marker]
             assert not [m for m in bob.seen if m.get("type") == "event" and m["event"]["type"] == "room_message"]
             logs = web.logs()
             assert "refused POST /api/action: foreign Origin" in logs
@@ -569,7 +600,9 @@ async def test_dns_rebinding_is_refused(tmp_path: Path, browser: Browser) -> Non
                 return [api.status, post.status, socket];
             }""".replace("TOKEN", web.token)
             assert await tab.do(lambda page: page.evaluate(script)) == [403, 403, "closed 1006"]
-            _, _, body = await raw_http(web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}"))
+            _, _, body = await raw_http(
+                web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}")
+            )
             assert json.loads(body)["rooms"] == []
             assert "refused WebSocket /ws: wrong Host header" in web.logs()
 
@@ -587,7 +620,10 @@ async def test_token_is_in_no_log_and_no_command_line(tmp_path: Path, browser: B
         await trio.Path(cwd).mkdir()
         command = [sys.executable, "-m", "agent_comms", "web", "--name", "alice"]
         process = await trio.lowlevel.open_process(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
             env={**env, "BROWSER": str(fake_browser), "AGENT_COMMS_LOAD_PLUGINS": ""},
         )
         web = Web(process, Path(env["AGENT_COMMS_HOME"]))
@@ -606,7 +642,7 @@ async def test_token_is_in_no_log_and_no_command_line(tmp_path: Path, browser: B
             await tab.do(lambda page: page.wait_for_selector('#rooms li[data-room="logged"]'))
             for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
                 try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    cmdline = await trio.Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
                 assert web.token.encode() not in cmdline, pid
@@ -616,4 +652,3 @@ async def test_token_is_in_no_log_and_no_command_line(tmp_path: Path, browser: B
         assert web.token not in web.logs()
         assert "alice left the mesh." in web.logs()
         assert not alive(process.pid)
-

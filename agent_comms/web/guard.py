@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 __all__ = ["SECURITY_HEADERS", "Guard", "allowed_hosts", "token_matches"]
 
 SECURITY_HEADERS: Final[list[tuple[bytes, bytes]]] = [
@@ -34,11 +36,6 @@ SECURITY_HEADERS: Final[list[tuple[bytes, bytes]]] = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
-App = Callable[[Scope, Receive, Send], Any]
 
 
 def allowed_hosts(port: int) -> frozenset[str]:
@@ -61,7 +58,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class Guard:
     """ASGI middleware in front of the page's application: rules 1, 2 and the headers (see the module)."""
 
-    def __init__(self, app: App, port: Callable[[], int], log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, port: Callable[[], int], log: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.port = port
         self.log = log or _stderr
@@ -95,7 +92,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-")]
                 message = {**message, "headers": [*headers, *SECURITY_HEADERS]}

@@ -17,7 +17,7 @@ import webbrowser
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
 import trio
 
@@ -81,7 +81,7 @@ async def serve_web(
     config.graceful_timeout = 1.0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(serve, app, config))
+            binds = await nursery.start(partial(serve, cast("Any", app), config))  # an ASGI 3 app, typed by Starlette
             bound["port"] = int(binds[0].rsplit(":", 1)[1])
             opener = open_file_path(home, bound["port"])
             ensure_private_dir(opener.parent)
@@ -104,5 +104,3 @@ async def _open_browser(uri: str) -> None:
     opened = await trio.to_thread.run_sync(webbrowser.open, uri, abandon_on_cancel=True)
     if not opened:
         print(f"agent-comms web: no browser found; open {uri}", file=sys.stderr, flush=True)
-
-

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent_comms import person
 from agent_comms.protocol.hlc import hlc_wall_ms
-from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.ops import DirectMessage, Op, RoomMessage, op_id, op_key
+from agent_comms.protocol.rooms import RoomView
 
 if TYPE_CHECKING:
     from agent_comms.store import MeshStore
@@ -44,7 +44,7 @@ def snapshot(store: MeshStore, me: str, activity: list[dict[str, Any]]) -> dict[
 
 
 def _agents(store: MeshStore, me: str) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for body, online in person.others(store, me, offline=True):
         rows.append(
             {
@@ -122,7 +122,7 @@ def _dm_conversations(store: MeshStore, me: str) -> list[dict[str, Any]]:
             continue
         partner = body.recipient if body.author == me else body.author
         by_partner.setdefault(partner, []).append(op)
-    conversations = []
+    conversations: list[dict[str, Any]] = []
     for partner, ops in by_partner.items():
         ops.sort(key=op_key)
         conversations.append(
