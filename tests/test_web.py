@@ -279,8 +279,9 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
 
             # Hostile markup from an agent is shown as text, and runs nothing.
             await bob.call(action="send", target="review", content=HOSTILE)
-            shown = await tab.do(lambda page: page.wait_for_selector("#messages li:last-child .content").text_content())
-            assert shown == HOSTILE
+            await tab.do(lambda page: page.locator("#messages li .content").get_by_text(HOSTILE, exact=True).wait_for())
+            shown = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
+            assert shown == ["the diff is up", HOSTILE]
             assert await tab.do(lambda page: page.locator("#messages img, #messages script").count()) == 0
             assert await tab.do(lambda page: page.title()) == "agent-comms"
 
@@ -313,6 +314,9 @@ async def test_page_shows_agents_messages_receipts_and_posts(tmp_path: Path, bro
             await tab.do(lambda page: page.fill("#text", "/create notes private"))
             await tab.do(lambda page: page.press("#text", "Enter"))
             await tab.do(lambda page: page.wait_for_selector('#rooms li[data-room="notes"][data-joined="true"]'))
+            await tab.do(lambda page: page.click('#rooms li[data-room="notes"]'))
+            await tab.do(lambda page: page.click("#leave"))
+            await tab.do(lambda page: page.wait_for_selector('#rooms li[data-room="notes"][data-joined="false"]'))
 
             await tab.do(lambda page: page.click('#rooms li[data-room="review"]'))
             await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("looks good to me")'))

@@ -113,7 +113,7 @@ def build_app(hub: Hub, token: str, port: Any, log: Any = None) -> Guard:
                 while True:
                     version = await hub.wait_newer(version)
                     await websocket.send_text(hub.snapshot_json())
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, RuntimeError):  # the page went away while a snapshot was on its way
             pass
         finally:
             hub.page_closed()

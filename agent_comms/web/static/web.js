@@ -182,6 +182,7 @@ function drawPane() {
   const room = current && current.startsWith("#") ? state.rooms.find((r) => `#${r.name}` === current) : null;
   $("title").textContent = room ? `#${room.name}` : agent ? `${agent.name} (${agent.status})`
     : conv ? conv.name : "Pick a room or an agent";
+  $("leave").hidden = !(room && room.joined);
   $("members").textContent = room
     ? `${room.type}${room.description ? " · " + room.description : ""} · ${room.members.map((m) => m.name).join(", ")}`
     : agent ? `${agent.harness} · ${agent.cwd}` : "";
@@ -266,6 +267,11 @@ async function create(event) {
   }
 }
 
+$("leave").addEventListener("click", async () => {
+  if (!current || !current.startsWith("#")) return;
+  const answer = await post({ call: { action: "leave_room", room: current.slice(1) } });
+  if (answer.ok) select(null);
+});
 $("composer").addEventListener("submit", send);
 $("create").addEventListener("submit", create);
 $("replying-cancel").addEventListener("click", () => { replyTo = null; $("replying").hidden = true; });
