@@ -13,8 +13,9 @@ Routes (behind :class:`~agent_comms.web.guard.Guard`):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.resources import files
-from typing import Any, Final
+from typing import Final
 
 import trio
 from starlette.applications import Starlette
@@ -47,7 +48,7 @@ def _static(name: str) -> bytes:
     return files("agent_comms.web").joinpath("static", name).read_bytes()
 
 
-def build_app(hub: Hub, token: str, port: Any, log: Any = None) -> Guard:
+def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str], None] | None = None) -> Guard:
     """The guarded application serving ``hub`` (``port``: a callable giving the bound port, for the Host check)."""
     pages = {path: (_static(name), kind) for path, (name, kind) in _STATIC.items()}
 
