@@ -656,3 +656,21 @@ async def test_token_is_in_no_log_and_no_command_line(tmp_path: Path, browser: B
         assert web.token not in web.logs()
         assert "alice left the mesh." in web.logs()
         assert not alive(process.pid)
+
+
+async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    env = mesh_env(tmp_path, free_port())
+    with trio.socket.socket() as taken, trio.fail_after(DEADLINE):
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "agent_comms", "web", "--no-open", "--port", str(port)]
+        result = await trio.run_process(
+            command, env=env, cwd=tmp_path, capture_stdout=True, capture_stderr=True, check=False
+        )
+        assert result.returncode == 3
+        assert (
+            result.stderr.decode()
+            == f"agent-comms: could not serve the page on 127.0.0.1:{port}: Address already in use\n"
+        )
+        assert not (Path(env["AGENT_COMMS_HOME"]) / "web" / f"open-{port}.html").exists()

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             error("; ".join(str(e) for e in group.exceptions))
             status = EXIT_CONFIG
         except* OSError as group:
-            error(f"could not serve the page: {'; '.join(str(e) for e in group.exceptions)}")
+            error(f"could not serve the page on 127.0.0.1:{args.port}: {'; '.join(_leaves(group))}")
             status = EXIT_CONFIG
 
     try:
@@ -89,3 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _leaves(group: BaseExceptionGroup[OSError]) -> list[str]:
+    """The messages of the errors in ``group`` and its nested groups (Trio nurseries nest them)."""
+    found: list[str] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc.strerror or str(exc)])
+    return found

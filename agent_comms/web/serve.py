@@ -9,6 +9,7 @@ the next launch on the same ``--port`` takes the token from that file, so a page
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import signal
@@ -76,7 +77,7 @@ async def serve_web(
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None  # request lines carry no token anyway (it is in the fragment); refusals are logged
-    config.errorlog = None
+    config.errorlog = _error_log()  # the server's own errors (a failing request); never a request line
     config.include_server_header = False
     config.graceful_timeout = 1.0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -97,6 +98,18 @@ async def serve_web(
                 nursery.cancel_scope.cancel()
             finally:
                 opener.unlink(missing_ok=True)
+
+
+def _error_log() -> logging.Logger:
+    """Warnings and errors of the server, on standard error (Hypercorn's "Running on" notices are left out)."""
+    logger = logging.getLogger("agent_comms.web.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("agent-comms web: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    return logger
 
 
 async def _open_browser(uri: str) -> None:
