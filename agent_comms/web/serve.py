@@ -80,6 +80,7 @@ async def serve_web(
     config.errorlog = _error_log()  # the server's own errors (a failing request); never a request line
     config.include_server_header = False
     config.graceful_timeout = 1.0
+    config.websocket_max_message_size = 64 * 1024  # the page sends one small frame: its token
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(partial(serve, cast("Any", app), config))  # an ASGI 3 app, typed by Starlette
