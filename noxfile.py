@@ -52,7 +52,8 @@ def tests(session: nox.Session) -> None:
     """Run the test suite of the core, of every bridge and of the examples (slow soak/chaos tests excluded).
 
     Positional arguments replace the default test paths, e.g. ``nox -s tests -- tests/test_cli.py -x``;
-    ``-- -m slow`` selects the slow tests instead (the last ``-m`` wins).
+    ``-- -m slow`` selects the slow tests instead (the last ``-m`` wins). The ``test`` extra brings the ``web``
+    extra and Playwright; the web page's tests drive Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it).
     """
     bridges = _bridges()
     editables = [arg for bridge in bridges for arg in ("-e", _bridge_requirement(bridge))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from agent_comms import person
 from agent_comms.chat.commands import COMMANDS, Names
 from agent_comms.chat.lines import Line, clean, clean_name, clock
 from agent_comms.events import DeliveryEvent, format_delivery_event
@@ -55,23 +56,15 @@ class ChatSession:
     def names(self) -> Names:
         """What the input line can complete now: room names and the names of the visible online agents."""
         store = self.agent.store
-        rooms = tuple(view.name for _room_id, view in store.rooms(viewer=self.agent.id))
-        agents = tuple(
-            body.name
-            for body, online in store.agents()
-            if online and body.visibility == "visible" and body.agent_id != self.agent.id
-        )
+        rooms = tuple(view.name for _room_id, view in person.rooms(store, self.agent.id))
+        agents = tuple(body.name for body, _online in person.others(store, self.agent.id))
         return Names(rooms, agents)
 
     def welcome(self) -> list[Line]:
         """The first lines: who the person is, who is online, how to get help."""
         store = self.agent.store
-        others = [
-            store.label(body.agent_id)
-            for body, online in store.agents()
-            if online and body.visibility == "visible" and body.agent_id != self.agent.id
-        ]
-        rooms = [view.name for _room_id, view in store.rooms(viewer=self.agent.id)]
+        others = [store.label(body.agent_id) for body, _online in person.others(store, self.agent.id)]
+        rooms = [view.name for _room_id, view in person.rooms(store, self.agent.id)]
         lines = [
             f"You are {store.label(self.agent.id)} on the agent mesh. /help lists the commands.",
             f"Online: {', '.join(others)}." if others else "Nobody else is online yet.",
@@ -128,7 +121,7 @@ class ChatSession:
             reply = f" (reply to {clean_name(event.reply_to)})" if event.reply_to else ""
             return [Line("dm", f"{clock(event.timestamp)} [DM from {who}]{reply} {clean(event.content)}")]
         if kind == "delivery_status":
-            if event.status == "dropped" or event.message_id in self._my_dms:
+            if person.receipt_shown(event, self._my_dms):
                 return [Line("receipt", format_delivery_event(event))]
             return []  # receipts of room messages: one per member, too many to show
         if kind in ("member_status", "room_members"):
@@ -144,21 +137,17 @@ class ChatSession:
     def render_presence(self, change: AgentChanged) -> list[Line]:
         """An agent came online, went offline, changed its name or status (visible agents other than oneself)."""
         record = change.record
-        if change.agent_id == self.agent.id or record.visibility != "visible":
-            return []
         label = clean_name(f"{record.name} ({record.agent_id})")
-        previous = change.previous
-        if previous is None or change.online != change.was_online:
-            if change.online:
-                return [Line("presence", f"* {label} is online ({clean_name(record.harness)})")]
-            return [Line("presence", f"* {label} went offline")] if previous is not None else []
-        if not change.online:
-            return []
         lines = []
-        if previous.name != record.name:
-            lines.append(Line("presence", f"* {clean_name(previous.name)} is now known as {label}"))
-        if previous.status != record.status:
-            lines.append(Line("presence", f"* {label} is {clean_name(record.status)}"))
+        for news in person.presence_news(change, self.agent.id):
+            if news == "online":
+                lines.append(Line("presence", f"* {label} is online ({clean_name(record.harness)})"))
+            elif news == "offline":
+                lines.append(Line("presence", f"* {label} went offline"))
+            elif news == "renamed" and change.previous is not None:
+                lines.append(Line("presence", f"* {clean_name(change.previous.name)} is now known as {label}"))
+            elif news == "status":
+                lines.append(Line("presence", f"* {label} is {clean_name(record.status)}"))
         return lines
 
     # ------------------------------------------------------------------ helpers

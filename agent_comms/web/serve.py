@@ -1,0 +1,120 @@
+"""``agent-comms web`` under Trio: the person's agent, the page's server (Hypercorn's Trio worker), the browser.
+
+The launch's token is made here (:func:`secrets.token_urlsafe`), written into a 0600 file in ``AGENT_COMMS_HOME``
+(``web/open-PORT.html``, a page that sends the browser to ``http://127.0.0.1:PORT/#token=...``), and the browser is
+given the path of that file: the token is never on a command line (``/proc/*/cmdline`` is readable by every user),
+never in a request line or a log. The file is removed when the command ends. When it did not end (it was killed),
+the next launch on the same ``--port`` takes the token from that file, so a page left open reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import signal
+import sys
+import webbrowser
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, cast
+
+import trio
+
+from agent_comms.agent import Agent
+from agent_comms.private_files import UnsafePathError, ensure_private_dir, read_private_file, write_private_file
+from agent_comms.web.app import build_app
+from agent_comms.web.hub import Hub
+
+__all__ = ["open_file_path", "serve_web"]
+
+_TOKEN_IN_FILE: Final = re.compile(r"#token=([A-Za-z0-9_-]{20,})")
+
+
+def open_file_path(home: Path, port: int) -> Path:
+    """The 0600 file that opens the page of the server on ``port`` (it holds the token)."""
+    return home / "web" / f"open-{port}.html"
+
+
+def _opener(port: int, token: str) -> bytes:
+    url = f"http://127.0.0.1:{port}/#token={token}"
+    return (
+        "<!doctype html>\n<meta charset=utf-8>\n<meta name=referrer content=no-referrer>\n"
+        f'<meta http-equiv=refresh content="0;url={url}">\n<title>agent-comms web</title>\n'
+        f'<p>Opening <a href="{url}">agent-comms web</a> on 127.0.0.1:{port}.</p>\n'
+    ).encode()
+
+
+def _earlier_token(home: Path, port: int) -> str | None:
+    """The token of an earlier launch on ``port`` that did not end (its file is still there), if any."""
+    if port == 0:
+        return None
+    try:
+        text = read_private_file(open_file_path(home, port)).decode("utf-8", errors="replace")
+    except (OSError, UnsafePathError):
+        return None
+    found = _TOKEN_IN_FILE.search(text)
+    return None if found is None else found.group(1)
+
+
+async def serve_web(
+    agent: Agent,
+    home: Path,
+    *,
+    port: int = 0,
+    open_browser: bool = True,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Serve the page for ``agent`` on 127.0.0.1 until SIGINT, SIGTERM or SIGHUP (then return)."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    token = _earlier_token(home, port) or secrets.token_urlsafe(32)
+    hub = Hub(agent)
+    bound = {"port": port}
+    app = build_app(hub, token, lambda: bound["port"])
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None  # request lines carry no token anyway (it is in the fragment); refusals are logged
+    config.errorlog = _error_log()  # the server's own errors (a failing request); never a request line
+    config.include_server_header = False
+    config.graceful_timeout = 1.0
+    config.websocket_max_message_size = 64 * 1024  # the page sends one small frame: its token
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(partial(serve, cast("Any", app), config))  # an ASGI 3 app, typed by Starlette
+            bound["port"] = int(binds[0].rsplit(":", 1)[1])
+            opener = open_file_path(home, bound["port"])
+            ensure_private_dir(opener.parent)
+            write_private_file(opener, _opener(bound["port"], token))
+            try:
+                nursery.start_soon(hub.run)
+                say(f"{agent.name} ({agent.id}) is on the mesh. The page: http://127.0.0.1:{bound['port']}/")
+                say(f"Open it with its key from {opener.as_uri()} (readable only by you). Ctrl-C leaves.")
+                if open_browser:
+                    nursery.start_soon(_open_browser, opener.as_uri())
+                async for _signum in signals:
+                    break
+                nursery.cancel_scope.cancel()
+            finally:
+                opener.unlink(missing_ok=True)
+
+
+def _error_log() -> logging.Logger:
+    """Warnings and errors of the server, on standard error (Hypercorn's "Running on" notices are left out)."""
+    logger = logging.getLogger("agent_comms.web.server")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("agent-comms web: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    return logger
+
+
+async def _open_browser(uri: str) -> None:
+    """Open the 0600 file in the person's browser (its path on the command line, never the token)."""
+    opened = await trio.to_thread.run_sync(webbrowser.open, uri, abandon_on_cancel=True)
+    if not opened:
+        print(f"agent-comms web: no browser found; open {uri}", file=sys.stderr, flush=True)
