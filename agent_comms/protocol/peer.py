@@ -899,10 +899,10 @@ class Peer:
         """Forget agents offline for longer than ``offline_retention`` (and what only they held), and re-stamp
         hosted agents whose record is older than a quarter of it, so a live agent is never older than the horizon.
 
-        Also forgets the sequence bookkeeping of origins that this replica holds nothing of any more, is not linked
-        to, and has seen nothing from for twice the retention (peers that left long ago), so restarts of peers do
-        not accumulate it; kept that long, it refuses what this replica forgot when a replica collecting later
-        offers it again (:meth:`~.replica.Replica.collect_garbage`).
+        Also forgets the sequence bookkeeping of origins that this replica has held nothing of for a retention, is
+        not linked to, and has seen nothing from for twice the retention (peers that left long ago), so restarts of
+        peers do not accumulate it; kept that long, it refuses what this replica forgot when a replica collecting
+        later offers it again (:meth:`~.replica.Replica.collect_garbage`).
         """
         now_ms = self._wall_ms(now)
         retention_ms = int(self.config.offline_retention * 1000)

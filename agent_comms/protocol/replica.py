@@ -12,9 +12,10 @@ Doing this in both directions on every new link, and periodically on some link, 
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
 
 Replicas forget at a shared horizon, each on its own schedule, so one that has not collected yet offers in its
-answers what another already forgot. The floors are what refuse it: a replica keeps an origin's floors for twice
-the retention after the origin's last operation, even once it holds nothing of it (:meth:`Replica.collect_garbage`),
-so a forgotten agent or destroyed room is never taken back, and the stored sets become equal once both collected.
+answers what another already forgot. The floors are what refuse it: a replica keeps an origin's floors, even once
+it holds nothing of it, for twice the retention after the origin's last operation and a retention after it first
+found nothing of the origin held (:meth:`Replica.collect_garbage`), so a forgotten agent or destroyed room is never
+taken back, and the stored sets become equal once both collected.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class Replica:
     seen: dict[str, SeenSet] = attrs.field(factory=dict)
     #: per origin, the newest HLC stamp of an operation seen from it (how long its ``seen`` entry must be kept)
     last_stamp: dict[str, int] = attrs.field(factory=dict)
+    #: per origin whose floors may go, the horizon (HLC) of the collection that first found nothing of it held
+    empty_since: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def create(cls, peer_id: str, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Replica:
@@ -166,13 +169,15 @@ class Replica:
         the sequence bookkeeping of origins this replica holds nothing of and has seen nothing from since
         ``seen_horizon_ms`` (wall-clock milliseconds), except those in ``keep``.
 
-        ``seen_horizon_ms`` must lie well before ``horizon_ms`` (a peer keeps an origin's floors for twice the
-        retention after its last operation): what this replica forgot at a horizon may still be held by a replica
-        that has not collected at that horizon yet, and its anti-entropy answers offer it again. The floors are
-        what refuses it (an operation is never taken twice); without them, the forgotten agent or destroyed room
-        would be taken again, forgotten again, and handed back and forth between replicas collecting out of
-        phase. Once the origin's last operation is older than ``seen_horizon_ms``, every replica has forgotten
-        whatever of it went before the horizon, so there is nothing left to refuse.
+        ``seen_horizon_ms`` must lie a retention or more before ``horizon_ms`` (a peer passes twice the retention
+        before now). What this replica forgot at a horizon may still be held by a replica that has not collected at
+        that horizon yet, and its anti-entropy answers offer it again. The floors are what refuses it (an
+        operation is never taken twice); without them, the forgotten agent or destroyed room would be taken again,
+        forgotten again, and handed back and forth between replicas collecting out of phase. So an origin's floors
+        go only once both its last operation and the collection that first found nothing of it held here lie before
+        ``seen_horizon_ms``: every replica has collected at that horizon since. (The origin's last operation alone
+        is not enough: what it made can outlive it by far, an agent's record kept by a later offline verdict of
+        another peer, a room by its members.)
         """
         state = self.state
         state.collect_garbage(horizon_ms)
@@ -183,12 +188,15 @@ class Replica:
             if origin not in keep and origin != self.peer_id and self.last_stamp.get(origin, 0) < seen_horizon
         ]
         if not stale:
+            self.empty_since.clear()
             return
         holding = {op.origin for op in state.stored_ops()}
-        for origin in stale:
-            if origin not in holding:
+        empty_since = {origin: self.empty_since.get(origin, state.horizon) for origin in stale if origin not in holding}
+        for origin, since in empty_since.items():
+            if since < seen_horizon:
                 del self.seen[origin]
                 self.last_stamp.pop(origin, None)
+        self.empty_since = {origin: since for origin, since in empty_since.items() if origin in self.seen}
 
     def sync_answer(self, request: SyncRequest) -> list[Op]:
         """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree)."""

@@ -65,7 +65,8 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
    one would depend on whether the agent's newer operations came first). A replica collecting later than another
    still offers it what the other forgot; the one that forgot refuses it, as it never takes an operation twice
-   (it keeps its per-origin floors for twice the retention after the origin's last operation:
+   (it keeps its per-origin floors for twice the retention after the origin's last operation, and for a retention
+   after it first held nothing of the origin:
    :meth:`~.replica.Replica.collect_garbage`). Only a replica that never held it (a new one) takes it, and forgets
    it again at its next collection. Direct conversations are kept whoever is forgotten (each is bounded by its
    history limit, and there is one per pair of agent identities): a conversation must not depend on whether a

@@ -146,8 +146,10 @@ def test_sequence_bookkeeping_of_departed_peers_is_forgotten() -> None:
     assert len(a.peer.replica.seen) > 20
     net.advance(70.0)
     assert a.peer.replica.state.agents == {}
-    # Kept for twice the retention after each origin's last operation: a replica collecting later may still
-    # offer what was forgotten here, and the floors are what refuse it.
+    # Kept for twice the retention after each origin's last operation and a retention after nothing of it is
+    # held: a replica collecting later may still offer what was forgotten here, and the floors are what refuse it.
+    assert len(a.peer.replica.seen) > 20
+    net.advance(60.0)  # twice the retention after their last operations: found empty only now
     assert len(a.peer.replica.seen) > 20
     net.advance(60.0)
     assert set(a.peer.replica.seen) == {a.peer.peer_id}

@@ -603,9 +603,11 @@ def test_a_forgotten_agent_stays_forgotten_when_replicas_collect_out_of_phase() 
     assert q.sync_answer(p.sync_request()) == []
 
 
-def test_the_floors_of_a_departed_origin_go_twice_the_retention_after_its_last_operation() -> None:
+def test_the_floors_of_a_departed_origin_go_once_every_replica_forgot_what_it_made() -> None:
     """The bookkeeping of an origin nothing is held of is kept while a replica collecting later may offer its
-    forgotten operations, then forgotten, so peers that come and go do not accumulate it."""
+    forgotten operations: twice the retention after its last operation, and a retention after this replica first
+    found nothing of it held (what it made may outlive it). Then it goes, so peers that come and go do not
+    accumulate it."""
     b = Replica.create("B")
     x = register(b, "X", now=1000)
     update(x, 1, now=1100, online=False)
@@ -616,8 +618,35 @@ def test_the_floors_of_a_departed_origin_go_twice_the_retention_after_its_last_o
     collect(p, horizon_ms=1100 + RETENTION_MS)
     assert "B" in p.seen
     collect(p, horizon_ms=1101 + RETENTION_MS)
+    assert "B" in p.seen  # old enough, but only now found empty: another replica may still offer X
+    collect(p, horizon_ms=1101 + 2 * RETENTION_MS)
+    assert "B" in p.seen
+    collect(p, horizon_ms=1102 + 2 * RETENTION_MS)
     assert "B" not in p.seen
     assert "B" not in p.last_stamp
+    assert p.empty_since == {}
+
+
+def test_the_floors_of_an_origin_stay_while_what_it_made_is_held_after_it_left() -> None:
+    """An agent's record outlives its host: another peer's offline verdict keeps it a while longer. A replica that
+    forgets it must go on refusing the host's operations until replicas collecting later have forgotten them too,
+    however long ago the host's last operation was."""
+    b = Replica.create("B")
+    x = register(b, "X", now=1000)
+    verdict = Op("C", 1, (1000 + 2 * RETENTION_MS) << 16, AgentSuspect("X", x.inc, "B"))
+    p = fresh("P", [*b.state.stored_ops(), verdict])
+    q = fresh("Q", [*b.state.stored_ops(), verdict])
+    horizon = 1001 + 2 * RETENTION_MS
+    collect(p, horizon_ms=horizon)  # P forgets X; B's last operation is older than twice the retention
+    assert "X" not in p.state.agents
+    assert "X" in q.state.agents  # Q collects later
+    assert p.receive_many(list(q.state.stored_ops())) == []  # what Q offers is refused as seen
+    assert "X" not in p.state.agents
+    collect(q, horizon_ms=horizon)
+    collect(p, horizon_ms=horizon + RETENTION_MS)
+    assert "B" in p.seen
+    collect(p, horizon_ms=horizon + RETENTION_MS + 1)
+    assert "B" not in p.seen
 
 
 def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_horizon() -> None:
