@@ -1,0 +1,69 @@
+"""Two and three simulated machines (own home, own port, own mesh key) form one mesh through a real hub."""
+
+from __future__ import annotations
+
+from agent_comms.protocol.ops import op_id
+from agent_comms.store import MeshStore
+from agent_comms.tool import CommsTool
+
+from .conftest import HubWorld, eventually
+
+
+def listed(tool: CommsTool) -> list[str]:
+    result = tool.call({"action": "list_agents"})
+    assert not result.is_error, result.text
+    agents: list[str] = result.data["agents"]
+    return agents
+
+
+def history(tool: CommsTool, room: str) -> list[str]:
+    store: MeshStore = tool.store
+    room_id, _ = store.room(room, viewer=tool.agent_id)
+    return [op.body.content for op in store.history(room_id)]  # type: ignore[union-attr]
+
+
+async def test_an_agent_of_one_machine_is_listed_on_another_but_hidden_and_ghost_ones_are_not(
+    world: HubWorld,
+) -> None:
+    a, b = world.machine("alpha"), world.machine("beta")
+    async with (
+        a.agent("alice") as alice,
+        a.agent("shy", visibility="hidden"),
+        a.agent("spook", visibility="ghost"),
+        b.agent("bob") as bob,
+    ):
+        await eventually(lambda: "alice-id" in listed(bob) and "bob-id" in listed(alice))
+        assert set(listed(bob)) == {"alice-id", "bob-id"}
+        # the hidden and ghost agents reached beta, and are treated there as at home
+        assert bob.store.online("shy-id") and bob.store.online("spook-id")
+
+
+async def test_a_room_of_one_machine_carries_messages_both_ways_exactly_once_with_receipts(world: HubWorld) -> None:
+    a, b = world.machine("alpha"), world.machine("beta")
+    async with a.agent("alice") as alice, b.agent("bob") as bob:
+        assert not alice.call({"action": "create_room", "room": "den"}).is_error
+        await eventually(lambda: bob.store.state.room_id("den") is not None)
+        assert not bob.call({"action": "join_room", "room": "den"}).is_error
+        await eventually(lambda: "bob-id" in alice.store.room("den", viewer="alice-id")[1].members)
+        sent = []
+        for n in range(20):  # a conversation: each answers what it has seen, so the order is causal
+            sender, other = (alice, bob) if n % 2 == 0 else (bob, alice)
+            result = sender.call({"action": "send", "target": "den", "content": f"m{n}"})
+            assert not result.is_error, result.text
+            sent.append(result.data["message_id"])
+            await eventually(lambda: len(history(other, "den")) == len(sent))  # noqa: B023 - awaited at once
+        expected = [f"m{n}" for n in range(20)]
+        assert history(alice, "den") == expected and history(bob, "den") == expected
+        # both read the room: every message gets an honest "read" receipt from the other side, across the hub
+        alice.call({"action": "read_room", "room": "den"})
+        bob.call({"action": "read_room", "room": "den"})
+
+        def read_by_other(message_id: str) -> bool:
+            author = alice if message_id in sent[0::2] else bob
+            other = bob if author is alice else alice
+            return author.store.state.receipt_status(message_id, other.agent_id) == "read"
+
+        await eventually(lambda: all(read_by_other(m) for m in sent))
+        for tool in (alice, bob):
+            assert [op_id(op) for op in tool.store.history(tool.store.room("den", viewer=tool.agent_id)[0])] == sent
+        assert alice.store.state.digest() == bob.store.state.digest()
