@@ -8,6 +8,7 @@ written.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any, Final
 
@@ -21,6 +22,19 @@ __all__ = [
     "connect",
     "ensure_stream_and_bucket",
 ]
+
+logger = logging.getLogger("agent_comms.mesh.hub")
+
+
+class _QuietSslEof(logging.Filter):
+    """asyncio warns at every close of a TLS connection that the NATS client's protocol returned true from
+    ``eof_received``; it is harmless, and would otherwise reach the user's terminal at every reconnection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietSslEof())
 
 #: Messages kept per subject (one subject per machine and conversation, agent or room): twice the default history
 #: limit, the margin an arrival-order limit needs to always hold the newest ``history_limit`` by the total order.
@@ -45,8 +59,12 @@ async def connect(url: str, seed: str, cert_pem: str, *, name: str) -> Any:
     import nats
     from trio_asyncio import aio_as_trio
 
+    async def quiet(exc: Exception) -> None:  # the failure reaches the caller as an exception: no second report
+        logger.debug("hub client: %s", exc)
+
     return await aio_as_trio(nats.connect)(
         url,
+        error_cb=quiet,
         tls=client_tls(cert_pem),
         tls_hostname=SERVER_NAME,
         nkeys_seed_str=seed,
