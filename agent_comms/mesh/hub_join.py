@@ -20,25 +20,13 @@ __all__ = ["start_hub_gateway"]
 
 
 def start_hub_gateway(node: MeshNode, home: Path, nursery: trio.Nursery) -> None:
-    """If ``home`` holds a hub bundle: tell the process probe which peers are other machines', and run this peer's
-    part of the gateway (:func:`.gateway.run_gateway`) in ``nursery``."""
+    """If ``home`` holds a hub bundle: tell the node which peers are other machines' (the process probe must not
+    judge their processes; labels name their machine), and run this peer's part of the gateway
+    (:func:`.gateway.run_gateway`) in ``nursery``."""
     if not bundle_path(home).exists():
         return
     from .gateway import run_gateway
-    from .hub_config import load_bundle
-    from .hub_origins import OriginBook
+    from .hub_origins import remote_machine_of
 
-    book = OriginBook(home)
-    try:
-        bundle = load_bundle(home)
-    except Exception:  # noqa: BLE001 - run_gateway says what is wrong with it
-        bundle = None
-    machine = None if bundle is None else bundle.machine
-
-    def foreign(peer_id: str) -> bool:
-        book.reload()
-        owner = book.machine_of(peer_id)
-        return owner is not None and owner != machine
-
-    node.foreign_peer = foreign
+    node.remote_machine_of = remote_machine_of(home)
     nursery.start_soon(run_gateway, node, home)

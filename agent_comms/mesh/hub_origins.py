@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OriginBook"]
+__all__ = ["OriginBook", "remote_machine_of"]
 
 
 class OriginBook:
@@ -63,3 +64,25 @@ class OriginBook:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private_file(self.path, json.dumps(self._origins, sort_keys=True).encode())
         self._mtime = os.stat(self.path).st_mtime_ns
+
+
+def remote_machine_of(home: Path) -> Callable[[str], str | None]:
+    """For labels (``alice@devbox``): the other machine a peer id belongs to, ``None`` for this machine's peers (or
+    when this machine has not joined a hub)."""
+    from .hub_config import bundle_path, load_bundle
+
+    if not bundle_path(home).exists():
+        return lambda _peer_id: None
+    try:
+        bundle = load_bundle(home)
+    except Exception:
+        return lambda _peer_id: None
+    mine = None if bundle is None else bundle.machine
+    book = OriginBook(home)
+
+    def machine_of(peer_id: str) -> str | None:
+        book.reload()
+        owner = book.machine_of(peer_id)
+        return None if owner == mine else owner
+
+    return machine_of

@@ -47,7 +47,9 @@ async def serve(files: HubFiles) -> int:
     binary = nats_server_binary()
     settings = files.settings()
     files.store_dir.mkdir(parents=True, exist_ok=True)
-    local_url = f"tls://127.0.0.1:{settings['port']}" if settings["host"] in ("0.0.0.0", "127.0.0.1") else settings["url"]
+    local_url = (
+        f"tls://127.0.0.1:{settings['port']}" if settings["host"] in ("0.0.0.0", "127.0.0.1") else settings["url"]
+    )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         process = await trio.lowlevel.open_process([binary, "-c", str(files.config_path)])
         try:

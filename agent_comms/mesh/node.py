@@ -142,9 +142,9 @@ class MeshNode:
         self.closed = False
         #: the hub gateway of this peer (:mod:`.gateway`), when its machine joined a hub
         self.gateway: Any = None
-        #: when its machine joined a hub: whether a peer id belongs to another machine (whose processes the
-        #: periodic probe must not judge)
-        self.foreign_peer: Callable[[str], bool] | None = None
+        #: when its machine joined a hub: the other machine a peer id belongs to (``None``: this machine's); the
+        #: periodic probe does not judge other machines' processes
+        self.remote_machine_of: Callable[[str], str | None] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -394,14 +394,14 @@ class MeshNode:
         """Every ``probe_interval``: agents whose process is gone (pid and start time) go offline."""
         while True:
             await trio.sleep(self.peer.config.probe_interval)
-            foreign = self.foreign_peer
+            remote = self.remote_machine_of
             gone = [
                 agent_id
                 for agent_id, entry in self.peer.replica.state.agents.items()
                 if entry.record is not None
                 and entry.online
                 and entry.body.pid > 0
-                and (foreign is None or not foreign(entry.body.peer_id))
+                and (remote is None or remote(entry.body.peer_id) is None)
                 and not process_alive(entry.body.pid, entry.body.process_start)
             ]
             if gone and not self.closed:

@@ -54,6 +54,14 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     )
 
 
+async def acli(env: dict[str, str], *args: str) -> str:
+    """Run the command line without blocking this process's peers (they must answer it); its standard output."""
+    result = await trio.run_process(
+        [sys.executable, "-m", "agent_comms", *args], env=env, capture_stdout=True, capture_stderr=True
+    )
+    return result.stdout.decode()
+
+
 @attrs.define
 class Hub:
     home: Path
@@ -180,9 +188,7 @@ async def spawn_peer(machine: Machine, *agents: str) -> PeerProcess:
     args = [sys.executable, "-m", "agent_comms.mesh"]
     for agent in agents:
         args += ["--agent", agent]
-    process = await trio.lowlevel.open_process(
-        args, env=machine.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    process = await trio.lowlevel.open_process(args, env=machine.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdout is not None
     buffer = b""
     with trio.fail_after(60):
@@ -198,7 +204,11 @@ def dm_contents(store: MeshStore, recipient: str) -> list[str]:
     from agent_comms.protocol.ops import DirectMessage, op_key
 
     ops = sorted(
-        (op for op in store.state.stored_ops() if isinstance(op.body, DirectMessage) and op.body.recipient == recipient),
+        (
+            op
+            for op in store.state.stored_ops()
+            if isinstance(op.body, DirectMessage) and op.body.recipient == recipient
+        ),
         key=op_key,
     )
     return [op.body.content for op in ops]  # type: ignore[union-attr]

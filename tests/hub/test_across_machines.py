@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from agent_comms.protocol.ops import op_id
 from agent_comms.store import MeshStore
 from agent_comms.tool import CommsTool
 
-from .conftest import HubWorld, eventually
+from .conftest import HubWorld, acli, eventually
 
 
 def listed(tool: CommsTool) -> list[str]:
@@ -35,7 +37,18 @@ async def test_an_agent_of_one_machine_is_listed_on_another_but_hidden_and_ghost
         await eventually(lambda: "alice-id" in listed(bob) and "bob-id" in listed(alice))
         assert set(listed(bob)) == {"alice-id", "bob-id"}
         # the hidden and ghost agents reached beta, and are treated there as at home
-        assert bob.store.online("shy-id") and bob.store.online("spook-id")
+        assert bob.store.online("shy-id")
+        assert bob.store.online("spook-id")
+        # agents of another machine are marked with it: in the tool, in `agents` and in `mesh --json`
+        assert "alice@alpha (alice-id)" in bob.call({"action": "list_agents"}).text
+        assert "bob (bob-id)" in bob.call({"action": "list_agents"}).text
+        rows = json.loads(await acli(b.env, "agents", "--json"))
+        assert {row["id"]: row["machine"] for row in rows} == {"alice-id": "alpha", "bob-id": None}
+        assert "alice@alpha" in await acli(b.env, "agents")
+        mesh = json.loads(await acli(b.env, "mesh", "--json"))
+        assert mesh["gateway"]["machine"] == "beta"
+        assert mesh["gateway"]["connected"]
+        assert {"name": "alpha", "present": True} in mesh["machines"]
 
 
 async def test_a_room_of_one_machine_carries_messages_both_ways_exactly_once_with_receipts(world: HubWorld) -> None:
@@ -53,7 +66,8 @@ async def test_a_room_of_one_machine_carries_messages_both_ways_exactly_once_wit
             sent.append(result.data["message_id"])
             await eventually(lambda: len(history(other, "den")) == len(sent))  # noqa: B023 - awaited at once
         expected = [f"m{n}" for n in range(20)]
-        assert history(alice, "den") == expected and history(bob, "den") == expected
+        assert history(alice, "den") == expected
+        assert history(bob, "den") == expected
         # both read the room: every message gets an honest "read" receipt from the other side, across the hub
         alice.call({"action": "read_room", "room": "den"})
         bob.call({"action": "read_room", "room": "den"})

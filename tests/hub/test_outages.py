@@ -34,7 +34,8 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
         async with b.agent("bob") as bob:
             await eventually(lambda: bob.store.online("worker"))
             async with a.agent("alice") as alice:
-                assert alice.store.node.gateway is not None and not alice.store.node.gateway.holds_lease
+                assert alice.store.node.gateway is not None
+                assert not alice.store.node.gateway.holds_lease
                 sent = []
                 for n in range(60):
                     if n == 20:
@@ -47,7 +48,9 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
                 to_alice = [f"dm {n}" for n in range(60) if n % 2]
                 to_bob = [f"dm {n}" for n in range(60) if not n % 2]
                 await eventually(
-                    lambda: dm_contents(alice.store, "alice-id") == to_alice and dm_contents(bob.store, "bob-id") == to_bob,
+                    lambda: (
+                        dm_contents(alice.store, "alice-id") == to_alice and dm_contents(bob.store, "bob-id") == to_bob
+                    ),
                     within=60,
                 )
                 assert alice.store.node.gateway.holds_lease
