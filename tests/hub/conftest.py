@@ -108,6 +108,7 @@ class Machine:
     name: str
     home: Path
     port: int
+    history_limit: int = 1000
 
     @property
     def key(self) -> bytes:
@@ -123,7 +124,7 @@ class Machine:
             self.key,
             port=self.port,
             registry=PeerRegistry(self.home),
-            config=PeerConfig(coordinator_port=self.port),
+            config=PeerConfig(coordinator_port=self.port, history_limit=self.history_limit),
         ) as node:
             await node.wait_synced()
             yield node

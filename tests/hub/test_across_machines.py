@@ -81,3 +81,38 @@ async def test_a_room_of_one_machine_carries_messages_both_ways_exactly_once_wit
         for tool in (alice, bob):
             assert [op_id(op) for op in tool.store.history(tool.store.room("den", viewer=tool.agent_id)[0])] == sent
         assert alice.store.state.digest() == bob.store.state.digest()
+
+
+async def test_a_late_machine_gets_exactly_the_newest_history_of_a_room(world: HubWorld) -> None:
+    a, c = world.machine("alpha"), world.machine("gamma")
+    a.history_limit = c.history_limit = 15
+    async with a.agent("alice") as alice:
+        assert not alice.call({"action": "create_room", "room": "den"}).is_error
+        for n in range(40):
+            assert not alice.call({"action": "send", "target": "den", "content": f"m{n}"}).is_error
+        expected = [f"m{n}" for n in range(25, 40)]
+        assert history(alice, "den") == expected
+        gateway = alice.store.node.gateway
+        await eventually(lambda: gateway.connected and not gateway.queue)
+        async with c.agent("carol") as carol:
+            await eventually(lambda: carol.store.state.room_id("den") is not None)
+            assert not carol.call({"action": "join_room", "room": "den"}).is_error
+            await eventually(lambda: history(carol, "den") == expected)
+            await eventually(lambda: carol.store.state.digest() == alice.store.state.digest())
+
+
+async def test_a_private_room_refuses_an_agent_of_another_machine_until_invited(world: HubWorld) -> None:
+    a, b = world.machine("alpha"), world.machine("beta")
+    async with a.agent("alice") as alice, b.agent("bob") as bob:
+        assert not alice.call({"action": "create_room", "room": "vault", "type": "private"}).is_error
+        assert not alice.call({"action": "send", "target": "vault", "content": "secret plans"}).is_error
+        await eventually(lambda: bob.store.state.room_id("vault") is not None)
+        refused = bob.call({"action": "join_room", "room": "vault"})
+        assert refused.is_error
+        assert refused.data["code"] == "NOT_INVITED", refused.text
+        assert bob.call({"action": "read_room", "room": "vault"}).is_error
+        assert not alice.call({"action": "invite", "room": "vault", "agent": "bob"}).is_error
+        await eventually(lambda: not bob.call({"action": "join_room", "room": "vault"}).is_error)
+        await eventually(lambda: "alice-id" in bob.store.room("vault", viewer="bob-id")[1].members)
+        await eventually(lambda: "bob-id" in alice.store.room("vault", viewer="alice-id")[1].members)
+        assert history(bob, "vault") == ["secret plans"]
