@@ -62,6 +62,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.replica import sync_order
 
+from .hub_client import aio
 from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
 from .hub_origins import OriginBook
 
@@ -155,9 +156,6 @@ class Gateway:
         return sorted(ops, key=sync_order)
 
     async def _publish_loop(self, js: Any) -> None:
-        from trio_asyncio import aio_as_trio
-
-        publish = aio_as_trio(js.publish)
         while True:
             while not self.queue:
                 self._wake = trio.Event()
@@ -165,7 +163,8 @@ class Gateway:
             op = self.queue[0]
             if self.book.machine_of(op.origin) is None:
                 self.book.learn({op.origin: self.machine})
-            await publish(
+            await aio(
+                js.publish,
                 subject_for(self.machine, op),
                 _encoder.encode(op),
                 timeout=10,
@@ -207,27 +206,33 @@ class Gateway:
     async def _consume_loop(self, js: Any, fresh: bool) -> None:
         import nats.errors
         from nats.js import api
-        from trio_asyncio import aio_as_trio
 
         durable = f"{CONSUMER_PREFIX}{self.machine}"
         if fresh:
             with contextlib.suppress(nats.js.errors.NotFoundError):  # none yet
-                await aio_as_trio(js.delete_consumer)(STREAM, durable)
+                await aio(js.delete_consumer, STREAM, durable)
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             max_ack_pending=4 * FETCH_BATCH,
             ack_wait=30,
         )
-        psub = await aio_as_trio(js.pull_subscribe)(
-            f"{OPS_SUBJECT_ROOT}.>", durable=durable, stream=STREAM, config=config
+        sub = await aio(
+            js.subscribe,
+            f"{OPS_SUBJECT_ROOT}.>",
+            durable=durable,
+            stream=STREAM,
+            manual_ack=True,
+            config=config,
+            pending_msgs_limit=8 * FETCH_BATCH,
         )
-        fetch = aio_as_trio(psub.fetch)
         while True:
             try:
-                msgs = await fetch(batch=FETCH_BATCH, timeout=1.0)
-            except (nats.errors.TimeoutError, TimeoutError):  # nothing new within the fetch's wait
+                msgs = [await aio(sub.next_msg, timeout=1.0)]
+            except (nats.errors.TimeoutError, TimeoutError):  # nothing new: wait again
                 continue
+            while len(msgs) < FETCH_BATCH and sub.pending_msgs > 0:  # what is already here goes in one batch
+                msgs.append(await aio(sub.next_msg, timeout=1.0))
             learned: dict[str, str] = {}
             ops: list[Op] = []
             for msg in msgs:
@@ -251,7 +256,7 @@ class Gateway:
                     self.received += len(ops)
                     await self._settle_locally()
             for msg in msgs:
-                await aio_as_trio(msg.ack)()
+                await aio(msg.ack)
             self._write_status()
 
     async def _settle_locally(self) -> None:
@@ -268,16 +273,15 @@ class Gateway:
 
     async def _presence_loop(self, js: Any) -> None:
         import nats.js.errors
-        from trio_asyncio import aio_as_trio
 
-        kv = await aio_as_trio(js.key_value)(PRESENCE_BUCKET)
+        kv = await aio(js.key_value, PRESENCE_BUCKET)
         while True:
             value = json.dumps({"peer": self.node.peer_id, "pid": os.getpid()}).encode()
-            await aio_as_trio(kv.put)(self.machine, value)
+            await aio(kv.put, self.machine, value)
             self.book.reload()
             for machine in sorted(self.book.machines() - {self.machine}):
                 try:
-                    await aio_as_trio(kv.get)(machine)
+                    await aio(kv.get, machine)
                 except nats.js.errors.KeyNotFoundError:
                     present = False
                 else:
@@ -301,29 +305,26 @@ class Gateway:
     # ------------------------------------------------------------------ sessions
 
     async def _session(self) -> None:
-        import trio_asyncio
-
         from .hub_client import connect
 
-        async with trio_asyncio.open_loop():
-            nc = await connect(self.bundle.url, self.bundle.seed, self.bundle.cert, name=f"agent-comms {self.machine}")
-            try:
-                js = nc.jetstream()
-                self.connected = True
-                self.last_error = ""
-                self.book.reload()
-                foreign = {o for m in self.book.machines() - {self.machine} for o in self.book.origins_of(m)}
-                fresh = not any(origin in self.node.peer.replica.seen for origin in foreign)
-                self.queue = deque(self._local_stored())
-                self._write_status(force=True)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._publish_loop, js)
-                    nursery.start_soon(self._consume_loop, js, fresh)
-                    nursery.start_soon(self._presence_loop, js)
-            finally:
-                self.connected = False
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await trio_asyncio.aio_as_trio(nc.close)()
+        nc = await connect(self.bundle.url, self.bundle.seed, self.bundle.cert, name=f"agent-comms {self.machine}")
+        try:
+            js = nc.jetstream()
+            self.connected = True
+            self.last_error = ""
+            self.book.reload()
+            foreign = {o for m in self.book.machines() - {self.machine} for o in self.book.origins_of(m)}
+            fresh = not any(origin in self.node.peer.replica.seen for origin in foreign)
+            self.queue = deque(self._local_stored())
+            self._write_status(force=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._publish_loop, js)
+                nursery.start_soon(self._consume_loop, js, fresh)
+                nursery.start_soon(self._presence_loop, js)
+        finally:
+            self.connected = False
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await aio(nc.close)
 
     async def run(self) -> None:
         """Take the lease when it is free, then keep a session with the hub for as long as this peer lives."""

@@ -13,7 +13,7 @@ import sys
 
 import trio
 
-from .hub_client import connect, ensure_stream_and_bucket
+from .hub_client import aio, connect, ensure_stream_and_bucket
 from .hub_config import HubFiles, nats_server_binary
 
 __all__ = ["serve"]
@@ -22,24 +22,32 @@ __all__ = ["serve"]
 _START_TIMEOUT = 30.0
 
 
-async def _prepare(files: HubFiles, url: str) -> None:
-    import trio_asyncio
+def _die_with_parent() -> None:
+    """In the server's process before it starts: on Linux, have the kernel stop it when ``hub serve`` dies, even by
+    SIGKILL, so no server outlives its command (elsewhere a killed ``hub serve`` leaves the server running)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
 
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+async def _prepare(files: HubFiles, url: str) -> None:
     settings = files.settings()
     cert = files.cert_path.read_text(encoding="utf-8")
-    async with trio_asyncio.open_loop():
-        with trio.fail_after(_START_TIMEOUT):
-            while True:
-                try:
-                    nc = await connect(url, settings["admin_seed"], cert, name="agent-comms hub serve")
-                except Exception:
-                    await trio.sleep(0.05)
-                    continue
-                break
-        try:
-            await ensure_stream_and_bucket(nc)
-        finally:
-            await trio_asyncio.aio_as_trio(nc.close)()
+    with trio.fail_after(_START_TIMEOUT):
+        while True:
+            try:
+                nc = await connect(url, settings["admin_seed"], cert, name="agent-comms hub serve")
+            except Exception:
+                await trio.sleep(0.05)
+                continue
+            break
+    try:
+        await ensure_stream_and_bucket(nc)
+    finally:
+        await aio(nc.close)
 
 
 async def serve(files: HubFiles) -> int:
@@ -51,7 +59,7 @@ async def serve(files: HubFiles) -> int:
         f"tls://127.0.0.1:{settings['port']}" if settings["host"] in ("0.0.0.0", "127.0.0.1") else settings["url"]
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        process = await trio.lowlevel.open_process([binary, "-c", str(files.config_path)])
+        process = await trio.lowlevel.open_process([binary, "-c", str(files.config_path)], preexec_fn=_die_with_parent)
         try:
             async with trio.open_nursery() as nursery:
 

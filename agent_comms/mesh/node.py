@@ -179,8 +179,13 @@ class MeshNode:
 
     def relay(self, ops: Iterable[Op]) -> None:
         """Apply operations of other machines brought by the hub gateway, as if received on a link (every check
-        applies; a refused batch raises :class:`~agent_comms.protocol.errors.RemoteProtocolError`)."""
+        applies; a refused batch raises :class:`~agent_comms.protocol.errors.RemoteProtocolError`). Wakes
+        :meth:`wait_for` like anything the owner task processes."""
         self._execute(self.peer.relay(ops, trio.current_time()))
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
 
     def request_sync(self) -> dict[int, int]:
         """Ask every linked peer for anti-entropy now; ``peer.synced_with(marks)`` then names those that answered,

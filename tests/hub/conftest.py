@@ -170,7 +170,9 @@ async def world(tmp_path: Path) -> AsyncIterator[HubWorld]:
     try:
         yield HubWorld(hub, machines)
     finally:
-        hub.kill()
+        if hub.process is not None:
+            with trio.CancelScope(shield=True):
+                await hub.stop()
 
 
 @attrs.define

@@ -111,6 +111,7 @@ async def test_a_private_room_refuses_an_agent_of_another_machine_until_invited(
         assert refused.is_error
         assert refused.data["code"] == "NOT_INVITED", refused.text
         assert bob.call({"action": "read_room", "room": "vault"}).is_error
+        await eventually(lambda: alice.store.online("bob-id"))
         assert not alice.call({"action": "invite", "room": "vault", "agent": "bob"}).is_error
         await eventually(lambda: not bob.call({"action": "join_room", "room": "vault"}).is_error)
         await eventually(lambda: "alice-id" in bob.store.room("vault", viewer="bob-id")[1].members)

@@ -11,10 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-import trio_asyncio
-from trio_asyncio import aio_as_trio
 
-from agent_comms.mesh.hub_client import connect
+from agent_comms.mesh.hub_client import aio, connect
 from agent_comms.mesh.hub_config import STREAM, Bundle, HubFiles, _new_user_seed, _self_signed, bundle_path
 from agent_comms.protocol.ops import DirectMessage, Op
 
@@ -27,12 +25,11 @@ def bundle_of(world: HubWorld, name: str) -> Bundle:
 
 @asynccontextmanager
 async def client(bundle: Bundle) -> AsyncIterator[Any]:
-    async with trio_asyncio.open_loop():
-        nc = await connect(bundle.url, bundle.seed, bundle.cert, name="test")
-        try:
-            yield nc
-        finally:
-            await aio_as_trio(nc.close)()
+    nc = await connect(bundle.url, bundle.seed, bundle.cert, name="test")
+    try:
+        yield nc
+    finally:
+        await aio(nc.close)
 
 
 async def refusal(bundle: Bundle) -> str:
@@ -52,7 +49,7 @@ async def admin_count(world: HubWorld, subjects: str) -> int:
     settings = files.settings()
     admin = Bundle(settings["url"], "admin", settings["admin_seed"], files.cert_path.read_text())
     async with client(admin) as nc:
-        info = await aio_as_trio(nc.jetstream().stream_info)(STREAM, subjects_filter=subjects)
+        info = await aio(nc.jetstream().stream_info, STREAM, subjects_filter=subjects)
         return sum((info.state.subjects or {}).values())
 
 
@@ -72,8 +69,8 @@ async def test_a_machine_cannot_publish_under_another_machines_subjects(world: H
     async with client(bundle_of(world, "beta")) as nc:
         js = nc.jetstream()
         with pytest.raises(TimeoutError):  # the server refuses it: no acknowledgement comes
-            await aio_as_trio(js.publish)("ac.ops.alpha.dm.0", b"forged", timeout=2)
-        await aio_as_trio(js.publish)("ac.ops.beta.dm.0", b"own subject", timeout=10)  # its own subjects work
+            await aio(js.publish, "ac.ops.alpha.dm.0", b"forged", timeout=2)
+        await aio(js.publish, "ac.ops.beta.dm.0", b"own subject", timeout=10)  # its own subjects work
     assert await admin_count(world, "ac.ops.alpha.>") == 0
     assert await admin_count(world, "ac.ops.beta.>") == 1
 
@@ -94,8 +91,12 @@ async def test_operations_forged_under_a_machines_own_subjects_are_refused_by_th
             DirectMessage("alice-id", inc, "carol-id", "forged"),
         )
         async with client(bundle_of(world, "beta")) as nc:
-            await aio_as_trio(nc.jetstream().publish)(
-                "ac.ops.beta.dm.0", msgspec.msgpack.encode(forged), timeout=10, headers={"Nats-Msg-Id": "forged"}
+            await aio(
+                nc.jetstream().publish,
+                "ac.ops.beta.dm.0",
+                msgspec.msgpack.encode(forged),
+                timeout=10,
+                headers={"Nats-Msg-Id": "forged"},
             )
         gateway = carol.store.node.gateway
         await eventually(lambda: gateway.refused >= 1)
