@@ -17,7 +17,8 @@ it dies) is the gateway. Its session with the hub:
    <agent_comms.mesh.node.MeshNode.relay>`, as if from a link (every authority, visibility and clock check of the
    protocol applies), and are passed on to the local peers. They are acknowledged to the hub only once every
    local peer linked to the gateway confirmed holding them (an anti-entropy round), so a gateway killed at any
-   moment loses nothing: the next one resumes from the consumer's acknowledgement floor. A gateway whose local
+   moment loses nothing: the next one resumes from the consumer's acknowledgement floor (what the dead one had been
+   handed and not acknowledged comes again after :data:`ACK_WAIT` seconds). A gateway whose local
    mesh holds nothing of the other machines (all of the machine's processes were gone) reads the stream from its
    start instead.
 3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
@@ -69,7 +70,7 @@ from .hub_origins import OriginBook
 if TYPE_CHECKING:
     from .node import MeshNode
 
-__all__ = ["MAX_BACKOFF", "PRESENCE_REFRESH", "Gateway", "run_gateway", "subject_for"]
+__all__ = ["ACK_WAIT", "MAX_BACKOFF", "PRESENCE_REFRESH", "Gateway", "run_gateway", "subject_for"]
 
 logger = logging.getLogger("agent_comms.mesh.gateway")
 
@@ -79,7 +80,10 @@ PRESENCE_REFRESH: Final = 1.0
 MAX_BACKOFF: Final = 2.0
 #: How often a peer without the lease tries to take it (seconds).
 LEASE_POLL: Final = 0.5
-#: Operations fetched from the durable consumer at once.
+#: Seconds after which the hub hands an unacknowledged operation out again (to the next gateway, when the one it
+#: went to died before acknowledging it); above the few seconds a batch may wait for the local peers.
+ACK_WAIT: Final = 10.0
+#: Operations taken from the durable consumer at once, at most.
 FETCH_BATCH: Final = 256
 #: Operations waiting to be published while no session runs, at most (beyond, the next session rebuilds the
 #: queue from the replica anyway).
@@ -215,7 +219,7 @@ class Gateway:
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             max_ack_pending=4 * FETCH_BATCH,
-            ack_wait=30,
+            ack_wait=ACK_WAIT,
         )
         sub = await aio(
             js.subscribe,
@@ -348,7 +352,7 @@ class Gateway:
                     await self._session()
                 except Exception as exc:
                     self.last_error = _describe(exc)
-                    logger.info("gateway: session with the hub ended: %s", self.last_error, exc_info=True)
+                    logger.info("gateway: session with the hub ended: %s", self.last_error)
                 self._write_status(force=True)
                 await trio.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)

@@ -22,17 +22,6 @@ __all__ = ["serve"]
 _START_TIMEOUT = 30.0
 
 
-def _die_with_parent() -> None:
-    """In the server's process before it starts: on Linux, have the kernel stop it when ``hub serve`` dies, even by
-    SIGKILL, so no server outlives its command (elsewhere a killed ``hub serve`` leaves the server running)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 async def _prepare(files: HubFiles, url: str) -> None:
     settings = files.settings()
     cert = files.cert_path.read_text(encoding="utf-8")
@@ -59,7 +48,10 @@ async def serve(files: HubFiles) -> int:
         f"tls://127.0.0.1:{settings['port']}" if settings["host"] in ("0.0.0.0", "127.0.0.1") else settings["url"]
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        process = await trio.lowlevel.open_process([binary, "-c", str(files.config_path)], preexec_fn=_die_with_parent)
+        # Not tied to this process by PR_SET_PDEATHSIG: trio starts processes from a worker thread, and the signal
+        # would come when that thread ends. A SIGKILLed `hub serve` leaves the server running (its pid file says
+        # which); every other end stops it.
+        process = await trio.lowlevel.open_process([binary, "-c", str(files.config_path)])
         try:
             async with trio.open_nursery() as nursery:
 

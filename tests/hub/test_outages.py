@@ -47,12 +47,20 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
                     await trio.sleep(0.02)
                 to_alice = [f"dm {n}" for n in range(60) if n % 2]
                 to_bob = [f"dm {n}" for n in range(60) if not n % 2]
-                await eventually(
-                    lambda: (
-                        dm_contents(alice.store, "alice-id") == to_alice and dm_contents(bob.store, "bob-id") == to_bob
-                    ),
-                    within=60,
-                )
+                try:
+                    await eventually(
+                        lambda: (
+                            dm_contents(alice.store, "alice-id") == to_alice
+                            and dm_contents(bob.store, "bob-id") == to_bob
+                        ),
+                        within=60,
+                    )
+                except trio.TooSlowError:
+                    print("ALICE", dm_contents(alice.store, "alice-id"), dm_contents(bob.store, "alice-id"))
+                    print("BOB", dm_contents(bob.store, "bob-id"), dm_contents(alice.store, "bob-id"))
+                    print("GA", alice.store.node.gateway.status())
+                    print("GB", bob.store.node.gateway.status())
+                    raise
                 assert alice.store.node.gateway.holds_lease
                 await eventually(lambda: alice.store.state.digest() == bob.store.state.digest(), within=60)
     finally:
