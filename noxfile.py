@@ -2,8 +2,8 @@
 
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
 the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs), ``bench`` (the mesh
-benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow), ``chaos`` (real
-processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
+benchmarks, the cross-machine one included; print tables, write ``bench-results/*.json``, never fail for being
+slow), ``chaos`` (real processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
 sampled), and ``life`` (the long day in the life: real bridge processes under moved clocks, for several minutes).
 The last six are not run by default; the short day in the life runs in ``tests``.
 """
@@ -129,9 +129,10 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
-    session.install("-e", ".")
+    session.install("-e", ".[hub]")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
+    session.run("python", "benchmarks/bench_hub.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
