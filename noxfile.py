@@ -3,9 +3,10 @@
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
 the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs), ``bench`` (the mesh
 benchmarks, the cross-machine one included; print tables, write ``bench-results/*.json``, never fail for being
-slow), ``chaos`` (real processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
+slow), ``chaos`` (real processes killed, restarted, stopped and resumed for 60 s), ``hub_chaos`` (the same
+across machines joined by a hub) and ``soak`` (steady traffic for 10 minutes, memory
 sampled), and ``life`` (the long day in the life: real bridge processes under moved clocks, for several minutes).
-The last six are not run by default; the short day in the life runs in ``tests``.
+The last seven are not run by default; the short day in the life runs in ``tests``.
 """
 
 from __future__ import annotations
@@ -143,6 +144,16 @@ def chaos(session: nox.Session) -> None:
     """
     session.install("-e", ".")
     session.run("python", "tests/endurance/chaos.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def hub_chaos(session: nox.Session) -> None:
+    """Cross-machine chaos for 60 s (``AGENT_COMMS_HUB_CHAOS_SECONDS``, ``AGENT_COMMS_HUB_CHAOS_SEED``): two
+    machines exchange DMs through a real hub while gateway peers are SIGKILLed and the hub is stopped; fails if a DM
+    is lost or duplicated or the replicas differ after. The ``tests`` session runs an 8 s version."""
+    session.install("-e", ".[test,hub]")
+    env = {"AGENT_COMMS_HUB_CHAOS_SECONDS": os.environ.get("AGENT_COMMS_HUB_CHAOS_SECONDS", "60")}
+    session.run("pytest", "tests/hub/test_chaos.py", "-s", "-p", "no:cacheprovider", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
