@@ -20,7 +20,7 @@ it dies) is the gateway. Its session with the hub:
    moment loses nothing: the next one resumes from the consumer's acknowledgement floor (what the dead one had been
    handed and not acknowledged comes again after :data:`ACK_WAIT` seconds). A gateway whose local
    mesh holds nothing of the other machines (all of the machine's processes were gone) reads the stream from its
-   start instead.
+   start instead, its own machine's operations included, so it gets its own history back too.
 3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
    seconds; keys expire :data:`~.hub_client.PRESENCE_TTL` seconds after their last refresh. A machine whose key is
    gone has its agents marked offline (:class:`~agent_comms.protocol.ops.AgentSuspect`, refuted as usual by a host
@@ -242,8 +242,8 @@ class Gateway:
             for msg in msgs:
                 parts = msg.subject.split(".")
                 machine = parts[2] if len(parts) > 2 else ""
-                if machine == self.machine:
-                    continue
+                # This machine's own operations come back too: usually known already (dropped as duplicates), but
+                # after all of the machine's processes were gone they are how it gets its own history back.
                 op = self._accept(machine, msg.data, learned)
                 if op is None:
                     self.refused += 1
