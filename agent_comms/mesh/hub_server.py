@@ -2,8 +2,8 @@
 
 Starts the pinned ``nats-server`` (:func:`~.hub_config.nats_server_binary`), waits until it answers, creates the
 operations stream and the presence bucket as the hub's admin (again after a wipe: they are recreated whenever the
-hub starts), prints ``hub ready <url>`` and runs until SIGINT, SIGTERM or SIGHUP... SIGHUP reloads the
-configuration (``hub remove-machine`` sends it); SIGINT and SIGTERM stop the server gracefully.
+hub starts), prints ``hub ready <url>`` and runs until SIGINT or SIGTERM, which stop the server gracefully.
+SIGHUP makes the server reload its configuration (``hub remove-machine`` sends it to the server directly).
 """
 
 from __future__ import annotations
