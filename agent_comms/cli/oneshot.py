@@ -180,6 +180,7 @@ def run_agents(args: argparse.Namespace) -> int:
     if snapshot is None:
         return status
     rows = agent_rows(snapshot.state, everyone=args.all)
+    _mark_machines(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -190,7 +191,7 @@ def run_agents(args: argparse.Namespace) -> int:
         tuple(
             display(cell, inline=True)
             for cell in (
-                marked(row["name"], row["visibility"]),
+                marked(row["name"] + (f"@{row['machine']}" if row["machine"] else ""), row["visibility"]),
                 row["id"],
                 row["harness"],
                 row["status"],
@@ -201,6 +202,16 @@ def run_agents(args: argparse.Namespace) -> int:
     ]
     _print_table(("NAME", "ID", "HARNESS", "STATUS", "ROOMS"), table)
     return 0
+
+
+def _mark_machines(rows: list[dict[str, Any]]) -> None:
+    """Each row's ``machine``: the other machine hosting the agent (through the hub), ``None`` for this one's."""
+    from agent_comms.mesh.hub_origins import remote_machine_of
+    from agent_comms.mesh.settings import MeshSettings
+
+    machine_of = remote_machine_of(MeshSettings.from_env().home)
+    for row in rows:
+        row["machine"] = machine_of(row["peer_id"])
 
 
 def run_rooms(args: argparse.Namespace) -> int:

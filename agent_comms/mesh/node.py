@@ -56,7 +56,7 @@ from agent_comms.protocol.commands import (
 from agent_comms.protocol.errors import RemoteProtocolError
 from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
-from agent_comms.protocol.ops import AgentUpsert, Body
+from agent_comms.protocol.ops import AgentUpsert, Body, Op
 from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.wire import Identify, SyncOps
 
@@ -140,6 +140,11 @@ class MeshNode:
         #: pending links closed to make room whose tasks have not ended yet (no longer counted as pending)
         self._dropping: set[int] = set()
         self.closed = False
+        #: the hub gateway of this peer (:mod:`.gateway`), when its machine joined a hub
+        self.gateway: Any = None
+        #: when its machine joined a hub: the other machine a peer id belongs to (``None``: this machine's); the
+        #: periodic probe does not judge other machines' processes
+        self.remote_machine_of: Callable[[str], str | None] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -171,6 +176,16 @@ class MeshNode:
     def release_agent(self, agent_id: str) -> None:
         """Stop hosting an agent (the mesh sees it offline)."""
         self._execute(self.peer.release_agent(agent_id, trio.current_time()))
+
+    def relay(self, ops: Iterable[Op]) -> None:
+        """Apply operations of other machines brought by the hub gateway, as if received on a link (every check
+        applies; a refused batch raises :class:`~agent_comms.protocol.errors.RemoteProtocolError`). Wakes
+        :meth:`wait_for` like anything the owner task processes."""
+        self._execute(self.peer.relay(ops, trio.current_time()))
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
 
     def request_sync(self) -> dict[int, int]:
         """Ask every linked peer for anti-entropy now; ``peer.synced_with(marks)`` then names those that answered,
@@ -384,12 +399,14 @@ class MeshNode:
         """Every ``probe_interval``: agents whose process is gone (pid and start time) go offline."""
         while True:
             await trio.sleep(self.peer.config.probe_interval)
+            remote = self.remote_machine_of
             gone = [
                 agent_id
                 for agent_id, entry in self.peer.replica.state.agents.items()
                 if entry.record is not None
                 and entry.online
                 and entry.body.pid > 0
+                and (remote is None or remote(entry.body.peer_id) is None)
                 and not process_alive(entry.body.pid, entry.body.process_start)
             ]
             if gone and not self.closed:
@@ -749,6 +766,10 @@ async def open_node(
             registry.publish(peer.info)
         nursery.start_soon(node._alarm)
         await nursery.start(node._owner)
+        if registry is not None:
+            from .hub_join import start_hub_gateway
+
+            start_hub_gateway(node, registry.directory.parent, nursery)
         try:
             yield node
         finally:

@@ -763,6 +763,30 @@ class Peer:
             commands.append(Deliver(tuple(changes)))
         return commands
 
+    def relay(self, ops: Iterable[Op], now: float) -> list[Command]:
+        """Operations of other machines, brought by this machine's gateway: applied exactly as if received on a
+        link (the clock check, then every rule of the state), and those new here passed on to every data link (as
+        anti-entropy, the frame that may carry any origin's operations)."""
+        ops = tuple(ops)
+        notices = self._check_clocks(ops, now)
+        fresh = tuple(op for op in ops if op.seq not in self.replica.seen.get(op.origin, ()))
+        commands = notices + self._deliver(self.replica.receive_many(fresh), now)
+        frames: list[Frame] = []
+        chunk: list[Op] = []
+        size = 0
+        for op in fresh:
+            op_size = len(_encoder.encode(op))
+            if chunk and size + op_size > self.config.sync_chunk_bytes:
+                frames.append(SyncOps(tuple(chunk), done=False))
+                chunk, size = [], 0
+            chunk.append(op)
+            size += op_size
+        if chunk:
+            frames.append(SyncOps(tuple(chunk), done=False))
+        for link_id in self.data_links.values():
+            commands += self._send(self.links[link_id], frames, now)
+        return commands
+
     def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
         """Start hosting an agent: claim it with an incarnation above every claim known for it."""
         incarnation = self.replica.hlc.tick(self._wall_ms(now))

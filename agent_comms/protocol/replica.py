@@ -20,7 +20,7 @@ taken back, and the stored sets become equal once both collected.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import attrs
 
@@ -107,6 +107,8 @@ class Replica:
     last_stamp: dict[str, int] = attrs.field(factory=dict)
     #: per origin whose floors may go, the horizon (HLC) of the collection that first found nothing of it held
     empty_since: dict[str, int] = attrs.field(factory=dict)
+    #: called with every operation made or received here for the first time (the gateway publishes this machine's)
+    observer: Callable[[Op], None] | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def create(cls, peer_id: str, *, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Replica:
@@ -123,7 +125,10 @@ class Replica:
         op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms), body)
         self.seen.setdefault(self.peer_id, SeenSet()).add(self.seq)
         self.last_stamp[self.peer_id] = op.hlc
-        return op, self.state.apply(op)
+        changes = self.state.apply(op)
+        if self.observer is not None:
+            self.observer(op)
+        return op, changes
 
     def receive(self, op: Op) -> list[Change]:
         """Apply an operation from the network; a duplicate is ignored."""
@@ -134,7 +139,10 @@ class Replica:
             return []
         self.last_stamp[op.origin] = max(self.last_stamp.get(op.origin, 0), op.hlc)
         self.hlc.observe(op.hlc)
-        return self.state.apply(op)
+        changes = self.state.apply(op)
+        if self.observer is not None:
+            self.observer(op)
+        return changes
 
     def receive_many(self, ops: tuple[Op, ...] | list[Op]) -> list[Change]:
         """Apply several operations in the given order; return all their changes."""

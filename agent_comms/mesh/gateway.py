@@ -1,0 +1,433 @@
+"""The gateway: one peer per machine carries the machine's operations to the hub and the other machines' back.
+
+The local mesh is untouched: its peers, election and checks work as on a single machine. When the machine has
+joined a hub (``agent-comms hub join``), every peer runs :func:`run_gateway`, and the one holding the gateway
+*lease* (an exclusive lock on ``<home>/hub/gateway.lock``, released by the kernel when its process dies however
+it dies) is the gateway. Its session with the hub:
+
+1. **Out.** Every operation made on this machine (its origin is not a known origin of another machine) is
+   published under ``ac.ops.<machine>.<kind>.<hash of its conversation, room or agent>``, with the operation id as
+   ``Nats-Msg-Id``, so the hub drops one it already holds. A session starts by publishing everything this peer's
+   replica stores of this machine's origins (the hub did not acknowledge it to this session: after a wipe or an
+   outage that refills the hub), then each new operation as this peer applies it. The hub is a transport and a
+   cache; it is never the only copy.
+2. **In.** A durable consumer per machine (``ac_<machine>``) brings the other machines' operations. Each must
+   come from an origin that belongs to the machine named in its subject (:class:`~.hub_origins.OriginBook`); the
+   rest are refused and logged. The accepted ones enter the state machine through :meth:`MeshNode.relay
+   <agent_comms.mesh.node.MeshNode.relay>`, as if from a link (every authority, visibility and clock check of the
+   protocol applies), and are passed on to the local peers. They are acknowledged to the hub only once every
+   local peer linked to the gateway confirmed holding them (an anti-entropy round), so a gateway killed at any
+   moment loses nothing: the next one resumes from the consumer's acknowledgement floor (what the dead one had been
+   handed and not acknowledged comes again after :data:`ACK_WAIT` seconds). A gateway whose local
+   mesh holds nothing of the other machines (all of the machine's processes were gone) reads the stream from its
+   start instead, its own machine's operations included, so it gets its own history back too.
+3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
+   seconds; keys expire :data:`~.hub_client.PRESENCE_TTL` seconds after their last refresh. A machine whose key is
+   gone has its agents marked offline (:class:`~agent_comms.protocol.ops.AgentSuspect`, refuted as usual by a host
+   that is in fact alive). So all of a machine's processes killed means its agents are offline on the others
+   within ``PRESENCE_TTL + PRESENCE_REFRESH`` seconds (7 s).
+
+Any failure of the session (the hub stopped, the connection lost, permissions refused) ends it; a new one starts
+after a short back-off (at most :data:`MAX_BACKOFF` seconds) and republishes. Two gateways at once (a lease taken
+over while the old process is stopped) do no harm: operations are idempotent and de-duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import trio
+
+from agent_comms.protocol.errors import RemoteProtocolError
+from agent_comms.protocol.ops import (
+    AgentSuspect,
+    AgentUpsert,
+    DirectMessage,
+    Membership,
+    Op,
+    Receipt,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+)
+from agent_comms.protocol.replica import sync_order
+
+from .hub_client import aio
+from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
+from .hub_origins import OriginBook
+
+if TYPE_CHECKING:
+    from .node import MeshNode
+
+__all__ = ["ACK_WAIT", "MAX_BACKOFF", "PRESENCE_REFRESH", "Gateway", "run_gateway", "subject_for"]
+
+logger = logging.getLogger("agent_comms.mesh.gateway")
+
+#: Seconds between two refreshes of this machine's presence key (and checks of the others').
+PRESENCE_REFRESH: Final = 1.0
+#: The longest pause between two sessions with the hub (seconds).
+MAX_BACKOFF: Final = 2.0
+#: How often a peer without the lease tries to take it (seconds).
+LEASE_POLL: Final = 0.5
+#: Seconds after which the hub hands an unacknowledged operation out again (to the next gateway, when the one it
+#: went to died before acknowledging it); above the few seconds a batch may wait for the local peers.
+ACK_WAIT: Final = 10.0
+#: Operations taken from the durable consumer at once, at most.
+FETCH_BATCH: Final = 256
+#: Operations waiting to be published while no session runs, at most (beyond, the next session rebuilds the
+#: queue from the replica anyway).
+MAX_QUEUED: Final = 100_000
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(Op)
+
+
+def _token(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def subject_for(machine: str, op: Op) -> str:
+    """The subject an operation of ``machine`` is published under (one per conversation, room or agent, so the
+    stream's per-subject limit bounds each history)."""
+    body = op.body
+    if isinstance(body, AgentUpsert):
+        kind, key = "agent", body.agent_id
+    elif isinstance(body, AgentSuspect):
+        kind, key = "suspect", body.agent_id
+    elif isinstance(body, RoomCreate | Membership):
+        kind, key = "room", body.room_id
+    elif isinstance(body, RoomMessage):
+        kind, key = "msg", body.room_id
+    elif isinstance(body, DirectMessage):
+        kind, key = "dm", dm_conversation(body.author, body.recipient)
+    elif isinstance(body, Receipt):
+        kind, key = "receipt", body.conversation
+    else:  # pragma: no cover - a body kind added without a subject
+        raise AssertionError(f"no subject for {type(body).__name__}")
+    return f"{OPS_SUBJECT_ROOT}.{machine}.{kind}.{_token(key)}"
+
+
+class Gateway:
+    """The gateway state of one peer (whether or not it holds the lease)."""
+
+    def __init__(self, node: MeshNode, home: Path, bundle: Bundle) -> None:
+        self.node = node
+        self.home = home
+        self.bundle = bundle
+        self.machine = bundle.machine
+        self.book = OriginBook(home)
+        self.queue: deque[Op] = deque()
+        self._wake = trio.Event()
+        self.holds_lease = False
+        self.connected = False
+        self.published = 0
+        self.received = 0
+        self.refused = 0
+        self.last_acked = ""
+        self.last_error = ""
+        #: machine -> present (per the presence bucket), for the machines this one has heard of
+        self.machines: dict[str, bool] = {}
+        self._status_written = 0.0
+        node.peer.replica.observer = self._observe
+
+    # ------------------------------------------------------------------ out
+
+    def _observe(self, op: Op) -> None:
+        """Every operation this peer applies: queue it if it was made on this machine."""
+        if not self.holds_lease:
+            return
+        owner = self.book.machine_of(op.origin)
+        if owner is not None and owner != self.machine:
+            return
+        if len(self.queue) < MAX_QUEUED:
+            self.queue.append(op)
+            self._wake.set()
+
+    def _local_stored(self) -> list[Op]:
+        own = self.machine
+        ops = [op for op in self.node.peer.replica.state.stored_ops() if self.book.machine_of(op.origin) in (None, own)]
+        return sorted(ops, key=sync_order)
+
+    async def _publish_loop(self, js: Any) -> None:
+        while True:
+            while not self.queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+            op = self.queue[0]
+            if self.book.machine_of(op.origin) is None:
+                self.book.learn({op.origin: self.machine})
+            await aio(
+                js.publish,
+                subject_for(self.machine, op),
+                _encoder.encode(op),
+                timeout=10,
+                headers={"Nats-Msg-Id": op_id(op)},
+            )
+            if self.queue and self.queue[0] is op:
+                self.queue.popleft()
+            self.published += 1
+            self.last_acked = op_id(op)
+            self._write_status()
+
+    # ------------------------------------------------------------------ in
+
+    def _is_local(self, origin: str) -> bool:
+        peer = self.node.peer
+        return origin == peer.peer_id or origin in peer.known or self.book.machine_of(origin) == self.machine
+
+    def _accept(self, machine: str, data: bytes, learned: dict[str, str]) -> Op | None:
+        """The operation in a message under ``machine``'s subjects, or ``None`` (refused, logged)."""
+        try:
+            op = _decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            logger.warning("gateway: malformed operation under machine %s refused: %s", machine, exc)
+            return None
+        owner = self.book.machine_of(op.origin) or learned.get(op.origin)
+        if owner is None and self._is_local(op.origin):
+            owner = self.machine
+        if owner is not None and owner != machine:
+            logger.warning(
+                "gateway: operation %s published under machine %s refused: its origin belongs to %s",
+                op_id(op),
+                machine,
+                owner,
+            )
+            return None
+        learned[op.origin] = machine
+        return op
+
+    async def _consume_loop(self, js: Any, fresh: bool) -> None:
+        import nats.errors
+        from nats.js import api
+
+        durable = f"{CONSUMER_PREFIX}{self.machine}"
+        if fresh:
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # none yet
+                await aio(js.delete_consumer, STREAM, durable)
+        config = api.ConsumerConfig(
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            max_ack_pending=4 * FETCH_BATCH,
+            ack_wait=ACK_WAIT,
+        )
+        sub = await aio(
+            js.subscribe,
+            f"{OPS_SUBJECT_ROOT}.>",
+            durable=durable,
+            stream=STREAM,
+            manual_ack=True,
+            config=config,
+            pending_msgs_limit=8 * FETCH_BATCH,
+        )
+        while True:
+            try:
+                msgs = [await aio(sub.next_msg, timeout=1.0)]
+            except (nats.errors.TimeoutError, TimeoutError):  # nothing new: wait again
+                continue
+            while len(msgs) < FETCH_BATCH and sub.pending_msgs > 0:  # what is already here goes in one batch
+                msgs.append(await aio(sub.next_msg, timeout=1.0))
+            learned: dict[str, str] = {}
+            ops: list[Op] = []
+            for msg in msgs:
+                parts = msg.subject.split(".")
+                machine = parts[2] if len(parts) > 2 else ""
+                # This machine's own operations come back too: usually known already (dropped as duplicates), but
+                # after all of the machine's processes were gone they are how it gets its own history back.
+                op = self._accept(machine, msg.data, learned)
+                if op is None:
+                    self.refused += 1
+                else:
+                    ops.append(op)
+            if ops:
+                self.book.learn(learned)  # before applying: the process probe and the next gateway read it
+                try:
+                    self.node.relay(ops)
+                except RemoteProtocolError as exc:
+                    logger.warning("gateway: operations from the hub refused: %s", exc)
+                    self.refused += len(ops)
+                else:
+                    self.received += len(ops)
+                    await self._settle_locally()
+            for msg in msgs:
+                await aio(msg.ack)
+            self._write_status()
+
+    async def _settle_locally(self) -> None:
+        """Wait until every local peer linked to this one holds what was relayed (an anti-entropy round), for a
+        few seconds at most (a stopped peer does not hold the machine up: it catches up by anti-entropy)."""
+        node = self.node
+        if not node.peer.data_links:
+            return
+        marks = node.request_sync()
+        with trio.move_on_after(5.0):
+            await node.wait_for(lambda: set(node.peer.synced_with(marks)) >= _linked(node, marks))
+
+    # ------------------------------------------------------------------ presence
+
+    async def _presence_loop(self, js: Any) -> None:
+        import nats.js.errors
+
+        kv = await aio(js.key_value, PRESENCE_BUCKET)
+        while True:
+            value = json.dumps({"peer": self.node.peer_id, "pid": os.getpid()}).encode()
+            await aio(kv.put, self.machine, value)
+            self.book.reload()
+            for machine in sorted(self.book.machines() - {self.machine}):
+                try:
+                    await aio(kv.get, machine)
+                except nats.js.errors.KeyNotFoundError:
+                    present = False
+                else:
+                    present = True
+                self.machines[machine] = present
+                if not present:
+                    self._mark_offline(machine)
+            self._write_status()
+            await trio.sleep(PRESENCE_REFRESH)
+
+    def _mark_offline(self, machine: str) -> None:
+        """Every agent hosted on ``machine`` that is still online here goes offline (its presence expired)."""
+        origins = self.book.origins_of(machine)
+        for agent_id, entry in sorted(self.node.peer.replica.state.agents.items()):
+            if entry.record is None or not entry.online:
+                continue
+            body = entry.body
+            if body.peer_id in origins:
+                self.node.submit(AgentSuspect(agent_id, body.incarnation, body.peer_id))
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _session(self) -> None:
+        from .hub_client import connect
+
+        nc = await connect(self.bundle.url, self.bundle.seed, self.bundle.cert, name=f"agent-comms {self.machine}")
+        try:
+            js = nc.jetstream()
+            self.connected = True
+            self.last_error = ""
+            self.book.reload()
+            foreign = {o for m in self.book.machines() - {self.machine} for o in self.book.origins_of(m)}
+            fresh = not any(origin in self.node.peer.replica.seen for origin in foreign)
+            self.queue = deque(self._local_stored())
+            self._write_status(force=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._publish_loop, js)
+                nursery.start_soon(self._consume_loop, js, fresh)
+                nursery.start_soon(self._presence_loop, js)
+        finally:
+            self.connected = False
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await aio(nc.close)
+
+    async def run(self) -> None:
+        """Take the lease when it is free, then keep a session with the hub for as long as this peer lives."""
+        lock_path = self.home / "hub" / "gateway.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    await trio.sleep(LEASE_POLL)
+                    continue
+                break
+            await self.node.wait_synced()
+            self.holds_lease = True
+            logger.info("gateway: peer %s is the gateway of machine %s", self.node.peer_id, self.machine)
+            backoff = 0.1
+            while True:
+                try:
+                    await self._session()
+                except Exception as exc:
+                    self.last_error = _describe(exc)
+                    logger.info("gateway: session with the hub ended: %s", self.last_error)
+                self._write_status(force=True)
+                await trio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+        finally:
+            self.holds_lease = False
+            os.close(fd)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "url": self.bundle.url,
+            "peer_id": self.node.peer_id,
+            "pid": os.getpid(),
+            "connected": self.connected,
+            "lag": len(self.queue),
+            "published": self.published,
+            "received": self.received,
+            "refused": self.refused,
+            "last_acknowledged": self.last_acked,
+            "last_error": self.last_error,
+            "machines": dict(sorted(self.machines.items())),
+            "updated": time.time(),
+        }
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_written < 0.5:
+            return
+        self._status_written = now
+        from agent_comms.private_files import write_private_file
+
+        write_private_file(self.home / "hub" / "gateway.json", json.dumps(self.status()).encode())
+
+
+def _describe(exc: BaseException) -> str:
+    """The first real failure inside (possibly nested) exception groups, for the status and the log."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _linked(node: MeshNode, marks: dict[int, int]) -> set[str]:
+    """The peers still linked among those asked (a link closed meanwhile no longer counts)."""
+    links = node.peer.links
+    return {
+        entry.peer_id for link_id in marks if (entry := links.get(link_id)) is not None and entry.peer_id is not None
+    }
+
+
+def read_status(home: Path) -> dict[str, Any] | None:
+    """The last status the gateway of this machine wrote, or ``None``."""
+    try:
+        data: dict[str, Any] = json.loads((home / "hub" / "gateway.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+async def run_gateway(node: MeshNode, home: Path) -> None:
+    """Run this peer's part of the gateway if the machine has joined a hub (see the module docstring)."""
+    try:
+        bundle = load_bundle(home)
+    except Exception as exc:
+        logger.warning("gateway: cannot use the hub bundle: %s", exc)
+        return
+    if bundle is None:
+        return
+    try:
+        import nats  # noqa: F401
+        import trio_asyncio  # noqa: F401
+    except ImportError:
+        logger.warning("gateway: this machine joined a hub but the client is missing: pip install 'agent-comms[hub]'")
+        return
+    gateway = Gateway(node, home, bundle)
+    node.gateway = gateway
+    await gateway.run()

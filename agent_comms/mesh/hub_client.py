@@ -1,0 +1,137 @@
+"""Connecting to the hub from Trio: the official ``nats-py`` client (asyncio) through ``trio-asyncio``.
+
+Every coroutine of the client is awaited through :func:`aio` (``trio_asyncio.aio_as_trio`` on the one loop of
+the Trio run, :func:`hub_loop`); nothing here uses the client's callbacks, so no asyncio code calls into Trio.
+Measured on loopback, a request/reply through this bridge costs about 1 ms, so a Trio-native client was not
+written.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any, Final
+
+import trio
+
+from .hub_config import OPS_SUBJECT_ROOT, PRESENCE_BUCKET, SERVER_NAME, STREAM
+
+__all__ = [
+    "DUPLICATE_WINDOW",
+    "PER_SUBJECT_LIMIT",
+    "PRESENCE_TTL",
+    "aio",
+    "client_tls",
+    "connect",
+    "ensure_stream_and_bucket",
+    "hub_loop",
+]
+
+logger = logging.getLogger("agent_comms.mesh.hub")
+
+
+class _QuietSslEof(logging.Filter):
+    """asyncio warns at every close of a TLS connection that the NATS client's protocol returned true from
+    ``eof_received``; it is harmless, and would otherwise reach the user's terminal at every reconnection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietSslEof())
+
+#: Messages kept per subject (one subject per machine and conversation, agent or room): twice the default history
+#: limit, the margin an arrival-order limit needs to always hold the newest ``history_limit`` by the total order.
+PER_SUBJECT_LIMIT: Final = 2000
+#: How long the hub remembers message ids to drop a republished operation (seconds).
+DUPLICATE_WINDOW: Final = 120.0
+#: A machine's presence key expires this long (seconds) after its gateway last refreshed it.
+PRESENCE_TTL: Final = 6.0
+
+
+_LOOP: trio.lowlevel.RunVar[Any] = trio.lowlevel.RunVar("agent_comms_hub_loop")
+
+
+async def _hold_loop(holder: dict[str, Any], ready: trio.Event) -> None:
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop() as loop:
+        holder["loop"] = loop
+        ready.set()
+        await trio.sleep_forever()
+
+
+async def hub_loop() -> Any:
+    """The one asyncio loop (trio-asyncio) of this Trio run, started on first use and kept until the run ends.
+
+    One per run, not one per gateway: asyncio keeps one running loop per thread, and two trio-asyncio loops in one
+    thread (several simulated machines in one test process) hand each other's callbacks to the wrong loop, where
+    they wait for its next wake-up."""
+    try:
+        holder: dict[str, Any] = _LOOP.get()
+    except LookupError:
+        holder = {}
+        _LOOP.set(holder)
+        ready = trio.Event()
+        holder["ready"] = ready
+        trio.lowlevel.spawn_system_task(_hold_loop, holder, ready)
+    await holder["ready"].wait()
+    return holder["loop"]
+
+
+async def aio(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Await the asyncio coroutine function ``function(*args, **kwargs)`` from Trio, on :func:`hub_loop`."""
+    from trio_asyncio import aio_as_trio
+
+    return await aio_as_trio(function, loop=await hub_loop())(*args, **kwargs)
+
+
+def client_tls(cert_pem: str) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the hub's certificate (pinned: it is the only trust anchor)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cert_pem)
+    context.check_hostname = True
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def connect(url: str, seed: str, cert_pem: str, *, name: str) -> Any:
+    """A connected ``nats.aio.client.Client`` (on :func:`hub_loop`). It does not reconnect by
+    itself: the gateway starts a whole new session instead (and republishes), which also covers a wiped hub."""
+    import nats
+
+    async def quiet(exc: Exception) -> None:  # the failure reaches the caller as an exception: no second report
+        logger.debug("hub client: %s", exc)
+
+    return await aio(
+        nats.connect,
+        url,
+        error_cb=quiet,
+        tls=client_tls(cert_pem),
+        tls_hostname=SERVER_NAME,
+        nkeys_seed_str=seed,
+        name=name,
+        allow_reconnect=False,
+        connect_timeout=3,
+        ping_interval=2,
+        max_outstanding_pings=2,
+    )
+
+
+async def ensure_stream_and_bucket(nc: Any) -> None:
+    """Create (or update) the operations stream and the presence bucket, as the hub's admin."""
+    from nats.js import api
+
+    js = nc.jetstream()
+    config = api.StreamConfig(
+        name=STREAM,
+        subjects=[f"{OPS_SUBJECT_ROOT}.>"],
+        storage=api.StorageType.FILE,
+        max_msgs_per_subject=PER_SUBJECT_LIMIT,
+        duplicate_window=DUPLICATE_WINDOW,
+        discard=api.DiscardPolicy.OLD,
+    )
+    try:
+        await aio(js.add_stream, config)
+    except Exception:  # exists with another configuration: bring it to this one
+        await aio(js.update_stream, config)
+    await aio(js.create_key_value, api.KeyValueConfig(bucket=PRESENCE_BUCKET, history=1, ttl=PRESENCE_TTL, direct=True))

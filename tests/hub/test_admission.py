@@ -1,0 +1,118 @@
+"""Only admitted machines get in, each only as itself: unknown keys, a wrong certificate, publishing under another
+machine's subjects, forging another machine's operations and a revoked key are all refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from agent_comms.mesh.hub_client import aio, connect
+from agent_comms.mesh.hub_config import STREAM, Bundle, HubFiles, _new_user_seed, _self_signed, bundle_path
+from agent_comms.protocol.ops import DirectMessage, Op
+
+from .conftest import HubWorld, cli, dm_contents, eventually
+
+
+def bundle_of(world: HubWorld, name: str) -> Bundle:
+    return Bundle.from_json(bundle_path(world.machine(name).home).read_text())
+
+
+@asynccontextmanager
+async def client(bundle: Bundle) -> AsyncIterator[Any]:
+    nc = await connect(bundle.url, bundle.seed, bundle.cert, name="test")
+    try:
+        yield nc
+    finally:
+        await aio(nc.close)
+
+
+async def refusal(bundle: Bundle) -> str:
+    """Try to connect with ``bundle``; the reason it was refused (fails the test if it was not)."""
+    try:
+        async with client(bundle):
+            pass
+    except BaseException as exc:
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError("connected")
+
+
+async def admin_count(world: HubWorld, subjects: str) -> int:
+    files = HubFiles(world.hub.home)
+    settings = files.settings()
+    admin = Bundle(settings["url"], "admin", settings["admin_seed"], files.cert_path.read_text())
+    async with client(admin) as nc:
+        info = await aio(nc.jetstream().stream_info, STREAM, subjects_filter=subjects)
+        return sum((info.state.subjects or {}).values())
+
+
+async def test_an_unknown_key_is_refused(world: HubWorld) -> None:
+    stranger = Bundle(bundle_of(world, "alpha").url, "stranger", _new_user_seed()[0], bundle_of(world, "alpha").cert)
+    assert "Authorization Violation" in await refusal(stranger)
+
+
+async def test_a_hub_with_another_certificate_is_refused(world: HubWorld) -> None:
+    genuine = bundle_of(world, "alpha")
+    other_cert, _ = _self_signed("127.0.0.1")
+    pinned_elsewhere = Bundle(genuine.url, genuine.machine, genuine.seed, other_cert)
+    assert "CERTIFICATE_VERIFY_FAILED" in await refusal(pinned_elsewhere)
+
+
+async def test_a_machine_cannot_publish_under_another_machines_subjects(world: HubWorld) -> None:
+    async with client(bundle_of(world, "beta")) as nc:
+        js = nc.jetstream()
+        with pytest.raises(TimeoutError):  # the server refuses it: no acknowledgement comes
+            await aio(js.publish, "ac.ops.alpha.dm.0", b"forged", timeout=2)
+        await aio(js.publish, "ac.ops.beta.dm.0", b"own subject", timeout=10)  # its own subjects work
+    assert await admin_count(world, "ac.ops.alpha.>") == 0
+    assert await admin_count(world, "ac.ops.beta.>") == 1
+
+
+async def test_operations_forged_under_a_machines_own_subjects_are_refused_by_the_others(world: HubWorld) -> None:
+    a, c = world.machine("alpha"), world.machine("gamma")
+    async with a.agent("alice") as alice, c.agent("carol") as carol:
+        await eventually(lambda: carol.store.online("alice-id"))
+        result = alice.call({"action": "dm", "target": "carol", "content": "genuine"})
+        assert not result.is_error
+        await eventually(lambda: dm_contents(carol.store, "carol-id") == ["genuine"])
+        origin = alice.store.node.peer_id
+        inc = alice.store.record("alice-id").incarnation  # type: ignore[union-attr]
+        forged = Op(
+            origin,
+            10_000,
+            alice.store.node.peer.replica.hlc.last + 1,
+            DirectMessage("alice-id", inc, "carol-id", "forged"),
+        )
+        async with client(bundle_of(world, "beta")) as nc:
+            await aio(
+                nc.jetstream().publish,
+                "ac.ops.beta.dm.0",
+                msgspec.msgpack.encode(forged),
+                timeout=10,
+                headers={"Nats-Msg-Id": "forged"},
+            )
+        gateway = carol.store.node.gateway
+        await eventually(lambda: gateway.refused >= 1)
+        assert dm_contents(carol.store, "carol-id") == ["genuine"]
+        assert dm_contents(alice.store, "carol-id") == ["genuine"]
+
+
+async def test_a_removed_machine_is_disconnected_and_kept_out(world: HubWorld) -> None:
+    b = world.machine("beta")
+    async with b.agent("bob") as bob:
+        gateway = bob.store.node.gateway
+        await eventually(lambda: gateway.connected)
+        cli(world.hub.home, "hub", "remove-machine", "beta")
+        await eventually(lambda: not gateway.connected and "uthorization" in gateway.last_error, within=60)
+        await trio.sleep(1)
+        assert not gateway.connected
+    status = json.loads(cli(b.home, "hub", "status", "--json").stdout)
+    assert status["machine"] == "beta"
+    assert status["gateway"]["connected"] is False
