@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from agent_comms.private_files import UnsafePathError, check_private_socket
-from agent_comms_claude_code.sessions import agent_comms_home, ancestors, find_registration, hook_sessions_dir
+from agent_comms_claude_code.sessions import (
+    LINEAGE_DEPTH,
+    agent_comms_home,
+    ancestors,
+    find_registration,
+    hook_sessions_dir,
+)
 
 __all__ = ["CONTEXT_EVENTS", "STARTUP_WAIT", "WAKE_ENV", "main", "run"]
 
@@ -87,35 +93,77 @@ def _interactive(environ: dict[str, str] | os._Environ[str]) -> bool:
     return environ.get("CLAUDE_CODE_ENTRYPOINT") == "cli"
 
 
+def _bridge_starting(lineage: list[int]) -> bool:
+    """Whether a process of this session is an agent-comms bridge for Claude Code that has not registered yet: a
+    child of one of the hook's nearest ancestors whose command line names ``agent-comms-claude-code`` or
+    ``bridge claude-code`` (Linux ``/proc``; elsewhere ``True``, so the hook waits as it did before)."""
+    sessions = set(lineage[:LINEAGE_DEPTH])
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            if parent not in sessions:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = [part.decode(errors="replace") for part in handle.read().split(b"\0")]
+        except (OSError, ValueError, IndexError):
+            continue
+        names = [Path(part).name for part in argv]
+        if "agent-comms-claude-code" in names or ("bridge" in argv and "claude-code" in argv):
+            return True
+    return False
+
+
+def _find_bridge(payload: dict[str, Any], lineage: list[int], wait: float) -> dict[str, Any] | None:
+    """The registration of this session's bridge, waiting up to ``wait`` seconds for it to appear (only while a
+    bridge of this session is starting, when ``wait`` is not the interactive Stop hook's)."""
+    session_id = payload.get("session_id")
+    cwd = payload.get("cwd")
+    deadline = time.monotonic() + wait
+    home = agent_comms_home()
+    while True:
+        directory = hook_sessions_dir(home)
+        if directory is not None:
+            record = find_registration(
+                directory,
+                lineage=lineage,
+                session_id=session_id if isinstance(session_id, str) else None,
+                cwd=cwd if isinstance(cwd, str) else None,
+            )
+            if record is not None:
+                return record
+        if time.monotonic() >= deadline:
+            return None  # this session has no agent-comms bridge (not configured, or not started yet)
+        time.sleep(0.2)  # Claude Code starts the MCP server beside the first turn: the hook may come first
+
+
 def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     """Answer one hook call (``payload``: Claude Code's input); the exit status."""
     event = payload.get("hook_event_name")
     if event not in (*CONTEXT_EVENTS, "Stop"):
         return 0
-    waiting = event == "Stop"
-    if waiting and not _interactive(os.environ):
-        return 0
-    session_id = payload.get("session_id")
-    cwd = payload.get("cwd")
+    op = "take"
+    wait = 0.0
+    if event == "Stop":
+        if _interactive(os.environ):
+            op, wait = "wait", STARTUP_WAIT
+        elif payload.get("stop_hook_active") is True:
+            return 0  # the turn already continued once because of a Stop hook: end it (what waits stays unread)
+        else:
+            op = "check"
     lineage = ancestors()
-    deadline = time.monotonic() + (STARTUP_WAIT if waiting else 0.0)
-    home = agent_comms_home()
+    if op == "check" and _bridge_starting(lineage):
+        wait = STARTUP_WAIT
     try:
-        while True:
-            directory = hook_sessions_dir(home)
-            record = None
-            if directory is not None:
-                record = find_registration(
-                    directory,
-                    lineage=lineage,
-                    session_id=session_id if isinstance(session_id, str) else None,
-                    cwd=cwd if isinstance(cwd, str) else None,
-                )
-            if record is not None:
-                break
-            if time.monotonic() >= deadline:
-                return 0  # this session has no agent-comms bridge (not configured, or not started yet)
-            time.sleep(0.2)  # the Stop hook may come before Claude Code has started the server: it can wait
+        record = _find_bridge(payload, lineage, wait)
+        if record is None:
+            return 0
         socket_path = Path(str(record.get("socket", "")))
         check_private_socket(socket_path)
     except UnsafePathError as exc:
@@ -125,18 +173,21 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     except OSError:
         return 0  # the bridge is ending (its socket is gone)
     try:
-        connection = _Connection(str(socket_path), None if waiting else _CONNECT_TIMEOUT)
+        connection = _Connection(str(socket_path), None if op == "wait" else _CONNECT_TIMEOUT)
     except OSError:
         return 0  # the bridge is ending
     try:
-        connection.send({"op": "wait" if waiting else "take", "event": event, "session_id": session_id})
+        connection.send({"op": op, "event": event, "session_id": payload.get("session_id")})
         answer = connection.receive()
         text = answer.get("text")
         if not answer.get("count") or not isinstance(text, str):
             return 0
-        if waiting:
+        if op == "wait":
             stderr.write(text + "\n")
             stderr.flush()
+        elif op == "check":
+            stdout.write(json.dumps({"decision": "block", "reason": text}) + "\n")
+            stdout.flush()
         else:
             output = {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
             stdout.write(json.dumps(output) + "\n")
@@ -148,7 +199,7 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         return 0  # the bridge went away mid-way: whatever it gave us goes back to its queue
     finally:
         connection.close()
-    return _EXIT_WAKE if waiting else 0
+    return _EXIT_WAKE if op == "wait" else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,201 @@
+"""``claude -p`` as scripts and CI jobs run it: set up by ``agent-comms setup`` only, no extra flags.
+
+Testing policy: the model cannot run here, so :mod:`scripted_model` stands in for it on 127.0.0.1 (a Messages API
+whose answers the test scripts); everything else is real: the ``claude`` CLI set up by ``configure`` in a throwaway
+HOME (the MCP server, the plugin with its hooks, the allow rule for the tool), the bridge Claude Code starts, its
+hooks, and another agent on the mesh that DMs the session mid-turn and again just before the turn ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from scripted_model import Answer, ScriptedModel, running, text, tool_call, tool_names, tool_results
+from test_claude_code_session import Receipts, dm_the_session, session_env, wait_for_the_session
+
+import agent_comms
+
+DEADLINE = float(os.environ.get("AGENT_COMMS_TEST_DEADLINE", "240"))
+TOOL = "mcp__agent-comms__agent_comms"
+PERMISSION_REFUSED = "haven't granted"
+
+
+def summary(model: ScriptedModel) -> str:
+    """What each request offered and ended with, for a failure report."""
+    lines = []
+    for number, request in enumerate(model.requests):
+        last = json.dumps((request.get("messages") or [{}])[-1])
+        lines.append(f"#{number} tools={len(tool_names(request))} {TOOL in tool_names(request)} last={last[-600:]}")
+    if model.requests:
+        lines.append(f"tools of the last: {tool_names(model.requests[-1])}")
+        whole = json.dumps(model.requests[-1])
+        at = whole.find("agent_comms")
+        lines.append(f"agent_comms in the last request at {at}: {whole[max(0, at - 800) : at + 400] if at >= 0 else ''}")
+    return "\n".join(lines[-12:])
+
+
+@contextmanager
+def reported(model: ScriptedModel) -> Iterator[None]:
+    """On a failure, print what the model was sent."""
+    try:
+        yield
+    except BaseException:
+        print(summary(model))
+        raise
+
+
+class Script:
+    """The stand-in model's part: call the agent_comms tool (a Read while Claude Code has not listed it yet, and a
+    ToolSearch to load it while it is only named as a deferred tool, as Claude Code offers MCP tools), then
+    end the turn, then end it again once continued. It holds its first answer until ``go`` (the first DM has reached
+    the session) and its answer after the tool's result until ``end`` (the second DM has)."""
+
+    def __init__(self, notes: Path) -> None:
+        self.notes = notes
+        self.go = threading.Event()
+        self.end = threading.Event()
+        self.first_arrived = threading.Event()
+        self.tool_answered = threading.Event()
+        #: whether each request offered the agent_comms tool
+        self.offered: list[bool] = []
+        self.called = False
+
+    def __call__(self, request: dict[str, Any], number: int) -> Answer:
+        loaded = TOOL in tool_names(request)
+        offered = loaded or TOOL in json.dumps(request)  # Claude Code defers MCP tools: named, loaded by ToolSearch
+        self.offered.append(offered)
+        if number == 0:
+            self.first_arrived.set()
+            self.go.wait(timeout=DEADLINE)
+        if "call-agent-comms" in tool_results(request):
+            self.tool_answered.set()
+            self.end.wait(timeout=DEADLINE)
+            return text("Done.")
+        if self.called:
+            return text("Noted.")
+        if loaded:
+            self.called = True
+            return tool_call("call-agent-comms", TOOL, {"action": "whoami"})
+        if offered and "ToolSearch" in tool_names(request):
+            return tool_call(f"call-search-{number}", "ToolSearch", {"query": f"select:{TOOL}"})
+        return tool_call(f"call-read-{number}", "Read", {"file_path": str(self.notes)})
+
+
+async def test_claude_p_with_setup_only_takes_a_dm_mid_turn_and_one_waiting_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(tmp_path / "project" / "notes.txt")
+    with running(ScriptedModel(script)) as model, reported(model), trio.fail_after(DEADLINE):
+        claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
+        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")) as sender:
+            async with trio.open_nursery() as nursery:
+                done: list[Any] = []
+
+                async def run_claude() -> None:
+                    done.append(
+                        await trio.run_process(
+                            [str(claude), "-p", "check in with the other agents"],
+                            cwd=tmp_path / "project",
+                            env=env,
+                            stdin=b"",
+                            capture_stdout=True,
+                            capture_stderr=True,
+                            check=False,
+                        )
+                    )
+
+                nursery.start_soon(run_claude)
+                await trio.to_thread.run_sync(script.first_arrived.wait, abandon_on_cancel=True)
+                receipts = Receipts(sender)
+                first = await dm_the_session(receipts, "mid-turn hello")
+                script.go.set()
+                await receipts.wait(first, "read")  # through a tool result or the PostToolUse hook
+                await trio.to_thread.run_sync(script.tool_answered.wait, abandon_on_cancel=True)
+                second = await dm_the_session(receipts, "one more before you stop")
+                script.end.set()  # the turn ends with the DM waiting: the Stop hook continues it once
+                await receipts.wait(second, "read")
+            [result] = done
+    output = result.stderr.decode() + result.stdout.decode()
+    assert result.returncode == 0, output
+    sent = json.dumps(model.requests)
+    assert PERMISSION_REFUSED not in sent, "claude -p refused the agent_comms tool"
+    assert script.called, f"the tool was never offered to the model: {script.offered}"
+    assert "mid-turn hello" in sent
+    continued = [json.dumps(r) for r in model.requests if "one more before you stop" in json.dumps(r)]
+    assert continued, "the DM waiting at the end of the turn never reached the model"
+    assert "Stop hook" in continued[0] or "agent-comms:" in continued[0]
+    # Continued once only: the last answer ended the turn although stop_hook_active was set.
+    assert sum("one more before you stop" in json.dumps(r.get("messages", [])[-1:]) for r in model.requests) == 1
+
+
+async def test_an_informational_event_does_not_continue_a_finished_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receipt or a join waits for the next tool call: the turn ends at once, with one request to the model."""
+    answered = threading.Event()
+
+    def respond(request: dict[str, Any], number: int) -> Answer:
+        answered.set()
+        return text("Nothing to do.")
+
+    with running(ScriptedModel(respond)) as model, trio.fail_after(DEADLINE):
+        claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
+        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")):
+            result = await trio.run_process(
+                [str(claude), "-p", "say hi"], cwd=tmp_path / "project", env=env, stdin=b"",
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    main_turn = [r for r in model.requests if r.get("tools")]
+    assert len(main_turn) == 1, [json.dumps(r)[-300:] for r in main_turn]
+
+
+async def test_the_stop_hook_continues_the_turn_in_claude_p(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DM that reached the bridge while the model wrote its last answer continues the turn; the sender gets read."""
+    gate = threading.Event()
+    first_arrived = threading.Event()
+
+    def respond(request: dict[str, Any], number: int) -> Answer:
+        if number == 0:
+            first_arrived.set()
+            gate.wait(timeout=DEADLINE)
+        return text("Done.")
+
+    with running(ScriptedModel(respond)) as model, trio.fail_after(DEADLINE):
+        claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
+        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")) as sender:
+            async with trio.open_nursery() as nursery:
+                done: list[Any] = []
+
+                async def run_claude() -> None:
+                    done.append(
+                        await trio.run_process(
+                            [str(claude), "-p", "say hi"],
+                            cwd=tmp_path / "project",
+                            env=env,
+                            stdin=b"",
+                            capture_stdout=True,
+                            capture_stderr=True,
+                            check=False,
+                        )
+                    )
+
+                nursery.start_soon(run_claude)
+                await trio.to_thread.run_sync(first_arrived.wait, abandon_on_cancel=True)
+                await wait_for_the_session(sender)
+                receipts = Receipts(sender)
+                message_id = await dm_the_session(receipts, "caught at the end")
+                gate.set()
+                await receipts.wait(message_id, "read")
+            [result] = done
+    assert result.returncode == 0, result.stderr.decode()
+    assert any("caught at the end" in json.dumps(r) for r in model.requests[1:])
+    assert "caught at the end" not in json.dumps(model.requests[0])
