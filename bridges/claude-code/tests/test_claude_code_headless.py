@@ -38,7 +38,9 @@ def summary(model: ScriptedModel) -> str:
         lines.append(f"tools of the last: {tool_names(model.requests[-1])}")
         whole = json.dumps(model.requests[-1])
         at = whole.find("agent_comms")
-        lines.append(f"agent_comms in the last request at {at}: {whole[max(0, at - 800) : at + 400] if at >= 0 else ''}")
+        lines.append(
+            f"agent_comms in the last request at {at}: {whole[max(0, at - 800) : at + 400] if at >= 0 else ''}"
+        )
     return "\n".join(lines[-12:])
 
 
