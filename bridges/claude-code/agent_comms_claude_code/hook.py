@@ -8,16 +8,21 @@ asks it for the waiting events (:mod:`agent_comms_claude_code.hub` describes the
   <the events>}}`` on stdout, exit 0 (nothing at all when nothing is waiting);
 * ``Stop`` (configured with ``asyncRewake``: Claude Code runs it in the background and, when it exits with code 2,
   wakes the idle model with its stderr): waits until a message that asks for action arrives, writes the events to
-  stderr and exits 2; exits 0 without output when the session got busy again, a newer Stop hook took over, the
-  bridge ended, or the session is not interactive (``CLAUDE_CODE_ENTRYPOINT`` other than ``cli``: a ``claude -p``
-  run would otherwise wait for it; ``AGENT_COMMS_CLAUDE_WAKE=on|off`` overrides).
+  stderr and exits 2; exits 0 without output when the session got busy again, a newer Stop hook took over, or the
+  bridge ended. Not in a session that is not interactive (``CLAUDE_CODE_ENTRYPOINT`` other than ``cli``, as in
+  ``claude -p``, which would wait for it; ``AGENT_COMMS_CLAUDE_WAKE=on|off`` overrides): there the hook does not
+  wait, and when a message that asks for action is already waiting it answers ``{"decision": "block", "reason":
+  <the events>}`` on stdout, so Claude Code continues the turn once; never when ``stop_hook_active`` (the turn is
+  already continuing because of a Stop hook), so it cannot loop.
 
 The bridge counts the events as read only after this program confirms it wrote them. Only the bridge of this
 hook's own session answers it, never another session's, even in the same directory (see
 :mod:`agent_comms_claude_code.sessions`). A hook must never break the session: while its bridge is not up it
-exits 0 silently (``UserPromptSubmit`` and ``PostToolUse`` at once: the events wait for the next hook or tool
-result; the Stop hook first waits up to :data:`STARTUP_WAIT` seconds for it, as Claude Code starts MCP servers
-beside the first turn); bad input is reported on stderr with exit status 1 (a non-blocking error for Claude Code).
+exits 0 silently (``PostToolUse`` at once: the events wait for the next hook or tool result). Claude Code starts
+MCP servers beside the first turn, so while a bridge process of this session is starting (seen in ``/proc``)
+``UserPromptSubmit`` waits for it up to :data:`PROMPT_WAIT` seconds (what was kept for the agent while it was away
+then comes with the first prompt) and the Stop hook up to :data:`STARTUP_WAIT` (the interactive one always).
+Bad input is reported on stderr with exit status 1 (a non-blocking error for Claude Code).
 So is a home, registration folder, registration or socket that is not this user's alone (the mesh's checks of
 ``AGENT_COMMS_HOME``, :mod:`agent_comms.private_files`): the hook refuses it and adds nothing to the context.
 Stdlib only, so it starts in a few tens of milliseconds.
@@ -43,7 +48,7 @@ from agent_comms_claude_code.sessions import (
     hook_sessions_dir,
 )
 
-__all__ = ["CONTEXT_EVENTS", "STARTUP_WAIT", "WAKE_ENV", "main", "run"]
+__all__ = ["CONTEXT_EVENTS", "PROMPT_WAIT", "STARTUP_WAIT", "WAKE_ENV", "main", "run"]
 
 #: The events whose output carries ``additionalContext``.
 CONTEXT_EVENTS: Final = ("UserPromptSubmit", "PostToolUse")
@@ -53,6 +58,8 @@ _MAX_INPUT: Final = 32 << 20
 _CONNECT_TIMEOUT: Final = 3.0
 #: How long the Stop hook waits for the bridge of its session to start (seconds).
 STARTUP_WAIT: Final = 30.0
+#: How long the UserPromptSubmit hook waits for a bridge of its session that is starting (seconds).
+PROMPT_WAIT: Final = 10.0
 _EXIT_ERROR: Final = 1
 _EXIT_WAKE: Final = 2
 
@@ -160,6 +167,8 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
     lineage = ancestors()
     if op == "check" and _bridge_starting(lineage):
         wait = STARTUP_WAIT
+    elif event == "UserPromptSubmit" and _bridge_starting(lineage):
+        wait = PROMPT_WAIT  # the first prompt: what was kept for the agent while it was away comes with it
     try:
         record = _find_bridge(payload, lineage, wait)
         if record is None:

@@ -201,3 +201,42 @@ async def test_the_stop_hook_continues_the_turn_in_claude_p(tmp_path: Path, monk
     assert result.returncode == 0, result.stderr.decode()
     assert any("caught at the end" in json.dumps(r) for r in model.requests[1:])
     assert "caught at the end" not in json.dumps(model.requests[0])
+
+
+async def test_a_dm_kept_while_the_agent_was_away_comes_with_the_first_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orchestrator DMs the agent of a project between two ``claude -p`` runs; the mesh keeps it, the next run's
+    bridge gets it as it joins, and the UserPromptSubmit hook (which waits for the bridge that is starting) puts it
+    in the very first request, before the tool may even be there."""
+
+    def respond(request: dict[str, Any], number: int) -> Answer:
+        return text("Done.")
+
+    with running(ScriptedModel(respond)) as model, reported(model), trio.fail_after(DEADLINE):
+        claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
+
+        async def run(prompt: str) -> None:
+            result = await trio.run_process(
+                [str(claude), "-p", prompt], cwd=tmp_path / "project", env=env, stdin=b"",
+                capture_stdout=True, capture_stderr=True, check=False,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr.decode()
+
+        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")) as sender:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "first run")
+                await wait_for_the_session(sender)  # the agent of the project exists on the mesh
+            while "claude-code-project (" in (await sender.call({"action": "list_agents"})).text:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # the run ended: the agent is away
+            sent = await sender.call(
+                {"action": "dm", "target": "claude-code-project", "content": "while you were away"}
+            )
+            assert not sent.is_error, sent.text
+            first = len(model.requests)
+            await run("second run")
+            receipts = Receipts(sender)
+            await receipts.wait(sent.data["message_id"], "read")
+    second_run = [r for r in model.requests[first:] if r.get("tools")]
+    assert "while you were away" in json.dumps(second_run[0]), "not in the first request of the second run"
+    assert "UserPromptSubmit hook additional context: agent-comms: 1 new event(s)" in json.dumps(second_run[0])
