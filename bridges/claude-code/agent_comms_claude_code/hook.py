@@ -165,12 +165,13 @@ def run(payload: dict[str, Any], stdout: TextIO, stderr: TextIO) -> int:
         else:
             op = "check"
     lineage = ancestors()
-    if op == "check" and _bridge_starting(lineage):
-        wait = STARTUP_WAIT
-    elif event == "UserPromptSubmit" and _bridge_starting(lineage):
-        wait = PROMPT_WAIT  # the first prompt: what was kept for the agent while it was away comes with it
     try:
         record = _find_bridge(payload, lineage, wait)
+        if record is None and op == "check" and _bridge_starting(lineage):
+            record = _find_bridge(payload, lineage, STARTUP_WAIT)
+        elif record is None and event == "UserPromptSubmit" and _bridge_starting(lineage):
+            # the first prompt: what was kept for the agent while it was away comes with it
+            record = _find_bridge(payload, lineage, PROMPT_WAIT)
         if record is None:
             return 0
         socket_path = Path(str(record.get("socket", "")))

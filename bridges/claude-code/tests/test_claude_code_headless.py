@@ -133,7 +133,9 @@ async def test_claude_p_with_setup_only_takes_a_dm_mid_turn_and_one_waiting_at_t
     assert "mid-turn hello" in sent
     continued = [json.dumps(r) for r in model.requests if "one more before you stop" in json.dumps(r)]
     assert continued, "the DM waiting at the end of the turn never reached the model"
-    assert "Stop hook" in continued[0] or "agent-comms:" in continued[0]
+    # What Claude Code shows the model for a Stop hook's {"decision": "block", "reason": ...}:
+    assert "Stop hook blocking error from command:" in continued[0]
+    assert "agent-comms: 1 new event(s) for you" in continued[0]
     # Continued once only: the last answer ended the turn although stop_hook_active was set.
     assert sum("one more before you stop" in json.dumps(r.get("messages", [])[-1:]) for r in model.requests) == 1
 
