@@ -143,23 +143,56 @@ async def test_claude_p_with_setup_only_takes_a_dm_mid_turn_and_one_waiting_at_t
 async def test_an_informational_event_does_not_continue_a_finished_turn(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A receipt or a join waits for the next tool call: the turn ends at once, with one request to the model."""
-    answered = threading.Event()
+    """A DM sent with streamingBehavior info, waiting when the turn ends, does not continue it: the run ends after
+    one answer, and the DM stays unread (its sender keeps "delivered")."""
+    gate = threading.Event()
+    first_arrived = threading.Event()
 
     def respond(request: dict[str, Any], number: int) -> Answer:
-        answered.set()
+        if number == 0:
+            first_arrived.set()
+            gate.wait(timeout=DEADLINE)
         return text("Nothing to do.")
 
-    with running(ScriptedModel(respond)) as model, trio.fail_after(DEADLINE):
+    with running(ScriptedModel(respond)) as model, reported(model), trio.fail_after(DEADLINE):
         claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
-        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")):
-            result = await trio.run_process(
-                [str(claude), "-p", "say hi"], cwd=tmp_path / "project", env=env, stdin=b"",
-                capture_stdout=True, capture_stderr=True, check=False,
-            )  # fmt: skip
+        async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")) as sender:
+            async with trio.open_nursery() as nursery:
+                done: list[Any] = []
+
+                async def run_claude() -> None:
+                    done.append(
+                        await trio.run_process(
+                            [str(claude), "-p", "say hi"],
+                            cwd=tmp_path / "project",
+                            env=env,
+                            stdin=b"",
+                            capture_stdout=True,
+                            capture_stderr=True,
+                            check=False,
+                        )
+                    )
+
+                nursery.start_soon(run_claude)
+                await trio.to_thread.run_sync(first_arrived.wait, abandon_on_cancel=True)
+                await wait_for_the_session(sender)
+                sent = await sender.call(
+                    {"action": "dm", "target": "claude-code-project", "content": "just so you know",
+                     "streamingBehavior": "info"}
+                )  # fmt: skip
+                assert not sent.is_error, sent.text
+                receipts = Receipts(sender)
+                await receipts.wait(sent.data["message_id"], "delivered", "read")
+                gate.set()
+            [result] = done
+            for event in sender.drain():  # receipts that came since
+                if event.type == "delivery_status":
+                    receipts.status[event.message_id] = event.status
     assert result.returncode == 0, result.stderr.decode()
     main_turn = [r for r in model.requests if r.get("tools")]
     assert len(main_turn) == 1, [json.dumps(r)[-300:] for r in main_turn]
+    assert "just so you know" not in json.dumps(model.requests)
+    assert receipts.status[sent.data["message_id"]] == "delivered"
 
 
 async def test_the_stop_hook_continues_the_turn_in_claude_p(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
