@@ -11,7 +11,15 @@ Configure does three things, each only if it is not already so (a second run cha
    ``claude plugin marketplace add``;
 3. ``claude plugin install agent-comms@agent-comms --scope user``: the hooks. The plugin's ``.mcp.json`` names the
    same command as step 1, so Claude Code runs one server, not two (it drops a plugin server that duplicates a
-   manually configured one); the plugin alone also works, without step 1.
+   manually configured one); the plugin alone also works, without step 1;
+4. adds :data:`ALLOW_RULE` to ``permissions.allow`` in ``~/.claude/settings.json`` (Claude Code has no command for
+   permission rules, and a plugin cannot carry them), keeping everything else, after a backup: ``claude -p`` cannot
+   ask before it runs a tool, and refuses one that is not allowed.
+
+If the user's server and the plugin's run different commands (a manual edit), Claude Code starts both and the model
+sees two tools: :func:`status` reports it (:func:`two_servers`) and configure repairs it (the user-scope server is
+replaced, the plugin folder rewritten, a plugin installed with another command reinstalled). :func:`remove` undoes
+every step, taking out only our allow rule.
 
 Every ``claude`` command runs with ``HOME`` set to the given home and standard input closed
 (:func:`agent_comms.configure.run_harness_cli`). ``~/.claude.json`` is only ever read (to know what is there:
