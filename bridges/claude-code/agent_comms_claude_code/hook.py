@@ -101,21 +101,26 @@ def _interactive(environ: dict[str, str] | os._Environ[str]) -> bool:
 
 
 def _bridge_starting(lineage: list[int]) -> bool:
-    """Whether a process of this session is an agent-comms bridge for Claude Code that has not registered yet: a
-    child of one of the hook's nearest ancestors whose command line names ``agent-comms-claude-code`` or
-    ``bridge claude-code`` (Linux ``/proc``; elsewhere ``True``, so the hook waits as it did before)."""
+    """Whether a process of this session is an agent-comms bridge for Claude Code that is starting: a child of one
+    of the hook's nearest ancestors whose command line names ``agent-comms-claude-code`` or ``bridge claude-code``,
+    started less than :data:`STARTUP_WAIT` seconds ago (one that runs longer without registering never will: its
+    hooks are refused, and it said why). Linux ``/proc``; elsewhere ``True``, so the hook waits."""
     sessions = set(lineage[:LINEAGE_DEPTH])
     try:
         entries = os.listdir("/proc")
-    except OSError:
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
         return True
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            if parent not in sessions:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            # after the command: state, ppid, ...; starttime is field 22 of stat, the 20th after the command
+            if int(fields[1]) not in sessions or uptime - int(fields[19]) / ticks > STARTUP_WAIT:
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
                 argv = [part.decode(errors="replace") for part in handle.read().split(b"\0")]
