@@ -12,7 +12,7 @@ Configure does three things, each only if it is not already so (a second run cha
 3. ``claude plugin install agent-comms@agent-comms --scope user``: the hooks. The plugin's ``.mcp.json`` names the
    same command as step 1, so Claude Code runs one server, not two (it drops a plugin server that duplicates a
    manually configured one); the plugin alone also works, without step 1;
-4. adds :data:`ALLOW_RULE` to ``permissions.allow`` in ``~/.claude/settings.json`` (Claude Code has no command for
+4. adds :data:`ALLOW_RULES` to ``permissions.allow`` in ``~/.claude/settings.json`` (Claude Code has no command for
    permission rules, and a plugin cannot carry them), keeping everything else, after a backup: ``claude -p`` cannot
    ask before it runs a tool, and refuses one that is not allowed.
 
@@ -44,7 +44,7 @@ from agent_comms.private_files import write_private_file
 from agent_comms_claude_code import HARNESS, SERVER_NAME
 
 __all__ = [
-    "ALLOW_RULE",
+    "ALLOW_RULES",
     "MARKETPLACE",
     "PLUGIN",
     "PLUGIN_ID",
@@ -67,7 +67,9 @@ MARKETPLACE: Final = "agent-comms"
 PLUGIN: Final = "agent-comms"
 PLUGIN_ID: Final = f"{PLUGIN}@{MARKETPLACE}"
 #: The permission rule that lets Claude Code run our tool without asking (``claude -p`` cannot ask: it refuses).
-ALLOW_RULE: Final = f"mcp__{SERVER_NAME}__agent_comms"
+#: The tool's name is ``mcp__<server>__agent_comms`` for the configured server, and
+#: ``mcp__plugin_<plugin>_<server>__agent_comms`` when the plugin's server runs instead (the plugin used alone).
+ALLOW_RULES: Final = (f"mcp__{SERVER_NAME}__agent_comms", f"mcp__plugin_{PLUGIN}_{SERVER_NAME}__agent_comms")
 #: The program that runs Claude Code's CLI (``$AGENT_COMMS_CLAUDE``, else ``claude`` on ``PATH``).
 CLAUDE_ENV: Final = "AGENT_COMMS_CLAUDE"
 _PLUGIN_FILES: Final = (
@@ -301,16 +303,17 @@ def _allowed(settings: dict[str, Any]) -> list[Any]:
 
 
 def allow_rule_present(home: Path) -> bool:
-    """Whether the user settings allow the tool (``permissions.allow`` holds :data:`ALLOW_RULE`)."""
-    return ALLOW_RULE in _allowed(_read_settings(home))
+    """Whether the user settings allow the tool (``permissions.allow`` holds :data:`ALLOW_RULES`)."""
+    allowed = _allowed(_read_settings(home))
+    return all(rule in allowed for rule in ALLOW_RULES)
 
 
 def _write_allow(home: Path, add: bool, dry_run: bool) -> bool:
-    """Add (or remove) :data:`ALLOW_RULE` in the user settings, keeping everything else; whether it changed."""
+    """Add (or remove) :data:`ALLOW_RULES` in the user settings, keeping everything else; whether it changed."""
     settings = _read_settings(home)
-    allow = [rule for rule in _allowed(settings) if rule != ALLOW_RULE]
+    allow = [rule for rule in _allowed(settings) if rule not in ALLOW_RULES]
     if add:
-        allow.append(ALLOW_RULE)
+        allow += ALLOW_RULES
     if allow == _allowed(settings):
         return False
     permissions = settings.get("permissions")
@@ -389,7 +392,8 @@ def configure(home: Path, dry_run: bool) -> list[str]:
             _claude(home, "plugin", "enable", PLUGIN_ID)
     if _write_allow(home, True, dry_run):
         changes.append(
-            f"allow the tool without asking: add {ALLOW_RULE!r} to permissions.allow in {settings_path(home)} "
+            f"allow the tool without asking: add {' and '.join(map(repr, ALLOW_RULES))} to permissions.allow in "
+            f"{settings_path(home)} "
             "(claude -p refuses a tool that is not allowed)"
         )
     for folder, entry in _local_servers(home).items():
@@ -423,10 +427,10 @@ def status(home: Path) -> str:
         plugin = f"plugin {PLUGIN_ID} {'enabled' if entry_of_plugin.get('enabled') else 'disabled'}"
     try:
         allowed = (
-            f"tool allowed ({ALLOW_RULE} in {settings_path(home)})"
+            f"tool allowed ({ALLOW_RULES[0]} in {settings_path(home)})"
             if allow_rule_present(home)
             else f"tool not allowed in {settings_path(home)}: claude -p refuses it unless run with "
-            f"--allowedTools {ALLOW_RULE}"
+            f"--allowedTools {ALLOW_RULES[0]}"
         )
     except SetupError as exc:
         allowed = str(exc)
@@ -458,5 +462,5 @@ def remove(home: Path, dry_run: bool) -> list[str]:
         if not dry_run:
             shutil.rmtree(target)
     if _write_allow(home, False, dry_run):
-        changes.append(f"remove {ALLOW_RULE!r} from permissions.allow in {settings_path(home)}")
+        changes.append(f"remove {' and '.join(map(repr, ALLOW_RULES))} from permissions.allow in {settings_path(home)}")
     return changes

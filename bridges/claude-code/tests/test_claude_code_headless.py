@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,12 @@ from scripted_model import Answer, ScriptedModel, running, text, tool_call, tool
 from test_claude_code_session import Receipts, dm_the_session, session_env, wait_for_the_session
 
 import agent_comms
+from agent_comms.configure import run_harness_cli
 
 DEADLINE = float(os.environ.get("AGENT_COMMS_TEST_DEADLINE", "240"))
 TOOL = "mcp__agent-comms__agent_comms"
+#: The same tool when the plugin's server runs (the plugin used alone, without the user-scope server).
+PLUGIN_TOOL = "mcp__plugin_agent-comms_agent-comms__agent_comms"
 PERMISSION_REFUSED = "haven't granted"
 
 
@@ -60,8 +64,9 @@ class Script:
     end the turn, then end it again once continued. It holds its first answer until ``go`` (the first DM has reached
     the session) and its answer after the tool's result until ``end`` (the second DM has)."""
 
-    def __init__(self, notes: Path) -> None:
+    def __init__(self, notes: Path, tool: str = TOOL) -> None:
         self.notes = notes
+        self.tool = tool
         self.go = threading.Event()
         self.end = threading.Event()
         self.first_arrived = threading.Event()
@@ -71,8 +76,10 @@ class Script:
         self.called = False
 
     def __call__(self, request: dict[str, Any], number: int) -> Answer:
-        loaded = TOOL in tool_names(request)
-        offered = loaded or TOOL in json.dumps(request)  # Claude Code defers MCP tools: named, loaded by ToolSearch
+        loaded = self.tool in tool_names(request)
+        offered = loaded or self.tool in json.dumps(
+            request
+        )  # Claude Code defers MCP tools: named, loaded by ToolSearch
         self.offered.append(offered)
         if number == 0:
             self.first_arrived.set()
@@ -85,18 +92,27 @@ class Script:
             return text("Noted.")
         if loaded:
             self.called = True
-            return tool_call("call-agent-comms", TOOL, {"action": "whoami"})
+            return tool_call("call-agent-comms", self.tool, {"action": "whoami"})
         if offered and "ToolSearch" in tool_names(request):
-            return tool_call(f"call-search-{number}", "ToolSearch", {"query": f"select:{TOOL}"})
+            return tool_call(f"call-search-{number}", "ToolSearch", {"query": f"select:{self.tool}"})
         return tool_call(f"call-read-{number}", "Read", {"file_path": str(self.notes)})
 
 
+@pytest.mark.parametrize("tool", [TOOL, PLUGIN_TOOL], ids=["setup", "plugin-alone"])
 async def test_claude_p_with_setup_only_takes_a_dm_mid_turn_and_one_waiting_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tool: str
 ) -> None:
-    script = Script(tmp_path / "project" / "notes.txt")
+    """With ``plugin-alone`` the user-scope server was removed by hand after setup: the plugin's server runs, under
+    the plugin's tool name, which setup allowed too."""
+    script = Script(tmp_path / "project" / "notes.txt", tool)
     with running(ScriptedModel(script)) as model, reported(model), trio.fail_after(DEADLINE):
         claude, env = await trio.to_thread.run_sync(session_env, tmp_path, monkeypatch, model)
+        if tool == PLUGIN_TOOL:
+            home = Path(env["HOME"])
+            removed = await trio.to_thread.run_sync(
+                partial(run_harness_cli, [str(claude), "mcp", "remove", "agent-comms", "--scope", "user"], home)
+            )
+            assert removed.returncode == 0, removed.stderr
         async with agent_comms.open_agent("test", "sender", cwd=str(tmp_path / "sender")) as sender:
             async with trio.open_nursery() as nursery:
                 done: list[Any] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from agent_comms_claude_code import plugin
-from agent_comms_claude_code.configure import ALLOW_RULE, PLUGIN_ID, marketplace_dir, render_marketplace, settings_path
+from agent_comms_claude_code.configure import ALLOW_RULES, PLUGIN_ID, marketplace_dir, render_marketplace, settings_path
 from claude_code_helpers import free_port
 
 from agent_comms.configure import bridge_command, run_harness_cli
@@ -70,7 +70,7 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert planned is not None
     assert any("claude mcp add --scope user agent-comms" in line for line in planned)
     assert any(PLUGIN_ID in line for line in planned)
-    assert any(ALLOW_RULE in line and "settings.json" in line for line in planned)
+    assert any(ALLOW_RULES[0] in line and "settings.json" in line for line in planned)
     assert not marketplace_dir(home).exists()  # a dry run touches nothing
     assert not settings_path(home).exists()
     assert "agent-comms" not in claude(home, "mcp", "list").stdout
@@ -102,9 +102,9 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert "configured (user scope)" in (plugin.agent_comms_status("claude-code", home) or "")
     assert f"plugin {PLUGIN_ID} enabled" in (plugin.agent_comms_status("claude-code", home) or "")
     settings = json.loads(settings_path(home).read_text())
-    assert settings["permissions"]["allow"] == [ALLOW_RULE]
+    assert settings["permissions"]["allow"] == list(ALLOW_RULES)
     assert settings["enabledPlugins"] == {PLUGIN_ID: True}  # Claude Code's own settings are kept
-    assert f"tool allowed ({ALLOW_RULE}" in (plugin.agent_comms_status("claude-code", home) or "")
+    assert f"tool allowed ({ALLOW_RULES[0]}" in (plugin.agent_comms_status("claude-code", home) or "")
 
     before = snapshot(home)
     assert plugin.agent_comms_configure("claude-code", home, False) == []  # the second run changes nothing
@@ -113,7 +113,7 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     removed = plugin.agent_comms_remove("claude-code", home, False)
     assert removed is not None
     assert len(removed) == 5, removed
-    assert ALLOW_RULE not in settings_path(home).read_text()
+    assert "agent_comms" not in settings_path(home).read_text()
     listed = claude(home, "mcp", "list")
     assert "agent-comms" not in listed.stdout
     assert "other:" in listed.stdout
@@ -132,7 +132,7 @@ def test_an_allow_rule_of_the_user_is_kept(home: Path) -> None:
     settings_path(home).write_text(json.dumps({"permissions": {"allow": ["Bash(git status)"]}, "model": "x"}))
     plugin.agent_comms_configure("claude-code", home, False)
     settings = json.loads(settings_path(home).read_text())
-    assert settings["permissions"]["allow"] == ["Bash(git status)", ALLOW_RULE]
+    assert settings["permissions"]["allow"] == ["Bash(git status)", *ALLOW_RULES]
     assert settings["model"] == "x"
     plugin.agent_comms_remove("claude-code", home, False)
     settings = json.loads(settings_path(home).read_text())
