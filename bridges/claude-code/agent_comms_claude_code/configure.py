@@ -11,7 +11,15 @@ Configure does three things, each only if it is not already so (a second run cha
    ``claude plugin marketplace add``;
 3. ``claude plugin install agent-comms@agent-comms --scope user``: the hooks. The plugin's ``.mcp.json`` names the
    same command as step 1, so Claude Code runs one server, not two (it drops a plugin server that duplicates a
-   manually configured one); the plugin alone also works, without step 1.
+   manually configured one); the plugin alone also works, without step 1;
+4. adds :data:`ALLOW_RULES` to ``permissions.allow`` in ``~/.claude/settings.json`` (Claude Code has no command for
+   permission rules, and a plugin cannot carry them), keeping everything else, after a backup: ``claude -p`` cannot
+   ask before it runs a tool, and refuses one that is not allowed.
+
+If the user's server and the plugin's run different commands (a manual edit), Claude Code starts both and the model
+sees two tools: :func:`status` reports it (:func:`two_servers`) and configure repairs it (the user-scope server is
+replaced, the plugin folder rewritten, a plugin installed with another command reinstalled). :func:`remove` undoes
+every step, taking out only our allow rule.
 
 Every ``claude`` command runs with ``HOME`` set to the given home and standard input closed
 (:func:`agent_comms.configure.run_harness_cli`). ``~/.claude.json`` is only ever read (to know what is there:
@@ -30,16 +38,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from agent_comms.configure import bridge_command, run_harness_cli
+from agent_comms.configure import bridge_command, run_harness_cli, write_config
 from agent_comms.hookspecs import Detection
 from agent_comms.private_files import write_private_file
 from agent_comms_claude_code import HARNESS, SERVER_NAME
 
 __all__ = [
+    "ALLOW_RULES",
     "MARKETPLACE",
     "PLUGIN",
     "PLUGIN_ID",
     "SetupError",
+    "allow_rule_present",
     "claude_program",
     "configure",
     "detect",
@@ -47,13 +57,19 @@ __all__ = [
     "marketplace_dir",
     "remove",
     "render_marketplace",
+    "settings_path",
     "status",
+    "two_servers",
 ]
 
 #: The marketplace's name and the plugin's (``agent-comms@agent-comms``).
 MARKETPLACE: Final = "agent-comms"
 PLUGIN: Final = "agent-comms"
 PLUGIN_ID: Final = f"{PLUGIN}@{MARKETPLACE}"
+#: The permission rule that lets Claude Code run our tool without asking (``claude -p`` cannot ask: it refuses).
+#: The tool's name is ``mcp__<server>__agent_comms`` for the configured server, and
+#: ``mcp__plugin_<plugin>_<server>__agent_comms`` when the plugin's server runs instead (the plugin used alone).
+ALLOW_RULES: Final = (f"mcp__{SERVER_NAME}__agent_comms", f"mcp__plugin_{PLUGIN}_{SERVER_NAME}__agent_comms")
 #: The program that runs Claude Code's CLI (``$AGENT_COMMS_CLAUDE``, else ``claude`` on ``PATH``).
 CLAUDE_ENV: Final = "AGENT_COMMS_CLAUDE"
 _PLUGIN_FILES: Final = (
@@ -185,13 +201,132 @@ def _marketplace_path(home: Path) -> str | None:
     return None
 
 
-def _plugin_state(home: Path) -> str | None:
-    """``"enabled"``, ``"disabled"`` or ``None`` (not installed) for our plugin at user scope."""
+def _plugin_entry(home: Path) -> dict[str, Any] | None:
+    """Our plugin as ``claude plugin list --json`` reports it (with the ``mcpServers`` of its installed copy)."""
     listed = _json_of(_claude(home, "plugin", "list", "--json"))
     for entry in listed if isinstance(listed, list) else []:
         if isinstance(entry, dict) and entry.get("id") == PLUGIN_ID:
-            return "enabled" if entry.get("enabled") else "disabled"
+            return entry
     return None
+
+
+def _plugin_state(home: Path) -> str | None:
+    """``"enabled"``, ``"disabled"`` or ``None`` (not installed) for our plugin at user scope."""
+    entry = _plugin_entry(home)
+    if entry is None:
+        return None
+    return "enabled" if entry.get("enabled") else "disabled"
+
+
+def _plugin_server(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The MCP server in the installed plugin's ``.mcp.json``, as Claude Code read it."""
+    servers = entry.get("mcpServers") if entry is not None else None
+    server = servers.get(SERVER_NAME) if isinstance(servers, dict) else None
+    return server if isinstance(server, dict) else None
+
+
+def _command_of(entry: dict[str, Any]) -> str:
+    args = entry.get("args")
+    return shlex.join(
+        [str(entry.get("command", "")), *(str(a) for a in args if a is not None)]
+        if isinstance(args, list)
+        else [str(entry.get("command", ""))]
+    )
+
+
+def _same_command(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    return one.get("command") == other.get("command") and (one.get("args") or []) == (other.get("args") or [])
+
+
+def _local_servers(home: Path) -> dict[str, dict[str, Any]]:
+    """Our server configured at local scope (``claude mcp add --scope local``), by project folder."""
+    try:
+        config = json.loads((home / ".claude.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    projects = config.get("projects") if isinstance(config, dict) else None
+    found: dict[str, dict[str, Any]] = {}
+    for folder, project in projects.items() if isinstance(projects, dict) else []:
+        servers = project.get("mcpServers") if isinstance(project, dict) else None
+        entry = servers.get(SERVER_NAME) if isinstance(servers, dict) else None
+        if isinstance(entry, dict):
+            found[str(folder)] = entry
+    return found
+
+
+def two_servers(home: Path, plugin: dict[str, Any] | None) -> list[str]:
+    """Where Claude Code would start two agent-comms servers: a configured server whose command differs from the
+    plugin's (Claude Code drops a plugin server only when it duplicates a configured one); one line each."""
+    server = _plugin_server(plugin)
+    if server is None or plugin is None or not plugin.get("enabled"):
+        return []
+    problems: list[str] = []
+    configured = [("~/.claude.json (user scope)", _user_server(home))]
+    configured += [(f"~/.claude.json (local scope, project {folder})", e) for folder, e in _local_servers(home).items()]
+    for where, entry in configured:
+        if entry is not None and not _same_command(entry, server):
+            problems.append(
+                f"two agent-comms servers: the MCP server {SERVER_NAME!r} in {where} runs `{_command_of(entry)}`, "
+                f"the plugin's .mcp.json runs `{_command_of(server)}`; the commands differ, so Claude Code starts "
+                "both and the model sees two agent_comms tools (two agents)"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------- the allow rule
+
+
+def settings_path(home: Path) -> Path:
+    """Claude Code's user settings, where permission rules live (there is no ``claude`` command that edits them)."""
+    return home / ".claude" / "settings.json"
+
+
+def _read_settings(home: Path) -> dict[str, Any]:
+    path = settings_path(home)
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise SetupError(f"{path} is not valid JSON ({exc}); fix it, then run setup again") from exc
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SetupError(f"{path} holds something other than a JSON object; fix it, then run setup again")
+    return data
+
+
+def _allowed(settings: dict[str, Any]) -> list[Any]:
+    permissions = settings.get("permissions")
+    allow = permissions.get("allow") if isinstance(permissions, dict) else None
+    return allow if isinstance(allow, list) else []
+
+
+def allow_rule_present(home: Path) -> bool:
+    """Whether the user settings allow the tool (``permissions.allow`` holds :data:`ALLOW_RULES`)."""
+    allowed = _allowed(_read_settings(home))
+    return all(rule in allowed for rule in ALLOW_RULES)
+
+
+def _write_allow(home: Path, add: bool, dry_run: bool) -> bool:
+    """Add (or remove) :data:`ALLOW_RULES` in the user settings, keeping everything else; whether it changed."""
+    settings = _read_settings(home)
+    allow = [rule for rule in _allowed(settings) if rule not in ALLOW_RULES]
+    if add:
+        allow += ALLOW_RULES
+    if allow == _allowed(settings):
+        return False
+    permissions = settings.get("permissions")
+    permissions = dict(permissions) if isinstance(permissions, dict) else {}
+    if allow:
+        permissions["allow"] = allow
+    else:
+        permissions.pop("allow", None)
+    if permissions:
+        settings["permissions"] = permissions
+    else:
+        settings.pop("permissions", None)
+    return write_config(settings_path(home), json.dumps(settings, indent=2) + "\n", dry_run=dry_run)
 
 
 # ---------------------------------------------------------------- the setup hooks
@@ -236,15 +371,38 @@ def configure(home: Path, dry_run: bool) -> list[str]:
         changes.append(f"claude plugin marketplace add {target}")
         if not dry_run:
             _claude(home, "plugin", "marketplace", "add", str(target))
-    state = _plugin_state(home) if not (dry_run and added is None) else None
-    if state is None:
+    plugin = _plugin_entry(home) if not (dry_run and added is None) else None
+    server = _plugin_server(plugin)
+    if plugin is not None and server is not None and not _same_command(server, _wanted_server()):
+        # The installed copy was edited (or is older than the marketplace): reinstall it, else two servers run.
+        changes.append(
+            f"reinstall the plugin {PLUGIN_ID}: its installed .mcp.json runs `{_command_of(server)}`, "
+            f"not `{shlex.join(bridge_command(HARNESS))}` (Claude Code would start both servers)"
+        )
+        if not dry_run:
+            _claude(home, "plugin", "uninstall", PLUGIN_ID, "--scope", "user")
+        plugin = None
+    if plugin is None:
         changes.append(f"claude plugin install {PLUGIN_ID} --scope user (the hooks)")
         if not dry_run:
             _claude(home, "plugin", "install", PLUGIN_ID, "--scope", "user")
-    elif state == "disabled":
+    elif not plugin.get("enabled"):
         changes.append(f"claude plugin enable {PLUGIN_ID}")
         if not dry_run:
             _claude(home, "plugin", "enable", PLUGIN_ID)
+    if _write_allow(home, True, dry_run):
+        changes.append(
+            f"allow the tool without asking: add {' and '.join(map(repr, ALLOW_RULES))} to permissions.allow in "
+            f"{settings_path(home)} "
+            "(claude -p refuses a tool that is not allowed)"
+        )
+    for folder, entry in _local_servers(home).items():
+        if not _server_matches(entry):
+            changes.append(
+                f"not changed: the local-scope server {SERVER_NAME!r} of project {folder} runs "
+                f"`{_command_of(entry)}`; remove it with `cd {shlex.quote(folder)} && claude mcp remove "
+                f"{SERVER_NAME} --scope local` (else Claude Code starts two servers there)"
+            )
     return changes
 
 
@@ -260,11 +418,27 @@ def status(home: Path) -> str:
         else (f"MCP server {SERVER_NAME!r} runs another command" if entry else f"MCP server {SERVER_NAME!r} not set up")
     )
     try:
-        state = _plugin_state(home)
+        entry_of_plugin = _plugin_entry(home)
     except SetupError as exc:
         return f"Claude Code {found.detail}: {server}; plugin state unknown ({exc})"
-    plugin = f"plugin {PLUGIN_ID} {state}" if state else f"plugin {PLUGIN_ID} not installed (no hooks)"
-    return f"Claude Code {found.detail}: {server}; {plugin}"
+    if entry_of_plugin is None:
+        plugin = f"plugin {PLUGIN_ID} not installed (no hooks)"
+    else:
+        plugin = f"plugin {PLUGIN_ID} {'enabled' if entry_of_plugin.get('enabled') else 'disabled'}"
+    try:
+        allowed = (
+            f"tool allowed ({ALLOW_RULES[0]} in {settings_path(home)})"
+            if allow_rule_present(home)
+            else f"tool not allowed in {settings_path(home)}: claude -p refuses it unless run with "
+            f"--allowedTools {ALLOW_RULES[0]}"
+        )
+    except SetupError as exc:
+        allowed = str(exc)
+    problems = two_servers(home, entry_of_plugin)
+    line = f"Claude Code {found.detail}: {server}; {plugin}; {allowed}"
+    if problems:
+        line += "; PROBLEM: " + "; ".join(problems) + "; `agent-comms setup claude-code` repairs it"
+    return line
 
 
 def remove(home: Path, dry_run: bool) -> list[str]:
@@ -287,4 +461,6 @@ def remove(home: Path, dry_run: bool) -> list[str]:
         changes.append(f"delete {target}")
         if not dry_run:
             shutil.rmtree(target)
+    if _write_allow(home, False, dry_run):
+        changes.append(f"remove {' and '.join(map(repr, ALLOW_RULES))} from permissions.allow in {settings_path(home)}")
     return changes

@@ -15,8 +15,10 @@ Theory of operation:
    ``limit`` events ``{"text": ..., "count": k, "ids": [...]}`` (or ``{"count": 0}``); ``{"op": "wait"}`` (the Stop
    hook of an idle session) is answered the same way once an event that wakes the model is waiting, or with
    ``{"superseded": true}`` when the session got busy again (a UserPromptSubmit), a newer Stop hook took over, or
-   the channel does the waking. The hook prints the text and then sends ``{"op": "shown"}``: only then
-   are the events settled. A hook that dies first (a timeout, a kill) closes the connection: its events go back.
+   the channel does the waking; ``{"op": "check"}`` (the Stop hook of a ``claude -p`` turn, which must not wait) is
+   answered at once like take when an event that wakes the model is waiting, else with ``{"count": 0}``. The hook
+   prints the text and then sends ``{"op": "shown"}``: only then are the events settled. A hook that dies first
+   (a timeout, a kill) closes the connection: its events go back.
 4. The socket is ``<AGENT_COMMS_HOME>/claude-code/<pid>.sock`` (or, if that path is too long for a Unix socket, in
    a private temporary folder), mode 0600 in a 0700 folder: only this user's processes reach it, as for the mesh
    key. The folder is refused (the hooks are not served, the tool still works) unless it is this user's alone,
@@ -50,7 +52,7 @@ from agent_comms.private_files import UnsafePathError, ensure_private_dir
 from agent_comms_claude_code.channel import METHOD, channel_params, wakes
 from agent_comms_claude_code.sessions import MAX_SOCKET_PATH, write_registration
 
-__all__ = ["Hub", "HubConfig", "render"]
+__all__ = ["TOOL_STARTING", "Hub", "HubConfig", "render"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +80,17 @@ class HubConfig:
     max_events: int = 50
 
 
-def render(events: list[DeliveryEvent], waiting: int, who: str) -> str:
-    """The text a hook shows the model for ``events`` (``waiting``: how many more wait)."""
+#: Said when Claude Code has not connected to the server yet (``claude -p`` sends its first request without waiting
+#: for MCP servers), so the model may not have the tool in this request.
+TOOL_STARTING: Final = (
+    "(The agent_comms tool is still starting in this session: if it is not among your tools yet, it will be in a "
+    "moment. These messages are already delivered to you here.)"
+)
+
+
+def render(events: list[DeliveryEvent], waiting: int, who: str, *, tool_ready: bool = True) -> str:
+    """The text a hook shows the model for ``events`` (``waiting``: how many more wait; ``tool_ready``: whether
+    Claude Code has connected to the server, so that the model has the tool)."""
     lines = [f"agent-comms: {len(events)} new event(s) for you ({who}), from other agents on this machine:"]
     lines += [format_delivery_event(event) for event in events]
     if waiting:
@@ -90,6 +101,8 @@ def render(events: list[DeliveryEvent], waiting: int, who: str) -> str:
             "with target <the room> for a room message (replyTo: the message id). Your text output does not reach "
             "them. steer = act on it now, followUp = when your current task is done, info = no action needed."
         )
+    if not tool_ready:
+        lines.append(TOOL_STARTING)
     return "\n".join(lines)
 
 
@@ -230,8 +243,10 @@ class Hub:
                     await self._answer(stream, lines, request)
                 elif op == "wait":
                     await self._wait(stream, lines, request)
+                elif op == "check":
+                    await self._check(stream, lines, request)
                 else:
-                    await _send(stream, {"error": "expected a request line with op take or wait"})
+                    await _send(stream, {"error": "expected a request line with op take, wait or check"})
         except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError) as exc:
             logger.debug("a hook connection ended early: %s", exc)
 
@@ -246,7 +261,7 @@ class Hub:
         shown = False
         try:
             agent = self.bridge.agent
-            text = render(events, waiting, agent.store.label(agent.id))
+            text = render(events, waiting, agent.store.label(agent.id), tool_ready=self.bridge.initialized.is_set())
             await _send(stream, {"count": len(events), "text": text, "ids": [e.id for e in events]})
             with trio.move_on_after(_SHOWN_TIMEOUT):
                 reply = await lines.next_json()
@@ -257,6 +272,14 @@ class Hub:
         finally:
             if not shown:  # the hook did not confirm (it died, or timed out): the events go back to the front
                 self._give_back(key)
+
+    async def _check(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> None:
+        """The Stop hook of a ``claude -p`` turn: the waiting events if one of them asks for action, else nothing
+        (informational events wait for the next tool result or hook)."""
+        if not self._wake_count():
+            await _send(stream, {"count": 0, "waiting": len(self.bridge.ledger.pending())})
+            return
+        await self._answer(stream, lines, request)
 
     async def _wait(self, stream: trio.SocketStream, lines: _Lines, request: dict[str, Any]) -> None:
         """The Stop hook: wait for an event that wakes the model, then answer as for take."""

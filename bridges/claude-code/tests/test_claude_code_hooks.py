@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+from agent_comms_claude_code.hub import TOOL_STARTING
 from agent_comms_claude_code.sessions import (
     agent_comms_home,
     ancestors,
@@ -422,3 +423,47 @@ def test_registrations_are_written_through_a_new_private_file(tmp_path: Path) ->
     assert not victim.exists()
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert json.loads(path.read_text())["harness_pid"] == 1
+
+
+async def test_before_claude_code_connects_the_hooks_show_what_waits_and_say_the_tool_is_starting(
+    tmp_path: Path, spawned: list[Any]
+) -> None:
+    """``claude -p`` sends its first request before its MCP servers are connected. The bridge is on the mesh by then:
+    a hook shows what waits, says the tool is still starting, and the Stop hook of a ``claude -p`` turn (no
+    ``CLAUDE_CODE_ENTRYPOINT=cli``) continues the turn for a DM, not when ``stop_hook_active``."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            sender = await mesh.bridge("sender")
+            early = tmp_path / "early"
+            early.mkdir()
+            env = {**hook_env(mesh), "AGENT_COMMS_CLAUDE_CHANNEL": "off"}
+            process = await trio.lowlevel.open_process(
+                program("agent-comms-claude-code"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, env=env, cwd=early,
+            )  # fmt: skip
+            try:  # no initialize is ever sent: Claude Code has not connected yet
+                await sender.until(lambda r: "claude-code-early (" in text_of(r), action="list_agents")
+                sent = await sender.ok(action="dm", target="claude-code-early", content="before the tool")
+                await delivered(sender, sent)
+                payload = {
+                    "session_id": "6f1c2d4e-0000-4000-8000-000000000002",
+                    "transcript_path": str(tmp_path / "t.jsonl"),
+                    "cwd": str(early),
+                    "permission_mode": "default",
+                    "hook_event_name": "Stop",
+                    "last_assistant_message": "ok",
+                }
+                quiet = await run_hook(mesh, {**payload, "stop_hook_active": True})
+                assert (quiet.returncode, quiet.stdout) == (0, b""), quiet.stderr
+                done = await run_hook(mesh, {**payload, "stop_hook_active": False})
+                assert done.returncode == 0, done.stderr
+                answer = json.loads(done.stdout)
+                assert answer["decision"] == "block"
+                assert "before the tool" in answer["reason"]
+                assert TOOL_STARTING in answer["reason"]
+                await sender.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+                again = await run_hook(mesh, {**payload, "stop_hook_active": False})
+                assert (again.returncode, again.stdout) == (0, b"")  # shown once: nothing waits any more
+            finally:
+                process.kill()
+                await process.wait()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from agent_comms_claude_code import plugin
-from agent_comms_claude_code.configure import PLUGIN_ID, marketplace_dir, render_marketplace
+from agent_comms_claude_code.configure import ALLOW_RULES, PLUGIN_ID, marketplace_dir, render_marketplace, settings_path
 from claude_code_helpers import free_port
 
 from agent_comms.configure import bridge_command, run_harness_cli
@@ -70,7 +70,9 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert planned is not None
     assert any("claude mcp add --scope user agent-comms" in line for line in planned)
     assert any(PLUGIN_ID in line for line in planned)
+    assert any(ALLOW_RULES[0] in line and "settings.json" in line for line in planned)
     assert not marketplace_dir(home).exists()  # a dry run touches nothing
+    assert not settings_path(home).exists()
     assert "agent-comms" not in claude(home, "mcp", "list").stdout
 
     changes = plugin.agent_comms_configure("claude-code", home, False)
@@ -99,6 +101,10 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert Path(shlex.split(stop["command"])[0]).exists()
     assert "configured (user scope)" in (plugin.agent_comms_status("claude-code", home) or "")
     assert f"plugin {PLUGIN_ID} enabled" in (plugin.agent_comms_status("claude-code", home) or "")
+    settings = json.loads(settings_path(home).read_text())
+    assert settings["permissions"]["allow"] == list(ALLOW_RULES)
+    assert settings["enabledPlugins"] == {PLUGIN_ID: True}  # Claude Code's own settings are kept
+    assert f"tool allowed ({ALLOW_RULES[0]}" in (plugin.agent_comms_status("claude-code", home) or "")
 
     before = snapshot(home)
     assert plugin.agent_comms_configure("claude-code", home, False) == []  # the second run changes nothing
@@ -106,7 +112,8 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
 
     removed = plugin.agent_comms_remove("claude-code", home, False)
     assert removed is not None
-    assert len(removed) == 4, removed
+    assert len(removed) == 5, removed
+    assert "agent_comms" not in settings_path(home).read_text()
     listed = claude(home, "mcp", "list")
     assert "agent-comms" not in listed.stdout
     assert "other:" in listed.stdout
@@ -117,6 +124,55 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert config["mcpServers"] == {"other": OTHER}
     assert config["userSetting"] == 42
     assert plugin.agent_comms_remove("claude-code", home, False) == []
+
+
+def test_an_allow_rule_of_the_user_is_kept(home: Path) -> None:
+    """Setup adds its rule beside the user's own rules, and remove takes only its rule away."""
+    settings_path(home).parent.mkdir()
+    settings_path(home).write_text(json.dumps({"permissions": {"allow": ["Bash(git status)"]}, "model": "x"}))
+    plugin.agent_comms_configure("claude-code", home, False)
+    settings = json.loads(settings_path(home).read_text())
+    assert settings["permissions"]["allow"] == ["Bash(git status)", *ALLOW_RULES]
+    assert settings["model"] == "x"
+    plugin.agent_comms_remove("claude-code", home, False)
+    settings = json.loads(settings_path(home).read_text())
+    assert settings["permissions"]["allow"] == ["Bash(git status)"]
+    assert settings["model"] == "x"
+
+
+def test_two_servers_after_a_manual_edit_are_reported_by_status_and_repaired_by_setup(home: Path) -> None:
+    """A user-scope server whose command differs from the plugin's makes Claude Code start both; status says so,
+    and setup makes them one again (so does an edited copy of the installed plugin)."""
+    assert plugin.agent_comms_configure("claude-code", home, False)
+    program, *args = bridge_command("claude-code")
+    claude(home, "mcp", "remove", "agent-comms", "--scope", "user")
+    edited = claude(home, "mcp", "add", "--scope", "user", "agent-comms", "--", program, *args, "--name", "mine")
+    assert edited.returncode == 0, edited
+    listed = claude(home, "mcp", "list").stdout
+    assert "plugin:agent-comms:agent-comms:" in listed, listed  # Claude Code runs both servers
+    assert "--name mine - " in listed, listed
+    line = plugin.agent_comms_status("claude-code", home) or ""
+    assert "two agent-comms servers" in line, line
+    assert "--name mine" in line
+    assert "agent-comms setup claude-code" in line
+    repaired = plugin.agent_comms_configure("claude-code", home, False) or []
+    assert any("replace the MCP server" in change for change in repaired), repaired
+    assert "two agent-comms servers" not in (plugin.agent_comms_status("claude-code", home) or "")
+    listed = claude(home, "mcp", "list").stdout
+    assert "plugin:agent-comms:agent-comms:" not in listed, listed  # one server again
+
+    # The plugin's .mcp.json edited by hand (Claude Code reads a directory marketplace's plugin from its folder).
+    installed = Path(str(plugins(home)[PLUGIN_ID]["readFromFolder"])) / ".mcp.json"
+    mcp = json.loads(installed.read_text())
+    mcp["mcpServers"]["agent-comms"]["args"] = [*args, "--name", "other"]
+    installed.write_text(json.dumps(mcp))
+    line = plugin.agent_comms_status("claude-code", home) or ""
+    assert "two agent-comms servers" in line, line
+    assert "--name other" in line
+    repaired = plugin.agent_comms_configure("claude-code", home, False) or []
+    assert any("write the Claude Code plugin marketplace" in change for change in repaired), repaired
+    assert "two agent-comms servers" not in (plugin.agent_comms_status("claude-code", home) or "")
+    assert plugin.agent_comms_configure("claude-code", home, False) == []
 
 
 def test_the_marketplace_in_the_package_is_valid_for_claude(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from agent_comms.configure import backup, bridge_command, harness_env, run_harne
 from agent_comms.hookspecs import Detection
 from agent_comms_codex import HARNESS
 from agent_comms_codex.hooks import EVENTS
+from agent_comms_codex.trust import hook_trust
 
 __all__ = [
     "ENV_VARS",
@@ -315,7 +316,25 @@ def status(home: Path) -> str:
     command = shlex.join([str(server.get("command", "?")), *map(str, server.get("args", []))])
     current = "" if command == shlex.join(bridge_command(HARNESS)) else " (not this installation: run setup)"
     hook_note = f"hooks {', '.join(hooks)}" if hooks else "no hooks"
+    if hooks:
+        hook_note += "; " + _trust_note(home, hooks)
     return f"configured in {config}: {command}{current}; {hook_note}"
+
+
+def _trust_note(home: Path, hooks: list[str]) -> str:
+    """What Codex says of the trust of our hooks (a hook runs only once the user trusted it in ``/hooks``)."""
+    program = codex_program(home)
+    advice = "open /hooks in Codex once and trust them (until then Codex skips them silently: only the tool works)"
+    if program is None:
+        return f"hook trust unknown (codex not on PATH): {advice}"
+    try:
+        trust = hook_trust(program, home, _codex_env(home), {event: hook_command(event) for event in hooks})
+    except (OSError, ValueError) as exc:
+        return f"hook trust unknown ({exc}): {advice}"
+    untrusted = [f"{event} ({trust.get(event, 'not loaded')})" for event in hooks if trust.get(event) != "trusted"]
+    if not untrusted:
+        return "hooks trusted in Codex"
+    return f"hooks NOT trusted in Codex: {', '.join(untrusted)}; {advice}"
 
 
 def remove(home: Path, dry_run: bool) -> list[str]:

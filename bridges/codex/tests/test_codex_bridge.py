@@ -252,6 +252,57 @@ async def test_a_dm_arrives_in_the_next_result_and_the_hooks_announce_it_first(
             await alice.until(lambda text: "read" in text and bob.name in text, action="whoami")
 
 
+def stop(cwd: Path, active: bool) -> dict[str, Any]:
+    """A Stop input as Codex sends it when a turn ends (``active``: already continuing because of a Stop hook)."""
+    payload = {
+        **post_tool_use(cwd),
+        "hook_event_name": "Stop",
+        "stop_hook_active": active,
+        "last_assistant_message": "ok",
+    }
+    for key in ("tool_name", "tool_use_id", "tool_input", "tool_response"):
+        payload.pop(key)
+    return payload
+
+
+async def test_a_dm_waiting_when_the_turn_ends_continues_it_once_and_is_read_by_the_next_call(
+    tmp_path: Path, spawned: list[Any]
+) -> None:
+    """The end of a turn as ``codex exec`` runs it (its custom providers get no MCP tools, so the tool is driven over
+    stdio here): the Stop hook continues the turn for a DM, never twice and never for ``info``; the model's next
+    call reads the DM and its sender gets ``read``."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            alice = await mesh.bridge("alice", VIA_SCRIPT)
+            bob = await mesh.bridge("bob", VIA_CLI)
+            await alice.until(listed(bob), action="list_agents")
+            bob_inbox = inbox_path(bob.process.pid, mesh.env)
+
+            await alice.ok(action="dm", target=bob.name, content="fyi only", streamingBehavior="info")
+            with trio.fail_after(5):
+                while not (inbox := read_inbox(bob_inbox)) or not inbox["waiting"]:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            assert run_hook("Stop", stop(bob.directory, False), mesh.env).stdout == ""  # info: the turn ends
+
+            sent = await alice.ok(action="dm", target=bob.name, content="one more thing before you stop")
+            with trio.fail_after(5):
+                while len((read_inbox(bob_inbox) or {}).get("events", [])) < 2:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            assert run_hook("Stop", stop(bob.directory, True), mesh.env).stdout == ""  # already continuing
+            done = run_hook("Stop", stop(bob.directory, False), mesh.env)
+            assert done.returncode == 0, done.stderr
+            answer = json.loads(done.stdout)
+            assert answer["decision"] == "block"
+            assert "one more thing before you stop" in answer["reason"]
+            assert run_hook("Stop", stop(bob.directory, False), mesh.env).stdout == ""  # announced once
+
+            text = await bob.ok(action="whoami")  # the continued turn's call
+            assert "one more thing before you stop" in text
+            assert "fyi only" in text
+            message_id = sent.split("message id ", 1)[1].split(".")[0]
+            await alice.until(lambda t: "read" in t and message_id in t, action="whoami")
+
+
 async def test_errors_are_is_error_results(tmp_path: Path, spawned: list[Any]) -> None:
     with trio.fail_after(DEADLINE):
         async with open_mesh(tmp_path, spawned) as mesh:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pluggy
 import pytest
-from agent_comms_codex import config
+from agent_comms_codex import config, trust
 from agent_comms_codex.config import ENV_VARS, SERVER_NAME, STARTUP_TIMEOUT, ConfigError
 
 from agent_comms.configure import BACKUP_SUFFIX, bridge_command
@@ -275,6 +275,21 @@ def test_status_reports_what_is_configured(home: Path) -> None:
     line = config.status(home)
     assert line.startswith(f"configured in {home / '.codex' / 'config.toml'}: {shlex.join(bridge_command('codex'))};")
     assert "hooks SessionStart, UserPromptSubmit, PostToolUse, Stop" in line
+    # Codex itself (codex app-server, hooks/list) says the new hooks are not trusted yet.
+    assert "hooks NOT trusted in Codex: SessionStart (untrusted)" in line, line
+    assert "Stop (untrusted)" in line
+    assert "open /hooks in Codex once" in line
+
+
+def test_status_reports_hooks_trusted_once_the_user_trusted_them(home: Path, codex: Path) -> None:
+    """The test does what trusting the hooks in /hooks records: the hash Codex computed, under each hook's key."""
+    config.configure(home, dry_run=False)
+    hooks = trust.list_hooks(str(codex), home, {})
+    assert len(hooks) == 4, hooks
+    states = [f'[hooks.state."{hook["key"]}"]\ntrusted_hash = "{hook["currentHash"]}"\n' for hook in hooks]
+    with (home / ".codex" / "config.toml").open("a") as toml:
+        toml.write("\n" + "\n".join(states))
+    assert "hooks trusted in Codex" in config.status(home)
 
 
 def test_a_config_that_is_not_toml_is_refused_untouched(home: Path) -> None:

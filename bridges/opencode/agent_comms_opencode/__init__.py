@@ -12,8 +12,9 @@ When OpenCode disposes the plugin the bridge leaves the mesh; if OpenCode dies, 
 
 Setup (``agent-comms setup opencode``) writes the plugin, with this installation's absolute ``agent-comms``
 command, to ``~/.config/opencode/plugins/agent-comms.js``; OpenCode discovers it there (no ``opencode.json`` edit)
-and installs the ``@opencode-ai/plugin`` helper it imports into ``~/.config/opencode`` by itself, as for any plugin.
-``agent-comms remove opencode`` deletes the file.
+and would install the ``@opencode-ai/plugin`` helper it imports into ``~/.config/opencode`` from the npm registry at
+its first start; setup installs it beforehand (:mod:`agent_comms_opencode.helper`), so OpenCode needs no network.
+``agent-comms remove opencode`` deletes the plugin file (the helper stays: it is OpenCode's, for every plugin).
 """
 
 from __future__ import annotations
@@ -117,11 +118,25 @@ def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] 
     if harness != HARNESS:
         return None
     from agent_comms.configure import write_config
+    from agent_comms_opencode.helper import install_helper
 
+    changes: list[str] = []
     path = plugin_path(home)
     if write_config(path, plugin_source(), dry_run=dry_run, mode=0o644):
-        return [f"wrote the agent-comms plugin {path}"]
-    return []
+        changes.append(f"wrote the agent-comms plugin {path}")
+    version = _opencode_version(home)
+    if version is not None:
+        changes += install_helper(home, config_dir(home), version, dry_run)
+    return changes
+
+
+def _opencode_version(home: Path) -> str | None:
+    """OpenCode's version (``opencode --version``), which the helper it installs for plugins matches."""
+    detected = agent_comms_detect(HARNESS, home)
+    if detected is None or not detected.installed:
+        return None
+    version = detected.detail.removeprefix("opencode ").strip()
+    return version if re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version) else None
 
 
 @hookimpl
@@ -132,8 +147,22 @@ def agent_comms_status(harness: str, home: Path) -> str | None:
     path = plugin_path(home)
     if not path.exists():
         return "not configured"
+    from agent_comms_opencode.helper import HELPER, installed_version
+
     current = path.read_text(encoding="utf-8") == plugin_source()
-    return f"configured: plugin {path}" + ("" if current else " (outdated: run agent-comms setup opencode)")
+    line = f"configured: plugin {path}" + ("" if current else " (outdated: run agent-comms setup opencode)")
+    installed = installed_version(config_dir(home))
+    version = _opencode_version(home)
+    if installed is None:
+        line += (
+            f"; {HELPER} not installed in {config_dir(home)}: OpenCode downloads it from the npm registry when it "
+            "starts (offline, the agent_comms tool is missing); agent-comms setup opencode installs it"
+        )
+    elif version is not None and installed != version:
+        line += f"; {HELPER} {installed} installed, OpenCode {version} wants {version} (run agent-comms setup opencode)"
+    else:
+        line += f"; {HELPER} {installed} installed (works offline)"
+    return line
 
 
 @hookimpl

@@ -40,6 +40,8 @@ from agent_comms.testing.processes import (
 )
 
 DEADLINE = 120
+#: An npm registry that refuses every connection: OpenCode run offline.
+OFFLINE = "http://127.0.0.1:9/"
 HOST = Path(__file__).with_name("opencode_host.mjs")
 
 
@@ -64,7 +66,8 @@ def opencode_json(home: Path, *args: str) -> dict[str, Any]:
         timeout=DEADLINE,
         cwd=project,
         # OpenCode starts the plugin, and the plugin its bridge: on a mesh of this test's own
-        env={**mesh_env(home.parent, free_port()), "HOME": str(home)},
+        # and with no npm registry reachable: setup installed what OpenCode would download, so none is needed
+        env={**mesh_env(home.parent, free_port()), "HOME": str(home), "npm_config_registry": OFFLINE},
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -91,16 +94,20 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_config(home: Path) -
     assert detected.installed, detected
     assert detected.detail.startswith("opencode 1.")
     assert agent_comms_opencode.agent_comms_status("opencode", home) == "not configured"
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, True) == [
-        f"wrote the agent-comms plugin {plugin}"
-    ]
+    version = detected.detail.removeprefix("opencode ")
+    planned = agent_comms_opencode.agent_comms_configure("opencode", home, True)
+    assert planned is not None
+    assert planned[0] == f"wrote the agent-comms plugin {plugin}"
+    assert planned[1].startswith(f"install @opencode-ai/plugin@{version} into {config} ")
+    assert len(planned) == 2, planned
     assert not plugin.exists()  # a dry run touches nothing
+    assert not (config / "node_modules").exists()
 
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, False) == [
-        f"wrote the agent-comms plugin {plugin}"
-    ]
+    assert agent_comms_opencode.agent_comms_configure("opencode", home, False) == planned
     assert agent_comms_opencode.agent_comms_configure("opencode", home, False) == []  # idempotent
-    assert agent_comms_opencode.agent_comms_status("opencode", home) == f"configured: plugin {plugin}"
+    assert agent_comms_opencode.agent_comms_status("opencode", home) == (
+        f"configured: plugin {plugin}; @opencode-ai/plugin {version} installed (works offline)"
+    )
 
     # The real OpenCode loads it, next to the user's plugin, with the user's settings, and gives agents the tool.
     resolved = opencode_json(home, "config")
@@ -124,6 +131,18 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_config(home: Path) -
     assert (config / "opencode.jsonc").read_text() == user_config
     assert user_plugin.exists()
     assert agent_comms_opencode.agent_comms_status("opencode", home) == "not configured"
+
+
+def test_without_the_helper_opencode_offline_has_no_tool_and_status_says_why(home: Path) -> None:
+    """What setup's npm install prevents: OpenCode cannot download @opencode-ai/plugin, and starts without the
+    plugin's tool, silently. Status names what is missing."""
+    plugin = agent_comms_opencode.plugin_path(home)
+    plugin.parent.mkdir(parents=True)
+    plugin.write_text(agent_comms_opencode.plugin_source())
+    line = agent_comms_opencode.agent_comms_status("opencode", home) or ""
+    assert "@opencode-ai/plugin not installed" in line, line
+    assert "agent-comms setup opencode installs it" in line
+    assert "agent_comms" not in opencode_json(home, "agent", "build")["tools"]
 
 
 def test_other_harnesses_are_not_this_plugins_business(tmp_path: Path) -> None:

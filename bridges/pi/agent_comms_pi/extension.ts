@@ -145,6 +145,7 @@ export function deliveryOptions(
 
 export default function agentComms(pi: any): void {
   const shown = new Set<string>(); // event ids already given to pi, never given twice
+  const waiting: Json[] = []; // event lines pi did not take: appended to the next tool result
   let context: any; // the latest extension context: is the agent streaming?
   let cwd = process.cwd();
 
@@ -159,7 +160,8 @@ export default function agentComms(pi: any): void {
           deliveryOptions(event, idle),
         );
       } catch {
-        return; // not shown: it stays unread, its sender keeps "delivered"
+        waiting.push(message); // not shown: it stays unread until a tool result carries it
+        return;
       }
       shown.add(event.id);
       if (shown.size > SHOWN_LIMIT) shown.delete(shown.values().next().value as string);
@@ -176,8 +178,22 @@ export default function agentComms(pi: any): void {
     async execute(_toolCallId: string, params: Json) {
       if (!bridge.running) bridge.start(cwd);
       const result = await bridge.call(params);
-      if (result.is_error || result.type === "error") throw new Error(result.text);
-      return { content: [{ type: "text", text: result.text }], details: { data: result.data ?? {} } };
+      let text: string = result.text;
+      const drained = waiting.splice(0).filter((line) => !shown.has(line.event.id));
+      if (drained.length) {
+        text += `\n--- ${drained.length} new event(s) ---\n` + drained.map((line) => line.text).join("\n");
+      }
+      const markShown = () => {
+        if (!drained.length) return;
+        for (const line of drained) shown.add(line.event.id);
+        bridge.send({ type: "shown", ids: drained.map((line) => line.event.id) });
+      };
+      if (result.is_error || result.type === "error") {
+        markShown();
+        throw new Error(text);
+      }
+      markShown();
+      return { content: [{ type: "text", text }], details: { data: result.data ?? {} } };
     },
   });
 

@@ -295,3 +295,66 @@ async def test_killed_bridge_is_offline_within_a_second_and_restarts(pi_home: Pa
             await pi.process.wait()
             await bob.wait_until(pi_id, online=False)
             await wait_until_gone(new_bridge)
+
+
+# ---------------------------------------------------------------- a message pi did not take
+
+
+PI_HOST = Path(__file__).with_name("pi_host.mjs")
+
+
+async def test_a_message_pi_did_not_take_comes_with_the_next_tool_result(pi_home: Path, tmp_path: Path) -> None:
+    """When pi.sendMessage throws, the DM stays unread and is appended, once, to the next agent_comms result; only
+    then does its sender get read. pi offers no way to make sendMessage fail, so ``pi_host.mjs`` stands in for pi
+    around the real extension file (loaded with pi's own jiti); the bridge, the mesh and the sender are real."""
+    extension = agent_comms_pi.extension_path(pi_home)
+    extension.parent.mkdir(parents=True)
+    extension.write_text(agent_comms_pi.extension_source())
+    pi_package = harness_cli("pi").resolve().parents[1] / "package.json"
+    env = mesh_env(tmp_path, free_port())
+    project = tmp_path / "project"
+    project.mkdir()
+    with trio.fail_after(DEADLINE):
+        async with open_peer("bob", env, tmp_path / "bob") as bob:
+            process = await trio.lowlevel.open_process(
+                ["node", str(PI_HOST), str(extension), str(pi_package)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**env, "AGENT_COMMS_NAME": "pi-agent"}, cwd=project,
+            )  # fmt: skip
+            try:
+                async with trio.open_nursery() as nursery:
+                    host = Lines(process)
+                    nursery.start_soon(host.read_all)
+                    await host.send({"cmd": "start", "cwd": str(project)})
+                    await host.wait_for(lambda m: m.get("type") == "started")
+
+                    async def call(number: int, **params: Any) -> str:
+                        await host.send({"cmd": "call", "id": number, "params": params})
+                        answer = await host.wait_for(lambda m: m.get("type") == "result" and m["id"] == number)
+                        assert not answer["isError"], answer
+                        text: str = answer["text"]
+                        return text
+
+                    whoami = await call(1, action="whoami")
+                    pi_id = whoami.split("(", 1)[1].split(")", 1)[0]
+                    await bob.wait_until(pi_id, online=True)
+                    await host.send({"cmd": "refuse", "value": True})
+                    sent = await bob.call(action="dm", target=pi_id, content="did you get this?")
+                    message_id = sent["data"]["message_id"]
+                    refused = await host.wait_for(lambda m: m.get("type") == "refused")
+                    assert "did you get this?" in refused["text"]
+                    await wait_for_receipt(bob, message_id, "delivered")
+
+                    await host.send({"cmd": "refuse", "value": False})
+                    text = await call(2, action="whoami")
+                    assert "--- 1 new event(s) ---" in text, text
+                    assert f"[DM from bob ({bob.agent_id})] did you get this?  [id {message_id}]" in text
+                    await wait_for_receipt(bob, message_id, "read")
+                    assert "did you get this?" not in await call(3, action="whoami")  # once
+                    assert not [m for m in host.seen if m.get("type") == "sent" and "did you get" in m["text"]]
+
+                    await host.send({"cmd": "shutdown"})
+                    await host.wait_for(lambda m: m.get("type") == "stopped")
+                    nursery.cancel_scope.cancel()
+            finally:
+                process.kill()
+                await process.wait()
