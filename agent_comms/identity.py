@@ -77,17 +77,30 @@ def default_name(harness: str, cwd: str) -> str:
     return f"{_slug(harness)}-{directory}"[:64]
 
 
-def base_id(harness: str, cwd: str) -> str:
-    """The slot-1 id for a harness in a directory."""
-    digest = hashlib.sha256(os.path.realpath(cwd).encode()).hexdigest()[:10]
+def base_id(harness: str, cwd: str, machine: str | None = None) -> str:
+    """The slot-1 id for a harness in a directory (of ``machine``, when this machine has joined a hub: two machines
+    have directories of the same path, and their agents are not one)."""
+    place = os.path.realpath(cwd) if machine is None else f"{machine}:{os.path.realpath(cwd)}"
+    digest = hashlib.sha256(place.encode()).hexdigest()[:10]
     return f"{_slug(harness)}-{digest}"
+
+
+def _machine(home: Path) -> str | None:
+    """The name this machine joined a hub under, if it has joined one."""
+    from agent_comms.mesh.hub_config import HubError, load_bundle
+
+    try:
+        bundle = load_bundle(home)
+    except (OSError, HubError):
+        return None  # unreadable: the gateway says so; identities stay those of a machine on its own
+    return None if bundle is None else bundle.machine
 
 
 def claim_identity(home: Path, harness: str, cwd: str) -> Identity:
     """Claim the first free slot for (harness, cwd). Raises :class:`IdentityError` if all are taken."""
     directory = ensure_home(home) / "identities"
     directory.mkdir(mode=0o700, exist_ok=True)
-    base = base_id(harness, cwd)
+    base = base_id(harness, cwd, _machine(home))
     for slot in range(1, MAX_SLOTS + 1):
         agent_id = base if slot == 1 else f"{base}-{slot}"
         path = directory / f"{agent_id}.lock"

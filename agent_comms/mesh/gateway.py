@@ -204,8 +204,35 @@ class Gateway:
                 owner,
             )
             return None
+        body = op.body
+        if isinstance(body, AgentUpsert):
+            host = self._machine_of_agent(body.agent_id, learned)
+            if host is not None and host != machine:
+                logger.warning(
+                    "gateway: operation %s published under machine %s refused: agent %s is hosted on %s",
+                    op_id(op),
+                    machine,
+                    body.agent_id,
+                    host,
+                )
+                return None
         learned[op.origin] = machine
         return op
+
+    def _machine_of_agent(self, agent_id: str, learned: dict[str, str]) -> str | None:
+        """The machine whose peers claimed ``agent_id`` so far, if this replica knows it: an agent belongs to the
+        machine it was first hosted on while it is known (its id names a directory of that machine), so another
+        machine cannot claim it and take its messages."""
+        entry = self.node.peer.replica.state.agents.get(agent_id)
+        if entry is None:
+            return None
+        for _incarnation, peer_id in sorted(entry.claims):
+            owner = self.book.machine_of(peer_id) or learned.get(peer_id)
+            if owner is None and self._is_local(peer_id):
+                owner = self.machine
+            if owner is not None:
+                return owner
+        return None
 
     async def _consume_loop(self, js: Any, fresh: bool) -> None:
         import nats.errors

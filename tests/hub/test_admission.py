@@ -104,6 +104,40 @@ async def test_operations_forged_under_a_machines_own_subjects_are_refused_by_th
         assert dm_contents(alice.store, "carol-id") == ["genuine"]
 
 
+async def test_a_machine_cannot_claim_another_machines_agent(world: HubWorld) -> None:
+    """Beta publishes, under its own subjects and from an origin of its own, a newer claim on alpha's agent and a DM
+    as it: the others keep alice on alpha, and the DM counts nowhere."""
+    a, c = world.machine("alpha"), world.machine("gamma")
+    async with a.agent("alice") as alice, c.agent("carol") as carol:
+        await eventually(lambda: carol.store.online("alice-id"))
+        genuine = alice.store.record("alice-id")
+        assert genuine is not None
+        stamp = alice.store.node.peer.replica.hlc.last + (1 << 16)
+        claim = msgspec.structs.replace(genuine, peer_id="beta-forger", incarnation=stamp, version=0)
+        ops = [
+            Op("beta-forger", 1, stamp, claim),
+            Op("beta-forger", 2, stamp + 1, DirectMessage("alice-id", stamp, "carol-id", "taken over")),
+        ]
+        async with client(bundle_of(world, "beta")) as nc:
+            for n, op in enumerate(ops):
+                await aio(
+                    nc.jetstream().publish,
+                    f"ac.ops.beta.agent.{n}",
+                    msgspec.msgpack.encode(op),
+                    timeout=10,
+                    headers={"Nats-Msg-Id": f"beta-forger-{n}"},
+                )
+        gateway = carol.store.node.gateway
+        await eventually(lambda: gateway.refused >= 1)
+        await trio.sleep(1.0)  # the DM may be held (beta's own operation) but must count nowhere
+        for store in (alice.store, carol.store):
+            record = store.record("alice-id")
+            assert record is not None
+            assert record.peer_id == genuine.peer_id
+            shown = [op for op in store.state.messages.values() if store.state.message_visible(op)]
+            assert "taken over" not in [getattr(op.body, "content", "") for op in shown]
+
+
 async def test_a_removed_machine_is_disconnected_and_kept_out(world: HubWorld) -> None:
     b = world.machine("beta")
     async with b.agent("bob") as bob:
