@@ -55,7 +55,7 @@ from agent_comms.protocol.ops import (
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
-from . import visibility
+from . import queries, visibility
 from .errors import CommsError, ErrorCode
 
 __all__ = ["DeliveryCallback", "MeshStore"]
@@ -162,20 +162,14 @@ class MeshStore:
 
     def rooms(self, *, viewer: str | None) -> list[tuple[str, RoomView]]:
         """Live rooms ``viewer`` may see (``None``: every room, for the CLI), by name."""
-        found = []
-        for name in sorted(self.state.room_names):
-            view = self.state.room(name)
-            room_id = self.state.room_id(name)
-            if view is None or room_id is None:
-                continue
-            if viewer is not None and not visibility.room_discoverable(view, viewer):
-                continue
-            found.append((room_id, view))
-        return found
+        rooms = queries.live_rooms(self.state)
+        if viewer is None:
+            return rooms
+        return [(room_id, view) for room_id, view in rooms if visibility.room_discoverable(view, viewer)]
 
     def history(self, room_id: str) -> list[Op]:
         """The visible messages of a room, oldest first (within the kept history)."""
-        return self.state.room_messages(room_id)
+        return queries.room_history(self.state, room_id)
 
     def rooms_of(self, agent_id: str, *, viewer: str | None = None) -> list[str]:
         """Names of the live rooms the agent is a member of, as ``viewer`` may see them (``None``: all of them)."""

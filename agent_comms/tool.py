@@ -14,7 +14,7 @@ from typing import Any, Final, assert_never
 
 import attrs
 
-from . import visibility
+from . import queries, visibility
 from .actions import (
     Action,
     CreateRoom,
@@ -251,7 +251,13 @@ class CommsTool:
         messages = self.store.history(room_id)
         total = len(messages)
         if action.since is not None:
-            shown = _since(messages, action.since)
+            try:
+                shown = queries.messages_after(messages, action.since)
+            except queries.SinceError as exc:
+                raise CommsError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"invalid 'since': {exc.since!r} is neither a message id here nor an ISO time",
+                ) from None
             header = f"#{action.room}: {len(shown)} message(s) since {action.since}"
         else:
             shown = messages[-READ_ROOM_DEFAULT:]
@@ -364,26 +370,6 @@ class CommsTool:
         stamp = dt.datetime.fromtimestamp(hlc_wall_ms(op.hlc) / 1000, dt.UTC).strftime("%H:%M:%S")
         reply = f" (reply to {display(body.reply_to, inline=True)})" if body.reply_to else ""
         return f"[{stamp}] {self.store.label(body.author)}{reply}: {display(body.content)}  [id {op_id(op)}]"
-
-
-def _since(messages: list[Op], since: str | int) -> list[Op]:
-    """Messages after ``since``: a message id, epoch milliseconds, or an ISO 8601 time."""
-    if isinstance(since, str):
-        for index, op in enumerate(messages):
-            if op_id(op) == since:
-                return messages[index + 1 :]
-        try:
-            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise CommsError(
-                ErrorCode.INVALID_PARAMS, f"invalid 'since': {since!r} is neither a message id here nor an ISO time"
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        threshold = int(when.timestamp() * 1000)
-    else:
-        threshold = since
-    return [op for op in messages if hlc_wall_ms(op.hlc) > threshold]
 
 
 def ensure_registered(tool: CommsTool, name: str, **params: object) -> ToolResult | None:
