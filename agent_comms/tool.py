@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Final, assert_never
+from typing import Any, assert_never
 
 import attrs
 
 from . import queries, visibility
 from .actions import (
+    READ_ROOM_DEFAULT,
     Action,
     CreateRoom,
     DeclineInvite,
@@ -43,9 +44,6 @@ from .protocol.rooms import Refusal, RoomView, refusal
 from .store import MeshStore
 
 __all__ = ["READ_ROOM_DEFAULT", "CommsTool", "ToolResult", "ensure_registered", "with_deliveries"]
-
-#: Messages ``read_room`` shows without ``since``.
-READ_ROOM_DEFAULT: Final = 50
 
 
 @attrs.frozen
@@ -97,9 +95,41 @@ class CommsTool:
     # ------------------------------------------------------------------ dispatch
 
     def _run(self, action: Action) -> ToolResult:
-        handler = getattr(self, f"_{type(action).__name__.lower()}")
-        result: ToolResult = handler(action)
-        return result
+        """Execute one action (the type checker sees that every member of :data:`~agent_comms.actions.Action` has
+        its case)."""
+        match action:
+            case Register():
+                return self._register(action)
+            case Update():
+                return self._update(action)
+            case WhoAmI():
+                return self._whoami(action)
+            case ListAgents():
+                return self._listagents(action)
+            case CreateRoom():
+                return self._createroom(action)
+            case ListRooms():
+                return self._listrooms(action)
+            case JoinRoom():
+                return self._joinroom(action)
+            case LeaveRoom():
+                return self._leaveroom(action)
+            case Send():
+                return self._send(action)
+            case Dm():
+                return self._dm(action)
+            case ReadRoom():
+                return self._readroom(action)
+            case Invite():
+                return self._invite(action)
+            case DeclineInvite():
+                return self._declineinvite(action)
+            case Kick():
+                return self._kick(action)
+            case DestroyRoom():
+                return self._destroyroom(action)
+            case _:
+                assert_never(action)
 
     def _register(self, action: Register) -> ToolResult:
         store = self.store

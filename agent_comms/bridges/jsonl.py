@@ -34,7 +34,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import pluggy
@@ -124,75 +124,18 @@ def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaita
     return relay.push(event)
 
 
-#: What each action takes (``*``: required) and does, for the tool description a relay registers.
-_ACTIONS: Final = {
-    "register": "name*, visibility, tags: join under a name, or rename yourself",
-    "update": "name, visibility, status, tags (one at least): change them",
-    "whoami": "who you are, your status and rooms",
-    "list_agents": "the agents online",
-    "create_room": "room*, type, description: create a room; you join it and own it",
-    "list_rooms": "the rooms you can see",
-    "join_room": "room*: join; private and secret rooms need an invite",
-    "leave_room": "room*: leave",
-    "send": "target* (the room), content*, replyTo, streamingBehavior: post to a room you are in",
-    "dm": "target* (the agent), content*, replyTo, streamingBehavior: a direct message",
-    "read_room": "room*, since: a room's history (the last 50 messages, or those after since)",
-    "invite": "room*, agent*: invite an agent to your room (owner only)",
-    "decline_invite": "room*, reason: turn an invite down",
-    "kick": "room*, agent*: remove an agent from your room (owner only)",
-    "destroy_room": "room*: end your room (owner only)",
-}
-_PARAMETER_HELP: Final = {
-    "name": "register, update: your agent name",
-    "visibility": "register, update: visible (default), hidden (not listed, DM by id), ghost (not listed, no DMs)",
-    "tags": "register, update: labels for yourself",
-    "status": "update: active, idle or busy",
-    "room": "the room's name (create_room, join_room, leave_room, read_room, invite, decline_invite, kick, ...)",
-    "type": "create_room: public (default), private or secret",
-    "description": "create_room: what the room is for",
-    "target": "send: the room; dm: the agent's name or id",
-    "content": "send, dm: the message text",
-    "agent": "invite, kick: the agent's name or id",
-    "since": "read_room: only messages after this message id, ISO time or epoch milliseconds",
-    "replyTo": "send, dm: the id of the message you answer",
-    "reason": "decline_invite: why",
-    "streamingBehavior": "send, dm: steer (act now), followUp (when idle) or info (no action needed)",
-}
-
-
 def tool_schema() -> dict[str, Any]:
     """The ``agent_comms`` tool for a relay that registers it itself: ``{"name", "description", "parameters"}``.
 
-    ``parameters`` is a JSON Schema object (every contract parameter, only ``action`` required); the bridge
-    validates again and answers bad parameters with an ``INVALID_PARAMS`` result.
+    ``parameters`` is the tool's JSON Schema (:func:`agent_comms.tool_schema.input_schema`: every contract
+    parameter, only ``action`` required); the bridge validates again and answers bad parameters with an
+    ``INVALID_PARAMS`` result.
     """
-    from agent_comms import actions
+    from agent_comms import tool_schema as schema
 
-    choices = {
-        "action": list(_ACTIONS),
-        "visibility": list(get_args(actions.Visibility)),
-        "status": list(get_args(actions.Status)),
-        "type": list(get_args(actions.RoomKind)),
-        "streamingBehavior": list(get_args(actions.Streaming)),
-    }
-    properties: dict[str, Any] = {}
-    for name in actions.PARAMETERS:
-        schema: dict[str, Any]
-        if name == "tags":
-            schema = {"type": "array", "items": {"type": "string"}}
-        elif name == "since":
-            schema = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
-        else:
-            schema = {"type": "string"}
-        if name in choices:
-            schema["enum"] = choices[name]
-        schema["description"] = (
-            "what to do (see the tool description)"
-            if name == "action"
-            else _PARAMETER_HELP.get(name, "see the tool description")
-        )
-        properties[name] = schema
-    usage = "\n".join(f"- {action}: {what}" for action, what in _ACTIONS.items())
+    usage = "\n".join(
+        f"- {row.name}: {row.parameters + ': ' if row.parameters else ''}{row.about}" for row in schema.usage()
+    )
     description = (
         "Talk with the other coding agents on this machine (agent-comms): who is online, rooms, room messages and "
         "direct messages, with read receipts. You are on the mesh under a default name; register to choose yours. "
@@ -200,11 +143,7 @@ def tool_schema() -> dict[str, Any]:
         f"Set action and its parameters (* = required):\n{usage}\n"
         "Agents are named by name or id, rooms by name. Errors come back as 'Error: <message> (<CODE>)'."
     )
-    return {
-        "name": "agent_comms",
-        "description": description,
-        "parameters": {"type": "object", "properties": properties, "required": ["action"]},
-    }
+    return {"name": schema.TOOL_NAME, "description": description, "parameters": schema.input_schema()}
 
 
 class LineSplitter:
