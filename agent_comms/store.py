@@ -230,8 +230,10 @@ class MeshStore:
         inc = self._incarnation(agent_id)
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
+        # A room's id is the id of the operation creating it, and the operation carries it.
         room_id = self.node.peer.replica.next_op_id()
-        self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        op = self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        assert op_id(op) == room_id
         return room_id
 
     def change_membership(
@@ -246,18 +248,14 @@ class MeshStore:
     ) -> str:
         """Post to a room; returns the message id."""
         inc = self._incarnation(agent_id)
-        message_id = self.node.peer.replica.next_op_id()
-        self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming))
-        return message_id
+        return op_id(self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming)))
 
     def dm(
         self, agent_id: str, recipient: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "steer"
     ) -> str:
         """Send a direct message; returns the message id."""
         inc = self._incarnation(agent_id)
-        message_id = self.node.peer.replica.next_op_id()
-        self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming))
-        return message_id
+        return op_id(self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming)))
 
     @staticmethod
     def check(body: Body) -> None:
@@ -270,9 +268,9 @@ class MeshStore:
             name = _PARAMETER.get((type(body).__name__, exc.field), exc.field)
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
 
-    def _submit(self, body: Body) -> None:
+    def _submit(self, body: Body) -> Op:
         self.check(body)
-        self.node.submit(body)
+        return self.node.submit(body)
 
     def _incarnation(self, agent_id: str) -> int:
         return self._require_hosted(agent_id).incarnation
