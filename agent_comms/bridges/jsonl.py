@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -43,20 +41,18 @@ import trio
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.events import DeliveryEvent, format_delivery_event
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo, hookimpl
+from agent_comms.liveness import process_alive
+from agent_comms.stdio import CHUNK, MAX_LINE, LineSplitter, LineWriter, open_stdio
 
 if TYPE_CHECKING:
     from agent_comms.agent import Agent
 
 __all__ = [
     "HARNESS",
-    "MAX_LINE",
     "MAX_UNACKED",
-    "LineSplitter",
-    "LineWriter",
     "agent_comms_harness",
     "agent_comms_push",
     "agent_comms_serve",
-    "open_stdio",
     "run_bridge",
     "serve",
     "tool_schema",
@@ -64,16 +60,12 @@ __all__ = [
 ]
 
 HARNESS: Final = "jsonl"
-#: Longest input line, in bytes; a longer one is answered with an error and skipped.
-MAX_LINE: Final = 1 << 20
-_CHUNK: Final = 65536
 #: How many written but unacknowledged events (``ack`` mode) are remembered per agent; the oldest are forgotten.
 MAX_UNACKED: Final = 10_000
 #: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 
-_encoder = msgspec.json.Encoder()
 #: The relay of each agent this process bridges, for the push hook.
 _relays: dict[str, _Relay] = {}
 
@@ -144,56 +136,6 @@ def tool_schema() -> dict[str, Any]:
         "Agents are named by name or id, rooms by name. Errors come back as 'Error: <message> (<CODE>)'."
     )
     return {"name": schema.TOOL_NAME, "description": description, "parameters": schema.input_schema()}
-
-
-class LineSplitter:
-    """Bytes in, lines out (without the newline); ``None`` stands for a line longer than ``max_line``."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buffer = bytearray()
-        self._skipping = False  # inside an over-long line that was already reported
-
-    def feed(self, data: bytes | bytearray) -> list[bytes | None]:
-        """Add ``data``; return the lines it completed."""
-        self._buffer += data
-        lines: list[bytes | None] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if self._skipping:
-                self._skipping = False
-            else:
-                lines.append(line if len(line) <= self.max_line else None)
-        if len(self._buffer) > self.max_line:
-            if not self._skipping:
-                lines.append(None)
-                self._skipping = True
-            self._buffer.clear()
-        return lines
-
-    def close(self) -> list[bytes | None]:
-        """End of input: the last line, if it had no newline."""
-        rest, skipping = bytes(self._buffer), self._skipping
-        self._buffer.clear()
-        return [rest] if rest and not skipping else []
-
-
-class LineWriter:
-    """Writes one JSON object per line; whole lines only, whichever task writes."""
-
-    def __init__(self, stream: trio.abc.SendStream) -> None:
-        self._stream = stream
-        self._lock = trio.Lock()
-
-    async def write(self, message: Mapping[str, Any]) -> None:
-        """Encode ``message`` and send its line; returns once the stream has taken all of it."""
-        try:
-            data = _encoder.encode(message)
-        except (TypeError, msgspec.EncodeError):  # a tool result's data that JSON cannot carry: leave it out
-            data = _encoder.encode({key: value for key, value in message.items() if key != "data"})
-        async with self._lock:
-            await self._stream.send_all(data + b"\n")
 
 
 def _error(text: str, request_id: object = None) -> dict[str, object]:
@@ -273,7 +215,7 @@ async def run_bridge(
             nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
             splitter = LineSplitter()
             try:
-                while data := await receive.receive_some(_CHUNK):
+                while data := await receive.receive_some(CHUNK):
                     for line in splitter.feed(data):
                         await _reply(agent, writer, line)
                 for line in splitter.close():
@@ -351,71 +293,11 @@ async def wait_for_exit(pid: int) -> None:
             trio.lowlevel.notify_closing(pidfd)
             os.close(pidfd)
         return
-    while _alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
+    while process_alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
         await trio.sleep(POLL_INTERVAL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
     return [error]
-
-
-@asynccontextmanager
-async def open_stdio() -> AsyncIterator[tuple[trio.abc.ReceiveStream, trio.abc.SendStream]]:
-    """This process's stdin and stdout as Trio streams; their blocking mode is put back afterwards.
-
-    Pipes, sockets and terminals are polled (:class:`trio.lowlevel.FdStream`, on a duplicate so closing it leaves
-    fd 0 and 1 open); anything else (a regular file, ``/dev/null``) is read and written in a worker thread.
-    """
-    blocking = {fd: os.get_blocking(fd) for fd in (0, 1)}
-    receive, send = _fd_stream(0), _fd_stream(1)
-    try:
-        yield receive, send
-    finally:
-        for stream in (receive, send):
-            await stream.aclose()
-        for fd, mode in blocking.items():
-            os.set_blocking(fd, mode)
-
-
-def _fd_stream(fd: int) -> trio.abc.Stream:
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
-        return trio.lowlevel.FdStream(os.dup(fd))
-    return _ThreadedFileStream(os.dup(fd))
-
-
-class _ThreadedFileStream(trio.abc.Stream):
-    """A file that cannot be polled (epoll refuses regular files), read and written in a worker thread."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes or _CHUNK, abandon_on_cancel=True)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = await trio.to_thread.run_sync(os.write, self._fd, view)
-            view = view[written:]
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        await trio.lowlevel.checkpoint()

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 import trio
 
+from agent_comms.liveness import process_alive
 from agent_comms.protocol.changes import Change
 from agent_comms.protocol.commands import (
     BindCoordinatorPort,
@@ -62,7 +63,6 @@ from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.wire import Identify, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
-from .procinfo import process_alive
 from .registry import PeerRegistry
 
 __all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MAX_PENDING_LINKS", "MeshNode", "open_node"]

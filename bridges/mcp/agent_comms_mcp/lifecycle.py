@@ -16,6 +16,8 @@ from typing import Final
 
 import trio
 
+from agent_comms.liveness import process_alive
+
 __all__ = ["POLL_INTERVAL", "SIGNALS", "harness_to_watch", "wait_for_exit", "wait_for_signal", "watch_harness"]
 
 #: The signals that end the bridge gracefully.
@@ -39,13 +41,7 @@ def harness_to_watch(harness_pid: int | None) -> tuple[int, bool] | None:
 def _alive(pid: int, *, parent: bool) -> bool:
     if parent:
         return os.getppid() == pid  # an orphan is re-parented (to init or a subreaper) the moment its parent dies
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+    return process_alive(pid)
 
 
 def _open_pidfd(pid: int) -> int | None:

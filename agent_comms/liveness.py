@@ -1,8 +1,9 @@
 """Is a process still the one we knew? (pid plus start time, so a reused pid is not mistaken for it.)
 
-On Linux the start time is field 22 of ``/proc/<pid>/stat`` (clock ticks since boot), turned into seconds. Where
-``/proc`` is missing the start time is unknown (0.0) and only the pid is checked. A process owned by another user
-that we may not signal (EPERM) is alive.
+The one answer to that question for the mesh, the bridges and the test helpers (:func:`process_alive`). On Linux the
+start time is field 22 of ``/proc/<pid>/stat`` (clock ticks since boot), turned into seconds. Where ``/proc`` is
+missing the start time is unknown (0.0) and only the pid is checked. A process owned by another user that we may not
+signal (EPERM) is alive; a zombie (exited, not yet reaped by its parent) is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ _TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def process_start_time(pid: int) -> float:
     """Seconds after boot at which ``pid`` started (0.0 if unknown); raises ``ProcessLookupError`` if it is gone."""
+    return _stat(pid)[0]
+
+
+def _stat(pid: int) -> tuple[float, bool]:
+    """``pid``'s start time (as :func:`process_start_time`) and whether it is a zombie (``False`` if unknown)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -25,13 +31,13 @@ def process_start_time(pid: int) -> float:
         if os.path.isdir("/proc/self"):
             raise ProcessLookupError(pid) from None
         _signal_zero(pid)
-        return 0.0
+        return 0.0, False
     except OSError:  # not permitted, or no descriptor free right now (EMFILE): the start time is unknown
         _signal_zero(pid)
-        return 0.0
+        return 0.0, False
     # The command name (field 2) is in parentheses and may contain spaces or parentheses: split after the last ")".
     fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19]) / _TICKS
+    return int(fields[19]) / _TICKS, fields[0] == b"Z"
 
 
 def process_alive(pid: int, start_time: float = 0.0) -> bool:
@@ -39,8 +45,10 @@ def process_alive(pid: int, start_time: float = 0.0) -> bool:
     if pid <= 0:
         return False
     try:
-        started = process_start_time(pid)
+        started, zombie = _stat(pid)
     except ProcessLookupError:
+        return False
+    if zombie:
         return False
     if start_time and started and abs(started - start_time) > 0.05:
         return False  # the pid was reused by a newer process
