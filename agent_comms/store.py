@@ -8,6 +8,9 @@ agents and keeps the honest receipts:
 * ``read`` when the bridge says it showed it to the model (:meth:`MeshStore.mark_read`: a push that succeeded, or
   a drain into a tool result). Nothing is reported for a message that went nowhere.
 
+Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:`MeshStore.inbox`), which every
+bridge takes them from and settles or gives them back through.
+
 An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
 it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
 """
@@ -20,7 +23,6 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 import msgspec
-import trio
 
 from agent_comms.display import display
 from agent_comms.events import DeliveryEvent, EventType, Member
@@ -57,6 +59,7 @@ from agent_comms.protocol.state import MeshState
 
 from . import queries, visibility
 from .errors import CommsError, ErrorCode
+from .inbox import Inbox
 
 __all__ = ["DeliveryCallback", "MeshStore"]
 
@@ -88,9 +91,8 @@ class MeshStore:
     def __init__(self, node: MeshNode, *, inbox_limit: int = INBOX_LIMIT) -> None:
         self.node = node
         self.inbox_limit = inbox_limit
-        self._inboxes: dict[str, collections.deque[DeliveryEvent]] = {}
+        self._inboxes: dict[str, Inbox] = {}
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
-        self._wakeups: dict[str, trio.Event] = {}
         self._callbacks: list[DeliveryCallback] = []
         node.add_listener(self._on_changes)
 
@@ -209,7 +211,7 @@ class MeshStore:
         Like every operation the store makes, the record is checked first (:meth:`check`)."""
         self.check(record)
         claimed = self.node.host_agent(record)
-        self._inboxes.setdefault(record.agent_id, collections.deque(maxlen=self.inbox_limit))
+        self.inbox(record.agent_id)
         self._seen.setdefault(record.agent_id, collections.OrderedDict())
         self._queue_backlog(record.agent_id)
         return claimed
@@ -287,25 +289,25 @@ class MeshStore:
         """Call ``callback`` with every event queued for any hosted agent (the push path of bridges)."""
         self._callbacks.append(callback)
 
+    def inbox(self, agent_id: str) -> Inbox:
+        """The agent's :class:`~agent_comms.inbox.Inbox`: what waits for it and what its bridge is showing. Every
+        bridge takes, holds, settles and gives back events through it."""
+        inbox = self._inboxes.get(agent_id)
+        if inbox is None:
+            inbox = self._inboxes[agent_id] = Inbox(self.inbox_limit, lambda events: self.mark_read(agent_id, events))
+        return inbox
+
     def pending(self, agent_id: str) -> list[DeliveryEvent]:
-        """Events queued for the agent and not yet taken, oldest first (they stay queued)."""
-        return list(self._inboxes.get(agent_id, ()))
+        """Events waiting for the agent, oldest first (they stay waiting): :meth:`Inbox.pending`."""
+        return self.inbox(agent_id).pending()
 
     def take(self, agent_id: str, limit: int | None = None) -> list[DeliveryEvent]:
-        """Remove and return queued events, oldest first (call :meth:`mark_read` once they were shown)."""
-        inbox = self._inboxes.get(agent_id)
-        if not inbox:
-            return []
-        count = len(inbox) if limit is None else min(limit, len(inbox))
-        return [inbox.popleft() for _ in range(count)]
+        """Remove and return waiting events, oldest first (call :meth:`mark_read` once they were shown)."""
+        return self.inbox(agent_id).take(limit)
 
     async def wait_pending(self, agent_id: str) -> None:
-        """Wait until the agent has at least one queued event."""
-        while not self._inboxes.get(agent_id):
-            event = self._wakeups.get(agent_id)
-            if event is None:
-                event = self._wakeups[agent_id] = trio.Event()
-            await event.wait()
+        """Wait until the agent has at least one waiting event."""
+        await self.inbox(agent_id).wait_pending()
 
     def mark_read(self, agent_id: str, events: Iterable[DeliveryEvent]) -> None:
         """The bridge showed these events to the agent's model: their messages are read."""
@@ -334,12 +336,9 @@ class MeshStore:
         seen[event.id] = None
         if len(seen) > _SEEN_LIMIT:
             seen.popitem(last=False)
-        self._inboxes.setdefault(agent_id, collections.deque(maxlen=self.inbox_limit)).append(event)
+        self.inbox(agent_id).put(event)
         if event.type in ("dm", "room_message"):
             self._receipt(agent_id, event.message_id, "delivered")
-        wakeup = self._wakeups.pop(agent_id, None)
-        if wakeup is not None:
-            wakeup.set()
         for callback in self._callbacks:
             callback(event)
 
@@ -427,15 +426,6 @@ class MeshStore:
                 event_id = _room_event_id(room_id, "invited", agent_id, view.invite_keys.get(agent_id))
                 self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, event_id))
 
-    def _unqueue_read(self, agent_id: str, message_id: str) -> None:
-        """A read receipt of a hosted agent arrived (its earlier bridge issued it): the message leaves its inbox."""
-        inbox = self._inboxes.get(agent_id)
-        if not inbox or not any(e.message_id == message_id and e.type in ("dm", "room_message") for e in inbox):
-            return
-        kept = [e for e in inbox if not (e.message_id == message_id and e.type in ("dm", "room_message"))]
-        inbox.clear()
-        inbox.extend(kept)
-
     def _on_evicted(self, change: MessageEvicted) -> None:
         """A direct message that never reached its (offline) recipient fell out of the bounded history."""
         body = change.op.body
@@ -466,7 +456,7 @@ class MeshStore:
             and change.recipient in self.node.peer.hosted
             and change.op.origin != self.node.peer_id
         ):
-            self._unqueue_read(change.recipient, change.message_id)  # read by an earlier bridge of the agent
+            self.inbox(change.recipient).drop_message(change.message_id)  # read by an earlier bridge of the agent
         body = message.body
         author = getattr(body, "author", None)
         if author not in self.node.peer.hosted or change.recipient == author:

@@ -46,6 +46,7 @@ from agent_comms.stdio import CHUNK, MAX_LINE, LineSplitter, LineWriter, open_st
 
 if TYPE_CHECKING:
     from agent_comms.agent import Agent
+    from agent_comms.inbox import Inbox
 
 __all__ = [
     "HARNESS",
@@ -71,23 +72,24 @@ _relays: dict[str, _Relay] = {}
 
 
 class _Relay:
-    """Where an agent's events go: its line writer, and (``ack`` mode) the events written but not yet shown."""
+    """Where an agent's events go: its line writer; in ``ack`` mode the events written but not yet shown are held
+    in the agent's :class:`~agent_comms.inbox.Inbox`, each under its event id, until the relay acknowledges them."""
 
-    def __init__(self, writer: LineWriter, ack: bool) -> None:
+    def __init__(self, writer: LineWriter, ack: bool, inbox: Inbox) -> None:
         self.writer = writer
         self.ack = ack
-        self.unacked: dict[str, DeliveryEvent] = {}
+        self.inbox = inbox
 
     async def push(self, event: DeliveryEvent) -> bool:
         if self.ack:
-            self.unacked[event.id] = event
-            while len(self.unacked) > MAX_UNACKED:
-                del self.unacked[next(iter(self.unacked))]
+            self.inbox.hold(event.id, [event], keep=MAX_UNACKED)
         await self.writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
         return not self.ack  # in ack mode the relay says when it was shown
 
-    def shown(self, ids: list[str]) -> list[DeliveryEvent]:
-        return [event for event_id in ids if (event := self.unacked.pop(event_id, None)) is not None]
+    def shown(self, ids: list[str]) -> None:
+        """The relay showed these events: they count as read (unknown or repeated ids are ignored)."""
+        for event_id in ids:
+            self.inbox.settle(event_id)
 
 
 @hookimpl
@@ -190,7 +192,7 @@ def _acknowledge(agent: Agent, request: dict[str, Any]) -> dict[str, object] | N
         return _error('\'ids\' must be a list of event ids: {"type": "shown", "ids": [...]}', request.get("id"))
     relay = _relays.get(agent.id)
     if relay is not None:
-        agent.store.mark_read(agent.id, relay.shown(ids))
+        relay.shown(ids)
     return None
 
 
@@ -209,7 +211,7 @@ async def run_bridge(
     from agent_comms.plugins import relay_deliveries
 
     await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
-    _relays[agent.id] = _Relay(writer, ack)
+    _relays[agent.id] = _Relay(writer, ack, agent.store.inbox(agent.id))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay_deliveries, pm, HARNESS, agent)

@@ -127,26 +127,23 @@ class DrainLedger:
     :meth:`drain` gives a result its events; they count as read (their senders get ``read`` receipts) once the
     transport has written the response carrying them (:meth:`written`, the transport's ``on_written``). Events of a
     result that never reached the client (an error response in its place, or a call the client cancelled:
-    :meth:`unanswered`) stay unread and come first in the next result.
+    :meth:`unanswered`) stay unread and come first in the next result. The events themselves, waiting or held, are
+    the agent's :class:`~agent_comms.inbox.Inbox`'s; this maps MCP's responses onto it.
     """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        # Keyed by JSON-RPC request id; other ways of showing events (a harness's hooks) use keys of their own.
-        self._held: dict[Hashable, list[DeliveryEvent]] = {}
-        self._returned: list[DeliveryEvent] = []
+        # Held under JSON-RPC request ids; other ways of showing events (a harness's hooks) use keys of their own.
+        self.inbox = agent.store.inbox(agent.id)
 
     def drain(self, limit: int) -> tuple[list[DeliveryEvent], int]:
         """Up to ``limit`` events for a tool result, oldest first, and how many more are waiting."""
-        events = self._returned[:limit]
-        del self._returned[:limit]
-        if len(events) < limit:
-            events += self.agent.store.take(self.agent.id, limit=limit - len(events))
-        return events, len(self._returned) + self.agent.pending_count()
+        events = self.inbox.take(limit)
+        return events, len(self.inbox)
 
     def pending(self) -> list[DeliveryEvent]:
         """The events waiting to be drained, oldest first (they stay waiting)."""
-        return [*self._returned, *self.agent.store.pending(self.agent.id)]
+        return self.inbox.pending()
 
     def hold(self, request_id: Hashable | None, events: list[DeliveryEvent]) -> None:
         """``events`` go out in the response to ``request_id`` (or another showing, named by any hashable key)."""
@@ -155,7 +152,7 @@ class DrainLedger:
         if request_id is None:  # no response to wait for (not a request on this transport): shown now
             self.agent.store.mark_read(self.agent.id, events)
             return
-        self._held.setdefault(request_id, []).extend(events)
+        self.inbox.hold(request_id, events)
 
     def written(self, message: SessionMessage) -> None:
         """The transport wrote ``message``: a response's events are now in front of the model."""
@@ -167,19 +164,16 @@ class DrainLedger:
 
     def settle(self, key: Hashable) -> list[DeliveryEvent]:
         """The events held under ``key`` are in front of the model: mark them read; the events."""
-        events = self._held.pop(key, [])
-        if events:
-            self.agent.store.mark_read(self.agent.id, events)
-        return events
+        return self.inbox.settle(key)
 
     def unanswered(self, request_id: Hashable) -> None:
         """The result for ``request_id`` never reached the client: its events wait for the next result."""
-        self._returned += self._held.pop(request_id, [])
+        self.inbox.give_back(request_id)
 
     @property
     def held(self) -> int:
         """How many events wait for their response to be written."""
-        return sum(map(len, self._held.values()))
+        return self.inbox.held
 
 
 async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
