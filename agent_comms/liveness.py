@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Final
 
-__all__ = ["process_alive", "process_start_time"]
+__all__ = ["POLL_INTERVAL", "process_alive", "process_start_time", "wait_for_exit"]
+
+#: How often :func:`wait_for_exit` looks where no pidfd can wait for the process (not Linux, or an old kernel).
+POLL_INTERVAL: Final = 0.5
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -57,6 +61,34 @@ def process_alive(pid: int, start_time: float = 0.0) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def wait_for_exit(pid: int, still_running: Callable[[], bool] | None = None) -> None:
+    """Return once process ``pid`` has exited (at once if there is none), with Trio.
+
+    Waits on a pidfd where the system has them, else polls every :data:`POLL_INTERVAL`. ``still_running`` says
+    whether ``pid`` is still the process meant (default: :func:`process_alive`); it is asked once the pidfd is open,
+    so a pid reused before that is not waited on.
+    """
+    import trio  # here, so that the liveness check itself stays importable without Trio (the harness hooks)
+
+    running = still_running or (lambda: process_alive(pid))
+    try:
+        pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+    except ProcessLookupError:
+        return
+    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes: poll instead
+        pidfd = None
+    if pidfd is not None:
+        try:
+            if running():
+                await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            trio.lowlevel.notify_closing(pidfd)
+            os.close(pidfd)
+        return
+    while running():  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
+        await trio.sleep(POLL_INTERVAL)
 
 
 def _signal_zero(pid: int) -> None:

@@ -29,7 +29,6 @@ terminals or files.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
@@ -41,7 +40,7 @@ import trio
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.events import DeliveryEvent, format_delivery_event
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo, hookimpl
-from agent_comms.liveness import process_alive
+from agent_comms.liveness import wait_for_exit
 from agent_comms.stdio import CHUNK, MAX_LINE, LineSplitter, LineWriter, open_stdio
 
 if TYPE_CHECKING:
@@ -57,7 +56,6 @@ __all__ = [
     "run_bridge",
     "serve",
     "tool_schema",
-    "wait_for_exit",
 ]
 
 HARNESS: Final = "jsonl"
@@ -274,29 +272,6 @@ async def _leave_when_gone(pid: int, cancel_scope: trio.CancelScope) -> None:
     await wait_for_exit(pid)
     print(f"agent-comms bridge: the harness process (pid {pid}) is gone; leaving the mesh", file=sys.stderr)
     cancel_scope.cancel()
-
-
-#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
-POLL_INTERVAL: Final = 0.5
-
-
-async def wait_for_exit(pid: int) -> None:
-    """Return once the process ``pid`` has exited (at once if there is none)."""
-    try:
-        pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    except ProcessLookupError:
-        return
-    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes: poll instead
-        pidfd = None
-    if pidfd is not None:
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            trio.lowlevel.notify_closing(pidfd)
-            os.close(pidfd)
-        return
-    while process_alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
-        await trio.sleep(POLL_INTERVAL)
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
