@@ -89,8 +89,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
-    """Type-check ``agent_comms`` with mypy in strict mode (configuration in pyproject.toml)."""
-    session.install("-e", ".[test,hub]", "mypy")
+    """Type-check ``agent_comms`` and the bridges with mypy in strict mode (configuration in pyproject.toml)."""
+    # One pip call, so the bridges resolve their `agent-comms` requirement against this checkout.
+    editables = [arg for bridge in _bridges() for arg in ("-e", _bridge_requirement(bridge))]
+    session.install("-e", ".[test,hub]", "mypy", *editables)
     session.run("mypy", *session.posargs)
 
 

@@ -7,6 +7,11 @@ one of the action classes below with cattrs, or raises :class:`~agent_comms.erro
 ``INVALID_PARAMS`` and a message naming the offending field. It never guesses: an unknown action, an unknown
 parameter, a wrong type, a missing field or a value out of range is an error, not a different action.
 
+This module is the one home of the tool's actions: a class each (its fields are its parameters, its ``about`` what
+it does), listed in :data:`ACTIONS` and the :data:`Action` union. The bridges' schema and tool description are
+generated from it (:mod:`agent_comms.tool_schema`); :meth:`agent_comms.tool.CommsTool._run` executes each action,
+and the type checker holds it to every member of the union.
+
 The rules for what names, tags, descriptions, reasons and messages may hold live in
 :mod:`agent_comms.protocol.fields`, with the check the store applies to every operation it makes: what passes here
 is never refused there, nor by a peer.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import attrs
 import cattrs
@@ -33,14 +38,19 @@ from .protocol.fields import (
     tags_problem,
     text_problem,
 )
+from .protocol.ops import MembershipAction
 
 __all__ = [
+    "ACTIONS",
+    "ALIASES",
     "MAX_CONTENT",
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "MAX_REASON",
     "MAX_TAGS",
     "PARAMETERS",
+    "PARAMETER_HELP",
+    "READ_ROOM_DEFAULT",
     "Action",
     "CreateRoom",
     "DeclineInvite",
@@ -69,7 +79,11 @@ Status = Literal["active", "idle", "busy"]
 RoomKind = Literal["public", "private", "secret"]
 Streaming = Literal["steer", "followUp", "info"]
 
-#: Every parameter the tool accepts (the JSON Schema of the bridges lists the same).
+#: Messages ``read_room`` shows without ``since``.
+READ_ROOM_DEFAULT: Final = 50
+
+#: Every parameter the tool accepts, in the contract's order (the JSON Schema of the bridges lists the same:
+#: :mod:`agent_comms.tool_schema` generates it from this module).
 PARAMETERS: Final = (
     "action",
     "name",
@@ -120,69 +134,130 @@ def _tags(_instance: object, attribute: attrs.Attribute[Any], value: object) -> 
         raise _invalid(attribute, problem)
 
 
+#: What each parameter means, for the model (:mod:`agent_comms.tool_schema` prefixes the actions that take it).
+PARAMETER_HELP: Final[dict[str, str]] = {
+    "action": "What to do (see the tool description for the parameters each action takes).",
+    "name": "your agent name, as others see it.",
+    "visibility": "visible (listed; the default), hidden (not listed, reachable by DM by id, in member lists for "
+    "members only), ghost (not listed, no DMs, in no member list).",
+    "tags": 'labels for yourself, e.g. ["reviewer", "python"].',
+    "status": "your status; the members of your rooms are told.",
+    "room": "the room's name, without '#'.",
+    "type": "public (anyone may join; the default), private (invite only), secret (invite only, and listed only to "
+    "its members).",
+    "description": "what the room is for.",
+    "target": "the room's name (send) or the agent's name or id (dm).",
+    "content": "the message text.",
+    "agent": "the agent's name or id.",
+    "since": "only the messages after this one: a message id, an ISO 8601 time, or epoch milliseconds.",
+    "replyTo": "the id of the message you are replying to.",
+    "reason": "why (the room's owner sees it).",
+    "streamingBehavior": "what the recipient should do: steer (act on it now; the default for dm), followUp (when "
+    "idle; the default for send), info (no action needed).",
+}
+
+#: The JSON Schema limits of a field, kept beside its validator (``attrs`` metadata, read by the schema).
+_NAME_LIMITS: Final = {"minLength": 1, "maxLength": MAX_NAME}
+
+
+def _name_field() -> Any:
+    return attrs.field(validator=_name, metadata=_NAME_LIMITS)
+
+
+def _text_field(limit: int) -> Any:
+    return attrs.field(default="", validator=_text(limit), metadata={"maxLength": limit})
+
+
+def _content_field() -> Any:
+    return attrs.field(validator=_content, metadata={"minLength": 1, "maxLength": MAX_CONTENT})
+
+
+_TAGS_LIMITS: Final = {"items": {"type": "string", **_NAME_LIMITS}, "maxItems": MAX_TAGS}
+
+
 @attrs.frozen
 class Register:
     """Join the mesh under ``name`` (or rename)."""
 
-    name: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "join the mesh under a name, or rename yourself"
+
+    name: str = _name_field()
     visibility: Visibility = "visible"
-    tags: tuple[str, ...] = attrs.field(default=(), validator=_tags)
+    tags: tuple[str, ...] = attrs.field(default=(), validator=_tags, metadata=_TAGS_LIMITS)
 
 
 @attrs.frozen
 class Update:
     """Change name, visibility, status or tags (at least one)."""
 
-    name: str | None = attrs.field(default=None, validator=attrs.validators.optional(_name))
+    about: ClassVar[str] = "change your name, visibility, status or tags (at least one of them)"
+
+    name: str | None = attrs.field(default=None, validator=attrs.validators.optional(_name), metadata=_NAME_LIMITS)
     visibility: Visibility | None = None
     status: Status | None = None
-    tags: tuple[str, ...] | None = attrs.field(default=None, validator=attrs.validators.optional(_tags))
+    tags: tuple[str, ...] | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_tags), metadata=_TAGS_LIMITS
+    )
 
 
 @attrs.frozen
 class WhoAmI:
     """Who this agent is."""
 
+    about: ClassVar[str] = "who you are: name (id), status, visibility, rooms"
+
 
 @attrs.frozen
 class ListAgents:
     """The agents others can see."""
+
+    about: ClassVar[str] = "the agents online (hidden and ghost agents are not listed)"
 
 
 @attrs.frozen
 class CreateRoom:
     """Create a room; the creator joins and owns it."""
 
-    room: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "create a room; you join it and own it"
+
+    room: str = _name_field()
     type: RoomKind = "public"
-    description: str = attrs.field(default="", validator=_text(MAX_DESCRIPTION))
+    description: str = _text_field(MAX_DESCRIPTION)
 
 
 @attrs.frozen
 class ListRooms:
     """The rooms this agent can see."""
 
+    about: ClassVar[str] = "the rooms you can see; [joined] marks yours, [invited] your invites"
+
 
 @attrs.frozen
 class JoinRoom:
     """Join a room (private and secret rooms need an invite)."""
 
-    room: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "join a room; private and secret rooms need an invite"
+
+    room: str = _name_field()
 
 
 @attrs.frozen
 class LeaveRoom:
     """Leave a room."""
 
-    room: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "leave a room"
+
+    room: str = _name_field()
 
 
 @attrs.frozen
 class Send:
     """Post to a room this agent is a member of."""
 
-    target: str = attrs.field(validator=_name)
-    content: str = attrs.field(validator=_content)
+    about: ClassVar[str] = "post to a room you are in"
+
+    target: str = _name_field()
+    content: str = _content_field()
     reply_to: str | None = None
     streaming: Streaming = "followUp"
 
@@ -191,8 +266,10 @@ class Send:
 class Dm:
     """Send a direct message to an agent."""
 
-    target: str = attrs.field(validator=_name)
-    content: str = attrs.field(validator=_content)
+    about: ClassVar[str] = "a direct message to an agent"
+
+    target: str = _name_field()
+    content: str = _content_field()
     reply_to: str | None = None
     streaming: Streaming = "steer"
 
@@ -201,39 +278,52 @@ class Dm:
 class ReadRoom:
     """Read a room's history (``since``: a message id, or a time in ISO 8601 or epoch milliseconds)."""
 
-    room: str = attrs.field(validator=_name)
+    about: ClassVar[str] = f"a room's history: the last {READ_ROOM_DEFAULT} messages, or those after since"
+
+    room: str = _name_field()
     since: str | int | None = None
 
 
 @attrs.frozen
 class Invite:
-    """Invite an agent to a room (owner only)."""
+    """Invite an agent to a room (the owner's right: ``owner_action``)."""
 
-    room: str = attrs.field(validator=_name)
-    agent: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "invite an agent to your room"
+    owner_action: ClassVar[MembershipAction] = "invite"
+
+    room: str = _name_field()
+    agent: str = _name_field()
 
 
 @attrs.frozen
 class DeclineInvite:
     """Turn down an invite; the owner is told."""
 
-    room: str = attrs.field(validator=_name)
-    reason: str = attrs.field(default="", validator=_text(MAX_REASON))
+    about: ClassVar[str] = "turn an invite down; the owner is told"
+
+    room: str = _name_field()
+    reason: str = _text_field(MAX_REASON)
 
 
 @attrs.frozen
 class Kick:
-    """Remove an agent from a room (owner only)."""
+    """Remove an agent from a room (the owner's right: ``owner_action``)."""
 
-    room: str = attrs.field(validator=_name)
-    agent: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "remove an agent from your room; it is told"
+    owner_action: ClassVar[MembershipAction] = "kick"
+
+    room: str = _name_field()
+    agent: str = _name_field()
 
 
 @attrs.frozen
 class DestroyRoom:
-    """End a room (owner only); members are told."""
+    """End a room (the owner's right: ``owner_action``); members are told."""
 
-    room: str = attrs.field(validator=_name)
+    about: ClassVar[str] = "end your room; its members are told"
+    owner_action: ClassVar[MembershipAction] = "destroy"
+
+    room: str = _name_field()
 
 
 Action = (
@@ -254,7 +344,10 @@ Action = (
     | DestroyRoom
 )
 
-_ACTIONS: Final[dict[str, type[Any]]] = {
+#: Every action by its contract name, in the contract's order. A class's ``about`` says what it does (the tool
+#: description shows it; an ``owner_action`` class is marked as the owner's, from
+#: :data:`~agent_comms.protocol.ops.ACTIONS_BY_OWNER`), its attrs fields are its parameters.
+ACTIONS: Final[dict[str, type[Action]]] = {
     "register": Register,
     "update": Update,
     "whoami": WhoAmI,
@@ -271,6 +364,9 @@ _ACTIONS: Final[dict[str, type[Any]]] = {
     "kick": Kick,
     "destroy_room": DestroyRoom,
 }
+
+#: The original's aliases: ``send`` takes ``room`` in place of ``target``; ``dm`` takes ``agent``.
+ALIASES: Final[dict[type[Action], tuple[str, str]]] = {Send: ("room", "target"), Dm: ("agent", "target")}
 
 
 class _Invalid(TypeError):
@@ -359,20 +455,19 @@ def build_action(params: Mapping[str, object]) -> Action:
         raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMETERS)}")
     action = params.get("action")
     if action is None:
-        raise CommsError(ErrorCode.INVALID_PARAMS, "missing 'action'; one of: " + ", ".join(_ACTIONS))
-    if not isinstance(action, str) or action not in _ACTIONS:
-        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown action {action!r}; one of: " + ", ".join(_ACTIONS))
-    cls = _ACTIONS[action]
+        raise CommsError(ErrorCode.INVALID_PARAMS, "missing 'action'; one of: " + ", ".join(ACTIONS))
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown action {action!r}; one of: " + ", ".join(ACTIONS))
+    cls = ACTIONS[action]
     data = {_RENAMES.get(k, k): v for k, v in params.items() if k != "action" and v is not None}
-    # The original's aliases: send takes ``room`` for ``target``; dm takes ``agent``. Errors name what was given.
+    # The original's aliases (ALIASES). Errors name what was given.
     alias = None
-    if cls is Send and "target" not in data and "room" in data:
-        data["target"], alias = data.pop("room"), "room"
-    if cls is Dm and "target" not in data and "agent" in data:
-        data["target"], alias = data.pop("agent"), "agent"
-    if cls in (Send, Dm) and "target" not in data:
-        other = "room" if cls is Send else "agent"
-        raise CommsError(ErrorCode.INVALID_PARAMS, f"missing 'target' (or '{other}') for action '{action}'")
+    if cls in ALIASES:
+        other, canonical = ALIASES[cls]
+        if canonical not in data and other in data:
+            data[canonical], alias = data.pop(other), other
+        if canonical not in data:
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"missing '{canonical}' (or '{other}') for action '{action}'")
     fields = {f.name for f in attrs.fields(cls)}
     data = {k: v for k, v in data.items() if k in fields}
     for field in attrs.fields(cls):
@@ -384,7 +479,7 @@ def build_action(params: Mapping[str, object]) -> Action:
     except (cattrs.BaseValidationError, ValueError, _Invalid) as exc:
         message = _message(exc)
         if alias is not None:
-            message = message.replace("invalid 'target'", f"invalid '{alias}'")
+            message = message.replace(f"invalid '{ALIASES[cls][1]}'", f"invalid '{alias}'")
         raise CommsError(ErrorCode.INVALID_PARAMS, message) from None
     if isinstance(built, Update) and all(getattr(built, f) is None for f in ("name", "visibility", "status", "tags")):
         raise CommsError(

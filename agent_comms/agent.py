@@ -104,9 +104,9 @@ async def open_agent(
     (2 s) at most) and the agent is registered, so its first call sees the agents, rooms and messages already there.
     """
     from .identity import claim_identity, default_name
+    from .liveness import process_start_time
     from .mesh.keyfile import load_or_create_key
     from .mesh.node import open_node
-    from .mesh.procinfo import process_start_time
     from .mesh.registry import PeerRegistry
     from .mesh.settings import MeshSettings
 

@@ -1,12 +1,15 @@
 """The agent-facing view of one mesh node: agents, rooms and messages, and each hosted agent's deliveries.
 
 :class:`MeshStore` reads the replicated state of its node and makes operations on behalf of the agents the node
-hosts. It also turns the node's state changes into :class:`~agent_comms.events.DeliveryEvent` objects for those
-agents and keeps the honest receipts:
+hosts. It hands the node's state changes to the delivery planner (:mod:`agent_comms.deliveries`), queues the
+:class:`~agent_comms.events.DeliveryEvent` objects it plans for those agents and keeps the honest receipts:
 
 * ``delivered`` is reported when a message has reached the recipient's bridge (this store queued it);
 * ``read`` when the bridge says it showed it to the model (:meth:`MeshStore.mark_read`: a push that succeeded, or
   a drain into a tool result). Nothing is reported for a message that went nowhere.
+
+Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:`MeshStore.inbox`), which every
+bridge takes them from and settles or gives them back through.
 
 An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
 it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
@@ -20,21 +23,14 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 import msgspec
-import trio
 
 from agent_comms.display import display
-from agent_comms.events import DeliveryEvent, EventType, Member
+from agent_comms.events import DeliveryEvent
 from agent_comms.mesh.node import MeshNode
 from agent_comms.protocol.changes import (
-    AgentChanged,
     Change,
-    MessageAdded,
-    MessageEvicted,
-    ReceiptAdvanced,
-    RoomChanged,
 )
 from agent_comms.protocol.fields import InvalidField, check_body
-from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import (
     AgentUpsert,
     Body,
@@ -42,7 +38,6 @@ from agent_comms.protocol.ops import (
     Membership,
     MembershipAction,
     Op,
-    OpKey,
     Receipt,
     RoomCreate,
     RoomMessage,
@@ -55,8 +50,10 @@ from agent_comms.protocol.ops import (
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
-from . import visibility
+from . import queries, visibility
+from .deliveries import Delivery, DeliveryPlanner, ReadElsewhere
 from .errors import CommsError, ErrorCode
+from .inbox import Inbox
 
 __all__ = ["DeliveryCallback", "MeshStore"]
 
@@ -88,9 +85,8 @@ class MeshStore:
     def __init__(self, node: MeshNode, *, inbox_limit: int = INBOX_LIMIT) -> None:
         self.node = node
         self.inbox_limit = inbox_limit
-        self._inboxes: dict[str, collections.deque[DeliveryEvent]] = {}
+        self._inboxes: dict[str, Inbox] = {}
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
-        self._wakeups: dict[str, trio.Event] = {}
         self._callbacks: list[DeliveryCallback] = []
         node.add_listener(self._on_changes)
 
@@ -166,20 +162,14 @@ class MeshStore:
 
     def rooms(self, *, viewer: str | None) -> list[tuple[str, RoomView]]:
         """Live rooms ``viewer`` may see (``None``: every room, for the CLI), by name."""
-        found = []
-        for name in sorted(self.state.room_names):
-            view = self.state.room(name)
-            room_id = self.state.room_id(name)
-            if view is None or room_id is None:
-                continue
-            if viewer is not None and not visibility.room_discoverable(view, viewer):
-                continue
-            found.append((room_id, view))
-        return found
+        rooms = queries.live_rooms(self.state)
+        if viewer is None:
+            return rooms
+        return [(room_id, view) for room_id, view in rooms if visibility.room_discoverable(view, viewer)]
 
     def history(self, room_id: str) -> list[Op]:
         """The visible messages of a room, oldest first (within the kept history)."""
-        return self.state.room_messages(room_id)
+        return queries.room_history(self.state, room_id)
 
     def rooms_of(self, agent_id: str, *, viewer: str | None = None) -> list[str]:
         """Names of the live rooms the agent is a member of, as ``viewer`` may see them (``None``: all of them)."""
@@ -219,7 +209,7 @@ class MeshStore:
         Like every operation the store makes, the record is checked first (:meth:`check`)."""
         self.check(record)
         claimed = self.node.host_agent(record)
-        self._inboxes.setdefault(record.agent_id, collections.deque(maxlen=self.inbox_limit))
+        self.inbox(record.agent_id)
         self._seen.setdefault(record.agent_id, collections.OrderedDict())
         self._queue_backlog(record.agent_id)
         return claimed
@@ -240,8 +230,10 @@ class MeshStore:
         inc = self._incarnation(agent_id)
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
+        # A room's id is the id of the operation creating it, and the operation carries it.
         room_id = self.node.peer.replica.next_op_id()
-        self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        op = self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
+        assert op_id(op) == room_id
         return room_id
 
     def change_membership(
@@ -256,18 +248,14 @@ class MeshStore:
     ) -> str:
         """Post to a room; returns the message id."""
         inc = self._incarnation(agent_id)
-        message_id = self.node.peer.replica.next_op_id()
-        self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming))
-        return message_id
+        return op_id(self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming)))
 
     def dm(
         self, agent_id: str, recipient: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "steer"
     ) -> str:
         """Send a direct message; returns the message id."""
         inc = self._incarnation(agent_id)
-        message_id = self.node.peer.replica.next_op_id()
-        self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming))
-        return message_id
+        return op_id(self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming)))
 
     @staticmethod
     def check(body: Body) -> None:
@@ -280,9 +268,9 @@ class MeshStore:
             name = _PARAMETER.get((type(body).__name__, exc.field), exc.field)
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
 
-    def _submit(self, body: Body) -> None:
+    def _submit(self, body: Body) -> Op:
         self.check(body)
-        self.node.submit(body)
+        return self.node.submit(body)
 
     def _incarnation(self, agent_id: str) -> int:
         return self._require_hosted(agent_id).incarnation
@@ -299,25 +287,25 @@ class MeshStore:
         """Call ``callback`` with every event queued for any hosted agent (the push path of bridges)."""
         self._callbacks.append(callback)
 
+    def inbox(self, agent_id: str) -> Inbox:
+        """The agent's :class:`~agent_comms.inbox.Inbox`: what waits for it and what its bridge is showing. Every
+        bridge takes, holds, settles and gives back events through it."""
+        inbox = self._inboxes.get(agent_id)
+        if inbox is None:
+            inbox = self._inboxes[agent_id] = Inbox(self.inbox_limit, lambda events: self.mark_read(agent_id, events))
+        return inbox
+
     def pending(self, agent_id: str) -> list[DeliveryEvent]:
-        """Events queued for the agent and not yet taken, oldest first (they stay queued)."""
-        return list(self._inboxes.get(agent_id, ()))
+        """Events waiting for the agent, oldest first (they stay waiting): :meth:`Inbox.pending`."""
+        return self.inbox(agent_id).pending()
 
     def take(self, agent_id: str, limit: int | None = None) -> list[DeliveryEvent]:
-        """Remove and return queued events, oldest first (call :meth:`mark_read` once they were shown)."""
-        inbox = self._inboxes.get(agent_id)
-        if not inbox:
-            return []
-        count = len(inbox) if limit is None else min(limit, len(inbox))
-        return [inbox.popleft() for _ in range(count)]
+        """Remove and return waiting events, oldest first (call :meth:`mark_read` once they were shown)."""
+        return self.inbox(agent_id).take(limit)
 
     async def wait_pending(self, agent_id: str) -> None:
-        """Wait until the agent has at least one queued event."""
-        while not self._inboxes.get(agent_id):
-            event = self._wakeups.get(agent_id)
-            if event is None:
-                event = self._wakeups[agent_id] = trio.Event()
-            await event.wait()
+        """Wait until the agent has at least one waiting event."""
+        await self.inbox(agent_id).wait_pending()
 
     def mark_read(self, agent_id: str, events: Iterable[DeliveryEvent]) -> None:
         """The bridge showed these events to the agent's model: their messages are read."""
@@ -346,298 +334,31 @@ class MeshStore:
         seen[event.id] = None
         if len(seen) > _SEEN_LIMIT:
             seen.popitem(last=False)
-        self._inboxes.setdefault(agent_id, collections.deque(maxlen=self.inbox_limit)).append(event)
+        self.inbox(agent_id).put(event)
         if event.type in ("dm", "room_message"):
             self._receipt(agent_id, event.message_id, "delivered")
-        wakeup = self._wakeups.pop(agent_id, None)
-        if wakeup is not None:
-            wakeup.set()
         for callback in self._callbacks:
             callback(event)
 
     # ------------------------------------------------------------------ from state changes to events
 
     def _on_changes(self, changes: tuple[Change, ...]) -> None:
-        hosted = self.node.peer.hosted
-        if not hosted:
-            return
-        for change in changes:
-            if isinstance(change, MessageAdded):
-                self._on_message(change.op)
-            elif isinstance(change, ReceiptAdvanced):
-                self._on_receipt(change)
-            elif isinstance(change, RoomChanged):
-                self._on_room(change)
-            elif isinstance(change, AgentChanged):
-                self._on_agent(change)
-            elif isinstance(change, MessageEvicted):
-                self._on_evicted(change)
+        self._deliver(self._planner().plan(changes))
 
-    def message_event(self, op: Op, to: str) -> DeliveryEvent:
-        """The delivery event of a room message or DM for agent ``to``."""
-        body = op.body
-        assert isinstance(body, RoomMessage | DirectMessage)
-        author = self.record(body.author)
-        room_name, room_id = "", ""
-        if isinstance(body, RoomMessage):
-            room_id = body.room_id
-            log = self.state.rooms.get(room_id)
-            room_name = log.view.name if log is not None and log.view is not None else ""
-        return DeliveryEvent(
-            id=op_id(op),
-            type="room_message" if isinstance(body, RoomMessage) else "dm",
-            to=to,
-            sender=body.author,
-            sender_name="" if author is None else author.name,
-            room=room_name,
-            room_id=room_id,
-            content=body.content,
-            message_id=op_id(op),
-            reply_to=body.reply_to,
-            timestamp=hlc_wall_ms(op.hlc),
-            streaming=body.streaming,
-        )
+    def _planner(self) -> DeliveryPlanner:
+        return DeliveryPlanner(self.state, self.node.peer.hosted, self.node.peer_id, int(time.time() * 1000))
 
-    def _recipients(self, op: Op) -> list[str]:
-        """Hosted agents a visible message is for."""
-        body = op.body
-        hosted = self.node.peer.hosted
-        if isinstance(body, DirectMessage):
-            return [body.recipient] if body.recipient in hosted and body.recipient != body.author else []
-        assert isinstance(body, RoomMessage)
-        log = self.state.rooms.get(body.room_id)
-        if log is None or log.view is None:
-            return []
-        key = op_key(op)
-        return [a for a in hosted if a != body.author and log.view.was_member(a, key, body.room_id)]
-
-    def _on_message(self, op: Op) -> None:
-        message_id = op_id(op)
-        for agent_id in self._recipients(op):
-            # A bridge that restarted catches up on old messages together with its own read receipts for them
-            # (anti-entropy sends each receipt right after its message): what it already read is not shown again.
-            if self.state.receipt_status(message_id, agent_id) != "read":
-                self._emit(self.message_event(op, agent_id))
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            if isinstance(delivery, ReadElsewhere):
+                self.inbox(delivery.agent).drop_message(delivery.message_id)
+            else:
+                self._emit(delivery)
 
     def _queue_backlog(self, agent_id: str) -> None:
         """Everything addressed to the agent that it has not read: kept while its bridge was down."""
-        state = self.state
-        waiting: list[Op] = []
-        for op in state.messages.values():
-            body = op.body
-            if isinstance(body, DirectMessage) and body.recipient != agent_id:
-                continue
-            if not state.message_visible(op) or state.receipt_status(op_id(op), agent_id) == "read":
-                continue
-            if agent_id in self._recipients(op):
-                waiting.append(op)
-        for op in sorted(waiting, key=op_key)[-self.inbox_limit :]:
-            self._emit(self.message_event(op, agent_id))
-        for room_id, view in self.rooms(viewer=None):
-            inviter = view.invited.get(agent_id)
-            if inviter is not None:
-                event_id = _room_event_id(room_id, "invited", agent_id, view.invite_keys.get(agent_id))
-                self._emit(self._room_event("room_invite", agent_id, room_id, view, inviter, event_id))
+        self._deliver(self._planner().backlog(agent_id, self.inbox_limit))
 
-    def _unqueue_read(self, agent_id: str, message_id: str) -> None:
-        """A read receipt of a hosted agent arrived (its earlier bridge issued it): the message leaves its inbox."""
-        inbox = self._inboxes.get(agent_id)
-        if not inbox or not any(e.message_id == message_id and e.type in ("dm", "room_message") for e in inbox):
-            return
-        kept = [e for e in inbox if not (e.message_id == message_id and e.type in ("dm", "room_message"))]
-        inbox.clear()
-        inbox.extend(kept)
-
-    def _on_evicted(self, change: MessageEvicted) -> None:
-        """A direct message that never reached its (offline) recipient fell out of the bounded history."""
-        body = change.op.body
-        if change.reached or not isinstance(body, DirectMessage) or body.author not in self.node.peer.hosted:
-            return
-        recipient = self.record(body.recipient)
-        self._emit(
-            DeliveryEvent(
-                id=f"{op_id(change.op)}/{body.recipient}/dropped",
-                type="delivery_status",
-                to=body.author,
-                sender=body.recipient,
-                sender_name="" if recipient is None else recipient.name,
-                content=body.content,
-                message_id=op_id(change.op),
-                timestamp=int(time.time() * 1000),
-                status="dropped",
-                reason=f"{body.recipient} stayed away while newer messages filled the history",
-            )
-        )
-
-    def _on_receipt(self, change: ReceiptAdvanced) -> None:
-        message = self.state.messages.get(change.message_id)
-        if message is None:
-            return
-        if (
-            change.status == "read"
-            and change.recipient in self.node.peer.hosted
-            and change.op.origin != self.node.peer_id
-        ):
-            self._unqueue_read(change.recipient, change.message_id)  # read by an earlier bridge of the agent
-        body = message.body
-        author = getattr(body, "author", None)
-        if author not in self.node.peer.hosted or change.recipient == author:
-            return
-        reader = self.record(change.recipient)
-        if not self._receipt_shown(body, reader, author):
-            return
-        self._emit(
-            DeliveryEvent(
-                id=f"{change.message_id}/{change.recipient}/{change.status}",
-                type="delivery_status",
-                to=author,
-                sender=change.recipient,
-                sender_name="" if reader is None else reader.name,
-                content=getattr(body, "content", ""),
-                message_id=change.message_id,
-                timestamp=hlc_wall_ms(change.op.hlc),
-                status=change.status,
-            )
-        )
-
-    def _receipt_shown(self, body: object, reader: AgentUpsert | None, author: str) -> bool:
-        """A read receipt is presence: a room member's only where the author may see it there; no ghost's."""
-        if isinstance(body, RoomMessage):
-            log = self.state.rooms.get(body.room_id)
-            return log is not None and log.view is not None and visibility.shown_in_room(reader, log.view, author)
-        return reader is not None and reader.visibility != "ghost"
-
-    def _room_event(
-        self,
-        kind: EventType,
-        to: str,
-        room_id: str,
-        view: RoomView,
-        sender: str,
-        event_id: str,
-        **extra: object,
-    ) -> DeliveryEvent:
-        record = self.record(sender)
-        return DeliveryEvent(
-            id=event_id,
-            type=kind,
-            to=to,
-            sender=sender,
-            sender_name="" if record is None else record.name,
-            room=view.name,
-            room_id=room_id,
-            timestamp=int(time.time() * 1000),
-            **extra,  # type: ignore[arg-type]
-        )
-
-    def _on_room(self, change: RoomChanged) -> None:
-        log = self.state.rooms.get(change.room_id)
-        if log is None or log.view is None:
-            return
-        view, room_id, detail = log.view, change.room_id, change.change
-        hosted = self.node.peer.hosted
-        agent, by = detail.agent, detail.by
-        members = [m for m in view.members if m in hosted]
-        # Presence (joined, left, kicked) is told only to those who may see the agent in the room.
-        seeing = [m for m in members if visibility.shown_in_room(self.record(agent), view, m)]
-        event_id = _room_event_id(room_id, detail.kind, agent, detail.key)
-        if detail.kind == "joined":
-            for member in members:
-                if member == agent:
-                    shown = [m for m in self.members_shown(view, agent) if m != agent]
-                    if not shown:
-                        continue  # it created the room, or joined one with nobody it may see: nothing to tell
-                    listing = tuple(Member(m, (self.record(m) or _unknown(m)).name, self._status(m)) for m in shown)
-                    self._emit(
-                        self._room_event("room_members", member, room_id, view, agent, event_id, members=listing)
-                    )
-                elif member in seeing:
-                    self._emit(self._room_event("member_joined", member, room_id, view, agent, event_id))
-        elif detail.kind == "left":
-            for member in seeing:
-                self._emit(self._room_event("member_left", member, room_id, view, agent, event_id))
-        elif detail.kind == "kicked":
-            subject = self.record(agent)
-            for member in {*seeing, *([agent] if agent in hosted else [])}:
-                self._emit(
-                    self._room_event(
-                        "member_kicked",
-                        member,
-                        room_id,
-                        view,
-                        by or view.owner,
-                        event_id,
-                        subject=agent,
-                        subject_name="" if subject is None else subject.name,
-                        reason=detail.reason,
-                    )
-                )
-        elif detail.kind == "invited":
-            if agent in hosted:
-                self._emit(self._room_event("room_invite", agent, room_id, view, by, event_id))
-        elif detail.kind == "declined":
-            if by in hosted:
-                self._emit(
-                    self._room_event("invite_declined", by, room_id, view, agent, event_id, reason=detail.reason)
-                )
-        elif detail.kind == "destroyed":
-            assert view.destroyed is not None
-            former = [
-                a for a, spans in view.intervals.items() if a in hosted and spans and spans[-1][1] == view.destroyed
-            ]
-            for member in former:
-                if member != by:
-                    self._emit(self._room_event("room_destroyed", member, room_id, view, by, event_id))
-
-    def _status(self, agent_id: str) -> str:
-        entry = self.state.agents.get(agent_id)
-        if entry is None or entry.record is None:
-            return "unknown"
-        return entry.body.status if entry.online else "offline"
-
-    def _on_agent(self, change: AgentChanged) -> None:
-        previous = change.previous
-        if previous is None:
-            return
-        before = previous.status if change.was_online else "offline"
-        after = change.record.status if change.online else "offline"
-        if before == after:
-            return
-        hosted = self.node.peer.hosted
-        for room_id, view in self.rooms(viewer=None):
-            if change.agent_id not in view.members:
-                continue
-            for member in view.members:
-                if (
-                    member in hosted
-                    and member != change.agent_id
-                    and visibility.shown_in_room(change.record, view, member)
-                ):
-                    # A record is named by its claim and version; going offline without a new record is told once
-                    # per record, and coming back needs a new claim.
-                    record = change.record
-                    event_id = (
-                        f"{room_id}/status/{change.agent_id}/{record.incarnation}-{record.peer_id}-{record.version}"
-                        f"/{after}"
-                    )
-                    self._emit(
-                        self._room_event(
-                            "member_status", member, room_id, view, change.agent_id, event_id, status=after
-                        )
-                    )
-
-
-def _room_event_id(room_id: str, kind: str, agent: str, key: OpKey | None) -> str:
-    """The id of a room event: the room instance, what happened to whom, and the operation that did it.
-
-    The same change gets the same id on every drain and after a restart (a bridge may drop what it has already
-    seen), and every change gets its own (a second invite after a kick, a join after a leave and so on).
-    """
-    if key is None:
-        return f"{room_id}/{kind}/{agent}"
-    _hlc, origin, seq = key
-    return f"{room_id}/{kind}/{agent}/{origin}-{seq}"
-
-
-def _unknown(agent_id: str) -> AgentUpsert:
-    return AgentUpsert(agent_id, "", 0, 0, agent_id, "", "", 0, 0.0)
+    def message_event(self, op: Op, to: str) -> DeliveryEvent:
+        """The delivery event of a room message or DM for agent ``to``."""
+        return self._planner().message_event(op, to)

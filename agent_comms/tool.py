@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, assert_never
 
 import attrs
 
-from . import visibility
+from . import queries, visibility
 from .actions import (
+    READ_ROOM_DEFAULT,
     Action,
     CreateRoom,
     DeclineInvite,
@@ -38,14 +39,11 @@ from .display import display
 from .errors import CommsError, ErrorCode
 from .events import DeliveryEvent, format_delivery_event
 from .protocol.hlc import hlc_wall_ms
-from .protocol.ops import AgentUpsert, Op, RoomMessage, op_id, op_key
-from .protocol.rooms import RoomView
+from .protocol.ops import AgentUpsert, MembershipAction, Op, RoomMessage, op_id, op_key
+from .protocol.rooms import Refusal, RoomView, refusal
 from .store import MeshStore
 
 __all__ = ["READ_ROOM_DEFAULT", "CommsTool", "ToolResult", "ensure_registered", "with_deliveries"]
-
-#: Messages ``read_room`` shows without ``since``.
-READ_ROOM_DEFAULT: Final = 50
 
 
 @attrs.frozen
@@ -97,9 +95,41 @@ class CommsTool:
     # ------------------------------------------------------------------ dispatch
 
     def _run(self, action: Action) -> ToolResult:
-        handler = getattr(self, f"_{type(action).__name__.lower()}")
-        result: ToolResult = handler(action)
-        return result
+        """Execute one action (the type checker sees that every member of :data:`~agent_comms.actions.Action` has
+        its case)."""
+        match action:
+            case Register():
+                return self._register(action)
+            case Update():
+                return self._update(action)
+            case WhoAmI():
+                return self._whoami(action)
+            case ListAgents():
+                return self._listagents(action)
+            case CreateRoom():
+                return self._createroom(action)
+            case ListRooms():
+                return self._listrooms(action)
+            case JoinRoom():
+                return self._joinroom(action)
+            case LeaveRoom():
+                return self._leaveroom(action)
+            case Send():
+                return self._send(action)
+            case Dm():
+                return self._dm(action)
+            case ReadRoom():
+                return self._readroom(action)
+            case Invite():
+                return self._invite(action)
+            case DeclineInvite():
+                return self._declineinvite(action)
+            case Kick():
+                return self._kick(action)
+            case DestroyRoom():
+                return self._destroyroom(action)
+            case _:
+                assert_never(action)
 
     def _register(self, action: Register) -> ToolResult:
         store = self.store
@@ -194,13 +224,8 @@ class CommsTool:
     def _joinroom(self, action: JoinRoom) -> ToolResult:
         room_id, view = self.store.room(action.room, viewer=self.agent_id)
         me = self.agent_id
-        if me in view.members:
+        if self._refused(view, "join") is Refusal.ALREADY_MEMBER:
             return ToolResult(f"You are already in #{action.room}.")
-        if me != view.owner and me not in view.invited:
-            if view.room_type != "public":
-                raise CommsError(ErrorCode.NOT_INVITED, f"#{action.room} is {view.room_type}: you need an invite")
-            if me in view.banned:
-                raise CommsError(ErrorCode.NOT_INVITED, f"you were kicked from #{action.room}: you need a new invite")
         self.store.change_membership(me, room_id, "join")
         # Read after joining (the view folds the join at once): as a member, it sees whom members see.
         others = [self.store.label(m) for m in self.store.members_shown(view, me) if m != me]
@@ -208,8 +233,7 @@ class CommsTool:
 
     def _leaveroom(self, action: LeaveRoom) -> ToolResult:
         room_id, view = self.store.room(action.room, viewer=self.agent_id)
-        if self.agent_id not in view.members:
-            raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of #{action.room}")
+        self._refused(view, "leave")
         was_owner = view.owner == self.agent_id
         shown = set(self.store.members_shown(view, self.agent_id))  # whom it saw as a member, before leaving
         self.store.change_membership(self.agent_id, room_id, "leave")
@@ -257,7 +281,13 @@ class CommsTool:
         messages = self.store.history(room_id)
         total = len(messages)
         if action.since is not None:
-            shown = _since(messages, action.since)
+            try:
+                shown = queries.messages_after(messages, action.since)
+            except queries.SinceError as exc:
+                raise CommsError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"invalid 'since': {exc.since!r} is neither a message id here nor an ISO time",
+                ) from None
             header = f"#{action.room}: {len(shown)} message(s) since {action.since}"
         else:
             shown = messages[-READ_ROOM_DEFAULT:]
@@ -277,52 +307,79 @@ class CommsTool:
         )
 
     def _invite(self, action: Invite) -> ToolResult:
-        room_id, view = self._owned(action.room)
+        room_id, view = self._owned(action.room, "invite")
         target = self.store.find_agent(action.agent, viewer=self.agent_id)
-        if target.agent_id in view.members:
-            raise CommsError(ErrorCode.INVALID_PARAMS, f"{self.store.label(target.agent_id)} is already a member")
-        if target.agent_id in view.invited:
+        if self._refused(view, "invite", target.agent_id) is Refusal.SUBJECT_INVITED:
             return ToolResult(f"{self.store.label(target.agent_id)} is already invited to #{action.room}.")
         self.store.change_membership(self.agent_id, room_id, "invite", target.agent_id)
         return ToolResult(f"Invited {self.store.label(target.agent_id)} to #{action.room}.")
 
     def _declineinvite(self, action: DeclineInvite) -> ToolResult:
         room_id, view = self.store.room(action.room, viewer=self.agent_id)
-        if self.agent_id not in view.invited:
-            raise CommsError(ErrorCode.NOT_INVITED, f"you have no invite to #{action.room}")
+        self._refused(view, "decline")
         owner = self.store.owner_shown(view, self.agent_id) or "the owner"  # before the invite is gone
         self.store.change_membership(self.agent_id, room_id, "decline", reason=action.reason)
         return ToolResult(f"Declined the invite to #{action.room}; {owner} is told.")
 
     def _kick(self, action: Kick) -> ToolResult:
-        room_id, view = self._owned(action.room)
+        room_id, view = self._owned(action.room, "kick")
         target = self.store.find_agent(action.agent, viewer=self.agent_id, allow_ghost=True)
         ghost = target.visibility == "ghost" and target.agent_id != self.agent_id
         if ghost and not visibility.revealed_in_room(target.agent_id, view, self.store.history(room_id)):
             # A ghost is kickable only where it showed itself by posting; elsewhere it does not exist.
             raise CommsError(ErrorCode.AGENT_NOT_FOUND, f"no agent named or with id {action.agent!r}")
-        if target.agent_id == self.agent_id:
-            raise CommsError(ErrorCode.INVALID_PARAMS, "you cannot kick yourself; leave_room or destroy_room instead")
-        if target.agent_id not in view.members and target.agent_id not in view.invited:
-            raise CommsError(ErrorCode.NOT_MEMBER, f"{self.store.label(target.agent_id)} is not in #{action.room}")
+        self._refused(view, "kick", target.agent_id)
         self.store.change_membership(self.agent_id, room_id, "kick", target.agent_id)
         return ToolResult(f"Kicked {self.store.label(target.agent_id)} from #{action.room}; it needs a new invite.")
 
     def _destroyroom(self, action: DestroyRoom) -> ToolResult:
-        room_id, view = self._owned(action.room)
+        room_id, view = self._owned(action.room, "destroy")
         others = len([m for m in self.store.members_shown(view, self.agent_id) if m != self.agent_id])
         self.store.change_membership(self.agent_id, room_id, "destroy")
         return ToolResult(f"Destroyed #{action.room}; its {others} other member(s) are told.")
 
     # ------------------------------------------------------------------ helpers
 
-    def _owned(self, name: str) -> tuple[str, Any]:
+    def _owned(self, name: str, action: MembershipAction) -> tuple[str, RoomView]:
+        """The room called ``name``, if this agent has the right to take ``action`` in it."""
         room_id, view = self.store.room(name, viewer=self.agent_id)
-        if view.owner != self.agent_id:
-            owner = self.store.owner_shown(view, self.agent_id)
-            named = "" if owner is None else f" ({owner})"
-            raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of #{name}{named} can")
+        self._refused(view, action)
         return room_id, view
+
+    def _refused(self, view: RoomView, action: MembershipAction, subject: str | None = None) -> Refusal | None:
+        """Ask the room's rules (:func:`~agent_comms.protocol.rooms.refusal`) whether this agent may take ``action``
+        now; raise the model's error for a refusal, return the refusals that are not errors (already done)."""
+        why = refusal(view, self.agent_id, action, subject)
+        room = f"#{view.name}"
+        match why:
+            case None | Refusal.ALREADY_MEMBER | Refusal.SUBJECT_INVITED:
+                return why
+            case Refusal.NEEDS_INVITE:
+                raise CommsError(ErrorCode.NOT_INVITED, f"{room} is {view.room_type}: you need an invite")
+            case Refusal.BANNED:
+                raise CommsError(ErrorCode.NOT_INVITED, f"you were kicked from {room}: you need a new invite")
+            case Refusal.NOT_MEMBER:
+                raise CommsError(ErrorCode.NOT_MEMBER, f"you are not a member of {room}")
+            case Refusal.NO_INVITE:
+                raise CommsError(ErrorCode.NOT_INVITED, f"you have no invite to {room}")
+            case Refusal.NOT_OWNER:
+                owner = self.store.owner_shown(view, self.agent_id)
+                named = "" if owner is None else f" ({owner})"
+                raise CommsError(ErrorCode.NOT_OWNER, f"only the owner of {room}{named} can")
+            case Refusal.SUBJECT_MEMBER:
+                raise CommsError(ErrorCode.INVALID_PARAMS, f"{self.store.label(subject or '')} is already a member")
+            case Refusal.SUBJECT_OWNER:
+                # the owner asking (it passed the owner check) is the subject
+                raise CommsError(
+                    ErrorCode.INVALID_PARAMS, "you cannot kick yourself; leave_room or destroy_room instead"
+                )
+            case Refusal.SUBJECT_ABSENT:
+                raise CommsError(ErrorCode.NOT_MEMBER, f"{self.store.label(subject or '')} is not in {room}")
+            case Refusal.DESTROYED | Refusal.NO_SUBJECT:
+                # store.room finds live rooms only, and the tool always names an agent
+                raise CommsError(ErrorCode.ROOM_NOT_FOUND, f"no room {room}")
+            case _:
+                assert_never(why)
 
     def _check_reply(self, reply_to: str | None) -> None:
         # A message the agent may not read answers exactly as one that does not exist.
@@ -343,26 +400,6 @@ class CommsTool:
         stamp = dt.datetime.fromtimestamp(hlc_wall_ms(op.hlc) / 1000, dt.UTC).strftime("%H:%M:%S")
         reply = f" (reply to {display(body.reply_to, inline=True)})" if body.reply_to else ""
         return f"[{stamp}] {self.store.label(body.author)}{reply}: {display(body.content)}  [id {op_id(op)}]"
-
-
-def _since(messages: list[Op], since: str | int) -> list[Op]:
-    """Messages after ``since``: a message id, epoch milliseconds, or an ISO 8601 time."""
-    if isinstance(since, str):
-        for index, op in enumerate(messages):
-            if op_id(op) == since:
-                return messages[index + 1 :]
-        try:
-            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise CommsError(
-                ErrorCode.INVALID_PARAMS, f"invalid 'since': {since!r} is neither a message id here nor an ISO time"
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        threshold = int(when.timestamp() * 1000)
-    else:
-        threshold = since
-    return [op for op in messages if hlc_wall_ms(op.hlc) > threshold]
 
 
 def ensure_registered(tool: CommsTool, name: str, **params: object) -> ToolResult | None:

@@ -2,7 +2,9 @@
 
 Pure functions of a :class:`~agent_comms.protocol.state.MeshState` (an observer's copy or a peer's own replica).
 The dictionaries are the ``--json`` shapes of ``agent-comms agents``, ``rooms`` and ``read`` (DESIGN 2.6): the keys
-named there are relied on by scripts; the others are extras.
+named there are relied on by scripts; the others are extras. Which rooms are live, a room's history and ``since``
+are asked of :mod:`agent_comms.queries`, like the tool does (its :class:`SinceError` and :func:`select_messages` are
+re-exported here for the command line).
 
 The command line serves the person who owns the mesh (whoever can read the mesh key can read everything anyway),
 so rooms of every type are shown, with their hidden and ghost members marked (``member_labels``, ``owner_label``);
@@ -15,10 +17,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from agent_comms import queries
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage, op_id
-from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
+from agent_comms.queries import SinceError, live_rooms, select_messages
 
 __all__ = [
     "SinceError",
@@ -29,20 +32,6 @@ __all__ = [
     "room_rows",
     "select_messages",
 ]
-
-
-class SinceError(ValueError):
-    """``--since`` is neither a message id of the room, nor epoch milliseconds, nor an ISO 8601 time."""
-
-
-def _rooms(state: MeshState) -> list[tuple[str, RoomView]]:
-    found = []
-    for name in sorted(state.room_names):
-        view = state.room(name)
-        room_id = state.room_id(name)
-        if view is not None and room_id is not None:
-            found.append((room_id, view))
-    return found
 
 
 def _name(state: MeshState, agent_id: str) -> str:
@@ -68,7 +57,7 @@ def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, An
     ``status`` is the agent's own status (active, idle, busy), or ``offline``.
     """
     rooms_of: dict[str, list[str]] = {}
-    for _room_id, view in _rooms(state):
+    for _room_id, view in live_rooms(state):
         for member in view.members:
             rooms_of.setdefault(member, []).append(view.name)
     records: list[tuple[AgentUpsert, bool]] = [
@@ -99,7 +88,7 @@ def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, An
 def room_rows(state: MeshState) -> list[dict[str, Any]]:
     """Every live room by name, of every type."""
     rows = []
-    for room_id, view in _rooms(state):
+    for room_id, view in live_rooms(state):
         messages = len(state.room_messages(room_id))
         rows.append(
             {
@@ -123,42 +112,7 @@ def room_rows(state: MeshState) -> list[dict[str, Any]]:
 def room_history(state: MeshState, name: str) -> list[Op] | None:
     """The visible messages of the live room ``name``, oldest first (``None``: no such room)."""
     room_id = state.room_id(name)
-    if room_id is None:
-        return None
-    return state.room_messages(room_id)
-
-
-def select_messages(messages: list[Op], *, since: str | None = None, limit: int | None = None) -> list[Op]:
-    """Narrow ``messages`` (oldest first): those after ``since``, then the newest ``limit`` of them.
-
-    ``since`` is a message id of the list, epoch milliseconds, or an ISO 8601 time (UTC unless it says otherwise).
-    Raises :class:`SinceError`.
-    """
-    if since is not None:
-        messages = _after(messages, since)
-    if limit is not None:
-        messages = messages[-limit:] if limit > 0 else []
-    return messages
-
-
-def _after(messages: list[Op], since: str) -> list[Op]:
-    for index, op in enumerate(messages):
-        if op_id(op) == since:
-            return messages[index + 1 :]
-    text = since.strip()
-    if text.isdigit():
-        threshold = int(text)
-    else:
-        try:
-            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise SinceError(
-                f"--since {since!r} is neither a message id of this room, nor epoch milliseconds, nor an ISO 8601 time"
-            ) from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        threshold = int(when.timestamp() * 1000)
-    return [op for op in messages if hlc_wall_ms(op.hlc) > threshold]
+    return None if room_id is None else queries.room_history(state, room_id)
 
 
 def message_rows(state: MeshState, messages: list[Op]) -> list[dict[str, Any]]:

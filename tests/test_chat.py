@@ -31,11 +31,11 @@ import pytest
 import trio
 import trio.testing
 
-from agent_comms.bridges.jsonl import MAX_LINE
 from agent_comms.chat.client import LineFrontend, run_chat
 from agent_comms.chat.commands import COMMANDS, Names
 from agent_comms.chat.session import ChatSession
 from agent_comms.display import CONTINUATION
+from agent_comms.stdio import MAX_LINE
 from agent_comms.testing import open_in_memory_mesh
 from agent_comms.testing.display import HOSTILE_CONTENT, HOSTILE_LINES
 

@@ -22,8 +22,9 @@ import trio
 import trio.testing
 
 from agent_comms.agent import Agent
-from agent_comms.bridges.jsonl import MAX_LINE, LineSplitter, LineWriter, run_bridge
+from agent_comms.bridges.jsonl import run_bridge
 from agent_comms.plugins import get_plugin_manager
+from agent_comms.stdio import MAX_LINE, LineSplitter, LineWriter
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
 from agent_comms.testing.display import HOSTILE_CONTENT, assert_shown_safely
 

@@ -29,12 +29,9 @@ terminals or files.
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, get_args
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import pluggy
@@ -43,59 +40,54 @@ import trio
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.events import DeliveryEvent, format_delivery_event
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo, hookimpl
+from agent_comms.liveness import wait_for_exit
+from agent_comms.stdio import CHUNK, MAX_LINE, LineSplitter, LineWriter, open_stdio
 
 if TYPE_CHECKING:
     from agent_comms.agent import Agent
+    from agent_comms.inbox import Inbox
 
 __all__ = [
     "HARNESS",
-    "MAX_LINE",
     "MAX_UNACKED",
-    "LineSplitter",
-    "LineWriter",
     "agent_comms_harness",
     "agent_comms_push",
     "agent_comms_serve",
-    "open_stdio",
     "run_bridge",
     "serve",
     "tool_schema",
-    "wait_for_exit",
 ]
 
 HARNESS: Final = "jsonl"
-#: Longest input line, in bytes; a longer one is answered with an error and skipped.
-MAX_LINE: Final = 1 << 20
-_CHUNK: Final = 65536
 #: How many written but unacknowledged events (``ack`` mode) are remembered per agent; the oldest are forgotten.
 MAX_UNACKED: Final = 10_000
 #: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 
-_encoder = msgspec.json.Encoder()
 #: The relay of each agent this process bridges, for the push hook.
 _relays: dict[str, _Relay] = {}
 
 
 class _Relay:
-    """Where an agent's events go: its line writer, and (``ack`` mode) the events written but not yet shown."""
+    """Where an agent's events go: its line writer; in ``ack`` mode the events written but not yet shown are held
+    in the agent's :class:`~agent_comms.inbox.Inbox`, each under its event id, until the relay acknowledges them."""
 
-    def __init__(self, writer: LineWriter, ack: bool) -> None:
+    def __init__(self, writer: LineWriter, ack: bool, inbox: Inbox) -> None:
         self.writer = writer
         self.ack = ack
-        self.unacked: dict[str, DeliveryEvent] = {}
+        self.inbox = inbox
 
     async def push(self, event: DeliveryEvent) -> bool:
         if self.ack:
-            self.unacked[event.id] = event
-            while len(self.unacked) > MAX_UNACKED:
-                del self.unacked[next(iter(self.unacked))]
+            self.inbox.hold(event.id, [event], keep=MAX_UNACKED)
         await self.writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
         return not self.ack  # in ack mode the relay says when it was shown
 
-    def shown(self, ids: list[str]) -> list[DeliveryEvent]:
-        return [event for event_id in ids if (event := self.unacked.pop(event_id, None)) is not None]
+    def shown(self, ids: list[str]) -> None:
+        """The relay showed these events: they count as read (unknown or repeated ids are ignored)."""
+        for event_id in ids:
+            self.inbox.settle(event_id)
 
 
 @hookimpl
@@ -124,75 +116,18 @@ def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaita
     return relay.push(event)
 
 
-#: What each action takes (``*``: required) and does, for the tool description a relay registers.
-_ACTIONS: Final = {
-    "register": "name*, visibility, tags: join under a name, or rename yourself",
-    "update": "name, visibility, status, tags (one at least): change them",
-    "whoami": "who you are, your status and rooms",
-    "list_agents": "the agents online",
-    "create_room": "room*, type, description: create a room; you join it and own it",
-    "list_rooms": "the rooms you can see",
-    "join_room": "room*: join; private and secret rooms need an invite",
-    "leave_room": "room*: leave",
-    "send": "target* (the room), content*, replyTo, streamingBehavior: post to a room you are in",
-    "dm": "target* (the agent), content*, replyTo, streamingBehavior: a direct message",
-    "read_room": "room*, since: a room's history (the last 50 messages, or those after since)",
-    "invite": "room*, agent*: invite an agent to your room (owner only)",
-    "decline_invite": "room*, reason: turn an invite down",
-    "kick": "room*, agent*: remove an agent from your room (owner only)",
-    "destroy_room": "room*: end your room (owner only)",
-}
-_PARAMETER_HELP: Final = {
-    "name": "register, update: your agent name",
-    "visibility": "register, update: visible (default), hidden (not listed, DM by id), ghost (not listed, no DMs)",
-    "tags": "register, update: labels for yourself",
-    "status": "update: active, idle or busy",
-    "room": "the room's name (create_room, join_room, leave_room, read_room, invite, decline_invite, kick, ...)",
-    "type": "create_room: public (default), private or secret",
-    "description": "create_room: what the room is for",
-    "target": "send: the room; dm: the agent's name or id",
-    "content": "send, dm: the message text",
-    "agent": "invite, kick: the agent's name or id",
-    "since": "read_room: only messages after this message id, ISO time or epoch milliseconds",
-    "replyTo": "send, dm: the id of the message you answer",
-    "reason": "decline_invite: why",
-    "streamingBehavior": "send, dm: steer (act now), followUp (when idle) or info (no action needed)",
-}
-
-
 def tool_schema() -> dict[str, Any]:
     """The ``agent_comms`` tool for a relay that registers it itself: ``{"name", "description", "parameters"}``.
 
-    ``parameters`` is a JSON Schema object (every contract parameter, only ``action`` required); the bridge
-    validates again and answers bad parameters with an ``INVALID_PARAMS`` result.
+    ``parameters`` is the tool's JSON Schema (:func:`agent_comms.tool_schema.input_schema`: every contract
+    parameter, only ``action`` required); the bridge validates again and answers bad parameters with an
+    ``INVALID_PARAMS`` result.
     """
-    from agent_comms import actions
+    from agent_comms import tool_schema as schema
 
-    choices = {
-        "action": list(_ACTIONS),
-        "visibility": list(get_args(actions.Visibility)),
-        "status": list(get_args(actions.Status)),
-        "type": list(get_args(actions.RoomKind)),
-        "streamingBehavior": list(get_args(actions.Streaming)),
-    }
-    properties: dict[str, Any] = {}
-    for name in actions.PARAMETERS:
-        schema: dict[str, Any]
-        if name == "tags":
-            schema = {"type": "array", "items": {"type": "string"}}
-        elif name == "since":
-            schema = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
-        else:
-            schema = {"type": "string"}
-        if name in choices:
-            schema["enum"] = choices[name]
-        schema["description"] = (
-            "what to do (see the tool description)"
-            if name == "action"
-            else _PARAMETER_HELP.get(name, "see the tool description")
-        )
-        properties[name] = schema
-    usage = "\n".join(f"- {action}: {what}" for action, what in _ACTIONS.items())
+    usage = "\n".join(
+        f"- {row.name}: {row.parameters + ': ' if row.parameters else ''}{row.about}" for row in schema.usage()
+    )
     description = (
         "Talk with the other coding agents on this machine (agent-comms): who is online, rooms, room messages and "
         "direct messages, with read receipts. You are on the mesh under a default name; register to choose yours. "
@@ -200,61 +135,7 @@ def tool_schema() -> dict[str, Any]:
         f"Set action and its parameters (* = required):\n{usage}\n"
         "Agents are named by name or id, rooms by name. Errors come back as 'Error: <message> (<CODE>)'."
     )
-    return {
-        "name": "agent_comms",
-        "description": description,
-        "parameters": {"type": "object", "properties": properties, "required": ["action"]},
-    }
-
-
-class LineSplitter:
-    """Bytes in, lines out (without the newline); ``None`` stands for a line longer than ``max_line``."""
-
-    def __init__(self, max_line: int = MAX_LINE) -> None:
-        self.max_line = max_line
-        self._buffer = bytearray()
-        self._skipping = False  # inside an over-long line that was already reported
-
-    def feed(self, data: bytes | bytearray) -> list[bytes | None]:
-        """Add ``data``; return the lines it completed."""
-        self._buffer += data
-        lines: list[bytes | None] = []
-        while (end := self._buffer.find(b"\n")) >= 0:
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if self._skipping:
-                self._skipping = False
-            else:
-                lines.append(line if len(line) <= self.max_line else None)
-        if len(self._buffer) > self.max_line:
-            if not self._skipping:
-                lines.append(None)
-                self._skipping = True
-            self._buffer.clear()
-        return lines
-
-    def close(self) -> list[bytes | None]:
-        """End of input: the last line, if it had no newline."""
-        rest, skipping = bytes(self._buffer), self._skipping
-        self._buffer.clear()
-        return [rest] if rest and not skipping else []
-
-
-class LineWriter:
-    """Writes one JSON object per line; whole lines only, whichever task writes."""
-
-    def __init__(self, stream: trio.abc.SendStream) -> None:
-        self._stream = stream
-        self._lock = trio.Lock()
-
-    async def write(self, message: Mapping[str, Any]) -> None:
-        """Encode ``message`` and send its line; returns once the stream has taken all of it."""
-        try:
-            data = _encoder.encode(message)
-        except (TypeError, msgspec.EncodeError):  # a tool result's data that JSON cannot carry: leave it out
-            data = _encoder.encode({key: value for key, value in message.items() if key != "data"})
-        async with self._lock:
-            await self._stream.send_all(data + b"\n")
+    return {"name": schema.TOOL_NAME, "description": description, "parameters": schema.input_schema()}
 
 
 def _error(text: str, request_id: object = None) -> dict[str, object]:
@@ -309,7 +190,7 @@ def _acknowledge(agent: Agent, request: dict[str, Any]) -> dict[str, object] | N
         return _error('\'ids\' must be a list of event ids: {"type": "shown", "ids": [...]}', request.get("id"))
     relay = _relays.get(agent.id)
     if relay is not None:
-        agent.store.mark_read(agent.id, relay.shown(ids))
+        relay.shown(ids)
     return None
 
 
@@ -328,13 +209,13 @@ async def run_bridge(
     from agent_comms.plugins import relay_deliveries
 
     await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
-    _relays[agent.id] = _Relay(writer, ack)
+    _relays[agent.id] = _Relay(writer, ack, agent.store.inbox(agent.id))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
             splitter = LineSplitter()
             try:
-                while data := await receive.receive_some(_CHUNK):
+                while data := await receive.receive_some(CHUNK):
                     for line in splitter.feed(data):
                         await _reply(agent, writer, line)
                 for line in splitter.close():
@@ -393,90 +274,7 @@ async def _leave_when_gone(pid: int, cancel_scope: trio.CancelScope) -> None:
     cancel_scope.cancel()
 
 
-#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
-POLL_INTERVAL: Final = 0.5
-
-
-async def wait_for_exit(pid: int) -> None:
-    """Return once the process ``pid`` has exited (at once if there is none)."""
-    try:
-        pidfd: int | None = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    except ProcessLookupError:
-        return
-    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes: poll instead
-        pidfd = None
-    if pidfd is not None:
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            trio.lowlevel.notify_closing(pidfd)
-            os.close(pidfd)
-        return
-    while _alive(pid):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
-        await trio.sleep(POLL_INTERVAL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
-
-
 def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
     return [error]
-
-
-@asynccontextmanager
-async def open_stdio() -> AsyncIterator[tuple[trio.abc.ReceiveStream, trio.abc.SendStream]]:
-    """This process's stdin and stdout as Trio streams; their blocking mode is put back afterwards.
-
-    Pipes, sockets and terminals are polled (:class:`trio.lowlevel.FdStream`, on a duplicate so closing it leaves
-    fd 0 and 1 open); anything else (a regular file, ``/dev/null``) is read and written in a worker thread.
-    """
-    blocking = {fd: os.get_blocking(fd) for fd in (0, 1)}
-    receive, send = _fd_stream(0), _fd_stream(1)
-    try:
-        yield receive, send
-    finally:
-        for stream in (receive, send):
-            await stream.aclose()
-        for fd, mode in blocking.items():
-            os.set_blocking(fd, mode)
-
-
-def _fd_stream(fd: int) -> trio.abc.Stream:
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
-        return trio.lowlevel.FdStream(os.dup(fd))
-    return _ThreadedFileStream(os.dup(fd))
-
-
-class _ThreadedFileStream(trio.abc.Stream):
-    """A file that cannot be polled (epoll refuses regular files), read and written in a worker thread."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes or _CHUNK, abandon_on_cancel=True)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = await trio.to_thread.run_sync(os.write, self._fd, view)
-            view = view[written:]
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def aclose(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        await trio.lowlevel.checkpoint()

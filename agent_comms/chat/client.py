@@ -103,7 +103,7 @@ class LineFrontend:
     interactive = False
 
     def __init__(self, receive: trio.abc.ReceiveStream, write: Callable[[str], None]) -> None:
-        from agent_comms.bridges.jsonl import LineSplitter
+        from agent_comms.stdio import LineSplitter
 
         self._receive = receive
         self._write = write

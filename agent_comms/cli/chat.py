@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 @asynccontextmanager
 async def _frontend(terminal: TerminalFrontend | None) -> AsyncIterator[Frontend]:
     """The terminal frontend, or lines from standard input (never put in non-blocking mode for prompt_toolkit)."""
-    from agent_comms.bridges.jsonl import open_stdio
     from agent_comms.chat.client import LineFrontend, print_line
+    from agent_comms.stdio import open_stdio
 
     if terminal is not None:
         yield terminal

@@ -250,7 +250,7 @@ def run_read(args: argparse.Namespace) -> int:
     try:
         shown = select_messages(messages, since=args.since, limit=args.limit)
     except SinceError as exc:
-        error(str(exc))
+        error(f"--since {exc}")
         return EXIT_USAGE
     rows = message_rows(snapshot.state, shown)
     if args.json:

@@ -29,6 +29,7 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import math
@@ -41,6 +42,7 @@ from typing import Any, Final
 
 import trio
 
+from agent_comms.liveness import process_alive
 from agent_comms.protocol.changes import Change
 from agent_comms.protocol.commands import (
     BindCoordinatorPort,
@@ -61,7 +63,6 @@ from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.wire import Identify, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
-from .procinfo import process_alive
 from .registry import PeerRegistry
 
 __all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MAX_PENDING_LINKS", "MeshNode", "open_node"]
@@ -128,6 +129,9 @@ class MeshNode:
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
+        #: batches of changes applied and not yet handed to listeners and subscribers (see :meth:`_deliver`)
+        self._deliveries: collections.deque[tuple[Change, ...]] = collections.deque()
+        self._delivering = False
         self._progress: trio.Event | None = None
         self._alarm_scope: trio.CancelScope | None = None
         self._alarm_deadline = math.inf
@@ -153,9 +157,11 @@ class MeshNode:
         """This peer's id."""
         return self.peer.peer_id
 
-    def submit(self, body: Body) -> None:
-        """Make an operation (applied here at once, broadcast to every linked peer)."""
-        self._execute(self.peer.submit(body, trio.current_time()))
+    def submit(self, body: Body) -> Op:
+        """Make an operation (applied here at once, broadcast to every linked peer); return it."""
+        op, commands = self.peer.make(body, trio.current_time())
+        self._execute(commands)
+        return op
 
     def host_agent(self, record: AgentUpsert) -> AgentUpsert:
         """Host an agent on this peer; returns the record as claimed (with its incarnation).
@@ -202,9 +208,11 @@ class MeshNode:
         return receive
 
     def add_listener(self, listener: Callable[[tuple[Change, ...]], None]) -> None:
-        """Call ``listener`` synchronously with every batch of changes, in order, as they are applied.
+        """Call ``listener`` synchronously with every batch of changes, in order, once they are applied.
 
-        It runs inside the node's processing, so it must not block; it may call :meth:`submit` and friends.
+        It is called after the node has executed the commands that applied them, never from inside another
+        listener's call: it must not block; it may call :meth:`submit` and friends, whose changes reach the listeners
+        after it returns.
         """
         self._listeners.append(listener)
 
@@ -344,14 +352,7 @@ class MeshNode:
                 else:
                     self._write_bytes(command.link_id, encode_frames(frames))
             elif isinstance(command, Deliver):
-                for listener in self._listeners:
-                    listener(command.changes)
-                for subscriber in list(self._subscribers):
-                    try:
-                        for change in command.changes:
-                            subscriber.send_nowait(change)
-                    except trio.BrokenResourceError:  # the subscriber closed its end: it wants no more
-                        self._subscribers.remove(subscriber)
+                self._deliveries.append(command.changes)
             elif isinstance(command, Dial):
                 self._nursery.start_soon(self._dial, command)
             elif isinstance(command, CloseLink):
@@ -372,6 +373,31 @@ class MeshNode:
             else:  # pragma: no cover - a bug in this module
                 raise AssertionError(f"unknown command {command!r}")
         self._reschedule()
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand the changes applied so far to listeners and subscribers, batch by batch, in order.
+
+        Runs once the commands that applied them are executed. A listener that makes an operation (the store's
+        receipts) runs :meth:`_execute` again; that inner run only queues its changes, and this loop delivers them
+        after the listener has returned, so no listener is ever entered while it is running.
+        """
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._deliveries:
+                changes = self._deliveries.popleft()
+                for listener in self._listeners:
+                    listener(changes)
+                for subscriber in list(self._subscribers):
+                    try:
+                        for change in changes:
+                            subscriber.send_nowait(change)
+                    except trio.BrokenResourceError:  # the subscriber closed its end: it wants no more
+                        self._subscribers.remove(subscriber)
+        finally:
+            self._delivering = False
 
     def _log_close(self, link_id: int, reason: str, remote: str = "") -> None:
         entry = self.peer.links.get(link_id)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 
 import msgspec
 
+from agent_comms.liveness import process_alive
 from agent_comms.private_files import UnsafePathError, read_private_file, write_private_file
 from agent_comms.protocol.wire import PeerInfo
 
@@ -76,19 +76,9 @@ class PeerRegistry:
                 continue
             except (OSError, msgspec.DecodeError):
                 continue
-            if _alive(info.pid):
+            if process_alive(info.pid, info.process_start):  # a reused pid is not the peer that wrote the entry
                 peers.append(info)
             else:
                 with contextlib.suppress(OSError):
                     path.unlink()
         return peers
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True

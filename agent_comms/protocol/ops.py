@@ -47,7 +47,7 @@ MembershipAction = Literal["join", "leave", "invite", "kick", "decline", "destro
 ReceiptStatus = Literal["delivered", "read"]
 
 #: Membership actions that only the room's owner may take.
-ACTIONS_BY_OWNER: Final = frozenset({"invite", "kick", "destroy"})
+ACTIONS_BY_OWNER: Final[frozenset[MembershipAction]] = frozenset({"invite", "kick", "destroy"})
 
 OpKey = tuple[int, str, int]
 """The total order of operations: ``(hlc, origin, seq)``."""

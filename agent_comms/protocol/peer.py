@@ -753,6 +753,10 @@ class Peer:
 
     def submit(self, body: Body, now: float) -> list[Command]:
         """Make a local operation, apply it, broadcast it on every data link."""
+        return self.make(body, now)[1]
+
+    def make(self, body: Body, now: float) -> tuple[Op, list[Command]]:
+        """:meth:`submit` that also returns the operation it made."""
         wall_ms = self._wall_ms(now)
         op, changes = self.replica.make(body, wall_ms)
         commands: list[Command] = self._note_clock(wall_ms, op.hlc)
@@ -761,7 +765,7 @@ class Peer:
             commands += self._send(self.links[link_id], [frame], now)
         if changes:
             commands.append(Deliver(tuple(changes)))
-        return commands
+        return op, commands
 
     def relay(self, ops: Iterable[Op], now: float) -> list[Command]:
         """Operations of other machines, brought by this machine's gateway: applied exactly as if received on a

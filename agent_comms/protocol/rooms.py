@@ -14,11 +14,15 @@ Rules of the fold, in log order (an operation that breaks a rule has no effect, 
    agent that is not banned. Joining consumes the invite and lifts a ban.
 3. ``leave``: a member leaves. If the owner leaves while others remain, ownership passes to the member who has
    been in the room longest (earliest join). An owner leaving an empty room keeps it and may come back.
-4. ``invite``, ``kick``, ``destroy``: the owner only. A kick removes a member (or revokes an invite) and bans
-   the agent: it stays out until invited again. Destroy ends the room; nothing after it takes effect.
+4. ``invite``, ``kick``, ``destroy``: the owner only (:data:`~agent_comms.protocol.ops.ACTIONS_BY_OWNER`). A kick
+   removes a member (or revokes an invite) and bans the agent: it stays out until invited again. Destroy ends the
+   room; nothing after it takes effect.
 5. ``decline``: the invitee turns an outstanding invite down; the invite is gone.
 6. An operation takes effect only if its author acts under a claim the mesh knows (see
    :mod:`agent_comms.protocol.state`), so nobody acts as an agent it does not host.
+
+Who may do what (rules 2 to 5, and the rights of rule 9) is decided by one function, :func:`refusal`; the fold
+applies an operation it does not refuse, and a peer's tool asks it before making an operation, so both judge alike.
 
 Concurrent creations of one name merge (:func:`fold_name`). The instances of a name are swept in the total order
 of their creations together with all their operations. An instance created while the room of that name is alive
@@ -57,14 +61,15 @@ of their creations together with all their operations. An instance created while
 from __future__ import annotations
 
 import bisect
+import enum
 from collections.abc import Callable
 from typing import Literal
 
 import attrs
 
-from .ops import Membership, Op, OpKey, RoomCreate, RoomType, op_key
+from .ops import ACTIONS_BY_OWNER, Membership, MembershipAction, Op, OpKey, RoomCreate, RoomType, op_key
 
-__all__ = ["ClaimCheck", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "step"]
+__all__ = ["ClaimCheck", "Refusal", "RoomChange", "RoomLog", "RoomView", "diff", "fold_name", "refusal", "step"]
 
 ClaimCheck = Callable[[str, int, str, int], bool]
 """``claim_known(agent_id, incarnation, peer_id, stamp)``: may an operation stamped ``stamp`` act under this claim?"""
@@ -151,26 +156,92 @@ def _close(view: RoomView, agent: str, key: OpKey) -> None:
     view.intervals[agent][-1][1] = key
 
 
-def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
-    """Apply one membership operation to ``view`` in place; return what visibly changed."""
+class Refusal(enum.Enum):
+    """Why a membership operation takes no effect (:func:`refusal`)."""
+
+    DESTROYED = "the room is destroyed"
+    ALREADY_MEMBER = "the actor is a member already"
+    NEEDS_INVITE = "the room is not public and the actor has no invite"
+    BANNED = "the actor was kicked and has no invite"
+    NOT_MEMBER = "the actor is not a member"
+    NO_INVITE = "the actor has no invite"
+    NOT_OWNER = "the actor does not own the room"
+    NO_SUBJECT = "no agent named"
+    SUBJECT_MEMBER = "the agent is a member already"
+    SUBJECT_INVITED = "the agent is invited already"
+    SUBJECT_OWNER = "the agent owns the room"
+    SUBJECT_ABSENT = "the agent is neither a member nor invited"
+
+
+def refusal(
+    view: RoomView,
+    actor: str,
+    action: MembershipAction,
+    subject: str | None = None,
+    *,
+    through: str | None = None,
+) -> Refusal | None:
+    """Why ``actor`` may not take ``action`` (on ``subject``) in the room ``view``; ``None`` if it takes effect.
+
+    This is the one statement of rules 2 to 5 and of a founder's rights under rule 9. ``through``: the instance id
+    the operation addresses (the fold passes it, to judge by what its author saw); ``None`` asks about the room as
+    it stands, as a peer's tool does before making an operation: a join is then judged by the room's (merged) type
+    and only the owner has the owner's rights. ``subject=None`` asks only about the actor's right.
+    """
     if view.destroyed is not None:
-        return []
-    key = op_key(op)
-    actor = body.author
-    action = body.action
+        return Refusal.DESTROYED
     if action == "join":
         if actor in view.members:
-            return []
-        public_ok = _type_through(view, body.room_id) == "public" and actor not in view.banned
-        if not (actor == view.owner or actor in view.invited or public_ok):
-            return []
+            return Refusal.ALREADY_MEMBER
+        if actor == view.owner or actor in view.invited:
+            return None
+        room_type = view.room_type if through is None else _type_through(view, through)
+        if room_type != "public":
+            return Refusal.NEEDS_INVITE
+        return Refusal.BANNED if actor in view.banned else None
+    if action == "leave":
+        return None if actor in view.members else Refusal.NOT_MEMBER
+    if action == "decline":
+        return None if actor in view.invited else Refusal.NO_INVITE
+    assert action in ACTIONS_BY_OWNER
+    if actor != view.owner and not _founder_right(view, actor, through):
+        return Refusal.NOT_OWNER
+    if action == "destroy" or subject is None:
+        return None
+    if not subject:
+        return Refusal.NO_SUBJECT
+    if action == "invite":
+        if subject in view.members:
+            return Refusal.SUBJECT_MEMBER
+        return Refusal.SUBJECT_INVITED if subject in view.invited else None
+    if subject == view.owner:
+        return Refusal.SUBJECT_OWNER
+    return None if subject in view.members or subject in view.invited else Refusal.SUBJECT_ABSENT
+
+
+def _founder_right(view: RoomView, actor: str, through: str | None) -> bool:
+    """Rule 9: a merged instance's founder, while a member, has the owner's rights through its own instance."""
+    return (
+        through is not None
+        and through != view.room_id
+        and view.founders.get(through) == actor
+        and actor in view.members
+    )
+
+
+def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
+    """Apply one membership operation to ``view`` in place; return what visibly changed."""
+    actor = body.author
+    action = body.action
+    if refusal(view, actor, action, body.subject, through=body.room_id) is not None:
+        return []
+    key = op_key(op)
+    if action == "join":
         _uninvite(view, actor)
         view.banned.discard(actor)
         _open(view, actor, key)
         return [RoomChange("joined", actor, key=key)]
     if action == "leave":
-        if actor not in view.members:
-            return []
         _close(view, actor, key)
         changes = [RoomChange("left", actor, reason=body.reason, key=key)]
         if actor == view.owner and view.members:
@@ -179,28 +250,21 @@ def step(view: RoomView, op: Op, body: Membership) -> list[RoomChange]:
         return changes
     if action == "decline":
         inviter = _uninvite(view, actor)
-        return [] if inviter is None else [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
-    # invite, kick and destroy: the owner only, or (rule 9) a merged instance's founder, while a member, through its
-    # own instance
-    if actor != view.owner:
-        if body.room_id == view.room_id or view.founders.get(body.room_id) != actor or actor not in view.members:
-            return []
-        if action == "destroy":
-            return step(view, op, Membership(body.room_id, "leave", actor, body.author_inc, reason=body.reason))
+        assert inviter is not None
+        return [RoomChange("declined", actor, by=inviter, reason=body.reason, key=key)]
+    if action == "destroy" and actor != view.owner:
+        # rule 9: a founder's destroy through its own instance only makes it leave
+        return step(view, op, Membership(body.room_id, "leave", actor, body.author_inc, reason=body.reason))
     subject = body.subject
     if action == "invite":
-        if not subject or subject in view.members or subject in view.invited:
-            return []
         view.invited[subject] = actor
         view.invite_keys[subject] = key
         return [RoomChange("invited", subject, by=actor, key=key)]
     if action == "kick":
-        if not subject or subject == view.owner:
-            return []
         if subject in view.members:
             _close(view, subject, key)
-        elif _uninvite(view, subject) is None:
-            return []
+        else:
+            _uninvite(view, subject)
         view.banned.add(subject)
         return [RoomChange("kicked", subject, by=actor, reason=body.reason, key=key)]
     # destroy

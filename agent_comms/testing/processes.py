@@ -29,6 +29,8 @@ from typing import Any
 
 import trio
 
+from agent_comms.liveness import process_alive
+
 __all__ = [
     "Lines",
     "Peer",
@@ -186,13 +188,5 @@ async def wait_for_bridge_of(pid: int, harness: str) -> int:
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+    """Whether process ``pid`` runs (a zombie counts as gone: :func:`~agent_comms.liveness.process_alive`)."""
+    return process_alive(pid)

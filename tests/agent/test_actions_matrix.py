@@ -776,7 +776,7 @@ def _iso(ms: int, suffix: str) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}{suffix}"
 
 
-@pytest.mark.parametrize("kind", ["message-id", "iso-z", "iso-offset", "iso-naive", "epoch-ms"])
+@pytest.mark.parametrize("kind", ["message-id", "iso-z", "iso-offset", "iso-naive", "epoch-ms", "epoch-ms-text"])
 async def test_read_room_since(cast: Cast, kind: str) -> None:
     olive = await cast.agent("h1", "olive")
     wanda = await cast.agent("h2", "wanda")
@@ -797,6 +797,7 @@ async def test_read_room_since(cast: Cast, kind: str) -> None:
         "iso-offset": _iso(stamps[0], "+02:00"),
         "iso-naive": _iso(stamps[0], ""),
         "epoch-ms": stamps[0],
+        "epoch-ms-text": str(stamps[0]),  # as the command line's --since takes it
     }[kind]
     result = await wanda.call({"action": "read_room", "room": "den", "since": since})
     assert not result.is_error, result.text
@@ -807,6 +808,8 @@ async def test_read_room_since(cast: Cast, kind: str) -> None:
     assert "three" in result.text
     assert ": one  [" not in result.text
     last: str | int = ids[2] if kind == "message-id" else stamps[2]
+    if kind == "epoch-ms-text":
+        last = str(stamps[2])
     after = await wanda.call({"action": "read_room", "room": "den", "since": last})
     assert (after.text, after.data) == (f"#den: 0 message(s) since {last}.", {"messages": [], "total": 3})
     text = await rejected(cast, wanda, "INVALID_PARAMS", action="read_room", room="den", since="not-a-time")

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 import trio
 
+from agent_comms.liveness import process_alive, process_start_time
 from agent_comms.mesh.network import MemoryNetwork
 from agent_comms.mesh.node import MeshNode, open_node
-from agent_comms.mesh.procinfo import process_alive, process_start_time
 from agent_comms.protocol.ops import AgentUpsert
 from agent_comms.protocol.peer import PeerConfig
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from agent_comms.liveness import process_start_time
 from agent_comms.mesh.registry import PeerRegistry
 from agent_comms.protocol.wire import PeerInfo
 
@@ -62,3 +63,19 @@ def test_a_link_in_the_registry_is_not_followed(tmp_path: Path) -> None:
     registry.directory.mkdir(mode=0o700)
     (registry.directory / "linked.peer").symlink_to(target)
     assert registry.read(PORT) == []
+
+
+def test_an_entry_whose_pid_was_reused_is_dropped(tmp_path: Path) -> None:
+    """A pid names the peer's process only together with its start time: a newer process with that pid is not it."""
+    registry = PeerRegistry(tmp_path)
+    started = process_start_time(os.getpid())
+    assert started > 0, "this test needs /proc (Linux)"
+    live = PeerInfo("live", os.getpid(), 1.0, 50000, process_start=started, port=PORT)
+    # The same pid (alive: this process) but a process that started an hour earlier: the peer that wrote the entry
+    # exited and its pid went to this process.
+    stale = PeerInfo("stale", os.getpid(), 1.0, 50001, process_start=started - 3600, port=PORT)
+    registry.publish(live)
+    registry.publish(stale)
+    assert [info.peer_id for info in registry.read(PORT)] == ["live"]
+    assert not (registry.directory / "stale.peer").exists()
+    assert (registry.directory / "live.peer").exists()

@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 
 from agent_comms.actions import PARAMETERS
 from agent_comms.agent import Agent
-from agent_comms.bridges.jsonl import LineWriter, run_bridge
+from agent_comms.bridges.jsonl import run_bridge
 from agent_comms.plugins import get_plugin_manager
+from agent_comms.stdio import LineWriter
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
 
 MB = 1_000_000

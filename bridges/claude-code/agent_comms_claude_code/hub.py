@@ -46,9 +46,9 @@ import attrs
 import trio
 from agent_comms_mcp.server import RunningBridge
 
-from agent_comms.bridges.jsonl import LineSplitter
 from agent_comms.events import DeliveryEvent, format_delivery_event
 from agent_comms.private_files import UnsafePathError, ensure_private_dir
+from agent_comms.stdio import LineSplitter
 from agent_comms_claude_code.channel import METHOD, channel_params, wakes
 from agent_comms_claude_code.sessions import MAX_SOCKET_PATH, write_registration
 

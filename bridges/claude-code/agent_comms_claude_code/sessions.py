@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.liveness import process_alive
 from agent_comms.private_files import (
     check_private_dir,
     ensure_private_dir,
@@ -102,16 +103,9 @@ def write_registration(directory: Path, pid: int, record: Mapping[str, Any]) -> 
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (EPERM: someone else's, alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process ``pid`` exists (:func:`~agent_comms.liveness.process_alive`; EPERM: someone else's,
+    alive)."""
+    return process_alive(pid)
 
 
 def _parent_of(pid: int) -> int | None:

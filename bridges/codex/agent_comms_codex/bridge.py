@@ -40,8 +40,9 @@ _INBOX_MIN_INTERVAL: Final = 0.05
 
 
 def inbox_snapshot(agent: Agent, *, harness_pid: int | None, cwd: str) -> Inbox:
-    """What the inbox file says now for ``agent``."""
-    pending = agent.store.pending(agent.id)
+    """What the inbox file says now for ``agent``: every event waiting for it, those a result gave back (it never
+    reached Codex) included."""
+    pending = agent.store.inbox(agent.id).pending()
     return {
         "version": VERSION,
         "pid": os.getpid(),

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from agent_comms.liveness import process_alive
 from agent_comms.private_files import (
     check_private_dir,
     ensure_private_dir,
@@ -110,15 +111,8 @@ def read_inbox(path: Path) -> Inbox | None:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether ``pid`` (as read from a file: any JSON value) names a live process."""
+    return isinstance(pid, int) and not isinstance(pid, bool) and process_alive(pid)
 
 
 def _ancestors(pid: int) -> list[int]:

@@ -16,12 +16,13 @@ from typing import Final
 
 import trio
 
+from agent_comms import liveness
+from agent_comms.liveness import POLL_INTERVAL, process_alive  # POLL_INTERVAL: how often it looks without a pidfd
+
 __all__ = ["POLL_INTERVAL", "SIGNALS", "harness_to_watch", "wait_for_exit", "wait_for_signal", "watch_harness"]
 
 #: The signals that end the bridge gracefully.
 SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-#: How often to look at the harness process where no pidfd can wait for it (not Linux, or an old kernel).
-POLL_INTERVAL: Final = 0.5
 
 
 def harness_to_watch(harness_pid: int | None) -> tuple[int, bool] | None:
@@ -39,47 +40,16 @@ def harness_to_watch(harness_pid: int | None) -> tuple[int, bool] | None:
 def _alive(pid: int, *, parent: bool) -> bool:
     if parent:
         return os.getppid() == pid  # an orphan is re-parented (to init or a subreaper) the moment its parent dies
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def _open_pidfd(pid: int) -> int | None:
-    """A pidfd for ``pid`` (readable once it exits), or ``None`` where the system has none."""
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None:
-        return None
-    try:
-        fd: int = pidfd_open(pid)
-    except ProcessLookupError:  # already gone: the caller's business
-        raise
-    except OSError:  # ENOSYS on an old kernel, EPERM in some sandboxes
-        return None
-    return fd
+    return process_alive(pid)
 
 
 async def wait_for_exit(pid: int, *, parent: bool) -> None:
-    """Return once the process ``pid`` has exited (``parent``: it is this process's parent)."""
-    try:
-        pidfd = _open_pidfd(pid)
-    except ProcessLookupError:
-        return
-    if pidfd is not None:
-        try:
-            # The pid could have been reused by the time the pidfd was opened; for the parent, asking again settles
-            # it: while the parent lives, it is still our parent.
-            if _alive(pid, parent=parent):
-                await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            trio.lowlevel.notify_closing(pidfd)
-            os.close(pidfd)
-        return
-    while _alive(pid, parent=parent):  # noqa: ASYNC110 - another process: no event to wait on without a pidfd
-        await trio.sleep(POLL_INTERVAL)
+    """Return once the process ``pid`` has exited (``parent``: it is this process's parent).
+
+    :func:`agent_comms.liveness.wait_for_exit`; for the parent, "still running" is "still our parent", which also
+    settles a pid reused by the time the pidfd was opened.
+    """
+    await liveness.wait_for_exit(pid, lambda: _alive(pid, parent=parent))
 
 
 async def watch_harness(

@@ -23,7 +23,6 @@ import gc
 import logging
 import os
 import sys
-import typing
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,9 +33,9 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.shared.message import SessionMessage
 
-from agent_comms import actions
+from agent_comms import tool_schema
 from agent_comms.errors import CommsError, ErrorCode
-from agent_comms.tool import READ_ROOM_DEFAULT, ToolResult, with_deliveries
+from agent_comms.tool import ToolResult, with_deliveries
 from agent_comms_mcp import HARNESS
 from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
 from agent_comms_mcp.stdio import Refusal, open_stdio_transport
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
     from agent_comms.hookspecs import BridgeOptions
 
 __all__ = [
-    "ACTIONS",
     "DEFAULT_MAX_EVENTS",
     "HARNESS_ENV",
     "INITIALIZED",
@@ -68,7 +66,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TOOL_NAME: Final = "agent_comms"
+TOOL_NAME: Final = tool_schema.TOOL_NAME
 #: The environment variable that names the harness of the agent's identity (``--option harness=`` wins over it).
 HARNESS_ENV: Final = "AGENT_COMMS_HARNESS"
 #: Events appended to one tool result at most; the rest wait for the next call (and the result says how many).
@@ -78,139 +76,17 @@ _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 _EXIT_USAGE: Final = 2
 
-#: Every action, in the contract's order: (its parameters, ``*`` marking the required ones; what it does).
-ACTIONS: Final[dict[str, tuple[str, str]]] = {
-    "register": ("name*, visibility, tags", "join the mesh under a name, or rename yourself"),
-    "update": ("name, visibility, status, tags (at least one)", "change your name, visibility, status or tags"),
-    "whoami": ("", "who you are: name (id), status, visibility, rooms"),
-    "list_agents": ("", "the agents online (hidden and ghost agents are not listed)"),
-    "create_room": ("room*, type, description", "create a room; you join it and own it"),
-    "list_rooms": ("", "the rooms you can see; [joined] marks yours, [invited] your invites"),
-    "join_room": ("room*", "join a room; private and secret rooms need an invite"),
-    "leave_room": ("room*", "leave a room"),
-    "send": ("target* (the room; or room), content*, replyTo, streamingBehavior", "post to a room you are in"),
-    "dm": ("target* (the agent; or agent), content*, replyTo, streamingBehavior", "a direct message to an agent"),
-    "read_room": (
-        "room*, since",
-        f"a room's history: the last {READ_ROOM_DEFAULT} messages, or those after since",
-    ),
-    "invite": ("room*, agent*", "invite an agent to your room (owner only)"),
-    "decline_invite": ("room*, reason", "turn an invite down; the owner is told"),
-    "kick": ("room*, agent*", "remove an agent from your room (owner only); it is told"),
-    "destroy_room": ("room*", "end your room (owner only); its members are told"),
-}
-
-
-def _choices(literal: object) -> list[str]:
-    return [str(value) for value in typing.get_args(literal)]
-
-
-#: The JSON Schema of each parameter, by name (see :data:`agent_comms.actions.PARAMETERS`).
-_PROPERTIES: Final[dict[str, dict[str, Any]]] = {
-    "action": {
-        "type": "string",
-        "enum": list(ACTIONS),
-        "description": "What to do (see the tool description for the parameters each action takes).",
-    },
-    "name": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": actions.MAX_NAME,
-        "description": "register, update: your agent name, as others see it.",
-    },
-    "visibility": {
-        "type": "string",
-        "enum": _choices(actions.Visibility),
-        "description": "register, update: visible (listed; the default), hidden (not listed, reachable by DM by id, "
-        "in member lists for members only), ghost (not listed, no DMs, in no member list).",
-    },
-    "tags": {
-        "type": "array",
-        "items": {"type": "string", "minLength": 1, "maxLength": actions.MAX_NAME},
-        "maxItems": actions.MAX_TAGS,
-        "description": 'register, update: labels for yourself, e.g. ["reviewer", "python"].',
-    },
-    "status": {
-        "type": "string",
-        "enum": _choices(actions.Status),
-        "description": "update: your status; the members of your rooms are told.",
-    },
-    "room": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": actions.MAX_NAME,
-        "description": "The room's name, without '#' (create_room, join_room, leave_room, read_room, invite, "
-        "decline_invite, kick, destroy_room; send takes it in place of target).",
-    },
-    "type": {
-        "type": "string",
-        "enum": _choices(actions.RoomKind),
-        "description": "create_room: public (anyone may join; the default), private (invite only), secret (invite "
-        "only, and listed only to its members).",
-    },
-    "description": {
-        "type": "string",
-        "maxLength": actions.MAX_DESCRIPTION,
-        "description": "create_room: what the room is for.",
-    },
-    "target": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": actions.MAX_NAME,
-        "description": "send: the room's name; dm: the agent's name or id.",
-    },
-    "content": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": actions.MAX_CONTENT,
-        "description": "send, dm: the message text.",
-    },
-    "agent": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": actions.MAX_NAME,
-        "description": "invite, kick: the agent's name or id (dm takes it in place of target).",
-    },
-    "since": {
-        "anyOf": [{"type": "string"}, {"type": "integer"}],
-        "description": "read_room: only the messages after this one: a message id, an ISO 8601 time, or epoch "
-        "milliseconds.",
-    },
-    "replyTo": {
-        "type": "string",
-        "description": "send, dm: the id of the message you are replying to.",
-    },
-    "reason": {
-        "type": "string",
-        "maxLength": actions.MAX_REASON,
-        "description": "decline_invite: why (the room's owner sees it).",
-    },
-    "streamingBehavior": {
-        "type": "string",
-        "enum": _choices(actions.Streaming),
-        "description": "send, dm: what the recipient should do: steer (act on it now; the default for dm), followUp "
-        "(when idle; the default for send), info (no action needed).",
-    },
-}
-
-#: The tool's input schema: every parameter of :data:`agent_comms.actions.PARAMETERS`, ``action`` required.
-INPUT_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {
-        # A parameter the core accepts that this table does not describe yet still gets listed.
-        name: _PROPERTIES.get(name, {"type": "string", "description": "See the tool description."})
-        for name in actions.PARAMETERS
-    },
-    "required": ["action"],
-    "additionalProperties": False,
-}
+#: The tool's input schema, generated from :mod:`agent_comms.actions` (:func:`agent_comms.tool_schema.input_schema`).
+INPUT_SCHEMA: Final[dict[str, Any]] = tool_schema.input_schema()
 
 
 def _usage() -> str:
-    width = max(map(len, ACTIONS))
+    rows = tool_schema.usage()
+    width = max(len(row.name) for row in rows)
     lines = []
-    for action, (params, what) in ACTIONS.items():
-        lines.append(f"- {action.ljust(width)}  {params + '. ' if params else ''}{what[0].upper()}{what[1:]}.")
+    for row in rows:
+        params = f"{row.parameters}. " if row.parameters else ""
+        lines.append(f"- {row.name.ljust(width)}  {params}{row.about[0].upper()}{row.about[1:]}.")
     return "\n".join(lines)
 
 
@@ -251,26 +127,23 @@ class DrainLedger:
     :meth:`drain` gives a result its events; they count as read (their senders get ``read`` receipts) once the
     transport has written the response carrying them (:meth:`written`, the transport's ``on_written``). Events of a
     result that never reached the client (an error response in its place, or a call the client cancelled:
-    :meth:`unanswered`) stay unread and come first in the next result.
+    :meth:`unanswered`) stay unread and come first in the next result. The events themselves, waiting or held, are
+    the agent's :class:`~agent_comms.inbox.Inbox`'s; this maps MCP's responses onto it.
     """
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
-        # Keyed by JSON-RPC request id; other ways of showing events (a harness's hooks) use keys of their own.
-        self._held: dict[Hashable, list[DeliveryEvent]] = {}
-        self._returned: list[DeliveryEvent] = []
+        # Held under JSON-RPC request ids; other ways of showing events (a harness's hooks) use keys of their own.
+        self.inbox = agent.store.inbox(agent.id)
 
     def drain(self, limit: int) -> tuple[list[DeliveryEvent], int]:
         """Up to ``limit`` events for a tool result, oldest first, and how many more are waiting."""
-        events = self._returned[:limit]
-        del self._returned[:limit]
-        if len(events) < limit:
-            events += self.agent.store.take(self.agent.id, limit=limit - len(events))
-        return events, len(self._returned) + self.agent.pending_count()
+        events = self.inbox.take(limit)
+        return events, len(self.inbox)
 
     def pending(self) -> list[DeliveryEvent]:
         """The events waiting to be drained, oldest first (they stay waiting)."""
-        return [*self._returned, *self.agent.store.pending(self.agent.id)]
+        return self.inbox.pending()
 
     def hold(self, request_id: Hashable | None, events: list[DeliveryEvent]) -> None:
         """``events`` go out in the response to ``request_id`` (or another showing, named by any hashable key)."""
@@ -279,7 +152,7 @@ class DrainLedger:
         if request_id is None:  # no response to wait for (not a request on this transport): shown now
             self.agent.store.mark_read(self.agent.id, events)
             return
-        self._held.setdefault(request_id, []).extend(events)
+        self.inbox.hold(request_id, events)
 
     def written(self, message: SessionMessage) -> None:
         """The transport wrote ``message``: a response's events are now in front of the model."""
@@ -291,19 +164,16 @@ class DrainLedger:
 
     def settle(self, key: Hashable) -> list[DeliveryEvent]:
         """The events held under ``key`` are in front of the model: mark them read; the events."""
-        events = self._held.pop(key, [])
-        if events:
-            self.agent.store.mark_read(self.agent.id, events)
-        return events
+        return self.inbox.settle(key)
 
     def unanswered(self, request_id: Hashable) -> None:
         """The result for ``request_id`` never reached the client: its events wait for the next result."""
-        self._returned += self._held.pop(request_id, [])
+        self.inbox.give_back(request_id)
 
     @property
     def held(self) -> int:
         """How many events wait for their response to be written."""
-        return sum(map(len, self._held.values()))
+        return self.inbox.held
 
 
 async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:

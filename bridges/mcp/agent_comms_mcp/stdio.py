@@ -8,7 +8,7 @@ written with ``model_dump_json(by_alias=True, exclude_unset=True)``, exchanged w
 Why not ``stdio_server`` itself: it reads stdin with ``anyio.wrap_file`` in a worker thread that cannot be
 abandoned, so under Trio a cancelled server (SIGTERM, the harness gone) waits for the client's *next line* before
 it can exit; with the client idle, that is until it is killed. Here stdin and stdout are Trio streams
-(:func:`agent_comms.bridges.jsonl.open_stdio`: polled pipes, sockets and terminals; files in abandonable threads),
+(:func:`agent_comms.stdio.open_stdio`: polled pipes, sockets and terminals; files in abandonable threads),
 so cancelling the bridge ends it at once and it still leaves the mesh gracefully.
 
 At end of input the transport lets the server answer every request it has read before it tells the server the
@@ -36,7 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp import types
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
-from agent_comms.bridges.jsonl import LineSplitter, open_stdio
+from agent_comms.stdio import LineSplitter, open_stdio
 
 __all__ = ["MAX_MESSAGE", "Refusal", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
 

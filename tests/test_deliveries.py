@@ -1,0 +1,56 @@
+"""The delivery planner on its own: replicated state in, what each hosted agent is told out (no Trio, no node)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from agent_comms.deliveries import DeliveryPlanner
+from agent_comms.events import DeliveryEvent
+from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, Receipt, dm_conversation, op_id, op_key
+from agent_comms.protocol.replica import Replica
+
+NOW_MS = 1_700_000_000_000
+
+
+def _host(replica: Replica, agent_id: str) -> tuple[AgentUpsert, Op]:
+    """Claim ``agent_id`` on ``replica``: the claimed record (what the peer's ``hosted`` holds) and its operation."""
+    inc = replica.hlc.tick(0)
+    record = AgentUpsert(agent_id, replica.peer_id, inc, 0, agent_id, "test", "/w", 0, 0.0)
+    return record, replica.make(record, 0)[0]
+
+
+def _planner(replica: Replica, *hosted: AgentUpsert) -> DeliveryPlanner:
+    return DeliveryPlanner(replica.state, {r.agent_id: r for r in hosted}, replica.peer_id, NOW_MS)
+
+
+def test_a_dm_is_planned_for_its_recipient_and_its_read_receipt_for_its_author() -> None:
+    a, b = Replica.create("peer-a"), Replica.create("peer-b")
+    (alice, alice_op), (bob, bob_op) = _host(a, "alice"), _host(b, "bob")
+    a.receive(bob_op)
+    b.receive(alice_op)
+    message, _ = b.make(DirectMessage("bob", bob.incarnation, "alice", "hi"), 0)
+
+    planned = _planner(a, alice).plan(a.receive(message))
+    assert planned == [_planner(a, alice).message_event(message, "alice")]
+    event = planned[0]
+    assert isinstance(event, DeliveryEvent)
+    assert (event.type, event.to, event.sender, event.content) == ("dm", "alice", "bob", "hi")
+    assert _planner(a, alice).backlog("alice", 10) == planned  # unread: it waits for alice's next bridge
+    assert _planner(a).plan(a.receive(message)) == []  # nothing for a peer that hosts nobody (and a duplicate)
+
+    read, _ = a.make(
+        Receipt(op_id(message), dm_conversation("bob", "alice"), op_key(message), "alice", alice.incarnation, "read"),
+        0,
+    )
+    told = _planner(b, bob).plan(b.receive(read))
+    assert [(e.type, e.to, e.sender, e.status) for e in told if isinstance(e, DeliveryEvent)] == [
+        ("delivery_status", "bob", "alice", "read")
+    ]
+    assert _planner(a, alice).backlog("alice", 10) == []  # read: not shown again
+
+
+def test_the_planner_needs_no_trio() -> None:
+    code = "import sys, agent_comms.deliveries; print('trio' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "False"
