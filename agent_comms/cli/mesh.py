@@ -82,7 +82,7 @@ def _hub_part(home: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     other machines it has seen, with whether each is present."""
     from agent_comms.mesh.gateway import read_status
     from agent_comms.mesh.hub_config import bundle_path
-    from agent_comms.mesh.procinfo import process_alive
+    from agent_comms.liveness import process_alive
 
     if not bundle_path(home).exists():
         return None, []
