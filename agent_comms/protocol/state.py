@@ -533,9 +533,30 @@ class MeshState:
             orphan = not conversation.startswith("dm:") and conversation not in self.rooms
             if orphan and (not history.keys or history.keys[-1][0] < self.horizon):
                 self._drop_conversation(conversation)  # messages for a room never held, all old
+        for conversation in list(self.orphan_receipts):
+            if not conversation.startswith("dm:") and conversation not in self.rooms:
+                self._drop_old_orphan_receipts(conversation)  # receipts for a room not held: refused elsewhere
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
+
+    def _drop_old_orphan_receipts(self, conversation: str) -> None:
+        """Rule 8: receipts stamped before the horizon, for messages not held, of a room this replica does not hold,
+        go (a replica that forgot the room refuses them; one took them while its horizon was still before them)."""
+        kept: list[tuple[OpKey, str]] = []
+        for key, message_id in self.orphan_receipts.pop(conversation):
+            slot = self.receipts.get(message_id)
+            if slot is None or message_id in self.messages:
+                continue
+            for who in [who for who, op in slot.items() if op.hlc < self.horizon]:
+                del slot[who]
+            if slot:
+                kept.append((key, message_id))
+            else:
+                del self.receipts[message_id]
+        if kept:
+            heapq.heapify(kept)
+            self.orphan_receipts[conversation] = kept
 
     def _trim(self, entry: AgentEntry) -> None:
         """Rule 8 for a known agent: forget what the horizon makes redundant, so replicas that forgot the agent and
