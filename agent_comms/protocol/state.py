@@ -93,10 +93,12 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
    and operations and messages for a room this replica does not hold that are stamped before the horizon are
    refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
-   came, all stamped before the horizon, are forgotten too. A room's creation is accepted however old it is: a
-   live room may be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy
-   sends a creation before the room's other operations); a destroyed room reaches this way only a replica that
-   never held it (one that forgot it refuses its operations as seen, above), and goes at its next collection.
+   came, all stamped before the horizon, are forgotten too, and so are receipts stamped before the horizon for
+   messages not held of a room not held (taken while this replica's horizon was still before them). A room's
+   creation is accepted however old it is: a live room may be older than the horizon, and a peer that never held
+   it (a new one) must get it (anti-entropy sends a creation before the room's other operations); a destroyed room
+   reaches this way only a replica that never held it (one that forgot it refuses its operations as seen, above),
+   and goes at its next collection.
 """
 
 from __future__ import annotations
