@@ -93,10 +93,12 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
    and operations and messages for a room this replica does not hold that are stamped before the horizon are
    refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
-   came, all stamped before the horizon, are forgotten too. A room's creation is accepted however old it is: a
-   live room may be older than the horizon, and a peer that never held it (a new one) must get it (anti-entropy
-   sends a creation before the room's other operations); a destroyed room reaches this way only a replica that
-   never held it (one that forgot it refuses its operations as seen, above), and goes at its next collection.
+   came, all stamped before the horizon, are forgotten too, and so are receipts stamped before the horizon for
+   messages not held of a room not held (taken while this replica's horizon was still before them). A room's
+   creation is accepted however old it is: a live room may be older than the horizon, and a peer that never held
+   it (a new one) must get it (anti-entropy sends a creation before the room's other operations); a destroyed room
+   reaches this way only a replica that never held it (one that forgot it refuses its operations as seen, above),
+   and goes at its next collection.
 """
 
 from __future__ import annotations
@@ -533,9 +535,30 @@ class MeshState:
             orphan = not conversation.startswith("dm:") and conversation not in self.rooms
             if orphan and (not history.keys or history.keys[-1][0] < self.horizon):
                 self._drop_conversation(conversation)  # messages for a room never held, all old
+        for conversation in list(self.orphan_receipts):
+            if not conversation.startswith("dm:") and conversation not in self.rooms:
+                self._drop_old_orphan_receipts(conversation)  # receipts for a room not held: refused elsewhere
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
+
+    def _drop_old_orphan_receipts(self, conversation: str) -> None:
+        """Rule 8: receipts stamped before the horizon, for messages not held, of a room this replica does not hold,
+        go (a replica that forgot the room refuses them; one took them while its horizon was still before them)."""
+        kept: list[tuple[OpKey, str]] = []
+        for key, message_id in self.orphan_receipts.pop(conversation):
+            slot = self.receipts.get(message_id)
+            if slot is None or message_id in self.messages:
+                continue
+            for who in [who for who, op in slot.items() if op.hlc < self.horizon]:
+                del slot[who]
+            if slot:
+                kept.append((key, message_id))
+            else:
+                del self.receipts[message_id]
+        if kept:
+            heapq.heapify(kept)
+            self.orphan_receipts[conversation] = kept
 
     def _trim(self, entry: AgentEntry) -> None:
         """Rule 8 for a known agent: forget what the horizon makes redundant, so replicas that forgot the agent and

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 
 import pytest
 from hypothesis import event
@@ -645,6 +646,17 @@ def _invariants(machine: ConvergenceMachine) -> list[str]:
     return names
 
 
+def _run(machine: ConvergenceMachine, steps: list[Callable[[], object]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run scripted steps, checking every invariant after each, then the teardown (the network settles)."""
+    for step in steps:
+        step()
+        for name in _invariants(machine):
+            getattr(machine, name)()
+    # statistics are kept only inside a Hypothesis run
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_args: None)
+    machine.teardown()
+
+
 def test_an_agent_forgotten_everywhere_stays_forgotten_long_after_its_host_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -661,10 +673,23 @@ def test_an_agent_forgotten_everywhere_stays_forgotten_long_after_its_host_left(
         lambda: machine.time_passes(2),
         lambda: machine.out_of_phase(leaving=None, order=[2, 4, 5, 1, 3, 0]),
     ]
-    for step in steps:
-        step()
-        for name in _invariants(machine):
-            getattr(machine, name)()
-    # statistics are kept only inside a Hypothesis run
-    monkeypatch.setattr(sys.modules[__name__], "event", lambda *_args: None)
-    machine.teardown()
+    _run(machine, steps, monkeypatch)
+
+
+def test_a_receipt_for_a_forgotten_room_goes_where_it_arrived_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted run: a forged destroy of the lobby counts once the horizon passed the claim it named, the lobby
+    is forgotten, and a receipt for one of its messages reaches a peer that forgot the room at an earlier horizon:
+    it goes at that peer's next collection, as the others refuse it."""
+    machine = ConvergenceMachine()
+    steps = [
+        lambda: machine.start(n=4),
+        lambda: machine.send(index=3, name="lobby", text="hi", which=0),
+        lambda: machine.suspect(index=5, target_peer=4, which=0),
+        lambda: machine.forge(rogue=2, victim=0, which=0),
+        lambda: machine.time_passes(steps=3),
+        lambda: machine.collect(index=2),
+        lambda: machine.time_passes(steps=2),
+        lambda: machine.receipt(index=4, pick=35, read=False, which=1),
+        lambda: machine.collect(index=3),
+    ]
+    _run(machine, steps, monkeypatch)

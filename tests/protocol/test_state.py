@@ -18,6 +18,7 @@ from agent_comms.protocol.ops import (
     DirectMessage,
     Membership,
     Op,
+    Receipt,
     RoomCreate,
     RoomMessage,
     dm_conversation,
@@ -662,6 +663,25 @@ def test_operations_for_a_room_whose_creation_never_came_go_once_older_than_the_
     assert "B-0" not in state.rooms
     assert "B-0" not in state.histories
     assert list(state.stored_ops()) == []
+
+
+def test_receipts_for_a_room_not_held_go_once_older_than_the_horizon() -> None:
+    """A replica that forgot a room (or never held it) took a receipt for one of its messages while its horizon was
+    still before the receipt; a replica collecting at a later horizon refuses it. At that horizon it goes here too,
+    and the two hold the same."""
+    receipt = Op("B", 1, 6000 << 16, Receipt("B-7", "B-0", (5500 << 16, "B", 7), "Y", 1, "delivered"))
+    early = MeshState()
+    early.collect_garbage(5000)
+    early.apply(receipt)
+    assert "B-7" in early.receipts
+    late = MeshState()
+    late.collect_garbage(7000)
+    late.apply(receipt)
+    assert "B-7" not in late.receipts
+    early.collect_garbage(7000)
+    assert "B-7" not in early.receipts
+    assert early.orphan_receipts == {}
+    assert early.digest() == late.digest()
 
 
 def test_claims_known_only_grow_with_the_horizon() -> None:
