@@ -77,12 +77,13 @@ def default_name(harness: str, cwd: str) -> str:
     return f"{_slug(harness)}-{directory}"[:64]
 
 
-def base_id(harness: str, cwd: str, machine: str | None = None) -> str:
-    """The slot-1 id for a harness in a directory (of ``machine``, when this machine has joined a hub: two machines
-    have directories of the same path, and their agents are not one)."""
-    place = os.path.realpath(cwd) if machine is None else f"{machine}:{os.path.realpath(cwd)}"
-    digest = hashlib.sha256(place.encode()).hexdigest()[:10]
-    return f"{_slug(harness)}-{digest}"
+def base_id(harness: str, cwd: str, machine: str | None = None, slot: int = 1) -> str:
+    """The id of slot ``slot`` for a harness in a directory. On a machine joined to a hub the id ends with
+    ``@<machine>``: two machines have directories of the same path and their agents are not one, and the other
+    machines take claims on such an id only from that machine (:mod:`agent_comms.mesh.gateway`)."""
+    digest = hashlib.sha256(os.path.realpath(cwd).encode()).hexdigest()[:10]
+    agent_id = f"{_slug(harness)}-{digest}" if slot == 1 else f"{_slug(harness)}-{digest}-{slot}"
+    return agent_id if machine is None else f"{agent_id}@{machine}"
 
 
 def _machine(home: Path) -> str | None:
@@ -100,9 +101,9 @@ def claim_identity(home: Path, harness: str, cwd: str) -> Identity:
     """Claim the first free slot for (harness, cwd). Raises :class:`IdentityError` if all are taken."""
     directory = ensure_home(home) / "identities"
     directory.mkdir(mode=0o700, exist_ok=True)
-    base = base_id(harness, cwd, _machine(home))
+    machine = _machine(home)
     for slot in range(1, MAX_SLOTS + 1):
-        agent_id = base if slot == 1 else f"{base}-{slot}"
+        agent_id = base_id(harness, cwd, machine, slot)
         path = directory / f"{agent_id}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

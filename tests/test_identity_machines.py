@@ -31,11 +31,14 @@ def test_joined_machines_give_one_directory_two_identities(tmp_path: Path) -> No
         ids.append(identity.agent_id)
         identity.release()
     assert ids[0] == base_id("claude-code", str(project))  # a machine on its own keeps the ids it always had
-    assert ids[1] == base_id("claude-code", str(project), "laptop")
+    assert ids[1] == base_id("claude-code", str(project), "laptop") == f"{ids[0]}@laptop"
     assert len(set(ids)) == 3
-    again = claim_identity(laptop, "claude-code", str(project))  # and they stay the same across restarts
-    assert again.agent_id == ids[1]
-    again.release()
+    first = claim_identity(laptop, "claude-code", str(project))  # and they stay the same across restarts
+    assert first.agent_id == ids[1]
+    second = claim_identity(laptop, "claude-code", str(project))  # a second live bridge: the next slot, same machine
+    assert second.agent_id == f"{ids[0]}-2@laptop"
+    first.release()
+    second.release()
 
 
 def test_an_unreadable_bundle_leaves_the_identities_of_a_machine_on_its_own(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import http.server
 import json
@@ -73,6 +74,9 @@ class Browser:
     def _main(self) -> None:
         from playwright.sync_api import sync_playwright
 
+        # An asyncio loop of this thread's own: once trio-asyncio was imported (the hub's gateway, in this same test
+        # process), asyncio's loops go through its policy unless a thread sets one.
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)

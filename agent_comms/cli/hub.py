@@ -149,9 +149,9 @@ def run_leave(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_status(args: argparse.Namespace) -> int:
+    from agent_comms.liveness import process_alive
     from agent_comms.mesh.gateway import read_status
     from agent_comms.mesh.hub_config import HubFiles, load_bundle
-    from agent_comms.liveness import process_alive
 
     home = _home()
     bundle = load_bundle(home)

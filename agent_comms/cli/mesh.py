@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 def _hub_part(home: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The gateway's last status (``None`` when this machine has not joined a hub or no gateway ran yet) and the
     other machines it has seen, with whether each is present."""
+    from agent_comms.liveness import process_alive
     from agent_comms.mesh.gateway import read_status
     from agent_comms.mesh.hub_config import bundle_path
-    from agent_comms.liveness import process_alive
 
     if not bundle_path(home).exists():
         return None, []

@@ -206,7 +206,8 @@ class Gateway:
             return None
         body = op.body
         if isinstance(body, AgentUpsert):
-            host = self._machine_of_agent(body.agent_id, learned)
+            bound = body.agent_id.rpartition("@")[2] if "@" in body.agent_id else None
+            host = bound or self._machine_of_agent(body.agent_id, learned)
             if host is not None and host != machine:
                 logger.warning(
                     "gateway: operation %s published under machine %s refused: agent %s is hosted on %s",
@@ -220,9 +221,9 @@ class Gateway:
         return op
 
     def _machine_of_agent(self, agent_id: str, learned: dict[str, str]) -> str | None:
-        """The machine whose peers claimed ``agent_id`` so far, if this replica knows it: an agent belongs to the
-        machine it was first hosted on while it is known (its id names a directory of that machine), so another
-        machine cannot claim it and take its messages."""
+        """The machine whose peers claimed ``agent_id`` so far, if this replica knows it. Identities of a joined
+        machine name it (``…@machine``) and are its own from the start; an id chosen otherwise (through the Python
+        API) belongs to the machine it was first seen hosted on, while it is known."""
         entry = self.node.peer.replica.state.agents.get(agent_id)
         if entry is None:
             return None
@@ -276,29 +277,46 @@ class Gateway:
                     self.refused += 1
                 else:
                     ops.append(op)
+            settled = True
             if ops:
                 self.book.learn(learned)  # before applying: the process probe and the next gateway read it
-                try:
-                    self.node.relay(ops)
-                except RemoteProtocolError as exc:
-                    logger.warning("gateway: operations from the hub refused: %s", exc)
-                    self.refused += len(ops)
-                else:
-                    self.received += len(ops)
-                    await self._settle_locally()
-            for msg in msgs:
-                await aio(msg.ack)
+                self._relay(ops)
+                settled = await self._settle_locally()
+            if settled:  # otherwise the hub hands them out again after its ack wait: nothing is lost
+                for msg in msgs:
+                    await aio(msg.ack)
             self._write_status()
 
-    async def _settle_locally(self) -> None:
+    def _relay(self, ops: list[Op]) -> None:
+        """Feed ``ops`` to the state machine; one the peer refuses (a stamp far in the future, say) is refused alone,
+        so a machine publishing a bad operation cannot take the others' operations of the same batch down with it."""
+        try:
+            self.node.relay(ops)
+        except RemoteProtocolError:
+            for op in ops:
+                try:
+                    self.node.relay([op])
+                except RemoteProtocolError as exc:
+                    logger.warning("gateway: operation %s from the hub refused: %s", op_id(op), exc)
+                    self.refused += 1
+                else:
+                    self.received += 1
+        else:
+            self.received += len(ops)
+
+    async def _settle_locally(self) -> bool:
         """Wait until every local peer linked to this one holds what was relayed (an anti-entropy round), for a
-        few seconds at most (a stopped peer does not hold the machine up: it catches up by anti-entropy)."""
+        few seconds at most; whether they do. The hub is acknowledged only then, so if this process dies another
+        peer of the machine still holds the operations, or the hub hands them out again. A peer with no linked
+        peer holds them by itself (when it dies, the machine's next peer reads the stream from its start)."""
         node = self.node
         if not node.peer.data_links:
-            return
+            return True
         marks = node.request_sync()
         with trio.move_on_after(5.0):
             await node.wait_for(lambda: set(node.peer.synced_with(marks)) >= _linked(node, marks))
+            return True
+        return False
 
     # ------------------------------------------------------------------ presence
 

@@ -75,13 +75,15 @@ class Hub:
         self._changed = trio.Event()
 
     def page_opened(self) -> None:
-        """A page connected (deliveries are read from the first one on)."""
+        """A page connected (deliveries are read while one is)."""
         self.pages += 1
         self._page_connected.set()
 
     def page_closed(self) -> None:
-        """A page went away."""
+        """A page went away (with the last one, deliveries wait: nobody could read them)."""
         self.pages -= 1
+        if self.pages <= 0:
+            self._page_connected = trio.Event()
 
     def note(self, lines: list[Line]) -> None:
         """Add activity lines (the chat's lines: the page shows their text as text)."""
@@ -101,10 +103,16 @@ class Hub:
             nursery.start_soon(self._follow_changes, changes)
 
     async def _follow_deliveries(self) -> None:
-        await self._page_connected.wait()  # nothing counts as read before a page could show it
-        async for event in self.agent.deliveries():  # marked read once the loop body is done with it
-            self.note(self.session.render_event(event))
-            self.bump()
+        store, me = self.agent.store, self.agent.id
+        while True:
+            await self._page_connected.wait()  # nothing counts as read while no page could show it
+            await store.wait_pending(me)
+            if self.pages <= 0:
+                continue  # the last page went while this waited: the event stays unread
+            for event in store.take(me, limit=1):
+                self.note(self.session.render_event(event))
+                self.bump()
+                store.mark_read(me, [event])
 
     async def _follow_changes(self, changes: trio.MemoryReceiveChannel[object]) -> None:
         from agent_comms.protocol.changes import AgentChanged

@@ -114,9 +114,12 @@ async def test_a_machine_cannot_claim_another_machines_agent(world: HubWorld) ->
         assert genuine is not None
         stamp = alice.store.node.peer.replica.hlc.last + (1 << 16)
         claim = msgspec.structs.replace(genuine, peer_id="beta-forger", incarnation=stamp, version=0)
+        # and an identity of alpha's not seen yet: its id names its machine, so it is alpha's from the start
+        early = msgspec.structs.replace(claim, agent_id="claude-code-0123456789@alpha")
         ops = [
             Op("beta-forger", 1, stamp, claim),
             Op("beta-forger", 2, stamp + 1, DirectMessage("alice-id", stamp, "carol-id", "taken over")),
+            Op("beta-forger", 3, stamp + 2, early),
         ]
         async with client(bundle_of(world, "beta")) as nc:
             for n, op in enumerate(ops):
@@ -128,12 +131,13 @@ async def test_a_machine_cannot_claim_another_machines_agent(world: HubWorld) ->
                     headers={"Nats-Msg-Id": f"beta-forger-{n}"},
                 )
         gateway = carol.store.node.gateway
-        await eventually(lambda: gateway.refused >= 1)
+        await eventually(lambda: gateway.refused >= 2)
         await trio.sleep(1.0)  # the DM may be held (beta's own operation) but must count nowhere
         for store in (alice.store, carol.store):
             record = store.record("alice-id")
             assert record is not None
             assert record.peer_id == genuine.peer_id
+            assert store.record("claude-code-0123456789@alpha") is None
             shown = [op for op in store.state.messages.values() if store.state.message_visible(op)]
             assert "taken over" not in [getattr(op.body, "content", "") for op in shown]
 

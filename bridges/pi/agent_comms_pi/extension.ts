@@ -10,6 +10,9 @@
 
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 
+/** Actions that change nothing: asked again of a new bridge when the bridge died with one pending. */
+const READ_ONLY = new Set(["whoami", "list_agents", "list_rooms", "read_room"]);
+
 // Replaced by the setup command: the absolute bridge command of the installation, and the tool's schema.
 const CONFIG: {
   command: string[];
@@ -177,7 +180,19 @@ export default function agentComms(pi: any): void {
     parameters: CONFIG.tool.parameters,
     async execute(_toolCallId: string, params: Json) {
       if (!bridge.running) bridge.start(cwd);
-      const result = await bridge.call(params);
+      let result: Json;
+      try {
+        result = await bridge.call(params);
+      } catch (error) {
+        // The bridge died with this call pending: killed just before it (pi had not seen the exit yet) or while it
+        // ran. A call that only reads is asked again of a new bridge; one that acts may have been carried out.
+        const why = (error as Error).message;
+        if (!READ_ONLY.has(String(params.action))) {
+          throw new Error(`${why}; the call may or may not have been carried out: check before calling again`);
+        }
+        if (!bridge.running) bridge.start(cwd);
+        result = await bridge.call(params);
+      }
       let text: string = result.text;
       const drained = waiting.splice(0).filter((line) => !shown.has(line.event.id));
       if (drained.length) {
