@@ -6,6 +6,10 @@ of the bridge's choosing (a JSON-RPC request id, an event id); then either *sett
 receipts go out through ``on_shown``) or *given back* (it was not: it waits again, ahead of newer events). Every
 bridge goes through this one object, so what waits for an agent is always :meth:`Inbox.pending`, whichever bridge
 took events and gave some back.
+
+The inbox holds at most ``limit`` waiting events and never drops one it accepted: :meth:`Inbox.put` refuses an
+event when it is full, and once events leave it (taken, or read elsewhere) ``on_room`` is called so the owner can
+queue what was refused, from the replicated state (a message is acknowledged as delivered only once it was kept).
 """
 
 from __future__ import annotations
@@ -21,21 +25,39 @@ __all__ = ["Inbox"]
 
 
 class Inbox:
-    """The events of one hosted agent: waiting (at most ``limit`` new ones; the oldest go first when full), and
-    held by a bridge until shown or given back."""
+    """The events of one hosted agent: waiting (at most ``limit``; more are refused, and ``on_room`` is called once
+    there is room again), and held by a bridge until shown or given back."""
 
-    def __init__(self, limit: int, on_shown: Callable[[list[DeliveryEvent]], None]) -> None:
-        self._queue: collections.deque[DeliveryEvent] = collections.deque(maxlen=limit)
+    def __init__(
+        self,
+        limit: int,
+        on_shown: Callable[[list[DeliveryEvent]], None],
+        on_room: Callable[[], None] | None = None,
+    ) -> None:
+        self.limit = limit
+        self._queue: collections.deque[DeliveryEvent] = collections.deque()
         #: events given back (not shown), oldest first: they come before the queue
         self._returned: list[DeliveryEvent] = []
         self._held: dict[Hashable, list[DeliveryEvent]] = {}
         self._on_shown = on_shown
+        self._on_room = on_room
+        #: an event was refused since ``on_room`` was last called
+        self._refused = False
         self._wakeup: trio.Event | None = None
 
-    def put(self, event: DeliveryEvent) -> None:
-        """Queue a new event (the store's side)."""
+    def put(self, event: DeliveryEvent) -> bool:
+        """Queue a new event (the store's side); ``False`` (not kept) when the inbox is full."""
+        if self.full:
+            self._refused = True
+            return False
         self._queue.append(event)
         self._wake()
+        return True
+
+    @property
+    def full(self) -> bool:
+        """Whether :meth:`put` would refuse an event."""
+        return len(self) >= self.limit
 
     def pending(self) -> list[DeliveryEvent]:
         """What waits to be shown, oldest first, events given back first (they stay waiting)."""
@@ -51,6 +73,8 @@ class Inbox:
         del self._returned[:count]
         while len(events) < count:
             events.append(self._queue.popleft())
+        if events:
+            self._made_room()
         return events
 
     async def wait_pending(self) -> None:
@@ -104,6 +128,13 @@ class Inbox:
             kept = [e for e in self._queue if not read(e)]
             self._queue.clear()
             self._queue.extend(kept)
+        self._made_room()
+
+    def _made_room(self) -> None:
+        """Call ``on_room`` if events were refused and there is room now (it may :meth:`put` again)."""
+        if self._refused and not self.full and self._on_room is not None:
+            self._refused = False
+            self._on_room()
 
     def _wake(self) -> None:
         if self._wakeup is not None:

@@ -74,7 +74,8 @@ _PARAMETER: Final = {
     ("DirectMessage", "streaming"): "streamingBehavior",
 }
 
-#: Events kept per hosted agent until its bridge takes them; the oldest go first when full.
+#: Events kept per hosted agent until its bridge takes them. A message that does not fit waits in the state, not
+#: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
 INBOX_LIMIT: Final = 1000
 _SEEN_LIMIT: Final = 20_000
 
@@ -292,7 +293,11 @@ class MeshStore:
         bridge takes, holds, settles and gives back events through it."""
         inbox = self._inboxes.get(agent_id)
         if inbox is None:
-            inbox = self._inboxes[agent_id] = Inbox(self.inbox_limit, lambda events: self.mark_read(agent_id, events))
+            inbox = self._inboxes[agent_id] = Inbox(
+                self.inbox_limit,
+                lambda events: self.mark_read(agent_id, events),
+                on_room=lambda: self._refill(agent_id),
+            )
         return inbox
 
     def pending(self, agent_id: str) -> list[DeliveryEvent]:
@@ -331,10 +336,11 @@ class MeshStore:
         seen = self._seen.setdefault(agent_id, collections.OrderedDict())
         if event.id in seen:
             return
+        if not self.inbox(agent_id).put(event):
+            return  # full: not delivered (no receipt, not seen); it comes from the state once there is room
         seen[event.id] = None
         if len(seen) > _SEEN_LIMIT:
             seen.popitem(last=False)
-        self.inbox(agent_id).put(event)
         if event.type in ("dm", "room_message"):
             self._receipt(agent_id, event.message_id, "delivered")
         for callback in self._callbacks:
@@ -358,6 +364,12 @@ class MeshStore:
     def _queue_backlog(self, agent_id: str) -> None:
         """Everything addressed to the agent that it has not read: kept while its bridge was down."""
         self._deliver(self._planner().backlog(agent_id, self.inbox_limit))
+
+    def _refill(self, agent_id: str) -> None:
+        """The agent's inbox refused events and has room again: queue, oldest first, what waits for it in the state
+        and is not queued yet (what was already queued or is being shown is skipped as seen)."""
+        if self.is_hosted(agent_id):
+            self._deliver(self._planner().backlog(agent_id, len(self.state.messages)))
 
     def message_event(self, op: Op, to: str) -> DeliveryEvent:
         """The delivery event of a room message or DM for agent ``to``."""

@@ -33,15 +33,19 @@ def test_given_back_events_wait_first_and_settled_ones_are_shown_once() -> None:
 
 
 def test_limits_and_messages_read_elsewhere() -> None:
-    inbox = Inbox(3, lambda events: None)
-    for n in range(5):
-        inbox.put(_event(n))
-    assert [e.id for e in inbox.pending()] == ["e2", "e3", "e4"]  # the oldest went first
+    rooms: list[int] = []
+    inbox = Inbox(3, lambda events: None, on_room=lambda: rooms.append(len(inbox)))
+    assert [inbox.put(_event(n)) for n in range(2, 6)] == [True, True, True, False]  # full: refused, not dropped
+    assert [e.id for e in inbox.pending()] == ["e2", "e3", "e4"]
     inbox.hold("h", inbox.take(1))
-    inbox.give_back("h")
-    inbox.put(_event(3, "member_joined"))
+    assert rooms == [2]  # told once there is room
+    inbox.give_back("h")  # given back even when that fills it
+    assert not inbox.put(_event(3, "member_joined"))
     inbox.drop_message("m3")  # its message events go, other events about it stay
+    assert rooms == [2, 2]
     inbox.drop_message("m2")
+    assert rooms == [2, 2]  # nothing was refused since
+    assert inbox.put(_event(3, "member_joined"))
     assert [(e.id, e.type) for e in inbox.pending()] == [("e4", "dm"), ("e3", "member_joined")]
     for n in range(5):
         inbox.hold(f"k{n}", [_event(n)], keep=2)

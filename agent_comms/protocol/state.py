@@ -219,8 +219,10 @@ class MeshState:
     _named: dict[str, list[RoomView]] = attrs.field(factory=dict, repr=False, eq=False)
     #: room name -> the newest key among the operations of its instances (an operation after it is just folded on)
     _frontier: dict[str, OpKey] = attrs.field(factory=dict, repr=False, eq=False)
-    #: :meth:`digest`, until the next operation or collection (anti-entropy asks for it on every new link)
-    _digest: bytes | None = attrs.field(default=None, repr=False, eq=False)
+    #: (origin, seq) of every stored operation -> how many places store it (a record is also its claim's)
+    _stored: dict[tuple[str, int], int] = attrs.field(factory=dict, repr=False, eq=False)
+    #: :meth:`digest` as a number: the sum of the hashes of the stored operations, modulo 2**128
+    _digest_sum: int = attrs.field(default=0, repr=False, eq=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -323,7 +325,6 @@ class MeshState:
 
     def apply(self, op: Op) -> list[Change]:
         """Apply one operation (idempotent, order-independent); return what visibly changed."""
-        self._digest = None
         body = op.body
         if isinstance(body, RoomMessage):
             return self._apply_message(op, body.room_id)
@@ -350,6 +351,7 @@ class MeshState:
         if entry.record is None:
             entry.record = op
             entry.claims[(body.incarnation, body.peer_id)] = op
+            self._store(op, op)
             changes: list[Change] = [AgentChanged(body.agent_id, body, entry.online, None, False)]
             return changes + self._refold_authored(body.agent_id)
         previous, was_online = entry.body, entry.online
@@ -360,13 +362,18 @@ class MeshState:
             if len(entry.claims) >= MAX_CLAIMS and claim < min(entry.claims):
                 return []  # older than every claim kept: refused like a truncated message
             entry.claims[claim] = op
+            self._store(op)
             if len(entry.claims) > MAX_CLAIMS:
-                del entry.claims[min(entry.claims)]
+                self._unstore(entry.claims.pop(min(entry.claims)))
             changes.extend(self._refold_authored(body.agent_id))
         elif op_key(op) > op_key(known):
             entry.claims[claim] = op  # the newest record of each claim: a join, whatever was forgotten before
+            self._unstore(known)
+            self._store(op)
         if _record_rank(op) > _record_rank(entry.record):
+            self._unstore(entry.record)
             entry.record = op
+            self._store(op)
         if entry.body != previous or entry.online != was_online:
             changes.insert(0, AgentChanged(body.agent_id, entry.body, entry.online, previous, was_online))
         return changes
@@ -379,7 +386,10 @@ class MeshState:
         if entry.suspect is not None and _suspect_rank(op) <= _suspect_rank(entry.suspect):
             return []
         was_online = entry.online
+        if entry.suspect is not None:
+            self._unstore(entry.suspect)
         entry.suspect = op
+        self._store(op)
         if entry.record is None or entry.online == was_online:
             return []
         return [AgentChanged(body.agent_id, entry.body, entry.online, entry.body, was_online)]
@@ -392,6 +402,7 @@ class MeshState:
             log = self.rooms[room_id] = RoomLog(room_id)
         if not log.insert(op):
             return []
+        self._store(op)
         self.authored_rooms.setdefault(author, set()).add(room_id)
         if name is not None:
             self.room_names.setdefault(name, []).append(room_id)
@@ -455,13 +466,15 @@ class MeshState:
         if not kept:
             return []
         self.messages[op_id(op)] = op
+        self._store(op)
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
             body = old.body
             reached = not isinstance(body, DirectMessage) or self.receipt_status(old_id, body.recipient) is not None
             del self.messages[old_id]
-            self.receipts.pop(old_id, None)
+            self._unstore(old)
+            self._drop_receipts(old_id)
             changes.append(MessageEvicted(old, reached))
         if history.full:
             self._prune_orphans(conversation, history.keys[0])
@@ -476,7 +489,7 @@ class MeshState:
         while heap and heap[0][0] < oldest:
             _key, message_id = heapq.heappop(heap)
             if message_id not in self.messages:
-                self.receipts.pop(message_id, None)
+                self._drop_receipts(message_id)
         if not heap:
             del self.orphan_receipts[conversation]
 
@@ -498,6 +511,9 @@ class MeshState:
             return []
         before = self.receipt_status(message_id, body.recipient)
         slot[key] = op
+        if current is not None:
+            self._unstore(current)
+        self._store(op)
         if not held and current is None:
             heapq.heappush(self.orphan_receipts.setdefault(body.conversation, []), (body.message_key, message_id))
         after = self.receipt_status(message_id, body.recipient)
@@ -512,14 +528,13 @@ class MeshState:
         horizon = horizon_ms << COUNTER_BITS
         advanced = horizon > self.horizon
         self.horizon = max(self.horizon, horizon)
-        self._digest = None
         gone = [
             agent_id
             for agent_id, entry in self.agents.items()
             if not entry.online and _last_change(entry) < self.horizon
         ]
         for agent_id in gone:
-            del self.agents[agent_id]
+            self._unstore(*_entry_ops(self.agents.pop(agent_id)))
             self._refold_authored(agent_id)  # rule 4 reads the claims just forgotten
         for entry in self.agents.values():
             self._trim(entry)
@@ -568,17 +583,18 @@ class MeshState:
         if entry.claims:
             newest = max(entry.claims)
             for claim in [c for c in entry.claims if c[0] < self.horizon and c != newest]:
-                del entry.claims[claim]
+                self._unstore(entry.claims.pop(claim))
         suspect = entry.suspect
         if suspect is not None and entry.record is not None and suspect.hlc < self.horizon:
             verdict = suspect.body
             assert isinstance(verdict, AgentSuspect)
             if (verdict.incarnation, verdict.peer_id) < (entry.body.incarnation, entry.body.peer_id):
                 entry.suspect = None
+                self._unstore(suspect)
 
     def _forget_room(self, room_id: str, name: str) -> None:
         """Rule 8: a room destroyed before the horizon goes, with its history and receipts."""
-        del self.rooms[room_id]
+        self._unstore(*self.rooms.pop(room_id).stored_ops())
         instances = self.room_names.get(name)
         if instances is not None:
             instances[:] = [i for i in instances if i != room_id]
@@ -603,10 +619,11 @@ class MeshState:
         if history is not None:
             for op in history.messages:
                 message_id = op_id(op)
-                self.messages.pop(message_id, None)
-                self.receipts.pop(message_id, None)
+                if self.messages.pop(message_id, None) is not None:
+                    self._unstore(op)
+                self._drop_receipts(message_id)
         for _key, message_id in self.orphan_receipts.pop(conversation, []):
-            self.receipts.pop(message_id, None)
+            self._drop_receipts(message_id)
 
     # ------------------------------------------------------------------ digests
 
@@ -626,15 +643,59 @@ class MeshState:
             yield from slot.values()
 
     def digest(self) -> bytes:
-        """A hash of the set of stored operations: equal digests mean equal replicas."""
-        if self._digest is not None:
-            return self._digest
-        ids = sorted({(op.origin, op.seq) for op in self.stored_ops()})
-        h = hashlib.blake2b(digest_size=16)
-        for origin, seq in ids:
-            h.update(f"{origin}:{seq};".encode())
-        self._digest = h.digest()
-        return self._digest
+        """A hash of the set of stored operations: equal digests mean equal replicas.
+
+        The sum (modulo 2**128) of a 128-bit hash of each stored operation's ``(origin, seq)``: order-independent,
+        so it is kept up to date as operations are stored and forgotten, and costs nothing to read."""
+        return self._digest_sum.to_bytes(16, "big")
+
+    def digest_from_scratch(self) -> bytes:
+        """:meth:`digest` computed again from every stored operation (to check the maintained one)."""
+        total = sum(map(_op_hash, {(op.origin, op.seq) for op in self.stored_ops()}))
+        return (total % _DIGEST_MODULUS).to_bytes(16, "big")
+
+    def _store(self, *ops: Op) -> None:
+        """``ops`` are stored in one more place each."""
+        for op in ops:
+            key = (op.origin, op.seq)
+            count = self._stored.get(key, 0)
+            if not count:
+                self._digest_sum = (self._digest_sum + _op_hash(key)) % _DIGEST_MODULUS
+            self._stored[key] = count + 1
+
+    def _unstore(self, *ops: Op) -> None:
+        """``ops`` are stored in one place fewer each."""
+        for op in ops:
+            key = (op.origin, op.seq)
+            count = self._stored[key] - 1
+            if count:
+                self._stored[key] = count
+            else:
+                del self._stored[key]
+                self._digest_sum = (self._digest_sum - _op_hash(key)) % _DIGEST_MODULUS
+
+    def _drop_receipts(self, message_id: str) -> None:
+        slot = self.receipts.pop(message_id, None)
+        if slot:
+            self._unstore(*slot.values())
+
+
+_DIGEST_MODULUS: Final = 1 << 128
+
+
+def _op_hash(key: tuple[str, int]) -> int:
+    origin, seq = key
+    return int.from_bytes(hashlib.blake2b(f"{origin}:{seq}".encode(), digest_size=16).digest(), "big")
+
+
+def _entry_ops(entry: AgentEntry) -> list[Op]:
+    """Every stored place of an agent's entry (its record is also its claim's: two places)."""
+    ops = [*entry.claims.values()]
+    if entry.record is not None:
+        ops.append(entry.record)
+    if entry.suspect is not None:
+        ops.append(entry.suspect)
+    return ops
 
 
 def _conversation_of(op: Op) -> str:

@@ -188,17 +188,33 @@ async def test_histories_and_inboxes_stay_within_their_limits() -> None:
         assert sum(len(heap) for heap in state.orphan_receipts.values()) <= 2 * limit
 
 
-async def test_an_inbox_keeps_the_newest_events_up_to_its_limit() -> None:
+async def test_a_flood_past_the_inbox_limit_shows_every_delivered_message_exactly_once() -> None:
+    """The inbox holds at most ``INBOX_LIMIT`` events; what does not fit is not acknowledged as delivered and
+    comes from the state once there is room again. Nothing acknowledged as delivered is lost. (Two senders: each
+    conversation stays within its history.)"""
+    extra = 300
     async with open_in_memory_mesh() as mesh:
-        alice = await mesh.agent("h1", name="alice")
+        senders = [await mesh.agent("h1", name="alice"), await mesh.agent("h1", name="carol")]
         bob = await mesh.agent("h2", name="bob")
-        for n in range(INBOX_LIMIT + 300):
-            await alice.call({"action": "dm", "target": bob.id, "content": f"dm {n}"})
+        sent = [
+            await senders[n % 2].call({"action": "dm", "target": bob.id, "content": f"dm {n}"})
+            for n in range(INBOX_LIMIT + extra)
+        ]
+        assert not any(result.is_error for result in sent)
         await mesh.settle()
-        assert bob.pending_count() == INBOX_LIMIT
-        events = bob.drain()
-        assert events[-1].content == f"dm {INBOX_LIMIT + 299}"
         assert isinstance(bob.store, MeshStore)
+        state = bob.store.state
+        waiting = {e.message_id for e in bob.store.pending(bob.id)}
+        assert len(waiting) == INBOX_LIMIT
+        acknowledged = {m for m in state.messages if state.receipt_status(m, bob.id) is not None}
+        assert acknowledged <= waiting, f"{len(acknowledged - waiting)} messages acknowledged as delivered are lost"
+        shown: list[str] = []
+        while drained := bob.drain():  # each drain makes room: what did not fit comes next
+            shown += [e.content for e in drained if e.type == "dm"]
+            await mesh.settle()
+        assert len(shown) == INBOX_LIMIT + extra  # each once
+        assert set(shown) == {f"dm {n}" for n in range(INBOX_LIMIT + extra)}
+        assert all(state.receipt_status(m, bob.id) == "read" for m in state.messages)
 
 
 # ------------------------------------------------------------------ per-link queues

@@ -557,6 +557,14 @@ class ConvergenceMachine(RuleBasedStateMachine):
                     self.receipt_floor[key] = now
 
     @invariant()
+    def digest_kept_up_to_date(self) -> None:
+        """The digest maintained as operations are stored and forgotten is the one computed from scratch."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            assert state.digest() == state.digest_from_scratch()
+
+    @invariant()
     def order_independent(self) -> None:
         """Rebuilding from the stored operations, in key order and in reverse, gives the same state."""
         for peer in self.net.live():
