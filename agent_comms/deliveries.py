@@ -199,8 +199,32 @@ class DeliveryPlanner:
                 message_id=change.message_id,
                 timestamp=hlc_wall_ms(change.op.hlc),
                 status=change.status,
+                members=self._receipt_states(message, author),
             )
         )
+
+    def _receipt_states(self, message: Op, author: str) -> tuple[Member, ...]:
+        """Where the message stands for each recipient ``author`` may see (its receipt status, ``sent`` before
+        any): what a model is shown of it, as one line (:func:`~agent_comms.events.format_events`)."""
+        body = message.body
+        if isinstance(body, DirectMessage):
+            recipients = [body.recipient]
+        elif isinstance(body, RoomMessage):
+            log = self.state.rooms.get(body.room_id)
+            if log is None or log.view is None:
+                return ()
+            key = op_key(message)
+            recipients = sorted(a for a in log.view.intervals if log.view.was_member(a, key, body.room_id))
+        else:
+            return ()
+        states = []
+        for recipient in recipients:
+            record = self.record(recipient)
+            if recipient == author or not self._receipt_shown(body, record, author):
+                continue
+            status = self.state.receipt_status(op_id(message), recipient) or "sent"
+            states.append(Member(recipient, "" if record is None else record.name, status))
+        return tuple(states)
 
     def _receipt_shown(self, body: object, reader: AgentUpsert | None, author: str) -> bool:
         """A read receipt is presence: a room member's only where the author may see it there; no ghost's."""
@@ -324,7 +348,14 @@ class DeliveryPlanner:
                     )
                     self._out.append(
                         self._room_event(
-                            "member_status", member, room_id, view, change.agent_id, event_id, status=after
+                            "member_status",
+                            member,
+                            room_id,
+                            view,
+                            change.agent_id,
+                            event_id,
+                            status=after,
+                            previous=before,
                         )
                     )
 

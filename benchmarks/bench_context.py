@@ -42,8 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import free_port, write_results
 
 HEADER = re.compile(r"^--- \d+ new event\(s\) ---$")
-RECEIPT = re.compile(r" (delivered|read) your message | was dropped undelivered")
-PRESENCE = re.compile(r"^\[#[^\]]+\] .+ (joined|left|is now \S+)$")
+#: receipts, as one line per message (``your message <id> "...": read by bob``) or, before, one per recipient and state
+RECEIPT = re.compile(
+    r'^your message \S+ ".*": (read by|delivered to|sent)| (delivered|read) your message | was dropped undelivered'
+)
+PRESENCE = re.compile(r"^\[#[^\]]+(, #[^\]]+)*\] .+ (joined|left|is now \S+)$")
 MESSAGE = re.compile(r"^(\[DM from .+?\]|\[#[^\]]+\] .+?:) ")
 #: room events that are neither messages nor presence (checked first: a reason after a colon looks like a message)
 OTHER = re.compile(

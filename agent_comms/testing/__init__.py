@@ -20,6 +20,7 @@ in a ``conftest.py`` provides the ``comms_mesh`` fixture (pytest-trio).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,7 @@ from agent_comms.protocol.peer import PeerConfig
 from agent_comms.store import MeshStore
 from agent_comms.tool import CommsTool
 
-__all__ = ["InMemoryMesh", "open_in_memory_mesh"]
+__all__ = ["InMemoryMesh", "open_in_memory_mesh", "said_receipt"]
 
 _PORT = 19999  # a port number on the in-memory network only; nothing real is bound
 
@@ -146,3 +147,11 @@ async def open_in_memory_mesh(*, seed: int = 0, history_limit: int = 1000) -> As
             yield mesh
         finally:
             nursery.cancel_scope.cancel()
+
+
+def said_receipt(text: str, message_id: str, status: str) -> bool:
+    """Whether ``text`` (what a model was shown) says the message reached ``status`` for some recipient: the
+    message's receipt line (``your message <id> "...": read by bob; delivered to carol``) names it ``read``, or
+    ``delivered`` (a message read is delivered too)."""
+    wanted = "read by" if status == "read" else "(?:read by|delivered to)"
+    return re.search(rf"^your message {re.escape(message_id)} .*?{wanted}", text, re.MULTILINE) is not None

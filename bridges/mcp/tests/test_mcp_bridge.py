@@ -38,7 +38,7 @@ from agent_comms.actions import PARAMETERS, build_action
 from agent_comms.errors import CommsError
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
 from agent_comms.plugins import get_plugin_manager, list_plugins
-from agent_comms.testing import open_in_memory_mesh
+from agent_comms.testing import open_in_memory_mesh, said_receipt
 
 #: Deadline of a whole test that starts bridge processes (each takes a second or two to import the SDK and join).
 DEADLINE = 90
@@ -135,6 +135,10 @@ class Bridge:
     def saw(self, fragment: str) -> int:
         """How many results contained ``fragment``."""
         return sum(fragment in text for text in self.seen)
+
+    def saw_receipt(self, message_id: str, status: str) -> bool:
+        """Whether a result said that the message reached ``status``."""
+        return any(said_receipt(text, message_id, status) for text in self.seen)
 
 
 class Mesh:
@@ -467,7 +471,7 @@ async def test_events_are_drained_into_the_next_result_once(tmp_path: Path, spaw
             assert "are you there" not in await b.ok(action="whoami")  # shown once only
             assert b.saw("are you there, beta?") == 1
             # The read receipt reaches the sender once the result carrying the DM went out.
-            await a.until(lambda r: f"read your message {message_id}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id, "read"), action="whoami")
 
 
 async def test_a_result_says_how_many_more_events_wait(tmp_path: Path, spawned: list[Any]) -> None:
@@ -481,7 +485,7 @@ async def test_a_result_says_how_many_more_events_wait(tmp_path: Path, spawned: 
                 sent = await a.ok(action="dm", target=b.id, content=f"note {n}")
                 ids.append(sent.split("message id ", 1)[1].split(".")[0])
             # Wait until all three reached beta's bridge (alpha gets a "delivered" receipt for each).
-            while not all(a.saw(f"delivered your message {i}") for i in ids):
+            while not all(a.saw_receipt(i, "delivered") for i in ids):
                 await a.ok(action="whoami")
                 await trio.sleep(0.05)
             first = await b.ok(action="whoami")
