@@ -8,12 +8,14 @@ puts the events in the agents' inboxes and issues the receipts. Who may see what
 What is told: a message to each hosted recipient that has not read it (a room message to those who were members when
 it was posted); to its hosted author, each ``delivered`` and ``read`` receipt it may see, and a direct message that
 fell out of the history before it reached its recipient; room changes (joined, left, kicked, invited, declined,
-destroyed) to the members who may see them; status changes of room members.
+destroyed) to the members who may see them; status changes of room members (not of one-shot commands:
+:data:`ONE_SHOT_TAG`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -32,7 +34,11 @@ from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, OpKey, Room
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
-__all__ = ["Delivery", "DeliveryPlanner", "ReadElsewhere"]
+__all__ = ["ONE_SHOT_TAG", "Delivery", "DeliveryPlanner", "ReadElsewhere"]
+
+#: An agent that carries this tag comes and goes quietly: no ``member_status`` event is told of it (a person's
+#: one-shot ``agent-comms send`` / ``dm``, online only while it posts).
+ONE_SHOT_TAG: Final = "one-shot"
 
 
 @attrs.frozen
@@ -327,7 +333,7 @@ class DeliveryPlanner:
             return
         before = previous.status if change.was_online else "offline"
         after = change.record.status if change.online else "offline"
-        if before == after:
+        if before == after or ONE_SHOT_TAG in change.record.tags:
             return
         hosted = self.hosted
         for room_id, view in queries.live_rooms(self.state):
