@@ -105,3 +105,21 @@ async def test_a_room_message_gets_one_receipt_line_per_result_through_the_tool(
                 f'your message {message_id} "the lexer is in": read by bob, carol; delivered to dave'
             ]
             assert "--- 1 new event(s) ---" in shown
+
+
+async def test_a_status_changed_back_within_the_quiet_window_is_never_told() -> None:
+    with trio.fail_after(DEADLINE):
+        # a window much longer than the few calls below take, however loaded the machine
+        async with open_in_memory_mesh(presence_quiet_s=5.0) as mesh:
+            alice = await mesh.agent("test", name="alice")
+            bob = await mesh.agent("test", name="bob")
+            await alice.call({"action": "create_room", "room": "dev"})
+            await mesh.settle()
+            await bob.call({"action": "join_room", "room": "dev"})
+            await mesh.settle()
+            alice.drain()
+            for status in ("busy", "active", "idle", "busy"):  # back where it was; then changed twice
+                assert not (await bob.call({"action": "update", "status": status})).is_error
+            await mesh.settle()  # the window included
+            told = [(e.type, e.status, e.previous) for e in alice.drain()]
+            assert told == [("member_status", "busy", "active")]  # told once, as the latest
