@@ -255,7 +255,7 @@ class Hub:
         """Give the hook the waiting events; they are settled once it confirms it showed them, else given back."""
         limit = _limit(request.get("limit"), self.config.max_events)
         key, events, waiting = self._take(limit)
-        if not events:
+        if not format_events(events):  # none, or only status changes that came back to where they were
             self.bridge.ledger.settle(key)
             await _send(stream, {"count": 0, "waiting": waiting})
             return
