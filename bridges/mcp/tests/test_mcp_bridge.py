@@ -38,6 +38,7 @@ from agent_comms.actions import PARAMETERS, build_action
 from agent_comms.errors import CommsError
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
 from agent_comms.plugins import get_plugin_manager, list_plugins
+from agent_comms.store import PRESENCE_QUIET_S
 from agent_comms.testing import open_in_memory_mesh, said_receipt
 
 #: Deadline of a whole test that starts bridge processes (each takes a second or two to import the SDK and join).
@@ -670,3 +671,26 @@ async def test_a_fresh_bridge_registers_seeing_the_agents_online(tmp_path: Path,
                     assert isinstance(result, types.CallToolResult)
                     assert not result.is_error
                     assert f"Online: {alice.name} ({alice.id})" in text_of(result), text_of(result)
+
+
+async def test_a_health_check_announces_no_agent(tmp_path: Path, spawned: list[Any]) -> None:
+    """A client that starts the bridge and goes away at once (``claude mcp list``) is not told to anyone: its
+    coming and going falls within the quiet window of status changes."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            await a.ok(action="create_room", room="dev")
+            await b.until(lambda r: not r.is_error, action="join_room", room="dev")
+            await b.close()  # beta's session ends: alpha is told, once the quiet window has passed
+            await a.until(lambda r: "beta" in text_of(r) and "is now offline" in text_of(r), action="whoami")
+            check = await mesh.bridge("beta")  # the health check, in beta's directory: the same agent
+            await wait_listed(a, check)  # alpha knows it is online (and its model calls the tool meanwhile)
+            await check.close()
+            await wait_listed(a, check, listed=False)
+            # Nothing can be waited for that says a status was not told: wait well past the window, then look.
+            await trio.sleep(2 * PRESENCE_QUIET_S)
+            await a.ok(action="whoami")
+            told = [line for text in a.seen for line in text.splitlines() if "beta" in line and "is now" in line]
+            assert [line.rsplit(" ", 1)[-1] for line in told] == ["offline"], told
