@@ -345,7 +345,7 @@ class MeshStore:
         seen[event.id] = None
         if len(seen) > _SEEN_LIMIT:
             seen.popitem(last=False)
-        if event.type == "member_status":
+        if event.type == "member_status" and self.presence_quiet_s > 0:
             self._quieten(event)
             return
         self._queue(event)
