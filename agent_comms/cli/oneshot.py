@@ -356,8 +356,8 @@ async def _act_as_human(name: str | None, params: dict[str, object]) -> dict[str
     import trio
 
     from agent_comms.agent import AgentError
-    from agent_comms.deliveries import ONE_SHOT_TAG
     from agent_comms.cli.human import NotJoined, open_human, wait_acknowledged
+    from agent_comms.deliveries import ONE_SHOT_TAG
     from agent_comms.identity import IdentityError
     from agent_comms.mesh.keyfile import MeshKeyError
     from agent_comms.mesh.settings import SettingsError
