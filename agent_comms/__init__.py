@@ -14,9 +14,9 @@ Importing this package is kept cheap on purpose: it must not import Trio or any 
 below are imported from their modules on first use (``from agent_comms import open_agent`` imports Trio then).
 
 For bridge authors: :func:`open_agent` (the Trio entry point), the seed's building blocks (:class:`MeshStore`,
-:class:`CommsTool`, :func:`build_action`, :func:`ensure_registered`, :func:`format_delivery_event`) and the plugin
-hooks (``hookimpl``, :class:`HarnessInfo`, :class:`BridgeOptions`, :class:`Detection`; see
-:mod:`agent_comms.hookspecs`).
+:class:`CommsTool`, :func:`build_action`, :func:`ensure_registered`, :func:`format_delivery_event`,
+:func:`format_events`) and the plugin hooks (``hookimpl``, :class:`HarnessInfo`, :class:`BridgeOptions`,
+:class:`Detection`; see :mod:`agent_comms.hookspecs`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from agent_comms.actions import build_action
     from agent_comms.agent import Agent, AgentError, open_agent
-    from agent_comms.events import DeliveryEvent, format_delivery_event
+    from agent_comms.events import DeliveryEvent, format_delivery_event, format_events
     from agent_comms.hookspecs import BridgeOptions, Detection, HarnessInfo, hookimpl
     from agent_comms.plugins import PluginError, get_plugin_manager
     from agent_comms.store import MeshStore
@@ -48,6 +48,7 @@ _LAZY = {
     "build_action": "agent_comms.actions",
     "DeliveryEvent": "agent_comms.events",
     "format_delivery_event": "agent_comms.events",
+    "format_events": "agent_comms.events",
     "hookimpl": "agent_comms.hookspecs",
     "HarnessInfo": "agent_comms.hookspecs",
     "BridgeOptions": "agent_comms.hookspecs",
@@ -71,6 +72,7 @@ __all__ = [
     "build_action",
     "ensure_registered",
     "format_delivery_event",
+    "format_events",
     "get_plugin_manager",
     "hookimpl",
     "open_agent",

@@ -8,12 +8,14 @@ puts the events in the agents' inboxes and issues the receipts. Who may see what
 What is told: a message to each hosted recipient that has not read it (a room message to those who were members when
 it was posted); to its hosted author, each ``delivered`` and ``read`` receipt it may see, and a direct message that
 fell out of the history before it reached its recipient; room changes (joined, left, kicked, invited, declined,
-destroyed) to the members who may see them; status changes of room members.
+destroyed) to the members who may see them; status changes of room members (not of one-shot commands:
+:data:`ONE_SHOT_TAG`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
@@ -32,7 +34,11 @@ from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, OpKey, Room
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
-__all__ = ["Delivery", "DeliveryPlanner", "ReadElsewhere"]
+__all__ = ["ONE_SHOT_TAG", "Delivery", "DeliveryPlanner", "ReadElsewhere"]
+
+#: An agent that carries this tag comes and goes quietly: no ``member_status`` event is told of it (a person's
+#: one-shot ``agent-comms send`` / ``dm``, online only while it posts).
+ONE_SHOT_TAG: Final = "one-shot"
 
 
 @attrs.frozen
@@ -199,8 +205,32 @@ class DeliveryPlanner:
                 message_id=change.message_id,
                 timestamp=hlc_wall_ms(change.op.hlc),
                 status=change.status,
+                members=self._receipt_states(message, author),
             )
         )
+
+    def _receipt_states(self, message: Op, author: str) -> tuple[Member, ...]:
+        """Where the message stands for each recipient ``author`` may see (its receipt status, ``sent`` before
+        any): what a model is shown of it, as one line (:func:`~agent_comms.events.format_events`)."""
+        body = message.body
+        if isinstance(body, DirectMessage):
+            recipients = [body.recipient]
+        elif isinstance(body, RoomMessage):
+            log = self.state.rooms.get(body.room_id)
+            if log is None or log.view is None:
+                return ()
+            key = op_key(message)
+            recipients = sorted(a for a in log.view.intervals if log.view.was_member(a, key, body.room_id))
+        else:
+            return ()
+        states = []
+        for recipient in recipients:
+            record = self.record(recipient)
+            if recipient == author or not self._receipt_shown(body, record, author):
+                continue
+            status = self.state.receipt_status(op_id(message), recipient) or "sent"
+            states.append(Member(recipient, "" if record is None else record.name, status))
+        return tuple(states)
 
     def _receipt_shown(self, body: object, reader: AgentUpsert | None, author: str) -> bool:
         """A read receipt is presence: a room member's only where the author may see it there; no ghost's."""
@@ -303,7 +333,7 @@ class DeliveryPlanner:
             return
         before = previous.status if change.was_online else "offline"
         after = change.record.status if change.online else "offline"
-        if before == after:
+        if before == after or ONE_SHOT_TAG in change.record.tags:
             return
         hosted = self.hosted
         for room_id, view in queries.live_rooms(self.state):
@@ -324,7 +354,14 @@ class DeliveryPlanner:
                     )
                     self._out.append(
                         self._room_event(
-                            "member_status", member, room_id, view, change.agent_id, event_id, status=after
+                            "member_status",
+                            member,
+                            room_id,
+                            view,
+                            change.agent_id,
+                            event_id,
+                            status=after,
+                            previous=before,
                         )
                     )
 

@@ -7,13 +7,23 @@ messages, invites) are the ones a bridge should push at once; the others are inf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Literal
 
 import msgspec
 
 from agent_comms.display import display
 
-__all__ = ["ACTIONABLE", "EVENT_TYPES", "DeliveryEvent", "EventType", "Member", "format_delivery_event"]
+__all__ = [
+    "ACTIONABLE",
+    "EVENT_TYPES",
+    "RECEIPT_NAMES_UP_TO",
+    "DeliveryEvent",
+    "EventType",
+    "Member",
+    "format_delivery_event",
+    "format_events",
+]
 
 EventType = Literal[
     "room_message",
@@ -33,7 +43,9 @@ EVENT_TYPES: Final = frozenset(EventType.__args__)  # type: ignore[attr-defined]
 #: Event types a bridge should bring to the model's attention right away.
 ACTIONABLE: Final = frozenset({"dm", "room_message", "room_invite"})
 
-_PREVIEW: Final = 60
+_PREVIEW: Final = 40
+#: A receipt line names the recipients of a message up to this many; beyond, it counts them ("read by 3 of 7").
+RECEIPT_NAMES_UP_TO: Final = 4
 
 
 class Member(msgspec.Struct, frozen=True, array_like=True):
@@ -64,10 +76,14 @@ class DeliveryEvent(msgspec.Struct, frozen=True, kw_only=True):
     streaming: str = "info"
     #: for delivery_status: delivered / read / dropped; for member_status: the new status
     status: str = ""
+    #: for member_status: the status before
+    previous: str = ""
     reason: str = ""
     #: the agent acted on (the kicked agent, for member_kicked)
     subject: str = ""
     subject_name: str = ""
+    #: for room_members: who is in the room; for delivery_status: where the message stands for each recipient
+    #: the sender may see (``sent``, ``delivered`` or ``read``), when the receipt was planned
     members: tuple[Member, ...] = ()
 
     @property
@@ -128,5 +144,77 @@ def format_delivery_event(event: DeliveryEvent) -> str:
     # delivery_status
     if event.status == "dropped":
         return f"your message {message_id} to {who} was dropped undelivered{reason}"
-    status = display(event.status, inline=True)
-    return f'{who} {status} your message {message_id} "{_preview(event.content)}"'
+    states = event.members or (Member(event.sender, event.sender_name, event.status),)
+    return f'your message {message_id} "{_preview(event.content)}": {_receipt_summary(states)}'
+
+
+def _receipt_summary(states: tuple[Member, ...]) -> str:
+    """Where a message stands: ``read by bob, carol; delivered to dave`` (names up to :data:`RECEIPT_NAMES_UP_TO`
+    recipients, counts beyond: ``read by 3 of 7; delivered to 2``)."""
+    names = [m.name or m.id for m in states]
+    labels = [
+        _who(m.id, m.name) if names.count(m.name or m.id) > 1 else display(m.name or m.id, inline=True) for m in states
+    ]
+    read = [label for label, m in zip(labels, states, strict=True) if m.status == "read"]
+    delivered = [label for label, m in zip(labels, states, strict=True) if m.status == "delivered"]
+    if len(states) > RECEIPT_NAMES_UP_TO:
+        parts = [f"read by {len(read)} of {len(states)}"] if read else []
+        if delivered:
+            parts.append(f"delivered to {len(delivered)}" + ("" if read else f" of {len(states)}"))
+        return "; ".join(parts) or f"sent to {len(states)}"
+    parts = ([f"read by {', '.join(read)}"] if read else []) + (
+        [f"delivered to {', '.join(delivered)}"] if delivered else []
+    )
+    return "; ".join(parts) or "sent"
+
+
+def format_events(events: Sequence[DeliveryEvent]) -> list[str]:
+    """The lines a model is shown for ``events`` (a batch a bridge shows at once), in order: the one place that
+    decides what of the events reaches a model.
+
+    - The receipts of one message (``delivery_status`` events, one per recipient and state) become one line, where
+      the last of them stood: the message's state then (``read by bob, carol; delivered to dave``); a state
+      superseded within the batch (delivered, then read) is not shown. A ``dropped`` note stays a line of its own.
+    - The status changes of one agent (``member_status``, one per shared room) become one line naming the rooms,
+      where the last of them stood; an agent back to its status of before the batch (offline, then online again)
+      is not shown at all.
+
+    Everything else is one line per event (:func:`format_delivery_event`). The events themselves are not changed:
+    bridges that want per-recipient detail read them.
+    """
+    last_receipt: dict[str, int] = {}
+    statuses: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        if event.type == "delivery_status" and event.status != "dropped":
+            last_receipt[event.message_id] = index
+        elif event.type == "member_status":
+            statuses.setdefault(event.sender, []).append(index)
+    lines: list[str] = []
+    for index, event in enumerate(events):
+        if event.type == "delivery_status" and event.status != "dropped":
+            if last_receipt[event.message_id] == index:
+                lines.append(format_delivery_event(event))
+        elif event.type == "member_status":
+            indices = statuses[event.sender]
+            if indices[-1] == index:
+                line = _status_line([events[i] for i in indices])
+                if line is not None:
+                    lines.append(line)
+        else:
+            lines.append(format_delivery_event(event))
+    return lines
+
+
+def _status_line(events: list[DeliveryEvent]) -> str | None:
+    """One line for the status changes of one agent, or ``None`` if it ended where it started."""
+    first, last = events[0], events[-1]
+    if first.previous and first.previous == last.status:
+        return None
+    rooms: list[str] = []
+    for event in events:
+        if event.room not in rooms:
+            rooms.append(event.room)
+    if len(rooms) == 1:
+        return format_delivery_event(last)
+    shown = ", ".join("#" + display(room, inline=True) for room in rooms)
+    return f"[{shown}] {_who(last.sender, last.sender_name)} is now {display(last.status, inline=True)}"

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 import msgspec
+import trio
 
 from agent_comms.display import display
 from agent_comms.events import DeliveryEvent
@@ -55,7 +56,7 @@ from .deliveries import Delivery, DeliveryPlanner, ReadElsewhere
 from .errors import CommsError, ErrorCode
 from .inbox import Inbox
 
-__all__ = ["DeliveryCallback", "MeshStore"]
+__all__ = ["PRESENCE_QUIET_S", "DeliveryCallback", "MeshStore"]
 
 DeliveryCallback = Callable[[DeliveryEvent], None]
 """Called synchronously with every event for a hosted agent, as it is queued."""
@@ -78,17 +79,27 @@ _PARAMETER: Final = {
 #: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
 INBOX_LIMIT: Final = 1000
 _SEEN_LIMIT: Final = 20_000
+#: A room member's status that changes and changes back within this many seconds is not told; every status change
+#: reaches the members' inboxes this much later (quiet presence).
+PRESENCE_QUIET_S: Final = 3.0
 
 
 class MeshStore:
     """Agents, rooms and deliveries over one :class:`~agent_comms.mesh.node.MeshNode`."""
 
-    def __init__(self, node: MeshNode, *, inbox_limit: int = INBOX_LIMIT) -> None:
+    def __init__(
+        self, node: MeshNode, *, inbox_limit: int = INBOX_LIMIT, presence_quiet_s: float = PRESENCE_QUIET_S
+    ) -> None:
         self.node = node
         self.inbox_limit = inbox_limit
+        self.presence_quiet_s = presence_quiet_s
         self._inboxes: dict[str, Inbox] = {}
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
         self._callbacks: list[DeliveryCallback] = []
+        #: member_status events waiting out :data:`PRESENCE_QUIET_S`, by (agent told, agent, room): the event and
+        #: when it is due
+        self._quiet: dict[tuple[str, str, str], tuple[DeliveryEvent, float]] = {}
+        self._quiet_flushing = False
         node.add_listener(self._on_changes)
 
     # ------------------------------------------------------------------ reading the mesh
@@ -332,19 +343,62 @@ class MeshStore:
         self.node.submit(Receipt(message_id, conversation, op_key(message), agent_id, inc, status))
 
     def _emit(self, event: DeliveryEvent) -> None:
-        agent_id = event.to
-        seen = self._seen.setdefault(agent_id, collections.OrderedDict())
+        seen = self._seen.setdefault(event.to, collections.OrderedDict())
         if event.id in seen:
             return
+        if event.type == "member_status" and self.presence_quiet_s > 0:
+            self._remember(seen, event.id)
+            self._quieten(event)
+            return
+        self._queue(event)
+
+    def _queue(self, event: DeliveryEvent) -> None:
+        agent_id = event.to
         if not self.inbox(agent_id).put(event):
             return  # full: not delivered (no receipt, not seen); it comes from the state once there is room
-        seen[event.id] = None
-        if len(seen) > _SEEN_LIMIT:
-            seen.popitem(last=False)
+        self._remember(self._seen.setdefault(agent_id, collections.OrderedDict()), event.id)
         if event.type in ("dm", "room_message"):
             self._receipt(agent_id, event.message_id, "delivered")
         for callback in self._callbacks:
             callback(event)
+
+    @staticmethod
+    def _remember(seen: collections.OrderedDict[str, None], event_id: str) -> None:
+        seen[event_id] = None
+        if len(seen) > _SEEN_LIMIT:
+            seen.popitem(last=False)
+
+    @property
+    def quieting(self) -> int:
+        """How many status changes wait out the quiet window before they are queued."""
+        return len(self._quiet)
+
+    def _quieten(self, event: DeliveryEvent) -> None:
+        """Hold a status change for ``presence_quiet_s`` (:data:`PRESENCE_QUIET_S`): one changed back meanwhile is
+        not told at all, one changed again is told once, as the latest."""
+        key = (event.to, event.sender, event.room_id)
+        held = self._quiet.pop(key, None)
+        if held is not None:
+            first = held[0]
+            if first.previous == event.status:
+                return
+            event = msgspec.structs.replace(event, previous=first.previous)
+        self._quiet[key] = (event, trio.current_time() + self.presence_quiet_s)
+        if not self._quiet_flushing:
+            self._quiet_flushing = True
+            self.node.start_soon(self._flush_quiet)
+
+    async def _flush_quiet(self) -> None:
+        try:
+            while self._quiet:
+                await trio.sleep_until(min(due for _event, due in self._quiet.values()))
+                now = trio.current_time()
+                for key, (event, due) in list(self._quiet.items()):
+                    if due <= now:
+                        del self._quiet[key]
+                        self._queue(event)
+        finally:
+            self._quiet_flushing = False
 
     # ------------------------------------------------------------------ from state changes to events
 

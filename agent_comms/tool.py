@@ -37,7 +37,7 @@ from .actions import (
 )
 from .display import display
 from .errors import CommsError, ErrorCode
-from .events import DeliveryEvent, format_delivery_event
+from .events import DeliveryEvent, format_events
 from .protocol.hlc import hlc_wall_ms
 from .protocol.ops import AgentUpsert, MembershipAction, Op, RoomMessage, op_id, op_key
 from .protocol.rooms import Refusal, RoomView, refusal
@@ -410,10 +410,12 @@ def ensure_registered(tool: CommsTool, name: str, **params: object) -> ToolResul
 
 
 def with_deliveries(result: ToolResult, events: list[DeliveryEvent], *, waiting: int = 0) -> ToolResult:
-    """A drain bridge's result: the tool's answer followed by the events it drained (and how many still wait)."""
-    if not events and not waiting:
+    """A drain bridge's result: the tool's answer followed by the lines of the events it drained
+    (:func:`~agent_comms.events.format_events`: one per message for receipts, one per agent for status changes),
+    and how many events still wait."""
+    lines = format_events(events)
+    if not lines and not waiting:
         return result
-    lines = [format_delivery_event(event) for event in events]
     footer = f"\n({waiting} more event(s) waiting; they come with your next agent_comms call)" if waiting else ""
-    text = result.text + f"\n\n--- {len(events)} new event(s) ---\n" + "\n".join(lines) + footer
+    text = result.text + f"\n\n--- {len(lines)} new event(s) ---\n" + "\n".join(lines) + footer
     return attrs.evolve(result, text=text)

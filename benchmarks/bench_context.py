@@ -38,12 +38,17 @@ import trio
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
+from agent_comms.store import PRESENCE_QUIET_S
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import free_port, write_results
 
 HEADER = re.compile(r"^--- \d+ new event\(s\) ---$")
-RECEIPT = re.compile(r" (delivered|read) your message | was dropped undelivered")
-PRESENCE = re.compile(r"^\[#[^\]]+\] .+ (joined|left|is now \S+)$")
+#: receipts, as one line per message (``your message <id> "...": read by bob``) or, before, one per recipient and state
+RECEIPT = re.compile(
+    r'^your message \S+ ".*": (read by|delivered to|sent)| (delivered|read) your message | was dropped undelivered'
+)
+PRESENCE = re.compile(r"^\[#[^\]]+(, #[^\]]+)*\] .+ (joined|left|is now \S+)$")
 MESSAGE = re.compile(r"^(\[DM from .+?\]|\[#[^\]]+\] .+?:) ")
 #: room events that are neither messages nor presence (checked first: a reason after a colon looks like a message)
 OTHER = re.compile(
@@ -230,7 +235,8 @@ async def replay(rounds: int, settle: float) -> Tally:
                     dave = await session.start(dave_stack, "dave")  # and starts again, in the same directory
                     await dave.call(action="join_room", room="dev")
                 await session.poll(settle)
-            await session.poll(settle * 3)
+            # long enough for status changes to wait out their quiet window and reach every model
+            await session.poll(max(settle * 3, PRESENCE_QUIET_S + settle))
             await session.poll(settle)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -85,7 +85,7 @@ async def test_session_talks_in_a_room_and_by_direct_message() -> None:
         shown = [line for event in human.drain() for line in session.render_event(event)]
         assert [line.text for line in shown if line.kind == "event"] == [f"[#lobby] bob ({bob.id}) joined"]
         receipts = [line.text for line in shown if line.kind == "receipt"]
-        assert any("read your message" in text and "psst" in text for text in receipts)
+        assert any(text.endswith(": read by bob") and "psst" in text for text in receipts)
         assert not any("hello bob" in text for text in receipts)
 
         assert (await session.handle("/reply nobody wrote yet"))[0].kind == "error"
@@ -461,7 +461,7 @@ async def test_a_person_chats_with_an_agent_on_a_terminal(tmp_path: Path, mesh_e
             await term.type("/dm bob just between us\r")
             dm = await bob.event(lambda e: e["type"] == "dm")
             assert (dm["content"], dm["sender"]) == ("just between us", alice_id)
-            await term.wait_for("bob", "read your message")  # bob's bridge showed it: the receipt comes back
+            await term.wait_for("read by bob")  # bob's bridge showed it: the receipt comes back
 
             await term.type("/who\r")
             await term.wait_for("2 agent(s) online", f"- bob ({bob.id}) [active] jsonl", "alice (")

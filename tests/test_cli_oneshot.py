@@ -308,6 +308,13 @@ async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) 
         assert elsewhere["from"] == base_id("human", str(scene.tmp / "lab"))
         assert elsewhere["from_name"] == "human-lab"
 
+        # The person came and went with every command, and alice shares #review with it: none of it was announced
+        # (it joined once, which is told).
+        await alice.wait_event("room_message", "from the lab")
+        about_desk = [e["type"] for e in alice.events if human_id in (e.get("sender"), e.get("subject"))]
+        assert "member_status" not in about_desk, about_desk
+        assert "member_joined" in about_desk
+
 
 async def test_errors_have_their_exit_status_and_register_nobody(scene: Scene) -> None:
     cli = scene.cli

@@ -154,8 +154,8 @@ def test_the_demo_tells_the_whole_story_and_leaves_nothing_running(demo: Callabl
     assert "#core is private: only members read it (NOT_MEMBER)" in out
     # The DM and both receipts, as bob's bridge wrote them.
     assert "carol  <- [DM from bob] Could you review my parser tests?" in out
-    assert 'bob    <- carol delivered your message "Could you review my parser tests?"' in out
-    assert 'bob    <- carol read your message "Could you review my parser tests?"' in out
+    assert 'bob    <- your message "Could you review my parser tests?": delivered to carol' in out
+    assert 'bob    <- your message "Could you review my parser tests?": read by carol' in out
     receipts = re.search(r"=> receipts: delivered after ([\d.]+) ms, read after ([\d.]+) ms", out)
     assert receipts is not None, out
     assert 0 < float(receipts.group(1)) <= float(receipts.group(2))

@@ -30,13 +30,16 @@ class NotJoined(Exception):
 
 
 @asynccontextmanager
-async def open_human(name: str | None = None, *, join_within: float = 10.0) -> AsyncIterator[Agent]:
+async def open_human(
+    name: str | None = None, *, join_within: float = 10.0, tags: tuple[str, ...] = ()
+) -> AsyncIterator[Agent]:
     """Put the user on the mesh as an agent of harness ``human`` (``name``: the name to register under, default
-    the name it had last time) and wait until it is linked and synced (:class:`NotJoined` after ``join_within``).
+    the name it had last time; ``tags``: its tags, :data:`~agent_comms.deliveries.ONE_SHOT_TAG` for a one-shot
+    command) and wait until it is linked and synced (:class:`NotJoined` after ``join_within``).
 
     Leaving the block takes the agent offline; messages sent to it meanwhile wait for its next start.
     """
-    async with open_agent(HUMAN_HARNESS, name) as agent:
+    async with open_agent(HUMAN_HARNESS, name, tags=tags) as agent:
         node = agent.store.node
         with trio.move_on_after(join_within) as scope:
             await wait_joined(node)

@@ -7,7 +7,8 @@ and host nothing, so they never show up in any listing.
 ``send`` and ``dm`` act as the user: they put the human's agent on the mesh (:mod:`agent_comms.cli.human`, harness
 ``human``), join the room if needed (public rooms, or private ones the user was invited to), send, wait until the
 linked peers confirm they hold the message (or say it was not confirmed) and leave; the agent goes offline and
-receives what is sent to it on its next start (``agent-comms chat`` from the same directory).
+receives what is sent to it on its next start (``agent-comms chat`` from the same directory). It carries the
+``one-shot`` tag while it does, so that its coming and going is not announced to the members of its rooms.
 """
 
 from __future__ import annotations
@@ -356,12 +357,13 @@ async def _act_as_human(name: str | None, params: dict[str, object]) -> dict[str
 
     from agent_comms.agent import AgentError
     from agent_comms.cli.human import NotJoined, open_human, wait_acknowledged
+    from agent_comms.deliveries import ONE_SHOT_TAG
     from agent_comms.identity import IdentityError
     from agent_comms.mesh.keyfile import MeshKeyError
     from agent_comms.mesh.settings import SettingsError
 
     try:
-        async with open_human(name) as agent:
+        async with open_human(name, tags=(ONE_SHOT_TAG,)) as agent:
             if params["action"] == "send":
                 room = str(params["target"])
                 state = agent.store.state

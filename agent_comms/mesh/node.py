@@ -36,7 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -233,6 +233,10 @@ class MeshNode:
         :mod:`agent_comms.protocol.peer`): what an agent reads then is what the mesh knows. At once when alone;
         a stopped peer holds it up for ``handshake_timeout`` at most, anything else for ``ready_timeout``."""
         await self.wait_for(lambda: self.peer.synced)
+
+    def start_soon(self, task: Callable[[], Awaitable[object]]) -> None:
+        """Run ``task`` for as long as the node runs (cancelled when it stops)."""
+        self._nursery.start_soon(task)
 
     def abort(self) -> None:
         """Make the coming shutdown abrupt, like a killed process (for tests): no goodbyes, no handover."""

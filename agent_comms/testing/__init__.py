@@ -20,6 +20,7 @@ in a ``conftest.py`` provides the ``comms_mesh`` fixture (pytest-trio).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,7 @@ from agent_comms.protocol.peer import PeerConfig
 from agent_comms.store import MeshStore
 from agent_comms.tool import CommsTool
 
-__all__ = ["InMemoryMesh", "open_in_memory_mesh"]
+__all__ = ["InMemoryMesh", "open_in_memory_mesh", "said_receipt"]
 
 _PORT = 19999  # a port number on the in-memory network only; nothing real is bound
 
@@ -41,8 +42,13 @@ _PORT = 19999  # a port number on the in-memory network only; nothing real is bo
 class InMemoryMesh:
     """Agents, each on its own peer, on an in-memory network inside the current Trio run."""
 
-    def __init__(self, nursery: trio.Nursery, *, seed: int = 0, history_limit: int = 1000) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, *, seed: int = 0, history_limit: int = 1000, presence_quiet_s: float = 0.1
+    ) -> None:
         self.history_limit = history_limit
+        #: the stores' quiet window for status changes (shorter than a real bridge's, so that tests run quickly)
+        self.presence_quiet_s = presence_quiet_s
+        self.stores: list[MeshStore] = []
         self.network = MemoryNetwork()
         self.nodes: list[MeshNode] = []
         self._nursery = nursery
@@ -90,7 +96,9 @@ class InMemoryMesh:
                 slot += 1
                 agent_id = f"{base_id(harness, cwd)}-{slot}"
         self._ids.add(agent_id)
-        tool = CommsTool(MeshStore(node), agent_id=agent_id, harness=harness, cwd=cwd, pid=0)
+        store = MeshStore(node, presence_quiet_s=self.presence_quiet_s)
+        self.stores.append(store)
+        tool = CommsTool(store, agent_id=agent_id, harness=harness, cwd=cwd, pid=0)
         await self.settle()
         result = tool.call(
             {"action": "register", "name": name or agent_id, "visibility": visibility, "tags": list(tags)}
@@ -124,7 +132,8 @@ class InMemoryMesh:
         self.nodes.remove(node)
 
     async def settle(self) -> None:
-        """Wait until every peer is linked to every other and all replicas are equal."""
+        """Wait until every peer is linked to every other, all replicas are equal and no status change waits out
+        its quiet window."""
         with trio.fail_after(10):
             while not self._settled():  # noqa: ASYNC110 - a condition across all the peers
                 await trio.sleep(0.001)
@@ -134,15 +143,28 @@ class InMemoryMesh:
         ids = {n.peer_id for n in nodes}
         if any(set(n.peer.data_links) != ids - {n.peer_id} for n in nodes):
             return False
+        if any(store.quieting for store in self.stores if store.node in nodes):
+            return False
         return len({n.peer.replica.state.digest() for n in nodes}) <= 1
 
 
 @asynccontextmanager
-async def open_in_memory_mesh(*, seed: int = 0, history_limit: int = 1000) -> AsyncIterator[InMemoryMesh]:
-    """An in-memory mesh for the duration of the block (``history_limit``: messages kept per conversation)."""
+async def open_in_memory_mesh(
+    *, seed: int = 0, history_limit: int = 1000, presence_quiet_s: float = 0.1
+) -> AsyncIterator[InMemoryMesh]:
+    """An in-memory mesh for the duration of the block (``history_limit``: messages kept per conversation;
+    ``presence_quiet_s``: how long a status change waits before it is told, unless changed back meanwhile)."""
     async with trio.open_nursery() as nursery:
-        mesh = InMemoryMesh(nursery, seed=seed, history_limit=history_limit)
+        mesh = InMemoryMesh(nursery, seed=seed, history_limit=history_limit, presence_quiet_s=presence_quiet_s)
         try:
             yield mesh
         finally:
             nursery.cancel_scope.cancel()
+
+
+def said_receipt(text: str, message_id: str, status: str) -> bool:
+    """Whether ``text`` (what a model was shown) says the message reached ``status`` for some recipient: the
+    message's receipt line (``your message <id> "...": read by bob; delivered to carol``) names it ``read``, or
+    ``delivered`` (a message read is delivered too)."""
+    wanted = "read by" if status == "read" else "(?:read by|delivered to)"
+    return re.search(rf"^your message {re.escape(message_id)} .*?{wanted}", text, re.MULTILINE) is not None

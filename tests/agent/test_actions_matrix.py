@@ -442,7 +442,7 @@ async def test_dm_by_name_or_id(cast: Cast, visibility: str, by: str, param: str
         ("delivery_status", "delivered", message_id, rita.id, sid.id),
         ("delivery_status", "read", message_id, rita.id, sid.id),
     ]
-    assert format_delivery_event(receipts[1]) == f'rita ({rita.id}) read your message {message_id} "hello rita"'
+    assert format_delivery_event(receipts[1]) == f'your message {message_id} "hello rita": read by rita'
     assert await drained(cast, rita) == []
     assert await drained(cast, sid) == []
 

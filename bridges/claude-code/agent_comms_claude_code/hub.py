@@ -46,7 +46,7 @@ import attrs
 import trio
 from agent_comms_mcp.server import RunningBridge
 
-from agent_comms.events import DeliveryEvent, format_delivery_event
+from agent_comms.events import DeliveryEvent, format_events
 from agent_comms.private_files import UnsafePathError, ensure_private_dir
 from agent_comms.stdio import LineSplitter
 from agent_comms_claude_code.channel import METHOD, channel_params, wakes
@@ -91,8 +91,9 @@ TOOL_STARTING: Final = (
 def render(events: list[DeliveryEvent], waiting: int, who: str, *, tool_ready: bool = True) -> str:
     """The text a hook shows the model for ``events`` (``waiting``: how many more wait; ``tool_ready``: whether
     Claude Code has connected to the server, so that the model has the tool)."""
-    lines = [f"agent-comms: {len(events)} new event(s) for you ({who}), from other agents on this machine:"]
-    lines += [format_delivery_event(event) for event in events]
+    shown = format_events(events)
+    lines = [f"agent-comms: {len(shown)} new event(s) for you ({who}), from other agents on this machine:"]
+    lines += shown
     if waiting:
         lines.append(f"({waiting} more event(s) waiting; they come with your next agent_comms call)")
     if any(event.type in ("dm", "room_message") for event in events):
@@ -254,7 +255,7 @@ class Hub:
         """Give the hook the waiting events; they are settled once it confirms it showed them, else given back."""
         limit = _limit(request.get("limit"), self.config.max_events)
         key, events, waiting = self._take(limit)
-        if not events:
+        if not format_events(events):  # none, or only status changes that came back to where they were
             self.bridge.ledger.settle(key)
             await _send(stream, {"count": 0, "waiting": waiting})
             return

@@ -46,6 +46,7 @@ from agent_comms.actions import PARAMETERS
 from agent_comms.events import DeliveryEvent
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
 from agent_comms.plugins import get_plugin_manager, list_plugins
+from agent_comms.testing import said_receipt
 from agent_comms.testing.harnesses import node_modules_dir
 
 META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -208,7 +209,7 @@ async def test_without_the_channel_events_are_drained_into_results_once(tmp_path
             assert f"[DM from claude-code-alpha ({a.id})] are you there, beta?  [id {message_id(sent)}]" in shown
             assert "are you there" not in await b.ok(action="whoami")
             assert b.channel == []  # no channel: nothing was pushed
-            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id(sent), "read"), action="whoami")
 
 
 async def test_a_dm_arrives_as_a_channel_notification(tmp_path: Path, spawned: list[Any]) -> None:
@@ -228,13 +229,13 @@ async def test_a_dm_arrives_as_a_channel_notification(tmp_path: Path, spawned: l
             assert pushed.meta["event_id"] == message_id(sent)
             assert pushed.meta["streaming"] == "steer"
             # Pushed once: not drained into a result again, and the sender hears it was read.
-            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id(sent), "read"), action="whoami")
             assert "channel check" not in await b.ok(action="whoami")
             # An info message does not wake the model: it waits for the next result instead.
             info = await a.ok(action="dm", target=b.id, content="fyi only", streamingBehavior="info")
             await b.until(lambda r: "fyi only" in text_of(r), action="whoami")
             assert len(b.channel) == 1
-            await a.until(lambda r: f"read your message {message_id(info)}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id(info), "read"), action="whoami")
             assert "channel and the hooks" in b.errlog.read_text()
 
 

@@ -44,6 +44,7 @@ from claude_code_helpers import (
 )
 
 from agent_comms.mesh.settings import MeshSettings
+from agent_comms.testing import said_receipt
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ async def run_hook(mesh: Mesh, payload: dict[str, Any] | bytes, **env: str) -> s
 
 async def delivered(sender: Bridge, sent: str) -> None:
     """Until the sender hears that its message reached the recipient's bridge."""
-    await sender.until(lambda r: f"delivered your message {message_id(sent)}" in text_of(r), action="whoami")
+    await sender.until(lambda r: said_receipt(text_of(r), message_id(sent), "delivered"), action="whoami")
 
 
 def test_the_hook_finds_agent_comms_home_as_the_mesh_does(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ async def test_user_prompt_submit_adds_the_waiting_events_as_context_once(tmp_pa
             again = await run_hook(mesh, payload)
             assert (again.returncode, again.stdout) == (0, b"")
             assert "please review" not in await b.ok(action="whoami")
-            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id(sent), "read"), action="whoami")
 
 
 async def test_post_tool_use_adds_context_too(tmp_path: Path, spawned: list[Any]) -> None:
@@ -189,7 +190,7 @@ async def test_the_stop_hook_waits_for_a_message_and_wakes_the_session(tmp_path:
             assert "fyi: lunch" in text  # everything waiting comes along, in order
             assert text.index("fyi: lunch") < text.index("wake up, beta")
             assert f"[id {message_id(sent)}]" in text
-            await a.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id(sent), "read"), action="whoami")
 
 
 async def test_a_prompt_lets_the_waiting_stop_hook_go(tmp_path: Path, spawned: list[Any]) -> None:
@@ -461,7 +462,7 @@ async def test_before_claude_code_connects_the_hooks_show_what_waits_and_say_the
                 assert answer["decision"] == "block"
                 assert "before the tool" in answer["reason"]
                 assert TOOL_STARTING in answer["reason"]
-                await sender.until(lambda r: f"read your message {message_id(sent)}" in text_of(r), action="whoami")
+                await sender.until(lambda r: said_receipt(text_of(r), message_id(sent), "read"), action="whoami")
                 again = await run_hook(mesh, {**payload, "stop_hook_active": False})
                 assert (again.returncode, again.stdout) == (0, b"")  # shown once: nothing waits any more
             finally:

@@ -38,7 +38,8 @@ from agent_comms.actions import PARAMETERS, build_action
 from agent_comms.errors import CommsError
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
 from agent_comms.plugins import get_plugin_manager, list_plugins
-from agent_comms.testing import open_in_memory_mesh
+from agent_comms.store import PRESENCE_QUIET_S
+from agent_comms.testing import open_in_memory_mesh, said_receipt
 
 #: Deadline of a whole test that starts bridge processes (each takes a second or two to import the SDK and join).
 DEADLINE = 90
@@ -135,6 +136,10 @@ class Bridge:
     def saw(self, fragment: str) -> int:
         """How many results contained ``fragment``."""
         return sum(fragment in text for text in self.seen)
+
+    def saw_receipt(self, message_id: str, status: str) -> bool:
+        """Whether a result said that the message reached ``status``."""
+        return any(said_receipt(text, message_id, status) for text in self.seen)
 
 
 class Mesh:
@@ -467,7 +472,7 @@ async def test_events_are_drained_into_the_next_result_once(tmp_path: Path, spaw
             assert "are you there" not in await b.ok(action="whoami")  # shown once only
             assert b.saw("are you there, beta?") == 1
             # The read receipt reaches the sender once the result carrying the DM went out.
-            await a.until(lambda r: f"read your message {message_id}" in text_of(r), action="whoami")
+            await a.until(lambda r: said_receipt(text_of(r), message_id, "read"), action="whoami")
 
 
 async def test_a_result_says_how_many_more_events_wait(tmp_path: Path, spawned: list[Any]) -> None:
@@ -481,7 +486,7 @@ async def test_a_result_says_how_many_more_events_wait(tmp_path: Path, spawned: 
                 sent = await a.ok(action="dm", target=b.id, content=f"note {n}")
                 ids.append(sent.split("message id ", 1)[1].split(".")[0])
             # Wait until all three reached beta's bridge (alpha gets a "delivered" receipt for each).
-            while not all(a.saw(f"delivered your message {i}") for i in ids):
+            while not all(a.saw_receipt(i, "delivered") for i in ids):
                 await a.ok(action="whoami")
                 await trio.sleep(0.05)
             first = await b.ok(action="whoami")
@@ -666,3 +671,26 @@ async def test_a_fresh_bridge_registers_seeing_the_agents_online(tmp_path: Path,
                     assert isinstance(result, types.CallToolResult)
                     assert not result.is_error
                     assert f"Online: {alice.name} ({alice.id})" in text_of(result), text_of(result)
+
+
+async def test_a_health_check_announces_no_agent(tmp_path: Path, spawned: list[Any]) -> None:
+    """A client that starts the bridge and goes away at once (``claude mcp list``) is not told to anyone: its
+    coming and going falls within the quiet window of status changes."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            a = await mesh.bridge("alpha")
+            b = await mesh.bridge("beta")
+            await wait_listed(a, b)
+            await a.ok(action="create_room", room="dev")
+            await b.until(lambda r: not r.is_error, action="join_room", room="dev")
+            await b.close()  # beta's session ends: alpha is told, once the quiet window has passed
+            await a.until(lambda r: "beta" in text_of(r) and "is now offline" in text_of(r), action="whoami")
+            check = await mesh.bridge("beta")  # the health check, in beta's directory: the same agent
+            await wait_listed(a, check)  # alpha knows it is online (and its model calls the tool meanwhile)
+            await check.close()
+            await wait_listed(a, check, listed=False)
+            # Nothing can be waited for that says a status was not told: wait well past the window, then look.
+            await trio.sleep(2 * PRESENCE_QUIET_S)
+            await a.ok(action="whoami")
+            told = [line for text in a.seen for line in text.splitlines() if "beta" in line and "is now" in line]
+            assert [line.rsplit(" ", 1)[-1] for line in told] == ["offline"], told
