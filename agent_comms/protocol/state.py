@@ -566,7 +566,7 @@ class MeshState:
             if slot is None or message_id in self.messages:
                 continue
             for who in [who for who, op in slot.items() if op.hlc < self.horizon]:
-                del slot[who]
+                self._unstore(slot.pop(who))
             if slot:
                 kept.append((key, message_id))
             else:
