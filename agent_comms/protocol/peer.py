@@ -679,20 +679,29 @@ class Peer:
 
     def _sync_frames(self, request: SyncRequest) -> list[Frame]:
         """Anti-entropy answer, cut into frames that stay well under the frame cap."""
-        ops = self.replica.sync_answer(request)
-        frames: list[Frame] = []
+        chunks = self._chunks(self.replica.sync_answer(request))
+        last = chunks.pop() if chunks else ()
+        # always one final frame, so the asker knows it is done; it carries our floors (see SyncOps)
+        return [
+            *(SyncOps(chunk, done=False) for chunk in chunks),
+            SyncOps(last, done=True, floors=self.replica.floors()),
+        ]
+
+    def _chunks(self, ops: Iterable[Op]) -> list[tuple[Op, ...]]:
+        """``ops`` cut into runs that stay well under the frame cap (in order; none empty)."""
+        chunks: list[tuple[Op, ...]] = []
         chunk: list[Op] = []
         size = 0
         for op in ops:
             op_size = len(_encoder.encode(op))
             if chunk and size + op_size > self.config.sync_chunk_bytes:
-                frames.append(SyncOps(tuple(chunk), done=False))
+                chunks.append(tuple(chunk))
                 chunk, size = [], 0
             chunk.append(op)
             size += op_size
-        # always one final frame, so the asker knows it is done; it carries our floors (see SyncOps)
-        frames.append(SyncOps(tuple(chunk), done=True, floors=self.replica.floors()))
-        return frames
+        if chunk:
+            chunks.append(tuple(chunk))
+        return chunks
 
     def _close(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
         remote = entry.peer_id or entry.handshake.remote_addr
@@ -775,18 +784,7 @@ class Peer:
         notices = self._check_clocks(ops, now)
         fresh = tuple(op for op in ops if op.seq not in self.replica.seen.get(op.origin, ()))
         commands = notices + self._deliver(self.replica.receive_many(fresh), now)
-        frames: list[Frame] = []
-        chunk: list[Op] = []
-        size = 0
-        for op in fresh:
-            op_size = len(_encoder.encode(op))
-            if chunk and size + op_size > self.config.sync_chunk_bytes:
-                frames.append(SyncOps(tuple(chunk), done=False))
-                chunk, size = [], 0
-            chunk.append(op)
-            size += op_size
-        if chunk:
-            frames.append(SyncOps(tuple(chunk), done=False))
+        frames: list[Frame] = [SyncOps(chunk, done=False) for chunk in self._chunks(fresh)]
         for link_id in self.data_links.values():
             commands += self._send(self.links[link_id], frames, now)
         return commands
