@@ -1,40 +1,46 @@
-"""The page's Starlette application: three static files, a JSON API, one WebSocket of snapshots.
+"""The page's Starlette application: three static files and one WebSocket that carries everything else.
 
 Routes (behind :class:`~agent_comms.web.guard.Guard`):
 
 - ``GET /``, ``/web.js``, ``/web.css``, ``/favicon.svg``: the page (no data in it; the token comes in the URL fragment);
-- ``GET /api/state``: the snapshot (``Authorization: Bearer TOKEN``);
-- ``POST /api/action``: one action as the person (``Authorization: Bearer TOKEN``, ``Content-Type:
-  application/json``; see :meth:`~agent_comms.web.hub.Hub.act`);
-- ``WebSocket /ws``: the first frame must be ``{"token": TOKEN}`` (within :data:`AUTH_TIMEOUT`), then the server
-  sends the snapshot, and a new one after every change. A wrong token closes it with code 4401.
+- ``WebSocket /ws``: first the mutual proof of the token (:mod:`~agent_comms.web.handshake`, within
+  :data:`AUTH_TIMEOUT`; a failure closes it with :data:`WS_UNAUTHORIZED`), then the server sends the snapshot, and a
+  new one after every change. The page's actions travel on the same socket: ``{"type": "act", "id": N,
+  "request": {...}}`` (see :meth:`~agent_comms.web.hub.Hub.act`), answered by ``{"type": "answer", "id": N,
+  "ok": ..., "text"/"error"/"data": ...}``. A frame of any other shape closes it with :data:`WS_BAD_FRAME`.
+
+There is no HTTP data endpoint: the token, or anything derived from it that could be replayed, never travels in a
+request (a program that took the port after a crash would get it).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import Final
+from typing import Any, Final
 
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from agent_comms.web.guard import Guard, token_matches
+from agent_comms.web.guard import Guard
+from agent_comms.web.handshake import new_nonce, page_proof, proof_matches, server_proof, valid_nonce
 from agent_comms.web.hub import ActionRefused, Hub
 
-__all__ = ["AUTH_TIMEOUT", "WS_UNAUTHORIZED", "build_app"]
+__all__ = ["AUTH_TIMEOUT", "MAX_FRAME", "WS_BAD_FRAME", "WS_UNAUTHORIZED", "build_app"]
 
-#: Seconds a WebSocket has to send its token.
+#: Seconds a WebSocket has to complete the proof of the token.
 AUTH_TIMEOUT: Final = 10.0
-#: The close code of a WebSocket whose first frame is not the token.
+#: The close code of a WebSocket that did not prove it knows the token.
 WS_UNAUTHORIZED: Final = 4401
-#: The largest action request accepted (bytes).
-MAX_BODY: Final = 256 * 1024
+#: The close code of an authenticated WebSocket that sent a frame of no known shape.
+WS_BAD_FRAME: Final = 1008
+#: The largest frame accepted from the page (bytes).
+MAX_FRAME: Final = 256 * 1024
 
 _STATIC: Final = {
     "/": ("index.html", "text/html"),
@@ -44,8 +50,62 @@ _STATIC: Final = {
 }
 
 
+class _BadFrame(Exception):
+    """The page sent a frame that is not text, not JSON, or not of an expected shape (the reason is the message)."""
+
+
 def _static(name: str) -> bytes:
     return files("agent_comms.web").joinpath("static", name).read_bytes()
+
+
+async def _receive_json(websocket: WebSocket) -> Any:
+    """The next frame, decoded; :class:`WebSocketDisconnect` when the page went away, :class:`_BadFrame` if bad."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise _BadFrame("a frame that is not text")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _BadFrame("a frame that is not JSON") from None
+
+
+async def _prove(websocket: WebSocket, token: str) -> str | None:
+    """Run the handshake (:mod:`~agent_comms.web.handshake`); ``None`` once the page proved it, else why not."""
+    try:
+        hello = await _receive_json(websocket)
+        if not isinstance(hello, dict) or hello.get("type") != "hello" or not valid_nonce(hello.get("nonce")):
+            return "the first frame is not a hello with a nonce"
+        page_nonce: str = hello["nonce"]
+        nonce = new_nonce()
+        proof = server_proof(token, page_nonce, nonce)
+        await websocket.send_text(json.dumps({"type": "challenge", "nonce": nonce, "proof": proof}))
+        answer = await _receive_json(websocket)
+    except _BadFrame as exc:
+        return str(exc)
+    except WebSocketDisconnect:
+        return "the page left before proving it has the key"
+    if not isinstance(answer, dict) or answer.get("type") != "proof":
+        return "no proof of the key"
+    if not proof_matches(answer.get("proof"), page_proof(token, nonce, page_nonce)):
+        return "wrong proof of the key"
+    return None
+
+
+async def _answer_actions(websocket: WebSocket, hub: Hub, send: Callable[[str], Awaitable[None]]) -> None:
+    """Run the page's actions, one at a time, and answer each; raises when the page goes or sends a bad frame."""
+    while True:
+        frame = await _receive_json(websocket)
+        if not isinstance(frame, dict) or frame.get("type") != "act" or not isinstance(frame.get("id"), int):
+            raise _BadFrame("a frame that is not an action")
+        answer: dict[str, Any]
+        try:
+            answer = await hub.act(frame.get("request"))
+        except ActionRefused as exc:
+            answer = {"ok": False, "error": str(exc)}
+        await send(json.dumps({"type": "answer", "id": frame["id"], **answer}, ensure_ascii=False))
 
 
 def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str], None] | None = None) -> Guard:
@@ -56,82 +116,46 @@ def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str]
         body, kind = pages[request.url.path]
         return Response(body, media_type=kind)
 
-    def authorized(request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and token_matches(given.strip(), token)
-
-    async def state(request: Request) -> Response:
-        if not authorized(request):
-            return _refuse(guard, "missing or wrong token", 401, request)
-        return Response(hub.snapshot_json(), media_type="application/json")
-
-    async def action(request: Request) -> Response:
-        if not authorized(request):
-            return _refuse(guard, "missing or wrong token", 401, request)
-        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if media != "application/json":
-            return _refuse(guard, "not application/json", 415, request)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _refuse(guard, "request too large", 413, request)
-        try:
-            data = json.loads(body)
-            answer = await hub.act(data)
-        except ValueError as exc:  # bad JSON, or ActionRefused
-            message = str(exc) if isinstance(exc, ActionRefused) else "the body is not JSON"
-            return JSONResponse({"ok": False, "error": message}, status_code=400)
-        return JSONResponse(answer)
-
     async def socket(websocket: WebSocket) -> None:
         await websocket.accept()
-        given = None
+        refusal: str | None = "no proof of the key in time"
         with trio.move_on_after(AUTH_TIMEOUT):
-            try:
-                first = json.loads(await websocket.receive_text())
-                given = first.get("token") if isinstance(first, dict) else None
-            except (ValueError, KeyError, WebSocketDisconnect):
-                given = None
-        if not isinstance(given, str) or not token_matches(given, token):
+            refusal = await _prove(websocket, token)
+        if refusal is not None:
             guard.refused += 1
-            guard.log("refused WebSocket /ws: missing or wrong token")
+            guard.log(f"refused WebSocket /ws: {refusal}")
             await websocket.close(WS_UNAUTHORIZED)
             return
+        sending = trio.Lock()  # snapshots and answers go out whole, one after the other
+
+        async def send(text: str) -> None:
+            async with sending:
+                await websocket.send_text(text)
+
         hub.page_opened()
         try:
+            # The reader raises when the page goes (or misbehaves); the nursery hands that on as an ExceptionGroup.
             async with trio.open_nursery() as nursery:
-
-                async def until_closed() -> None:
-                    try:
-                        while True:
-                            await websocket.receive_text()  # the page sends nothing more; read to see it go
-                    except WebSocketDisconnect:
-                        pass
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(until_closed)
+                nursery.start_soon(_answer_actions, websocket, hub, send)
                 version = hub.version
-                await websocket.send_text(hub.snapshot_json())
+                await send(hub.snapshot_json())
                 while True:
                     version = await hub.wait_newer(version)
-                    await websocket.send_text(hub.snapshot_json())
-        except (WebSocketDisconnect, RuntimeError):  # the page went away while a snapshot was on its way
+                    await send(hub.snapshot_json())
+        except* (WebSocketDisconnect, WebSocketDisconnected):  # the page went away
             pass
+        except* _BadFrame as group:
+            guard.refused += 1
+            guard.log(f"closed WebSocket /ws: {group.exceptions[0]}")
+            await websocket.close(WS_BAD_FRAME)
         finally:
             hub.page_closed()
 
     app = Starlette(
         routes=[
             *(Route(path, page, methods=["GET"]) for path in pages),
-            Route("/api/state", state, methods=["GET"]),
-            Route("/api/action", action, methods=["POST"]),
             WebSocketRoute("/ws", socket),
         ]
     )
     guard = Guard(app, port, log)
     return guard
-
-
-def _refuse(guard: Guard, reason: str, status: int, request: Request) -> Response:
-    guard.refused += 1
-    guard.log(f"refused {request.method} {request.url.path}: {reason}")
-    return JSONResponse({"ok": False, "error": f"refused: {reason}"}, status_code=status)

@@ -7,9 +7,10 @@ any local user can connect to it. So, for every HTTP request and WebSocket hands
    host name: refused);
 2. an ``Origin`` header, when present, must be ``http://`` and one of those two (another page's requests, and
    every cross-origin WebSocket, carry theirs: refused);
-3. data endpoints need the launch's token (:func:`token_matches`: ``Authorization: Bearer`` or the WebSocket's
-   first frame); the page gets it in the URL fragment, which the browser never sends in a request line;
-4. requests with a body must be ``application/json`` (a form, or a ``no-cors`` request, cannot send that);
+3. the only data endpoint, the WebSocket, needs the proof of the launch's token
+   (:mod:`~agent_comms.web.handshake`); the page gets the token in the URL fragment, which the browser never sends
+   in a request line, and never sends it anywhere itself;
+4. there is nothing to ``POST`` to (a form, or a ``no-cors`` request, reaches only a 405 or 404);
 5. no CORS header is ever sent, so a browser never lets another origin read an answer or pass a preflight.
 
 Every HTTP answer carries ``Content-Security-Policy: default-src 'self'; frame-ancestors 'none'``,
@@ -19,7 +20,6 @@ are logged with their reason, never with a header's value (so no token reaches a
 
 from __future__ import annotations
 
-import hmac
 import json
 import sys
 from collections.abc import Callable
@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SECURITY_HEADERS", "Guard", "allowed_hosts", "token_matches"]
+__all__ = ["SECURITY_HEADERS", "Guard", "allowed_hosts"]
 
 SECURITY_HEADERS: Final[list[tuple[bytes, bytes]]] = [
     (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
@@ -41,11 +41,6 @@ SECURITY_HEADERS: Final[list[tuple[bytes, bytes]]] = [
 def allowed_hosts(port: int) -> frozenset[str]:
     """The two ``Host`` values of the page: ``127.0.0.1:PORT`` and ``localhost:PORT``."""
     return frozenset({f"127.0.0.1:{port}", f"localhost:{port}"})
-
-
-def token_matches(given: str | None, token: str) -> bool:
-    """Whether ``given`` is the launch's token (compared in constant time)."""
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

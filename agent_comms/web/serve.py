@@ -3,14 +3,15 @@
 The launch's token is made here (:func:`secrets.token_urlsafe`), written into a 0600 file in ``AGENT_COMMS_HOME``
 (``web/open-PORT.html``, a page that sends the browser to ``http://127.0.0.1:PORT/#token=...``), and the browser is
 given the path of that file: the token is never on a command line (``/proc/*/cmdline`` is readable by every user),
-never in a request line or a log. The file is removed when the command ends. When it did not end (it was killed),
-the next launch on the same ``--port`` takes the token from that file, so a page left open reconnects.
+never in a request line or a log. The file is removed when the command ends. Every launch makes a new token,
+even on the same ``--port`` after a crash (a file left behind is overwritten, never read): a page of an earlier
+launch finds that the server cannot prove it knows its token (:mod:`~agent_comms.web.handshake`) and says its
+session ended.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import signal
 import sys
@@ -18,19 +19,16 @@ import webbrowser
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import trio
 
 from agent_comms.agent import Agent
-from agent_comms.private_files import UnsafePathError, ensure_private_dir, read_private_file, write_private_file
-from agent_comms.web.app import build_app
+from agent_comms.private_files import ensure_private_dir, write_private_file
+from agent_comms.web.app import MAX_FRAME, build_app
 from agent_comms.web.hub import Hub
 
 __all__ = ["open_file_path", "serve_web"]
-
-_TOKEN_IN_FILE: Final = re.compile(r"#token=([A-Za-z0-9_-]{20,})")
-
 
 def open_file_path(home: Path, port: int) -> Path:
     """The 0600 file that opens the page of the server on ``port`` (it holds the token)."""
@@ -46,18 +44,6 @@ def _opener(port: int, token: str) -> bytes:
     ).encode()
 
 
-def _earlier_token(home: Path, port: int) -> str | None:
-    """The token of an earlier launch on ``port`` that did not end (its file is still there), if any."""
-    if port == 0:
-        return None
-    try:
-        text = read_private_file(open_file_path(home, port)).decode("utf-8", errors="replace")
-    except (OSError, UnsafePathError):
-        return None
-    found = _TOKEN_IN_FILE.search(text)
-    return None if found is None else found.group(1)
-
-
 async def serve_web(
     agent: Agent,
     home: Path,
@@ -70,7 +56,7 @@ async def serve_web(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    token = _earlier_token(home, port) or secrets.token_urlsafe(32)
+    token = secrets.token_urlsafe(32)  # new for every launch: never taken from a file or an earlier run
     hub = Hub(agent)
     bound = {"port": port}
     app = build_app(hub, token, lambda: bound["port"])
@@ -80,7 +66,7 @@ async def serve_web(
     config.errorlog = _error_log()  # the server's own errors (a failing request); never a request line
     config.include_server_header = False
     config.graceful_timeout = 1.0
-    config.websocket_max_message_size = 64 * 1024  # the page sends one small frame: its token
+    config.websocket_max_message_size = MAX_FRAME  # the page's proof, and its actions
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(partial(serve, cast("Any", app), config))  # an ASGI 3 app, typed by Starlette

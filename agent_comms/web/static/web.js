@@ -18,13 +18,27 @@ function takeToken() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
+// The token itself never leaves the page: it only keys an HMAC (a key WebCrypto will not give back), with which
+// the server proves it knows the token before the page proves it too (agent_comms/web/handshake.py).
+const SERVER_LABEL = "agent-comms web server";
+const PAGE_LABEL = "agent-comms web page";
+const HANDSHAKE_TIMEOUT = 15000;
+const ENDED = "this page's session ended: open the new link printed by agent-comms web";
+const encoder = new TextEncoder();
 const token = takeToken();
+let key = token && crypto.subtle
+  ? crypto.subtle.importKey("raw", encoder.encode(token), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])
+  : null;
 let state = null;
 let current = null; // "#room" or "@agent-id"
 let replyTo = null;
 let seen = new Set(JSON.parse(sessionStorage.getItem(SEEN_KEY) || "null") || []);
 let firstState = !sessionStorage.getItem(SEEN_KEY);
 let retry = 250;
+let live = null; // the socket that passed the handshake
+let ended = false;
+let serial = 0;
+const waiting = new Map(); // action id -> its promise's resolve
 
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -56,39 +70,115 @@ function notice(text, isError) {
 
 // ------------------------------------------------------------------ the live connection
 
+function nonce() {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function sign(macKey, ...parts) {
+  const mac = await crypto.subtle.sign("HMAC", await macKey, encoder.encode(parts.join("\n")));
+  return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function sameText(a, b) {
+  if (typeof a !== "string" || a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+// Whatever answers on this port cannot prove it knows the token (a new launch has a new one, or another program
+// took the port): forget the token and stop; only the link the new launch printed opens a new session.
+function endSession(socket) {
+  ended = true;
+  key = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  setConnection(ENDED, "ended");
+  if (socket) socket.close();
+}
+
 function connect() {
-  if (!token) {
-    setConnection("no key: open the link agent-comms web printed", "refused");
+  if (ended) return;
+  if (!key) {
+    setConnection(token ? "this browser offers no WebCrypto on this page" : "no key: open the link agent-comms web printed",
+      "refused");
     return;
   }
   const socket = new WebSocket(`ws://${location.host}/ws`);
-  socket.onopen = () => socket.send(JSON.stringify({ token }));
-  socket.onmessage = (message) => {
-    retry = 250;
-    setConnection("live", "live");
-    render(JSON.parse(message.data));
+  const mine = nonce();
+  let phase = "hello"; // then "checking" (the server's proof), "proved" (the page's sent), "live"
+  const silent = setTimeout(() => socket.close(), HANDSHAKE_TIMEOUT); // a server that never answers: retry later
+  socket.onopen = () => socket.send(JSON.stringify({ type: "hello", nonce: mine }));
+  socket.onmessage = async (message) => {
+    if (ended) return;
+    if (phase === "hello") {
+      phase = "checking";
+      let challenge = null;
+      try { challenge = JSON.parse(message.data); } catch (_) { challenge = null; }
+      if (!challenge || challenge.type !== "challenge" || typeof challenge.nonce !== "string"
+          || challenge.nonce.length > 128) {
+        endSession(socket);
+        return;
+      }
+      const macKey = key;
+      if (!sameText(challenge.proof, await sign(macKey, SERVER_LABEL, mine, challenge.nonce))) {
+        endSession(socket);
+        return;
+      }
+      const proof = await sign(macKey, PAGE_LABEL, challenge.nonce, mine);
+      if (ended || socket.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({ type: "proof", proof }));
+      phase = "proved";
+      return;
+    }
+    if (phase === "checking") return; // nothing may come before the page's proof: only an impostor sends it
+    const data = JSON.parse(message.data);
+    if (data.type === "answer") {
+      const resolve = waiting.get(data.id);
+      waiting.delete(data.id);
+      if (resolve) resolve(data);
+      return;
+    }
+    if (phase === "proved") {
+      clearTimeout(silent);
+      phase = "live";
+      live = socket;
+      retry = 250;
+      setConnection("live", "live");
+    }
+    render(data);
   };
   socket.onclose = (closed) => {
+    clearTimeout(silent);
+    if (live === socket) live = null;
+    for (const resolve of waiting.values()) resolve({ ok: false, error: "the connection was lost; try again" });
+    waiting.clear();
+    if (ended) return;
     if (closed.code === 4401) {
-      setConnection("key refused: open the link agent-comms web printed", "refused");
-    } else {
-      setConnection("reconnecting…", "connecting");
+      endSession(null);
+      return;
     }
+    setConnection("reconnecting…", "connecting");
     setTimeout(connect, retry);
-    retry = Math.min(retry * 2, 2000);
+    retry = Math.min(retry * 2, 5000);
   };
 }
 
-async function post(body) {
-  const answer = await fetch("/api/action", {
-    method: "POST",
-    headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  let data = {};
-  try { data = await answer.json(); } catch (_) { data = { ok: false, error: `HTTP ${answer.status}` }; }
-  if (!data.ok) notice(data.error || data.text || `HTTP ${answer.status}`, true);
-  else notice(body.command ? data.text : "", false);
+// An action of the person, sent on the live socket; its answer.
+async function post(request) {
+  let data;
+  if (!live) {
+    data = { ok: false, error: ended ? ENDED : "not connected; try again once the page is live" };
+  } else {
+    const id = ++serial;
+    const socket = live;
+    data = await new Promise((resolve) => {
+      waiting.set(id, resolve);
+      socket.send(JSON.stringify({ type: "act", id, request }));
+    });
+  }
+  if (!data.ok) notice(data.error || data.text || "refused", true);
+  else notice(request.command ? data.text : "", false);
   return data;
 }
 
