@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+from web_sockets import Closed, act, open_client, prove
 
 from agent_comms.testing.processes import Peer, alive, free_port, mesh_env, open_peer
 
@@ -342,34 +343,6 @@ async def test_page_works_at_a_narrow_width(tmp_path: Path, browser: Browser) ->
             assert tab.errors == []
 
 
-async def test_restart_reconnects_and_shows_nothing_twice(tmp_path: Path, browser: Browser) -> None:
-    env = mesh_env(tmp_path, free_port())
-    port = free_port()
-    with trio.fail_after(DEADLINE * 2):
-        async with open_peer("bob", env, tmp_path / "bob") as bob, open_tab(browser) as tab:
-            await bob.call(action="create_room", room="review")
-            async with open_web(env, tmp_path / "alice", port=port) as web:
-                await open_page(tab, web)
-                await tab.do(lambda page: page.click('#rooms li[data-room="review"] button'))
-                await bob.call(action="send", target="review", content="before the restart")
-                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("before the restart")'))
-                web.process.kill()  # a crash: the page keeps its key, the next launch on this port takes it
-                await web.process.wait()
-                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
-            async with open_web(env, tmp_path / "alice", port=port) as again:
-                assert again.token == web.token
-                assert again.agent_id == web.agent_id
-                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="live"]'))
-                await bob.call(action="send", target="review", content="after the restart")
-                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("after the restart")'))
-                contents = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
-                assert contents == ["before the restart", "after the restart"]
-                # A clean exit removes the key's file: the next launch gets a fresh token.
-                again.process.send_signal(signal.SIGTERM)
-                assert await again.process.wait() == 0
-                assert not again.opener.exists()
-
-
 async def test_sigterm_with_the_page_open_exits_zero_and_goes_offline(tmp_path: Path, browser: Browser) -> None:
     with trio.fail_after(DEADLINE):
         async with mesh(tmp_path, "bob") as (_env, web, (bob,)), open_tab(browser) as tab:
@@ -415,7 +388,6 @@ async def test_guards_refuse_wrong_host_origin_token_and_type(tmp_path: Path) ->
     with trio.fail_after(DEADLINE):
         async with open_web(env, tmp_path / "alice") as web:
             port, token = web.port, web.token
-            bearer = f"Authorization: Bearer {token}"
             here = f"127.0.0.1:{port}"
             status, headers, _ = await raw_http(port, get("/", here))
             assert status == 200
@@ -424,38 +396,45 @@ async def test_guards_refuse_wrong_host_origin_token_and_type(tmp_path: Path) ->
             assert headers["cache-control"] == "no-store"
             assert headers["referrer-policy"] == "no-referrer"
             assert not [name for name in headers if name.startswith("access-control")]
-            assert (await raw_http(port, get("/api/state", f"localhost:{port}", bearer)))[0] == 200
-            # The Host must be exactly the page's; a present Origin must be the page's.
+            assert (await raw_http(port, get("/web.js", f"localhost:{port}")))[0] == 200
+            # The Host must be exactly the page's; a present Origin must be the page's: for pages and the WebSocket.
             for host in (f"rebind.test:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}", f"[::1]:{port}"):
-                status, headers, _ = await raw_http(port, get("/api/state", host, bearer))
+                status, headers, _ = await raw_http(port, get("/", host))
                 assert status == 403, host
                 assert headers["content-security-policy"].startswith("default-src 'self'")
-            origin = f"Origin: http://127.0.0.1:{port + 1}"
-            assert (await raw_http(port, get("/api/state", here, bearer, origin)))[0] == 403
-            assert (await raw_http(port, get("/api/state", here, bearer, "Origin: null")))[0] == 403
-            assert (await raw_http(port, get("/api/state", here, bearer, f"Origin: http://{here}")))[0] == 200
-            # The token: missing or wrong, refused on every data endpoint.
+                with pytest.raises(Closed) as refused:
+                    async with open_client(port, host=host):
+                        pass
+                assert refused.value.code == 403, host
+            for origin in (f"http://127.0.0.1:{port + 1}", "null", f"https://{here}"):
+                assert (await raw_http(port, get("/", here, f"Origin: {origin}")))[0] == 403
+                with pytest.raises(Closed) as refused:
+                    async with open_client(port, origin=origin):
+                        pass
+                assert refused.value.code == 403, origin
+            assert (await raw_http(port, get("/", here, f"Origin: http://{here}")))[0] == 200
+            # No HTTP data endpoint: nothing to read or post, with or without the token, of any type.
             call = json.dumps({"call": {"action": "create_room", "room": "stolen"}})
-            json_type = "Content-Type: application/json"
-            for auth in ((), ("Authorization: Bearer wrong",), (f"Authorization: Basic {token}",)):
-                assert (await raw_http(port, get("/api/state", here, *auth)))[0] == 401
-                assert (await raw_http(port, post("/api/action", here, call, json_type, *auth)))[0] == 401
-            # JSON only: a form or plain text is refused even with the token.
-            for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
-                assert (await raw_http(port, post("/api/action", here, call, bearer, f"Content-Type: {kind}")))[
-                    0
-                ] == 415
+            for kind in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+                for path in ("/api/action", "/"):
+                    status, headers, _ = await raw_http(
+                        port, post(path, here, call, f"Content-Type: {kind}", f"Authorization: Bearer {token}")
+                    )
+                    assert status in (404, 405), (path, kind)
+                    assert headers["cache-control"] == "no-store"
+            assert (await raw_http(port, get("/api/state", here, f"Authorization: Bearer {token}")))[0] == 404
             # No CORS: a preflight is not answered with any access-control header.
-            preflight = get("/api/action", here, f"Origin: http://{here}", "Access-Control-Request-Method: POST")
+            preflight = get("/", here, f"Origin: http://{here}", "Access-Control-Request-Method: POST")
             status, headers, _ = await raw_http(port, preflight.replace("GET", "OPTIONS", 1))
             assert status >= 400
             assert not [name for name in headers if name.startswith("access-control")]
-            # Nothing above acted: no room was created.
-            _, _, body = await raw_http(port, get("/api/state", here, bearer))
-            assert json.loads(body)["rooms"] == []
-            assert (await raw_http(port, post("/api/action", here, call, bearer, json_type)))[0] == 200
-            assert "refused GET /api/state: wrong Host header" in web.logs()
-            assert "refused POST /api/action: missing or wrong token" in web.logs()
+            # Nothing above acted: no room was created. The page's own handshake works, and so do its actions.
+            async with open_client(port, origin=f"http://{here}") as client:
+                assert (await prove(client, token))["rooms"] == []
+                answer = await act(client, json.loads(call), 7)
+                assert answer["ok"] is True, answer
+            assert "refused GET /: wrong Host header" in web.logs()
+            assert "refused WebSocket /ws: foreign Origin" in web.logs()
 
 
 async def test_missing_or_wrong_token_refused_in_the_browser(tmp_path: Path, browser: Browser) -> None:
@@ -463,12 +442,15 @@ async def test_missing_or_wrong_token_refused_in_the_browser(tmp_path: Path, bro
         async with mesh(tmp_path) as (_env, web, _peers), open_tab(browser) as tab:
             await tab.do(lambda page: page.goto(web.url))  # no fragment: no key
             await tab.do(lambda page: page.wait_for_selector('#connection[data-state="refused"]'))
+            await tab.do(lambda page: page.goto("about:blank"))  # else only the fragment changes: no new load
             await tab.do(lambda page: page.goto(web.url + "#token=wrong-token-of-the-right-length-000000000"))
-            await tab.do(lambda page: page.wait_for_selector('#connection[data-state="refused"]'))
+            # The server cannot prove it knows that token: the page's session is over (it sent no proof of its own).
+            await tab.do(lambda page: page.wait_for_selector('#connection[data-state="ended"]'))
+            assert "open the new link" in await tab.do(lambda page: page.text_content("#connection"))
             assert await tab.do(lambda page: page.locator("#agents li[data-agent-id]").count()) == 0
             script = """async () => {
                 const codes = [];
-                for (const first of ['{"token": "wrong"}', 'not json', '{}']) {
+                for (const first of ['{"token": "wrong"}', 'not json', '{}', '{"type": "hello", "nonce": "x"}']) {
                     codes.push(await new Promise((done) => {
                         const socket = new WebSocket(`ws://${location.host}/ws`);
                         socket.onopen = () => socket.send(first);
@@ -476,22 +458,16 @@ async def test_missing_or_wrong_token_refused_in_the_browser(tmp_path: Path, bro
                         socket.onclose = (event) => done(event.code);
                     }));
                 }
-                const state = await fetch('/api/state', {headers: {Authorization: 'Bearer wrong'}});
                 const action = await fetch('/api/action', {method: 'POST',
                     headers: {'Content-Type': 'application/json'},
                     body: JSON.stringify({call: {action: 'create_room', room: 'stolen'}})});
-                return {codes, state: state.status, action: action.status};
+                return {codes, action: action.status};
             }"""
             result = await tab.do(lambda page: page.evaluate(script))
-            assert result == {"codes": [4401, 4401, 4401], "state": 401, "action": 401}
-            assert (
-                '"rooms": []'
-                in (
-                    await raw_http(
-                        web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}")
-                    )
-                )[2].decode()
-            )
+            assert result == {"codes": [4401, 4401, 4401, 4401], "action": 404}
+            async with open_client(web.port) as client:
+                assert (await prove(client, web.token))["rooms"] == []
+            assert "refused WebSocket /ws: the first frame is not a hello with a nonce" in web.logs()
 
 
 class _AttackerPage(http.server.BaseHTTPRequestHandler):
@@ -561,12 +537,14 @@ async def test_attacker_page_cannot_post_even_with_the_token(tmp_path: Path, bro
     with trio.fail_after(DEADLINE):
         async with mesh(tmp_path, "bob") as (_env, web, (bob,)), open_tab(browser) as tab:
             await bob.call(action="create_room", room="review")
-            here = f"127.0.0.1:{web.port}"
-            bearer = f"Authorization: Bearer {web.token}"
-            join = json.dumps({"call": {"action": "join_room", "room": "review"}})
-            assert (
-                await raw_http(web.port, post("/api/action", here, join, bearer, "Content-Type: application/json"))
-            )[0] == 200
+            async with open_client(web.port) as client:
+                await prove(client, web.token)
+                await client.send(
+                    {"type": "act", "id": 1, "request": {"call": {"action": "join_room", "room": "review"}}}
+                )
+                while (answer := await client.receive())["type"] != "answer":
+                    pass
+                assert answer["ok"] is True, answer
             for origin in (f"http://127.0.0.1:{web.port}", f"http://rebind.test:{web.port}"):
                 page = ATTACK.replace("TARGET", origin).replace("TOKEN", web.token)
                 async with attacker_site(page) as attacker_port:
@@ -608,10 +586,8 @@ async def test_dns_rebinding_is_refused(tmp_path: Path, browser: Browser) -> Non
                 return [api.status, post.status, socket];
             }""".replace("TOKEN", web.token)
             assert await tab.do(lambda page: page.evaluate(script)) == [403, 403, "closed 1006"]
-            _, _, body = await raw_http(
-                web.port, get("/api/state", f"127.0.0.1:{web.port}", f"Authorization: Bearer {web.token}")
-            )
-            assert json.loads(body)["rooms"] == []
+            async with open_client(web.port) as client:
+                assert (await prove(client, web.token))["rooms"] == []
             assert "refused WebSocket /ws: wrong Host header" in web.logs()
 
 

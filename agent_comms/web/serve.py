@@ -30,6 +30,7 @@ from agent_comms.web.hub import Hub
 
 __all__ = ["open_file_path", "serve_web"]
 
+
 def open_file_path(home: Path, port: int) -> Path:
     """The 0600 file that opens the page of the server on ``port`` (it holds the token)."""
     return home / "web" / f"open-{port}.html"
