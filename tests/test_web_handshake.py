@@ -1,0 +1,258 @@
+"""The web page's handshake (``agent_comms.web.handshake``): the token never leaves the page.
+
+Testing policy: as in ``tests/test_web.py`` (whose browser and process helpers these tests use), the real
+``agent-comms web`` runs as a process and Debian's chromium drives the page. The impostor is a real program on the
+real port: a WebSocket server (wsproto) that takes the port after ``agent-comms web`` was SIGKILLed and records
+every byte it receives. Whether the page retries is read from the page itself: a counter of the WebSockets it
+opens (an init script), with Playwright's clock moving the page's timers ten minutes on, so "it stopped retrying"
+is checked without waiting that long. The raw WebSocket client (``tests/web_sockets.py``) checks the server's side.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_web
+import trio
+from test_web import DEADLINE, Browser, Tab, open_page, open_tab, open_web
+from web_sockets import Closed, act, mac, open_client, open_impostor, prove
+
+from agent_comms.testing.processes import free_port, mesh_env, open_peer
+from agent_comms.web.handshake import page_proof, proof_matches, server_proof, valid_nonce
+
+#: Counts the WebSockets the page opens (run before the page's own script).
+COUNT_SOCKETS = """(() => {
+  const Real = WebSocket;
+  window.socketsOpened = 0;
+  window.WebSocket = function (...args) { window.socketsOpened += 1; return new Real(...args); };
+  window.WebSocket.prototype = Real.prototype;
+  Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+})();"""
+TEN_MINUTES_MS = 10 * 60 * 1000
+browser = test_web.browser  # the chromium fixture of tests/test_web.py (one browser for this module too)
+
+
+async def until_closed(client: Any) -> int:
+    """Read frames until the server closes the socket; its close code."""
+    try:
+        while True:
+            await client.receive()
+    except Closed as closed:
+        return closed.code
+
+
+def page_errors(tab: Tab) -> list[str]:
+    """The console's errors, but for chromium's own line about each refused connection while nobody listens."""
+    return [error for error in tab.errors if "net::ERR_CONNECTION_REFUSED" not in error]
+
+
+def token_forms(token: str) -> list[bytes]:
+    """The token as text, and its bytes (and the text's) in hex and base64: none may reach anyone but the server."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    forms = [token.encode()]
+    for data in (token.encode(), raw):
+        forms += [data.hex().encode(), base64.b64encode(data), base64.urlsafe_b64encode(data).rstrip(b"=")]
+    forms.append(raw)
+    return forms
+
+
+async def sockets_opened(tab: Tab) -> int:
+    return int(await tab.do(lambda page: page.evaluate("window.socketsOpened")))
+
+
+async def counting_tab_ready(tab: Tab) -> None:
+    await tab.do(lambda page: page.add_init_script(COUNT_SOCKETS))
+    await tab.do(lambda page: page.clock.install())  # time still flows; run_for moves the page's timers on
+
+
+# ---------------------------------------------------------------- the handshake's parts
+
+
+def test_proofs_are_bound_to_both_nonces_and_to_a_side() -> None:
+    token, page_nonce, server_nonce = "t" * 43, "p" * 43, "s" * 43
+    proof = server_proof(token, page_nonce, server_nonce)
+    assert proof == mac(token, "agent-comms web server", page_nonce, server_nonce)  # what the page checks
+    assert page_proof(token, server_nonce, page_nonce) == mac(token, "agent-comms web page", server_nonce, page_nonce)
+    # Neither side's proof passes as the other's, nor for other nonces or another token.
+    assert not proof_matches(proof, page_proof(token, server_nonce, page_nonce))
+    assert not proof_matches(proof, server_proof(token, page_nonce, "x" * 43))
+    assert not proof_matches(proof, server_proof("u" * 43, page_nonce, server_nonce))
+    assert proof_matches(proof, server_proof(token, page_nonce, server_nonce))
+    assert not proof_matches(None, proof)
+    assert not proof_matches(["x"], proof)
+    assert valid_nonce(secrets.token_urlsafe(32))
+    for bad in ("", "short", "a" * 129, "not base64!" * 3, 42, None):
+        assert not valid_nonce(bad)
+
+
+async def test_server_refuses_every_handshake_but_the_page_s(tmp_path: Path) -> None:
+    """The old first frame (the token itself), bad frames, a wrong proof and a replayed one: all closed with 4401."""
+    env = mesh_env(tmp_path, free_port())
+    with trio.fail_after(DEADLINE):
+        async with open_web(env, tmp_path / "alice") as web:
+            token = web.token
+            nonce = secrets.token_urlsafe(32)
+            for first in ({"token": token}, "not json", b"\x00binary", {"type": "hello", "nonce": "short"}, {}):
+                async with open_client(web.port) as client:
+                    await client.send(first)
+                    assert await until_closed(client) == 4401, first
+            # A proof recorded on one connection is worth nothing on the next (the server's nonce is new).
+            recorded = ""
+            for attempt in range(2):
+                async with open_client(web.port) as client:
+                    await client.send({"type": "hello", "nonce": nonce})
+                    challenge = await client.receive()
+                    assert challenge["proof"] == server_proof(token, nonce, challenge["nonce"])
+                    proof = page_proof(token, challenge["nonce"], nonce) if attempt == 0 else recorded
+                    if attempt == 0:
+                        recorded = proof
+                        await client.send({"type": "proof", "proof": "0" * 64})  # a wrong proof
+                    else:
+                        await client.send({"type": "proof", "proof": proof})  # the replay
+                    assert await until_closed(client) == 4401
+            async with open_client(web.port) as client:
+                assert (await prove(client, token))["type"] == "state"
+            logs = web.logs()
+            assert "refused WebSocket /ws: the first frame is not a hello with a nonce" in logs
+            assert "refused WebSocket /ws: a frame that is not JSON" in logs
+            assert "refused WebSocket /ws: a frame that is not text" in logs
+            assert "refused WebSocket /ws: wrong proof of the key" in logs
+            assert token not in logs
+            assert "Traceback" not in logs
+
+
+async def test_pages_leaving_and_bad_frames_end_their_socket_cleanly(tmp_path: Path) -> None:
+    """A page that goes, or sends a frame of no known shape, ends its socket alone: no error, the server serves on.
+
+    The socket's reader runs in a nursery, so what it raises arrives as an ExceptionGroup: a plain ``except`` would
+    let it through, and the server would log an application error and close the socket as failed (1011).
+    """
+    env = mesh_env(tmp_path, free_port())
+    with trio.fail_after(DEADLINE):
+        async with open_web(env, tmp_path / "alice") as web:
+            for _ in range(3):  # pages that go away (their TCP connection closes)
+                async with open_client(web.port) as client:
+                    await prove(client, web.token)
+            for bad in (b"\x00binary", "not json", {"type": "nope"}, {"type": "act", "id": "1", "request": {}}):
+                async with open_client(web.port) as client:
+                    await prove(client, web.token)
+                    await client.send(bad)
+                    assert await until_closed(client) == 1008, bad
+            async with open_client(web.port) as client:
+                await prove(client, web.token)
+                refused = await act(client, {"call": {"action": "whoami"}})
+                assert refused["ok"] is False
+                assert "'call' must be a tool call" in refused["error"]
+                created = await act(client, {"command": "/create afterwards"}, 2)
+                assert created["ok"] is True, created
+            logs = web.logs()
+            assert "closed WebSocket /ws: a frame that is not text" in logs
+            assert "closed WebSocket /ws: a frame that is not an action" in logs
+            assert "Traceback" not in logs
+            assert "Error in ASGI" not in logs
+            web.process.send_signal(signal.SIGTERM)
+            assert await web.process.wait() == 0
+
+
+# ---------------------------------------------------------------- the page, against an impostor and a relaunch
+
+
+@pytest.mark.parametrize("mode", ["fake-proof", "close-4401"])
+async def test_an_impostor_on_the_port_gets_nothing_and_the_page_stops(
+    tmp_path: Path, browser: Browser, mode: str
+) -> None:
+    env = mesh_env(tmp_path, free_port())
+    port = free_port()
+    with trio.fail_after(DEADLINE * 2):
+        async with open_tab(browser) as tab:
+            await counting_tab_ready(tab)
+            async with open_web(env, tmp_path / "alice", port=port) as web:
+                await open_page(tab, web)
+                token = web.token
+                web.process.kill()  # a crash: the page keeps retrying its port
+                await web.process.wait()
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
+            # Nobody on the port: a plain disconnect, so the page keeps trying (with backoff).
+            for _ in range(3):
+                before = await sockets_opened(tab)
+                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
+                while await sockets_opened(tab) == before:  # the refused connection's close event comes from I/O
+                    await tab.do(lambda page: page.wait_for_timeout(50))
+            async with open_impostor(port, mode) as impostor:
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="ended"]'))
+                text = await tab.do(lambda page: page.text_content("#connection"))
+                assert text == "this page's session ended: open the new link printed by agent-comms web"
+                # It stopped: ten minutes of the page's timers open no new socket, and nothing more reaches the port.
+                opened, seen = await sockets_opened(tab), impostor.websockets
+                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
+                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
+                assert await sockets_opened(tab) == opened
+                assert impostor.websockets == seen == 1
+                assert await tab.do(lambda page: page.evaluate("sessionStorage.getItem('agent-comms-token')")) is None
+            # What the impostor got: one hello with a random nonce; not the token in any form, no proof to replay.
+            assert [json.loads(frame)["type"] for frame in impostor.frames] == ["hello"]
+            received = bytes(impostor.raw) + b"".join(
+                frame.encode() if isinstance(frame, str) else frame for frame in impostor.frames
+            )
+            for form in token_forms(token):
+                assert form not in received, form
+            assert page_errors(tab) == []
+
+
+async def test_a_relaunch_has_a_new_token_and_the_old_page_takes_nothing_from_it(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """A relaunch on the same port makes a new token (never one left in a file); the old page refuses it.
+
+    The new link, opened in the same tab, shows every message once.
+    """
+    env = mesh_env(tmp_path, free_port())
+    port = free_port()
+    frames: list[Any] = []
+
+    def record_frames(page: Any) -> None:
+        page.on("websocket", lambda socket: socket.on("framereceived", lambda payload: frames.append(payload)))
+
+    with trio.fail_after(DEADLINE * 2):
+        async with open_peer("bob", env, tmp_path / "bob") as bob, open_tab(browser) as tab:
+            await counting_tab_ready(tab)
+            await tab.do(record_frames)
+            await bob.call(action="create_room", room="review")
+            async with open_web(env, tmp_path / "alice", port=port) as web:
+                await open_page(tab, web)
+                await tab.do(lambda page: page.click('#rooms li[data-room="review"] button'))
+                await bob.call(action="send", target="review", content="before the restart")
+                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("before the restart")'))
+                web.process.kill()
+                await web.process.wait()
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
+            # The killed launch's file is still there; plant a token of our choosing in it: a relaunch takes neither.
+            planted = secrets.token_urlsafe(32)
+            web.opener.write_text(web.opener.read_text().replace(web.token, planted))
+            frames.clear()
+            async with open_web(env, tmp_path / "alice", port=port) as again:
+                assert again.token not in (web.token, planted)
+                assert again.agent_id == web.agent_id
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="ended"]'))
+                # The old page got the challenge, found the proof wrong, and no data came to it (nor went from it).
+                assert [json.loads(frame)["type"] for frame in frames] == ["challenge"]
+                opened = await sockets_opened(tab)
+                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
+                assert await sockets_opened(tab) == opened
+                assert "refused WebSocket /ws: the page left before proving it has the key" in again.logs()
+                # The new link in the same tab: live again, every message once.
+                await open_page(tab, again)
+                await bob.call(action="send", target="review", content="after the restart")
+                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("after the restart")'))
+                contents = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
+                assert contents == ["before the restart", "after the restart"]
+                again.process.send_signal(signal.SIGTERM)
+                assert await again.process.wait() == 0
+                assert not again.opener.exists()
+            assert page_errors(tab) == []
