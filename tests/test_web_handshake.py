@@ -149,6 +149,8 @@ async def test_pages_leaving_and_bad_frames_end_their_socket_cleanly(tmp_path: P
                 refused = await act(client, {"call": {"action": "whoami"}})
                 assert refused["ok"] is False
                 assert "'call' must be a tool call" in refused["error"]
+                incomplete = await act(client, {"call": {"action": "send"}}, 3)  # the tool's own error, same socket
+                assert incomplete["ok"] is False, incomplete
                 created = await act(client, {"command": "/create afterwards"}, 2)
                 assert created["ok"] is True, created
             logs = web.logs()
