@@ -343,6 +343,75 @@ async def test_page_works_at_a_narrow_width(tmp_path: Path, browser: Browser) ->
             assert tab.errors == []
 
 
+async def test_restart_reconnects_and_shows_nothing_twice(tmp_path: Path, browser: Browser) -> None:
+    """The same tab, no new link: after a crash and after a clean restart it is live again by itself.
+
+    Each launch has a new token; the page resumes with the previous launch's and is handed the new one.
+    """
+    env = mesh_env(tmp_path, free_port())
+    port = free_port()
+    side_badge = '#rooms li[data-room="side"] .badge'
+
+    async def unread_side(tab: Tab) -> str | None:
+        return await tab.do(lambda page: page.get_attribute(side_badge, "data-unread"))
+
+    async def held(tab: Tab) -> str | None:
+        return await tab.do(lambda page: page.evaluate("sessionStorage.getItem('agent-comms-token')"))
+
+    with trio.fail_after(DEADLINE * 3):
+        async with open_peer("bob", env, tmp_path / "bob") as bob, open_tab(browser) as tab:
+            await bob.call(action="create_room", room="review")
+            await bob.call(action="create_room", room="side")
+            async with open_web(env, tmp_path / "alice", port=port) as web:
+                await open_page(tab, web)
+                for room in ("review", "side"):
+                    await tab.do(lambda page, r=room: page.click(f'#rooms li[data-room="{r}"] button'))
+                    await tab.do(
+                        lambda page, r=room: page.wait_for_selector(f'#rooms li[data-room="{r}"]:not(:has(button))')
+                    )
+                await tab.do(lambda page: page.click('#rooms li[data-room="review"]'))
+                await bob.call(action="send", target="review", content="before the restart")
+                await bob.call(action="send", target="side", content="aside 1")
+                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("before the restart")'))
+                await tab.do(lambda page: page.wait_for_selector(f'{side_badge}[data-unread="1"]'))
+                web.process.kill()  # a crash
+                await web.process.wait()
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
+            async with open_web(env, tmp_path / "alice", port=port) as again:
+                assert again.token != web.token
+                assert again.agent_id == web.agent_id
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="live"]'))
+                assert await held(tab) == again.token  # moved onto this launch's token
+                await bob.call(action="send", target="review", content="after the restart")
+                await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("after the restart")'))
+                contents = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
+                assert contents == ["before the restart", "after the restart"]
+                assert await unread_side(tab) == "1"
+                await bob.call(action="send", target="side", content="aside 2")
+                await tab.do(lambda page: page.wait_for_selector(f'{side_badge}[data-unread="2"]'))
+                again.process.send_signal(signal.SIGTERM)  # a clean exit this time
+                assert await again.process.wait() == 0
+                assert not again.opener.exists()
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
+            async with open_web(env, tmp_path / "alice", port=port) as third:
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="live"]'))
+                assert await held(tab) == third.token
+                await bob.call(action="send", target="review", content="after the second restart")
+                await tab.do(
+                    lambda page: page.wait_for_selector('#messages li .content:text-is("after the second restart")')
+                )
+                contents = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
+                assert contents == ["before the restart", "after the restart", "after the second restart"]
+                assert await unread_side(tab) == "2"
+                await tab.do(lambda page: page.click('#rooms li[data-room="side"]'))
+                side = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
+                assert side == ["aside 1", "aside 2"]
+                assert web.token not in third.logs()
+                assert again.token not in third.logs()
+            # Chromium logs each refused connection while nobody listens; nothing else went wrong on the page.
+            assert [error for error in tab.errors if "net::ERR_CONNECTION_REFUSED" not in error] == []
+
+
 async def test_sigterm_with_the_page_open_exits_zero_and_goes_offline(tmp_path: Path, browser: Browser) -> None:
     with trio.fail_after(DEADLINE):
         async with mesh(tmp_path, "bob") as (_env, web, (bob,)), open_tab(browser) as tab:

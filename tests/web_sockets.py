@@ -31,7 +31,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-__all__ = ["Client", "Closed", "Impostor", "act", "open_client", "open_impostor", "prove"]
+__all__ = ["Client", "Closed", "Impostor", "act", "key_id", "mac", "open_client", "open_impostor", "prove"]
 
 
 class Closed(Exception):
@@ -103,16 +103,28 @@ def mac(token: str, *parts: str) -> str:
     return hmac.new(token.encode(), "\n".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
-async def prove(client: Client, token: str) -> dict[str, Any]:
-    """Run the page's side of the handshake with ``token``; the first snapshot the server then sends."""
+def key_id(token: str) -> str:
+    """Which token the page holds, as its hello says: the first 16 hex characters of an HMAC of a fixed label."""
+    return mac(token, "agent-comms web key id")[:16]
+
+
+async def prove(client: Client, token: str, rotated: list[str] | None = None) -> dict[str, Any]:
+    """Run the page's side of the handshake with ``token``; the first snapshot the server then sends.
+
+    A ``rotate`` frame (the server accepted ``token`` as the previous launch's) is put in ``rotated`` if given, else
+    it fails the assertion that a snapshot comes first.
+    """
     page_nonce = secrets.token_urlsafe(32)
-    await client.send({"type": "hello", "nonce": page_nonce})
+    await client.send({"type": "hello", "nonce": page_nonce, "key": key_id(token)})
     challenge = await client.receive()
     assert challenge["type"] == "challenge"
     assert hmac.compare_digest(challenge["proof"], mac(token, "agent-comms web server", page_nonce, challenge["nonce"]))
     await client.send({"type": "proof", "proof": mac(token, "agent-comms web page", challenge["nonce"], page_nonce)})
     state: dict[str, Any] = await client.receive()
-    assert state["type"] == "state"
+    if rotated is not None and state["type"] == "rotate":
+        rotated.append(state["token"])
+        state = await client.receive()
+    assert state["type"] == "state", state
     return state
 
 

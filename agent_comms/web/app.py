@@ -4,7 +4,8 @@ Routes (behind :class:`~agent_comms.web.guard.Guard`):
 
 - ``GET /``, ``/web.js``, ``/web.css``, ``/favicon.svg``: the page (no data in it; the token comes in the URL fragment);
 - ``WebSocket /ws``: first the mutual proof of the token (:mod:`~agent_comms.web.handshake`, within
-  :data:`AUTH_TIMEOUT`; a failure closes it with :data:`WS_UNAUTHORIZED`), then the server sends the snapshot, and a
+  :data:`AUTH_TIMEOUT`; a failure closes it with :data:`WS_UNAUTHORIZED`; a page that proved the previous launch's
+  token is first sent the current one), then the server sends the snapshot, and a
   new one after every change. The page's actions travel on the same socket: ``{"type": "act", "id": N,
   "request": {...}}`` (see :meth:`~agent_comms.web.hub.Hub.act`), answered by ``{"type": "answer", "id": N,
   "ok": ..., "text"/"error"/"data": ...}``. A frame of any other shape closes it with :data:`WS_BAD_FRAME`.
@@ -28,8 +29,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from agent_comms.web.guard import Guard
-from agent_comms.web.handshake import new_nonce, page_proof, proof_matches, server_proof, valid_nonce
+from agent_comms.web.handshake import key_id, new_nonce, page_proof, proof_matches, server_proof, valid_nonce
 from agent_comms.web.hub import ActionRefused, Hub
+from agent_comms.web.keys import Keys
 
 __all__ = ["AUTH_TIMEOUT", "MAX_FRAME", "WS_BAD_FRAME", "WS_UNAUTHORIZED", "build_app"]
 
@@ -72,26 +74,31 @@ async def _receive_json(websocket: WebSocket) -> Any:
         raise _BadFrame("a frame that is not JSON") from None
 
 
-async def _prove(websocket: WebSocket, token: str) -> str | None:
-    """Run the handshake (:mod:`~agent_comms.web.handshake`); ``None`` once the page proved it, else why not."""
+async def _prove(websocket: WebSocket, keys: Keys) -> tuple[str | None, str | None]:
+    """Run the handshake (:mod:`~agent_comms.web.handshake`): ``(None, token)`` once the page proved it holds
+    ``token`` (the launch's or the previous launch's), else ``(why not, None)``."""
     try:
         hello = await _receive_json(websocket)
         if not isinstance(hello, dict) or hello.get("type") != "hello" or not valid_nonce(hello.get("nonce")):
-            return "the first frame is not a hello with a nonce"
+            return "the first frame is not a hello with a nonce", None
+        named = hello.get("key")
+        token = next((t for t in (keys.current, keys.previous) if t and proof_matches(named, key_id(t))), None)
+        if token is None:
+            return "a key this launch does not know", None
         page_nonce: str = hello["nonce"]
         nonce = new_nonce()
         proof = server_proof(token, page_nonce, nonce)
         await websocket.send_text(json.dumps({"type": "challenge", "nonce": nonce, "proof": proof}))
         answer = await _receive_json(websocket)
     except _BadFrame as exc:
-        return str(exc)
+        return str(exc), None
     except WebSocketDisconnect:
-        return "the page left before proving it has the key"
+        return "the page left before proving it has the key", None
     if not isinstance(answer, dict) or answer.get("type") != "proof":
-        return "no proof of the key"
+        return "no proof of the key", None
     if not proof_matches(answer.get("proof"), page_proof(token, nonce, page_nonce)):
-        return "wrong proof of the key"
-    return None
+        return "wrong proof of the key", None
+    return None, token
 
 
 async def _answer_actions(websocket: WebSocket, hub: Hub, send: Callable[[str], Awaitable[None]]) -> None:
@@ -108,8 +115,19 @@ async def _answer_actions(websocket: WebSocket, hub: Hub, send: Callable[[str], 
         await send(json.dumps({"type": "answer", "id": frame["id"], **answer}, ensure_ascii=False))
 
 
-def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str], None] | None = None) -> Guard:
-    """The guarded application serving ``hub`` (``port``: a callable giving the bound port, for the Host check)."""
+def build_app(
+    hub: Hub,
+    keys: Keys,
+    port: Callable[[], int],
+    log: Callable[[str], None] | None = None,
+    *,
+    keys_ready: trio.Event | None = None,
+) -> Guard:
+    """The guarded application serving ``hub`` (``port``: a callable giving the bound port, for the Host check).
+
+    ``keys_ready``: set once ``keys.previous`` is settled (known only once the port is bound); until then a page's
+    handshake waits (within :data:`AUTH_TIMEOUT`).
+    """
     pages = {path: (_static(name), kind) for path, (name, kind) in _STATIC.items()}
 
     async def page(request: Request) -> Response:
@@ -119,9 +137,12 @@ def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str]
     async def socket(websocket: WebSocket) -> None:
         await websocket.accept()
         refusal: str | None = "no proof of the key in time"
+        proved: str | None = None
         with trio.move_on_after(AUTH_TIMEOUT):
-            refusal = await _prove(websocket, token)
-        if refusal is not None:
+            if keys_ready is not None:
+                await keys_ready.wait()
+            refusal, proved = await _prove(websocket, keys)
+        if refusal is not None or proved is None:
             guard.refused += 1
             guard.log(f"refused WebSocket /ws: {refusal}")
             await websocket.close(WS_UNAUTHORIZED)
@@ -134,6 +155,8 @@ def build_app(hub: Hub, token: str, port: Callable[[], int], log: Callable[[str]
 
         hub.page_opened()
         try:
+            if proved != keys.current:  # the previous launch's token: the page takes this launch's instead
+                await send(json.dumps({"type": "rotate", "token": keys.current}))
             # The reader raises when the page goes (or misbehaves); the nursery hands that on as an ExceptionGroup.
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_answer_actions, websocket, hub, send)

@@ -4,15 +4,16 @@ The launch's token is made here (:func:`secrets.token_urlsafe`), written into a 
 (``web/open-PORT.html``, a page that sends the browser to ``http://127.0.0.1:PORT/#token=...``), and the browser is
 given the path of that file: the token is never on a command line (``/proc/*/cmdline`` is readable by every user),
 never in a request line or a log. The file is removed when the command ends. Every launch makes a new token,
-even on the same ``--port`` after a crash (a file left behind is overwritten, never read): a page of an earlier
-launch finds that the server cannot prove it knows its token (:mod:`~agent_comms.web.handshake`) and says its
-session ended.
+even on the same ``--port`` after a crash (the opener left behind is overwritten, never read). So that a page left
+open resumes after a restart, the launch keeps its token in a second 0600 file, ``web/key-PORT.json``, which
+outlives it; the next launch on the same port accepts that token as the previous one under the conditions of
+:mod:`~agent_comms.web.keys` (same port, 0600, ours, alive less than 24 hours ago) and moves a page that proves it
+onto its own token (:mod:`~agent_comms.web.handshake`).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import signal
 import sys
 import webbrowser
@@ -24,9 +25,10 @@ from typing import Any, cast
 import trio
 
 from agent_comms.agent import Agent
-from agent_comms.private_files import ensure_private_dir, write_private_file
+from agent_comms.private_files import UnsafePathError, ensure_private_dir, write_private_file
 from agent_comms.web.app import MAX_FRAME, build_app
 from agent_comms.web.hub import Hub
+from agent_comms.web.keys import ALIVE_EVERY, Keys, key_file_path, new_token, read_previous, write_key_file
 
 __all__ = ["open_file_path", "serve_web"]
 
@@ -57,10 +59,15 @@ async def serve_web(
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    token = secrets.token_urlsafe(32)  # new for every launch: never taken from a file or an earlier run
+    token = new_token()  # new for every launch: never taken from a file or an earlier run
+    keys = Keys(token)
+    keys_ready = trio.Event()
+    if port:  # known before binding: a page waiting to reconnect is never refused for want of it
+        keys.previous = read_previous(home, port)
+        keys_ready.set()
     hub = Hub(agent)
     bound = {"port": port}
-    app = build_app(hub, token, lambda: bound["port"])
+    app = build_app(hub, keys, lambda: bound["port"], keys_ready=keys_ready)
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None  # request lines carry no token anyway (it is in the fragment); refusals are logged
@@ -72,10 +79,15 @@ async def serve_web(
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(partial(serve, cast("Any", app), config))  # an ASGI 3 app, typed by Starlette
             bound["port"] = int(binds[0].rsplit(":", 1)[1])
+            if not keys_ready.is_set():
+                keys.previous = read_previous(home, bound["port"])
+                keys_ready.set()
             opener = open_file_path(home, bound["port"])
             ensure_private_dir(opener.parent)
+            write_key_file(home, bound["port"], token)
             write_private_file(opener, _opener(bound["port"], token))
             try:
+                nursery.start_soon(_keep_alive, home, bound["port"], token)
                 nursery.start_soon(hub.run)
                 say(f"{agent.name} ({agent.id}) is on the mesh. The page: http://127.0.0.1:{bound['port']}/")
                 say(f"Open it with its key from {opener.as_uri()} (readable only by you). Ctrl-C leaves.")
@@ -86,6 +98,22 @@ async def serve_web(
                 nursery.cancel_scope.cancel()
             finally:
                 opener.unlink(missing_ok=True)
+                _refresh_key_file(home, bound["port"], token)  # when this launch ended: the next may resume its pages
+
+
+def _refresh_key_file(home: Path, port: int, token: str) -> None:
+    """Rewrite the key file as alive now; a failure only costs open pages their resuming, so it is just said."""
+    try:
+        write_key_file(home, port, token)
+    except (OSError, UnsafePathError) as exc:
+        print(f"agent-comms web: could not refresh {key_file_path(home, port)}: {exc}", file=sys.stderr, flush=True)
+
+
+async def _keep_alive(home: Path, port: int, token: str) -> None:
+    """Refresh the key file's ``alive`` every :data:`~agent_comms.web.keys.ALIVE_EVERY` seconds."""
+    while True:
+        await trio.sleep(ALIVE_EVERY)
+        _refresh_key_file(home, port, token)
 
 
 def _error_log() -> logging.Logger:

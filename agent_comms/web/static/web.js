@@ -19,16 +19,25 @@ function takeToken() {
 }
 
 // The token itself never leaves the page: it only keys an HMAC (a key WebCrypto will not give back), with which
-// the server proves it knows the token before the page proves it too (agent_comms/web/handshake.py).
+// the server proves it knows the token before the page proves it too (agent_comms/web/handshake.py). The page says
+// which token it holds by a key id (an HMAC of a fixed label), so a relaunch that still accepts the previous
+// launch's token can prove that one; it then hands the page its own token, which the page keeps instead.
 const SERVER_LABEL = "agent-comms web server";
 const PAGE_LABEL = "agent-comms web page";
+const KEY_ID_LABEL = "agent-comms web key id";
+const KEY_ID_CHARS = 16;
 const HANDSHAKE_TIMEOUT = 15000;
 const ENDED = "this page's session ended: open the new link printed by agent-comms web";
 const encoder = new TextEncoder();
 const token = takeToken();
-let key = token && crypto.subtle
-  ? crypto.subtle.importKey("raw", encoder.encode(token), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])
-  : null;
+
+function importKey(secret) {
+  return secret && crypto.subtle
+    ? crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])
+    : null;
+}
+
+let key = importKey(token);
 let state = null;
 let current = null; // "#room" or "@agent-id"
 let replyTo = null;
@@ -106,9 +115,14 @@ function connect() {
   }
   const socket = new WebSocket(`ws://${location.host}/ws`);
   const mine = nonce();
+  const macKey = key;
   let phase = "hello"; // then "checking" (the server's proof), "proved" (the page's sent), "live"
   const silent = setTimeout(() => socket.close(), HANDSHAKE_TIMEOUT); // a server that never answers: retry later
-  socket.onopen = () => socket.send(JSON.stringify({ type: "hello", nonce: mine }));
+  socket.onopen = async () => {
+    const id = (await sign(macKey, KEY_ID_LABEL)).slice(0, KEY_ID_CHARS);
+    if (ended || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "hello", nonce: mine, key: id }));
+  };
   socket.onmessage = async (message) => {
     if (ended) return;
     if (phase === "hello") {
@@ -120,7 +134,6 @@ function connect() {
         endSession(socket);
         return;
       }
-      const macKey = key;
       if (!sameText(challenge.proof, await sign(macKey, SERVER_LABEL, mine, challenge.nonce))) {
         endSession(socket);
         return;
@@ -133,6 +146,12 @@ function connect() {
     }
     if (phase === "checking") return; // nothing may come before the page's proof: only an impostor sends it
     const data = JSON.parse(message.data);
+    if (data.type === "rotate" && phase === "proved" && typeof data.token === "string") {
+      // This launch accepted the previous launch's token; from now on the page holds this launch's own.
+      sessionStorage.setItem(TOKEN_KEY, data.token);
+      key = importKey(data.token);
+      return;
+    }
     if (data.type === "answer") {
       const resolve = waiting.get(data.id);
       waiting.delete(data.id);
