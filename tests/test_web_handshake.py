@@ -21,10 +21,12 @@ import pytest
 import test_web
 import trio
 from test_web import DEADLINE, Browser, Tab, open_page, open_tab, open_web
-from web_sockets import Closed, act, mac, open_client, open_impostor, prove
+from web_sockets import Closed, act, key_id, mac, open_client, open_impostor, prove
 
 from agent_comms.testing.processes import free_port, mesh_env, open_peer
+from agent_comms.web.handshake import key_id as server_key_id
 from agent_comms.web.handshake import page_proof, proof_matches, server_proof, valid_nonce
+from agent_comms.web.keys import RESUME_WINDOW, key_file_path, new_token, read_previous, write_key_file
 
 #: Counts the WebSockets the page opens (run before the page's own script).
 COUNT_SOCKETS = """(() => {
@@ -89,6 +91,60 @@ def test_proofs_are_bound_to_both_nonces_and_to_a_side() -> None:
     assert valid_nonce(secrets.token_urlsafe(32))
     for bad in ("", "short", "a" * 129, "not base64!" * 3, 42, None):
         assert not valid_nonce(bad)
+    # The key id: what the page computes, and distinct for two tokens.
+    assert server_key_id(token) == key_id(token) == mac(token, "agent-comms web key id")[:16]
+    assert server_key_id(token) != server_key_id("u" * 43)
+
+
+def _key_file(home: Path, port: int, record: object, mode: int = 0o600) -> Path:
+    path = key_file_path(home, port)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    path.chmod(mode)
+    return path
+
+
+def test_the_previous_token_is_read_only_from_a_fresh_0600_key_file_of_the_same_port(tmp_path: Path) -> None:
+    """Every condition of ``agent_comms.web.keys`` on its own (but the owner: a test cannot give a file away)."""
+    home, port, now = tmp_path / "home", 40123, 1_800_000_000.0
+    token = new_token()
+    assert read_previous(home, port, now) is None  # no file
+    write_key_file(home, port, token)
+    path = key_file_path(home, port)
+    assert path.stat().st_mode & 0o777 == 0o600
+    record = json.loads(path.read_text())
+    assert record["port"] == port
+    assert record["token"] == token
+    assert read_previous(home, port) == token  # as written, now
+    assert read_previous(home, port + 1) is None  # another port's file does not exist
+    fresh = {"port": port, "token": token, "alive": now - RESUME_WINDOW + 60}
+    _key_file(home, port, fresh)
+    assert read_previous(home, port, now) == token
+    for mode in (0o640, 0o644, 0o400, 0o700, 0o660):
+        _key_file(home, port, fresh, mode)
+        assert read_previous(home, port, now) is None, oct(mode)
+    refused: list[object] = [
+        {**fresh, "alive": now - RESUME_WINDOW},  # its launch ended 24 hours ago
+        {**fresh, "alive": now + 3600},  # ahead of the clock
+        {**fresh, "alive": True},
+        {**fresh, "alive": "now"},
+        {**fresh, "port": port + 1},  # a file renamed from another port's
+        {**fresh, "port": str(port)},
+        {**fresh, "token": token[:-1]},
+        {**fresh, "token": token + "=="},
+        {"port": port, "alive": now},
+        [fresh],
+    ]
+    for record in refused:
+        _key_file(home, port, record)
+        assert read_previous(home, port, now) is None, record
+    path.write_text("not json")
+    assert read_previous(home, port, now) is None
+    # A link to a good file, even our own, is not followed.
+    good = _key_file(home, port + 2, {**fresh, "port": port})
+    path.unlink()
+    path.symlink_to(good)
+    assert read_previous(home, port, now) is None
 
 
 async def test_server_refuses_every_handshake_but_the_page_s(tmp_path: Path) -> None:
@@ -98,7 +154,17 @@ async def test_server_refuses_every_handshake_but_the_page_s(tmp_path: Path) -> 
         async with open_web(env, tmp_path / "alice") as web:
             token = web.token
             nonce = secrets.token_urlsafe(32)
-            for first in ({"token": token}, "not json", b"\x00binary", {"type": "hello", "nonce": "short"}, {}):
+            hello_of = {"type": "hello", "nonce": nonce}
+            for first in (
+                {"token": token},
+                "not json",
+                b"\x00binary",
+                {"type": "hello", "nonce": "short", "key": key_id(token)},
+                {},
+                hello_of,  # no key id
+                {**hello_of, "key": key_id(new_token())},  # a token the launch does not know
+                {**hello_of, "key": ["x"]},
+            ):
                 async with open_client(web.port) as client:
                     await client.send(first)
                     assert await until_closed(client) == 4401, first
@@ -106,7 +172,7 @@ async def test_server_refuses_every_handshake_but_the_page_s(tmp_path: Path) -> 
             recorded = ""
             for attempt in range(2):
                 async with open_client(web.port) as client:
-                    await client.send({"type": "hello", "nonce": nonce})
+                    await client.send({**hello_of, "key": key_id(token)})
                     challenge = await client.receive()
                     assert challenge["proof"] == server_proof(token, nonce, challenge["nonce"])
                     proof = page_proof(token, challenge["nonce"], nonce) if attempt == 0 else recorded
@@ -123,6 +189,7 @@ async def test_server_refuses_every_handshake_but_the_page_s(tmp_path: Path) -> 
             assert "refused WebSocket /ws: a frame that is not JSON" in logs
             assert "refused WebSocket /ws: a frame that is not text" in logs
             assert "refused WebSocket /ws: wrong proof of the key" in logs
+            assert "refused WebSocket /ws: a key this launch does not know" in logs
             assert token not in logs
             assert "Traceback" not in logs
 
@@ -207,13 +274,9 @@ async def test_an_impostor_on_the_port_gets_nothing_and_the_page_stops(
             assert page_errors(tab) == []
 
 
-async def test_a_relaunch_has_a_new_token_and_the_old_page_takes_nothing_from_it(
-    tmp_path: Path, browser: Browser
-) -> None:
-    """A relaunch on the same port makes a new token (never one left in a file); the old page refuses it.
-
-    The new link, opened in the same tab, shows every message once.
-    """
+async def test_a_relaunch_has_a_new_token_and_moves_the_old_page_onto_it(tmp_path: Path, browser: Browser) -> None:
+    """A relaunch on the same port makes a new token (never one planted in a file left behind); the old page proves
+    the previous launch's token to it, is handed the new one over the proved socket, and shows every message once."""
     env = mesh_env(tmp_path, free_port())
     port = free_port()
     frames: list[Any] = []
@@ -234,27 +297,102 @@ async def test_a_relaunch_has_a_new_token_and_the_old_page_takes_nothing_from_it
                 web.process.kill()
                 await web.process.wait()
                 await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
-            # The killed launch's file is still there; plant a token of our choosing in it: a relaunch takes neither.
+            # The killed launch's opener is still there; plant a token of our choosing in it: a relaunch takes
+            # neither as its own (it accepts the killed launch's only as the previous one, from its key file).
             planted = secrets.token_urlsafe(32)
             web.opener.write_text(web.opener.read_text().replace(web.token, planted))
             frames.clear()
             async with open_web(env, tmp_path / "alice", port=port) as again:
                 assert again.token not in (web.token, planted)
                 assert again.agent_id == web.agent_id
-                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="ended"]'))
-                # The old page got the challenge, found the proof wrong, and no data came to it (nor went from it).
-                assert [json.loads(frame)["type"] for frame in frames] == ["challenge"]
-                opened = await sockets_opened(tab)
-                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
-                assert await sockets_opened(tab) == opened
-                assert "refused WebSocket /ws: the page left before proving it has the key" in again.logs()
-                # The new link in the same tab: live again, every message once.
-                await open_page(tab, again)
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="live"]'))
+                # The challenge, then (the page's proof accepted) this launch's token, then the data.
+                kinds = [json.loads(frame)["type"] for frame in frames]
+                assert kinds[:3] == ["challenge", "rotate", "state"], kinds
+                assert json.loads(frames[1])["token"] == again.token
+                held = await tab.do(lambda page: page.evaluate("sessionStorage.getItem('agent-comms-token')"))
+                assert held == again.token
                 await bob.call(action="send", target="review", content="after the restart")
                 await tab.do(lambda page: page.wait_for_selector('#messages li .content:text-is("after the restart")'))
                 contents = await tab.do(lambda page: page.locator("#messages li .content").all_text_contents())
                 assert contents == ["before the restart", "after the restart"]
+                # A socket of the old token now would be moved on too; one of the planted token is refused.
+                async with open_client(port) as client:
+                    rotated: list[str] = []
+                    await prove(client, web.token, rotated)
+                    assert rotated == [again.token]
+                async with open_client(port) as client:
+                    await client.send({"type": "hello", "nonce": secrets.token_urlsafe(32), "key": key_id(planted)})
+                    assert await until_closed(client) == 4401
                 again.process.send_signal(signal.SIGTERM)
                 assert await again.process.wait() == 0
                 assert not again.opener.exists()
             assert page_errors(tab) == []
+
+
+async def test_a_page_two_launches_old_is_refused_and_says_its_session_ended(tmp_path: Path, browser: Browser) -> None:
+    """Only one generation back: a page that slept through a whole launch holds a token no launch accepts now."""
+    env = mesh_env(tmp_path, free_port())
+    port = free_port()
+    with trio.fail_after(DEADLINE * 2):
+        async with open_tab(browser) as tab:
+            await counting_tab_ready(tab)
+            async with open_web(env, tmp_path / "alice", port=port) as first:
+                await open_page(tab, first)
+                first.process.kill()
+                await first.process.wait()
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="connecting"]'))
+            # The page's timers stop (its retry waits), while a whole launch comes and goes.
+            await tab.do(lambda page: page.clock.pause_at(page.evaluate("Date.now()") + 1000))
+            opened = await sockets_opened(tab)
+            async with open_web(env, tmp_path / "alice", port=port) as second:
+                async with open_client(port) as client:  # the first launch's token is still accepted here
+                    rotated: list[str] = []
+                    await prove(client, first.token, rotated)
+                    assert rotated == [second.token]
+                second.process.send_signal(signal.SIGTERM)
+                assert await second.process.wait() == 0
+            assert await sockets_opened(tab) == opened  # the page slept through it
+            async with open_web(env, tmp_path / "alice", port=port) as third:
+                await tab.do(lambda page: page.clock.resume())
+                await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
+                await tab.do(lambda page: page.wait_for_selector('#connection[data-state="ended"]'))
+                text = await tab.do(lambda page: page.text_content("#connection"))
+                assert text == "this page's session ended: open the new link printed by agent-comms web"
+                assert await tab.do(lambda page: page.evaluate("sessionStorage.getItem('agent-comms-token')")) is None
+                assert "refused WebSocket /ws: a key this launch does not know" in third.logs()
+                async with open_client(port) as client:  # the second launch's token is the one accepted now
+                    rotated = []
+                    await prove(client, second.token, rotated)
+                    assert rotated == [third.token]
+                # The new link, in the same tab: live again.
+                await tab.do(lambda page: page.goto("about:blank"))
+                await open_page(tab, third)
+            assert page_errors(tab) == []
+
+
+async def test_a_launch_on_another_port_does_not_accept_the_old_token(tmp_path: Path) -> None:
+    """The previous token belongs to its port: not to a launch on another, not even from a key file copied there."""
+    env = mesh_env(tmp_path, free_port())
+    home = Path(env["AGENT_COMMS_HOME"])
+    port, other = free_port(), free_port()
+    with trio.fail_after(DEADLINE * 2):
+        async with open_web(env, tmp_path / "alice", port=port) as first:
+            first.process.send_signal(signal.SIGTERM)
+            assert await first.process.wait() == 0
+        copied = key_file_path(home, other)
+        copied.write_bytes(key_file_path(home, port).read_bytes())
+        copied.chmod(0o600)
+        async with open_web(env, tmp_path / "alice", port=other) as elsewhere:
+            async with open_client(other) as client:
+                await client.send({"type": "hello", "nonce": secrets.token_urlsafe(32), "key": key_id(first.token)})
+                assert await until_closed(client) == 4401
+            assert "refused WebSocket /ws: a key this launch does not know" in elsewhere.logs()
+            assert json.loads(copied.read_text())["token"] == elsewhere.token  # its own, in place of the copy
+            async with open_client(other) as client:
+                assert (await prove(client, elsewhere.token))["type"] == "state"
+        # The same port again: accepted.
+        async with open_web(env, tmp_path / "alice", port=port) as back, open_client(port) as client:
+            rotated: list[str] = []
+            await prove(client, first.token, rotated)
+            assert rotated == [back.token]
