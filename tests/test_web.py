@@ -723,3 +723,4 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
             == f"agent-comms: could not serve the page on 127.0.0.1:{port}: Address already in use\n"
         )
         assert not (Path(env["AGENT_COMMS_HOME"]) / "web" / f"open-{port}.html").exists()
+        assert not (Path(env["AGENT_COMMS_HOME"]) / "web" / f"key-{port}.json").exists()  # nor its key file

@@ -10,7 +10,8 @@ launch on the SAME port reads that file before replacing it with its own token a
 - the file is a regular file (not a link), owned by this user, of mode exactly 0600;
 - it names the same port (inside the file, not only in its name) and holds a token of the launch's shape;
 - its launch was alive less than :data:`RESUME_WINDOW` seconds ago (24 hours; a launch killed without notice is
-  counted from its last refresh, so at most :data:`ALIVE_EVERY` seconds early).
+  counted from its last refresh, so at most :data:`ALIVE_EVERY` seconds early), and not more than a minute ahead
+  of the clock.
 
 Anything else is ignored (never an error: the page then says its session ended, and the new link opens a new one).
 Only one generation back is kept: a page that authenticated with the previous token is sent the current one over
