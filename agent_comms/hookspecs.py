@@ -147,7 +147,7 @@ Remove = Callable[[Path, bool], list[str]]
 _callable_or_none = attrs.validators.optional(attrs.validators.is_callable())
 
 
-def _harness_name(_instance: object, _attribute: object, value: object) -> None:
+def _harness_name(_instance: object, _attribute: object, value: str) -> None:
     if not isinstance(value, str) or not HARNESS_NAME.fullmatch(value):
         raise ValueError(
             f"a harness name is lowercase letters, digits, '.', '_' and '-', starting with a letter or digit; "
@@ -155,7 +155,7 @@ def _harness_name(_instance: object, _attribute: object, value: object) -> None:
         )
 
 
-def _push_path(_instance: object, _attribute: object, value: object) -> None:
+def _push_path(_instance: object, _attribute: object, value: PushPath) -> None:
     if not isinstance(value, PushPath) or not value:
         raise ValueError(f"push_path must name at least one PushPath (how events reach the model), not {value!r}")
 

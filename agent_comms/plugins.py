@@ -185,7 +185,7 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
             harness=None,
             builtin=name in BUILTIN_PLUGINS and dist is None,
         )
-        registered = bridges.get(name) or [None]
+        registered: list[Bridge | None] = [*bridges.get(name, ())] or [None]
         infos += [
             plugin_info
             if bridge is None
@@ -289,5 +289,3 @@ async def relay_deliveries(push: Push, agent: Agent) -> None:
         for event in store.take(agent.id, limit=1):
             if await push(event):
                 store.mark_read(agent.id, [event])
-
-

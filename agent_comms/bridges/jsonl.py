@@ -65,6 +65,7 @@ MAX_UNACKED: Final = 10_000
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
 
+
 class _Relay:
     """Where an agent's events go: its line writer; in ``ack`` mode the events written but not yet shown are held
     in the agent's :class:`~agent_comms.inbox.Inbox`, each under its event id, until the relay acknowledges them."""
@@ -164,9 +165,7 @@ def _acknowledge(relay: _Relay, request: dict[str, Any]) -> dict[str, object] | 
     return None
 
 
-async def run_bridge(
-    agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, *, ack: bool = False
-) -> None:
+async def run_bridge(agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, *, ack: bool = False) -> None:
     """Bridge ``agent`` over the streams until ``receive`` ends; events go out as event lines as they arrive.
 
     With ``ack``, an event counts as read only once the relay acknowledges it (``{"type": "shown", ...}``).

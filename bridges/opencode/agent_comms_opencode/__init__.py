@@ -33,11 +33,11 @@ __all__ = [
     "HARNESS",
     "configure",
     "detect",
+    "plugin_path",
+    "plugin_source",
     "register_bridges",
     "remove",
     "status",
-    "plugin_path",
-    "plugin_source",
 ]
 
 HARNESS: Final = "opencode"

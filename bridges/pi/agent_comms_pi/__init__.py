@@ -31,11 +31,11 @@ __all__ = [
     "HARNESS",
     "configure",
     "detect",
+    "extension_path",
+    "extension_source",
     "register_bridges",
     "remove",
     "status",
-    "extension_path",
-    "extension_source",
 ]
 
 HARNESS: Final = "pi"

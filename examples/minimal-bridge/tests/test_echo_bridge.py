@@ -6,7 +6,6 @@ point, so these tests also check that the package is installed and registered co
 
 from __future__ import annotations
 
-
 import agent_comms_echo_example as echo
 import pluggy
 import pytest
