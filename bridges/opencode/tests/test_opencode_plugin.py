@@ -150,7 +150,7 @@ def test_the_plugin_registers_only_the_opencode_bridge(tmp_path: Path) -> None:
     assert registered == [agent_comms_opencode.BRIDGE]
     bridge = registered[0]
     assert (bridge.name, bridge.package, bridge.info.push) == ("opencode", "agent-comms-opencode", True)
-    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN
+    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS
     setup = (bridge.detect, bridge.configure, bridge.status, bridge.remove)
     assert setup == (
         agent_comms_opencode.detect,

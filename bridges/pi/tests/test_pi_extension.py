@@ -120,7 +120,7 @@ def test_the_plugin_registers_only_the_pi_bridge(tmp_path: Path) -> None:
     assert registered == [agent_comms_pi.BRIDGE]
     bridge = registered[0]
     assert (bridge.name, bridge.package, bridge.info.push) == ("pi", "agent-comms-pi", True)
-    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN
+    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS
     setup = (bridge.detect, bridge.configure, bridge.status, bridge.remove)
     assert setup == (agent_comms_pi.detect, agent_comms_pi.configure, agent_comms_pi.status, agent_comms_pi.remove)
     assert not any(tmp_path.iterdir())
