@@ -548,6 +548,15 @@ def test_bridge_for_an_unknown_harness_exits_2_as_a_process() -> None:
     assert result.stdout == ""
 
 
+def test_bridge_for_a_harness_without_a_tool_hook_is_a_configuration_error(
+    install_fake: InstallFake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_fake("no-serve", "agent_comms_fake_no_serve", HARNESS_PLUGIN)  # a bridge with a status hook only
+    monkeypatch.setenv("AGENT_COMMS_LOAD_PLUGINS", "no-serve")
+    assert main(["bridge", "fake-harness"]) == 3
+    assert "the plugin of the harness 'fake-harness' has no tool hook (serve)" in capsys.readouterr().err
+
+
 def test_bridge_option_must_be_key_value(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as excinfo:
         main(["bridge", "jsonl", "--option", "novalue"])
