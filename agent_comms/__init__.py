@@ -15,8 +15,8 @@ below are imported from their modules on first use (``from agent_comms import op
 
 For bridge authors: :func:`open_agent` (the Trio entry point), the seed's building blocks (:class:`MeshStore`,
 :class:`CommsTool`, :func:`build_action`, :func:`ensure_registered`, :func:`format_delivery_event`,
-:func:`format_events`) and the plugin hooks (``hookimpl``, :class:`HarnessInfo`, :class:`BridgeOptions`,
-:class:`Detection`; see :mod:`agent_comms.hookspecs`).
+:func:`format_events`) and the plugin model (``hookimpl``, :class:`Bridge`, :class:`PushPath`, :class:`HarnessInfo`,
+:class:`BridgeOptions`, :class:`Detection`; see :mod:`agent_comms.hookspecs`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from agent_comms.actions import build_action
     from agent_comms.agent import Agent, AgentError, open_agent
     from agent_comms.events import DeliveryEvent, format_delivery_event, format_events
-    from agent_comms.hookspecs import BridgeOptions, Detection, HarnessInfo, hookimpl
+    from agent_comms.hookspecs import Bridge, BridgeOptions, Detection, HarnessInfo, PushPath, hookimpl
     from agent_comms.plugins import PluginError, get_plugin_manager
     from agent_comms.store import MeshStore
     from agent_comms.tool import CommsTool, ToolResult, ensure_registered, with_deliveries
@@ -51,6 +51,8 @@ _LAZY = {
     "format_events": "agent_comms.events",
     "hookimpl": "agent_comms.hookspecs",
     "HarnessInfo": "agent_comms.hookspecs",
+    "Bridge": "agent_comms.hookspecs",
+    "PushPath": "agent_comms.hookspecs",
     "BridgeOptions": "agent_comms.hookspecs",
     "Detection": "agent_comms.hookspecs",
     "PluginError": "agent_comms.plugins",
@@ -60,6 +62,7 @@ _LAZY = {
 __all__ = [
     "Agent",
     "AgentError",
+    "Bridge",
     "BridgeOptions",
     "CommsTool",
     "DeliveryEvent",
@@ -67,6 +70,7 @@ __all__ = [
     "HarnessInfo",
     "MeshStore",
     "PluginError",
+    "PushPath",
     "ToolResult",
     "__version__",
     "build_action",

@@ -1,6 +1,6 @@
 """Helpers for the setup hooks of bridge plugins: the command a harness starts, and safe configuration edits.
 
-A plugin's ``agent_comms_configure`` / ``agent_comms_remove`` hooks use these so that every harness is configured
+A bridge's ``configure`` / ``remove`` setup hooks use these so that every harness is configured
 the same careful way: the bridge command names this installation's ``agent-comms`` by absolute path (a harness
 started from a desktop launcher has no virtualenv on its ``PATH``), every edit is written atomically with the
 file's mode kept, a backup of the previous contents is made before the first byte changes, and nothing is written

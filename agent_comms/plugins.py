@@ -1,9 +1,13 @@
-"""Finding and loading bridge plugins.
+"""Finding and loading bridge plugins, and the one registry of their bridges by harness name.
 
 :func:`get_plugin_manager` builds a fresh :class:`pluggy.PluginManager` each time it is called (nothing happens at
 import time): it adds the hookspecs of :mod:`agent_comms.hookspecs`, registers the built-in plugins (the ``jsonl``
 bridge) like any other plugin, loads the plugins of installed distributions from the entry-point group
-``agent_comms``, and checks that every hook a plugin implements exists.
+``agent_comms``, checks that every hook a plugin implements exists, and collects their registrations once (so a
+malformed one, or two plugins registering one harness, is an error as they load).
+
+:func:`list_bridges` and :func:`find_bridge` are how the core finds the :class:`~agent_comms.hookspecs.Bridge` of a
+harness: every plugin's ``register_bridges`` is called with a ``register`` that knows which plugin is calling.
 
 ``AGENT_COMMS_LOAD_PLUGINS`` limits the entry-point plugins that load:
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -28,10 +32,11 @@ import attrs
 import pluggy
 
 from agent_comms import hookspecs
-from agent_comms.hookspecs import PROJECT, HarnessInfo
+from agent_comms.hookspecs import PROJECT, Bridge, HarnessInfo
 
 if TYPE_CHECKING:
     from agent_comms.agent import Agent
+    from agent_comms.events import DeliveryEvent
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -39,8 +44,11 @@ __all__ = [
     "LOAD_PLUGINS_ENV",
     "PluginError",
     "PluginInfo",
+    "Push",
+    "find_bridge",
     "find_harness",
     "get_plugin_manager",
+    "list_bridges",
     "list_harnesses",
     "list_plugins",
     "relay_deliveries",
@@ -66,20 +74,27 @@ class _FromEnv(enum.Enum):
 FROM_ENV: Final = _FromEnv.FROM_ENV
 
 
+#: A push function for :func:`relay_deliveries`: show one event to the model; ``True`` once it was shown.
+Push = Callable[["DeliveryEvent"], Awaitable[bool]]
+
+
 @attrs.frozen
 class PluginInfo:
-    """One registered plugin, as ``agent-comms plugins`` lists it."""
+    """One bridge a plugin registered (or the plugin alone, if it registered none), as ``agent-comms plugins``
+    lists it."""
 
     #: the plugin's name: its entry-point name, or the built-in's name
     name: str
     #: the distribution that provides it (``agent-comms`` for built-ins)
     distribution: str
     version: str
-    #: the hooks it implements, sorted
+    #: the bridge's hooks, sorted (:attr:`Bridge.hooks <agent_comms.hookspecs.Bridge.hooks>`)
     hooks: tuple[str, ...]
-    #: the harness it serves (``None`` if it does not implement ``agent_comms_harness``)
+    #: the harness of the bridge (``None`` for a plugin that registered no bridge)
     harness: str | None
     builtin: bool
+    #: how events reach the model (:attr:`Bridge.push_paths <agent_comms.hookspecs.Bridge.push_paths>`)
+    push: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """The shape of ``agent-comms plugins --json``."""
@@ -89,6 +104,7 @@ class PluginInfo:
             "version": self.version,
             "hooks": list(self.hooks),
             "harness": self.harness,
+            "push": list(self.push),
             "builtin": self.builtin,
         }
 
@@ -126,6 +142,7 @@ def get_plugin_manager(load: str | Literal[_FromEnv.FROM_ENV] | None = FROM_ENV)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {_plugin_name(pm, exc.plugin)!r}: {exc}") from exc
+    _registrations(pm)  # a malformed registration, or a harness registered twice, fails here
     return pm
 
 
@@ -152,46 +169,94 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     from agent_comms import __version__
 
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    bridges: dict[str, list[Bridge]] = {}
+    for plugin_name, bridge in _registrations(pm):
+        bridges.setdefault(plugin_name, []).append(bridge)
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:  # a blocked name
             continue
         dist = dists.get(id(plugin))
-        builtin = name in BUILTIN_PLUGINS and dist is None
-        infos.append(
-            PluginInfo(
-                name=name,
-                distribution="agent-comms" if dist is None else dist.project_name,
-                version=__version__ if dist is None else dist.version,
-                hooks=tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())),
-                harness=_harness_of(plugin),
-                builtin=builtin,
-            )
+        plugin_info = PluginInfo(
+            name=name,
+            distribution="agent-comms" if dist is None else dist.project_name,
+            version=__version__ if dist is None else dist.version,
+            hooks=(),
+            harness=None,
+            builtin=name in BUILTIN_PLUGINS and dist is None,
         )
-    return sorted(infos, key=lambda info: (not info.builtin, info.name))
+        registered: list[Bridge | None] = [*bridges.get(name, ())] or [None]
+        infos += [
+            plugin_info
+            if bridge is None
+            else attrs.evolve(plugin_info, hooks=bridge.hooks, harness=bridge.name, push=bridge.push_paths)
+            for bridge in registered
+        ]
+    return sorted(infos, key=lambda info: (not info.builtin, info.name, info.harness or ""))
 
 
-def _harness_of(plugin: object) -> str | None:
-    describe = getattr(plugin, "agent_comms_harness", None)
-    if describe is None:
-        return None
-    info = describe()
-    return info.name if isinstance(info, HarnessInfo) else None
+def _registrations(pm: pluggy.PluginManager) -> list[tuple[str, Bridge]]:
+    """Every bridge the plugins register, with the name of the plugin that registered it, in registration order.
+
+    Each plugin's ``register_bridges`` is called on its own, with a ``register`` that knows the plugin. Raises
+    :class:`PluginError` naming the plugin for anything but a :class:`Bridge` registered, a hook that fails or
+    returns a value, and naming both plugins for a harness registered twice.
+    """
+    found: list[tuple[str, Bridge]] = []
+    by_harness: dict[str, str] = {}
+    for impl in pm.hook.register_bridges.get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register(bridge: Bridge, plugin: str = plugin) -> None:
+            if not isinstance(bridge, Bridge):
+                raise PluginError(
+                    f"plugin {plugin!r}: register_bridges registered {bridge!r}; "
+                    "register takes an agent_comms.hookspecs.Bridge"
+                )
+            other = by_harness.get(bridge.name)
+            if other is not None:
+                raise PluginError(
+                    f"the harness {bridge.name!r} is registered twice: by the plugin {other!r} "
+                    f"({_distribution(pm, other)}) and by the plugin {plugin!r} ({_distribution(pm, plugin)}); "
+                    f"uninstall one, or leave one out with {LOAD_PLUGINS_ENV}"
+                )
+            by_harness[bridge.name] = plugin
+            found.append((plugin, bridge))
+
+        try:
+            returned = impl.function(**dict.fromkeys(impl.argnames, register))
+        except PluginError:
+            raise
+        except Exception as exc:  # a Bridge with a bad field, or any bug in the hook
+            raise PluginError(f"plugin {plugin!r}: register_bridges failed: {type(exc).__name__}: {exc}") from exc
+        if returned is not None:
+            raise PluginError(
+                f"plugin {plugin!r}: register_bridges returned {returned!r}; "
+                "it should call register(Bridge(...)) for each harness and return nothing"
+            )
+    return found
 
 
-def list_harnesses(pm: pluggy.PluginManager) -> list[HarnessInfo]:
-    """The harnesses the registered plugins serve, by name."""
-    results: list[HarnessInfo] = pm.hook.agent_comms_harness()
-    return sorted(results, key=lambda info: info.name)
+def _distribution(pm: pluggy.PluginManager, plugin_name: str) -> str:
+    plugin = pm.get_plugin(plugin_name)
+    for candidate, dist in pm.list_plugin_distinfo():
+        if candidate is plugin:
+            return f"{dist.project_name} {dist.version}"
+    return "built into agent-comms" if plugin_name in BUILTIN_PLUGINS else "registered directly"
 
 
-def find_harness(pm: pluggy.PluginManager, name: str) -> HarnessInfo:
-    """The harness called ``name``; :class:`PluginError` says which ``pip install`` adds it if no plugin has it."""
-    harnesses = list_harnesses(pm)
-    for info in harnesses:
-        if info.name == name:
-            return info
-    known = ", ".join(info.name for info in harnesses) or "none"
+def list_bridges(pm: pluggy.PluginManager) -> list[Bridge]:
+    """The bridges the registered plugins provide, by harness name."""
+    return sorted((bridge for _, bridge in _registrations(pm)), key=lambda bridge: bridge.name)
+
+
+def find_bridge(pm: pluggy.PluginManager, name: str) -> Bridge:
+    """The bridge of the harness ``name``; :class:`PluginError` says which ``pip install`` adds it if none has it."""
+    bridges = list_bridges(pm)
+    for bridge in bridges:
+        if bridge.name == name:
+            return bridge
+    known = ", ".join(bridge.name for bridge in bridges) or "none"
     hint = ""
     if os.environ.get(LOAD_PLUGINS_ENV) is not None:
         hint = f"; {LOAD_PLUGINS_ENV}={os.environ[LOAD_PLUGINS_ENV]!r} may be leaving its plugin out"
@@ -201,16 +266,26 @@ def find_harness(pm: pluggy.PluginManager, name: str) -> HarnessInfo:
     )
 
 
-async def relay_deliveries(pm: pluggy.PluginManager, harness: str, agent: Agent) -> None:
-    """Push every event for ``agent`` through the push hook of ``harness``, one at a time, in order, forever.
+def list_harnesses(pm: pluggy.PluginManager) -> list[HarnessInfo]:
+    """What people are told about the harnesses the registered plugins bridge, by name."""
+    return [bridge.info for bridge in list_bridges(pm)]
 
-    An event the hook showed (``True``) is marked read; one it could not show (``False``, or no plugin pushes for
-    the harness) stays unread, so its sender's receipt stays at ``delivered``. Cancel the surrounding scope to stop.
+
+def find_harness(pm: pluggy.PluginManager, name: str) -> HarnessInfo:
+    """What people are told about the harness ``name``; :class:`PluginError` as :func:`find_bridge`."""
+    return find_bridge(pm, name).info
+
+
+async def relay_deliveries(push: Push, agent: Agent) -> None:
+    """Hand every event for ``agent`` to ``push``, one at a time, in order, forever (:attr:`PushPath.RELAY
+    <agent_comms.hookspecs.PushPath.RELAY>`).
+
+    An event ``push`` showed (``True``) is marked read; one it could not show (``False``) stays unread, so its
+    sender's receipt stays at ``delivered``. Cancel the surrounding scope to stop.
     """
     store = agent.store
     while True:
         await store.wait_pending(agent.id)
         for event in store.take(agent.id, limit=1):
-            push = pm.hook.agent_comms_push(harness=harness, agent=agent, event=event)
-            if push is not None and await push:
+            if await push(event):
                 store.mark_read(agent.id, [event])

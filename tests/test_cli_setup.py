@@ -27,7 +27,7 @@ PLUGINS = {
     "fakeone": """
         import json
         from agent_comms.configure import bridge_command, write_config
-        from agent_comms.hookspecs import Detection, HarnessInfo, hookimpl
+        from agent_comms.hookspecs import Bridge, Detection, PushPath, hookimpl
 
         NAME = "fake-one"
 
@@ -43,21 +43,11 @@ PLUGINS = {
         def _write(home, data, dry_run):
             return write_config(_path(home), json.dumps(data, indent=2) + "\\n", dry_run=dry_run)
 
-        @hookimpl
-        def agent_comms_harness():
-            return HarnessInfo(name=NAME, description="a fake", push=False, package="agent-comms-fake-one")
-
-        @hookimpl
-        def agent_comms_detect(harness, home):
-            if harness != NAME:
-                return None
+        def detect(home):
             found = (home / ".fake-one").is_dir()
             return Detection(found, "version 1.0" if found else "~/.fake-one not found", _path(home))
 
-        @hookimpl
-        def agent_comms_configure(harness, home, dry_run):
-            if harness != NAME:
-                return None
+        def configure(home, dry_run):
             data = _load(home)
             wanted = bridge_command(NAME)
             if data.get("servers", {}).get("agent-comms") == wanted:
@@ -66,74 +56,89 @@ PLUGINS = {
             _write(home, data, dry_run)
             return [f"add the agent-comms server to {_path(home)}"]
 
-        @hookimpl
-        def agent_comms_status(harness, home):
-            if harness != NAME:
-                return None
+        def status(home):
             return "configured" if "agent-comms" in _load(home).get("servers", {}) else "not configured"
 
-        @hookimpl
-        def agent_comms_remove(harness, home, dry_run):
-            if harness != NAME:
-                return None
+        def remove(home, dry_run):
             data = _load(home)
             if "agent-comms" not in data.get("servers", {}):
                 return []
             del data["servers"]["agent-comms"]
             _write(home, data, dry_run)
             return [f"remove the agent-comms server from {_path(home)}"]
+
+        @hookimpl
+        def register_bridges(register):
+            register(
+                Bridge(
+                    name=NAME,
+                    description="a fake",
+                    package="agent-comms-fake-one",
+                    push_path=PushPath.TOOL_RESULTS,
+                    detect=detect,
+                    configure=configure,
+                    status=status,
+                    remove=remove,
+                )
+            )
     """,
     "faketwo": """
-        from agent_comms.hookspecs import Detection, HarnessInfo, hookimpl
+        from agent_comms.hookspecs import Bridge, Detection, PushPath, hookimpl
+
+        def configure(home, dry_run):
+            raise AssertionError("configure must not run for a harness that is not installed")
 
         @hookimpl
-        def agent_comms_harness():
-            return HarnessInfo(name="fake-two", description="never installed", push=False, package="agent-comms-two")
-
-        @hookimpl
-        def agent_comms_detect(harness, home):
-            return Detection(False, "fake-two is not on PATH") if harness == "fake-two" else None
-
-        @hookimpl
-        def agent_comms_configure(harness, home, dry_run):
-            if harness == "fake-two":
-                raise AssertionError("configure must not run for a harness that is not installed")
-
-        @hookimpl
-        def agent_comms_status(harness, home):
-            return "not configured" if harness == "fake-two" else None
-
-        @hookimpl
-        def agent_comms_remove(harness, home, dry_run):
-            return [] if harness == "fake-two" else None
+        def register_bridges(register):
+            register(
+                Bridge(
+                    name="fake-two",
+                    description="never installed",
+                    package="agent-comms-two",
+                    push_path=PushPath.TOOL_RESULTS,
+                    detect=lambda home: Detection(False, "fake-two is not on PATH"),
+                    configure=configure,
+                    status=lambda home: "not configured",
+                    remove=lambda home, dry_run: [],
+                )
+            )
     """,
     "fakebroken": """
-        from agent_comms.hookspecs import Detection, HarnessInfo, hookimpl
+        from agent_comms.hookspecs import Bridge, Detection, PushPath, hookimpl
+
+        def configure(home, dry_run):
+            raise RuntimeError("the harness CLI exited with status 1")
 
         @hookimpl
-        def agent_comms_harness():
-            return HarnessInfo(name="fake-broken", description="fails", push=False, package="agent-comms-broken")
-
-        @hookimpl
-        def agent_comms_detect(harness, home):
-            return Detection(True, "version 0") if harness == "fake-broken" else None
-
-        @hookimpl
-        def agent_comms_configure(harness, home, dry_run):
-            if harness == "fake-broken":
-                raise RuntimeError("the harness CLI exited with status 1")
+        def register_bridges(register):
+            register(
+                Bridge(
+                    name="fake-broken",
+                    description="fails",
+                    package="agent-comms-broken",
+                    push_path=PushPath.TOOL_RESULTS,
+                    detect=lambda home: Detection(True, "version 0"),
+                    configure=configure,
+                )
+            )
     """,
     "fakeblind": """
-        from agent_comms.hookspecs import HarnessInfo, hookimpl
+        from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+        def detect(home):
+            raise PermissionError("cannot read ~/.blind")
 
         @hookimpl
-        def agent_comms_harness():
-            return HarnessInfo(name="fake-blind", description="cannot look", push=False, package="agent-comms-blind")
-
-        @hookimpl
-        def agent_comms_detect(harness, home):
-            if harness == "fake-blind":
-                raise PermissionError("cannot read ~/.blind")
+        def register_bridges(register):
+            register(
+                Bridge(
+                    name="fake-blind",
+                    description="cannot look",
+                    package="agent-comms-blind",
+                    push_path=PushPath.TOOL_RESULTS,
+                    detect=detect,
+                )
+            )
     """,
 }
 

@@ -23,7 +23,6 @@ import trio.testing
 
 from agent_comms.agent import Agent
 from agent_comms.bridges.jsonl import run_bridge
-from agent_comms.plugins import get_plugin_manager
 from agent_comms.stdio import MAX_LINE, LineSplitter, LineWriter
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
 from agent_comms.testing.display import HOSTILE_CONTENT, assert_shown_safely
@@ -103,7 +102,7 @@ class Bridge:
         self.out = JsonLines(output_receive)
 
     async def run(self) -> None:
-        await run_bridge(self.agent, self.receive, self.writer, get_plugin_manager(load=""), ack=self.ack)
+        await run_bridge(self.agent, self.receive, self.writer, ack=self.ack)
         await self.output_send.aclose()
 
     async def send(self, *lines: bytes | dict[str, Any]) -> None:

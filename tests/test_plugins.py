@@ -24,19 +24,21 @@ import agent_comms
 from agent_comms import hookspecs
 from agent_comms.bridges import jsonl
 from agent_comms.cli import main
-from agent_comms.hookspecs import HarnessInfo, hookimpl
+from agent_comms.hookspecs import HarnessInfo, PushPath
 from agent_comms.plugins import (
     PluginError,
     PluginInfo,
+    find_bridge,
     find_harness,
     get_plugin_manager,
+    list_bridges,
     list_harnesses,
     list_plugins,
     relay_deliveries,
 )
 from agent_comms.testing import open_in_memory_mesh
 
-JSONL_HOOKS = ("agent_comms_harness", "agent_comms_push", "agent_comms_serve")
+JSONL_HOOKS = ("serve",)
 JSONL_INFO = PluginInfo(
     name="jsonl",
     distribution="agent-comms",
@@ -44,6 +46,7 @@ JSONL_INFO = PluginInfo(
     hooks=JSONL_HOOKS,
     harness="jsonl",
     builtin=True,
+    push=("relay",),
 )
 JSONL_JSON = {
     "name": "jsonl",
@@ -51,14 +54,16 @@ JSONL_JSON = {
     "version": agent_comms.__version__,
     "hooks": list(JSONL_HOOKS),
     "harness": "jsonl",
+    "push": ["relay"],
     "builtin": True,
 }
 ECHO_JSON = {
     "name": "echo",
     "distribution": "agent-comms-echo-example",
     "version": "0.1.0",
-    "hooks": ["agent_comms_harness", "agent_comms_push", "agent_comms_serve"],
+    "hooks": ["serve"],
     "harness": "echo-example",
+    "push": ["relay"],
     "builtin": False,
 }
 
@@ -103,15 +108,22 @@ def install_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[In
 
 
 HARNESS_PLUGIN = """
-    from agent_comms.hookspecs import HarnessInfo, hookimpl
+    from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+    def status(home):
+        return "configured"
 
     @hookimpl
-    def agent_comms_harness():
-        return HarnessInfo(name="fake-harness", description="a fake", push=False, package="agent-comms-fake")
-
-    @hookimpl
-    def agent_comms_status(harness, home):
-        return "configured" if harness == "fake-harness" else None
+    def register_bridges(register):
+        register(
+            Bridge(
+                name="fake-harness",
+                description="a fake",
+                package="agent-comms-fake",
+                push_path=PushPath.TOOL_RESULTS,
+                status=status,
+            )
+        )
 """
 
 
@@ -128,18 +140,11 @@ def test_builtin_jsonl_registers_even_when_no_plugins_load() -> None:
 def test_every_hook_has_a_spec_and_check_pending_passes() -> None:
     pm = get_plugin_manager(load="")
     pm.check_pending()
-    specs = sorted(name for name in dir(pm.hook) if name.startswith("agent_comms_"))
-    assert specs == [
-        "agent_comms_configure",
-        "agent_comms_detect",
-        "agent_comms_harness",
-        "agent_comms_push",
-        "agent_comms_remove",
-        "agent_comms_serve",
-        "agent_comms_status",
-    ]
-    firstresult = {name: getattr(pm.hook, name).spec.opts["firstresult"] for name in specs}
-    assert firstresult == {name: name != "agent_comms_harness" for name in specs}
+    specs = sorted(name for name in dir(pm.hook) if not name.startswith("_"))
+    assert specs == ["register_bridges"]  # the one hook: everything else is on the Bridge a plugin registers
+    assert pm.hook.register_bridges.spec is not None
+    assert pm.hook.register_bridges.spec.opts["firstresult"] is False
+    assert [impl.plugin_name for impl in pm.hook.register_bridges.get_hookimpls()] == ["jsonl"]
 
 
 def test_list_plugins_describes_the_builtin() -> None:
@@ -156,6 +161,9 @@ def test_list_harnesses_and_find_harness() -> None:
     )
     assert list_harnesses(pm) == [jsonl_info]
     assert find_harness(pm, "jsonl") == jsonl_info
+    assert list_bridges(pm) == [jsonl.BRIDGE]
+    assert find_bridge(pm, "jsonl") is jsonl.BRIDGE
+    assert (jsonl.BRIDGE.serve, jsonl.BRIDGE.push_path) == (jsonl.serve, PushPath.RELAY)
 
 
 def test_find_harness_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,13 +248,16 @@ def test_an_installed_distribution_is_listed_with_its_version(install_fake: Inst
             name="fake",
             distribution="agent-comms-fake",
             version="2.5",
-            hooks=("agent_comms_harness", "agent_comms_status"),
+            hooks=("status",),
             harness="fake-harness",
             builtin=False,
+            push=("tool-results",),
         ),
     ]
-    assert pm.hook.agent_comms_status(harness="fake-harness", home=Path("/nonexistent")) == "configured"
-    assert pm.hook.agent_comms_status(harness="jsonl", home=Path("/nonexistent")) is None
+    status = find_bridge(pm, "fake-harness").status
+    assert status is not None
+    assert status(Path("/nonexistent")) == "configured"
+    assert find_bridge(pm, "jsonl").status is None
     assert find_harness(pm, "fake-harness").push is False
 
 
@@ -258,14 +269,14 @@ def test_a_misspelt_hook_is_an_error_naming_the_plugin(install_fake: InstallFake
         from agent_comms.hookspecs import hookimpl
 
         @hookimpl
-        def agent_comms_harnes():
+        def register_bridge(register):
             return None
         """,
     )
     with pytest.raises(PluginError) as excinfo:
         get_plugin_manager(load="typo")
     assert str(excinfo.value).startswith("plugin 'typo': ")
-    assert "agent_comms_harnes" in str(excinfo.value)
+    assert "register_bridge" in str(excinfo.value)
 
 
 def test_a_hook_argument_not_in_the_spec_is_an_error(install_fake: InstallFake) -> None:
@@ -276,7 +287,7 @@ def test_a_hook_argument_not_in_the_spec_is_an_error(install_fake: InstallFake) 
         from agent_comms.hookspecs import hookimpl
 
         @hookimpl
-        def agent_comms_serve(harness, options, loop):
+        def register_bridges(register, loop):
             return None
         """,
     )
@@ -299,67 +310,179 @@ def test_a_plugin_that_fails_to_import_is_an_error_naming_it(install_fake: Insta
     assert [name for name, _ in get_plugin_manager(load="").list_name_plugin()] == ["jsonl"]
 
 
+# ---------------------------------------------------------------- registrations
+
+
+def _bridge_plugin(harness: str, *, extra: str = "") -> str:
+    return f"""
+        from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+        @hookimpl
+        def register_bridges(register):
+            register(Bridge(name={harness!r}, description="d", package="p", push_path=PushPath.TOOL_RESULTS))
+            {extra}
+        """
+
+
+def test_two_plugins_registering_one_harness_is_an_error_naming_both(install_fake: InstallFake) -> None:
+    install_fake("first", "agent_comms_fake_first", _bridge_plugin("twin"), dist="agent-comms-first", version="1.0")
+    install_fake("second", "agent_comms_fake_second", _bridge_plugin("twin"), dist="agent-comms-second", version="2.0")
+    with pytest.raises(PluginError) as excinfo:
+        get_plugin_manager(load="first,second")
+    assert str(excinfo.value) == (
+        "the harness 'twin' is registered twice: by the plugin 'first' (agent-comms-first 1.0) and by the plugin "
+        "'second' (agent-comms-second 2.0); uninstall one, or leave one out with AGENT_COMMS_LOAD_PLUGINS"
+    )
+    # ... and leaving one out works.
+    assert find_bridge(get_plugin_manager(load="second"), "twin").package == "p"
+
+
+def test_a_plugin_cannot_take_the_builtins_harness(install_fake: InstallFake) -> None:
+    install_fake("mine", "agent_comms_fake_mine", _bridge_plugin("jsonl"), dist="agent-comms-mine")
+    with pytest.raises(PluginError, match=r"^the harness 'jsonl' is registered twice: by the plugin 'jsonl' \(built"):
+        get_plugin_manager(load="mine")
+
+
+def test_one_plugin_may_register_several_harnesses_each_listed(install_fake: InstallFake) -> None:
+    second = 'register(Bridge(name="two-b", description="d", package="p", push_path=PushPath.RELAY))'
+    install_fake("pair", "agent_comms_fake_pair", _bridge_plugin("two-a", extra=second), dist="agent-comms-pair")
+    pm = get_plugin_manager(load="pair")
+    assert [bridge.name for bridge in list_bridges(pm)] == ["jsonl", "two-a", "two-b"]
+    listed = [(info.name, info.harness, info.push) for info in list_plugins(pm)]
+    assert listed == [
+        ("jsonl", "jsonl", ("relay",)),
+        ("pair", "two-a", ("tool-results",)),
+        ("pair", "two-b", ("relay",)),
+    ]
+    assert [info.push for info in list_harnesses(pm)] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            """
+            from agent_comms.hookspecs import HarnessInfo, hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                register(HarnessInfo(name="old", description="d", push=False, package="p"))
+            """,
+            r"^plugin 'bad': register_bridges registered HarnessInfo\(name='old'.*; register takes an "
+            r"agent_comms.hookspecs.Bridge$",
+        ),
+        (
+            """
+            from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                register(Bridge(name="Bad Name", description="d", package="p", push_path=PushPath.RELAY))
+            """,
+            r"^plugin 'bad': register_bridges failed: ValueError: a harness name is lowercase .*not 'Bad Name'$",
+        ),
+        (
+            """
+            from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                register(Bridge(name="ok", description="d", package="p", push_path=PushPath(0)))
+            """,
+            r"^plugin 'bad': register_bridges failed: ValueError: push_path must name at least one PushPath",
+        ),
+        (
+            """
+            from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                register(Bridge(name="ok", description="d", package="p", push_path=PushPath.RELAY, serve="run"))
+            """,
+            r"^plugin 'bad': register_bridges failed: NotCallableError: 'serve' must be callable",
+        ),
+        (
+            """
+            from agent_comms.hookspecs import Bridge, PushPath, hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                return [Bridge(name="ok", description="d", package="p", push_path=PushPath.RELAY)]
+            """,
+            r"^plugin 'bad': register_bridges returned \[Bridge\(.*\)\]; it should call register\(Bridge\(...\)\) for "
+            r"each harness and return nothing$",
+        ),
+        (
+            """
+            from agent_comms.hookspecs import hookimpl
+
+            @hookimpl
+            def register_bridges(register):
+                raise KeyError("oops")
+            """,
+            r"^plugin 'bad': register_bridges failed: KeyError: 'oops'$",
+        ),
+    ],
+    ids=["not-a-bridge", "bad-name", "no-push-path", "serve-not-callable", "returned-not-registered", "raises"],
+)
+def test_a_malformed_registration_is_an_error_naming_the_plugin(
+    install_fake: InstallFake, source: str, message: str
+) -> None:
+    install_fake("bad", "agent_comms_fake_bad", source, dist="agent-comms-bad")
+    with pytest.raises(PluginError, match=message):
+        get_plugin_manager(load="bad")
+
+
+def test_a_malformed_registration_fails_the_plugins_command(install_fake: InstallFake, tmp_path: Path) -> None:
+    install_fake("bad", "agent_comms_fake_bad_cli", _bridge_plugin("Not Valid"), dist="agent-comms-bad")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env["AGENT_COMMS_LOAD_PLUGINS"] = "bad"
+    result = subprocess.run(
+        [sys.executable, "-m", "agent_comms", "plugins"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert "plugin 'bad': register_bridges failed: ValueError: a harness name is" in result.stderr
+
+
 # ---------------------------------------------------------------- the push loop
 
 
 class _Pusher:
-    """A push hook for the harness ``test`` that shows (or fails to show) every event."""
+    """A push function that shows (or fails to show) every event."""
 
     def __init__(self, *, shows: bool) -> None:
         self.shows = shows
         self.events: list[str] = []
 
-    @hookimpl
-    def agent_comms_push(self, harness: str, event: object) -> object:
-        if harness != "test":
-            return None
-
-        async def push() -> bool:
-            self.events.append(getattr(event, "content", ""))
-            await trio.lowlevel.checkpoint()
-            return self.shows
-
-        return push()
+    async def push(self, event: object) -> bool:
+        self.events.append(getattr(event, "content", ""))
+        await trio.lowlevel.checkpoint()
+        return self.shows
 
 
 @pytest.mark.parametrize(("shows", "receipt"), [(True, "read"), (False, "delivered")])
-async def test_relay_marks_read_only_what_the_push_hook_showed(shows: bool, receipt: str) -> None:
-    pm = get_plugin_manager(load="")
+async def test_relay_marks_read_only_what_the_push_function_showed(shows: bool, receipt: str) -> None:
     pusher = _Pusher(shows=shows)
-    pm.register(pusher, name="pusher")
-    pm.check_pending()
     async with open_in_memory_mesh() as mesh:
         alice = await mesh.agent("test", name="alice")
         bob = await mesh.agent("test", name="bob", cwd="/elsewhere")
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(relay_deliveries, pm, "test", alice)
+                nursery.start_soon(relay_deliveries, pusher.push, alice)
                 sent = await bob.call({"action": "dm", "target": "alice", "content": "one"})
                 await bob.call({"action": "dm", "target": "alice", "content": "two"})
-                while len(pusher.events) < 2:  # noqa: ASYNC110 - the hook is the only witness
+                while len(pusher.events) < 2:  # noqa: ASYNC110 - the push function is the only witness
                     await trio.sleep(0.001)
                 await mesh.settle()
                 nursery.cancel_scope.cancel()
         assert pusher.events == ["one", "two"]
         assert alice.pending_count() == 0
         assert bob.store.state.receipt_status(sent.data["message_id"], alice.id) == receipt
-
-
-async def test_relay_leaves_events_unread_when_no_plugin_pushes_for_the_harness() -> None:
-    pm = get_plugin_manager(load="")
-    async with open_in_memory_mesh() as mesh:
-        alice = await mesh.agent("nobody-pushes", name="alice")
-        bob = await mesh.agent("test", name="bob")
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(relay_deliveries, pm, "nobody-pushes", alice)
-                sent = await bob.call({"action": "dm", "target": "alice", "content": "hello?"})
-                await mesh.settle()
-                while alice.pending_count():  # noqa: ASYNC110 - taken by the relay
-                    await trio.sleep(0.001)
-                nursery.cancel_scope.cancel()
-        await mesh.settle()
-        assert bob.store.state.receipt_status(sent.data["message_id"], alice.id) == "delivered"
 
 
 # ---------------------------------------------------------------- the command line
@@ -395,8 +518,8 @@ def test_plugins_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     monkeypatch.setenv("AGENT_COMMS_LOAD_PLUGINS", "")
     assert main(["plugins"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "NAME   HARNESS  DISTRIBUTION            VERSION  HOOKS",
-        f"jsonl  jsonl    agent-comms (built-in)  {agent_comms.__version__:<7}  harness, push, serve",
+        "NAME   HARNESS  DISTRIBUTION            VERSION  PUSH   HOOKS",
+        f"jsonl  jsonl    agent-comms (built-in)  {agent_comms.__version__:<7}  relay  serve",
     ]
 
 
@@ -423,6 +546,15 @@ def test_bridge_for_an_unknown_harness_exits_2_as_a_process() -> None:
     assert result.returncode == 2
     assert "pip install agent-comms-no-such-harness" in result.stderr
     assert result.stdout == ""
+
+
+def test_bridge_for_a_harness_without_a_tool_hook_is_a_configuration_error(
+    install_fake: InstallFake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install_fake("no-serve", "agent_comms_fake_no_serve", HARNESS_PLUGIN)  # a bridge with a status hook only
+    monkeypatch.setenv("AGENT_COMMS_LOAD_PLUGINS", "no-serve")
+    assert main(["bridge", "fake-harness"]) == 3
+    assert "the plugin of the harness 'fake-harness' has no tool hook (serve)" in capsys.readouterr().err
 
 
 def test_bridge_option_must_be_key_value(capsys: pytest.CaptureFixture[str]) -> None:
@@ -463,7 +595,10 @@ def test_exports_are_the_defining_objects() -> None:
 
 
 def test_importing_the_plugin_api_does_not_import_trio() -> None:
-    code = "import sys; from agent_comms import hookimpl, HarnessInfo, BridgeOptions; print('trio' in sys.modules)"
+    code = (
+        "import sys; from agent_comms import hookimpl, HarnessInfo, BridgeOptions; "
+        "from agent_comms.hookspecs import Bridge, PushPath; print('trio' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

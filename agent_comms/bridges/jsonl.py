@@ -33,13 +33,13 @@ import sys
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 import msgspec
-import pluggy
 import trio
 
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.events import DeliveryEvent, format_delivery_event
-from agent_comms.hookspecs import BridgeOptions, HarnessInfo, hookimpl
+from agent_comms.hookspecs import Bridge, BridgeOptions, PushPath, Register, Serve, hookimpl
 from agent_comms.liveness import wait_for_exit
 from agent_comms.stdio import CHUNK, MAX_LINE, LineSplitter, LineWriter, open_stdio
 
@@ -48,13 +48,13 @@ if TYPE_CHECKING:
     from agent_comms.inbox import Inbox
 
 __all__ = [
+    "BRIDGE",
     "HARNESS",
     "MAX_UNACKED",
-    "agent_comms_harness",
-    "agent_comms_push",
-    "agent_comms_serve",
+    "register_bridges",
     "run_bridge",
     "serve",
+    "serving",
     "tool_schema",
 ]
 
@@ -64,9 +64,6 @@ MAX_UNACKED: Final = 10_000
 #: Exit status when the bridge cannot join the mesh (the CLI's configuration-error status).
 _EXIT_CONFIG: Final = 3
 _EXIT_BROKEN: Final = 1
-
-#: The relay of each agent this process bridges, for the push hook.
-_relays: dict[str, _Relay] = {}
 
 
 class _Relay:
@@ -79,6 +76,8 @@ class _Relay:
         self.inbox = inbox
 
     async def push(self, event: DeliveryEvent) -> bool:
+        """The push function (:func:`~agent_comms.plugins.relay_deliveries`): write the event line; shown at once,
+        unless the relay acknowledges."""
         if self.ack:
             self.inbox.hold(event.id, [event], keep=MAX_UNACKED)
         await self.writer.write({"type": "event", "event": event, "text": format_delivery_event(event)})
@@ -88,32 +87,6 @@ class _Relay:
         """The relay showed these events: they count as read (unknown or repeated ids are ignored)."""
         for event_id in ids:
             self.inbox.settle(event_id)
-
-
-@hookimpl
-def agent_comms_harness() -> HarnessInfo:
-    """The ``jsonl`` harness: any program that speaks the line protocol above."""
-    return HarnessInfo(
-        name=HARNESS,
-        description="line-delimited JSON on stdin/stdout, for harnesses that spawn a process and relay through it",
-        push=True,
-        package="agent-comms",
-    )
-
-
-@hookimpl
-def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | None:
-    """Run the bridge on this process's stdin and stdout."""
-    return serve(options) if harness == HARNESS else None
-
-
-@hookimpl
-def agent_comms_push(harness: str, agent: Agent, event: DeliveryEvent) -> Awaitable[bool] | None:
-    """Write the event line for an agent this process bridges (shown at once, unless the relay acknowledges)."""
-    relay = _relays.get(agent.id)
-    if harness != HARNESS or relay is None:
-        return None
-    return relay.push(event)
 
 
 def tool_schema() -> dict[str, Any]:
@@ -149,7 +122,7 @@ class _Shutdown(Exception):
     """The relay asked the bridge to leave (``{"type": "shutdown"}``)."""
 
 
-async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
+async def _answer(agent: Agent, relay: _Relay, line: bytes | None) -> dict[str, object] | None:
     """The reply to one input line (``None`` for a blank line or an acknowledgement)."""
     if line is None:
         return _error(f"line longer than {MAX_LINE} bytes; it was skipped")
@@ -170,7 +143,7 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     request_id = request.get("id")
     kind = request.get("type", "call")
     if kind == "shown":
-        return _acknowledge(agent, request)
+        return _acknowledge(relay, request)
     if kind == "shutdown":
         raise _Shutdown
     if kind != "call":
@@ -183,54 +156,42 @@ async def _answer(agent: Agent, line: bytes | None) -> dict[str, object] | None:
     return {"type": "result", "id": request_id, "text": result.text, "is_error": result.is_error, "data": result.data}
 
 
-def _acknowledge(agent: Agent, request: dict[str, Any]) -> dict[str, object] | None:
+def _acknowledge(relay: _Relay, request: dict[str, Any]) -> dict[str, object] | None:
     """Mark the events the relay has shown as read (``{"type": "shown", "ids": [...]}``)."""
     ids = request.get("ids")
     if not isinstance(ids, list) or not all(isinstance(event_id, str) for event_id in ids):
         return _error('\'ids\' must be a list of event ids: {"type": "shown", "ids": [...]}', request.get("id"))
-    relay = _relays.get(agent.id)
-    if relay is not None:
-        relay.shown(ids)
+    relay.shown(ids)
     return None
 
 
-async def run_bridge(
-    agent: Agent,
-    receive: trio.abc.ReceiveStream,
-    writer: LineWriter,
-    pm: pluggy.PluginManager,
-    *,
-    ack: bool = False,
-) -> None:
-    """Bridge ``agent`` over the streams until ``receive`` ends; events go out through ``pm``'s push hook.
+async def run_bridge(agent: Agent, receive: trio.abc.ReceiveStream, writer: LineWriter, *, ack: bool = False) -> None:
+    """Bridge ``agent`` over the streams until ``receive`` ends; events go out as event lines as they arrive.
 
     With ``ack``, an event counts as read only once the relay acknowledges it (``{"type": "shown", ...}``).
     """
     from agent_comms.plugins import relay_deliveries
 
     await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
-    _relays[agent.id] = _Relay(writer, ack, agent.store.inbox(agent.id))
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(relay_deliveries, pm, HARNESS, agent)
-            splitter = LineSplitter()
-            try:
-                while data := await receive.receive_some(CHUNK):
-                    for line in splitter.feed(data):
-                        await _reply(agent, writer, line)
-                for line in splitter.close():
-                    await _reply(agent, writer, line)
-            except _Shutdown:
-                pass
-            nursery.cancel_scope.cancel()
-    finally:
-        _relays.pop(agent.id, None)
+    relay = _Relay(writer, ack, agent.store.inbox(agent.id))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(relay_deliveries, relay.push, agent)
+        splitter = LineSplitter()
+        try:
+            while data := await receive.receive_some(CHUNK):
+                for line in splitter.feed(data):
+                    await _reply(agent, relay, line)
+            for line in splitter.close():
+                await _reply(agent, relay, line)
+        except _Shutdown:
+            pass
+        nursery.cancel_scope.cancel()
 
 
-async def _reply(agent: Agent, writer: LineWriter, line: bytes | None) -> None:
-    answer = await _answer(agent, line)
+async def _reply(agent: Agent, relay: _Relay, line: bytes | None) -> None:
+    answer = await _answer(agent, relay, line)
     if answer is not None:
-        await writer.write(answer)
+        await relay.writer.write(answer)
 
 
 async def serve(options: BridgeOptions) -> int:
@@ -239,9 +200,7 @@ async def serve(options: BridgeOptions) -> int:
     from agent_comms.identity import IdentityError
     from agent_comms.mesh.keyfile import MeshKeyError
     from agent_comms.mesh.settings import SettingsError
-    from agent_comms.plugins import get_plugin_manager
 
-    pm = options.plugin_manager if options.plugin_manager is not None else get_plugin_manager(load="")
     harness = options.extra.get("harness", HARNESS)
     ack = options.extra.get("ack", "0").lower() in ("1", "true", "yes", "on")
     status = 0
@@ -254,7 +213,7 @@ async def serve(options: BridgeOptions) -> int:
             ):
                 if options.harness_pid is not None:
                     nursery.start_soon(_leave_when_gone, options.harness_pid, nursery.cancel_scope)
-                await run_bridge(agent, receive, writer, pm, ack=ack)
+                await run_bridge(agent, receive, writer, ack=ack)
                 nursery.cancel_scope.cancel()
         except* (AgentError, IdentityError, MeshKeyError, SettingsError) as group:
             problem = "; ".join(str(exc) for exc in _leaves(group))
@@ -278,3 +237,34 @@ def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
         return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
     return [error]
+
+
+def serving(harness: str, *, ack: bool = True) -> Serve:
+    """The ``serve`` of a bridge of the JSON-lines family: this bridge, with its agent registered under ``harness``
+    and, with ``ack`` (the default), reads counted only once the relay acknowledges them.
+
+    A harness whose extension starts ``agent-comms bridge NAME`` and relays through it registers
+    ``Bridge(name=NAME, push_path=PushPath.RELAY, serve=serving(NAME), ...)`` (the pi and OpenCode bridges do).
+    """
+
+    def serve_harness(options: BridgeOptions) -> Awaitable[int]:
+        extra = {**options.extra, "harness": harness, **({"ack": "1"} if ack else {})}
+        return serve(attrs.evolve(options, extra=extra))
+
+    return serve_harness
+
+
+#: The built-in bridge, as :func:`register_bridges` registers it.
+BRIDGE: Final = Bridge(
+    name=HARNESS,
+    description="line-delimited JSON on stdin/stdout, for harnesses that spawn a process and relay through it",
+    package="agent-comms",
+    push_path=PushPath.RELAY,
+    serve=serve,
+)
+
+
+@hookimpl
+def register_bridges(register: Register) -> None:
+    """The ``jsonl`` harness: any program that speaks the line protocol above."""
+    register(BRIDGE)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import trio
 
     from agent_comms.hookspecs import BridgeOptions
-    from agent_comms.plugins import PluginError, find_harness, get_plugin_manager
+    from agent_comms.plugins import PluginError, find_bridge, get_plugin_manager
 
     try:
         pm = get_plugin_manager()
@@ -60,17 +60,17 @@ def run(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_CONFIG
     try:
-        find_harness(pm, args.harness)
+        bridge = find_bridge(pm, args.harness)
     except PluginError as exc:
         error(str(exc))
         return EXIT_USAGE
+    if bridge.serve is None:
+        error(f"the plugin of the harness {args.harness!r} has no tool hook (serve)")
+        return EXIT_CONFIG
     options = BridgeOptions(
         name=args.name, cwd=os.getcwd(), harness_pid=args.harness_pid, extra=dict(args.option), plugin_manager=pm
     )
-    running = pm.hook.agent_comms_serve(harness=args.harness, options=options)
-    if running is None:
-        error(f"the plugin of the harness {args.harness!r} has no tool hook (agent_comms_serve)")
-        return EXIT_CONFIG
+    running = bridge.serve(options)
 
     async def serve_until_signalled() -> int:
         # SIGINT, SIGTERM and SIGHUP end the bridge gracefully: cancelling it runs its cleanup, which takes the

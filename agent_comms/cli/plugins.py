@@ -16,7 +16,7 @@ def register(commands: Any) -> None:
         description=(
             "List the bridge plugins: the built-in ones and those that installed distributions register in the\n"
             "entry-point group 'agent_comms' (AGENT_COMMS_LOAD_PLUGINS limits which of these load), with their\n"
-            "distribution, version, hooks and the harness each serves."
+            "distribution, version, the harness each bridge serves, how events reach its model (push) and its hooks."
         ),
         epilog="example: agent-comms plugins --json | jq '.[].harness'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
             info.harness or "-",
             f"{info.distribution} (built-in)" if info.builtin else info.distribution,
             info.version,
-            ", ".join(hook.removeprefix("agent_comms_") for hook in info.hooks) or "-",
+            ", ".join(info.push) or "-",
+            ", ".join(info.hooks) or "-",
         )
         for info in infos
     ]
-    header = ("NAME", "HARNESS", "DISTRIBUTION", "VERSION", "HOOKS")
+    header = ("NAME", "HARNESS", "DISTRIBUTION", "VERSION", "PUSH", "HOOKS")
     widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header) - 1)]
     for row in (header, *rows):
         print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))

@@ -1,7 +1,7 @@
 """``agent-comms setup``, ``status`` and ``remove``: configure the installed harnesses to start their bridge.
 
-The work is done by the bridge plugins' setup hooks (:mod:`agent_comms.hookspecs`: ``agent_comms_detect``,
-``agent_comms_configure``, ``agent_comms_status``, ``agent_comms_remove``), for the user whose home directory is
+The work is done by the setup hooks of the registered bridges (:class:`agent_comms.hookspecs.Bridge`: ``detect``,
+``configure``, ``status``, ``remove``), for the user whose home directory is
 ``Path.home()``. These commands find the harnesses, show what will change, let the hooks change it, and report.
 They never prompt: nothing here reads standard input.
 
@@ -94,19 +94,21 @@ def _settable(pm: pluggy.PluginManager, home: Path) -> tuple[list[tuple[HarnessI
     """Harnesses whose plugin has setup hooks (answers ``detect``), with what ``detect`` found; and whether a
     detect hook failed (that harness then counts as not installed, and the command ends with EXIT_CONFIG)."""
     from agent_comms.hookspecs import Detection
-    from agent_comms.plugins import list_harnesses
+    from agent_comms.plugins import list_bridges
 
     found = []
     failed = False
-    for info in list_harnesses(pm):
+    for bridge in list_bridges(pm):
+        info = bridge.info
+        if bridge.detect is None:  # no setup support
+            continue
         try:
-            detection = pm.hook.agent_comms_detect(harness=info.name, home=home)
+            detection = bridge.detect(home)
         except Exception as exc:  # a plugin's bug: the harness counts as not found, and the command fails
             error(f"{info.name}: detection failed: {type(exc).__name__}: {exc}")
             failed = True
             detection = Detection(False, f"detection failed: {type(exc).__name__}")
-        if detection is not None:
-            found.append((info, detection))
+        found.append((info, detection))
     return found, failed
 
 
@@ -149,13 +151,20 @@ def _select(
     return chosen, failed
 
 
-def _call(what: str, harness: str, hook: Any, **kwargs: Any) -> tuple[list[str] | None, str | None]:
-    """Call a setup hook; (its lines, None) or (None, the failure for a person)."""
+def _call(what: str, harness: str, hook: Any, *args: Any) -> tuple[list[str] | None, str | None]:
+    """Call a setup hook (``None``: the bridge has none); (its lines, None) or (None, the failure for a person)."""
     try:
-        lines = hook(harness=harness, **kwargs)
+        lines = None if hook is None else hook(*args)
     except Exception as exc:  # a plugin's bug or a harness CLI that failed: report it and go on with the others
         return None, f"{harness}: {what} failed: {type(exc).__name__}: {exc}"
     return ([] if lines is None else list(lines)), None
+
+
+def _hook(pm: pluggy.PluginManager, info: HarnessInfo, name: str) -> Any:
+    """The setup hook ``name`` of the harness's bridge (``None`` if it has none)."""
+    from agent_comms.plugins import find_bridge
+
+    return getattr(find_bridge(pm, info.name), name)
 
 
 def run_setup(args: argparse.Namespace) -> int:
@@ -173,7 +182,7 @@ def run_setup(args: argparse.Namespace) -> int:
             print(f"{info.name}: not installed ({detection.detail}); skipped")
             skipped += 1
             continue
-        plan, problem = _call("setup", info.name, pm.hook.agent_comms_configure, home=home, dry_run=True)
+        plan, problem = _call("setup", info.name, _hook(pm, info, "configure"), home, True)
         if problem is not None or plan is None:
             error(problem or "")
             failed = True
@@ -186,7 +195,7 @@ def run_setup(args: argparse.Namespace) -> int:
             print(f"  - {line}")
         if args.dry_run:
             continue
-        done, problem = _call("setup", info.name, pm.hook.agent_comms_configure, home=home, dry_run=False)
+        done, problem = _call("setup", info.name, _hook(pm, info, "configure"), home, False)
         if problem is not None or done is None:
             error(problem or "")
             failed = True
@@ -209,7 +218,7 @@ def run_remove(args: argparse.Namespace) -> int:
         return status
     failed = bool(status)
     for info, _detection in chosen:
-        changes, problem = _call("remove", info.name, pm.hook.agent_comms_remove, home=home, dry_run=args.dry_run)
+        changes, problem = _call("remove", info.name, _hook(pm, info, "remove"), home, args.dry_run)
         if problem is not None or changes is None:
             error(problem or "")
             failed = True
@@ -232,7 +241,8 @@ def run_status(args: argparse.Namespace) -> int:
     rows = []
     for info, detection in settable:
         try:
-            line = pm.hook.agent_comms_status(harness=info.name, home=home)
+            status_hook = _hook(pm, info, "status")
+            line = None if status_hook is None else status_hook(home)
         except Exception as exc:
             line = f"status failed: {type(exc).__name__}: {exc}"
             failed = True

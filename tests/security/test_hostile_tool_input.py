@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 from agent_comms.actions import PARAMETERS
 from agent_comms.agent import Agent
 from agent_comms.bridges.jsonl import run_bridge
-from agent_comms.plugins import get_plugin_manager
 from agent_comms.stdio import LineWriter
 from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
 
@@ -181,7 +180,7 @@ class JsonlBridge:
         self.buffer = b""
 
     async def run(self) -> None:
-        await run_bridge(self.agent, self.receive, LineWriter(self.output_send), get_plugin_manager(load=""))
+        await run_bridge(self.agent, self.receive, LineWriter(self.output_send))
 
     async def line(self) -> dict[str, Any]:
         while b"\n" not in self.buffer:

@@ -9,6 +9,7 @@ I/O runs under a deadline.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -45,7 +46,7 @@ from claude_code_helpers import (
 from agent_comms.actions import PARAMETERS
 from agent_comms.events import DeliveryEvent
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
-from agent_comms.plugins import get_plugin_manager, list_plugins
+from agent_comms.plugins import PluginError, find_bridge, find_harness, get_plugin_manager, list_plugins
 from agent_comms.testing import said_receipt
 from agent_comms.testing.harnesses import node_modules_dir
 
@@ -65,28 +66,25 @@ def test_the_entry_point_registers_the_plugin() -> None:
     assert pm.get_plugin("claude-code") is plugin
     [info] = [info for info in list_plugins(pm) if info.name == "claude-code"]
     assert (info.distribution, info.harness, info.builtin) == ("agent-comms-claude-code", "claude-code", False)
-    assert info.hooks == (
-        "agent_comms_configure",
-        "agent_comms_detect",
-        "agent_comms_harness",
-        "agent_comms_remove",
-        "agent_comms_serve",
-        "agent_comms_status",
-    )
-    harness = plugin.agent_comms_harness()
+    assert info.hooks == ("configure", "detect", "remove", "serve", "status")
+    assert info.push == ("tool-results", "notification", "harness-hooks", "continue-turn")
+    harness = find_harness(pm, "claude-code")
     assert isinstance(harness, HarnessInfo)
     assert (harness.name, harness.push, harness.package) == ("claude-code", True, "agent-comms-claude-code")
 
 
-def test_hooks_answer_for_claude_code_only(tmp_path: Path) -> None:
+def test_the_registry_gives_the_claude_code_bridge_for_claude_code_only(tmp_path: Path) -> None:
     pm: pluggy.PluginManager = get_plugin_manager(load="claude-code")
     options = BridgeOptions(name=None, cwd=str(tmp_path), harness_pid=None)
-    assert pm.hook.agent_comms_serve(harness="codex", options=options) is None
-    running = pm.hook.agent_comms_serve(harness="claude-code", options=options)
-    assert running is not None
+    bridge = find_bridge(pm, "claude-code")
+    assert bridge is plugin.BRIDGE
+    with pytest.raises(PluginError, match="no installed plugin bridges the harness 'codex'"):
+        find_bridge(pm, "codex")
+    assert bridge.serve is not None
+    running = bridge.serve(options)
+    assert inspect.iscoroutine(running)
     running.close()  # a coroutine, not started
-    assert pm.hook.agent_comms_detect(harness="codex", home=tmp_path) is None
-    assert pm.hook.agent_comms_configure(harness="codex", home=tmp_path, dry_run=True) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 async def test_importing_the_plugin_and_the_hook_is_cheap() -> None:

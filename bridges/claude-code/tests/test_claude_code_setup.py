@@ -60,13 +60,13 @@ def snapshot(home: Path) -> dict[str, str]:
 
 
 def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> None:
-    detected = plugin.agent_comms_detect("claude-code", home)
+    detected = plugin.detect(home)
     assert detected is not None
     assert detected.installed, detected.detail
     assert "Claude Code" in detected.detail
-    assert "not set up" in (plugin.agent_comms_status("claude-code", home) or "")
+    assert "not set up" in (plugin.status(home) or "")
 
-    planned = plugin.agent_comms_configure("claude-code", home, True)
+    planned = plugin.configure(home, True)
     assert planned is not None
     assert any("claude mcp add --scope user agent-comms" in line for line in planned)
     assert any(PLUGIN_ID in line for line in planned)
@@ -75,7 +75,7 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     assert not settings_path(home).exists()
     assert "agent-comms" not in claude(home, "mcp", "list").stdout
 
-    changes = plugin.agent_comms_configure("claude-code", home, False)
+    changes = plugin.configure(home, False)
     assert changes is not None
     assert len(changes) >= 3, changes
     listed = claude(home, "mcp", "list")
@@ -99,18 +99,18 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     [stop] = hooks["Stop"][0]["hooks"]
     assert stop["asyncRewake"] is True
     assert Path(shlex.split(stop["command"])[0]).exists()
-    assert "configured (user scope)" in (plugin.agent_comms_status("claude-code", home) or "")
-    assert f"plugin {PLUGIN_ID} enabled" in (plugin.agent_comms_status("claude-code", home) or "")
+    assert "configured (user scope)" in (plugin.status(home) or "")
+    assert f"plugin {PLUGIN_ID} enabled" in (plugin.status(home) or "")
     settings = json.loads(settings_path(home).read_text())
     assert settings["permissions"]["allow"] == list(ALLOW_RULES)
     assert settings["enabledPlugins"] == {PLUGIN_ID: True}  # Claude Code's own settings are kept
-    assert f"tool allowed ({ALLOW_RULES[0]}" in (plugin.agent_comms_status("claude-code", home) or "")
+    assert f"tool allowed ({ALLOW_RULES[0]}" in (plugin.status(home) or "")
 
     before = snapshot(home)
-    assert plugin.agent_comms_configure("claude-code", home, False) == []  # the second run changes nothing
+    assert plugin.configure(home, False) == []  # the second run changes nothing
     assert snapshot(home) == before
 
-    removed = plugin.agent_comms_remove("claude-code", home, False)
+    removed = plugin.remove(home, False)
     assert removed is not None
     assert len(removed) == 5, removed
     assert "agent_comms" not in settings_path(home).read_text()
@@ -123,18 +123,18 @@ def test_configure_status_and_remove_with_the_real_claude_cli(home: Path) -> Non
     config = json.loads((home / ".claude.json").read_text())
     assert config["mcpServers"] == {"other": OTHER}
     assert config["userSetting"] == 42
-    assert plugin.agent_comms_remove("claude-code", home, False) == []
+    assert plugin.remove(home, False) == []
 
 
 def test_an_allow_rule_of_the_user_is_kept(home: Path) -> None:
     """Setup adds its rule beside the user's own rules, and remove takes only its rule away."""
     settings_path(home).parent.mkdir()
     settings_path(home).write_text(json.dumps({"permissions": {"allow": ["Bash(git status)"]}, "model": "x"}))
-    plugin.agent_comms_configure("claude-code", home, False)
+    plugin.configure(home, False)
     settings = json.loads(settings_path(home).read_text())
     assert settings["permissions"]["allow"] == ["Bash(git status)", *ALLOW_RULES]
     assert settings["model"] == "x"
-    plugin.agent_comms_remove("claude-code", home, False)
+    plugin.remove(home, False)
     settings = json.loads(settings_path(home).read_text())
     assert settings["permissions"]["allow"] == ["Bash(git status)"]
     assert settings["model"] == "x"
@@ -143,7 +143,7 @@ def test_an_allow_rule_of_the_user_is_kept(home: Path) -> None:
 def test_two_servers_after_a_manual_edit_are_reported_by_status_and_repaired_by_setup(home: Path) -> None:
     """A user-scope server whose command differs from the plugin's makes Claude Code start both; status says so,
     and setup makes them one again (so does an edited copy of the installed plugin)."""
-    assert plugin.agent_comms_configure("claude-code", home, False)
+    assert plugin.configure(home, False)
     program, *args = bridge_command("claude-code")
     claude(home, "mcp", "remove", "agent-comms", "--scope", "user")
     edited = claude(home, "mcp", "add", "--scope", "user", "agent-comms", "--", program, *args, "--name", "mine")
@@ -151,13 +151,13 @@ def test_two_servers_after_a_manual_edit_are_reported_by_status_and_repaired_by_
     listed = claude(home, "mcp", "list").stdout
     assert "plugin:agent-comms:agent-comms:" in listed, listed  # Claude Code runs both servers
     assert "--name mine - " in listed, listed
-    line = plugin.agent_comms_status("claude-code", home) or ""
+    line = plugin.status(home) or ""
     assert "two agent-comms servers" in line, line
     assert "--name mine" in line
     assert "agent-comms setup claude-code" in line
-    repaired = plugin.agent_comms_configure("claude-code", home, False) or []
+    repaired = plugin.configure(home, False) or []
     assert any("replace the MCP server" in change for change in repaired), repaired
-    assert "two agent-comms servers" not in (plugin.agent_comms_status("claude-code", home) or "")
+    assert "two agent-comms servers" not in (plugin.status(home) or "")
     listed = claude(home, "mcp", "list").stdout
     assert "plugin:agent-comms:agent-comms:" not in listed, listed  # one server again
 
@@ -166,13 +166,13 @@ def test_two_servers_after_a_manual_edit_are_reported_by_status_and_repaired_by_
     mcp = json.loads(installed.read_text())
     mcp["mcpServers"]["agent-comms"]["args"] = [*args, "--name", "other"]
     installed.write_text(json.dumps(mcp))
-    line = plugin.agent_comms_status("claude-code", home) or ""
+    line = plugin.status(home) or ""
     assert "two agent-comms servers" in line, line
     assert "--name other" in line
-    repaired = plugin.agent_comms_configure("claude-code", home, False) or []
+    repaired = plugin.configure(home, False) or []
     assert any("write the Claude Code plugin marketplace" in change for change in repaired), repaired
-    assert "two agent-comms servers" not in (plugin.agent_comms_status("claude-code", home) or "")
-    assert plugin.agent_comms_configure("claude-code", home, False) == []
+    assert "two agent-comms servers" not in (plugin.status(home) or "")
+    assert plugin.configure(home, False) == []
 
 
 def test_the_marketplace_in_the_package_is_valid_for_claude(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from agent_comms_codex import config, trust
 from agent_comms_codex.config import ENV_VARS, SERVER_NAME, STARTUP_TIMEOUT, ConfigError
 
 from agent_comms.configure import BACKUP_SUFFIX, bridge_command
-from agent_comms.plugins import get_plugin_manager
+from agent_comms.hookspecs import PushPath
+from agent_comms.plugins import PluginError, find_bridge, find_harness, get_plugin_manager
 from agent_comms.testing.harnesses import harness_cli
 
 ORIGINAL = """\
@@ -135,15 +136,18 @@ def strict_config_check(codex: Path, home: Path) -> str:
 
 def test_the_plugin_answers_for_codex_only(home: Path) -> None:
     pm: pluggy.PluginManager = get_plugin_manager(load="codex")
-    [info] = [i for i in pm.hook.agent_comms_harness() if i.name == "codex"]
+    info = find_harness(pm, "codex")
     assert (info.package, info.push) == ("agent-comms-codex", False)
-    detection = pm.hook.agent_comms_detect(harness="codex", home=home)
+    bridge = find_bridge(pm, "codex")
+    assert bridge.push_path == PushPath.TOOL_RESULTS | PushPath.HARNESS_HOOKS | PushPath.CONTINUE_TURN
+    assert bridge.detect is not None
+    detection = bridge.detect(home)
     assert detection.installed
     assert detection.detail.startswith("codex-cli ")
     assert detection.config_path == home / ".codex" / "config.toml"
-    for hook in ("agent_comms_configure", "agent_comms_remove"):
-        assert getattr(pm.hook, hook)(harness="claude-code", home=home, dry_run=True) is None
-    assert pm.hook.agent_comms_status(harness="pi", home=home) is None
+    for other in ("claude-code", "pi"):
+        with pytest.raises(PluginError, match=f"no installed plugin bridges the harness '{other}'"):
+            find_bridge(pm, other)
     assert toml_of(home) == ORIGINAL
 
 

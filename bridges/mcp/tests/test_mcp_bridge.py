@@ -9,6 +9,7 @@ runs under a deadline.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from mcp.shared.message import SessionMessage
 from agent_comms.actions import PARAMETERS, build_action
 from agent_comms.errors import CommsError
 from agent_comms.hookspecs import BridgeOptions, HarnessInfo
-from agent_comms.plugins import get_plugin_manager, list_plugins
+from agent_comms.plugins import PluginError, find_bridge, find_harness, get_plugin_manager, list_plugins
 from agent_comms.store import PRESENCE_QUIET_S
 from agent_comms.testing import open_in_memory_mesh, said_receipt
 
@@ -227,33 +228,25 @@ def test_the_entry_point_registers_the_plugin(pm: pluggy.PluginManager) -> None:
     assert pm.get_plugin("mcp") is plugin
     [info] = [info for info in list_plugins(pm) if info.name == "mcp"]
     assert (info.distribution, info.harness, info.builtin) == ("agent-comms-mcp", "mcp", False)
-    assert info.hooks == (
-        "agent_comms_configure",
-        "agent_comms_detect",
-        "agent_comms_harness",
-        "agent_comms_remove",
-        "agent_comms_serve",
-        "agent_comms_status",
-    )
-    harness = plugin.agent_comms_harness()
-    assert harness in pm.hook.agent_comms_harness()
+    assert (info.hooks, info.push) == (("serve",), ("tool-results",))
+    harness = find_harness(pm, "mcp")
+    assert harness == plugin.BRIDGE.info
     assert isinstance(harness, HarnessInfo)
     assert (harness.name, harness.push, harness.package) == ("mcp", False, "agent-comms-mcp")
 
 
-def test_serve_answers_for_mcp_only_and_setup_hooks_leave_it_to_others(
+def test_serve_is_registered_for_mcp_only_and_there_are_no_setup_hooks(
     pm: pluggy.PluginManager, tmp_path: Path
 ) -> None:
     options = BridgeOptions(name=None, cwd=str(tmp_path), harness_pid=None)
-    assert pm.hook.agent_comms_serve(harness="codex", options=options) is None
-    running = pm.hook.agent_comms_serve(harness="mcp", options=options)
-    assert running is not None
+    bridge = find_bridge(pm, "mcp")
+    with pytest.raises(PluginError, match="no installed plugin bridges the harness 'codex'"):
+        find_bridge(pm, "codex")
+    assert bridge.serve is not None
+    running = bridge.serve(options)
+    assert inspect.iscoroutine(running)
     running.close()  # a coroutine, not started: nothing ran
-    for harness in ("mcp", "claude-code"):
-        assert pm.hook.agent_comms_detect(harness=harness, home=tmp_path) is None
-        assert pm.hook.agent_comms_configure(harness=harness, home=tmp_path, dry_run=True) is None
-        assert pm.hook.agent_comms_status(harness=harness, home=tmp_path) is None
-        assert pm.hook.agent_comms_remove(harness=harness, home=tmp_path, dry_run=False) is None
+    assert (bridge.detect, bridge.configure, bridge.status, bridge.remove) == (None, None, None, None)
     assert list(tmp_path.iterdir()) == []
 
 

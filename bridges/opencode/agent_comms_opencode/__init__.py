@@ -21,53 +21,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
-import attrs
-
-from agent_comms.hookspecs import BridgeOptions, Detection, HarnessInfo, hookimpl
+from agent_comms.bridges.jsonl import serving
+from agent_comms.hookspecs import Bridge, Detection, PushPath, Register, hookimpl
 
 __all__ = [
+    "BRIDGE",
     "HARNESS",
-    "agent_comms_configure",
-    "agent_comms_detect",
-    "agent_comms_harness",
-    "agent_comms_remove",
-    "agent_comms_serve",
-    "agent_comms_status",
+    "configure",
+    "detect",
     "plugin_path",
     "plugin_source",
+    "register_bridges",
+    "remove",
+    "status",
 ]
 
 HARNESS: Final = "opencode"
 PACKAGE: Final = "agent-comms-opencode"
 _CONFIG = re.compile(r"/\*AGENT_COMMS_CONFIG\*/.*?/\*END_AGENT_COMMS_CONFIG\*/", re.DOTALL)
 _CLI_TIMEOUT: Final = 120.0
-
-
-@hookimpl
-def agent_comms_harness() -> HarnessInfo:
-    """The ``opencode`` harness, bridged by an OpenCode plugin that pushes events."""
-    return HarnessInfo(
-        name=HARNESS,
-        description="OpenCode: a plugin relays the agent_comms tool and pushes messages into the session",
-        push=True,
-        package=PACKAGE,
-    )
-
-
-@hookimpl
-def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | None:
-    """The bridge the plugin starts: the JSON-lines bridge, agent of harness ``opencode``, reads acknowledged."""
-    if harness != HARNESS:
-        return None
-    from agent_comms.bridges import jsonl
-
-    extra = {**options.extra, "harness": HARNESS, "ack": "1"}
-    return jsonl.serve(attrs.evolve(options, extra=extra))
 
 
 def config_dir(home: Path) -> Path:
@@ -90,11 +66,8 @@ def plugin_source() -> str:
     return _CONFIG.sub(lambda _: f"/*AGENT_COMMS_CONFIG*/ {config} /*END_AGENT_COMMS_CONFIG*/", template, count=1)
 
 
-@hookimpl
-def agent_comms_detect(harness: str, home: Path) -> Detection | None:
+def detect(home: Path) -> Detection:
     """OpenCode is installed if ``opencode --version`` answers (run with ``HOME`` set to ``home``)."""
-    if harness != HARNESS:
-        return None
     import shutil
 
     from agent_comms.configure import run_harness_cli
@@ -112,11 +85,8 @@ def agent_comms_detect(harness: str, home: Path) -> Detection | None:
     return Detection(True, f"opencode {version[-1]}", plugin_path(home))
 
 
-@hookimpl
-def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] | None:
+def configure(home: Path, dry_run: bool) -> list[str]:
     """Write the plugin into OpenCode's plugin directory; nothing changes when it is already there and current."""
-    if harness != HARNESS:
-        return None
     from agent_comms.configure import write_config
     from agent_comms_opencode.helper import install_helper
 
@@ -132,18 +102,15 @@ def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] 
 
 def _opencode_version(home: Path) -> str | None:
     """OpenCode's version (``opencode --version``), which the helper it installs for plugins matches."""
-    detected = agent_comms_detect(HARNESS, home)
-    if detected is None or not detected.installed:
+    detected = detect(home)
+    if not detected.installed:
         return None
     version = detected.detail.removeprefix("opencode ").strip()
     return version if re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version) else None
 
 
-@hookimpl
-def agent_comms_status(harness: str, home: Path) -> str | None:
+def status(home: Path) -> str:
     """One line: whether the plugin is in place, and current."""
-    if harness != HARNESS:
-        return None
     path = plugin_path(home)
     if not path.exists():
         return "not configured"
@@ -165,14 +132,31 @@ def agent_comms_status(harness: str, home: Path) -> str | None:
     return line
 
 
-@hookimpl
-def agent_comms_remove(harness: str, home: Path, dry_run: bool) -> list[str] | None:
+def remove(home: Path, dry_run: bool) -> list[str]:
     """Delete the plugin (backups of earlier versions stay); nothing to do when it is not there."""
-    if harness != HARNESS:
-        return None
     path = plugin_path(home)
     if not path.exists():
         return []
     if not dry_run:
         path.unlink()
     return [f"deleted the agent-comms plugin {path}"]
+
+
+#: The ``opencode`` harness, bridged by an OpenCode plugin that relays the tool and pushes events into the session.
+BRIDGE: Final = Bridge(
+    name=HARNESS,
+    description="OpenCode: a plugin relays the agent_comms tool and pushes messages into the session",
+    package=PACKAGE,
+    push_path=PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS,
+    serve=serving(HARNESS),
+    detect=detect,
+    configure=configure,
+    status=status,
+    remove=remove,
+)
+
+
+@hookimpl
+def register_bridges(register: Register) -> None:
+    """Register the ``opencode`` bridge: the JSON-lines bridge the plugin starts, reads acknowledged."""
+    register(BRIDGE)

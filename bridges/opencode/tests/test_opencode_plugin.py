@@ -27,6 +27,7 @@ import agent_comms_opencode
 import pytest
 import trio
 
+from agent_comms.hookspecs import Bridge, PushPath
 from agent_comms.testing.harnesses import harness_cli, node_modules_dir
 from agent_comms.testing.processes import (
     Lines,
@@ -89,13 +90,13 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_config(home: Path) -
     user_plugin.write_text("export const Mine = async () => ({})\n")
     plugin = agent_comms_opencode.plugin_path(home)
 
-    detected = agent_comms_opencode.agent_comms_detect("opencode", home)
+    detected = agent_comms_opencode.detect(home)
     assert detected is not None
     assert detected.installed, detected
     assert detected.detail.startswith("opencode 1.")
-    assert agent_comms_opencode.agent_comms_status("opencode", home) == "not configured"
+    assert agent_comms_opencode.status(home) == "not configured"
     version = detected.detail.removeprefix("opencode ")
-    planned = agent_comms_opencode.agent_comms_configure("opencode", home, True)
+    planned = agent_comms_opencode.configure(home, True)
     assert planned is not None
     assert planned[0] == f"wrote the agent-comms plugin {plugin}"
     assert planned[1].startswith(f"install @opencode-ai/plugin@{version} into {config} ")
@@ -103,9 +104,9 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_config(home: Path) -
     assert not plugin.exists()  # a dry run touches nothing
     assert not (config / "node_modules").exists()
 
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, False) == planned
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, False) == []  # idempotent
-    assert agent_comms_opencode.agent_comms_status("opencode", home) == (
+    assert agent_comms_opencode.configure(home, False) == planned
+    assert agent_comms_opencode.configure(home, False) == []  # idempotent
+    assert agent_comms_opencode.status(home) == (
         f"configured: plugin {plugin}; @opencode-ai/plugin {version} installed (works offline)"
     )
 
@@ -118,19 +119,17 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_config(home: Path) -
     assert tools.get("agent_comms") is True
 
     deleted = [f"deleted the agent-comms plugin {plugin}"]
-    assert agent_comms_opencode.agent_comms_remove("opencode", home, True) == deleted
+    assert agent_comms_opencode.remove(home, True) == deleted
     assert plugin.exists()
-    assert agent_comms_opencode.agent_comms_remove("opencode", home, False) == [
-        f"deleted the agent-comms plugin {plugin}"
-    ]
-    assert agent_comms_opencode.agent_comms_remove("opencode", home, False) == []
+    assert agent_comms_opencode.remove(home, False) == [f"deleted the agent-comms plugin {plugin}"]
+    assert agent_comms_opencode.remove(home, False) == []
     resolved = opencode_json(home, "config")
     assert plugin.as_uri() not in resolved["plugin"]
     assert user_plugin.as_uri() in resolved["plugin"]
     assert "agent_comms" not in opencode_json(home, "agent", "build")["tools"]
     assert (config / "opencode.jsonc").read_text() == user_config
     assert user_plugin.exists()
-    assert agent_comms_opencode.agent_comms_status("opencode", home) == "not configured"
+    assert agent_comms_opencode.status(home) == "not configured"
 
 
 def test_without_the_helper_opencode_offline_has_no_tool_and_status_says_why(home: Path) -> None:
@@ -139,17 +138,26 @@ def test_without_the_helper_opencode_offline_has_no_tool_and_status_says_why(hom
     plugin = agent_comms_opencode.plugin_path(home)
     plugin.parent.mkdir(parents=True)
     plugin.write_text(agent_comms_opencode.plugin_source())
-    line = agent_comms_opencode.agent_comms_status("opencode", home) or ""
+    line = agent_comms_opencode.status(home) or ""
     assert "@opencode-ai/plugin not installed" in line, line
     assert "agent-comms setup opencode installs it" in line
     assert "agent_comms" not in opencode_json(home, "agent", "build")["tools"]
 
 
-def test_other_harnesses_are_not_this_plugins_business(tmp_path: Path) -> None:
-    assert agent_comms_opencode.agent_comms_detect("pi", tmp_path) is None
-    assert agent_comms_opencode.agent_comms_configure("codex", tmp_path, False) is None
-    assert agent_comms_opencode.agent_comms_status("jsonl", tmp_path) is None
-    assert agent_comms_opencode.agent_comms_remove("mcp", tmp_path, False) is None
+def test_the_plugin_registers_only_the_opencode_bridge(tmp_path: Path) -> None:
+    registered: list[Bridge] = []
+    agent_comms_opencode.register_bridges(registered.append)
+    assert registered == [agent_comms_opencode.BRIDGE]
+    bridge = registered[0]
+    assert (bridge.name, bridge.package, bridge.info.push) == ("opencode", "agent-comms-opencode", True)
+    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS
+    setup = (bridge.detect, bridge.configure, bridge.status, bridge.remove)
+    assert setup == (
+        agent_comms_opencode.detect,
+        agent_comms_opencode.configure,
+        agent_comms_opencode.status,
+        agent_comms_opencode.remove,
+    )
     assert not any(tmp_path.iterdir())
 
 
@@ -176,7 +184,7 @@ class Host(Lines):
 @asynccontextmanager
 async def open_host(home: Path, env: dict[str, str], cwd: Path) -> AsyncIterator[Host]:
     """The plugin as setup wrote it, loaded by the host, with the ``@opencode-ai/plugin`` helper it imports."""
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, False) is not None
+    assert agent_comms_opencode.configure(home, False) is not None
     helper = node_modules_dir() / "@opencode-ai" / "plugin"
     if not helper.exists():
         pytest.fail(f"{helper} is missing: run `npm install` in tests/harnesses", pytrace=False)
@@ -356,7 +364,7 @@ async def test_the_real_opencode_server_gets_the_push_once_and_the_bridge_leaves
     """No model needed: a pushed DM becomes one user message in a session of the real server (which then cannot
     answer: no model); SIGTERM of the server takes its bridge and agent off the mesh.
     """
-    assert agent_comms_opencode.agent_comms_configure("opencode", home, False)
+    assert agent_comms_opencode.configure(home, False)
     env, port = mesh_env(tmp_path, free_port()), free_port()
     project = tmp_path / "project"
     project.mkdir()

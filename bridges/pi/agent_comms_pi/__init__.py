@@ -19,53 +19,29 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Awaitable
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
-import attrs
-
-from agent_comms.hookspecs import BridgeOptions, Detection, HarnessInfo, hookimpl
+from agent_comms.bridges.jsonl import serving
+from agent_comms.hookspecs import Bridge, Detection, PushPath, Register, hookimpl
 
 __all__ = [
+    "BRIDGE",
     "HARNESS",
-    "agent_comms_configure",
-    "agent_comms_detect",
-    "agent_comms_harness",
-    "agent_comms_remove",
-    "agent_comms_serve",
-    "agent_comms_status",
+    "configure",
+    "detect",
     "extension_path",
     "extension_source",
+    "register_bridges",
+    "remove",
+    "status",
 ]
 
 HARNESS: Final = "pi"
 PACKAGE: Final = "agent-comms-pi"
 _CONFIG = re.compile(r"/\*AGENT_COMMS_CONFIG\*/.*?/\*END_AGENT_COMMS_CONFIG\*/", re.DOTALL)
 _CLI_TIMEOUT: Final = 120.0
-
-
-@hookimpl
-def agent_comms_harness() -> HarnessInfo:
-    """The ``pi`` harness (pi-coding-agent), bridged by a pi extension that pushes events."""
-    return HarnessInfo(
-        name=HARNESS,
-        description="pi: a pi extension relays the agent_comms tool and pushes messages into the session",
-        push=True,
-        package=PACKAGE,
-    )
-
-
-@hookimpl
-def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | None:
-    """The bridge the extension starts: the JSON-lines bridge, agent of harness ``pi``, reads acknowledged."""
-    if harness != HARNESS:
-        return None
-    from agent_comms.bridges import jsonl
-
-    extra = {**options.extra, "harness": HARNESS, "ack": "1"}
-    return jsonl.serve(attrs.evolve(options, extra=extra))
 
 
 def extension_path(home: Path) -> Path:
@@ -125,20 +101,14 @@ def _registered(home: Path) -> bool:
     return False
 
 
-@hookimpl
-def agent_comms_detect(harness: str, home: Path) -> Detection | None:
+def detect(home: Path) -> Detection:
     """pi is installed if ``pi --version`` answers (run with ``HOME`` set to ``home``)."""
-    if harness != HARNESS:
-        return None
     installed, detail = _installed(home)
     return Detection(installed=installed, detail=detail, config_path=_settings(home))
 
 
-@hookimpl
-def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] | None:
+def configure(home: Path, dry_run: bool) -> list[str]:
     """Write the extension and register it with ``pi install``; nothing changes when both are in place."""
-    if harness != HARNESS:
-        return None
     from agent_comms.configure import run_harness_cli, write_config
 
     path = extension_path(home)
@@ -154,11 +124,8 @@ def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] 
     return changes
 
 
-@hookimpl
-def agent_comms_status(harness: str, home: Path) -> str | None:
+def status(home: Path) -> str:
     """One line: whether the extension is written and registered with pi."""
-    if harness != HARNESS:
-        return None
     path = extension_path(home)
     written, registered = path.exists(), _registered(home)
     if written and registered:
@@ -169,11 +136,8 @@ def agent_comms_status(harness: str, home: Path) -> str | None:
     return "not configured"
 
 
-@hookimpl
-def agent_comms_remove(harness: str, home: Path, dry_run: bool) -> list[str] | None:
+def remove(home: Path, dry_run: bool) -> list[str]:
     """``pi remove`` the extension and delete its file; nothing to do when neither is there."""
-    if harness != HARNESS:
-        return None
     from agent_comms.configure import run_harness_cli
 
     path = extension_path(home)
@@ -191,3 +155,23 @@ def agent_comms_remove(harness: str, home: Path, dry_run: bool) -> list[str] | N
             with contextlib.suppress(OSError):  # the directory goes only if nothing else is in it
                 path.parent.rmdir()
     return changes
+
+
+#: The ``pi`` harness (pi-coding-agent), bridged by a pi extension that relays the tool and pushes events.
+BRIDGE: Final = Bridge(
+    name=HARNESS,
+    description="pi: a pi extension relays the agent_comms tool and pushes messages into the session",
+    package=PACKAGE,
+    push_path=PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS,
+    serve=serving(HARNESS),
+    detect=detect,
+    configure=configure,
+    status=status,
+    remove=remove,
+)
+
+
+@hookimpl
+def register_bridges(register: Register) -> None:
+    """Register the ``pi`` bridge: the JSON-lines bridge the extension starts, reads acknowledged."""
+    register(BRIDGE)

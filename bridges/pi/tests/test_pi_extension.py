@@ -25,6 +25,7 @@ import pytest
 import trio
 
 from agent_comms.configure import BACKUP_SUFFIX, run_harness_cli
+from agent_comms.hookspecs import Bridge, PushPath
 from agent_comms.testing.harnesses import harness_cli
 from agent_comms.testing.processes import (
     Lines,
@@ -70,25 +71,25 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_settings(pi_home: Pa
     settings.write_text(json.dumps({"theme": "light", "packages": ["../../mine.ts"]}, indent=2) + "\n")
     extension = agent_comms_pi.extension_path(pi_home)
 
-    detected = agent_comms_pi.agent_comms_detect("pi", pi_home)
+    detected = agent_comms_pi.detect(pi_home)
     assert detected is not None
     assert detected.installed, detected
     assert detected.detail.startswith("pi 0.")
-    assert agent_comms_pi.agent_comms_status("pi", pi_home) == "not configured"
+    assert agent_comms_pi.status(pi_home) == "not configured"
 
-    planned = agent_comms_pi.agent_comms_configure("pi", pi_home, True)
+    planned = agent_comms_pi.configure(pi_home, True)
     assert planned is not None
     assert len(planned) == 2
     assert not extension.exists()  # a dry run touches nothing
     assert str(extension) not in pi_list(pi_home)
 
-    made = agent_comms_pi.agent_comms_configure("pi", pi_home, False)
+    made = agent_comms_pi.configure(pi_home, False)
     assert made == planned
-    assert agent_comms_pi.agent_comms_configure("pi", pi_home, False) == []  # idempotent
+    assert agent_comms_pi.configure(pi_home, False) == []  # idempotent
     listed = pi_list(pi_home)
     assert str(extension) in listed
     assert str(user_package) in listed
-    assert agent_comms_pi.agent_comms_status("pi", pi_home) == f"configured: extension {extension}"
+    assert agent_comms_pi.status(pi_home) == f"configured: extension {extension}"
     source = extension.read_text()
     assert "/*AGENT_COMMS_CONFIG*/ {" in source
     assert '"bridge", "pi"]' in source
@@ -96,28 +97,32 @@ def test_setup_is_idempotent_reversible_and_keeps_the_users_settings(pi_home: Pa
     assert kept["theme"] == "light"
     assert "../../mine.ts" in kept["packages"]
 
-    assert agent_comms_pi.agent_comms_remove("pi", pi_home, True) is not None
+    assert agent_comms_pi.remove(pi_home, True) is not None
     assert extension.exists()
     assert str(extension) in pi_list(pi_home)
-    removed = agent_comms_pi.agent_comms_remove("pi", pi_home, False)
+    removed = agent_comms_pi.remove(pi_home, False)
     assert removed is not None
     assert len(removed) == 2
-    assert agent_comms_pi.agent_comms_remove("pi", pi_home, False) == []
+    assert agent_comms_pi.remove(pi_home, False) == []
     listed = pi_list(pi_home)
     assert str(extension) not in listed
     assert str(user_package) in listed
     assert not extension.exists()
     assert not extension.parent.exists()
     assert json.loads(settings.read_text()) == {"theme": "light", "packages": ["../../mine.ts"]}
-    assert agent_comms_pi.agent_comms_status("pi", pi_home) == "not configured"
+    assert agent_comms_pi.status(pi_home) == "not configured"
     assert not list(extension.parent.parent.glob(f"*{BACKUP_SUFFIX}*"))  # pi's own CLI edited its settings
 
 
-def test_other_harnesses_are_not_this_plugins_business(tmp_path: Path) -> None:
-    assert agent_comms_pi.agent_comms_detect("opencode", tmp_path) is None
-    assert agent_comms_pi.agent_comms_configure("codex", tmp_path, False) is None
-    assert agent_comms_pi.agent_comms_status("jsonl", tmp_path) is None
-    assert agent_comms_pi.agent_comms_remove("mcp", tmp_path, False) is None
+def test_the_plugin_registers_only_the_pi_bridge(tmp_path: Path) -> None:
+    registered: list[Bridge] = []
+    agent_comms_pi.register_bridges(registered.append)
+    assert registered == [agent_comms_pi.BRIDGE]
+    bridge = registered[0]
+    assert (bridge.name, bridge.package, bridge.info.push) == ("pi", "agent-comms-pi", True)
+    assert bridge.push_path == PushPath.RELAY | PushPath.CONTINUE_TURN | PushPath.TOOL_RESULTS
+    setup = (bridge.detect, bridge.configure, bridge.status, bridge.remove)
+    assert setup == (agent_comms_pi.detect, agent_comms_pi.configure, agent_comms_pi.status, agent_comms_pi.remove)
     assert not any(tmp_path.iterdir())
 
 
@@ -202,7 +207,7 @@ async def wait_for_receipt(peer: Peer, message_id: str, status: str) -> None:
 
 async def test_the_real_pi_sends_receives_and_is_woken_once_per_message(pi_home: Path, tmp_path: Path) -> None:
     """Tool calls both ways, a pushed DM wakes the idle session exactly once, read only once shown, quit = offline."""
-    assert agent_comms_pi.agent_comms_configure("pi", pi_home, False)
+    assert agent_comms_pi.configure(pi_home, False)
     env, model_log = mesh_env(tmp_path, free_port()), tmp_path / "model.jsonl"
     with trio.fail_after(DEADLINE):
         async with (
@@ -268,7 +273,7 @@ async def test_killed_bridge_is_offline_within_a_second_and_restarts(pi_home: Pa
 
     Then SIGKILL of pi itself: its bridge notices (``--harness-pid``) and leaves the mesh.
     """
-    assert agent_comms_pi.agent_comms_configure("pi", pi_home, False)
+    assert agent_comms_pi.configure(pi_home, False)
     env, model_log = mesh_env(tmp_path, free_port()), tmp_path / "model.jsonl"
     with trio.fail_after(DEADLINE):
         async with (

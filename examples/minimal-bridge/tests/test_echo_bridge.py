@@ -6,15 +6,21 @@ point, so these tests also check that the package is installed and registered co
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import agent_comms_echo_example as echo
 import pluggy
 import pytest
 import trio
 
-from agent_comms.hookspecs import BridgeOptions, HarnessInfo
-from agent_comms.plugins import get_plugin_manager, list_plugins, relay_deliveries
+from agent_comms.hookspecs import HarnessInfo, PushPath
+from agent_comms.plugins import (
+    PluginError,
+    find_bridge,
+    find_harness,
+    get_plugin_manager,
+    list_bridges,
+    list_plugins,
+    relay_deliveries,
+)
 from agent_comms.testing import open_in_memory_mesh
 
 
@@ -28,9 +34,9 @@ def test_the_entry_point_registers_the_plugin(pm: pluggy.PluginManager) -> None:
     assert pm.get_plugin("echo") is echo
     [info] = [info for info in list_plugins(pm) if info.name == "echo"]
     assert (info.distribution, info.harness, info.builtin) == ("agent-comms-echo-example", "echo-example", False)
-    assert info.hooks == ("agent_comms_harness", "agent_comms_push", "agent_comms_serve")
-    assert echo.agent_comms_harness() in pm.hook.agent_comms_harness()
-    assert echo.agent_comms_harness() == HarnessInfo(
+    assert (info.hooks, info.push) == (("serve",), ("relay",))
+    assert echo.BRIDGE in list_bridges(pm)
+    assert find_harness(pm, "echo-example") == HarnessInfo(
         name="echo-example",
         description="example: tool calls as JSON lines on stdin, events shown on stderr",
         push=True,
@@ -38,10 +44,13 @@ def test_the_entry_point_registers_the_plugin(pm: pluggy.PluginManager) -> None:
     )
 
 
-def test_hooks_leave_other_harnesses_alone(pm: pluggy.PluginManager) -> None:
-    options = BridgeOptions(name=None, cwd="/tmp", harness_pid=None)
-    assert echo.agent_comms_serve(harness="codex", options=options) is None
-    assert pm.hook.agent_comms_detect(harness="echo-example", home=Path("/tmp")) is None  # no setup hooks here
+def test_the_registry_gives_the_bridge_for_its_harness_only(pm: pluggy.PluginManager) -> None:
+    bridge = find_bridge(pm, "echo-example")
+    assert bridge is echo.BRIDGE
+    assert (bridge.serve, bridge.push_path) == (echo.serve, PushPath.RELAY)
+    assert (bridge.detect, bridge.configure, bridge.status, bridge.remove) == (None, None, None, None)  # no setup
+    with pytest.raises(PluginError, match="no installed plugin bridges the harness 'codex'"):
+        find_bridge(pm, "codex")
 
 
 async def test_push_hook_shows_a_dm_and_the_sender_gets_a_read_receipt(pm: pluggy.PluginManager) -> None:
@@ -50,8 +59,8 @@ async def test_push_hook_shows_a_dm_and_the_sender_gets_a_read_receipt(pm: plugg
         bob = await mesh.agent("other-harness", name="bob")
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                # What a bridge's serve coroutine runs: every delivery for alice goes through the push hook.
-                nursery.start_soon(relay_deliveries, pm, "echo-example", alice)
+                # What the bridge's serve coroutine runs: every delivery for alice goes through push().
+                nursery.start_soon(relay_deliveries, echo.push, alice)
                 sent = await bob.call({"action": "dm", "target": "alice", "content": "ready for review?"})
                 assert not sent.is_error, sent.text
                 message_id = sent.data["message_id"]
@@ -63,15 +72,13 @@ async def test_push_hook_shows_a_dm_and_the_sender_gets_a_read_receipt(pm: plugg
     assert echo.shown == [f"[DM from bob ({bob.id})] ready for review?  [id {message_id}]"]
 
 
-async def test_push_hook_called_directly_returns_true(pm: pluggy.PluginManager) -> None:
+@pytest.mark.usefixtures("pm")  # clears `shown`
+async def test_push_called_directly_returns_true() -> None:
     async with open_in_memory_mesh() as mesh:
         alice = await mesh.agent("echo-example", name="alice")
         bob = await mesh.agent("other-harness", name="bob")
         await bob.call({"action": "dm", "target": "alice", "content": "hi"})
         await mesh.settle()
         [event] = alice.drain()
-        push = pm.hook.agent_comms_push(harness="echo-example", agent=alice, event=event)
-        assert push is not None
-        assert await push is True
-        assert pm.hook.agent_comms_push(harness="some-other-harness", agent=alice, event=event) is None
+        assert await echo.push(event) is True
     assert echo.shown == [f"[DM from bob ({bob.id})] hi  [id {event.message_id}]"]
