@@ -150,12 +150,22 @@ def _select(
 
 
 def _call(what: str, harness: str, hook: Any, **kwargs: Any) -> tuple[list[str] | None, str | None]:
-    """Call a setup hook; (its lines, None) or (None, the failure for a person)."""
+    """Call a setup hook; (its lines, None), (None, None) when no plugin edits anything for the harness (its hook
+    answers ``None``, as a generic MCP client's does), or (None, the failure for a person)."""
     try:
         lines = hook(harness=harness, **kwargs)
     except Exception as exc:  # a plugin's bug or a harness CLI that failed: report it and go on with the others
         return None, f"{harness}: {what} failed: {type(exc).__name__}: {exc}"
-    return ([] if lines is None else list(lines)), None
+    return (None if lines is None else list(lines)), None
+
+
+def _status_line(pm: pluggy.PluginManager, harness: str, home: Path) -> str:
+    """What the status hook says of ``harness`` (for a harness whose configuration setup does not edit)."""
+    try:
+        line = pm.hook.agent_comms_status(harness=harness, home=home)
+    except Exception as exc:
+        return f"status failed: {type(exc).__name__}: {exc}"
+    return str(line) if line else "setup has nothing to change for it"
 
 
 def run_setup(args: argparse.Namespace) -> int:
@@ -174,9 +184,12 @@ def run_setup(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         plan, problem = _call("setup", info.name, pm.hook.agent_comms_configure, home=home, dry_run=True)
-        if problem is not None or plan is None:
-            error(problem or "")
+        if problem is not None:
+            error(problem)
             failed = True
+            continue
+        if plan is None:  # configured in another program's own settings, which setup does not edit: say how
+            print(display(f"{info.name}: {_status_line(pm, info.name, home)}"))
             continue
         if not plan:
             print(f"{info.name}: already configured; nothing to change")
@@ -208,16 +221,23 @@ def run_remove(args: argparse.Namespace) -> int:
     if not chosen:
         return status
     failed = bool(status)
+    results: list[tuple[str, list[str]]] = []
     for info, _detection in chosen:
         changes, problem = _call("remove", info.name, pm.hook.agent_comms_remove, home=home, dry_run=args.dry_run)
-        if problem is not None or changes is None:
-            error(problem or "")
+        if problem is not None:
+            error(problem)
             failed = True
             continue
+        results.append((info.name, changes or []))
+    if not failed and not any(changes for _name, changes in results):
+        names = ", ".join(name for name, _changes in results)
+        print(f"nothing to remove: agent-comms is not configured for {names}")
+        return 0
+    for name, changes in results:
         if not changes:
-            print(f"{info.name}: nothing to remove")
+            print(f"{name}: nothing to remove")
             continue
-        print(f"{info.name}: {'would remove' if args.dry_run else 'removed'}:")
+        print(f"{name}: {'would remove' if args.dry_run else 'removed'}:")
         for line in changes:
             print(f"  - {line}")
     return EXIT_CONFIG if failed else 0

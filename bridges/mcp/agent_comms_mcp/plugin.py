@@ -3,15 +3,18 @@
 Registered in the entry-point group ``agent_comms`` under the name ``mcp``. Cheap to import (no Trio, no SDK):
 ``agent-comms plugins`` and the setup commands import every plugin.
 
-The setup hooks (detect, configure, status, remove) answer ``None``: there is no single configuration file for
-"any MCP client". Each client (Claude Desktop, Cursor, Windsurf, VS Code...) keeps its MCP servers in its own file
-and format, so the one entry to add (command ``agent-comms-mcp``) is documented in the README instead, and the
-harness-specific distributions (``agent-comms-claude-code``, ``agent-comms-codex``, ...) do real setup for their
-harnesses. Answering ``None`` leaves the harness to those plugins, as ``firstresult`` hooks expect.
+The setup hooks: there is no single configuration file for "any MCP client". Each client (Claude Desktop, Cursor,
+Windsurf, VS Code...) keeps its MCP servers in its own file and format, so setup edits none of them: detect says the
+plugin is installed (``agent-comms status`` lists it as such), status says how a client is configured (add
+``agent-comms-mcp`` to that client's configuration) with the snippet for the common ``mcpServers`` form, and
+configure and remove answer ``None`` (nothing to change, nothing to undo), which ``agent-comms setup mcp`` answers
+with that same explanation. The harness-specific distributions (``agent-comms-claude-code``, ``agent-comms-codex``,
+...) do real setup for their harnesses.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -25,6 +28,8 @@ __all__ = [
     "agent_comms_remove",
     "agent_comms_serve",
     "agent_comms_status",
+    "client_snippet",
+    "server_command",
 ]
 
 
@@ -49,22 +54,48 @@ def agent_comms_serve(harness: str, options: BridgeOptions) -> Awaitable[int] | 
     return serve(options)
 
 
+def server_command() -> str:
+    """The ``agent-comms-mcp`` program of this installation, by absolute path when it can be found (a client started
+    from a desktop launcher has no virtualenv on its ``PATH``)."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "agent-comms-mcp"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("agent-comms-mcp") or "agent-comms-mcp"
+
+
+def client_snippet() -> str:
+    """The entry to add to an MCP client's configuration, in the common ``mcpServers`` form (one line of JSON)."""
+    return json.dumps({"mcpServers": {"agent-comms": {"command": server_command()}}})
+
+
 @hookimpl
 def agent_comms_detect(harness: str, home: Path) -> Detection | None:
-    """``None``: a generic MCP client has no one installation to detect (see the module docstring)."""
-    return None
+    """Installed: this plugin is the harness (any MCP client can start ``agent-comms-mcp``)."""
+    if harness != HARNESS:
+        return None
+    from agent_comms_mcp import __version__
+
+    return Detection(installed=True, detail=f"agent-comms-mcp {__version__}, {server_command()}")
 
 
 @hookimpl
 def agent_comms_configure(harness: str, home: Path, dry_run: bool) -> list[str] | None:
-    """``None``: no single configuration to write for every MCP client; the README shows the entry to add."""
+    """``None``: no single configuration to write for every MCP client (the status line says what to add)."""
     return None
 
 
 @hookimpl
 def agent_comms_status(harness: str, home: Path) -> str | None:
-    """``None``: nothing this plugin configured to report on."""
-    return None
+    """How a generic MCP client is configured: the entry to add, as JSON."""
+    if harness != HARNESS:
+        return None
+    return (
+        "a generic MCP client is configured by adding agent-comms-mcp to that client's configuration (setup edits "
+        f"no client's file); for the common mcpServers form: {client_snippet()}"
+    )
 
 
 @hookimpl
