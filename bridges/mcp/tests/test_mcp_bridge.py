@@ -241,19 +241,28 @@ def test_the_entry_point_registers_the_plugin(pm: pluggy.PluginManager) -> None:
     assert (harness.name, harness.push, harness.package) == ("mcp", False, "agent-comms-mcp")
 
 
-def test_serve_answers_for_mcp_only_and_setup_hooks_leave_it_to_others(
-    pm: pluggy.PluginManager, tmp_path: Path
-) -> None:
+def test_serve_answers_for_mcp_only_and_setup_hooks_edit_nothing(pm: pluggy.PluginManager, tmp_path: Path) -> None:
+    """The plugin serves only ``mcp``; its setup hooks say it is installed and what to add to a client, and edit
+    nothing (configure and remove answer ``None``); for other harnesses every hook answers ``None``."""
     options = BridgeOptions(name=None, cwd=str(tmp_path), harness_pid=None)
     assert pm.hook.agent_comms_serve(harness="codex", options=options) is None
     running = pm.hook.agent_comms_serve(harness="mcp", options=options)
     assert running is not None
     running.close()  # a coroutine, not started: nothing ran
-    for harness in ("mcp", "claude-code"):
-        assert pm.hook.agent_comms_detect(harness=harness, home=tmp_path) is None
-        assert pm.hook.agent_comms_configure(harness=harness, home=tmp_path, dry_run=True) is None
-        assert pm.hook.agent_comms_status(harness=harness, home=tmp_path) is None
-        assert pm.hook.agent_comms_remove(harness=harness, home=tmp_path, dry_run=False) is None
+    detected = pm.hook.agent_comms_detect(harness="mcp", home=tmp_path)
+    assert detected is not None
+    assert detected.installed
+    assert detected.detail.startswith("agent-comms-mcp ")
+    status = pm.hook.agent_comms_status(harness="mcp", home=tmp_path)
+    assert "adding agent-comms-mcp to that client's configuration" in status
+    snippet = json.loads(status.split("mcpServers form: ", 1)[1])
+    assert Path(snippet["mcpServers"]["agent-comms"]["command"]).name == "agent-comms-mcp"
+    assert pm.hook.agent_comms_configure(harness="mcp", home=tmp_path, dry_run=False) is None
+    assert pm.hook.agent_comms_remove(harness="mcp", home=tmp_path, dry_run=False) is None
+    for hook in (pm.hook.agent_comms_detect, pm.hook.agent_comms_status):
+        assert hook(harness="claude-code", home=tmp_path) is None
+    assert pm.hook.agent_comms_configure(harness="claude-code", home=tmp_path, dry_run=True) is None
+    assert pm.hook.agent_comms_remove(harness="claude-code", home=tmp_path, dry_run=False) is None
     assert list(tmp_path.iterdir()) == []
 
 
