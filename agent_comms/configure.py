@@ -3,10 +3,11 @@
 A bridge's ``configure`` / ``remove`` setup hooks use these so that every harness is configured
 the same careful way: the bridge command names this installation's ``agent-comms`` by absolute path (a harness
 started from a desktop launcher has no virtualenv on its ``PATH``), every edit is written atomically with the
-file's mode kept, a backup of the previous contents is made before the first byte changes, and nothing is written
-when nothing changes (so running setup twice changes nothing the second time). Backups and temporary files are
-created with mode 0600, refusing to follow or overwrite anything already at their path, before any byte is
-written (:mod:`agent_comms.private_files`): a configuration file may hold tokens.
+file's mode kept (through a symbolic link: its target is edited, the link stays), a backup of the previous contents
+is made before the first byte changes, and nothing is written when nothing changes (so running setup twice
+changes nothing the second time). Backups and temporary files are created with mode 0600, refusing to follow or
+overwrite anything already at their path, before any byte is written (:mod:`agent_comms.private_files`): a
+configuration file may hold tokens.
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ def write_config(path: Path, text: str, *, dry_run: bool = False, mode: int = 0o
     under an unpredictable name) and renames it into place (a crash never leaves half a file), keeps an existing
     file's permission bits (``mode`` for a new file) and creates missing parent directories. With ``dry_run`` only
     reports whether a write would happen.
+
+    A symbolic link (a dotfiles manager's) is written through: the file it points to is edited (its backup and
+    temporary file beside it), and the link stays.
     """
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         current: str | None = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -136,13 +136,14 @@ Serve = Callable[[BridgeOptions], Awaitable[int]]
 Detect = Callable[[Path], Detection]
 #: A setup hook: ``configure(home, dry_run)`` configures the harness to start its bridge; one human-readable line
 #: per change made (with ``dry_run``: that would be made, touching nothing), ``[]`` when all is in place. Edits keep
-#: the file's formatting, back it up first and are idempotent; never prompts.
-Configure = Callable[[Path, bool], list[str]]
+#: the file's formatting, back it up first and are idempotent; never prompts. ``None``: setup edits nothing for
+#: this harness (it is configured in another program's own settings); ``setup`` then prints the status line.
+Configure = Callable[[Path, bool], list[str] | None]
 #: A setup hook: ``status(home)``, one human-readable line on how the harness is configured. Read only.
 Status = Callable[[Path], str]
 #: A setup hook: ``remove(home, dry_run)`` undoes what ``configure`` did; one line per change made (or that would
-#: be), ``[]`` when there was nothing to remove.
-Remove = Callable[[Path, bool], list[str]]
+#: be), ``[]`` or ``None`` when there was nothing to remove.
+Remove = Callable[[Path, bool], list[str] | None]
 
 _callable_or_none = attrs.validators.optional(attrs.validators.is_callable())
 

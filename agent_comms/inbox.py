@@ -111,6 +111,11 @@ class Inbox:
             self._returned += events
             self._wake()
 
+    def give_back_all(self) -> None:
+        """None of the held events were shown: they all wait again, oldest first, before the newer ones."""
+        for key in list(self._held):
+            self.give_back(key)
+
     @property
     def held(self) -> int:
         """How many events are being shown."""

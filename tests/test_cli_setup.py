@@ -272,7 +272,7 @@ def test_remove_undoes_setup_and_dry_run_changes_nothing(home: Path, capsys: pyt
     assert json.loads(config(home).read_text()) == {"servers": {}}
     status, out, _ = run(capsys, "remove")
     assert status == 0
-    assert out.splitlines() == ["fake-one: nothing to remove", "fake-two: nothing to remove"]
+    assert out.splitlines() == ["nothing to remove: agent-comms is not configured for fake-one, fake-two"]
 
 
 @pytest.mark.parametrize("command", ["setup", "remove"])

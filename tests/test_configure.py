@@ -86,6 +86,27 @@ def test_write_config_backs_up_first_and_keeps_the_mode(tmp_path: Path) -> None:
     assert saved_texts == ["new\n", "old\n"]
 
 
+def test_write_config_writes_through_a_symbolic_link(tmp_path: Path) -> None:
+    """A dotfiles manager's link: the file it points to is edited in place of the link, which stays; the target's
+    mode is kept and its backup lies beside it."""
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "settings.json"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    link = tmp_path / "home" / "settings.json"
+    link.parent.mkdir()
+    link.symlink_to(Path("..") / "dotfiles" / "settings.json")  # a relative link, as dotfiles managers make
+    assert write_config(link, "new\n")
+    assert link.is_symlink()
+    assert target.read_text() == "new\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    [backup] = dotfiles.glob(f"settings.json{BACKUP_SUFFIX}*")
+    assert backup.read_text() == "old\n"
+    assert sorted(p.name for p in link.parent.iterdir()) == ["settings.json"]
+    assert not write_config(link, "new\n")
+
+
 def test_write_config_dry_run_reports_without_writing(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     assert write_config(path, "x\n", dry_run=True) is True

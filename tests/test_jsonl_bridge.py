@@ -265,6 +265,35 @@ async def test_ack_mode_marks_read_only_what_the_relay_says_it_showed() -> None:
             await receipts_until(first, "read")
 
 
+async def test_resend_writes_again_every_event_not_yet_acknowledged() -> None:
+    """A relay that left events aside asks for them again: only the unacknowledged ones come again, in order."""
+    with trio.fail_after(DEADLINE):
+        async with (
+            open_in_memory_mesh() as mesh,
+            bridged(mesh, "alice", ack=True) as alice,
+            bridged(mesh, "bob") as bob,
+        ):
+            await alice.out.next_of("ready")
+            await bob.out.next_of("ready")
+            await mesh.settle()
+            for number, text in enumerate(("one", "two", "three"), start=1):
+                await bob.call(number, action="dm", target="alice", content=text)
+            events = [(await alice.out.next_of("event"))["event"] for _ in range(3)]
+            assert [event["content"] for event in events] == ["one", "two", "three"]
+            await alice.send({"type": "shown", "ids": [events[1]["id"]]}, {"type": "resend"})
+            again = [(await alice.out.next_of("event"))["event"] for _ in range(2)]
+            assert [event["id"] for event in again] == [events[0]["id"], events[2]["id"]]
+            await alice.send({"type": "shown", "ids": [event["id"] for event in again]})
+            unread = {event["message_id"] for event in events}
+            while unread:  # each is read once it was acknowledged, the ones written twice too
+                receipt = (await bob.out.next_of("event"))["event"]
+                if receipt["type"] == "delivery_status" and receipt["status"] == "read":
+                    unread.discard(receipt["message_id"])
+            await alice.send({"type": "resend"})  # nothing held: nothing comes again
+            await bob.call(9, action="dm", target="alice", content="four")
+            assert (await alice.out.next_of("event"))["event"]["content"] == "four"
+
+
 async def test_unknown_line_type_is_an_error_and_shutdown_ends_the_bridge() -> None:
     with trio.fail_after(DEADLINE):
         async with open_in_memory_mesh() as mesh:
@@ -281,7 +310,7 @@ async def test_unknown_line_type_is_an_error_and_shutdown_ends_the_bridge() -> N
                 await bridge.input.aclose()
     assert [(m["type"], m.get("id")) for m in messages] == [("ready", None), ("error", 1), ("result", 2)]
     assert messages[1]["text"] == (
-        "Error: unknown line type 'dance' (expected 'call', 'shown' or 'shutdown') (INVALID_PARAMS)"
+        "Error: unknown line type 'dance' (expected 'call', 'shown', 'resend' or 'shutdown') (INVALID_PARAMS)"
     )
 
 

@@ -19,7 +19,9 @@ Relays that can tell when the model has really seen an event (the pi and OpenCod
 ``--option ack=1``: then an event line does not count as read by itself; the relay answers it, once the event was
 shown, with ``{"type": "shown", "ids": [<event id>, ...]}`` (no reply), and only then does the sender get its
 ``read`` receipt. An event the relay never acknowledges stays ``delivered``. Unknown or repeated ids are ignored, so
-acknowledging twice is harmless.
+acknowledging twice is harmless. A relay that had to leave events aside (it keeps a bounded number waiting) asks
+for them again with ``{"type": "resend"}`` (no reply): every event written but not yet acknowledged is written
+again, oldest first, so a relay must expect an event id it already has (and show it once).
 
 End of input ends the bridge: it leaves the mesh gracefully and exits 0. So does the exit of the harness process
 named by ``--harness-pid`` (a harness that dies without closing the pipe). Standard input and output may be pipes,
@@ -144,10 +146,13 @@ async def _answer(agent: Agent, relay: _Relay, line: bytes | None) -> dict[str, 
     kind = request.get("type", "call")
     if kind == "shown":
         return _acknowledge(relay, request)
+    if kind == "resend":
+        relay.inbox.give_back_all()
+        return None
     if kind == "shutdown":
         raise _Shutdown
     if kind != "call":
-        return _error(f"unknown line type {kind!r} (expected 'call', 'shown' or 'shutdown')", request_id)
+        return _error(f"unknown line type {kind!r} (expected 'call', 'shown', 'resend' or 'shutdown')", request_id)
     params = request.get("params")
     if not isinstance(params, dict):
         problem = "missing 'params'" if params is None else f"'params' must be an object, not {type(params).__name__}"

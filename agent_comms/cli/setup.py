@@ -152,12 +152,23 @@ def _select(
 
 
 def _call(what: str, harness: str, hook: Any, *args: Any) -> tuple[list[str] | None, str | None]:
-    """Call a setup hook (``None``: the bridge has none); (its lines, None) or (None, the failure for a person)."""
+    """Call a setup hook; (its lines, None), (None, None) when the bridge has no such hook or it answers ``None``
+    (setup edits nothing for the harness, as for a generic MCP client), or (None, the failure for a person)."""
     try:
         lines = None if hook is None else hook(*args)
     except Exception as exc:  # a plugin's bug or a harness CLI that failed: report it and go on with the others
         return None, f"{harness}: {what} failed: {type(exc).__name__}: {exc}"
-    return ([] if lines is None else list(lines)), None
+    return (None if lines is None else list(lines)), None
+
+
+def _status_line(pm: pluggy.PluginManager, info: HarnessInfo, home: Path) -> str:
+    """What the status hook says of the harness (for a harness whose configuration setup does not edit)."""
+    hook = _hook(pm, info, "status")
+    try:
+        line = None if hook is None else hook(home)
+    except Exception as exc:
+        return f"status failed: {type(exc).__name__}: {exc}"
+    return str(line) if line else "setup has nothing to change for it"
 
 
 def _hook(pm: pluggy.PluginManager, info: HarnessInfo, name: str) -> Any:
@@ -183,9 +194,12 @@ def run_setup(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         plan, problem = _call("setup", info.name, _hook(pm, info, "configure"), home, True)
-        if problem is not None or plan is None:
-            error(problem or "")
+        if problem is not None:
+            error(problem)
             failed = True
+            continue
+        if plan is None:  # configured in another program's own settings, which setup does not edit: say how
+            print(display(f"{info.name}: {_status_line(pm, info, home)}"))
             continue
         if not plan:
             print(f"{info.name}: already configured; nothing to change")
@@ -217,16 +231,23 @@ def run_remove(args: argparse.Namespace) -> int:
     if not chosen:
         return status
     failed = bool(status)
+    results: list[tuple[str, list[str]]] = []
     for info, _detection in chosen:
         changes, problem = _call("remove", info.name, _hook(pm, info, "remove"), home, args.dry_run)
-        if problem is not None or changes is None:
-            error(problem or "")
+        if problem is not None:
+            error(problem)
             failed = True
             continue
+        results.append((info.name, changes or []))
+    if not failed and not any(changes for _name, changes in results):
+        names = ", ".join(name for name, _changes in results)
+        print(f"nothing to remove: agent-comms is not configured for {names}")
+        return 0
+    for name, changes in results:
         if not changes:
-            print(f"{info.name}: nothing to remove")
+            print(f"{name}: nothing to remove")
             continue
-        print(f"{info.name}: {'would remove' if args.dry_run else 'removed'}:")
+        print(f"{name}: {'would remove' if args.dry_run else 'removed'}:")
         for line in changes:
             print(f"  - {line}")
     return EXIT_CONFIG if failed else 0

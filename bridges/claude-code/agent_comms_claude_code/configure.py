@@ -1,6 +1,6 @@
 """Setting Claude Code up, through its own ``claude`` CLI (``agent-comms setup / status / remove claude-code``).
 
-Configure does three things, each only if it is not already so (a second run changes nothing):
+Configure does four things, each only if it is not already so (a second run changes nothing):
 
 1. ``claude mcp add --scope user agent-comms -- <abs>/agent-comms bridge claude-code``: the MCP server, in every
    project of the user (an entry whose command differs is replaced with ``claude mcp remove`` first);
@@ -12,14 +12,18 @@ Configure does three things, each only if it is not already so (a second run cha
 3. ``claude plugin install agent-comms@agent-comms --scope user``: the hooks. The plugin's ``.mcp.json`` names the
    same command as step 1, so Claude Code runs one server, not two (it drops a plugin server that duplicates a
    manually configured one); the plugin alone also works, without step 1;
-4. adds :data:`ALLOW_RULES` to ``permissions.allow`` in ``~/.claude/settings.json`` (Claude Code has no command for
-   permission rules, and a plugin cannot carry them), keeping everything else, after a backup: ``claude -p`` cannot
-   ask before it runs a tool, and refuses one that is not allowed.
+4. adds the rules of :data:`ALLOW_RULES` missing from ``permissions.allow`` in ``~/.claude/settings.json`` (Claude
+   Code has no command for permission rules, and a plugin cannot carry them), keeping everything else, after a
+   backup, and records them in :func:`state_path`: ``claude -p`` cannot ask before it runs a tool, and refuses one
+   that is not allowed. A settings file that is a symbolic link is written through (:func:`write_config`).
+
+Every file edited here or by ``claude`` is checked first (:func:`check_files`): one that is not JSON stops setup and
+remove before anything changed.
 
 If the user's server and the plugin's run different commands (a manual edit), Claude Code starts both and the model
 sees two tools: :func:`status` reports it (:func:`two_servers`) and configure repairs it (the user-scope server is
 replaced, the plugin folder rewritten, a plugin installed with another command reinstalled). :func:`remove` undoes
-every step, taking out only our allow rule.
+every step, taking out only the allow rules setup added.
 
 Every ``claude`` command runs with ``HOME`` set to the given home and standard input closed
 (:func:`agent_comms.configure.run_harness_cli`). ``~/.claude.json`` is only ever read (to know what is there:
@@ -28,6 +32,7 @@ Every ``claude`` command runs with ``HOME`` set to the given home and standard i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -50,6 +55,7 @@ __all__ = [
     "PLUGIN_ID",
     "SetupError",
     "allow_rule_present",
+    "check_files",
     "claude_program",
     "configure",
     "detect",
@@ -58,6 +64,7 @@ __all__ = [
     "remove",
     "render_marketplace",
     "settings_path",
+    "state_path",
     "status",
     "two_servers",
 ]
@@ -281,18 +288,52 @@ def settings_path(home: Path) -> Path:
     return home / ".claude" / "settings.json"
 
 
-def _read_settings(home: Path) -> dict[str, Any]:
-    path = settings_path(home)
+def state_path(home: Path) -> Path:
+    """Setup's own record, beside the marketplace: the allow rules setup added (and so :func:`remove` takes away);
+    a rule the user had already is never recorded, so it survives ``remove``."""
+    return marketplace_dir(home).parent / "claude-code-setup.json"
+
+
+def _load_json(path: Path) -> Any:
+    """The JSON document in ``path`` (``None`` if there is no file); :class:`SetupError` naming the file and the
+    position of the error if it is not JSON."""
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
-    except ValueError as exc:
-        raise SetupError(f"{path} is not valid JSON ({exc}); fix it, then run setup again") from exc
-    except OSError as exc:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"cannot read {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SetupError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; nothing was changed: "
+            "fix it, then run again"
+        ) from exc
+
+
+def check_files(home: Path) -> None:
+    """Refuse (:class:`SetupError`) before anything changes if a file that setup or remove edits, directly or through
+    ``claude``, is not what it must be: ``~/.claude.json`` and the user settings JSON objects, and in the settings
+    ``permissions`` an object with a list ``allow``."""
+    for path in (home / ".claude.json", settings_path(home), state_path(home)):
+        data = _load_json(path)
+        if data is not None and not isinstance(data, dict):
+            raise SetupError(f"{path} holds a JSON {type(data).__name__}, not an object; nothing was changed: fix it")
+    settings = _load_json(settings_path(home)) or {}
+    permissions = settings.get("permissions", {})
+    if not isinstance(permissions, dict) or not isinstance(permissions.get("allow", []), list):
+        raise SetupError(
+            f"{settings_path(home)}: permissions must be an object whose allow is a list; nothing was changed: fix it"
+        )
+
+
+def _read_settings(home: Path) -> dict[str, Any]:
+    data = _load_json(settings_path(home))
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise SetupError(f"{path} holds something other than a JSON object; fix it, then run setup again")
+        raise SetupError(f"{settings_path(home)} holds something other than a JSON object; fix it, then run again")
     return data
 
 
@@ -308,14 +349,14 @@ def allow_rule_present(home: Path) -> bool:
     return all(rule in allowed for rule in ALLOW_RULES)
 
 
-def _write_allow(home: Path, add: bool, dry_run: bool) -> bool:
-    """Add (or remove) :data:`ALLOW_RULES` in the user settings, keeping everything else; whether it changed."""
-    settings = _read_settings(home)
-    allow = [rule for rule in _allowed(settings) if rule not in ALLOW_RULES]
-    if add:
-        allow += ALLOW_RULES
-    if allow == _allowed(settings):
-        return False
+def _recorded_rules(home: Path) -> list[str]:
+    """The allow rules setup added (from :func:`state_path`)."""
+    state = _load_json(state_path(home))
+    rules = state.get("added_allow_rules") if isinstance(state, dict) else None
+    return [rule for rule in rules if rule in ALLOW_RULES] if isinstance(rules, list) else []
+
+
+def _write_settings(home: Path, settings: dict[str, Any], allow: list[Any]) -> None:
     permissions = settings.get("permissions")
     permissions = dict(permissions) if isinstance(permissions, dict) else {}
     if allow:
@@ -326,7 +367,36 @@ def _write_allow(home: Path, add: bool, dry_run: bool) -> bool:
         settings["permissions"] = permissions
     else:
         settings.pop("permissions", None)
-    return write_config(settings_path(home), json.dumps(settings, indent=2) + "\n", dry_run=dry_run)
+    write_config(settings_path(home), json.dumps(settings, indent=2) + "\n")
+
+
+def _add_allow(home: Path, dry_run: bool) -> list[str]:
+    """Append the rules of :data:`ALLOW_RULES` missing from the user settings, and record them; the rules added.
+    A rule already there (wherever it is in the list) is left alone: nothing is rewritten when all are there."""
+    settings = _read_settings(home)
+    allowed = _allowed(settings)
+    missing = [rule for rule in ALLOW_RULES if rule not in allowed]
+    if missing and not dry_run:
+        _write_settings(home, settings, [*allowed, *missing])  # first: a crash then leaves a rule, never a record
+        recorded = [rule for rule in ALLOW_RULES if rule in missing or rule in _recorded_rules(home)]
+        state_path(home).parent.mkdir(parents=True, exist_ok=True)
+        write_config(state_path(home), json.dumps({"added_allow_rules": recorded}, indent=2) + "\n")
+    return missing
+
+
+def _remove_allow(home: Path, dry_run: bool) -> list[str]:
+    """Take out of the user settings the rules setup added (and forget the record); the rules taken out."""
+    recorded = _recorded_rules(home)
+    settings = _read_settings(home)
+    allowed = _allowed(settings)
+    ours = [rule for rule in recorded if rule in allowed]
+    if dry_run:
+        return ours
+    if ours:
+        _write_settings(home, settings, [rule for rule in allowed if rule not in ours])
+    with contextlib.suppress(FileNotFoundError):
+        state_path(home).unlink()
+    return ours
 
 
 # ---------------------------------------------------------------- the setup hooks
@@ -346,7 +416,10 @@ def detect(home: Path) -> Detection:
 
 
 def configure(home: Path, dry_run: bool) -> list[str]:
-    """Configure Claude Code for ``home`` (see the module docstring); one line per change (made, or to make)."""
+    """Configure Claude Code for ``home`` (see the module docstring); one line per change (made, or to make).
+
+    Every file it edits is checked first (:func:`check_files`): a broken one stops it before anything changed."""
+    check_files(home)
     changes: list[str] = []
     entry = _user_server(home)
     if not _server_matches(entry):
@@ -390,11 +463,11 @@ def configure(home: Path, dry_run: bool) -> list[str]:
         changes.append(f"claude plugin enable {PLUGIN_ID}")
         if not dry_run:
             _claude(home, "plugin", "enable", PLUGIN_ID)
-    if _write_allow(home, True, dry_run):
+    added_rules = _add_allow(home, dry_run)
+    if added_rules:
         changes.append(
-            f"allow the tool without asking: add {' and '.join(map(repr, ALLOW_RULES))} to permissions.allow in "
-            f"{settings_path(home)} "
-            "(claude -p refuses a tool that is not allowed)"
+            f"allow the tool without asking: add {' and '.join(map(repr, added_rules))} to permissions.allow in "
+            f"{settings_path(home)} (claude -p refuses a tool that is not allowed)"
         )
     for folder, entry in _local_servers(home).items():
         if not _server_matches(entry):
@@ -441,26 +514,54 @@ def status(home: Path) -> str:
     return line
 
 
+def _left_for_claude(home: Path) -> list[str]:
+    """What of ours Claude Code's files show that only ``claude`` itself can take away."""
+    left = [f"the MCP server {SERVER_NAME!r}"] if _user_server(home) is not None else []
+    plugins = home / ".claude" / "plugins"
+    for name in ("installed_plugins.json", "known_marketplaces.json"):
+        try:
+            text = (plugins / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if f'"{PLUGIN_ID}"' in text or f'"{MARKETPLACE}"' in text:
+            left.append(f"the plugin {PLUGIN_ID} and its marketplace")
+            break
+    return left
+
+
 def remove(home: Path, dry_run: bool) -> list[str]:
-    """Undo :func:`configure` for ``home``; one line per change (made, or to make)."""
+    """Undo :func:`configure` for ``home``; one line per change (made, or to make).
+
+    Without a ``claude`` program, what only ``claude`` can undo is looked for in its files: if none of it is there
+    (nothing was ever set up) the rest is undone and the answer may be empty; else :class:`SetupError` says why."""
+    check_files(home)
     changes: list[str] = []
-    if _user_server(home) is not None:
-        changes.append(f"claude mcp remove {SERVER_NAME} --scope user")
-        if not dry_run:
-            _claude(home, "mcp", "remove", SERVER_NAME, "--scope", "user")
-    if _plugin_state(home) is not None:
-        changes.append(f"claude plugin uninstall {PLUGIN_ID} --scope user")
-        if not dry_run:
-            _claude(home, "plugin", "uninstall", PLUGIN_ID, "--scope", "user")
-    if _marketplace_path(home) is not None:
-        changes.append(f"claude plugin marketplace remove {MARKETPLACE}")
-        if not dry_run:
-            _claude(home, "plugin", "marketplace", "remove", MARKETPLACE)
+    if claude_program() is None:
+        left = _left_for_claude(home)
+        if left:
+            raise SetupError(f"the claude program was not found on PATH; it is needed to remove {', '.join(left)}")
+    else:
+        if _user_server(home) is not None:
+            changes.append(f"claude mcp remove {SERVER_NAME} --scope user")
+            if not dry_run:
+                _claude(home, "mcp", "remove", SERVER_NAME, "--scope", "user")
+        if _plugin_state(home) is not None:
+            changes.append(f"claude plugin uninstall {PLUGIN_ID} --scope user")
+            if not dry_run:
+                _claude(home, "plugin", "uninstall", PLUGIN_ID, "--scope", "user")
+        if _marketplace_path(home) is not None:
+            changes.append(f"claude plugin marketplace remove {MARKETPLACE}")
+            if not dry_run:
+                _claude(home, "plugin", "marketplace", "remove", MARKETPLACE)
     target = marketplace_dir(home)
     if target.exists():
         changes.append(f"delete {target}")
         if not dry_run:
             shutil.rmtree(target)
-    if _write_allow(home, False, dry_run):
-        changes.append(f"remove {' and '.join(map(repr, ALLOW_RULES))} from permissions.allow in {settings_path(home)}")
+    removed_rules = _remove_allow(home, dry_run)
+    if removed_rules:
+        changes.append(
+            f"remove {' and '.join(map(repr, removed_rules))} (added by setup) from permissions.allow in "
+            f"{settings_path(home)}"
+        )
     return changes

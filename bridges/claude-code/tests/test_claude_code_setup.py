@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 from agent_comms_claude_code import plugin
-from agent_comms_claude_code.configure import ALLOW_RULES, PLUGIN_ID, marketplace_dir, render_marketplace, settings_path
+from agent_comms_claude_code.configure import (
+    ALLOW_RULES,
+    PLUGIN_ID,
+    SetupError,
+    marketplace_dir,
+    render_marketplace,
+    settings_path,
+)
 from claude_code_helpers import free_port
 
 from agent_comms.configure import bridge_command, run_harness_cli
@@ -186,3 +193,82 @@ def test_the_marketplace_in_the_package_is_valid_for_claude(tmp_path: Path) -> N
         result = run_harness_cli([str(claude_program), "plugin", "validate", str(path)], tmp_path, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Validation passed" in result.stdout
+
+
+def test_a_settings_file_that_is_a_symlink_is_edited_through_the_link(home: Path) -> None:
+    """A dotfiles manager links ~/.claude/settings.json: setup and remove edit the file it points to, keep the link,
+    and keep the file's mode."""
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "claude-settings.json"
+    target.write_text(json.dumps({"model": "x"}, indent=2) + "\n")
+    target.chmod(0o640)
+    settings_path(home).parent.mkdir()
+    settings_path(home).symlink_to(target)
+    assert plugin.configure(home, False)
+    assert settings_path(home).is_symlink()
+    assert settings_path(home).resolve() == target
+    assert json.loads(target.read_text())["permissions"]["allow"] == list(ALLOW_RULES)
+    assert json.loads(target.read_text())["model"] == "x"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o640)
+    plugin.remove(home, False)
+    assert settings_path(home).is_symlink()
+    assert "permissions" not in json.loads(target.read_text())
+
+
+def test_rules_already_there_are_not_touched_and_remove_takes_only_what_setup_added(home: Path) -> None:
+    """With our rules anywhere in the list, setup leaves the file byte for byte; a rule the user had added
+    themselves survives remove, and only the rule setup added goes."""
+    settings_path(home).parent.mkdir()
+    text = json.dumps({"permissions": {"allow": [ALLOW_RULES[0], "Bash(ls)", ALLOW_RULES[1], "Read"]}}) + "\n"
+    settings_path(home).write_text(text)
+    assert plugin.configure(home, False)  # the server and plugin, not the rules
+    settings = json.loads(settings_path(home).read_text())
+    assert settings["permissions"]["allow"] == [ALLOW_RULES[0], "Bash(ls)", ALLOW_RULES[1], "Read"]
+    before = (settings_path(home).read_text(), settings_path(home).stat().st_mtime_ns)
+    assert plugin.configure(home, False) == []
+    assert (settings_path(home).read_text(), settings_path(home).stat().st_mtime_ns) == before
+    removed = plugin.remove(home, False) or []
+    assert not [line for line in removed if "permissions.allow" in line], removed
+    assert json.loads(settings_path(home).read_text())["permissions"]["allow"] == [
+        ALLOW_RULES[0], "Bash(ls)", ALLOW_RULES[1], "Read"
+    ]  # fmt: skip
+
+    # the user has one of the two rules: setup adds (and says, in its dry run) only the other; remove takes only it
+    settings_path(home).write_text(json.dumps({"permissions": {"allow": ["Bash(ls)", ALLOW_RULES[0]]}}))
+    planned = plugin.configure(home, True) or []
+    [line] = [line for line in planned if "permissions.allow" in line]
+    assert repr(ALLOW_RULES[1]) in line
+    assert repr(ALLOW_RULES[0]) not in line
+    plugin.configure(home, False)
+    allow = json.loads(settings_path(home).read_text())["permissions"]["allow"]
+    assert allow == ["Bash(ls)", ALLOW_RULES[0], ALLOW_RULES[1]]
+    planned = plugin.remove(home, True) or []
+    [line] = [line for line in planned if "permissions.allow" in line]
+    assert repr(ALLOW_RULES[1]) in line
+    assert repr(ALLOW_RULES[0]) not in line
+    plugin.remove(home, False)
+    assert json.loads(settings_path(home).read_text())["permissions"]["allow"] == ["Bash(ls)", ALLOW_RULES[0]]
+
+
+@pytest.mark.parametrize("broken", ["settings", "claude.json"])
+def test_a_file_that_is_not_json_stops_setup_before_anything_changes(home: Path, broken: str) -> None:
+    """Setup and remove check every file they edit first: the error names the file and where the JSON breaks, and
+    nothing at all has changed (no server, no plugin, no marketplace, the files as they were)."""
+    settings_path(home).parent.mkdir()
+    settings_path(home).write_text('{"model": "x"}\n')
+    path = settings_path(home) if broken == "settings" else home / ".claude.json"
+    path.write_text('{\n  "model": "x",\n  oops\n}\n')
+    before = {p: p.read_bytes() for p in (settings_path(home), home / ".claude.json")}
+    for dry_run in (True, False):
+        with pytest.raises(SetupError) as caught:
+            plugin.configure(home, dry_run)
+        assert str(path) in str(caught.value)
+        assert "line 3 column 3" in str(caught.value)
+        assert "nothing was changed" in str(caught.value)
+        with pytest.raises(SetupError, match="line 3 column 3"):
+            plugin.remove(home, dry_run)
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in settings_path(home).parent.iterdir()) == ["settings.json"]  # no plugin installed
+    assert not marketplace_dir(home).exists()
+    assert not marketplace_dir(home).parent.exists()

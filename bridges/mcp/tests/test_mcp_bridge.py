@@ -228,16 +228,18 @@ def test_the_entry_point_registers_the_plugin(pm: pluggy.PluginManager) -> None:
     assert pm.get_plugin("mcp") is plugin
     [info] = [info for info in list_plugins(pm) if info.name == "mcp"]
     assert (info.distribution, info.harness, info.builtin) == ("agent-comms-mcp", "mcp", False)
-    assert (info.hooks, info.push) == (("serve",), ("tool-results",))
+    assert (info.hooks, info.push) == (("configure", "detect", "remove", "serve", "status"), ("tool-results",))
     harness = find_harness(pm, "mcp")
     assert harness == plugin.BRIDGE.info
     assert isinstance(harness, HarnessInfo)
     assert (harness.name, harness.push, harness.package) == ("mcp", False, "agent-comms-mcp")
 
 
-def test_serve_is_registered_for_mcp_only_and_there_are_no_setup_hooks(
+def test_serve_is_registered_for_mcp_only_and_setup_hooks_edit_nothing(
     pm: pluggy.PluginManager, tmp_path: Path
 ) -> None:
+    """The plugin serves only ``mcp``; its setup hooks say it is installed and what to add to a client, and edit
+    nothing (configure and remove answer ``None``)."""
     options = BridgeOptions(name=None, cwd=str(tmp_path), harness_pid=None)
     bridge = find_bridge(pm, "mcp")
     with pytest.raises(PluginError, match="no installed plugin bridges the harness 'codex'"):
@@ -246,7 +248,19 @@ def test_serve_is_registered_for_mcp_only_and_there_are_no_setup_hooks(
     running = bridge.serve(options)
     assert inspect.iscoroutine(running)
     running.close()  # a coroutine, not started: nothing ran
-    assert (bridge.detect, bridge.configure, bridge.status, bridge.remove) == (None, None, None, None)
+    assert bridge.detect is not None
+    assert bridge.status is not None
+    assert bridge.configure is not None
+    assert bridge.remove is not None
+    detected = bridge.detect(tmp_path)
+    assert detected.installed
+    assert detected.detail.startswith("agent-comms-mcp ")
+    status = bridge.status(tmp_path)
+    assert "adding agent-comms-mcp to that client's configuration" in status
+    snippet = json.loads(status.split("mcpServers form: ", 1)[1])
+    assert Path(snippet["mcpServers"]["agent-comms"]["command"]).name == "agent-comms-mcp"
+    assert bridge.configure(tmp_path, False) is None
+    assert bridge.remove(tmp_path, False) is None
     assert list(tmp_path.iterdir()) == []
 
 

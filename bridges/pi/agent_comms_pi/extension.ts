@@ -22,6 +22,10 @@ const CONFIG: {
 const CUSTOM_TYPE = "agent-comms";
 const ACTIONABLE = new Set(["dm", "room_message", "room_invite"]);
 const SHOWN_LIMIT = 10000;
+/** At most this many events pi did not take wait in the extension (each once, by event id) for the next tool result.
+ * An event past it is left with the bridge, unread (nothing is lost), and asked for again (`resend`) once the waiting
+ * ones went out with a tool result. */
+export const WAITING_LIMIT = 50;
 const STOP_GRACE_MS = 3000;
 
 type Json = Record<string, any>;
@@ -148,7 +152,8 @@ export function deliveryOptions(
 
 export default function agentComms(pi: any): void {
   const shown = new Set<string>(); // event ids already given to pi, never given twice
-  const waiting: Json[] = []; // event lines pi did not take: appended to the next tool result
+  const waiting = new Map<string, Json>(); // event id -> line pi did not take: appended to the next tool result
+  let leftAside = false; // an event did not fit in `waiting`: the bridge still holds it, ask for it again
   let context: any; // the latest extension context: is the agent streaming?
   let cwd = process.cwd();
 
@@ -163,9 +168,14 @@ export default function agentComms(pi: any): void {
           deliveryOptions(event, idle),
         );
       } catch {
-        waiting.push(message); // not shown: it stays unread until a tool result carries it
+        // Not shown: it stays unread until a tool result carries it. An event the bridge writes again (a new bridge,
+        // a resend) is kept once; one past the limit is left with the bridge.
+        if (waiting.has(event.id)) return;
+        if (waiting.size < WAITING_LIMIT) waiting.set(event.id, message);
+        else leftAside = true;
         return;
       }
+      waiting.delete(event.id);
       shown.add(event.id);
       if (shown.size > SHOWN_LIMIT) shown.delete(shown.values().next().value as string);
     }
@@ -194,14 +204,20 @@ export default function agentComms(pi: any): void {
         result = await bridge.call(params);
       }
       let text: string = result.text;
-      const drained = waiting.splice(0).filter((line) => !shown.has(line.event.id));
+      const drained = [...waiting.values()].filter((line) => !shown.has(line.event.id));
+      waiting.clear();
+      const more = leftAside;
+      leftAside = false;
       if (drained.length) {
         text += `\n--- ${drained.length} new event(s) ---\n` + drained.map((line) => line.text).join("\n");
+        if (more) text += "\n(more events wait: they come next)";
       }
       const markShown = () => {
-        if (!drained.length) return;
-        for (const line of drained) shown.add(line.event.id);
-        bridge.send({ type: "shown", ids: drained.map((line) => line.event.id) });
+        if (drained.length) {
+          for (const line of drained) shown.add(line.event.id);
+          bridge.send({ type: "shown", ids: drained.map((line) => line.event.id) });
+        }
+        if (more) bridge.send({ type: "resend" }); // after the acknowledgement: only what was left aside comes again
       };
       if (result.is_error || result.type === "error") {
         markShown();

@@ -363,3 +363,118 @@ async def test_a_message_pi_did_not_take_comes_with_the_next_tool_result(pi_home
             finally:
                 process.kill()
                 await process.wait()
+
+
+def waiting_limit() -> int:
+    """The extension's documented bound on the events it keeps for the next tool result."""
+    source = (Path(agent_comms_pi.__file__).parent / "extension.ts").read_text()
+    return int(source.split("export const WAITING_LIMIT = ", 1)[1].split(";", 1)[0])
+
+
+@asynccontextmanager
+async def open_host(pi_home: Path, env: dict[str, str], project: Path) -> AsyncIterator[Lines]:
+    """``pi_host.mjs`` (a stand-in for pi whose sendMessage can be made to throw) around the real extension."""
+    extension = agent_comms_pi.extension_path(pi_home)
+    extension.parent.mkdir(parents=True)
+    extension.write_text(agent_comms_pi.extension_source())
+    pi_package = harness_cli("pi").resolve().parents[1] / "package.json"
+    await trio.Path(project).mkdir()
+    process = await trio.lowlevel.open_process(
+        ["node", str(PI_HOST), str(extension), str(pi_package)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**env, "AGENT_COMMS_NAME": "pi-agent"}, cwd=project,
+    )  # fmt: skip
+    try:
+        async with trio.open_nursery() as nursery:
+            host = Lines(process)
+            nursery.start_soon(host.read_all)
+            await host.send({"cmd": "start", "cwd": str(project)})
+            await host.wait_for(lambda m: m.get("type") == "started")
+            yield host
+            await host.send({"cmd": "shutdown"})
+            await host.wait_for(lambda m: m.get("type") == "stopped")
+            nursery.cancel_scope.cancel()
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def host_call(host: Lines, number: int, **params: Any) -> str:
+    await host.send({"cmd": "call", "id": number, "params": params})
+    answer = await host.wait_for(lambda m: m.get("type") == "result" and m["id"] == number)
+    assert not answer["isError"], answer
+    text: str = answer["text"]
+    return text
+
+
+def times_seen(host: Lines, kind: str, needle: str) -> int:
+    return sum(1 for m in host.seen if m.get("type") == kind and needle in m["text"])
+
+
+async def test_the_events_pi_did_not_take_are_bounded_and_the_rest_come_next(pi_home: Path, tmp_path: Path) -> None:
+    """More DMs than the limit while pi refuses them: the next tool result carries exactly the limit, says more
+    wait, and the rest come after it (pushed, as pi takes messages again); every DM reaches the model once and is
+    read. (pi_host.mjs stands in for pi: pi has no way to make sendMessage fail.)"""
+    limit = waiting_limit()
+    count = limit + 5
+    env = mesh_env(tmp_path, free_port())
+    with trio.fail_after(DEADLINE * 2):
+        async with (
+            open_peer("bob", env, tmp_path / "bob") as bob,
+            open_host(pi_home, env, tmp_path / "project") as host,
+        ):
+            pi_id = (await host_call(host, 1, action="whoami")).split("(", 1)[1].split(")", 1)[0]
+            await bob.wait_until(pi_id, online=True)
+            await host.send({"cmd": "refuse", "value": True})
+            notes = [f"note {number:03d}." for number in range(count)]
+            ids = [(await bob.call(action="dm", target=pi_id, content=note))["data"]["message_id"] for note in notes]
+            await host.wait_for(lambda _: all(times_seen(host, "refused", note) for note in notes))
+
+            await host.send({"cmd": "refuse", "value": False})
+            text = await host_call(host, 2, action="whoami")
+            assert f"--- {limit} new event(s) ---" in text, text
+            assert "(more events wait: they come next)" in text
+            in_result = [note for note in notes if note in text]
+            assert len(in_result) >= limit - 2, text  # bob's presence may take a place or two
+            rest = [note for note in notes if note not in in_result]
+            await host.wait_for(lambda _: all(times_seen(host, "sent", note) for note in rest))
+            for message_id in ids:
+                await wait_for_receipt(bob, message_id, "read")
+            later = await host_call(host, 3, action="whoami")
+            for note in notes:  # each reached the model exactly once
+                assert (text + later).count(note) + times_seen(host, "sent", note) == 1, note
+
+
+async def test_an_event_written_again_waits_once(pi_home: Path, tmp_path: Path) -> None:
+    """A new bridge writes the unread DMs again: the extension keeps each once, and the next tool result carries
+    each once. (pi_host.mjs stands in for pi: pi has no way to make sendMessage fail.)"""
+    env = mesh_env(tmp_path, free_port())
+    with trio.fail_after(DEADLINE * 2):
+        async with (
+            open_peer("bob", env, tmp_path / "bob") as bob,
+            open_host(pi_home, env, tmp_path / "project") as host,
+        ):
+            pi_id = (await host_call(host, 1, action="whoami")).split("(", 1)[1].split(")", 1)[0]
+            await bob.wait_until(pi_id, online=True)
+            await host.send({"cmd": "refuse", "value": True})
+            notes = ["first note.", "second note.", "third note."]
+            ids = [(await bob.call(action="dm", target=pi_id, content=note))["data"]["message_id"] for note in notes]
+            await host.wait_for(lambda _: all(times_seen(host, "refused", note) == 1 for note in notes))
+
+            bridge = await wait_for_bridge_of(host.process.pid, "pi")
+            os.kill(bridge, signal.SIGKILL)
+            await wait_until_gone(bridge)
+            await bob.wait_until(pi_id, online=False)
+            while True:  # session_start starts a bridge once the extension has seen the old one exit
+                await host.send({"cmd": "start", "cwd": str(tmp_path / "project")})
+                await host.wait_for(lambda m: m.get("type") == "started")
+                with trio.move_on_after(2):
+                    if await wait_for_bridge_of(host.process.pid, "pi") != bridge:
+                        break
+            await host.wait_for(lambda _: all(times_seen(host, "refused", note) == 2 for note in notes))
+
+            await host.send({"cmd": "refuse", "value": False})
+            text = await host_call(host, 2, action="whoami")
+            for note in notes:
+                assert text.count(note) == 1, text
+            for message_id in ids:
+                await wait_for_receipt(bob, message_id, "read")
