@@ -25,6 +25,7 @@ __all__ = [
     "connect",
     "ensure_stream_and_bucket",
     "hub_loop",
+    "publish_all",
 ]
 
 logger = logging.getLogger("agent_comms.mesh.hub")
@@ -84,6 +85,25 @@ async def aio(function: Any, *args: Any, **kwargs: Any) -> Any:
     from trio_asyncio import aio_as_trio
 
     return await aio_as_trio(function, loop=await hub_loop())(*args, **kwargs)
+
+
+async def _publish_all(js: Any, items: list[tuple[str, bytes, str]], seconds: float) -> list[Any]:
+    import asyncio
+
+    return await asyncio.gather(
+        *(
+            js.publish(subject, data, timeout=seconds, headers={"Nats-Msg-Id": msg_id})
+            for subject, data, msg_id in items
+        )
+    )
+
+
+async def publish_all(js: Any, items: list[tuple[str, bytes, str]], *, seconds: float) -> list[Any]:
+    """Publish every ``(subject, payload, message id)`` of ``items`` to JetStream without waiting for each one's
+    acknowledgement before sending the next, then wait for all of them (one crossing into asyncio for the batch);
+    their acknowledgements (``PubAck``), in order. The first failure is raised (the others may have been stored:
+    publishing them again is harmless, the message id de-duplicates); each acknowledgement may take ``seconds``."""
+    return list(await aio(_publish_all, js, items, seconds))
 
 
 def client_tls(cert_pem: str) -> ssl.SSLContext:
