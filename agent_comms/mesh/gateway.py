@@ -63,7 +63,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.replica import sync_order
 
-from .hub_client import aio, publish_all
+from .hub_client import ack_all, aio, next_batch, publish_all
 from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
 from .hub_origins import OriginBook
 
@@ -270,14 +270,11 @@ class Gateway:
             pending_msgs_limit=8 * FETCH_BATCH,
         )
         while True:
-            try:
-                msgs = [await aio(sub.next_msg, timeout=1.0)]
-            except (nats.errors.TimeoutError, TimeoutError):  # nothing new: wait again
+            msgs = await next_batch(sub, FETCH_BATCH, seconds=1.0)
+            if not msgs:  # nothing new: wait again
                 if self._lone_marked and self.node.peer.data_links:
                     await self._settle_locally()  # a peer came: once it holds what was acknowledged alone, unmark
                 continue
-            while len(msgs) < FETCH_BATCH and sub.pending_msgs > 0:  # what is already here goes in one batch
-                msgs.append(await aio(sub.next_msg, timeout=1.0))
             learned: dict[str, str] = {}
             ops: list[Op] = []
             for msg in msgs:
@@ -296,8 +293,7 @@ class Gateway:
                 self._relay(ops)
                 settled = await self._settle_locally()
             if settled:  # otherwise the hub hands them out again after its ack wait: nothing is lost
-                for msg in msgs:
-                    await aio(msg.ack)
+                await ack_all(msgs)
             self._write_status()
 
     def _relay(self, ops: list[Op]) -> None:

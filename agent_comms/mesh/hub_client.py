@@ -20,11 +20,13 @@ __all__ = [
     "DUPLICATE_WINDOW",
     "PER_SUBJECT_LIMIT",
     "PRESENCE_TTL",
+    "ack_all",
     "aio",
     "client_tls",
     "connect",
     "ensure_stream_and_bucket",
     "hub_loop",
+    "next_batch",
     "publish_all",
 ]
 
@@ -90,20 +92,51 @@ async def aio(function: Any, *args: Any, **kwargs: Any) -> Any:
 async def _publish_all(js: Any, items: list[tuple[str, bytes, str]], seconds: float) -> list[Any]:
     import asyncio
 
-    return await asyncio.gather(
-        *(
-            js.publish(subject, data, timeout=seconds, headers={"Nats-Msg-Id": msg_id})
-            for subject, data, msg_id in items
+    return list(
+        await asyncio.gather(
+            *(
+                js.publish(subject, data, timeout=seconds, headers={"Nats-Msg-Id": msg_id})
+                for subject, data, msg_id in items
+            )
         )
     )
 
 
 async def publish_all(js: Any, items: list[tuple[str, bytes, str]], *, seconds: float) -> list[Any]:
     """Publish every ``(subject, payload, message id)`` of ``items`` to JetStream without waiting for each one's
-    acknowledgement before sending the next, then wait for all of them (one crossing into asyncio for the batch);
-    their acknowledgements (``PubAck``), in order. The first failure is raised (the others may have been stored:
-    publishing them again is harmless, the message id de-duplicates); each acknowledgement may take ``seconds``."""
+    acknowledgement before sending the next (concurrent requests, one flush for many), then wait for all of them,
+    for ``seconds`` each at most; one crossing into asyncio for the batch. Their acknowledgements (``PubAck``), in
+    order. The first failure is raised (the others may have been stored: publishing them again is harmless, the
+    message id de-duplicates)."""
     return list(await aio(_publish_all, js, items, seconds))
+
+
+async def _next_batch(sub: Any, limit: int, seconds: float) -> list[Any]:
+    import nats.errors
+
+    try:
+        msgs = [await sub.next_msg(timeout=seconds)]
+    except nats.errors.TimeoutError:
+        return []
+    while len(msgs) < limit and sub.pending_msgs > 0:  # what is already here goes in the same batch
+        msgs.append(await sub.next_msg(timeout=seconds))
+    return msgs
+
+
+async def next_batch(sub: Any, limit: int, *, seconds: float) -> list[Any]:
+    """The messages of the subscription ``sub`` that are here, at most ``limit``, after waiting up to ``seconds``
+    for the first one (none: an empty list); one crossing into asyncio for the whole batch."""
+    return list(await aio(_next_batch, sub, limit, seconds))
+
+
+async def _ack_all(msgs: list[Any]) -> None:
+    for msg in msgs:
+        await msg.ack()
+
+
+async def ack_all(msgs: list[Any]) -> None:
+    """Acknowledge every message of ``msgs`` to JetStream (one crossing into asyncio, one flush for the batch)."""
+    await aio(_ack_all, msgs)
 
 
 def client_tls(cert_pem: str) -> ssl.SSLContext:
