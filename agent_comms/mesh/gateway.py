@@ -63,7 +63,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.replica import sync_order
 
-from .hub_client import ack_all, aio, next_batch, publish_all
+from .hub_client import Collector, ack_all, aio, publish_all
 from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
 from .hub_origins import OriginBook
 
@@ -172,7 +172,7 @@ class Gateway:
         ops = [op for op in self.node.peer.replica.state.stored_ops() if self.book.machine_of(op.origin) in (None, own)]
         return sorted(ops, key=sync_order)
 
-    async def _publish_loop(self, js: Any) -> None:
+    async def _publish_loop(self, nc: Any) -> None:
         while True:
             while not self.queue:
                 self._wake = trio.Event()
@@ -182,7 +182,7 @@ class Gateway:
             if new:
                 self.book.learn(new)
             items = [(subject_for(self.machine, op), _encoder.encode(op), op_id(op)) for op in batch]
-            acks = await publish_all(js, items, seconds=10)
+            acks = await publish_all(nc, items, seconds=10)
             for op in batch:  # dropped only once the hub acknowledged them: a failed batch is sent again
                 if self.queue and self.queue[0] is op:
                     self.queue.popleft()
@@ -260,17 +260,19 @@ class Gateway:
             max_ack_pending=4 * FETCH_BATCH,
             ack_wait=ACK_WAIT,
         )
-        sub = await aio(
+        collector = Collector()
+        await aio(
             js.subscribe,
             f"{OPS_SUBJECT_ROOT}.>",
             durable=durable,
             stream=STREAM,
+            cb=collector.put,
             manual_ack=True,
             config=config,
             pending_msgs_limit=8 * FETCH_BATCH,
         )
         while True:
-            msgs = await next_batch(sub, FETCH_BATCH, seconds=1.0)
+            msgs = await collector.take(FETCH_BATCH, seconds=1.0)
             if not msgs:  # nothing new: wait again
                 if self._lone_marked and self.node.peer.data_links:
                     await self._settle_locally()  # a peer came: once it holds what was acknowledged alone, unmark
@@ -413,7 +415,7 @@ class Gateway:
             await self._queue_for_session(js)
             self._write_status(force=True)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._publish_loop, js)
+                nursery.start_soon(self._publish_loop, nc)
                 nursery.start_soon(self._consume_loop, js, fresh)
                 nursery.start_soon(self._presence_loop, js)
         finally:

@@ -38,6 +38,7 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
             async with a.agent("alice") as alice:
                 assert alice.store.node.gateway is not None
                 assert not alice.store.node.gateway.holds_lease
+                await eventually(lambda: bob.store.online("alice-id"))  # so bob can address alice from the start
                 sent = []
                 for n in range(60):
                     if n == 20:
