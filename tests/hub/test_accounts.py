@@ -22,13 +22,22 @@ from .test_admission import admin_count, bundle_of
 
 
 async def _connect_when_reloaded(bundle: Bundle) -> Any:
-    """Connect as ``bundle`` once the server has reloaded its configuration (SIGHUP is asynchronous)."""
+    """Connect as ``bundle`` once the server has reloaded its configuration (SIGHUP is asynchronous) and enabled
+    JetStream for the new account."""
     with trio.fail_after(30):
         while True:
             try:
-                return await connect(bundle.url, bundle.seed, bundle.cert, name="other account")
+                nc = await connect(bundle.url, bundle.seed, bundle.cert, name="other account")
             except Exception:
                 await trio.sleep(0.1)
+                continue
+            try:
+                await aio(nc.jetstream().account_info)
+            except Exception:
+                await aio(nc.close)
+                await trio.sleep(0.1)
+                continue
+            return nc
 
 
 async def admin_presence(world: HubWorld, machine: str) -> bytes:
