@@ -152,7 +152,7 @@ def run_leave(args: argparse.Namespace) -> int:
         )
         return EXIT_REFUSED
     path.unlink()
-    for name in ("origins.json", "gateway.json"):
+    for name in ("origins.json", "gateway.json", "lone-ack.json"):
         (home / "hub" / name).unlink(missing_ok=True)
     print("left the hub")
     return 0

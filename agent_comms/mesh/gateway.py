@@ -7,9 +7,12 @@ it dies) is the gateway. Its session with the hub:
 
 1. **Out.** Every operation made on this machine (its origin is not a known origin of another machine) is
    published under ``ac.ops.<machine>.<kind>.<hash of its conversation, room or agent>``, with the operation id as
-   ``Nats-Msg-Id``, so the hub drops one it already holds. A session starts by publishing everything this peer's
-   replica stores of this machine's origins (the hub did not acknowledge it to this session: after a wipe or an
-   outage that refills the hub), then each new operation as this peer applies it. The hub is a transport and a
+   ``Nats-Msg-Id``, so the hub drops one it already holds. Operations are queued as this peer applies them and
+   published in batches of up to :data:`PUBLISH_BATCH` (sent without waiting for each acknowledgement, then all
+   awaited); one leaves the queue only once the hub acknowledged it. A session that reaches the stream the previous
+   session of this gateway saw (:meth:`Gateway._queue_for_session`) publishes its queue, which is exactly what the
+   hub lacks; any other session (the gateway's first, a wiped or recreated stream) starts by publishing everything
+   this peer's replica stores of this machine's origins, which refills a wiped hub. The hub is a transport and a
    cache; it is never the only copy.
 2. **In.** A durable consumer per machine (``ac_<machine>``) brings the other machines' operations. Each must
    come from an origin that belongs to the machine named in its subject (:class:`~.hub_origins.OriginBook`); the
@@ -20,7 +23,10 @@ it dies) is the gateway. Its session with the hub:
    moment loses nothing: the next one resumes from the consumer's acknowledgement floor (what the dead one had been
    handed and not acknowledged comes again after :data:`ACK_WAIT` seconds). A gateway whose local
    mesh holds nothing of the other machines (all of the machine's processes were gone) reads the stream from its
-   start instead, its own machine's operations included, so it gets its own history back too.
+   start instead, its own machine's operations included, so it gets its own history back too. A gateway with no
+   linked local peer acknowledges what it applied all the same, after marking it in ``<home>/hub/lone-ack.json``
+   (removed once a linked peer holds everything it holds); a new gateway that finds the mark of another peer also
+   reads the stream from its start, since what that peer acknowledged may have died with it.
 3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
    seconds; keys expire :data:`~.hub_client.PRESENCE_TTL` seconds after their last refresh. A machine whose key is
    gone has its agents marked offline (:class:`~agent_comms.protocol.ops.AgentSuspect`, refuted as usual by a host

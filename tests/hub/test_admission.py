@@ -17,7 +17,7 @@ from agent_comms.mesh.hub_client import aio, connect
 from agent_comms.mesh.hub_config import STREAM, Bundle, HubFiles, _new_user_seed, _self_signed, bundle_path
 from agent_comms.protocol.ops import DirectMessage, Op
 
-from .conftest import HubWorld, cli, dm_contents, eventually
+from .conftest import HubWorld, _require_nats_server, cli, dm_contents, eventually, free_port
 
 
 def bundle_of(world: HubWorld, name: str) -> Bundle:
@@ -162,8 +162,9 @@ async def test_a_removed_machine_is_disconnected_and_kept_out(world: HubWorld) -
 async def test_a_hub_reload_signals_only_its_own_server(tmp_path: Path) -> None:
     """A pid file left by a server that died may name a pid now reused by another process: adding or removing a
     machine must not send that process SIGHUP (which would end it)."""
+    _require_nats_server()  # (the hub's extra: its files need its key and certificate libraries)
     home = tmp_path / "hub"
-    cli(home, "hub", "init", "--listen", "127.0.0.1:4999")
+    cli(home, "hub", "init", "--listen", f"127.0.0.1:{free_port()}")
     files = HubFiles(home)
     other = await trio.lowlevel.open_process(["sleep", "60"])
     try:
