@@ -35,10 +35,14 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
     try:
         async with b.agent("bob") as bob:
             await eventually(lambda: bob.store.online("worker"))
+            lone_mark = a.home / "hub" / "lone-ack.json"
+            await eventually(lone_mark.exists)  # the first peer, alone, acknowledged bob's operations
             async with a.agent("alice") as alice:
                 assert alice.store.node.gateway is not None
                 assert not alice.store.node.gateway.holds_lease
                 await eventually(lambda: bob.store.online("alice-id"))  # so bob can address alice from the start
+                # the first peer was alone and marked what it acknowledged; alice's peer now holds it all
+                await eventually(lambda: not lone_mark.exists())
                 sent = []
                 for n in range(60):
                     if n == 20:
