@@ -252,7 +252,7 @@ class Gateway:
                 return owner
         return None
 
-    async def _consume_loop(self, js: Any, fresh: bool) -> None:
+    async def _consume_loop(self, nc: Any, js: Any, fresh: bool) -> None:
         import nats.errors
         from nats.js import api
 
@@ -280,6 +280,8 @@ class Gateway:
         while True:
             msgs = await collector.take(FETCH_BATCH, seconds=1.0)
             if not msgs:  # nothing new: wait again
+                if nc.is_closed:  # (the callback cannot say so: the session ends here too)
+                    raise ConnectionError("the connection to the hub is closed")
                 if self._lone_marked and self.node.peer.data_links:
                     await self._settle_locally()  # a peer came: once it holds what was acknowledged alone, unmark
                 continue
@@ -422,7 +424,7 @@ class Gateway:
             self._write_status(force=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._publish_loop, nc)
-                nursery.start_soon(self._consume_loop, js, fresh)
+                nursery.start_soon(self._consume_loop, nc, js, fresh)
                 nursery.start_soon(self._presence_loop, js)
         finally:
             self.connected = False
