@@ -197,6 +197,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"gateway: peer {gw['peer_id']} (pid {gw['pid']}), {state}, lag {gw['lag']} operations")
     print(f"  published {gw['published']}, received {gw['received']}, refused {gw['refused']}")
     print(f"  last acknowledged operation: {gw['last_acknowledged'] or '-'}")
+    if "resent" in gw:
+        print(f"  operations its current session started by publishing: {gw['resent']}")
     for machine, present in gw["machines"].items():
         print(f"  machine {machine}: {'present' if present else 'away'}")
     return 0
