@@ -95,6 +95,30 @@ async def dm_round_trips(alice: tuple[CommsTool, Dms], bob: tuple[CommsTool, Dms
     return samples
 
 
+async def flood(alice: tuple[CommsTool, Dms], bob: tuple[CommsTool, Dms], count: int) -> dict[str, Any]:
+    """Each agent sends ``count`` DMs to the other as fast as it can; operations per second until both received all
+    of them (each DM is one operation published by its machine's gateway and consumed by the other's). Both ways
+    together stay under the default history limit of their one conversation (1000), so none is forgotten before it
+    is counted."""
+    (a, a_in), (b, b_in) = alice, bob
+    node_a, node_b = a.store.node, b.store.node
+    with trio.fail_after(60):
+        await node_a.wait_for(lambda: a.store.online(b.agent_id))
+        await node_b.wait_for(lambda: b.store.online(a.agent_id))
+    a_base, b_base = a_in.count, b_in.count
+    start = time.perf_counter()
+    for n in range(count):
+        a.call({"action": "dm", "target": b.agent_id, "content": f"flood a {n}"})
+        b.call({"action": "dm", "target": a.agent_id, "content": f"flood b {n}"})
+        if n % 50 == 49:
+            await trio.lowlevel.checkpoint()  # let the peers' tasks run, as an agent's host would
+    with trio.fail_after(300):
+        await node_a.wait_for(lambda: a_in.count >= a_base + count)
+        await node_b.wait_for(lambda: b_in.count >= b_base + count)
+    took = time.perf_counter() - start
+    return {"operations": 2 * count, "seconds": round(took, 3), "ops_per_s": round(2 * count / took, 1)}
+
+
 async def tcp_echo(rounds: int) -> list[float]:
     async def serve(stream: trio.SocketStream) -> None:
         while data := await stream.receive_some(65536):
@@ -138,7 +162,7 @@ async def nats_echo(hub_home: Path, rounds: int) -> list[float]:
     return samples
 
 
-async def measure(rounds: int) -> dict[str, Any]:
+async def measure(rounds: int, flood_count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         hub_home = root / "hub"
@@ -169,6 +193,19 @@ async def measure(rounds: int) -> dict[str, Any]:
                 results["dm_one_machine"] = ms(await dm_round_trips(alice, bob, rounds))
             async with agent(homes["alpha"], port_a, "alice2") as alice, agent(homes["beta"], port_b, "bob2") as bob:
                 results["dm_two_machines"] = ms(await dm_round_trips(alice, bob, rounds))
+            for key, other_home, other_port in (
+                ("flood_one_machine", homes["alpha"], port_a),
+                ("flood_two_machines", homes["beta"], port_b),
+            ):
+                runs = []
+                for n in range(3):  # fresh agents each time: one conversation each
+                    async with (
+                        agent(homes["alpha"], port_a, f"alice-{key}{n}") as alice,
+                        agent(other_home, other_port, f"bob-{key}{n}") as bob,
+                    ):
+                        runs.append(await flood(alice, bob, flood_count))
+                middle = sorted(runs, key=lambda run: run["ops_per_s"])[1]
+                results[key] = {**middle, "runs_ops_per_s": [run["ops_per_s"] for run in runs]}
         finally:
             hub.terminate()
             await hub.wait()
@@ -178,9 +215,10 @@ async def measure(rounds: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--flood", type=int, default=0, help="DMs each way in the flood (default 450, quick 200)")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "hub.json"))
     args = parser.parse_args()
-    results = trio.run(measure, 100 if args.quick else 500)
+    results = trio.run(measure, 100 if args.quick else 500, args.flood or (200 if args.quick else 450))
     labels = {
         "tcp_echo": "bare Trio TCP echo round trip",
         "nats_echo": "NATS request/reply through the hub",
@@ -190,6 +228,15 @@ def main() -> int:
     print(f"{'':48} {'median':>9} {'p90':>9}")
     for key, label in labels.items():
         print(f"{label:48} {results[key]['median_ms']:7.2f} ms {results[key]['p90_ms']:6.2f} ms")
+    for key, label in (
+        ("flood_one_machine", "DM flood, both ways, one machine"),
+        ("flood_two_machines", "DM flood, both ways across two machines"),
+    ):
+        flooded = results[key]
+        print(
+            f"{label:48} {flooded['ops_per_s']:7.0f} ops/s"
+            f" (median of 3 runs of {flooded['operations']} DMs: {flooded['runs_ops_per_s']})"
+        )
     write_results(args.out, results)
     return 0
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent_comms.cli.common import EXIT_CONFIG, EXIT_NOT_FOUND, ConfigError, error
+from agent_comms.cli.common import EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_REFUSED, ConfigError, error
 
 
 def register(commands: Any) -> None:
@@ -140,10 +140,21 @@ def run_leave(args: argparse.Namespace) -> int:
     if not path.exists():
         error("this machine has not joined a hub")
         return EXIT_NOT_FOUND
+    from agent_comms.mesh.registry import PeerRegistry
+
+    running = sum(PeerRegistry(home).ports().values())
+    if running:
+        # Their gateway and process probe read the hub's files (which peer ids are other machines'): removing them
+        # under running peers would make those judge other machines' agents as their own.
+        error(
+            f"{running} peer(s) of this machine's mesh are running (agents' bridges, 'agent-comms' commands):"
+            " end them first, then run 'agent-comms hub leave' again"
+        )
+        return EXIT_REFUSED
     path.unlink()
-    for name in ("origins.json", "gateway.json"):
+    for name in ("origins.json", "gateway.json", "lone-ack.json"):
         (home / "hub" / name).unlink(missing_ok=True)
-    print("left the hub (peers still running stay connected until they restart)")
+    print("left the hub")
     return 0
 
 
@@ -186,6 +197,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"gateway: peer {gw['peer_id']} (pid {gw['pid']}), {state}, lag {gw['lag']} operations")
     print(f"  published {gw['published']}, received {gw['received']}, refused {gw['refused']}")
     print(f"  last acknowledged operation: {gw['last_acknowledged'] or '-'}")
+    if "resent" in gw:
+        print(f"  operations its current session started by publishing: {gw['resent']}")
     for machine, present in gw["machines"].items():
         print(f"  machine {machine}: {'present' if present else 'away'}")
     return 0

@@ -7,9 +7,12 @@ it dies) is the gateway. Its session with the hub:
 
 1. **Out.** Every operation made on this machine (its origin is not a known origin of another machine) is
    published under ``ac.ops.<machine>.<kind>.<hash of its conversation, room or agent>``, with the operation id as
-   ``Nats-Msg-Id``, so the hub drops one it already holds. A session starts by publishing everything this peer's
-   replica stores of this machine's origins (the hub did not acknowledge it to this session: after a wipe or an
-   outage that refills the hub), then each new operation as this peer applies it. The hub is a transport and a
+   ``Nats-Msg-Id``, so the hub drops one it already holds. Operations are queued as this peer applies them and
+   published in batches of up to :data:`PUBLISH_BATCH` (sent without waiting for each acknowledgement, then all
+   awaited); one leaves the queue only once the hub acknowledged it. A session that reaches the stream the previous
+   session of this gateway saw (:meth:`Gateway._queue_for_session`) publishes its queue, which is exactly what the
+   hub lacks; any other session (the gateway's first, a wiped or recreated stream) starts by publishing everything
+   this peer's replica stores of this machine's origins, which refills a wiped hub. The hub is a transport and a
    cache; it is never the only copy.
 2. **In.** A durable consumer per machine (``ac_<machine>``) brings the other machines' operations. Each must
    come from an origin that belongs to the machine named in its subject (:class:`~.hub_origins.OriginBook`); the
@@ -20,7 +23,10 @@ it dies) is the gateway. Its session with the hub:
    moment loses nothing: the next one resumes from the consumer's acknowledgement floor (what the dead one had been
    handed and not acknowledged comes again after :data:`ACK_WAIT` seconds). A gateway whose local
    mesh holds nothing of the other machines (all of the machine's processes were gone) reads the stream from its
-   start instead, its own machine's operations included, so it gets its own history back too.
+   start instead, its own machine's operations included, so it gets its own history back too. A gateway with no
+   linked local peer acknowledges what it applied all the same, after marking it in ``<home>/hub/lone-ack.json``
+   (removed once a linked peer holds everything it holds); a new gateway that finds the mark of another peer also
+   reads the stream from its start, since what that peer acknowledged may have died with it.
 3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
    seconds; keys expire :data:`~.hub_client.PRESENCE_TTL` seconds after their last refresh. A machine whose key is
    gone has its agents marked offline (:class:`~agent_comms.protocol.ops.AgentSuspect`, refuted as usual by a host
@@ -63,7 +69,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.replica import sync_order
 
-from .hub_client import aio
+from .hub_client import Collector, ack_all, aio, publish_all
 from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
 from .hub_origins import OriginBook
 
@@ -83,6 +89,8 @@ LEASE_POLL: Final = 0.5
 #: Seconds after which the hub hands an unacknowledged operation out again (to the next gateway, when the one it
 #: went to died before acknowledging it); above the few seconds a batch may wait for the local peers.
 ACK_WAIT: Final = 10.0
+#: Operations published at once (sent without waiting for each acknowledgement, then all awaited), at most.
+PUBLISH_BATCH: Final = 256
 #: Operations taken from the durable consumer at once, at most.
 FETCH_BATCH: Final = 256
 #: Operations waiting to be published while no session runs, at most (beyond, the next session rebuilds the
@@ -136,6 +144,15 @@ class Gateway:
         self.refused = 0
         self.last_acked = ""
         self.last_error = ""
+        #: operations queued for publishing when the current session started (all stored, or only what the hub
+        #: had not acknowledged: see :meth:`_session`)
+        self.resent = 0
+        #: the hub's stream as the last session saw it (its creation time) and the highest sequence the hub gave an
+        #: operation this gateway published to it; ``None`` before the first session
+        self._hub_stream: str | None = None
+        self._hub_seq = 0
+        self._overflowed = False
+        self._lone_marked = False
         #: machine -> present (per the presence bucket), for the machines this one has heard of
         self.machines: dict[str, bool] = {}
         self._status_written = 0.0
@@ -153,31 +170,31 @@ class Gateway:
         if len(self.queue) < MAX_QUEUED:
             self.queue.append(op)
             self._wake.set()
+        else:  # the next session publishes everything stored again
+            self._overflowed = True
 
     def _local_stored(self) -> list[Op]:
         own = self.machine
         ops = [op for op in self.node.peer.replica.state.stored_ops() if self.book.machine_of(op.origin) in (None, own)]
         return sorted(ops, key=sync_order)
 
-    async def _publish_loop(self, js: Any) -> None:
+    async def _publish_loop(self, nc: Any) -> None:
         while True:
             while not self.queue:
                 self._wake = trio.Event()
                 await self._wake.wait()
-            op = self.queue[0]
-            if self.book.machine_of(op.origin) is None:
-                self.book.learn({op.origin: self.machine})
-            await aio(
-                js.publish,
-                subject_for(self.machine, op),
-                _encoder.encode(op),
-                timeout=10,
-                headers={"Nats-Msg-Id": op_id(op)},
-            )
-            if self.queue and self.queue[0] is op:
-                self.queue.popleft()
-            self.published += 1
-            self.last_acked = op_id(op)
+            batch = [self.queue[n] for n in range(min(PUBLISH_BATCH, len(self.queue)))]
+            new = {op.origin: self.machine for op in batch if self.book.machine_of(op.origin) is None}
+            if new:
+                self.book.learn(new)
+            items = [(subject_for(self.machine, op), _encoder.encode(op), op_id(op)) for op in batch]
+            acks = await publish_all(nc, items, seconds=10)
+            for op in batch:  # dropped only once the hub acknowledged them: a failed batch is sent again
+                if self.queue and self.queue[0] is op:
+                    self.queue.popleft()
+            self.published += len(batch)
+            self.last_acked = items[-1][2]
+            self._hub_seq = max([self._hub_seq, *(int(ack.seq or 0) for ack in acks)])
             self._write_status()
 
     # ------------------------------------------------------------------ in
@@ -235,7 +252,7 @@ class Gateway:
                 return owner
         return None
 
-    async def _consume_loop(self, js: Any, fresh: bool) -> None:
+    async def _consume_loop(self, nc: Any, js: Any, fresh: bool) -> None:
         import nats.errors
         from nats.js import api
 
@@ -249,22 +266,25 @@ class Gateway:
             max_ack_pending=4 * FETCH_BATCH,
             ack_wait=ACK_WAIT,
         )
-        sub = await aio(
+        collector = Collector()
+        await aio(
             js.subscribe,
             f"{OPS_SUBJECT_ROOT}.>",
             durable=durable,
             stream=STREAM,
+            cb=collector.put,
             manual_ack=True,
             config=config,
             pending_msgs_limit=8 * FETCH_BATCH,
         )
         while True:
-            try:
-                msgs = [await aio(sub.next_msg, timeout=1.0)]
-            except (nats.errors.TimeoutError, TimeoutError):  # nothing new: wait again
+            msgs = await collector.take(FETCH_BATCH, seconds=1.0)
+            if not msgs:  # nothing new: wait again
+                if nc.is_closed:  # (the callback cannot say so: the session ends here too)
+                    raise ConnectionError("the connection to the hub is closed")
+                if self._lone_marked and self.node.peer.data_links:
+                    await self._settle_locally()  # a peer came: once it holds what was acknowledged alone, unmark
                 continue
-            while len(msgs) < FETCH_BATCH and sub.pending_msgs > 0:  # what is already here goes in one batch
-                msgs.append(await aio(sub.next_msg, timeout=1.0))
             learned: dict[str, str] = {}
             ops: list[Op] = []
             for msg in msgs:
@@ -283,8 +303,7 @@ class Gateway:
                 self._relay(ops)
                 settled = await self._settle_locally()
             if settled:  # otherwise the hub hands them out again after its ack wait: nothing is lost
-                for msg in msgs:
-                    await aio(msg.ack)
+                await ack_all(msgs)
             self._write_status()
 
     def _relay(self, ops: list[Op]) -> None:
@@ -308,15 +327,49 @@ class Gateway:
         """Wait until every local peer linked to this one holds what was relayed (an anti-entropy round), for a
         few seconds at most; whether they do. The hub is acknowledged only then, so if this process dies another
         peer of the machine still holds the operations, or the hub hands them out again. A peer with no linked
-        peer holds them by itself (when it dies, the machine's next peer reads the stream from its start)."""
+        peer holds them only in its memory: it marks that first (:meth:`_mark_lone`), so that whichever peer of the
+        machine is the next gateway reads the stream from its start."""
         node = self.node
         if not node.peer.data_links:
+            self._mark_lone()
             return True
         marks = node.request_sync()
         with trio.move_on_after(5.0):
             await node.wait_for(lambda: set(node.peer.synced_with(marks)) >= _linked(node, marks))
+            # the linked peers hold everything this one held (a whole anti-entropy round), what it acknowledged
+            # alone before included
+            self._unmark_lone()
             return True
         return False
+
+    @property
+    def _lone_path(self) -> Path:
+        return self.home / "hub" / "lone-ack.json"
+
+    def _mark_lone(self) -> None:
+        """Record, before acknowledging, that this peer acknowledged operations no other local peer holds."""
+        if self._lone_marked:
+            return
+        from agent_comms.private_files import write_private_file
+
+        write_private_file(self._lone_path, json.dumps({"peer": self.node.peer_id, "pid": os.getpid()}).encode())
+        self._lone_marked = True
+
+    def _unmark_lone(self) -> None:
+        if self._lone_marked or self._lone_path.exists():
+            self._lone_path.unlink(missing_ok=True)
+            self._lone_marked = False
+
+    def _lone_acknowledger(self) -> str | None:
+        """Another peer that acknowledged operations to the hub while alone and was not seen to pass them on."""
+        try:
+            data = json.loads(self._lone_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        peer = str(data.get("peer", "")) if isinstance(data, dict) else ""
+        if peer == self.node.peer_id:
+            return None  # this peer, in an earlier session: it still holds them
+        return peer or "unknown"
 
     # ------------------------------------------------------------------ presence
 
@@ -363,17 +416,37 @@ class Gateway:
             self.last_error = ""
             self.book.reload()
             foreign = {o for m in self.book.machines() - {self.machine} for o in self.book.origins_of(m)}
+            # From the stream's start when this replica holds nothing of the others, or when the previous gateway
+            # acknowledged operations while it was alone and may have died before passing them on.
             fresh = not any(origin in self.node.peer.replica.seen for origin in foreign)
-            self.queue = deque(self._local_stored())
+            fresh = fresh or self._lone_acknowledger() is not None
+            await self._queue_for_session(js)
             self._write_status(force=True)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._publish_loop, js)
-                nursery.start_soon(self._consume_loop, js, fresh)
+                nursery.start_soon(self._publish_loop, nc)
+                nursery.start_soon(self._consume_loop, nc, js, fresh)
                 nursery.start_soon(self._presence_loop, js)
         finally:
             self.connected = False
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await aio(nc.close)
+
+    async def _queue_for_session(self, js: Any) -> None:
+        """What this session publishes first. Reconnecting to the same stream (the same creation time, and holding
+        at least as many messages as this gateway saw it acknowledge), the queue already holds exactly what the
+        hub has not acknowledged: every operation is dropped from it only once acknowledged, and the ones applied
+        meanwhile were added. Otherwise (this peer's first session, a wiped or recreated stream, a queue that
+        overflowed) everything this replica stores of this machine is published: the hub drops what it holds
+        within its de-duplication window."""
+        info = await aio(js.stream_info, STREAM)
+        created = str(info.created)
+        same = self._hub_stream == created and int(info.state.last_seq or 0) >= self._hub_seq and not self._overflowed
+        if not same:
+            self.queue = deque(self._local_stored())
+            self._hub_seq = 0
+            self._overflowed = False
+        self._hub_stream = created
+        self.resent = len(self.queue)
 
     async def run(self) -> None:
         """Take the lease when it is free, then keep a session with the hub for as long as this peer lives."""
@@ -419,6 +492,7 @@ class Gateway:
             "received": self.received,
             "refused": self.refused,
             "last_acknowledged": self.last_acked,
+            "resent": self.resent,
             "last_error": self.last_error,
             "machines": dict(sorted(self.machines.items())),
             "updated": time.time(),

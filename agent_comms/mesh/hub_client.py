@@ -1,15 +1,18 @@
 """Connecting to the hub from Trio: the official ``nats-py`` client (asyncio) through ``trio-asyncio``.
 
 Every coroutine of the client is awaited through :func:`aio` (``trio_asyncio.aio_as_trio`` on the one loop of
-the Trio run, :func:`hub_loop`); nothing here uses the client's callbacks, so no asyncio code calls into Trio.
-Measured on loopback, a request/reply through this bridge costs about 1 ms, so a Trio-native client was not
-written.
+the Trio run, :func:`hub_loop`). The only subscription callbacks (the durable consumer's, :class:`Collector`, and
+the acknowledgements of a batch, :func:`publish_all`) append to structures of the asyncio side and set an asyncio
+event, so no asyncio code calls into Trio. Measured on loopback, a request/reply through this bridge costs about
+1 ms, so a Trio-native client was not written; what costs is per-message asyncio work crossing the bridge (a task
+and a timer per request or ``next_msg``), so messages cross it in batches.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+from collections import deque
 from typing import Any, Final
 
 import trio
@@ -20,11 +23,14 @@ __all__ = [
     "DUPLICATE_WINDOW",
     "PER_SUBJECT_LIMIT",
     "PRESENCE_TTL",
+    "Collector",
+    "ack_all",
     "aio",
     "client_tls",
     "connect",
     "ensure_stream_and_bucket",
     "hub_loop",
+    "publish_all",
 ]
 
 logger = logging.getLogger("agent_comms.mesh.hub")
@@ -84,6 +90,96 @@ async def aio(function: Any, *args: Any, **kwargs: Any) -> Any:
     from trio_asyncio import aio_as_trio
 
     return await aio_as_trio(function, loop=await hub_loop())(*args, **kwargs)
+
+
+async def _publish_all(nc: Any, items: list[tuple[str, bytes, str]], seconds: float) -> list[Any]:
+    import asyncio
+    import json
+
+    import nats.js.errors
+    from nats.js import api
+
+    inbox = nc.new_inbox()
+    replies: dict[int, Any] = {}
+    done = asyncio.Event()
+
+    async def on_reply(msg: Any) -> None:
+        replies[int(msg.subject.rpartition(".")[2])] = msg
+        if len(replies) == len(items):
+            done.set()
+
+    sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)  # sent before the publications: no reply can miss it
+    try:
+        for n, (subject, data, msg_id) in enumerate(items):
+            await nc.publish(subject, data, reply=f"{inbox}.{n}", headers={"Nats-Msg-Id": msg_id})
+        await asyncio.wait_for(done.wait(), seconds)
+    finally:
+        await sub.unsubscribe()
+    acks = []
+    for n in range(len(items)):
+        data = replies[n].data
+        if not data:  # a status without a body: no stream takes these subjects
+            raise nats.js.errors.NoStreamResponseError
+        answer = json.loads(data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        acks.append(api.PubAck.from_response(answer))
+    return acks
+
+
+async def publish_all(nc: Any, items: list[tuple[str, bytes, str]], *, seconds: float) -> list[Any]:
+    """Publish every ``(subject, payload, message id)`` of ``items`` to JetStream on the connection ``nc`` without
+    waiting for each one's acknowledgement before sending the next: each carries a reply subject under one inbox
+    of the batch, one subscription collects the acknowledgements, and all are awaited together (``seconds`` at
+    most), in one crossing into asyncio for the batch (a request per message costs an asyncio task and a timer
+    each, which dominated a flood). Their acknowledgements (``PubAck``), in order. The first failure is raised
+    (the others may have been stored: publishing them again is harmless, the message id de-duplicates)."""
+    return list(await aio(_publish_all, nc, items, seconds))
+
+
+class Collector:
+    """The messages a subscription's callback hands over (on the asyncio side), taken in batches from Trio.
+
+    The callback only appends: no asyncio code calls into Trio. Taking what is here costs one crossing for the
+    whole batch, where ``next_msg`` costs an asyncio task and a timer per message. Its size is bounded by the
+    consumer's ``max_ack_pending`` (messages are acknowledged only once handled)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self._items: deque[Any] = deque()
+        self._ready = asyncio.Event()
+
+    async def put(self, msg: Any) -> None:
+        """The subscription's callback."""
+        self._items.append(msg)
+        self._ready.set()
+
+    async def _take(self, limit: int, seconds: float) -> list[Any]:
+        import asyncio
+
+        if not self._items:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), seconds)
+            except TimeoutError:
+                return []
+        return [self._items.popleft() for _ in range(min(limit, len(self._items)))]
+
+    async def take(self, limit: int, *, seconds: float) -> list[Any]:
+        """What has come, at most ``limit`` messages, after waiting up to ``seconds`` for the first one (none: an
+        empty list)."""
+        return list(await aio(self._take, limit, seconds))
+
+
+async def _ack_all(msgs: list[Any]) -> None:
+    for msg in msgs:
+        await msg.ack()
+
+
+async def ack_all(msgs: list[Any]) -> None:
+    """Acknowledge every message of ``msgs`` to JetStream (one crossing into asyncio, one flush for the batch)."""
+    await aio(_ack_all, msgs)
 
 
 def client_tls(cert_pem: str) -> ssl.SSLContext:

@@ -5,9 +5,13 @@ Two sides, both under ``AGENT_COMMS_HOME``:
 * **The hub** (``hub/server/``, written by ``agent-comms hub init`` and ``add-machine``): a self-signed TLS
   certificate and its key, ``machines.json`` (machine name -> public nkey), an admin nkey that ``hub serve`` uses to
   create the stream and the presence bucket, and ``nats.conf``, the static server configuration generated from
-  them. Each machine's user may publish operations only under its own subject prefix
+  them, with every machine's user in the account :data:`ACCOUNT` (JetStream enabled for it alone). Each
+  machine's user may publish operations only under its own subject prefix
   (``ac.ops.<machine>.>``), write only its own presence key, and use only its own durable consumer; it may not
-  create, delete, purge or update streams.
+  create, delete, purge or update streams. Other accounts may share the server: ``hub.json``'s
+  ``other_accounts`` (account name -> a ``nats-server`` account block, e.g. ``{"users": [{"nkey": "U…"}]}``) is
+  copied into the configuration as it is; nothing of this account (its subjects, streams, buckets) is visible to
+  them, since NATS accounts share nothing they do not export.
 * **A machine** (``hub/bundle.json``, written by ``agent-comms hub join``): the hub's URL, its certificate (the only
   one the gateway accepts: it is the trust anchor, so the hub is pinned), the machine's name and its nkey seed.
 
@@ -32,6 +36,7 @@ from typing import Any, Final
 import attrs
 
 __all__ = [
+    "ACCOUNT",
     "ADMIN",
     "CONSUMER_PREFIX",
     "NATS_SERVER_VERSION",
@@ -61,6 +66,8 @@ PRESENCE_BUCKET: Final = "ac_presence"
 CONSUMER_PREFIX: Final = "ac_"
 #: The hub's own user (creates the stream and the bucket).
 ADMIN: Final = "_admin"
+#: The NATS account of the hub's admin and of every machine (other accounts on the same server see none of it).
+ACCOUNT: Final = "AGENT_COMMS"
 
 _MACHINE_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
@@ -273,14 +280,37 @@ class HubFiles:
         self._save(settings)
         self._reload()
 
+    def write_config(self) -> None:
+        """Write the server configuration again from ``hub.json`` (``hub serve`` does at every start, so an edit of
+        ``other_accounts`` takes effect then)."""
+        self._save(self.settings())
+
+    def regenerate(self) -> None:
+        """:meth:`write_config`, and tell a running server to reload it."""
+        self.write_config()
+        self._reload()
+
     def _reload(self) -> None:
-        """Tell a running ``hub serve`` to reload the configuration (SIGHUP), if one runs."""
+        """Tell a running ``hub serve`` to reload the configuration (SIGHUP), if one runs: only if the pid in the
+        pid file is still a ``nats-server`` started with this hub's configuration (a pid left by a server that
+        died may have been reused by any process)."""
         try:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # no hub running: read at its start
+        if not self.is_our_server(pid):
+            return  # no hub running: the configuration is read at its start
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGHUP)
+
+    def is_our_server(self, pid: int) -> bool:
+        """Whether ``pid`` is alive and a ``nats-server`` started with this hub's configuration file."""
+        from agent_comms.liveness import process_alive
+
+        if not process_alive(pid):
+            return False
+        args = _command_line(pid)
+        return any(Path(arg).name.startswith("nats-server") for arg in args[:1]) and str(self.config_path) in args
 
     def server_config(self, settings: dict[str, Any]) -> str:
         """The static ``nats-server`` configuration (JSON is valid NATS configuration syntax)."""
@@ -288,6 +318,14 @@ class HubFiles:
         users += [
             {"nkey": public, "permissions": _permissions(name)} for name, public in sorted(settings["machines"].items())
         ]
+        accounts: dict[str, Any] = {ACCOUNT: {"jetstream": "enabled", "users": users}}
+        others = settings.get("other_accounts") or {}
+        if not isinstance(others, dict) or ACCOUNT in others or any(not isinstance(v, dict) for v in others.values()):
+            raise HubError(
+                f"hub.json: other_accounts must map account names (not {ACCOUNT}) to account blocks"
+                ' (for example {"users": [{"nkey": "U..."}]})'
+            )
+        accounts.update(others)
         config = {
             "server_name": "agent_comms_hub",
             "host": settings["host"],
@@ -295,9 +333,23 @@ class HubFiles:
             "pid_file": str(self.pid_path),
             "jetstream": {"store_dir": str(self.store_dir)},
             "tls": {"cert_file": str(self.cert_path), "key_file": str(self.key_path), "timeout": 5},
-            "authorization": {"users": users},
+            "accounts": accounts,
         }
         return json.dumps(config, indent=2)
+
+
+def _command_line(pid: int) -> list[str]:
+    """The arguments ``pid`` was started with (empty if unknown)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [arg.decode(errors="replace") for arg in f.read().split(b"\0") if arg]
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return []
+    except OSError:
+        return []
+    out = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    return out.stdout.split()
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

@@ -42,6 +42,7 @@ async def _prepare(files: HubFiles, url: str) -> None:
 async def serve(files: HubFiles) -> int:
     """Run the hub until signalled; the server's exit status (0 after a graceful stop)."""
     binary = nats_server_binary()
+    files.write_config()
     settings = files.settings()
     files.store_dir.mkdir(parents=True, exist_ok=True)
     local_url = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,7 +17,7 @@ from agent_comms.mesh.hub_client import aio, connect
 from agent_comms.mesh.hub_config import STREAM, Bundle, HubFiles, _new_user_seed, _self_signed, bundle_path
 from agent_comms.protocol.ops import DirectMessage, Op
 
-from .conftest import HubWorld, cli, dm_contents, eventually
+from .conftest import HubWorld, _require_nats_server, cli, dm_contents, eventually, free_port
 
 
 def bundle_of(world: HubWorld, name: str) -> Bundle:
@@ -147,6 +148,8 @@ async def test_a_removed_machine_is_disconnected_and_kept_out(world: HubWorld) -
     async with b.agent("bob") as bob:
         gateway = bob.store.node.gateway
         await eventually(lambda: gateway.connected)
+        files = HubFiles(world.hub.home)
+        assert files.is_our_server(int(files.pid_path.read_text()))  # so remove-machine makes it reload
         cli(world.hub.home, "hub", "remove-machine", "beta")
         await eventually(lambda: not gateway.connected and "uthorization" in gateway.last_error, within=60)
         await trio.sleep(1)
@@ -154,3 +157,37 @@ async def test_a_removed_machine_is_disconnected_and_kept_out(world: HubWorld) -
     status = json.loads(cli(b.home, "hub", "status", "--json").stdout)
     assert status["machine"] == "beta"
     assert status["gateway"]["connected"] is False
+
+
+async def test_a_hub_reload_signals_only_its_own_server(tmp_path: Path) -> None:
+    """A pid file left by a server that died may name a pid now reused by another process: adding or removing a
+    machine must not send that process SIGHUP (which would end it)."""
+    _require_nats_server()  # (the hub's extra: its files need its key and certificate libraries)
+    home = tmp_path / "hub"
+    cli(home, "hub", "init", "--listen", f"127.0.0.1:{free_port()}")
+    files = HubFiles(home)
+    other = await trio.lowlevel.open_process(["sleep", "60"])
+    try:
+        files.pid_path.write_text(f"{other.pid}\n")
+        assert not files.is_our_server(other.pid)
+        cli(home, "hub", "add-machine", "alpha", "--out", str(tmp_path / "alpha.json"))
+        cli(home, "hub", "remove-machine", "alpha")
+        with trio.move_on_after(0.5):
+            await other.wait()
+        assert other.returncode is None, "the unrelated process was signalled"
+    finally:
+        other.kill()
+        await other.wait()
+
+
+async def test_leaving_the_hub_is_refused_while_peers_of_the_machine_run(world: HubWorld) -> None:
+    a = world.machine("alpha")
+    async with a.node():
+        refused = cli(a.home, "hub", "leave", check=False)
+        assert refused.returncode == 6, refused
+        assert "running" in refused.stderr
+        assert "end them first" in refused.stderr
+        assert bundle_path(a.home).exists()
+    left = cli(a.home, "hub", "leave")
+    assert "left the hub" in left.stdout
+    assert not bundle_path(a.home).exists()

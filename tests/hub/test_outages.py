@@ -35,9 +35,14 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
     try:
         async with b.agent("bob") as bob:
             await eventually(lambda: bob.store.online("worker"))
+            lone_mark = a.home / "hub" / "lone-ack.json"
+            await eventually(lone_mark.exists)  # the first peer, alone, acknowledged bob's operations
             async with a.agent("alice") as alice:
                 assert alice.store.node.gateway is not None
                 assert not alice.store.node.gateway.holds_lease
+                await eventually(lambda: bob.store.online("alice-id"))  # so bob can address alice from the start
+                # the first peer was alone and marked what it acknowledged; alice's peer now holds it all
+                await eventually(lambda: not lone_mark.exists())
                 sent = []
                 for n in range(60):
                     if n == 20:
@@ -89,13 +94,93 @@ async def test_the_hub_stopped_restarted_and_wiped_all_machines_converge_again(w
         await eventually(lambda: bob.store.state.room_id("den") is not None)
         assert not bob.call({"action": "join_room", "room": "den"}).is_error
         await eventually(lambda: alice.store.state.digest() == bob.store.state.digest())
+        gateway = alice.store.node.gateway
+        assert gateway is not None
+        # the hub restarted with its store: only what it did not acknowledge is published again
+        await world.hub.stop()
+        await eventually(lambda: not gateway.connected)
+        assert not alice.call({"action": "send", "target": "den", "content": "hub restarting"}).is_error
+        await world.hub.start()
+        await eventually(lambda: alice.store.state.digest() == bob.store.state.digest(), within=60)
+        assert gateway.connected
+        stored = len(gateway._local_stored())
+        assert 1 <= gateway.resent < stored, (gateway.resent, stored)
         await world.hub.stop()
         # both machines keep working locally while the hub is away
         assert not alice.call({"action": "send", "target": "den", "content": "hub away (alice)"}).is_error
         assert not bob.call({"action": "send", "target": "den", "content": "hub away (bob)"}).is_error
         world.hub.wipe()
+        held = len(gateway._local_stored())
         await world.hub.start()
         await eventually(lambda: alice.store.state.digest() == bob.store.state.digest(), within=60)
+        assert gateway.resent >= held  # a new stream: everything of alpha's again
         # and a machine joining later gets everything from the refilled hub
         async with c.agent("carol") as carol:
             await eventually(lambda: carol.store.state.digest() == alice.store.state.digest(), within=60)
+
+
+async def _acknowledged_by(world: HubWorld, machine: str) -> int:
+    """The stream sequence up to which ``machine``'s durable consumer has acknowledged everything (as the admin)."""
+    from agent_comms.mesh.hub_client import aio, connect
+    from agent_comms.mesh.hub_config import CONSUMER_PREFIX, STREAM, HubFiles
+
+    files = HubFiles(world.hub.home)
+    settings = files.settings()
+    nc = await connect(settings["url"], settings["admin_seed"], files.cert_path.read_text(), name="admin")
+    try:
+        info = await aio(nc.jetstream().consumer_info, STREAM, f"{CONSUMER_PREFIX}{machine}")
+        return int(info.ack_floor.stream_seq or 0)
+    finally:
+        await aio(nc.close)
+
+
+async def test_a_lone_gateway_killed_right_after_acknowledging_loses_nothing(world: HubWorld) -> None:
+    """The gateway of alpha is alone (no other local peer holds what it applies) and acknowledges bob's DMs to the
+    hub, then is SIGKILLed. The next gateway of alpha already holds some of beta's operations (as a peer does that
+    synced part of the dead one's state before it died: here given to it directly, since which part a sync carries
+    before a kill cannot be chosen from outside): it must not resume after the dead one's acknowledgements, which
+    only the dead one's memory held."""
+    import json
+
+    from agent_comms.mesh.gateway import Gateway
+    from agent_comms.mesh.node import open_node
+    from agent_comms.mesh.registry import PeerRegistry
+    from agent_comms.protocol.ops import AgentUpsert
+    from agent_comms.protocol.peer import PeerConfig
+    from agent_comms.store import MeshStore
+
+    from .conftest import free_port
+
+    a, b = world.machine("alpha"), world.machine("beta")
+    first = await spawn_peer(a, "worker")  # alpha's gateway, with no other peer in its mesh
+    try:
+        async with b.agent("bob") as bob:
+            await eventually(lambda: bob.store.online("worker"))
+            # the next gateway: a peer of alpha's home that is not linked to the first (another coordinator port)
+            port = free_port()
+            async with open_node(
+                a.key, port=port, registry=PeerRegistry(a.home), config=PeerConfig(coordinator_port=port)
+            ) as later:
+                await later.wait_synced()
+                bob_upsert = [
+                    op for op in bob.store.state.stored_ops() if isinstance(op.body, AgentUpsert)
+                ]  # beta's: the later peer now holds some of the other machines' operations
+                later.relay(bob_upsert)
+                sent = [f"to the lone gateway {n}" for n in range(5)]
+                for content in sent:
+                    assert not bob.call({"action": "dm", "target": "worker", "content": content}).is_error
+                gateway_b = bob.store.node.gateway
+                assert gateway_b is not None
+                await eventually(lambda: not gateway_b.queue and gateway_b.published > 0)
+                published_up_to = gateway_b._hub_seq
+                with trio.fail_after(60):  # the first gateway applied and acknowledged them all
+                    while await _acknowledged_by(world, "alpha") < published_up_to:  # noqa: ASYNC110 - on the hub
+                        await trio.sleep(0.1)
+                marker = json.loads((a.home / "hub" / "lone-ack.json").read_text())
+                assert marker["peer"] == first.peer_id
+                first.kill()
+                store = MeshStore(later)
+                await eventually(lambda: isinstance(later.gateway, Gateway) and later.gateway.holds_lease, within=60)
+                await eventually(lambda: dm_contents(store, "worker") == sent, within=60)
+    finally:
+        first.kill()
