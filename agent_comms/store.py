@@ -107,11 +107,11 @@ class MeshStore:
     @property
     def state(self) -> MeshState:
         """The replicated state (read-only by convention)."""
-        return self.node.peer.replica.state
+        return self.node.state
 
     def is_hosted(self, agent_id: str) -> bool:
         """Whether this store's node hosts the agent."""
-        return agent_id in self.node.peer.hosted
+        return agent_id in self.node.hosted
 
     def record(self, agent_id: str) -> AgentUpsert | None:
         """The agent's current record, if known."""
@@ -230,7 +230,7 @@ class MeshStore:
         """Change a hosted agent's record (checked first, see :meth:`check`)."""
         self.check(msgspec.structs.replace(self._require_hosted(agent_id), **fields))
         self.node.update_agent(agent_id, **fields)
-        return self.node.peer.hosted[agent_id]
+        return self.node.hosted[agent_id]
 
     def release(self, agent_id: str) -> None:
         """Stop hosting an agent (it goes offline for everyone)."""
@@ -243,7 +243,7 @@ class MeshStore:
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         # A room's id is the id of the operation creating it, and the operation carries it.
-        room_id = self.node.peer.replica.next_op_id()
+        room_id = self.node.next_op_id()
         op = self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
         assert op_id(op) == room_id
         return room_id
@@ -288,7 +288,7 @@ class MeshStore:
         return self._require_hosted(agent_id).incarnation
 
     def _require_hosted(self, agent_id: str) -> AgentUpsert:
-        hosted = self.node.peer.hosted.get(agent_id)
+        hosted = self.node.hosted.get(agent_id)
         if hosted is None:
             raise CommsError(ErrorCode.INVALID_PARAMS, "not registered: call the 'register' action first")
         return hosted
@@ -406,7 +406,7 @@ class MeshStore:
         self._deliver(self._planner().plan(changes))
 
     def _planner(self) -> DeliveryPlanner:
-        return DeliveryPlanner(self.state, self.node.peer.hosted, self.node.peer_id, int(time.time() * 1000))
+        return DeliveryPlanner(self.state, self.node.hosted, self.node.peer_id, int(time.time() * 1000))
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
