@@ -52,6 +52,7 @@ from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
 from . import queries, visibility
+from .actions import parameter_of
 from .deliveries import Delivery, DeliveryPlanner, ReadElsewhere
 from .errors import CommsError, ErrorCode
 from .inbox import Inbox
@@ -60,20 +61,6 @@ __all__ = ["PRESENCE_QUIET_S", "DeliveryCallback", "MeshStore"]
 
 DeliveryCallback = Callable[[DeliveryEvent], None]
 """Called synchronously with every event for a hosted agent, as it is queued."""
-
-#: Fields of operations -> the tool parameters they come from (a field not listed has its parameter's name).
-_PARAMETER: Final = {
-    ("RoomCreate", "name"): "room",
-    ("RoomCreate", "room_type"): "type",
-    ("Membership", "room_id"): "room",
-    ("Membership", "subject"): "agent",
-    ("RoomMessage", "room_id"): "target",
-    ("RoomMessage", "reply_to"): "replyTo",
-    ("RoomMessage", "streaming"): "streamingBehavior",
-    ("DirectMessage", "recipient"): "target",
-    ("DirectMessage", "reply_to"): "replyTo",
-    ("DirectMessage", "streaming"): "streamingBehavior",
-}
 
 #: Events kept per hosted agent until its bridge takes them. A message that does not fit waits in the state, not
 #: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
@@ -273,11 +260,12 @@ class MeshStore:
     def check(body: Body) -> None:
         """Refuse, with ``INVALID_PARAMS`` naming the tool's parameter, an operation that peers would refuse as
         malformed or that breaks the rules for what an agent may write (:func:`~agent_comms.protocol.fields.check_body`:
-        the one home of those rules, shared with the tool's parameter checks)."""
+        the one home of those rules, shared with the tool's parameter checks; the parameter's name from
+        :func:`~agent_comms.actions.parameter_of`)."""
         try:
             check_body(body)
         except InvalidField as exc:
-            name = _PARAMETER.get((type(body).__name__, exc.field), exc.field)
+            name = parameter_of(type(body).__name__, exc.field)
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
 
     def _submit(self, body: Body) -> Op:
