@@ -7,8 +7,9 @@ Structure (each arrow is a memory channel, each box a task)::
     reader (link n)┘                         └─> subscribers (changes)
 
 * The **owner** task is the only one that drives the :class:`Peer`: it takes events from the inbox (accepted and
-  opened connections, received frames, closed links, bind results), feeds them to the peer, and carries out the
-  commands the peer returns. It sleeps until the next event or the peer's next timer (``get_timer``).
+  opened connections, received frames, closed links, bind results, the alarm: one class each in
+  :mod:`~agent_comms.mesh.owner_events`), feeds them to the peer, and carries out the commands the peer returns.
+  It sleeps until the next event or the peer's next timer (``get_timer``).
 * Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
   queued since its last write into one ``send_all``. The writer's queue is bounded, in writes
   (:data:`LINK_QUEUE_FRAMES`) and in bytes (:data:`LINK_QUEUE_BYTES`): a link that cannot keep up (a stopped or

@@ -50,6 +50,19 @@ Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``
 the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
 says when :meth:`handle_timer` wants to run next.
 
+Parts
+=====
+
+* :attr:`Peer.role` is what the peer is to the mesh (:class:`Role`): joining, a member linked to the coordinator,
+  the coordinator, or closed (rules 1, 4 and 5).
+* Each deadline has its name: ``_bind_at`` (rules 4 and 5), ``_anti_entropy_at`` (rules 3 and 8), ``_gc_at``
+  (forgetting), ``_ready_at`` (rule 9's bound) and ``_sync_answer_at`` (per link, coalesced sync answers), with the
+  links' sweep (:class:`~.links.LinkSweep`, rule 6's heartbeats and timeouts). :meth:`Peer.get_timer` is the
+  earliest of them; :meth:`Peer.handle_timer` runs those that have passed.
+* A dial on its way is for a :data:`~.links.DialTarget`: the coordinator port or one peer's data port.
+* The hosted agents (claims, refutation, offline verdicts) are :class:`~.hosting.Hosting`'s; the peer makes the
+  operations it decides.
+
 Two clocks
 ==========
 
