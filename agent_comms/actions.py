@@ -68,11 +68,29 @@ __all__ = [
     "Update",
     "WhoAmI",
     "build_action",
+    "parameter_of",
 ]
 
-#: Parameter names of the contract -> field names of the action classes, and back.
+#: Parameter names of the contract -> field names of the action classes (and of the operations), and back.
 _RENAMES: Final = {"replyTo": "reply_to", "streamingBehavior": "streaming"}
 _PARAM: Final = {v: k for k, v in _RENAMES.items()}
+#: Fields of the operations the tool makes that a parameter of another name supplies, by operation: (operation
+#: class name, field) -> parameter. Every other field is the parameter of its name (:data:`_RENAMES` aside).
+_OPERATION_PARAMETERS: Final = {
+    ("RoomCreate", "name"): "room",
+    ("RoomCreate", "room_type"): "type",
+    ("Membership", "room_id"): "room",
+    ("Membership", "subject"): "agent",
+    ("RoomMessage", "room_id"): "target",
+    ("DirectMessage", "recipient"): "target",
+}
+
+
+def parameter_of(operation: str, field: str) -> str:
+    """The tool parameter that supplies ``field`` of the operation class named ``operation`` (to name it when the
+    operation is refused: :meth:`agent_comms.store.MeshStore.check`)."""
+    return _OPERATION_PARAMETERS.get((operation, field)) or _PARAM.get(field, field)
+
 
 Visibility = Literal["visible", "hidden", "ghost"]
 Status = Literal["active", "idle", "busy"]

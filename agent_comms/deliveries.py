@@ -14,7 +14,7 @@ destroyed) to the members who may see them; status changes of room members (not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -57,7 +57,7 @@ class DeliveryPlanner:
     """Plans deliveries over ``state`` for the agents in ``hosted`` (this peer, ``peer_id``); ``now_ms`` stamps the
     events of room changes."""
 
-    def __init__(self, state: MeshState, hosted: dict[str, AgentUpsert], peer_id: str, now_ms: int) -> None:
+    def __init__(self, state: MeshState, hosted: Mapping[str, AgentUpsert], peer_id: str, now_ms: int) -> None:
         self.state = state
         self.hosted = hosted
         self.peer_id = peer_id
@@ -189,7 +189,7 @@ class DeliveryPlanner:
             self._out.append(ReadElsewhere(change.recipient, change.message_id))
         body = message.body
         author = getattr(body, "author", None)
-        if author not in self.hosted or change.recipient == author:
+        if author is None or author not in self.hosted or change.recipient == author:
             return
         reader = self.record(change.recipient)
         if not self._receipt_shown(body, reader, author):

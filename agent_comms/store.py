@@ -52,6 +52,7 @@ from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
 
 from . import queries, visibility
+from .actions import parameter_of
 from .deliveries import Delivery, DeliveryPlanner, ReadElsewhere
 from .errors import CommsError, ErrorCode
 from .inbox import Inbox
@@ -60,20 +61,6 @@ __all__ = ["PRESENCE_QUIET_S", "DeliveryCallback", "MeshStore"]
 
 DeliveryCallback = Callable[[DeliveryEvent], None]
 """Called synchronously with every event for a hosted agent, as it is queued."""
-
-#: Fields of operations -> the tool parameters they come from (a field not listed has its parameter's name).
-_PARAMETER: Final = {
-    ("RoomCreate", "name"): "room",
-    ("RoomCreate", "room_type"): "type",
-    ("Membership", "room_id"): "room",
-    ("Membership", "subject"): "agent",
-    ("RoomMessage", "room_id"): "target",
-    ("RoomMessage", "reply_to"): "replyTo",
-    ("RoomMessage", "streaming"): "streamingBehavior",
-    ("DirectMessage", "recipient"): "target",
-    ("DirectMessage", "reply_to"): "replyTo",
-    ("DirectMessage", "streaming"): "streamingBehavior",
-}
 
 #: Events kept per hosted agent until its bridge takes them. A message that does not fit waits in the state, not
 #: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
@@ -107,11 +94,11 @@ class MeshStore:
     @property
     def state(self) -> MeshState:
         """The replicated state (read-only by convention)."""
-        return self.node.peer.replica.state
+        return self.node.state
 
     def is_hosted(self, agent_id: str) -> bool:
         """Whether this store's node hosts the agent."""
-        return agent_id in self.node.peer.hosted
+        return agent_id in self.node.hosted
 
     def record(self, agent_id: str) -> AgentUpsert | None:
         """The agent's current record, if known."""
@@ -230,7 +217,7 @@ class MeshStore:
         """Change a hosted agent's record (checked first, see :meth:`check`)."""
         self.check(msgspec.structs.replace(self._require_hosted(agent_id), **fields))
         self.node.update_agent(agent_id, **fields)
-        return self.node.peer.hosted[agent_id]
+        return self.node.hosted[agent_id]
 
     def release(self, agent_id: str) -> None:
         """Stop hosting an agent (it goes offline for everyone)."""
@@ -243,7 +230,7 @@ class MeshStore:
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         # A room's id is the id of the operation creating it, and the operation carries it.
-        room_id = self.node.peer.replica.next_op_id()
+        room_id = self.node.next_op_id()
         op = self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
         assert op_id(op) == room_id
         return room_id
@@ -273,11 +260,12 @@ class MeshStore:
     def check(body: Body) -> None:
         """Refuse, with ``INVALID_PARAMS`` naming the tool's parameter, an operation that peers would refuse as
         malformed or that breaks the rules for what an agent may write (:func:`~agent_comms.protocol.fields.check_body`:
-        the one home of those rules, shared with the tool's parameter checks)."""
+        the one home of those rules, shared with the tool's parameter checks; the parameter's name from
+        :func:`~agent_comms.actions.parameter_of`)."""
         try:
             check_body(body)
         except InvalidField as exc:
-            name = _PARAMETER.get((type(body).__name__, exc.field), exc.field)
+            name = parameter_of(type(body).__name__, exc.field)
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
 
     def _submit(self, body: Body) -> Op:
@@ -288,7 +276,7 @@ class MeshStore:
         return self._require_hosted(agent_id).incarnation
 
     def _require_hosted(self, agent_id: str) -> AgentUpsert:
-        hosted = self.node.peer.hosted.get(agent_id)
+        hosted = self.node.hosted.get(agent_id)
         if hosted is None:
             raise CommsError(ErrorCode.INVALID_PARAMS, "not registered: call the 'register' action first")
         return hosted
@@ -406,7 +394,7 @@ class MeshStore:
         self._deliver(self._planner().plan(changes))
 
     def _planner(self) -> DeliveryPlanner:
-        return DeliveryPlanner(self.state, self.node.peer.hosted, self.node.peer_id, int(time.time() * 1000))
+        return DeliveryPlanner(self.state, self.node.hosted, self.node.peer_id, int(time.time() * 1000))
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:

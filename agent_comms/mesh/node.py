@@ -7,8 +7,9 @@ Structure (each arrow is a memory channel, each box a task)::
     reader (link n)┘                         └─> subscribers (changes)
 
 * The **owner** task is the only one that drives the :class:`Peer`: it takes events from the inbox (accepted and
-  opened connections, received frames, closed links, bind results), feeds them to the peer, and carries out the
-  commands the peer returns. It sleeps until the next event or the peer's next timer (``get_timer``).
+  opened connections, received frames, closed links, bind results, the alarm: one class each in
+  :mod:`~agent_comms.mesh.owner_events`), feeds them to the peer, and carries out the commands the peer returns.
+  It sleeps until the next event or the peer's next timer (``get_timer``).
 * Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
   queued since its last write into one ``send_all``. The writer's queue is bounded, in writes
   (:data:`LINK_QUEUE_FRAMES`) and in bytes (:data:`LINK_QUEUE_BYTES`): a link that cannot keep up (a stopped or
@@ -36,9 +37,9 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, assert_never
 
 import trio
 
@@ -60,9 +61,21 @@ from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body, Op
 from agent_comms.protocol.peer import Peer, PeerConfig
+from agent_comms.protocol.state import MeshState
 from agent_comms.protocol.wire import Identify, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
+from .owner_events import (
+    Accepted,
+    BindFailed,
+    Bound,
+    DialFailed,
+    FramesRead,
+    LinkEnded,
+    Opened,
+    OwnerEvent,
+    TimerDue,
+)
 from .registry import PeerRegistry
 
 __all__ = ["LINK_QUEUE_BYTES", "LINK_QUEUE_FRAMES", "MAX_PENDING_LINKS", "MeshNode", "open_node"]
@@ -118,7 +131,7 @@ class MeshNode:
         self.network = network
         self.registry = registry
         self._nursery = nursery
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Any, ...]](_INBOX)
+        self._inbox_send, self._inbox = trio.open_memory_channel[OwnerEvent](_INBOX)
         self._writers: dict[int, trio.MemorySendChannel[_Chunk]] = {}
         #: link id -> bytes queued on its writer and not yet sent, anti-entropy answers excepted
         self._queued: dict[int, int] = {}
@@ -157,6 +170,23 @@ class MeshNode:
         """This peer's id."""
         return self.peer.peer_id
 
+    # The narrow read interface for the layers above (the store, views, tests): they read the state and the hosted
+    # agents through these, never through ``peer``, and change them only through the methods that follow.
+
+    @property
+    def state(self) -> MeshState:
+        """The replicated state, to read (only the peer changes it, as operations are made and received)."""
+        return self.peer.replica.state
+
+    @property
+    def hosted(self) -> Mapping[str, AgentUpsert]:
+        """Agent id -> the record this peer last wrote for each agent it hosts (to read)."""
+        return self.peer.hosting.hosted
+
+    def next_op_id(self) -> str:
+        """The id the next operation made here will get (a room's id is the id of the operation creating it)."""
+        return self.peer.replica.next_op_id()
+
     def submit(self, body: Body) -> Op:
         """Make an operation (applied here at once, broadcast to every linked peer); return it."""
         op, commands = self.peer.make(body, trio.current_time())
@@ -169,11 +199,11 @@ class MeshNode:
         If the record names a process (``pid``), the agent is released as soon as that process exits (on Linux
         through a pidfd, at once; elsewhere by the periodic probe).
         """
-        first = record.agent_id not in self.peer.hosted
+        first = record.agent_id not in self.hosted
         self._execute(self.peer.host_agent(record, trio.current_time()))
         if first and record.pid > 0 and hasattr(os, "pidfd_open"):
             self._nursery.start_soon(self._watch_process, record.agent_id, record.pid, record.process_start)
-        return self.peer.hosted[record.agent_id]
+        return self.hosted[record.agent_id]
 
     def update_agent(self, agent_id: str, **changes: object) -> None:
         """Change a hosted agent's record."""
@@ -284,7 +314,7 @@ class MeshNode:
                 self._alarm_deadline = math.inf
                 self._reschedule()
                 await trio.sleep_forever()
-            await self._inbox_send.send(("timer",))
+            await self._inbox_send.send(TimerDue())
 
     def _reschedule(self) -> None:
         """Point the alarm at the peer's next timer (cheap: no task switch, and nothing when it did not move)."""
@@ -296,49 +326,44 @@ class MeshNode:
                 self._alarm_deadline = deadline
                 scope.deadline = deadline
 
-    def _handle(self, event: tuple[Any, ...]) -> None:
-        kind = event[0]
+    def _handle(self, event: OwnerEvent) -> None:
+        """One event from the inbox, fed to the peer as the input it is."""
         peer = self.peer
         now = trio.current_time()
-        if kind == "frames":
-            _, link_id, frames = event
-            for frame in frames:
-                self._execute(peer.frame_received(link_id, frame, now))
-        elif kind == "closed":
-            _, link_id, reason = event
-            if link_id in peer.links:
-                self._log_close(link_id, reason)
-            self._drop_writer(link_id)
-            self._execute(peer.link_closed(link_id, now, reason))
-        elif kind == "accepted":
-            conn: Connection = event[1]
-            self._accepted_unhandled -= 1
-            link_id, commands = peer.accept(now, local_addr=conn.local_addr, remote_addr=conn.remote_addr)
-            self._start_link(link_id, conn)
-            self._execute(commands)
-        elif kind == "opened":
-            _, link_id, conn = event
-            self._start_link(link_id, conn)
-            self._execute(peer.link_opened(link_id, now, local_addr=conn.local_addr, remote_addr=conn.remote_addr))
-        elif kind == "dial_failed":
-            _, link_id, reason = event
-            self._execute(peer.dial_failed(link_id, now, reason))
-        elif kind == "bound":
-            listener: Listener = event[1]
-            if self.closed:
-                self._nursery.start_soon(listener.aclose)
-                return
-            scope = self._coordinator_scope = trio.CancelScope()
-            self._nursery.start_soon(self._accept_loop, listener, scope)
-            self._execute(peer.coordinator_bound(now))
-        elif kind == "bind_failed":
-            self._execute(peer.coordinator_bind_failed(now))
-        elif kind == "timer":
-            due = peer.get_timer()
-            if due is not None and now >= due:
-                self._execute(peer.handle_timer(now))
-        else:  # pragma: no cover - a bug in this module
-            raise AssertionError(f"unknown inbox event {kind}")
+        match event:
+            case FramesRead(link_id, frames):
+                for frame in frames:
+                    self._execute(peer.frame_received(link_id, frame, now))
+            case LinkEnded(link_id, reason):
+                if link_id in peer.links:
+                    self._log_close(link_id, reason)
+                self._drop_writer(link_id)
+                self._execute(peer.link_closed(link_id, now, reason))
+            case Accepted(conn):
+                self._accepted_unhandled -= 1
+                link_id, commands = peer.accept(now, local_addr=conn.local_addr, remote_addr=conn.remote_addr)
+                self._start_link(link_id, conn)
+                self._execute(commands)
+            case Opened(link_id, conn):
+                self._start_link(link_id, conn)
+                self._execute(peer.link_opened(link_id, now, local_addr=conn.local_addr, remote_addr=conn.remote_addr))
+            case DialFailed(link_id, reason):
+                self._execute(peer.dial_failed(link_id, now, reason))
+            case Bound(listener):
+                if self.closed:
+                    self._nursery.start_soon(listener.aclose)
+                    return
+                scope = self._coordinator_scope = trio.CancelScope()
+                self._nursery.start_soon(self._accept_loop, listener, scope)
+                self._execute(peer.coordinator_bound(now))
+            case BindFailed():
+                self._execute(peer.coordinator_bind_failed(now))
+            case TimerDue():
+                due = peer.get_timer()
+                if due is not None and now >= due:
+                    self._execute(peer.handle_timer(now))
+            case _:
+                assert_never(event)
 
     def _execute(self, commands: Iterable[Command]) -> None:
         encoded: dict[int, bytes] = {}  # a frame broadcast to every link is encoded once
@@ -448,7 +473,7 @@ class MeshNode:
         try:
             listener = await self.network.listen(self.peer.config.coordinator_port)
         except PortInUse:
-            await self._inbox_send.send(("bind_failed",))
+            await self._inbox_send.send(BindFailed())
         except OSError as exc:
             if exc.errno not in _SHORT_OF_RESOURCES:
                 raise
@@ -456,9 +481,9 @@ class MeshNode:
             # short pause has passed, so the retries that follow do not spin.
             logger.warning("peer %s: cannot bind the coordinator port for now: %s", self.peer_id, exc)
             await trio.sleep(_RESOURCE_PAUSE)
-            await self._inbox_send.send(("bind_failed",))
+            await self._inbox_send.send(BindFailed())
         else:
-            await self._inbox_send.send(("bound", listener))
+            await self._inbox_send.send(Bound(listener))
 
     def pending_links(self) -> int:
         """Accepted connections whose handshake has not finished (see :data:`MAX_PENDING_LINKS`)."""
@@ -543,7 +568,7 @@ class MeshNode:
                         self._dropped_pending = 0
                     self._accepted_unhandled += 1
                     try:
-                        await self._inbox_send.send(("accepted", conn))
+                        await self._inbox_send.send(Accepted(conn))
                     except BaseException:
                         self._accepted_unhandled -= 1  # not sent (cancelled or closed): never handled either
                         raise
@@ -558,9 +583,9 @@ class MeshNode:
         except (OSError, trio.TooSlowError) as exc:
             if isinstance(exc, OSError) and exc.errno in _SHORT_OF_RESOURCES:
                 await trio.sleep(_RESOURCE_PAUSE)  # so that what follows a failed dial does not spin meanwhile
-            await self._inbox_send.send(("dial_failed", command.link_id, f"{type(exc).__name__}: {exc}"))
+            await self._inbox_send.send(DialFailed(command.link_id, f"{type(exc).__name__}: {exc}"))
         else:
-            await self._inbox_send.send(("opened", command.link_id, conn))
+            await self._inbox_send.send(Opened(command.link_id, conn))
 
     # ------------------------------------------------------------------ links
 
@@ -659,7 +684,7 @@ class MeshNode:
             if not self._link_scopes and self._links_drained is not None:
                 self._links_drained.set()
             await trio.aclose_forcefully(conn.stream)
-            event = ("closed", link_id, reason)
+            event = LinkEnded(link_id, reason)
             try:
                 self._inbox_send.send_nowait(event)
             except trio.WouldBlock:
@@ -690,7 +715,7 @@ class MeshNode:
                             verdict = True
                             break
                     if frames:
-                        await send.send(("frames", link_id, frames))
+                        await send.send(FramesRead(link_id, frames))
                     if not verdict:
                         break
                     await self.wait_for(lambda: self._link_settled(link_id))

@@ -50,6 +50,19 @@ Inputs are method calls named for facts (``link_opened``, ``frame_received``, ``
 the :mod:`~.commands` to carry out. Time is passed in as ``now`` (seconds, any monotonic origin); :meth:`get_timer`
 says when :meth:`handle_timer` wants to run next.
 
+Parts
+=====
+
+* :attr:`Peer.role` is what the peer is to the mesh (:class:`Role`): joining, a member linked to the coordinator,
+  the coordinator, or closed (rules 1, 4 and 5).
+* Each deadline has its name: ``_bind_at`` (rules 4 and 5), ``_anti_entropy_at`` (rules 3 and 8), ``_gc_at``
+  (forgetting), ``_ready_at`` (rule 9's bound) and ``_sync_answer_at`` (per link, coalesced sync answers), with the
+  links' sweep (:class:`~.links.LinkSweep`, rule 6's heartbeats and timeouts). :meth:`Peer.get_timer` is the
+  earliest of them; :meth:`Peer.handle_timer` runs those that have passed.
+* A dial on its way is for a :data:`~.links.DialTarget`: the coordinator port or one peer's data port.
+* The hosted agents (claims, refutation, offline verdicts) are :class:`~.hosting.Hosting`'s; the peer makes the
+  operations it decides.
+
 Two clocks
 ==========
 
@@ -71,10 +84,10 @@ stamp (``2**64 - 1``) from pushing the hybrid clock out of range (see :meth:`Pee
 
 from __future__ import annotations
 
-import math
+import enum
 import random
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, assert_never
 
 import attrs
 import msgspec
@@ -94,8 +107,19 @@ from .commands import (
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DEFAULT_MAX_FRAME
 from .hlc import COUNTER_BITS, hlc_wall_ms
+from .hosting import Hosting
 from .link import LinkHandshake
-from .ops import AgentSuspect, AgentUpsert, Body, Op
+from .links import (
+    DialCoordinator,
+    DialPeer,
+    DialTarget,
+    HandshakeTimedOut,
+    HeartbeatDue,
+    LinkEntry,
+    LinkSweep,
+    Silent,
+)
+from .ops import AgentUpsert, Body, Op
 from .replica import Replica
 from .wire import (
     CoordinatorAt,
@@ -113,7 +137,7 @@ from .wire import (
     SyncRequest,
 )
 
-__all__ = ["LinkEntry", "Peer", "PeerConfig"]
+__all__ = ["LinkEntry", "Peer", "PeerConfig", "Role"]
 
 _encoder: Final = msgspec.msgpack.Encoder()
 
@@ -158,38 +182,17 @@ class PeerConfig:
 MAX_DEFERRED_SYNCS = 64
 
 
-@attrs.define
-class LinkEntry:
-    """One link as the peer tracks it."""
+class Role(enum.Enum):
+    """What a peer is to the mesh (rules 1, 4 and 5)."""
 
-    link_id: int
-    outbound: bool
-    handshake: LinkHandshake
-    opened_at: float
-    last_rx: float
-    last_tx: float
-    #: what the link is for: set by the dialer's Hello on inbound links
-    purpose: LinkRole = "data"
-    peer_id: str | None = None
-    #: on a data link we dialed: who we expect to answer (known before the handshake finishes)
-    expected_peer: str | None = None
-    said_goodbye: bool = False
-    duplicate: bool = False
-    #: anti-entropy requests sent on this link, and final answers (``SyncOps`` with ``done``) received: the other
-    #: end answers every request exactly once, in the order the frames came (see :meth:`Peer.request_sync`)
-    syncs_sent: int = 0
-    syncs_answered: int = 0
-    #: when a sync request on this link was last answered
-    last_sync_answer: float = -math.inf
-    #: the latest request that came too soon after the last answer, and how many came: answered when the interval
-    #: has passed (the answer to the latest covers the earlier ones, which get an empty final frame each)
-    deferred_sync: SyncRequest | None = None
-    deferred_syncs: int = 0
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the handshake has finished."""
-        return self.handshake.is_open
+    #: no coordinator known: binding the coordinator port, dialing it, or waiting for its turn to bind
+    JOINING = "joining"
+    #: linked to the coordinator, another peer
+    MEMBER = "member"
+    #: holding the coordinator port (alone on the mesh, or introducing the others)
+    COORDINATOR = "coordinator"
+    #: left the mesh (:meth:`Peer.close`): nothing is started any more
+    CLOSED = "closed"
 
 
 def _rank_key(info: PeerInfo) -> tuple[float, str]:
@@ -205,12 +208,17 @@ class Peer:
     config: PeerConfig
     rng: random.Random
     replica: Replica
+    #: the agents this peer hosts, and what it writes about agents (claims, refutations, offline verdicts)
+    hosting: Hosting
+    #: when the links are next checked for heartbeats and timeouts
+    sweep: LinkSweep
     links: dict[int, LinkEntry] = attrs.field(factory=dict)
     #: peer id -> link id of the open data link to that peer
     data_links: dict[str, int] = attrs.field(factory=dict)
     #: every peer we have heard of and not seen leave
     known: dict[str, PeerInfo] = attrs.field(factory=dict)
-    is_coordinator: bool = False
+    role: Role = Role.JOINING
+    #: the coordinator's peer id (ours when :attr:`role` is ``COORDINATOR``; ``None`` while joining)
     coordinator_id: str | None = None
     coordinator_link: int | None = None
     #: when coordinator: peers introduced to us, by the link they introduced themselves on
@@ -218,14 +226,22 @@ class Peer:
     successor: str | None = None
     #: when we were named successor (our bind retries stop ``handover_grace`` later)
     _successor_since: float = 0.0
-    #: agent id -> the record we last wrote for each agent we host
-    hosted: dict[str, AgentUpsert] = attrs.field(factory=dict)
-    closed: bool = False
     _next_link: int = 1
-    _timers: dict[str, float] = attrs.field(factory=dict)
+    #: the deadlines this peer keeps (``None``: not set); :meth:`get_timer` is the earliest of them and the sweep's
+    #: rules 4 and 5: when to try to bind the coordinator port
+    _bind_at: float | None = None
+    #: rule 3: the next periodic anti-entropy round (and rule 8's repair)
+    _anti_entropy_at: float | None = None
+    #: forgetting, and re-stamping hosted agents (:meth:`collect_garbage`)
+    _gc_at: float | None = None
+    #: rule 9's bound on the first anti-entropy round
+    _ready_at: float | None = None
+    #: link id -> when that link's deferred sync request is answered (``sync_answer_interval`` after the last answer)
+    _sync_answer_at: dict[int, float] = attrs.field(factory=dict)
     _binding: bool = False
     _anti_entropy_turn: int = 0
-    _pending_dials: dict[int, str | None] = attrs.field(factory=dict)
+    #: link id -> whom a dial on its way is for
+    _pending_dials: dict[int, DialTarget] = attrs.field(factory=dict)
     #: the wall clock (seconds since the epoch), read each time wall time is needed (see "Two clocks" above)
     wall_clock: Callable[[], float] | None = None
     #: without :attr:`wall_clock` (simulations under one virtual clock), the wall time is ``now + wall_offset``
@@ -236,8 +252,6 @@ class Peer:
     _clock_behind_noted: bool = False
     #: consecutive attempts to reach the coordinator that failed before the handshake finished (for back-off)
     _coordinator_failures: int = 0
-    #: when the links are next checked for heartbeats and timeouts (``None`` while there are none)
-    _next_sweep: float | None = None
     #: rule 9: the links of the first anti-entropy round are those with a smaller id (0: the mesh is not met yet)
     _first_round_end: int = 0
     _synced: bool = False
@@ -263,20 +277,37 @@ class Peer:
         peer_id = f"{rng.getrandbits(64):016x}"
         info = PeerInfo(peer_id, pid, started_at, data_port, process_start, config.coordinator_port)
         replica = Replica.create(peer_id, history_limit=config.history_limit)
-        return cls(info, key, config, rng, replica, wall_clock=wall_clock, wall_offset=wall_offset)
+        hosting = Hosting(peer_id)
+        sweep = LinkSweep(config.heartbeat_interval, config.link_timeout, config.handshake_timeout)
+        return cls(info, key, config, rng, replica, hosting, sweep, wall_clock=wall_clock, wall_offset=wall_offset)
 
     @property
     def peer_id(self) -> str:
         """This peer's id."""
         return self.info.peer_id
 
+    @property
+    def is_coordinator(self) -> bool:
+        """Whether this peer holds the coordinator port."""
+        return self.role is Role.COORDINATOR
+
+    @property
+    def closed(self) -> bool:
+        """Whether this peer has left the mesh."""
+        return self.role is Role.CLOSED
+
+    @property
+    def hosted(self) -> dict[str, AgentUpsert]:
+        """Agent id -> the record we last wrote for each agent we host."""
+        return self.hosting.hosted
+
     # ------------------------------------------------------------------ meeting and succession
 
     def start(self, now: float) -> list[Command]:
         """Rule 1: begin by trying to become the coordinator, and by linking to the peers in the registry."""
-        self._timers["anti-entropy"] = now + self.config.anti_entropy_interval
-        self._timers["gc"] = now + self.config.gc_interval
-        self._timers["ready"] = now + self.config.ready_timeout
+        self._anti_entropy_at = now + self.config.anti_entropy_interval
+        self._gc_at = now + self.config.gc_interval
+        self._ready_at = now + self.config.ready_timeout
         # The horizon from the start: what forgotten agents did under old claims counts at once (state rule 8).
         return [*self.collect_garbage(now), *self._try_bind(), ReadPeerRegistry()]
 
@@ -285,7 +316,7 @@ class Peer:
         """Rule 9: the first anti-entropy round with the mesh is done (or ``ready_timeout`` passed); stays true."""
         if not self._synced and self._first_round_end and self._first_round_done():
             self._synced = True
-            self._timers.pop("ready", None)
+            self._ready_at = None
         return self._synced
 
     def _met(self) -> None:
@@ -296,7 +327,7 @@ class Peer:
     def _first_round_done(self) -> bool:
         """Every data link of the first round has answered our sync request (or is gone: closed, dial failed)."""
         end = self._first_round_end
-        if any(link_id < end and target != "coordinator" for link_id, target in self._pending_dials.items()):
+        if any(link_id < end and isinstance(target, DialPeer) for link_id, target in self._pending_dials.items()):
             return False
         return all(
             entry.syncs_answered > 0
@@ -307,12 +338,12 @@ class Peer:
     def coordinator_bound(self, now: float) -> list[Command]:
         """The coordinator port is ours."""
         self._binding = False
-        self.is_coordinator = True
+        if not self.closed:  # a bind that finished after this peer left: its listener is the runtime's to close
+            self.role = Role.COORDINATOR
         self._met()
         self.coordinator_id = self.peer_id
         self.successor = None
-        self._timers.pop("bind", None)
-        self._timers.pop("coordinator", None)
+        self._bind_at = None
         commands: list[Command] = []
         if self.coordinator_link is not None:
             commands.append(CloseLink(self.coordinator_link, "this peer is the coordinator now"))
@@ -328,7 +359,7 @@ class Peer:
             return []
         if self.successor == self.peer_id and now - self._successor_since < self.config.handover_grace:
             # We were named successor but the old coordinator has not let go yet: try again shortly.
-            self._timers["bind"] = now + self.config.bind_stagger
+            self._bind_at = now + self.config.bind_stagger
             return []
         if self.successor == self.peer_id:
             self.successor = None  # someone else took the port (a newcomer, say): follow it like everyone else
@@ -341,10 +372,11 @@ class Peer:
         return [BindCoordinatorPort()]
 
     def _dial_coordinator(self) -> list[Command]:
-        if self.coordinator_link is not None or "coordinator" in self._pending_dials.values():
+        target = DialCoordinator()
+        if self.coordinator_link is not None or target in self._pending_dials.values():
             return []
         link_id = self._new_link_id()
-        self._pending_dials[link_id] = "coordinator"
+        self._pending_dials[link_id] = target
         return [Dial(link_id, self.config.coordinator_port, "coordinator")]
 
     def _dial_peer(self, info: PeerInfo) -> list[Command]:
@@ -355,10 +387,11 @@ class Peer:
             for entry in self.links.values()
         ):
             return []
-        if f"peer:{info.peer_id}" in self._pending_dials.values():
+        target = DialPeer(info.peer_id)
+        if target in self._pending_dials.values():
             return []
         link_id = self._new_link_id()
-        self._pending_dials[link_id] = f"peer:{info.peer_id}"
+        self._pending_dials[link_id] = target
         return [Dial(link_id, info.data_port, "data", info.peer_id)]
 
     def _new_link_id(self) -> int:
@@ -406,11 +439,11 @@ class Peer:
         target = self._pending_dials.pop(link_id, None)
         if link_id in self.links:
             raise LocalProtocolError(f"link {link_id} opened twice")
-        role: LinkRole = "coordinator" if target == "coordinator" else "data"
+        role: LinkRole = "coordinator" if isinstance(target, DialCoordinator) else "data"
         entry = self._open_entry(link_id, now, outbound=True, local_addr=local_addr, remote_addr=remote_addr)
         entry.purpose = role
-        if target is not None and target.startswith("peer:"):
-            entry.expected_peer = target.removeprefix("peer:")
+        if isinstance(target, DialPeer):
+            entry.expected_peer = target.peer_id
         entry.handshake.role = role
         if role == "coordinator":
             self.coordinator_link = link_id
@@ -418,14 +451,17 @@ class Peer:
 
     def dial_failed(self, link_id: int, now: float, reason: str) -> list[Command]:
         """A dial we asked for could not connect (nobody listening, typically)."""
-        target = self._pending_dials.pop(link_id, None)
-        if target == "coordinator":
-            # Nobody holds the port: take it (rule 5), after our stagger so the longest-running peer goes first.
-            self._timers["bind"] = now + self._rank() * self.config.bind_stagger
-        elif target is not None:
-            peer_id = target.removeprefix("peer:")
-            if peer_id not in self.data_links:  # it may have dialed us meanwhile: then we still know it
-                self.known.pop(peer_id, None)
+        match self._pending_dials.pop(link_id, None):
+            case DialCoordinator():
+                # Nobody holds the port: take it (rule 5), after our stagger so the longest-running peer goes first.
+                self._bind_at = now + self._rank() * self.config.bind_stagger
+            case DialPeer(peer_id):
+                if peer_id not in self.data_links:  # it may have dialed us meanwhile: then we still know it
+                    self.known.pop(peer_id, None)
+            case None:
+                pass
+            case target:
+                assert_never(target)
         return []
 
     def _open_entry(self, link_id: int, now: float, *, outbound: bool, local_addr: str, remote_addr: str) -> LinkEntry:
@@ -440,8 +476,7 @@ class Peer:
         )
         entry = LinkEntry(link_id, outbound, handshake, opened_at=now, last_rx=now, last_tx=now)
         self.links[link_id] = entry
-        if self._next_sweep is None:
-            self._next_sweep = now + self.config.heartbeat_interval / 2
+        self.sweep.link_added(now)
         return entry
 
     def frame_received(self, link_id: int, frame: Frame, now: float) -> list[Command]:
@@ -489,9 +524,9 @@ class Peer:
                 if not entry.handshake.remote_coordinator:
                     raise RemoteProtocolError("the peer on the coordinator port is not the coordinator", reason="role")
                 self.coordinator_id = remote.peer_id
+                self.role = Role.MEMBER
                 self._coordinator_failures = 0
                 self.successor = None
-                self._timers.pop("coordinator", None)
                 self.known[remote.peer_id] = remote
                 return self._send(entry, [Introduce(self.info)], now)
             return []  # inbound: wait for Introduce
@@ -575,7 +610,7 @@ class Peer:
                 if entry.deferred_syncs > MAX_DEFERRED_SYNCS:
                     return self._close(entry, now, f"flooded with sync requests (over {MAX_DEFERRED_SYNCS} waiting)")
                 entry.deferred_sync = frame
-                self._timers[f"sync:{entry.link_id}"] = entry.last_sync_answer + self.config.sync_answer_interval
+                self._sync_answer_at[entry.link_id] = entry.last_sync_answer + self.config.sync_answer_interval
                 return []
             entry.last_sync_answer = now
             return self._send(entry, self._sync_frames(frame), now)
@@ -610,7 +645,7 @@ class Peer:
         if isinstance(frame, CoordinatorAt):
             if self.is_coordinator or self.coordinator_link is not None or self.closed:
                 return []
-            self._timers.pop("bind", None)
+            self._bind_at = None
             return self._dial_coordinator()
         if isinstance(frame, Goodbye):
             entry.said_goodbye = True
@@ -709,7 +744,7 @@ class Peer:
 
     def _forget_link(self, entry: LinkEntry, now: float, reason: str) -> list[Command]:
         del self.links[entry.link_id]
-        self._timers.pop(f"sync:{entry.link_id}", None)
+        self._sync_answer_at.pop(entry.link_id, None)
         commands: list[Command] = []
         self.introduced.pop(entry.link_id, None)
         peer_id = entry.peer_id
@@ -743,19 +778,16 @@ class Peer:
             self._coordinator_failures += 1
             backoff = self.config.retry_interval * 2 ** min(self._coordinator_failures - 1, 5)
             delay = max(delay, min(backoff, self.config.max_retry_interval))
-        self._timers["bind"] = now + delay
+        self._bind_at = now + delay
         self.coordinator_id = None
+        self.role = Role.JOINING
         return []
 
     def _suspect_agents_of(self, peer_id: str, now: float) -> list[Command]:
         """Rule 6: the agents hosted by a peer whose link dropped are offline."""
         commands: list[Command] = []
-        for agent_id, entry in sorted(self.replica.state.agents.items()):
-            if entry.record is None or not entry.online:
-                continue
-            body = entry.body
-            if body.peer_id == peer_id:
-                commands += self.submit(AgentSuspect(agent_id, body.incarnation, body.peer_id), now)
+        for suspect in self.hosting.suspects_of(self.replica.state, peer_id):
+            commands += self.submit(suspect, now)
         return commands
 
     # ------------------------------------------------------------------ operations
@@ -789,102 +821,100 @@ class Peer:
             commands += self._send(self.links[link_id], frames, now)
         return commands
 
+    # ------------------------------------------------------------------ hosted agents (see :mod:`~.hosting`)
+
     def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
         """Start hosting an agent: claim it with an incarnation above every claim known for it."""
-        incarnation = self.replica.hlc.tick(self._wall_ms(now))
-        entry = self.replica.state.agents.get(record.agent_id)
-        if entry is not None and entry.claims:
-            incarnation = max(incarnation, max(entry.claims)[0] + 1)
-        claimed = msgspec.structs.replace(record, peer_id=self.peer_id, incarnation=incarnation, version=0, online=True)
-        self.hosted[record.agent_id] = claimed
-        return self.submit(claimed, now)
+        tick = self.replica.hlc.tick(self._wall_ms(now))
+        return self.submit(self.hosting.claim(record, tick, self.replica.state), now)
 
     def update_agent(self, agent_id: str, now: float, **changes: object) -> list[Command]:
         """Change fields of a hosted agent's record (a new version of the same claim)."""
-        current = self.hosted.get(agent_id)
-        if current is None:
-            raise LocalProtocolError(f"agent {agent_id} is not hosted by this peer")
-        updated = msgspec.structs.replace(current, version=current.version + 1, **changes)
-        self.hosted[agent_id] = updated
-        return self.submit(updated, now)
+        return self.submit(self.hosting.update(agent_id, **changes), now)
 
     def release_agent(self, agent_id: str, now: float) -> list[Command]:
         """Stop hosting an agent; the mesh sees it offline."""
-        commands = self.update_agent(agent_id, now, online=False)
-        del self.hosted[agent_id]
-        return commands
+        return self.submit(self.hosting.release(agent_id), now)
 
     def processes_exited(self, agent_ids: Iterable[str], now: float) -> list[Command]:
         """The runtime's process probe found these agents' processes gone: hosted ones are released, others
         are declared offline for the whole mesh."""
         commands: list[Command] = []
-        for agent_id in agent_ids:
-            if agent_id in self.hosted:
-                commands += self.release_agent(agent_id, now)
-                continue
-            entry = self.replica.state.agents.get(agent_id)
-            if entry is not None and entry.record is not None and entry.online:
-                body = entry.body
-                commands += self.submit(AgentSuspect(agent_id, body.incarnation, body.peer_id), now)
+        for body in self.hosting.exited(self.replica.state, agent_ids):
+            commands += self.submit(body, now)
         return commands
 
     def _deliver(self, changes: list[Change], now: float) -> list[Command]:
+        """Changes applied from other peers, for the runtime; a hosted agent they mark offline is claimed again
+        (rule 6)."""
         commands: list[Command] = [Deliver(tuple(changes))] if changes else []
+        hosted = self.hosting.hosted
         for change in changes:
-            if isinstance(change, AgentChanged) and change.agent_id in self.hosted:
-                commands += self._refute(change, now)
+            if isinstance(change, AgentChanged) and change.agent_id in hosted:
+                refuted = self.hosting.refutation(change)
+                if refuted is not None:
+                    commands += self.host_agent(refuted, now)
         return commands
-
-    def _refute(self, change: AgentChanged, now: float) -> list[Command]:
-        """Rule 6: a hosted agent marked offline (or claimed by an older, dead host) is claimed again."""
-        hosted = self.hosted[change.agent_id]
-        mine = change.record.peer_id == self.peer_id and change.record.incarnation == hosted.incarnation
-        if mine and change.online:
-            return []
-        if not mine and change.online:
-            return []  # another live host took the agent over: the layer above decides (a second bridge)
-        return self.host_agent(hosted, now)
 
     # ------------------------------------------------------------------ time
 
     def get_timer(self) -> float | None:
-        """When :meth:`handle_timer` should next run (``None``: nothing scheduled). Cheap: called very often."""
-        timers = self._timers
-        if self.links:
-            if self._next_sweep is None:
-                return min(timers.values()) if timers else None
-            return min(self._next_sweep, *timers.values()) if timers else self._next_sweep
-        return min(timers.values()) if timers else None
+        """The earliest deadline this peer keeps, when :meth:`handle_timer` should next run (``None``: nothing
+        scheduled). Cheap: called very often."""
+        due = self.sweep.at if self.links else None
+        for at in (self._bind_at, self._ready_at, self._anti_entropy_at, self._gc_at):
+            if at is not None and (due is None or at < due):
+                due = at
+        if self._sync_answer_at:
+            at = min(self._sync_answer_at.values())
+            if due is None or at < due:
+                due = at
+        return due
 
     def handle_timer(self, now: float) -> list[Command]:
-        """Run everything due at ``now``: heartbeats, timeouts, retries, periodic anti-entropy.
-
-        Links are swept every half heartbeat interval rather than each on its own deadline, so that
-        :meth:`get_timer` stays cheap on a busy peer; heartbeats and timeouts are late by at most one sweep.
-        """
+        """Run everything due at ``now``: heartbeats and timeouts (the sweep), then each named deadline that has
+        passed: the bind, rule 9's bound, deferred sync answers, periodic anti-entropy, forgetting."""
         commands: list[Command] = []
-        if self._next_sweep is not None and now >= self._next_sweep:
-            self._next_sweep = now + self.config.heartbeat_interval / 2 if self.links else None
+        if self.sweep.due(now, self.links):
             commands += self._sweep(now)
-        for name, due in list(self._timers.items()):
-            if due <= now:
-                del self._timers[name]
-                commands += self._fire(name, now)
+        live = not self.closed
+        if self._bind_at is not None and self._bind_at <= now:
+            self._bind_at = None
+            if live:
+                commands += self._try_bind()
+        if self._ready_at is not None and self._ready_at <= now:
+            self._ready_at = None
+            if live:
+                self._synced = True  # rule 9's bound: whatever still stalls the first round, act on what is here
+        if self._sync_answer_at:
+            for link_id, at in list(self._sync_answer_at.items()):
+                if at <= now and self._sync_answer_at.pop(link_id, None) is not None and live:
+                    commands += self._answer_deferred_sync(link_id, now)
+        if self._anti_entropy_at is not None and self._anti_entropy_at <= now:
+            self._anti_entropy_at = None
+            if live:
+                self._anti_entropy_at = now + self.config.anti_entropy_interval
+                commands += self._anti_entropy(now)
+        if self._gc_at is not None and self._gc_at <= now:
+            self._gc_at = None
+            if live:
+                self._gc_at = now + self.config.gc_interval
+                commands += self.collect_garbage(now)
         return commands
 
     def _sweep(self, now: float) -> list[Command]:
+        """Rule 6: act on what the sweep finds on each link."""
         commands: list[Command] = []
-        config = self.config
-        for entry in list(self.links.values()):
-            if entry.link_id not in self.links:
-                continue
-            if not entry.is_open:
-                if now >= entry.opened_at + config.handshake_timeout:
+        for verdict in self.sweep.verdicts(self.links, now):
+            match verdict:
+                case HandshakeTimedOut(entry):
                     commands += self._close(entry, now, self._handshake_timeout_reason(entry))
-            elif now >= entry.last_rx + config.link_timeout:
-                commands += self._close(entry, now, f"silent for {config.link_timeout:g} s")
-            elif now >= entry.last_tx + config.heartbeat_interval:
-                commands += self._send(entry, [Heartbeat()], now)
+                case Silent(entry):
+                    commands += self._close(entry, now, f"silent for {self.config.link_timeout:g} s")
+                case HeartbeatDue(entry):
+                    commands += self._send(entry, [Heartbeat()], now)
+                case _:
+                    assert_never(verdict)
         return commands
 
     def _handshake_timeout_reason(self, entry: LinkEntry) -> str:
@@ -898,28 +928,14 @@ class Peer:
             )
         return "handshake timed out"
 
-    def _fire(self, name: str, now: float) -> list[Command]:
-        if self.closed:
-            return []
-        if name == "bind":
-            return self._try_bind()
-        if name == "anti-entropy":
-            self._timers[name] = now + self.config.anti_entropy_interval
-            commands = self._repair_links(now)
-            open_links = sorted(self.data_links.values())
-            if not open_links:
-                return commands
-            self._anti_entropy_turn = (self._anti_entropy_turn + 1) % len(open_links)
-            return commands + self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
-        if name.startswith("sync:"):
-            return self._answer_deferred_sync(int(name.removeprefix("sync:")), now)
-        if name == "ready":
-            self._synced = True  # rule 9's bound: whatever still stalls the first round, act on what is here
-            return []
-        if name == "gc":
-            self._timers[name] = now + self.config.gc_interval
-            return self.collect_garbage(now)
-        raise LocalProtocolError(f"unknown timer {name}")
+    def _anti_entropy(self, now: float) -> list[Command]:
+        """Rule 3's periodic round, on one data link in turn, after rule 8's repair."""
+        commands = self._repair_links(now)
+        open_links = sorted(self.data_links.values())
+        if not open_links:
+            return commands
+        self._anti_entropy_turn = (self._anti_entropy_turn + 1) % len(open_links)
+        return commands + self._start_sync(self.links[open_links[self._anti_entropy_turn]], now)
 
     def collect_garbage(self, now: float) -> list[Command]:
         """Forget agents offline for longer than ``offline_retention`` (and what only they held), and re-stamp
@@ -932,14 +948,10 @@ class Peer:
         """
         now_ms = self._wall_ms(now)
         retention_ms = int(self.config.offline_retention * 1000)
-        state = self.replica.state
         self.replica.collect_garbage(now_ms - retention_ms, now_ms - 2 * retention_ms, keep=self.data_links.keys())
         commands: list[Command] = []
-        for agent_id in sorted(self.hosted):
-            entry = state.agents.get(agent_id)
-            stamp = 0 if entry is None or entry.record is None else hlc_wall_ms(entry.record.hlc)
-            if stamp < now_ms - retention_ms // 4:
-                commands += self.update_agent(agent_id, now)
+        for agent_id in self.hosting.stale(self.replica.state, now_ms - retention_ms // 4):
+            commands += self.update_agent(agent_id, now)
         return commands
 
     def _repair_links(self, now: float) -> list[Command]:
@@ -979,10 +991,11 @@ class Peer:
     def close(self, now: float) -> list[Command]:
         """Rule 4: leave gracefully: agents offline, hand the coordinator role over, say goodbye, close links."""
         commands: list[Command] = []
-        for agent_id in sorted(self.hosted):
-            commands += self.release_agent(agent_id, now)
-        self.closed = True
-        if self.is_coordinator:
+        for released in self.hosting.releases():
+            commands += self.submit(released, now)
+        was_coordinator = self.is_coordinator
+        self.role = Role.CLOSED
+        if was_coordinator:
             candidates = [info for info in self.known.values() if info.peer_id in self.data_links]
             candidates += list(self.introduced.values())
             successor = min(candidates, key=_rank_key).peer_id if candidates else None
@@ -992,7 +1005,6 @@ class Peer:
                     if entry.is_open and entry.purpose in ("coordinator", "data"):
                         commands += self._send(entry, [handover], now)
             commands.append(ReleaseCoordinatorPort())
-            self.is_coordinator = False
         for entry in list(self.links.values()):
             if entry.is_open and entry.purpose == "data":
                 commands += self._send(entry, [Goodbye("shutting down")], now)
@@ -1000,8 +1012,9 @@ class Peer:
         self.links.clear()
         self.data_links.clear()
         self.coordinator_link = None
-        self._timers.clear()
-        self._next_sweep = None
+        self._bind_at = self._anti_entropy_at = self._gc_at = self._ready_at = None
+        self._sync_answer_at.clear()
+        self.sweep.stop()
         return commands
 
 

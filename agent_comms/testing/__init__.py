@@ -145,7 +145,7 @@ class InMemoryMesh:
             return False
         if any(store.quieting for store in self.stores if store.node in nodes):
             return False
-        return len({n.peer.replica.state.digest() for n in nodes}) <= 1
+        return len({n.state.digest() for n in nodes}) <= 1
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ import pytest
 from peernet import COORDINATOR_PORT, PeerNet
 
 from agent_comms.protocol.commands import CloseLink, Dial, Send
+from agent_comms.protocol.links import DialPeer
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.wire import Ops
 
@@ -241,7 +242,7 @@ def test_two_dials_by_one_peer_to_the_same_peer_leave_one_link_at_both_ends() ->
     net.settle()
     dials = [Dial(b.peer._new_link_id(), c.peer.info.data_port, "data", c.peer.peer_id) for _ in range(2)]
     for dial in dials:
-        b.peer._pending_dials[dial.link_id] = f"peer:{c.peer.peer_id}"
+        b.peer._pending_dials[dial.link_id] = DialPeer(c.peer.peer_id)
     net._run(b, dials)
     # Deliver everything, except that b's proofs reach c link by link in reverse order (frames within one link
     # keep their order, as TCP keeps them): c then finishes the second handshake first, b the first one first.
