@@ -88,4 +88,4 @@ def test_mesh_names_a_port_held_by_something_that_is_not_a_peer(
         monkeypatch.setenv("AGENT_COMMS_PORT", str(port))
         assert main(["mesh"]) == 1
     err = capsys.readouterr().err
-    assert f"port {port} is held by a process that is not a mesh peer of this user" in err, err
+    assert f"port {port} is held by another program, not a mesh peer of this user" in err, err

@@ -389,7 +389,7 @@ async def test_a_port_held_by_something_else_is_explained(tmp_path: Path) -> Non
             result = await Cli(env, tmp_path)("agents")
     assert result.returncode == 1
     err = result.stderr.decode()
-    assert f"port {port} is held by a process that is not a mesh peer of this user" in err
+    assert f"port {port} is held by another program, not a mesh peer of this user" in err
     assert f"(pid {squatter.pid}: " in err
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_config
+from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_settings
 from agent_comms.display import display
 
 
@@ -28,16 +28,20 @@ def run(args: argparse.Namespace) -> int:
     from agent_comms.mesh.registry import PeerRegistry
 
     try:
-        settings, key = load_mesh_config()
+        settings, key = load_mesh_settings()  # looking creates nothing
     except ConfigError as exc:
         error(str(exc))
         return EXIT_CONFIG
 
     async def observe() -> MeshSnapshot | str:
-        try:
-            return await observe_mesh(key, port=settings.port, registry=PeerRegistry(settings.home))
-        except NoMesh:  # say why: nothing listens, or what holds the port
-            return await explain_no_mesh(key, settings.port)
+        registry = PeerRegistry(settings.home)
+        if key is not None:
+            try:
+                return await observe_mesh(key, port=settings.port, registry=registry)
+            except NoMesh:
+                pass
+        # say why: nothing listens, or what holds the port
+        return await explain_no_mesh(key, settings.port, registry=registry)
 
     snapshot = trio.run(observe)
     if isinstance(snapshot, str):

@@ -27,7 +27,7 @@ from agent_comms.cli.common import (
     EXIT_USAGE,
     ConfigError,
     error,
-    load_mesh_config,
+    load_mesh_settings,
 )
 from agent_comms.display import display
 
@@ -151,17 +151,19 @@ def _observe(json_output: bool, empty: object) -> tuple[MeshSnapshot | None, int
     from agent_comms.mesh.registry import PeerRegistry
 
     try:
-        settings, key = load_mesh_config()
+        settings, key = load_mesh_settings()
     except ConfigError as exc:
         error(str(exc))
         return None, EXIT_CONFIG
 
     async def observe() -> MeshSnapshot | str:
         registry = PeerRegistry(settings.home)
-        try:
-            return await observe_mesh(key, port=settings.port, registry=registry, each_peer=False)
-        except NoMesh:
-            return await explain_no_mesh(key, settings.port)
+        if key is not None:
+            try:
+                return await observe_mesh(key, port=settings.port, registry=registry, each_peer=False)
+            except NoMesh:
+                pass
+        return await explain_no_mesh(key, settings.port, registry=registry)
 
     found = _run_interruptibly(observe)
     if isinstance(found, int):
