@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Final
 
+TYPE_CHECKING = False  # as typing's, without importing it: see agent_comms/__init__.py
 if TYPE_CHECKING:
+    from typing import Final
+
     from agent_comms.mesh.settings import MeshSettings
 
 __all__ = [

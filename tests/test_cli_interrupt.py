@@ -1,0 +1,62 @@
+"""Ctrl-C at any early moment of a command: exit 130 quietly, as later, never a traceback.
+
+The command is the installed ``agent-comms`` script, as a person runs it, with SIGINT sent at several instants
+after it was spawned. Right after the spawn, Python has not yet installed its own handler, so the signal ends the
+process as the system does by default (a shell reports it as 130 too, and nothing is printed). The interpreter's
+own start (``site``), the first lines of the script the installer wrote (``import re``) and the loading of the
+package's first module come before the command's ``main`` can take the signal: a traceback there is allowed (the
+package keeps that window to a few milliseconds: nothing is imported before ``main`` runs). Every later instant
+must end quietly with 130, and most instants must be such.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_oneshot import free_port
+
+SCRIPT = Path(sys.executable).with_name("agent-comms")
+INSTANTS = [0.0, 0.03, 0.05, 0.1, 0.15, 0.25, 0.4, 0.7]
+
+
+def _interrupted_at(argv: list[str], delay: float, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    process = subprocess.Popen(
+        [str(SCRIPT), *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(delay)  # the instant under test, not a wait for anything
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, err.decode(errors="replace")
+
+
+def _before_main(err: str) -> bool:
+    """A traceback raised before the command's ``main`` ran (the interpreter's start, the installer's script)."""
+    return ", in main\n" not in err
+
+
+@pytest.mark.parametrize("argv", [["agents"], ["send", "review", "hi"], ["chat", "--name", "alice"], ["mesh"]])
+def test_ctrl_c_while_starting_exits_130_quietly(tmp_path: Path, argv: list[str]) -> None:
+    assert SCRIPT.exists(), SCRIPT
+    env = {**os.environ, "AGENT_COMMS_HOME": str(tmp_path / "home"), "AGENT_COMMS_PORT": str(free_port())}
+    ours = 0
+    for delay in INSTANTS:
+        status, err = _interrupted_at(argv, delay, env, tmp_path)
+        if "Traceback" in err and _before_main(err):
+            continue
+        ours += 1
+        assert status in (128 + signal.SIGINT, -signal.SIGINT), (delay, status, err)
+        assert "Traceback" not in err, (delay, err)
+        assert status == -signal.SIGINT or err in ("", "agent-comms: interrupted by SIGINT\n"), (delay, err)
+    assert ours >= len(INSTANTS) // 2  # most instants fell within the command, not the interpreter's start
