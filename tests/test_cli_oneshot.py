@@ -43,14 +43,17 @@ class Cli:
     env: dict[str, str]
     cwd: Path
 
-    async def __call__(self, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    async def __call__(
+        self, *argv: str, cwd: Path | None = None, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run the command (``stdin``: what it reads on standard input; ``None``: nothing, at once)."""
         where = self.cwd if cwd is None else cwd
         await trio.Path(where).mkdir(parents=True, exist_ok=True)
         return await trio.run_process(
             [sys.executable, "-m", "agent_comms", *argv],
             env=self.env,
             cwd=where,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             capture_stdout=True,
             capture_stderr=True,
             check=False,
@@ -314,6 +317,30 @@ async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) 
         about_desk = [e["type"] for e in alice.events if human_id in (e.get("sender"), e.get("subject"))]
         assert "member_status" not in about_desk, about_desk
         assert "member_joined" in about_desk
+
+
+async def test_send_and_dm_read_the_text_from_standard_input(scene: Scene) -> None:
+    cli, alice = scene.cli, scene.alice
+    text = "line one\n  | line two, indented\nnaïve, with no newline at the end"
+    with trio.fail_after(DEADLINE):
+        sent = await cli("send", "review", "-", "--json", stdin=text.encode() + b"\n\n")
+        assert sent.returncode == 0, sent.stderr.decode()
+        assert (await alice.wait_event("room_message", text))["sender"] == json.loads(sent.stdout)["from"]
+        assert (await cli.json("read", "review"))[-1]["content"] == text
+
+        dm = await cli("dm", "alice", "-", stdin=b"from a pipe\n")
+        assert dm.returncode == 0, dm.stderr.decode()
+        await alice.wait_event("dm", "from a pipe")
+
+        for argv in (("send", "review", "-"), ("dm", "alice", "-")):
+            for empty in (b"", b"\n \n"):
+                refused = await cli(*argv, stdin=empty)
+                assert refused.returncode == 2, refused.stderr.decode()
+                assert "standard input was empty: no message to send" in refused.stderr.decode()
+        garbled = await cli("send", "review", "-", stdin=b"\xff\xfe not utf-8")
+        assert garbled.returncode == 2
+        assert "standard input is not UTF-8 text" in garbled.stderr.decode()
+        assert (await cli.json("read", "review"))[-1]["content"] == text  # nothing else was sent
 
 
 async def test_errors_have_their_exit_status_and_register_nobody(scene: Scene) -> None:
