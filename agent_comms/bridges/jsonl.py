@@ -3,7 +3,8 @@
 For harnesses that can spawn a process and relay through it (the pi and OpenCode extensions do), and for scripts:
 ``agent-comms bridge jsonl [--name NAME] [--option harness=pi]``. Every line is one JSON object (UTF-8, ``\\n``):
 
-* out, first, once synced with the mesh and registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``
+* out, first, once synced with the mesh and registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``,
+  with ``"note"`` (one line) when another online agent already bears the name
   (lines written before it wait; the first one is answered on the mesh's state, see
   :func:`agent_comms.agent.open_agent`)
 * in: ``{"id": <any JSON>, "params": {<agent_comms tool parameters>}}``, answered in order by
@@ -208,7 +209,13 @@ async def run_bridge(
     """
     from agent_comms.plugins import relay_deliveries
 
-    await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
+    ready: dict[str, Any] = {
+        "type": "ready",
+        "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness},
+    }
+    if agent.name_note is not None:
+        ready["note"] = agent.name_note  # the name was already in use: one line to tell the agent so
+    await writer.write(ready)
     _relays[agent.id] = _Relay(writer, ack, agent.store.inbox(agent.id))
     try:
         async with trio.open_nursery() as nursery:

@@ -204,7 +204,7 @@ def run_agents(args: argparse.Namespace) -> int:
         tuple(
             display(cell, inline=True)
             for cell in (
-                marked(row["name"] + (f"@{row['machine']}" if row["machine"] else ""), row["visibility"]),
+                marked(row["label"] + (f"@{row['machine']}" if row["machine"] else ""), row["visibility"]),
                 row["id"],
                 row["harness"],
                 row["status"],
@@ -272,8 +272,9 @@ def run_read(args: argparse.Namespace) -> int:
     earlier = len(messages) - len(shown)
     print(display(f"#{room}: {len(shown)} message(s)", inline=True) + (f" ({earlier} not shown)" if earlier else ""))
     for row in rows:
-        reply = f" (reply to {display(row['reply_to'], inline=True)})" if row["reply_to"] else ""
-        sender, content = display(row["from_name"], inline=True), display(row["content"])
+        replied = row["reply_to_label"] or row["reply_to"]  # the id of a message no longer held
+        reply = f" (reply to {display(replied, inline=True)})" if replied else ""
+        sender, content = display(row["from_label"], inline=True), display(row["content"])
         print(f"[{row['time'][11:19]}] {sender}{reply}: {content}  [id {display(row['id'], inline=True)}]")
     return 0
 
