@@ -319,6 +319,32 @@ async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) 
         assert "member_joined" in about_desk
 
 
+async def test_mesh_and_read_name_agents_and_show_links_and_agreement(scene: Scene) -> None:
+    """The text views name agents (never their ids), ``mesh`` shows links and whether the peers' states agree, and
+    ``read`` names the author of the message a reply answers."""
+    cli = scene.cli
+    with trio.fail_after(DEADLINE):
+        await _until_agents(cli, 2)
+        first = (await cli.json("read", "review"))[0]
+        await scene.alice.call(action="send", target="review", content="an answer", replyTo=first["id"])
+        while True:
+            result = await cli("mesh")
+            assert result.returncode == 0, result.stderr.decode()
+            table = result.stdout.decode()
+            if "every peer holds the same state (digest " in table and table.count("linked to 1 of 1 other") == 2:
+                break
+            await trio.sleep(0.1)
+        assert "agents: relay" in table
+        assert "agents: alice" in table
+        assert scene.alice_id not in table
+        assert "coordinator  pid" in table
+        assert "peer         pid" in table
+        assert table.count("state " + table.split("(digest ")[1][:8]) == 2
+        shown = (await cli("read", "review")).stdout.decode()
+        assert "alice (reply to alice): an answer" in shown
+        assert f"(reply to {first['id']})" not in shown
+
+
 async def test_send_and_dm_read_the_text_from_standard_input(scene: Scene) -> None:
     cli, alice = scene.cli, scene.alice
     text = "line one\n  | line two, indented\nnaïve, with no newline at the end"
