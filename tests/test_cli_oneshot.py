@@ -419,10 +419,16 @@ async def test_no_mesh(tmp_path: Path) -> None:
         for argv in (("agents",), ("rooms",), ("read", "review"), ("send", "review", "hi"), ("dm", "bob", "hi")):
             result = await cli(*argv)
             assert result.returncode == 1, argv
-            assert "no mesh is running: nothing listens on 127.0.0.1:" in result.stderr.decode()
+            err = result.stderr.decode()
+            assert "no mesh is running: nothing listens on 127.0.0.1:" in err
+            assert "start an agent first: join it yourself with `agent-comms chat`, or open a harness set up " in err
             assert result.stdout == b""
         result = await cli("agents", "--json")
         assert (result.returncode, json.loads(result.stdout)) == (1, [])
+        mesh = await cli("mesh")
+        assert mesh.returncode == 1
+        assert "`agent-comms setup`" in mesh.stderr.decode()
+    assert not (tmp_path / "home").exists()  # looking (and failing to act) created no home and no key
 
 
 async def test_a_port_held_by_something_else_is_explained(tmp_path: Path) -> None:
