@@ -3,10 +3,11 @@
 The command is the installed ``agent-comms`` script, as a person runs it, with SIGINT sent at several instants
 after it was spawned. Right after the spawn, Python has not yet installed its own handler, so the signal ends the
 process as the system does by default (a shell reports it as 130 too, and nothing is printed). The interpreter's
-own start (``site``), the first lines of the script the installer wrote (``import re``) and the loading of the
-package's first module come before the command's ``main`` can take the signal: a traceback there is allowed (the
-package keeps that window to a few milliseconds: nothing is imported before ``main`` runs). Every later instant
-must end quietly with 130, and most instants must be such.
+own start (``site``, compiling the script), the first lines of the script the installer wrote (``import re``) and
+the loading of the package's first module come before the command's ``main`` can take the signal: Python reports
+it there its own way (a traceback, or a bare ``KeyboardInterrupt``), which is allowed (the package keeps its part of
+that window to a few milliseconds: nothing is imported before ``main`` runs). Every instant once ``main`` runs must
+end quietly with 130, and most instants must be such.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def test_ctrl_c_while_starting_exits_130_quietly(tmp_path: Path, argv: list[str]
     ours = 0
     for delay in INSTANTS:
         status, err = _interrupted_at(argv, delay, env, tmp_path)
-        if ("Traceback" in err or "Fatal Python error: init_import_site" in err) and _before_main(err):
-            continue
+        if status != 128 + signal.SIGINT and "agent-comms: interrupted" not in err and _before_main(err):
+            continue  # before the script's first line, or before main: Python's own report (or none)
         ours += 1
         assert status in (128 + signal.SIGINT, -signal.SIGINT), (delay, status, err)
         assert "Traceback" not in err, (delay, err)

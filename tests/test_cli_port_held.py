@@ -2,9 +2,9 @@
 
 The holders are real processes on a free port: one that answers garbage, one that accepts and stays silent, one
 that accepts and resets the connection at once. The commands run as processes, as a person would run them. Their
-time is compared with the same command when nothing listens on the port (the cost of starting Python on this
-machine, measured in the same run): a holder may add well under a second, where waiting for its handshake cost
-2 to 3.5 s.
+time is compared with a command when nothing listens on the port (the cost of starting Python on this machine,
+measured in the same run; the best of two runs on a loaded machine): a holder may add well under a second, where
+waiting for its handshake cost 2 to 3.5 s.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ async def test_a_port_held_by_another_program_is_named_at_once(tmp_path: Path, k
     env = {**os.environ, "AGENT_COMMS_HOME": str(home), "AGENT_COMMS_PORT": str(port), "AGENT_COMMS_LOAD_PLUGINS": ""}
     cli = Cli(env, tmp_path)
     with trio.fail_after(DEADLINE):
-        baseline = min([(await timed(cli, "agents"))[1] for _ in range(2)])  # nothing listens yet
+        baseline = min([(await timed(cli, "agents"))[1] for _ in range(3)])  # nothing listens yet
         async with holding(port, kind, tmp_path) as holder:
             for argv in COMMANDS:
                 result, elapsed = await timed(cli, *argv)
+                if elapsed >= baseline + 1.0:  # the machine is loaded: the best of two says what the command costs
+                    elapsed = min(elapsed, (await timed(cli, *argv))[1])
                 err = result.stderr.decode()
                 assert result.returncode == 1, (argv, err)
                 assert f"port {port} is held by another program, not a mesh peer of this user" in err, (argv, err)
