@@ -112,7 +112,8 @@ class ChatSession:
     def render_event(self, event: DeliveryEvent) -> list[Line]:
         """How a delivery event is shown (some are not: receipts of room messages, echoes of presence)."""
         kind = event.type
-        who = self.name_of(event.sender) if self.agent.store.record(event.sender) else clean_name(event.sender_name)
+        known = self.agent.store.record(event.sender) is not None
+        who = self.name_of(event.sender) if known else clean_name(event.sender_name or event.sender)
         room = clean_name(event.room)
         if kind == "room_message":
             reply = self.reply_note(event.reply_to)

@@ -239,6 +239,13 @@ def _opened(handshake: LinkHandshake) -> bool:
     return handshake.is_open  # a call, so the type checker does not carry the narrowing across receive()
 
 
+#: How a person starts a mesh: any agent does.
+START_HINT = (
+    "start an agent first: join it yourself with `agent-comms chat`, or open a harness set up with "
+    "`agent-comms setup` (its bridge starts the mesh)"
+)
+
+
 async def explain_no_mesh(
     key: bytes | None,
     port: int,
@@ -281,13 +288,6 @@ async def explain_no_mesh(
             "and no other peer of the mesh is running"
         )
     return f"the mesh on port {port} answered only now; try again"
-
-
-#: How a person starts a mesh: any agent does.
-START_HINT = (
-    "start an agent first: join it yourself with `agent-comms chat`, or open a harness set up with "
-    "`agent-comms setup` (its bridge starts the mesh)"
-)
 
 
 def _holder(port: int) -> str:
