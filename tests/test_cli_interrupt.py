@@ -6,8 +6,9 @@ process as the system does by default (a shell reports it as 130 too, and nothin
 own start (``site``, compiling the script), the first lines of the script the installer wrote (``import re``) and
 the loading of the package's first module come before the command's ``main`` can take the signal: Python reports
 it there its own way (a traceback, or a bare ``KeyboardInterrupt``), which is allowed (the package keeps its part of
-that window to a few milliseconds: nothing is imported before ``main`` runs). Every instant once ``main`` runs must
-end quietly with 130, and most instants must be such.
+that window to a few milliseconds: nothing is imported before ``main`` runs). Every instant once ``main`` runs, until
+the command has finished on its own (there is no mesh here), must end quietly with 130; there must be such
+instants.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from tests.test_cli_oneshot import free_port
 
 SCRIPT = Path(sys.executable).with_name("agent-comms")
-INSTANTS = [0.0, 0.03, 0.05, 0.1, 0.15, 0.25, 0.4, 0.7]
+INSTANTS = [0.0, 0.03, 0.05, 0.08, 0.1, 0.13, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0]
 
 
 def _interrupted_at(argv: list[str], delay: float, env: dict[str, str], cwd: Path) -> tuple[int, str]:
@@ -55,10 +56,12 @@ def test_ctrl_c_while_starting_exits_130_quietly(tmp_path: Path, argv: list[str]
     ours = 0
     for delay in INSTANTS:
         status, err = _interrupted_at(argv, delay, env, tmp_path)
+        if status in (0, 1) and "KeyboardInterrupt" not in err:
+            break  # the command had finished (no mesh to talk to): every later instant is after its end
         if status != 128 + signal.SIGINT and "agent-comms: interrupted" not in err and _before_main(err):
             continue  # before the script's first line, or before main: Python's own report (or none)
         ours += 1
-        assert status in (128 + signal.SIGINT, -signal.SIGINT), (delay, status, err)
+        assert status == 128 + signal.SIGINT, (delay, status, err)
         assert "Traceback" not in err, (delay, err)
-        assert status == -signal.SIGINT or err in ("", "agent-comms: interrupted by SIGINT\n"), (delay, err)
-    assert ours >= len(INSTANTS) // 2  # most instants fell within the command, not the interpreter's start
+        assert err in ("", "agent-comms: interrupted by SIGINT\n"), (delay, err)
+    assert ours >= 2  # instants fell within the command, not only in the interpreter's start
