@@ -22,7 +22,10 @@ For bridge authors: :func:`open_agent` (the Trio entry point), the seed's buildi
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING
+
+#: ``typing.TYPE_CHECKING`` without importing :mod:`typing` (type checkers take any name spelt so as true): the
+#: command line's first moments, before it can take Ctrl-C quietly, stay as short as possible.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     __version__: str

@@ -14,6 +14,7 @@ succeeded); :meth:`Agent.drain` marks what it returns as read (it goes into a to
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ class Agent:
     def __init__(self, tool: CommsTool, on_close: Callable[[], None] | None = None) -> None:
         self.tool = tool
         self.store: MeshStore = tool.store
+        #: when it registered: the line saying its name was already in use (``None``: it was not)
+        self.name_note: str | None = None
         self._on_close = on_close
 
     @property
@@ -134,6 +137,9 @@ async def open_agent(
             if result.is_error:
                 raise AgentError(result.text)
             agent = Agent(tool)
+            agent.name_note = result.data.get("name_in_use")
+            if agent.name_note is not None:  # said in the log a bridge writes on its standard error
+                logging.getLogger("agent_comms").warning("agent %s: %s", identity.agent_id, agent.name_note)
             try:
                 yield agent
             finally:

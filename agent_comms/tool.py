@@ -42,6 +42,7 @@ from .protocol.hlc import hlc_wall_ms
 from .protocol.ops import AgentUpsert, MembershipAction, Op, RoomMessage, op_id, op_key
 from .protocol.rooms import Refusal, RoomView, refusal
 from .store import MeshStore
+from .views import namesakes, shown_names
 
 __all__ = ["READ_ROOM_DEFAULT", "CommsTool", "ToolResult", "ensure_registered", "with_deliveries"]
 
@@ -159,9 +160,30 @@ class CommsTool:
         ]
         listing = ", ".join(others) if others else "no other agents"
         text = f"{verb} as {store.label(self.agent_id)} ({action.visibility}). Online: {listing}."
+        data: dict[str, Any] = {"id": self.agent_id, "name": action.name}
+        note = self._name_in_use(action.name)
+        if note is not None:
+            text += "\n" + note
+            data["name_in_use"] = note
         if self.on_register is not None:
             self.on_register(action.name)
-        return ToolResult(text, data={"id": self.agent_id, "name": action.name})
+        return ToolResult(text, data=data)
+
+    def _name_in_use(self, name: str) -> str | None:
+        """One line for an agent that took a name another online agent it can see already bears, else ``None``."""
+        store = self.store
+        same = [
+            other
+            for other in namesakes(store.state, self.agent_id)
+            if (body := store.record(other)) is not None and visibility.listed(body, self.agent_id)
+        ]
+        if not same:
+            return None
+        shown = shown_names(store.state)(self.agent_id)
+        return (
+            f"Note: the name {display(name, inline=True)} is already in use by {len(same)} other agent(s); "
+            f"people see you as {display(shown, inline=True)} (update with a new name to be told apart)."
+        )
 
     def _update(self, action: Update) -> ToolResult:
         fields = {k: v for k, v in attrs.asdict(action).items() if v is not None}

@@ -15,22 +15,26 @@ in :mod:`agent_comms.visibility`; the command line observes without being an age
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agent_comms import queries
 from agent_comms.protocol.hlc import hlc_wall_ms
-from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage, op_id
+from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, RoomMessage, op_id
 from agent_comms.protocol.state import MeshState
 from agent_comms.queries import SinceError, live_rooms, select_messages
 
 __all__ = [
     "SinceError",
     "agent_rows",
+    "author_of",
     "marked",
     "message_rows",
+    "namesakes",
     "room_history",
     "room_rows",
     "select_messages",
+    "shown_names",
 ]
 
 
@@ -39,16 +43,75 @@ def _name(state: MeshState, agent_id: str) -> str:
     return agent_id if entry is None or entry.record is None else entry.body.name
 
 
+#: The fewest characters of an id shown to tell agents of one name apart.
+_SHORT_ID = 6
+
+
+def shown_names(state: MeshState, also: Iterable[str] = ()) -> Callable[[str], str]:
+    """How agents are named to a person (chat, web page, command line): by name, or ``name (short id)`` where
+    agents share a name, so that two agents called alice never look the same.
+
+    The agents that count are those online, and ``also`` (say, the authors of the messages shown). The short id is
+    the shortest end of the id, at least six characters, that no other agent of that name shares (the agents
+    table shows whole ids). An unknown agent is shown by its id.
+    """
+    ids_by_name: dict[str, set[str]] = {}
+    for agent_id in {*(i for i, e in state.agents.items() if e.record is not None and e.online), *also}:
+        entry = state.agents.get(agent_id)
+        if entry is not None and entry.record is not None:
+            ids_by_name.setdefault(entry.body.name, set()).add(agent_id)
+    shorts: dict[str, str] = {}
+    for ids in ids_by_name.values():
+        if len(ids) > 1:
+            shorts.update(_short_ids(ids))
+
+    def shown(agent_id: str) -> str:
+        name = _name(state, agent_id)
+        if name == agent_id:
+            return name
+        short = shorts.get(agent_id)
+        if short is None and len(ids_by_name.get(name, ())) > 0 and agent_id not in ids_by_name[name]:
+            short = _short_ids({agent_id, *ids_by_name[name]})[agent_id]  # an agent out of view, of a name in it
+        return name if short is None else f"{name} ({short})"
+
+    return shown
+
+
+def _short_ids(ids: set[str]) -> dict[str, str]:
+    longest = max(len(agent_id) for agent_id in ids)
+    for length in range(_SHORT_ID, longest + 1):
+        ends = {agent_id: agent_id[-length:] for agent_id in ids}
+        if len(set(ends.values())) == len(ids):
+            return ends
+    return {agent_id: agent_id for agent_id in ids}
+
+
+def author_of(state: MeshState, message_id: str) -> str | None:
+    """Who wrote the message ``message_id`` (``None``: no such message is held, or none is named)."""
+    op = state.messages.get(message_id) if message_id else None
+    return op.body.author if op is not None and isinstance(op.body, RoomMessage | DirectMessage) else None
+
+
+def namesakes(state: MeshState, agent_id: str) -> list[str]:
+    """The other online agents that bear ``agent_id``'s name, by id."""
+    name = _name(state, agent_id)
+    return sorted(
+        other
+        for other, entry in state.agents.items()
+        if other != agent_id and entry.record is not None and entry.online and entry.body.name == name
+    )
+
+
 def marked(name: str, visibility: str) -> str:
     """``name``, marked ``[hidden]`` or ``[ghost]`` when the agent is not visible to other agents."""
     return name if visibility == "visible" else f"{name} [{visibility}]"
 
 
-def _label(state: MeshState, agent_id: str) -> str:
+def _label(state: MeshState, agent_id: str, shown: Callable[[str], str]) -> str:
     entry = state.agents.get(agent_id)
     if entry is None or entry.record is None:
         return agent_id
-    return marked(entry.body.name, entry.body.visibility)
+    return marked(shown(agent_id), entry.body.visibility)
 
 
 def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, Any]]:
@@ -64,6 +127,7 @@ def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, An
         (entry.body, entry.online) for entry in state.agents.values() if entry.record is not None
     ]
     rows = []
+    shown = shown_names(state, also=(body.agent_id for body, _online in records) if everyone else ())
     for body, online in sorted(records, key=lambda item: (item[0].name.lower(), item[0].agent_id)):
         if not everyone and (not online or body.visibility != "visible"):
             continue
@@ -71,6 +135,7 @@ def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, An
             {
                 "id": body.agent_id,
                 "name": body.name,
+                "label": shown(body.agent_id),
                 "harness": body.harness,
                 "status": body.status if online else "offline",
                 "visibility": body.visibility,
@@ -88,6 +153,7 @@ def agent_rows(state: MeshState, *, everyone: bool = False) -> list[dict[str, An
 def room_rows(state: MeshState) -> list[dict[str, Any]]:
     """Every live room by name, of every type."""
     rows = []
+    shown = shown_names(state)
     for room_id, view in live_rooms(state):
         messages = len(state.room_messages(room_id))
         rows.append(
@@ -100,8 +166,8 @@ def room_rows(state: MeshState) -> list[dict[str, Any]]:
                 "id": room_id,
                 "owner_name": _name(state, view.owner),
                 "member_names": [_name(state, m) for m in sorted(view.members)],
-                "owner_label": _label(state, view.owner),
-                "member_labels": [_label(state, m) for m in sorted(view.members)],
+                "owner_label": _label(state, view.owner, shown),
+                "member_labels": [_label(state, m, shown) for m in sorted(view.members)],
                 "invited": sorted(view.invited),
                 "messages": messages,
             }
@@ -117,11 +183,14 @@ def room_history(state: MeshState, name: str) -> list[Op] | None:
 
 def message_rows(state: MeshState, messages: list[Op]) -> list[dict[str, Any]]:
     """The ``read --json`` shape of room messages (``timestamp``: epoch milliseconds; ``time``: ISO 8601, UTC)."""
+    authors = [op.body.author for op in messages if isinstance(op.body, RoomMessage)]
+    shown = shown_names(state, also=authors)
     rows = []
     for op in messages:
         body = op.body
         assert isinstance(body, RoomMessage)
         millis = hlc_wall_ms(op.hlc)
+        replied = author_of(state, body.reply_to)
         rows.append(
             {
                 "id": op_id(op),
@@ -130,6 +199,8 @@ def message_rows(state: MeshState, messages: list[Op]) -> list[dict[str, Any]]:
                 "content": body.content,
                 "timestamp": millis,
                 "reply_to": body.reply_to or None,
+                "from_label": shown(body.author),
+                "reply_to_label": None if replied is None else shown(replied),
                 "time": dt.datetime.fromtimestamp(millis / 1000, dt.UTC).isoformat(timespec="milliseconds"),
             }
         )

@@ -41,6 +41,25 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["agents", "--bogus"], "usage: agent-comms agents [-h] [--json] [--all]"),
+        (["read", "review", "--bogus"], "usage: agent-comms read [-h]"),
+        (["hub", "status", "--bogus"], "usage: agent-comms hub status [-h]"),
+    ],
+)
+def test_an_unknown_option_shows_the_sub_commands_usage(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert "unrecognized arguments: --bogus" in err
+
+
 def _free_port() -> int:
     import socket
 
@@ -88,4 +107,4 @@ def test_mesh_names_a_port_held_by_something_that_is_not_a_peer(
         monkeypatch.setenv("AGENT_COMMS_PORT", str(port))
         assert main(["mesh"]) == 1
     err = capsys.readouterr().err
-    assert f"port {port} is held by a process that is not a mesh peer of this user" in err, err
+    assert f"port {port} is held by another program, not a mesh peer of this user" in err, err

@@ -43,14 +43,17 @@ class Cli:
     env: dict[str, str]
     cwd: Path
 
-    async def __call__(self, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    async def __call__(
+        self, *argv: str, cwd: Path | None = None, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run the command (``stdin``: what it reads on standard input; ``None``: nothing, at once)."""
         where = self.cwd if cwd is None else cwd
         await trio.Path(where).mkdir(parents=True, exist_ok=True)
         return await trio.run_process(
             [sys.executable, "-m", "agent_comms", *argv],
             env=self.env,
             cwd=where,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             capture_stdout=True,
             capture_stderr=True,
             check=False,
@@ -316,6 +319,56 @@ async def test_send_and_dm_act_as_the_human_and_wait_for_the_mesh(scene: Scene) 
         assert "member_joined" in about_desk
 
 
+async def test_mesh_and_read_name_agents_and_show_links_and_agreement(scene: Scene) -> None:
+    """The text views name agents (never their ids), ``mesh`` shows links and whether the peers' states agree, and
+    ``read`` names the author of the message a reply answers."""
+    cli = scene.cli
+    with trio.fail_after(DEADLINE):
+        await _until_agents(cli, 2)
+        first = (await cli.json("read", "review"))[0]
+        await scene.alice.call(action="send", target="review", content="an answer", replyTo=first["id"])
+        while True:
+            result = await cli("mesh")
+            assert result.returncode == 0, result.stderr.decode()
+            table = result.stdout.decode()
+            if "every peer holds the same state (digest " in table and table.count("linked to 1 of 1 other") == 2:
+                break
+            await trio.sleep(0.1)
+        assert "agents: relay" in table
+        assert "agents: alice" in table
+        assert scene.alice_id not in table
+        assert "coordinator  pid" in table
+        assert "peer         pid" in table
+        assert table.count("state " + table.split("(digest ")[1][:8]) == 2
+        shown = (await cli("read", "review")).stdout.decode()
+        assert "alice (reply to alice): an answer" in shown
+        assert f"(reply to {first['id']})" not in shown
+
+
+async def test_send_and_dm_read_the_text_from_standard_input(scene: Scene) -> None:
+    cli, alice = scene.cli, scene.alice
+    text = "line one\n  | line two, indented\nnaïve, with no newline at the end"
+    with trio.fail_after(DEADLINE):
+        sent = await cli("send", "review", "-", "--json", stdin=text.encode() + b"\n\n")
+        assert sent.returncode == 0, sent.stderr.decode()
+        assert (await alice.wait_event("room_message", text))["sender"] == json.loads(sent.stdout)["from"]
+        assert (await cli.json("read", "review"))[-1]["content"] == text
+
+        dm = await cli("dm", "alice", "-", stdin=b"from a pipe\n")
+        assert dm.returncode == 0, dm.stderr.decode()
+        await alice.wait_event("dm", "from a pipe")
+
+        for argv in (("send", "review", "-"), ("dm", "alice", "-")):
+            for empty in (b"", b"\n \n"):
+                refused = await cli(*argv, stdin=empty)
+                assert refused.returncode == 2, refused.stderr.decode()
+                assert "standard input was empty: no message to send" in refused.stderr.decode()
+        garbled = await cli("send", "review", "-", stdin=b"\xff\xfe not utf-8")
+        assert garbled.returncode == 2
+        assert "standard input is not UTF-8 text" in garbled.stderr.decode()
+        assert (await cli.json("read", "review"))[-1]["content"] == text  # nothing else was sent
+
+
 async def test_errors_have_their_exit_status_and_register_nobody(scene: Scene) -> None:
     cli = scene.cli
     with trio.fail_after(DEADLINE):
@@ -366,10 +419,16 @@ async def test_no_mesh(tmp_path: Path) -> None:
         for argv in (("agents",), ("rooms",), ("read", "review"), ("send", "review", "hi"), ("dm", "bob", "hi")):
             result = await cli(*argv)
             assert result.returncode == 1, argv
-            assert "no mesh is running: nothing listens on 127.0.0.1:" in result.stderr.decode()
+            err = result.stderr.decode()
+            assert "no mesh is running: nothing listens on 127.0.0.1:" in err
+            assert "start an agent first: join it yourself with `agent-comms chat`, or open a harness set up " in err
             assert result.stdout == b""
         result = await cli("agents", "--json")
         assert (result.returncode, json.loads(result.stdout)) == (1, [])
+        mesh = await cli("mesh")
+        assert mesh.returncode == 1
+        assert "`agent-comms setup`" in mesh.stderr.decode()
+    assert not (tmp_path / "home").exists()  # looking (and failing to act) created no home and no key
 
 
 async def test_a_port_held_by_something_else_is_explained(tmp_path: Path) -> None:
@@ -389,7 +448,7 @@ async def test_a_port_held_by_something_else_is_explained(tmp_path: Path) -> Non
             result = await Cli(env, tmp_path)("agents")
     assert result.returncode == 1
     err = result.stderr.decode()
-    assert f"port {port} is held by a process that is not a mesh peer of this user" in err
+    assert f"port {port} is held by another program, not a mesh peer of this user" in err
     assert f"(pid {squatter.pid}: " in err
 
 

@@ -82,7 +82,7 @@ async def test_two_ports_in_one_home_are_two_meshes_and_every_command_agrees(tmp
                     other_port, other_peers = (second, 1) if port == first else (first, 2)
                     assert mesh["other_meshes"] == [{"port": other_port, "peers": other_peers}]
                     table = (await cli[port]("mesh")).stdout.decode()
-                    assert f"mesh on 127.0.0.1:{port}," in table
+                    assert f"mesh on 127.0.0.1:{port}:" in table
                     assert f"other meshes in this home (another AGENT_COMMS_PORT): port {other_port} " in table
                     agents = await cli[port].json("agents")
                     assert {a["id"] for a in agents} == expected[port]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -263,3 +264,19 @@ def test_setup_status_and_remove_for_every_harness_keep_the_users_configuration(
 def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
     """The files that differ between two snapshots of the home."""
     return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+
+
+def test_status_says_each_harness_version_and_path_once(user: User) -> None:
+    """``status`` prints the version and the path of each harness's program once per line, not again in the
+    plugin's own part of it (read-only: it creates no mesh home either)."""
+    result = user.agent_comms("status")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if ":" in line}
+    bin_dir = user.env["PATH"].split(os.pathsep)[0]
+    for harness in HARNESSES:
+        line = lines[harness]
+        assert line.count(bin_dir) <= 1, line
+        version = re.search(r"\d+\.\d+\.\d+", line)
+        assert version is not None, line
+        assert line.count(version.group()) == 1, line
+    assert not Path(user.env["AGENT_COMMS_HOME"]).exists()

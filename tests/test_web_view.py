@@ -107,3 +107,24 @@ async def test_hub_takes_only_the_listed_actions() -> None:
         state = json.loads(hub.snapshot_json())
         assert [m["content"] for m in _conversation(state, "#review")["messages"]] == ["hello"]
         assert [line["kind"] for line in state["activity"]] == ["error"]  # the failed /join, as the chat says it
+
+
+async def test_agents_that_share_a_name_are_told_apart_on_the_page() -> None:
+    """The page names agents by the rule the chat and the command line use: ``name (short id)`` where shared."""
+    async with open_in_memory_mesh() as mesh:
+        me = await mesh.agent("human", name="me", cwd="/home/me")
+        one = await mesh.agent("jsonl", name="bob", cwd="/work/one")
+        two = await mesh.agent("jsonl", name="bob", cwd="/work/two")
+        await one.call({"action": "create_room", "room": "review"})
+        await mesh.settle()
+        for agent in (two, me):
+            assert not (await agent.call({"action": "join_room", "room": "review"})).is_error
+        await mesh.settle()
+        await two.call({"action": "send", "target": "review", "content": "hello"})
+        await mesh.settle()
+        first, second = f"bob ({one.id[-6:]})", f"bob ({two.id[-6:]})"
+        assert first != second
+        state = snapshot(me.store, me.id, [])
+        assert sorted(a["name"] for a in state["agents"]) == sorted([first, second])
+        assert sorted(m["name"] for m in state["rooms"][0]["members"]) == sorted(["me", first, second])
+        assert [m["from_name"] for m in _conversation(state, "#review")["messages"]] == [second]

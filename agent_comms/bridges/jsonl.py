@@ -3,7 +3,8 @@
 For harnesses that can spawn a process and relay through it (the pi and OpenCode extensions do), and for scripts:
 ``agent-comms bridge jsonl [--name NAME] [--option harness=pi]``. Every line is one JSON object (UTF-8, ``\\n``):
 
-* out, first, once synced with the mesh and registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``
+* out, first, once synced with the mesh and registered: ``{"type": "ready", "agent": {"id", "name", "harness"}}``,
+  with ``"note"`` (one line) when another online agent already bears the name
   (lines written before it wait; the first one is answered on the mesh's state, see
   :func:`agent_comms.agent.open_agent`)
 * in: ``{"id": <any JSON>, "params": {<agent_comms tool parameters>}}``, answered in order by
@@ -177,7 +178,13 @@ async def run_bridge(agent: Agent, receive: trio.abc.ReceiveStream, writer: Line
     """
     from agent_comms.plugins import relay_deliveries
 
-    await writer.write({"type": "ready", "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness}})
+    ready: dict[str, Any] = {
+        "type": "ready",
+        "agent": {"id": agent.id, "name": agent.name, "harness": agent.tool.harness},
+    }
+    if agent.name_note is not None:
+        ready["note"] = agent.name_note  # the name was already in use: one line to tell the agent so
+    await writer.write(ready)
     relay = _Relay(writer, ack, agent.store.inbox(agent.id))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(relay_deliveries, relay.push, agent)

@@ -15,6 +15,7 @@ from agent_comms import person
 from agent_comms.chat.commands import COMMANDS, Names
 from agent_comms.chat.lines import Line, clean, clean_name, clock
 from agent_comms.events import DeliveryEvent, format_delivery_event
+from agent_comms.views import author_of, shown_names
 
 if TYPE_CHECKING:
     from agent_comms.agent import Agent
@@ -111,14 +112,15 @@ class ChatSession:
     def render_event(self, event: DeliveryEvent) -> list[Line]:
         """How a delivery event is shown (some are not: receipts of room messages, echoes of presence)."""
         kind = event.type
-        who = clean_name(event.sender_name or event.sender)
+        known = self.agent.store.record(event.sender) is not None
+        who = self.name_of(event.sender) if known else clean_name(event.sender_name or event.sender)
         room = clean_name(event.room)
         if kind == "room_message":
-            reply = f" (reply to {clean_name(event.reply_to)})" if event.reply_to else ""
+            reply = self.reply_note(event.reply_to)
             return [Line("message", f"{clock(event.timestamp)} [#{room}] {who}{reply}: {clean(event.content)}")]
         if kind == "dm":
             self.last_dm_from = event.sender
-            reply = f" (reply to {clean_name(event.reply_to)})" if event.reply_to else ""
+            reply = self.reply_note(event.reply_to)
             return [Line("dm", f"{clock(event.timestamp)} [DM from {who}]{reply} {clean(event.content)}")]
         if kind == "delivery_status":
             if person.receipt_shown(event, self._my_dms):
@@ -178,9 +180,16 @@ class ChatSession:
         return []
 
     def name_of(self, agent_id: str) -> str:
-        """The agent's current name (its id if unknown), as it may be shown."""
-        record = self.agent.store.record(agent_id)
-        return clean_name(agent_id if record is None else record.name)
+        """The agent's current name (its id if unknown), as it may be shown: ``name (short id)`` where agents
+        share the name (:func:`agent_comms.views.shown_names`)."""
+        return clean_name(shown_names(self.agent.store.state, also=(agent_id,))(agent_id))
+
+    def reply_note(self, message_id: str) -> str:
+        """`` (reply to AUTHOR)`` for a message that answers ``message_id`` (its id when it is no longer held)."""
+        if not message_id:
+            return ""
+        author = author_of(self.agent.store.state, message_id)
+        return f" (reply to {clean_name(message_id) if author is None else self.name_of(author)})"
 
     def remember_dm(self, result: ToolResult) -> None:
         """Note a sent DM, so that its receipts are shown."""

@@ -14,10 +14,6 @@ the harness closed it normally).
 
 from __future__ import annotations
 
-import argparse
-
-from agent_comms import __version__
-from agent_comms.cli import bridge, chat, demo, hub, mesh, oneshot, plugins, setup, web
 from agent_comms.cli.common import (
     EXIT_CONFIG,
     EXIT_NO_HARNESS,
@@ -27,8 +23,13 @@ from agent_comms.cli.common import (
     EXIT_USAGE,
 )
 
+TYPE_CHECKING = False  # as typing's, without importing it: see agent_comms/__init__.py
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = [
     "EXIT_CONFIG",
+    "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
     "EXIT_NO_HARNESS",
     "EXIT_NO_MESH",
@@ -38,32 +39,61 @@ __all__ = [
     "main",
 ]
 
-#: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = [demo, setup, chat, web, oneshot, mesh, hub, plugins, bridge]
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser and its sub-commands."""
+    import argparse
+
+    from agent_comms import __version__
+    from agent_comms.cli import bridge, chat, demo, hub, mesh, oneshot, plugins, setup, web
+
+    # The sub-command modules, in the order ``--help`` lists them.
+    commands_in_order = [demo, setup, chat, web, oneshot, mesh, hub, plugins, bridge]
     parser = argparse.ArgumentParser(
         prog="agent-comms",
         description="Peer-to-peer communication layer for LLM coding agents.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for command in COMMANDS:
+    for command in commands_in_order:
         command.register(commands)
+    _name_usage(parser)
     return parser
+
+
+def _name_usage(parser: argparse.ArgumentParser) -> None:
+    """Let each (sub-)sub-command report an unknown argument with its own usage rather than the top-level one."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(usage_parser=sub)
+                _name_usage(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
 
-    Without a sub-command, print the help to stdout and return 2 (a usage error).
+    Without a sub-command, print the help to stdout and return 2 (a usage error). Ctrl-C at any moment, even while
+    the command is still starting, ends it quietly with 130 (each command handles it on its own once it is running:
+    cleanup first, then the same status).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    status: int = args.handler(args)
-    return status
+    try:
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            (getattr(args, "usage_parser", None) or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        status: int = args.handler(args)
+        return status
+    except KeyboardInterrupt:
+        from agent_comms.cli.common import error
+
+        error("interrupted by SIGINT")
+        return EXIT_INTERRUPTED

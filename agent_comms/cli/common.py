@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Final
 
+TYPE_CHECKING = False  # as typing's, without importing it: see agent_comms/__init__.py
 if TYPE_CHECKING:
+    from typing import Final
+
     from agent_comms.mesh.settings import MeshSettings
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "ConfigError",
     "error",
     "load_mesh_config",
+    "load_mesh_settings",
 ]
 
 #: No mesh is running (for commands that observe or talk to one).
@@ -56,5 +59,20 @@ def load_mesh_config() -> tuple[MeshSettings, bytes]:
     try:
         settings = MeshSettings.from_env()
         return settings, load_or_create_key(settings.home)
+    except (MeshKeyError, SettingsError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_mesh_settings() -> tuple[MeshSettings, bytes | None]:
+    """The settings and the mesh key if it exists, for commands that only look: they create nothing (no home, no
+    key). ``None``: no key, so no peer of this user ever ran in this home. :class:`ConfigError` if unusable."""
+    from agent_comms.mesh.keyfile import KEY_FILE, MeshKeyError, load_or_create_key
+    from agent_comms.mesh.settings import MeshSettings, SettingsError
+
+    try:
+        settings = MeshSettings.from_env()
+        if not (settings.home / KEY_FILE).exists():
+            return settings, None
+        return settings, load_or_create_key(settings.home)  # it exists: only read and checked
     except (MeshKeyError, SettingsError) as exc:
         raise ConfigError(str(exc)) from exc

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_config
+from agent_comms.cli.common import EXIT_CONFIG, EXIT_NO_MESH, ConfigError, error, load_mesh_settings
 from agent_comms.display import display
 
 
@@ -28,16 +28,20 @@ def run(args: argparse.Namespace) -> int:
     from agent_comms.mesh.registry import PeerRegistry
 
     try:
-        settings, key = load_mesh_config()
+        settings, key = load_mesh_settings()  # looking creates nothing
     except ConfigError as exc:
         error(str(exc))
         return EXIT_CONFIG
 
     async def observe() -> MeshSnapshot | str:
-        try:
-            return await observe_mesh(key, port=settings.port, registry=PeerRegistry(settings.home))
-        except NoMesh:  # say why: nothing listens, or what holds the port
-            return await explain_no_mesh(key, settings.port)
+        registry = PeerRegistry(settings.home)
+        if key is not None:
+            try:
+                return await observe_mesh(key, port=settings.port, registry=registry)
+            except NoMesh:
+                pass
+        # say why: nothing listens, or what holds the port
+        return await explain_no_mesh(key, settings.port, registry=registry)
 
     snapshot = trio.run(observe)
     if isinstance(snapshot, str):
@@ -52,17 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
-    coordinator = data["coordinator"]
-    leader = display(coordinator["peer_id"], inline=True) if coordinator else "(none)"
-    print(f"mesh on 127.0.0.1:{settings.port}, coordinator {leader}")
-    if data["coordinator_port_problem"]:
-        problem = display(data["coordinator_port_problem"])
-        print(f"  warning: {problem}; the peers below met through the registry")
-    for peer in data["peers"]:
-        role = "coordinator" if peer["coordinator"] else "peer"
-        agents = display(", ".join(peer["agents"]), inline=True) or "-"
-        peer_id = display(peer["peer_id"], inline=True)
-        print(f"  {peer_id}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  {role:<11}  agents: {agents}")
+    _print_peers(data, snapshot, settings.port)
     if data["other_meshes"]:  # a mesh is its port: the same home may hold others, which this one never links to
         listed = ", ".join(
             f"port {m['port']} ({m['peers']} peer{'s' * (m['peers'] != 1)})" for m in data["other_meshes"]
@@ -75,6 +69,40 @@ def run(args: argparse.Namespace) -> int:
         for machine in data["machines"]:
             print(f"  machine {machine['name']}: {'present' if machine['present'] else 'away'}")
     return 0
+
+
+def _print_peers(data: dict[str, Any], snapshot: Any, port: int) -> None:
+    """The text view: each peer by its role and the agents it hosts (by name), its links to the other peers, and
+    whether every peer holds the same replicated state (its digest: equal digests, same state)."""
+    from agent_comms.views import shown_names
+
+    peers = data["peers"]
+    coordinator = data["coordinator"]
+    leader = display(coordinator["peer_id"], inline=True) if coordinator else "(none)"
+    print(f"mesh on 127.0.0.1:{port}: {len(peers)} peer(s), coordinator {leader}")
+    if data["coordinator_port_problem"]:
+        problem = display(data["coordinator_port_problem"])
+        print(f"  warning: {problem}; the peers below met through the registry")
+    shown = shown_names(snapshot.state)
+    listed = {peer["peer_id"] for peer in peers}
+    for peer in peers:
+        role = "coordinator" if peer["coordinator"] else "peer"
+        agents = ", ".join(display(shown(agent_id), inline=True) for agent_id in peer["agents"]) or "no agents"
+        if peer["links"] is None:
+            links = "did not answer"
+        else:
+            others = listed - {peer["peer_id"]}
+            links = f"linked to {len(others & set(peer['links']))} of {len(others)} other peer(s)"
+        digest = f"state {peer['digest'][:8]}" if peer["digest"] else "state unknown"
+        print(
+            f"  {display(peer['peer_id'], inline=True)}  {role:<11}  pid {peer['pid']:<7}  up {peer['uptime']:8.1f} s  "
+            f"{links}  {digest}\n      agents: {agents}"
+        )
+    digests = {peer["digest"] for peer in peers if peer["digest"]}
+    if len(digests) == 1 and all(peer["digest"] for peer in peers):
+        print(f"every peer holds the same state (digest {next(iter(digests))[:8]})")
+    elif digests:
+        print(f"the peers hold {len(digests)} different states: they are still exchanging operations (try again)")
 
 
 def _hub_part(home: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +28,7 @@ from agent_comms.cli.common import (
     EXIT_USAGE,
     ConfigError,
     error,
-    load_mesh_config,
+    load_mesh_settings,
 )
 from agent_comms.display import display
 
@@ -101,11 +102,14 @@ def register(commands: Any) -> None:
             "directory). Joins ROOM first if you are not a member (public rooms, or ones you were invited to).\n"
             "Returns once the mesh holds the message."
         ),
-        epilog="example: agent-comms send review 'the build is green, go ahead'",
+        epilog=(
+            "examples:\n  agent-comms send review 'the build is green, go ahead'\n"
+            "  git log -1 --format=%B | agent-comms send review -   # the text from standard input"
+        ),
         formatter_class=raw,
     )
     send.add_argument("room", metavar="ROOM", help="the room's name (with or without a leading #)")
-    send.add_argument("text", metavar="TEXT", help="the message")
+    send.add_argument("text", metavar="TEXT", help=_TEXT_HELP)
     _acting_options(send)
     send.set_defaults(handler=run_send)
 
@@ -116,13 +120,19 @@ def register(commands: Any) -> None:
             "Send TEXT to AGENT (a name or an id) as your own agent (harness 'human'). An offline agent gets it\n"
             "when it returns. Returns once the mesh holds the message."
         ),
-        epilog="example: agent-comms dm reviewer 'please look at PR 12 next'",
+        epilog=(
+            "examples:\n  agent-comms dm reviewer 'please look at PR 12 next'\n"
+            "  agent-comms dm reviewer - < notes.md   # the text from standard input"
+        ),
         formatter_class=raw,
     )
     dm.add_argument("agent", metavar="AGENT", help="the agent's name or id")
-    dm.add_argument("text", metavar="TEXT", help="the message")
+    dm.add_argument("text", metavar="TEXT", help=_TEXT_HELP)
     _acting_options(dm)
     dm.set_defaults(handler=run_dm)
+
+
+_TEXT_HELP = "the message; - reads it from standard input (all of it, up to its end; trailing newlines dropped)"
 
 
 def _acting_options(parser: argparse.ArgumentParser) -> None:
@@ -151,17 +161,19 @@ def _observe(json_output: bool, empty: object) -> tuple[MeshSnapshot | None, int
     from agent_comms.mesh.registry import PeerRegistry
 
     try:
-        settings, key = load_mesh_config()
+        settings, key = load_mesh_settings()
     except ConfigError as exc:
         error(str(exc))
         return None, EXIT_CONFIG
 
     async def observe() -> MeshSnapshot | str:
         registry = PeerRegistry(settings.home)
-        try:
-            return await observe_mesh(key, port=settings.port, registry=registry, each_peer=False)
-        except NoMesh:
-            return await explain_no_mesh(key, settings.port)
+        if key is not None:
+            try:
+                return await observe_mesh(key, port=settings.port, registry=registry, each_peer=False)
+            except NoMesh:
+                pass
+        return await explain_no_mesh(key, settings.port, registry=registry)
 
     found = _run_interruptibly(observe)
     if isinstance(found, int):
@@ -192,7 +204,7 @@ def run_agents(args: argparse.Namespace) -> int:
         tuple(
             display(cell, inline=True)
             for cell in (
-                marked(row["name"] + (f"@{row['machine']}" if row["machine"] else ""), row["visibility"]),
+                marked(row["label"] + (f"@{row['machine']}" if row["machine"] else ""), row["visibility"]),
                 row["id"],
                 row["harness"],
                 row["status"],
@@ -260,8 +272,9 @@ def run_read(args: argparse.Namespace) -> int:
     earlier = len(messages) - len(shown)
     print(display(f"#{room}: {len(shown)} message(s)", inline=True) + (f" ({earlier} not shown)" if earlier else ""))
     for row in rows:
-        reply = f" (reply to {display(row['reply_to'], inline=True)})" if row["reply_to"] else ""
-        sender, content = display(row["from_name"], inline=True), display(row["content"])
+        replied = row["reply_to_label"] or row["reply_to"]  # the id of a message no longer held
+        reply = f" (reply to {display(replied, inline=True)})" if replied else ""
+        sender, content = display(row["from_label"], inline=True), display(row["content"])
         print(f"[{row['time'][11:19]}] {sender}{reply}: {content}  [id {display(row['id'], inline=True)}]")
     return 0
 
@@ -333,7 +346,17 @@ def _dm_hint(state: Any, ref: str) -> str | None:
 
 def _act(args: argparse.Namespace, call: dict[str, object], check: Callable[[Any], str | None]) -> int:
     """Check (observing), then act as the human's agent: join a room if needed, send, wait for the mesh's copy."""
-    if not args.text.strip():
+    text = args.text
+    if text == "-":
+        try:
+            text = sys.stdin.buffer.read().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            error(f"standard input is not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was sent")
+            return EXIT_USAGE
+        if not text.strip():
+            error("standard input was empty: no message to send (TEXT is -)")
+            return EXIT_USAGE
+    elif not text.strip():
         error("the message is empty")
         return EXIT_USAGE
     snapshot, status = _observe(False, None)
@@ -343,7 +366,7 @@ def _act(args: argparse.Namespace, call: dict[str, object], check: Callable[[Any
     if problem is not None:
         error(problem)
         return EXIT_NOT_FOUND
-    params = {**call, "content": args.text}
+    params = {**call, "content": text}
     if args.reply_to:
         params["replyTo"] = args.reply_to
     outcome = _run_interruptibly(lambda: _act_as_human(args.name, params))

@@ -778,6 +778,18 @@ def _raise_file_limit() -> None:
         pass  # not permitted (or an infinite hard limit the kernel refuses as a soft one): keep the soft limit
 
 
+def _warn_of_foreign_holder(peer_id: str, port: int, network: Network, registry: PeerRegistry) -> None:
+    """Say at start (in the log a bridge writes on its standard error, which ``chat`` shows) when the coordinator
+    port is held by a program that is not a peer: this peer then meets the others through the registry only."""
+    from .port_holder import foreign_holder, foreign_port_message
+
+    if not isinstance(network, TcpNetwork):
+        return
+    holder = foreign_holder(port, registry)
+    if holder is not None:
+        logger.warning("peer %s: %s; meeting peers through the registry", peer_id, foreign_port_message(port, holder))
+
+
 @asynccontextmanager
 async def open_node(
     key: bytes,
@@ -819,6 +831,7 @@ async def open_node(
             nursery.start_soon(node._probe_processes)
         if registry is not None:
             registry.publish(peer.info)
+            _warn_of_foreign_holder(peer.peer_id, port, network, registry)
         nursery.start_soon(node._alarm)
         await nursery.start(node._owner)
         if registry is not None:

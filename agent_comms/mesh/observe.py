@@ -5,7 +5,8 @@ coordinator answers with its peer list and its own status, and with a full anti-
 observer rebuilds the replicated state. With ``each_peer=True`` the observer then asks every listed peer for its
 status the same way (links, the coordinator it follows, its state digest). It never registers an agent and never
 becomes a peer, so it shows up in no listing. If the coordinator port does not answer in time (a stopped
-process), it asks the peers in the registry instead.
+process), it asks the peers in the registry instead; if the port is held by a program that is known not to be a
+peer (:func:`~agent_comms.mesh.port_holder.foreign_holder`), it does not dial it at all.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from agent_comms.protocol.state import MeshState
 from agent_comms.protocol.wire import PeerInfo, PeerList, PeerStatus, SyncOps, SyncRequest
 
 from .network import Network, TcpNetwork
+from .port_holder import foreign_holder, foreign_port_message, port_holder
 from .registry import PeerRegistry
 
-__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "explain_no_mesh", "listening_pid", "observe_mesh", "peer_status"]
+__all__ = ["MeshSnapshot", "NoMesh", "PeerView", "explain_no_mesh", "observe_mesh", "peer_status"]
 
 
 #: What "that place did not answer" looks like: refused, reset, too slow, or not speaking our protocol.
@@ -114,9 +116,13 @@ async def observe_mesh(
     network = TcpNetwork() if network is None else network
     answer: _Answer | None = None
     problem: str | None = None
+    foreign = None if registry is None or not isinstance(network, TcpNetwork) else foreign_holder(port, registry)
     try:
-        with trio.fail_after(attempt_seconds):
-            answer = await _ask(network, key, port, port)
+        if foreign is not None:
+            problem = foreign_port_message(port, foreign)
+        else:
+            with trio.fail_after(attempt_seconds):
+                answer = await _ask(network, key, port, port)
     except ConnectionRefusedError:
         pass  # nobody holds the port (between coordinators, say): not a problem in itself
     except RemoteProtocolError as exc:
@@ -233,28 +239,49 @@ def _opened(handshake: LinkHandshake) -> bool:
     return handshake.is_open  # a call, so the type checker does not carry the narrowing across receive()
 
 
-async def explain_no_mesh(key: bytes, port: int, *, network: Network | None = None, wait: float = 1.0) -> str:
-    """Why no mesh answers on ``port``, in a sentence for a person: nothing listens there, or what holds it."""
+#: How a person starts a mesh: any agent does.
+START_HINT = (
+    "start an agent first: join it yourself with `agent-comms chat`, or open a harness set up with "
+    "`agent-comms setup` (its bridge starts the mesh)"
+)
+
+
+async def explain_no_mesh(
+    key: bytes | None,
+    port: int,
+    *,
+    network: Network | None = None,
+    registry: PeerRegistry | None = None,
+    wait: float = 1.0,
+) -> str:
+    """Why no mesh answers on ``port``, in a sentence for a person: nothing listens there, or what holds it.
+
+    With ``registry``, a holder known not to be a peer is named at once, without asking it anything. Without a
+    ``key`` (none was ever made in this home, so no peer of this user ran there), whatever holds the port is another
+    program.
+    """
     network = TcpNetwork() if network is None else network
+    if registry is not None and isinstance(network, TcpNetwork):
+        foreign = foreign_holder(port, registry)
+        if foreign is not None:
+            return foreign_port_message(port, foreign)
     try:
         with trio.fail_after(wait):
             conn = await network.connect(port)
         await trio.aclose_forcefully(conn.stream)
     except (OSError, trio.TooSlowError):
-        return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); start an agent first"
+        return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); {START_HINT}"
+    if key is None:
+        return foreign_port_message(port, port_holder(port))
     try:
         with trio.fail_after(wait):
             await _ask(network, key, port, port)
     except OSError as exc:
-        return f"port {port} is held by a process that is not a mesh peer of this user{_holder(port)} ({exc})"
+        return f"{foreign_port_message(port, port_holder(port))} ({exc})"
     except RemoteProtocolError as exc:
-        holder = _holder(port)
         if exc.reason == "version":
-            return f"the mesh on port {port}{holder} speaks another protocol version: {exc}"
-        return (
-            f"port {port} is held by a process that is not a mesh peer of this user{holder} ({exc}); "
-            "stop it, or choose another port with AGENT_COMMS_PORT"
-        )
+            return f"the mesh on port {port}{_holder(port)} speaks another protocol version: {exc}"
+        return f"{foreign_port_message(port, port_holder(port))} ({exc})"
     except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
         return (
             f"the process holding port {port}{_holder(port)} does not answer (stopped or hung?) "
@@ -264,46 +291,5 @@ async def explain_no_mesh(key: bytes, port: int, *, network: Network | None = No
 
 
 def _holder(port: int) -> str:
-    pid = listening_pid(port)
-    if pid is None:
-        return ""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        command = ""
-    return f" (pid {pid}: {command[:80]})" if command else f" (pid {pid})"
-
-
-def listening_pid(port: int) -> int | None:
-    """The process listening on TCP ``port`` of 127.0.0.1 (Linux, own processes only; ``None`` if not found)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as handle:
-                lines = handle.readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    if not inodes:
-        return None
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    try:
-        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
-                    return int(pid)
-            except OSError:
-                continue
-    return None
+    holder = port_holder(port)
+    return "" if holder is None else f" ({holder.describe()})"

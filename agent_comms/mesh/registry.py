@@ -60,6 +60,10 @@ class PeerRegistry:
         processes are removed, whatever their port; entries without a port, of older versions, are skipped)."""
         return [info for info in self._live() if info.port == port]
 
+    def live(self) -> list[PeerInfo]:
+        """Every registered peer whose process still exists, of every port."""
+        return self._live()
+
     def _live(self) -> list[PeerInfo]:
         peers: list[PeerInfo] = []
         try:

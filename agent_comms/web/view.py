@@ -12,6 +12,7 @@ from agent_comms import person
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import DirectMessage, Op, RoomMessage, op_id, op_key
 from agent_comms.protocol.rooms import RoomView
+from agent_comms.views import shown_names
 
 if TYPE_CHECKING:
     from agent_comms.store import MeshStore
@@ -49,7 +50,7 @@ def _agents(store: MeshStore, me: str) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": body.agent_id,
-                "name": body.name,
+                "name": _name(store, body.agent_id),
                 "harness": body.harness,
                 "status": body.status if online else "offline",
                 "online": online,
@@ -76,8 +77,8 @@ def _room(store: MeshStore, me: str, room_id: str, view: RoomView) -> dict[str, 
 
 
 def _name(store: MeshStore, agent_id: str) -> str:
-    record = store.record(agent_id)
-    return agent_id if record is None else record.name
+    """The agent's name as the person sees it (``name (short id)`` where agents share it, as in ``chat``)."""
+    return shown_names(store.state, also=(agent_id,))(agent_id)
 
 
 def _message(store: MeshStore, me: str, op: Op, readers: list[str]) -> dict[str, Any]:

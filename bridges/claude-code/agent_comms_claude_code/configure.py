@@ -480,10 +480,11 @@ def configure(home: Path, dry_run: bool) -> list[str]:
 
 
 def status(home: Path) -> str:
-    """One line on how Claude Code is set up for ``home``."""
+    """One line on how Claude Code is set up for ``home`` (``agent-comms status`` prints the version and the path
+    of ``claude`` before it: they are not repeated here)."""
     found = detect(home)
     if not found.installed:
-        return f"Claude Code: {found.detail}"
+        return "not set up"
     entry = _user_server(home)
     server = (
         f"MCP server {SERVER_NAME!r} configured (user scope)"
@@ -493,7 +494,7 @@ def status(home: Path) -> str:
     try:
         entry_of_plugin = _plugin_entry(home)
     except SetupError as exc:
-        return f"Claude Code {found.detail}: {server}; plugin state unknown ({exc})"
+        return f"{server}; plugin state unknown ({exc})"
     if entry_of_plugin is None:
         plugin = f"plugin {PLUGIN_ID} not installed (no hooks)"
     else:
@@ -508,7 +509,7 @@ def status(home: Path) -> str:
     except SetupError as exc:
         allowed = str(exc)
     problems = two_servers(home, entry_of_plugin)
-    line = f"Claude Code {found.detail}: {server}; {plugin}; {allowed}"
+    line = f"{server}; {plugin}; {allowed}"
     if problems:
         line += "; PROBLEM: " + "; ".join(problems) + "; `agent-comms setup claude-code` repairs it"
     return line

@@ -357,7 +357,10 @@ async def _serve_agent(
 ) -> None:
     """Serve MCP for ``agent`` on stdio, with the extension's task beside the server, until the client is done."""
     ledger = DrainLedger(agent)
-    server = build_server(agent, ledger=ledger, max_events=max_events, instructions=extension.instructions)
+    instructions = extension.instructions
+    if agent.name_note is not None:  # its name was already in use: the client learns it with the instructions
+        instructions = f"{instructions}\n\n{agent.name_note}" if instructions else agent.name_note
+    server = build_server(agent, ledger=ledger, max_events=max_events, instructions=instructions)
     initialized = trio.Event()
     bridge: RunningBridge | None = None
 

@@ -98,6 +98,8 @@ class Bridge:
         self.seen: list[str] = []
         self.process: Any = None
         self.id = ""
+        #: the server's instructions, from its answer to ``initialize``
+        self.instructions = ""
 
     async def call(self, **params: Any) -> types.CallToolResult:
         result = await self.session.call_tool("agent_comms", params)
@@ -170,8 +172,9 @@ class Mesh:
         before = len(self.spawned)
         read, write = await stack.enter_async_context(stdio_client(params, errlog=log))
         session = await stack.enter_async_context(ClientSession(read, write))
-        await session.initialize()
+        initialized = await session.initialize()
         bridge = Bridge(session, stack, directory, errlog)
+        bridge.instructions = initialized.instructions or ""
         bridge.process = self.spawned[before]
         whoami = await bridge.ok(action="whoami")
         match = re.match(r"You are (?P<name>.+) \((?P<id>[^()]+)\):", whoami)
@@ -480,6 +483,22 @@ async def test_events_are_drained_into_the_next_result_once(tmp_path: Path, spaw
             assert b.saw("are you there, beta?") == 1
             # The read receipt reaches the sender once the result carrying the DM went out.
             await a.until(lambda r: said_receipt(text_of(r), message_id, "read"), action="whoami")
+
+
+async def test_a_bridge_whose_name_is_in_use_says_so_once(tmp_path: Path, spawned: list[Any]) -> None:
+    """Two bridges named alice: the second is told, in its instructions, in its log, and in a register answer."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            first = await mesh.bridge("one", "--name", "alice")
+            second = await mesh.bridge("two", "--name", "alice")
+            assert "already in use" not in first.instructions
+            note = "Note: the name alice is already in use by 1 other agent(s); "
+            note += f"people see you as alice ({second.id[-6:]})"
+            assert second.instructions.count(note) == 1, second.instructions
+            assert note in second.errlog.read_text()
+            assert note not in first.errlog.read_text()
+            assert note in await second.ok(action="register", name="alice")
+            assert "Note:" not in await second.ok(action="register", name="alice-two")
 
 
 async def test_a_result_says_how_many_more_events_wait(tmp_path: Path, spawned: list[Any]) -> None:
