@@ -130,7 +130,7 @@ async def run_rounds(rounds: int, trees: dict[str, Path | None], workdir: Path) 
     rss: dict[str, list[int]] = {name: [] for name in trees}
     homes = {name: workdir / f"home-{index}" for index, name in enumerate(trees)}
     for home in homes.values():
-        home.mkdir(exist_ok=True)
+        home.mkdir(mode=0o700, exist_ok=True)  # the mesh refuses a home other users can read
     for name in trees:  # a first start makes the identity and keys: not what is measured
         await time_bridge(homes[name], trees[name])
     for round_ in range(rounds):
