@@ -138,6 +138,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
     session.run("python", "benchmarks/bench_context.py", *session.posargs)
     session.run("python", "benchmarks/bench_hub.py", *session.posargs)
+    session.run("python", "benchmarks/bench_bridge_start.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

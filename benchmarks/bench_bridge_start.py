@@ -168,7 +168,10 @@ def main() -> None:
     parser.add_argument("--no-load", action="store_true", help="skip the run under load")
     parser.add_argument("--baseline-tree", type=Path, help="another checkout whose bridge is measured beside this one")
     parser.add_argument("--json", default="bench-results/bridge_start.json")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, no run under load")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.no_load = 3, True
     trees: dict[str, Path | None] = {"bridge (this tree)": None}
     if args.baseline_tree is not None:
         trees[f"bridge ({args.baseline_tree})"] = args.baseline_tree.resolve()
