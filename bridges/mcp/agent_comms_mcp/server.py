@@ -1,6 +1,6 @@
 """The ``agent_comms`` tool as an MCP server: its JSON Schema, its description, and the bridge that serves it.
 
-:func:`build_session` describes the server for one connection (:class:`~agent_comms_mcp.session.McpSession`):
+:func:`build_session` describes the server for a connection (:class:`~agent_comms_mcp.session.McpSession`):
 ``tools/list`` answers one tool, :data:`TOOL`; ``tools/call`` runs the call through the agent's
 :class:`~agent_comms.tool.CommsTool` and appends, with :func:`agent_comms.tool.with_deliveries`, the events waiting
 for the agent (*drain* delivery: a generic MCP client cannot be pushed a message). Errors are results
@@ -61,6 +61,7 @@ __all__ = [
     "build_session",
     "call_tool",
     "serve",
+    "tool_runner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,10 +188,9 @@ async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -
         return ToolResult(text, is_error=True)
 
 
-def build_session(
-    agent: Agent, *, instructions: str = INSTRUCTIONS, experimental: dict[str, Any] | None = None
-) -> McpSession:
-    """The MCP session of ``agent``'s server: one tool, :data:`TOOL`, and the server's identity."""
+def build_session(*, instructions: str = INSTRUCTIONS, experimental: dict[str, Any] | None = None) -> McpSession:
+    """A connection's MCP session: the server's identity, ``instructions``, ``experimental`` capabilities and its
+    one tool, :data:`TOOL`."""
     from agent_comms_mcp import __version__
 
     info = ServerInfo(
@@ -331,7 +331,7 @@ async def _serve_agent(
 ) -> None:
     """Serve MCP for ``agent`` on stdio, with the extension's task beside the server, until the client is done."""
     ledger = DrainLedger(agent)
-    session = build_session(agent, instructions=extension.instructions, experimental=extension.experimental)
+    session = build_session(instructions=extension.instructions, experimental=extension.experimental)
     async with open_stdio_connection(session, program=extension.program, refuse=extension.refuse) as connection:
         connection.add_written_callback(ledger.written)
         connection.add_unanswered_callback(ledger.unanswered)
