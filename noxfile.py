@@ -133,11 +133,12 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Run the mesh benchmark (``-- --quick`` for a short run). Compare ratios within one run, not across runs."""
-    session.install("-e", ".[hub]", "-e", "./bridges/mcp")
+    session.install("-e", ".[hub]", "-e", "./bridges/mcp[test]")  # bench_context drives it with the SDK's client
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
     session.run("python", "benchmarks/bench_context.py", *session.posargs)
     session.run("python", "benchmarks/bench_hub.py", *session.posargs)
+    session.run("python", "benchmarks/bench_bridge_start.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -3,7 +3,8 @@
 The model calls one tool, ``agent_comms``, with a flat object: ``action`` plus whichever of ``name, visibility,
 tags, status, room, type, description, target, content, agent, since, replyTo, reason, streamingBehavior`` the
 action needs (the original's names, so existing prompts carry over). :func:`build_action` turns that object into
-one of the action classes below with cattrs, or raises :class:`~agent_comms.errors.CommsError` with code
+one of the action classes below (each field's type check worked out once per class, then the class's own
+validators), or raises :class:`~agent_comms.errors.CommsError` with code
 ``INVALID_PARAMS`` and a message naming the offending field. It never guesses: an unknown action, an unknown
 parameter, a wrong type, a missing field or a value out of range is an error, not a different action.
 
@@ -20,11 +21,10 @@ is never refused there, nor by a peer.
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
 import attrs
-import cattrs
 
 from .errors import CommsError, ErrorCode
 from .protocol.fields import (
@@ -405,72 +405,82 @@ def _kind(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _converter() -> cattrs.Converter:
-    converter = cattrs.Converter(detailed_validation=True)
+def _strict_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_kind(value)}")
+    return _unicode(value)
 
-    def strict_str(value: object, _type: object) -> str:
-        if not isinstance(value, str):
-            raise _Invalid(f"expected a string, got {_kind(value)}")
+
+def _strict_tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(f"expected a list of strings, got {_kind(value)}")
+    return tuple(_unicode(v) for v in value)
+
+
+def _since(value: object) -> str | int | None:
+    if isinstance(value, str):
         return _unicode(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _Invalid(f"expected a message id or a time, got {_kind(value)}")
 
-    def strict_tags(value: object, _type: object) -> tuple[str, ...]:
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise _Invalid(f"expected a list of strings, got {_kind(value)}")
-        return tuple(_unicode(v) for v in value)
 
-    def since(value: object, _type: object) -> str | int | None:
-        if isinstance(value, str):
-            return _unicode(value)
-        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-            return value
-        raise _Invalid(f"expected a message id or a time, got {_kind(value)}")
-
-    def literal(value: object, type_: object) -> object:
-        allowed = typing.get_args(type_)
+def _literal(allowed: tuple[str, ...]) -> Callable[[object], object]:
+    def check(value: object) -> object:
         if value not in allowed or not isinstance(value, str):
             raise _Invalid(f"must be one of {', '.join(map(repr, allowed))}, not {value!r}")
         return value
 
-    def optional(value: object, type_: object) -> object:
-        if value is None:
-            return None
-        inner = next(a for a in typing.get_args(type_) if a is not type(None))
-        return converter.structure(value, inner)
-
-    def is_optional(type_: object) -> bool:
-        args = typing.get_args(type_)
-        return len(args) == 2 and type(None) in args and type_ != (str | int | None)
-
-    converter.register_structure_hook(str, strict_str)
-    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], strict_tags)
-    converter.register_structure_hook_func(lambda t: t == (str | int | None), since)
-    converter.register_structure_hook_func(lambda t: typing.get_origin(t) is Literal, literal)  # type: ignore[comparison-overlap]
-    converter.register_structure_hook_func(is_optional, optional)
-    return converter
+    return check
 
 
-_converter_instance: Final = _converter()
+def _converter_for(type_: object) -> Callable[[object], object]:
+    """How a value given for a field of type ``type_`` is checked and converted (``None`` was dropped before)."""
+    args = typing.get_args(type_)
+    if len(args) == 2 and type(None) in args and type_ != (str | int | None):
+        type_ = next(a for a in args if a is not type(None))  # optional: the value given is never None here
+    if type_ is str:
+        return _strict_str
+    if type_ == tuple[str, ...]:
+        return _strict_tags
+    if type_ == (str | int | None):
+        return _since
+    if typing.get_origin(type_) is Literal:
+        return _literal(typing.get_args(type_))
+    raise TypeError(f"no converter for {type_!r}")  # a new field type: teach this module about it
 
 
-def _message(exc: BaseException) -> str:
-    """The first precise complaint in a cattrs validation error, naming the contract's parameter."""
-    if isinstance(exc, cattrs.ClassValidationError):
-        for sub in exc.exceptions:
-            field = next((n.name for n in getattr(sub, "__notes__", ()) if hasattr(n, "name")), None)
-            detail = _message(sub)
-            return f"invalid '{_PARAM.get(field, field)}': {detail}" if field else detail
-    if isinstance(exc, cattrs.BaseValidationError) and exc.exceptions:
-        return _message(exc.exceptions[0])
-    return str(exc)
+@attrs.frozen
+class _Shape:
+    """What :func:`build_action` needs of an action class, worked out once: its fields in order, each with its
+    converter, and the fields without a default."""
+
+    converters: tuple[tuple[str, Callable[[object], object]], ...]
+    required: tuple[str, ...]
+
+
+def _shape(cls: type[Action]) -> _Shape:
+    fields = attrs.fields(cls)
+    hints = typing.get_type_hints(cls)
+    return _Shape(
+        converters=tuple((f.name, _converter_for(hints[f.name])) for f in fields),
+        required=tuple(f.name for f in fields if f.default is attrs.NOTHING),
+    )
+
+
+_KNOWN: Final = frozenset(PARAMETERS)
+#: Each action class's shape, by class.
+_SHAPES: Final[dict[type[Action], _Shape]] = {cls: _shape(cls) for cls in ACTIONS.values()}
 
 
 def build_action(params: Mapping[str, object]) -> Action:
     """Structure the tool's parameters into an action, or raise ``CommsError(INVALID_PARAMS, ...)``."""
     if not isinstance(params, Mapping):
         raise CommsError(ErrorCode.INVALID_PARAMS, "the parameters must be an object")
-    unknown = sorted(str(k) for k in params if k not in PARAMETERS)
-    if unknown:
-        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMETERS)}")
+    extra = params.keys() - _KNOWN
+    if extra:
+        first = sorted(str(k) for k in extra)[0]
+        raise CommsError(ErrorCode.INVALID_PARAMS, f"unknown parameter {first!r}; known: {', '.join(PARAMETERS)}")
     action = params.get("action")
     if action is None:
         raise CommsError(ErrorCode.INVALID_PARAMS, "missing 'action'; one of: " + ", ".join(ACTIONS))
@@ -486,16 +496,23 @@ def build_action(params: Mapping[str, object]) -> Action:
             data[canonical], alias = data.pop(other), other
         if canonical not in data:
             raise CommsError(ErrorCode.INVALID_PARAMS, f"missing '{canonical}' (or '{other}') for action '{action}'")
-    fields = {f.name for f in attrs.fields(cls)}
-    data = {k: v for k, v in data.items() if k in fields}
-    for field in attrs.fields(cls):
-        if field.default is attrs.NOTHING and field.name not in data:
-            name = _PARAM.get(field.name, field.name)
-            raise CommsError(ErrorCode.INVALID_PARAMS, f"missing '{name}' for action '{action}'")
+    shape = _SHAPES[cls]
+    for name in shape.required:
+        if name not in data:
+            raise CommsError(ErrorCode.INVALID_PARAMS, f"missing '{_PARAM.get(name, name)}' for action '{action}'")
+    # Types first, every field in the class's order (the first wrong one is reported), then the attrs validators
+    # (limits, characters) in the same order, as the class is built.
+    values: dict[str, object] = {}
     try:
-        built: Action = _converter_instance.structure(data, cls)
-    except (cattrs.BaseValidationError, ValueError, _Invalid) as exc:
-        message = _message(exc)
+        for name, convert in shape.converters:
+            if name in data:
+                try:
+                    values[name] = convert(data[name])
+                except _Invalid as exc:
+                    raise ValueError(f"invalid '{_PARAM.get(name, name)}': {exc}") from None
+        built: Action = cls(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        message = str(exc)
         if alias is not None:
             message = message.replace(f"invalid '{ALIASES[cls][1]}'", f"invalid '{alias}'")
         raise CommsError(ErrorCode.INVALID_PARAMS, message) from None

@@ -223,6 +223,9 @@ class MeshState:
     _stored: dict[tuple[str, int], int] = attrs.field(factory=dict, repr=False, eq=False)
     #: :meth:`digest` as a number: the sum of the hashes of the stored operations, modulo 2**128
     _digest_sum: int = attrs.field(default=0, repr=False, eq=False)
+    #: message id -> recipient -> :meth:`receipt_status`, as last computed. Dropped for a message when its receipts
+    #: or whether it is held change, and wholly when claims can change (a record applied, garbage collected).
+    _statuses: dict[str, dict[str, str | None]] = attrs.field(factory=dict, repr=False, eq=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -302,7 +305,20 @@ class MeshState:
 
         Once the message is held here, a receipt counts only if it names the message's own conversation (its
         sender always holds it, and it is the one told about receipts); see :meth:`_apply_receipt` for the rest.
+        Asked several times per message applied and delivered, so it is remembered until something it reads
+        changes.
         """
+        known = self._statuses.get(message_id)
+        if known is not None and recipient in known:
+            return known[recipient]
+        status = self.receipt_status_from_scratch(message_id, recipient)
+        if len(self._statuses) >= _MAX_STATUSES:
+            self._statuses.clear()  # the hot path asks about recent messages: a bound, not an eviction policy
+        self._statuses.setdefault(message_id, {})[recipient] = status
+        return status
+
+    def receipt_status_from_scratch(self, message_id: str, recipient: str) -> str | None:
+        """:meth:`receipt_status` computed again from the receipts held (to check the remembered one)."""
         message = self.messages.get(message_id)
         conversation = None if message is None else _conversation_of(message)
         best: Op | None = None
@@ -339,6 +355,7 @@ class MeshState:
                 return []  # a room id is the id of the operation that created it, so it cannot be taken over
             return self._apply_room_op(op, body.room_id, body.author, name=body.name)
         if isinstance(body, AgentUpsert):
+            self._statuses.clear()  # a claim may become known: receipts under it start to count
             return self._apply_upsert(op, body)
         return self._apply_suspect(op, body)
 
@@ -466,6 +483,7 @@ class MeshState:
         if not kept:
             return []
         self.messages[op_id(op)] = op
+        self._statuses.pop(op_id(op), None)  # held now: only receipts naming its conversation count
         self._store(op)
         changes: list[Change] = []
         for old in evicted:
@@ -473,6 +491,7 @@ class MeshState:
             body = old.body
             reached = not isinstance(body, DirectMessage) or self.receipt_status(old_id, body.recipient) is not None
             del self.messages[old_id]
+            self._statuses.pop(old_id, None)
             self._unstore(old)
             self._drop_receipts(old_id)
             changes.append(MessageEvicted(old, reached))
@@ -511,6 +530,7 @@ class MeshState:
             return []
         before = self.receipt_status(message_id, body.recipient)
         slot[key] = op
+        self._statuses.pop(message_id, None)
         if current is not None:
             self._unstore(current)
         self._store(op)
@@ -528,6 +548,7 @@ class MeshState:
         horizon = horizon_ms << COUNTER_BITS
         advanced = horizon > self.horizon
         self.horizon = max(self.horizon, horizon)
+        self._statuses.clear()  # rule 4 reads the horizon and the claims, both about to change
         gone = [
             agent_id
             for agent_id, entry in self.agents.items()
@@ -556,6 +577,7 @@ class MeshState:
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
+        self._statuses.clear()
 
     def _drop_old_orphan_receipts(self, conversation: str) -> None:
         """Rule 8: receipts stamped before the horizon, for messages not held, of a room this replica does not hold,
@@ -621,6 +643,7 @@ class MeshState:
                 message_id = op_id(op)
                 if self.messages.pop(message_id, None) is not None:
                     self._unstore(op)
+                    self._statuses.pop(message_id, None)
                 self._drop_receipts(message_id)
         for _key, message_id in self.orphan_receipts.pop(conversation, []):
             self._drop_receipts(message_id)
@@ -675,12 +698,15 @@ class MeshState:
                 self._digest_sum = (self._digest_sum - _op_hash(key)) % _DIGEST_MODULUS
 
     def _drop_receipts(self, message_id: str) -> None:
+        self._statuses.pop(message_id, None)
         slot = self.receipts.pop(message_id, None)
         if slot:
             self._unstore(*slot.values())
 
 
 _DIGEST_MODULUS: Final = 1 << 128
+#: Messages whose receipt statuses :meth:`MeshState.receipt_status` remembers at most.
+_MAX_STATUSES: Final = 4096
 
 
 def _op_hash(key: tuple[str, int]) -> int:

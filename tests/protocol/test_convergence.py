@@ -567,6 +567,17 @@ class ConvergenceMachine(RuleBasedStateMachine):
             assert state.digest() == state.digest_from_scratch()
 
     @invariant()
+    def receipt_statuses_kept_up_to_date(self) -> None:
+        """The receipt status a replica remembers is the one computed from its receipts now."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for message_id, slot in state.receipts.items():
+                for recipient, _issuer, _inc in slot:
+                    remembered = state.receipt_status(message_id, recipient)
+                    assert remembered == state.receipt_status_from_scratch(message_id, recipient)
+
+    @invariant()
     def order_independent(self) -> None:
         """Rebuilding from the stored operations, in key order and in reverse, gives the same state."""
         for peer in self.net.live():

@@ -20,14 +20,14 @@ Claude Code (the notification, the hook's output, the tool result).
 Modules: :mod:`~agent_comms_claude_code.plugin` (the pluggy hooks, cheap to import), :mod:`~.server` (the
 bridge), :mod:`~.hub` (the socket the hooks talk to, and the channel push), :mod:`~.channel` (the channel's wire
 format and whether Claude Code listens), :mod:`~.hook` (the hook program), :mod:`~.configure` (setup with the
-``claude`` CLI). Importing this package is cheap: Trio and the SDK are imported when the bridge runs.
+``claude`` CLI). Importing this package is cheap: Trio and the server are imported when the bridge runs.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import argparse
@@ -67,7 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="set up: agent-comms setup claude-code; push through channels: "
         f"claude --dangerously-load-development-channels server:{SERVER_NAME}",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__getattr__('__version__')}")
+
+    class Version(argparse.Action):  # looks the version up only when asked: importlib.metadata costs a start
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: str | Sequence[Any] | None,
+            option_string: str | None = None,
+        ) -> None:
+            parser.exit(message=f"{parser.prog} {__getattr__('__version__')}\n")
+
+    parser.add_argument("--version", action=Version, nargs=0, help="show program's version number and exit")
     parser.add_argument("--name", help="the agent name to register (default: the name it had last time)")
     parser.add_argument(
         "--harness-pid",

@@ -13,9 +13,9 @@ import sys
 from functools import partial
 from typing import Final
 
+from agent_comms_mcp.jsonrpc import METHOD_NOT_FOUND, Request, RpcError
 from agent_comms_mcp.server import DEFAULT_MAX_EVENTS, BridgeExtension, RunningBridge
 from agent_comms_mcp.server import serve as serve_mcp
-from mcp import types
 
 from agent_comms.hookspecs import BridgeOptions
 from agent_comms_claude_code import HARNESS, SERVER_NAME
@@ -70,13 +70,13 @@ def _max_events(options: BridgeOptions) -> int:
 DISCOVER: Final = "server/discover"
 
 
-def refuse_modern_era(request: types.JSONRPCRequest) -> types.ErrorData | None:
+def refuse_modern_era(request: Request) -> RpcError | None:
     """Answer ``server/discover`` with "method not found" (see :data:`DISCOVER`); let everything else through."""
     if request.method != DISCOVER:
         return None
-    return types.ErrorData(
-        code=types.METHOD_NOT_FOUND,
-        message=f"Method not found: {DISCOVER} (this server speaks the initialize handshake, which channels need)",
+    return RpcError(
+        METHOD_NOT_FOUND,
+        f"Method not found: {DISCOVER} (this server speaks the initialize handshake, which channels need)",
     )
 
 

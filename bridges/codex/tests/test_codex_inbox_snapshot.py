@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import trio
 from agent_comms_codex.bridge import inbox_snapshot
+from agent_comms_mcp.jsonrpc import ErrorResponse, RpcError
 from agent_comms_mcp.server import DrainLedger
-from mcp import types
-from mcp.shared.message import SessionMessage
 
 from agent_comms.testing import open_in_memory_mesh
 
@@ -26,8 +25,8 @@ async def test_events_a_failed_result_gave_back_are_listed_as_waiting() -> None:
             events, waiting = ledger.drain(1)
             assert ([e.content for e in events], waiting) == (["one"], 1)
             ledger.hold(7, events)
-            failed = types.JSONRPCError(jsonrpc="2.0", id=7, error=types.ErrorData(code=-32603, message="lost"))
-            ledger.written(SessionMessage(failed))  # an error went out in place of the result carrying "one"
+            # An error went out in place of the result carrying "one".
+            ledger.written(ErrorResponse(7, RpcError(-32603, "lost")))
 
             snapshot = inbox_snapshot(codex, harness_pid=None, cwd="/work")
             assert snapshot["waiting"] == 2

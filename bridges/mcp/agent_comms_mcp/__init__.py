@@ -9,7 +9,7 @@ Modules: :mod:`agent_comms_mcp.plugin` (the pluggy hooks, cheap to import), :mod
 tool, its JSON Schema, the MCP server and the bridge's ``serve`` coroutine), :mod:`agent_comms_mcp.stdio` (a
 cancellable stdio transport for Trio), :mod:`agent_comms_mcp.lifecycle` (signals and the harness process).
 
-Importing this package is cheap: Trio and the SDK are imported when the bridge runs.
+Importing this package is cheap: Trio and the server are imported when the bridge runs.
 """
 
 from __future__ import annotations
@@ -26,19 +26,9 @@ __all__ = ["HARNESS", "__version__", "build_parser", "main"]
 #: The harness name: ``agent-comms bridge mcp``, and the default harness of the agent's identity.
 HARNESS: Final = "mcp"
 
-
-def __getattr__(name: str) -> str:
-    # ``__version__`` is looked up on first use: the plugin module imports this package, and must stay cheap.
-    if name != "__version__":
-        raise AttributeError(f"module 'agent_comms_mcp' has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        found = version("agent-comms-mcp")
-    except PackageNotFoundError:  # a source tree that was never installed
-        found = "0.0.0"
-    globals()["__version__"] = found
-    return found
+# The distribution's version (pyproject.toml reads it from here), also the server's version in ``initialize``:
+# written out, because looking it up with importlib.metadata costs a start 15-80 ms.
+__version__ = "0.1.0"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog='example MCP client config: {"mcpServers": {"agent-comms": {"command": "agent-comms-mcp"}}}',
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__getattr__('__version__')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--name", help="the agent name to register (default: the name it had last time)")
     parser.add_argument(
         "--harness-pid",

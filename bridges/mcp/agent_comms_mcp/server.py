@@ -1,10 +1,10 @@
 """The ``agent_comms`` tool as an MCP server: its JSON Schema, its description, and the bridge that serves it.
 
-:func:`build_server` builds the official SDK's low-level :class:`mcp.server.lowlevel.Server` for one
-:class:`~agent_comms.agent.Agent`: ``tools/list`` answers one tool, :data:`TOOL`; ``tools/call`` runs the call through
-the agent's :class:`~agent_comms.tool.CommsTool` and appends, with :func:`agent_comms.tool.with_deliveries`, the
-events waiting for the agent (*drain* delivery: a generic MCP client cannot be pushed a message). Errors are results
-(``CallToolResult`` with ``is_error``; on the wire ``isError: true``), never exceptions.
+:func:`build_session` describes the server for a connection (:class:`~agent_comms_mcp.session.McpSession`):
+``tools/list`` answers one tool, :data:`TOOL`; ``tools/call`` runs the call through the agent's
+:class:`~agent_comms.tool.CommsTool` and appends, with :func:`agent_comms.tool.with_deliveries`, the events waiting
+for the agent (*drain* delivery: a generic MCP client cannot be pushed a message). Errors are results
+(``isError: true`` on the wire), never exceptions.
 
 An event counts as read (its sender gets a ``read`` receipt) once the tool result carrying it has been written to the
 client, not before: :class:`DrainLedger` holds the drained events per request until the transport reports the
@@ -15,34 +15,33 @@ peer is synced with the mesh, then registers the agent under its previous name o
 MCP on stdio until the client closes stdin, then leave gracefully; SIGINT, SIGTERM, SIGHUP and the exit of the
 harness process end it the same way. Stdin is read only once the agent is on the mesh, so ``initialize`` is answered
 only once the bridge is synced (the wait is bounded: see :meth:`agent_comms.mesh.node.MeshNode.wait_synced`).
+
+The protocol is served directly (:mod:`agent_comms_mcp.session`, :mod:`agent_comms_mcp.jsonrpc`,
+:mod:`agent_comms_mcp.stdio`), not with the ``mcp`` SDK, whose package import alone took about a second: the
+bridge's start is what a harness waits for.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
 import attrs
 import trio
-from mcp import types
-from mcp.server.lowlevel import Server
-from mcp.shared.message import SessionMessage
 
 from agent_comms import tool_schema
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.tool import ToolResult, with_deliveries
 from agent_comms_mcp import HARNESS
+from agent_comms_mcp.jsonrpc import ErrorResponse, Notification, Outgoing, RequestId, Response
 from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
-from agent_comms_mcp.stdio import Refusal, open_stdio_transport
+from agent_comms_mcp.session import INITIALIZED, McpSession, ServerInfo, ToolCall
+from agent_comms_mcp.stdio import Refusal, StdioConnection, open_stdio_connection
 
 if TYPE_CHECKING:
-    from mcp.server import ServerRequestContext
-
     from agent_comms.agent import Agent
     from agent_comms.events import DeliveryEvent
     from agent_comms.hookspecs import BridgeOptions
@@ -59,9 +58,10 @@ __all__ = [
     "BridgeExtension",
     "DrainLedger",
     "RunningBridge",
-    "build_server",
+    "build_session",
     "call_tool",
     "serve",
+    "tool_runner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,13 +105,13 @@ Agents are named by name or id (results show "name (id)"); rooms by name. stream
 act on it now, followUp = when idle, info = no action needed. Errors come back as "Error: <message> (<CODE>)", \
 codes AGENT_NOT_FOUND, ROOM_EXISTS, ROOM_NOT_FOUND, NOT_INVITED, NOT_OWNER, NOT_MEMBER, INVALID_PARAMS."""
 
-#: The one tool this server lists.
-TOOL: Final = types.Tool(
-    name=TOOL_NAME,
-    title="Agent comms",
-    description=TOOL_DESCRIPTION,
-    input_schema=INPUT_SCHEMA,
-)
+#: The one tool this server lists, as ``tools/list`` sends it.
+TOOL: Final[dict[str, Any]] = {
+    "name": TOOL_NAME,
+    "title": "Agent comms",
+    "description": TOOL_DESCRIPTION,
+    "inputSchema": INPUT_SCHEMA,
+}
 
 #: The server's instructions (MCP clients may add them to the model's context).
 INSTRUCTIONS: Final = (
@@ -154,13 +154,12 @@ class DrainLedger:
             return
         self.inbox.hold(request_id, events)
 
-    def written(self, message: SessionMessage) -> None:
+    def written(self, message: Outgoing) -> None:
         """The transport wrote ``message``: a response's events are now in front of the model."""
-        sent = message.message
-        if isinstance(sent, types.JSONRPCResponse):
-            self.settle(sent.id)
-        elif isinstance(sent, types.JSONRPCError) and sent.id is not None:
-            self.unanswered(sent.id)  # an error in place of the result: the model did not see the events
+        if isinstance(message, Response):
+            self.settle(message.id)
+        elif isinstance(message, ErrorResponse) and message.id is not None:
+            self.unanswered(message.id)  # an error in place of the result: the model did not see the events
 
     def settle(self, key: Hashable) -> list[DeliveryEvent]:
         """The events held under ``key`` are in front of the model: mark them read; the events."""
@@ -189,39 +188,36 @@ async def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -
         return ToolResult(text, is_error=True)
 
 
-def build_server(
-    agent: Agent,
-    *,
-    ledger: DrainLedger | None = None,
-    max_events: int = DEFAULT_MAX_EVENTS,
-    instructions: str = INSTRUCTIONS,
-) -> Server:
-    """The MCP server of ``agent``: one tool, :data:`TOOL`; every result drains up to ``max_events`` events."""
+def build_session(*, instructions: str = INSTRUCTIONS, experimental: dict[str, Any] | None = None) -> McpSession:
+    """A connection's MCP session: the server's identity, ``instructions``, ``experimental`` capabilities and its
+    one tool, :data:`TOOL`."""
     from agent_comms_mcp import __version__
 
-    ledger = DrainLedger(agent) if ledger is None else ledger
-
-    async def on_list_tools(
-        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[TOOL])
-
-    async def on_call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        result = await call_tool(agent, params.name, params.arguments)
-        # No checkpoint from here to the return: the events drained are in the result this request returns.
-        events, waiting = ledger.drain(max_events)
-        shown = with_deliveries(result, events, waiting=waiting)
-        ledger.hold(ctx.request_id, events)
-        return types.CallToolResult(content=[types.TextContent(type="text", text=shown.text)], is_error=shown.is_error)
-
-    return Server(
-        "agent-comms",
+    info = ServerInfo(
+        name="agent-comms",
         version=__version__,
         title="agent-comms",
         instructions=instructions,
-        on_list_tools=on_list_tools,
-        on_call_tool=on_call_tool,
+        tools=[TOOL],
+        experimental=dict(experimental or {}),
     )
+    return McpSession(info)
+
+
+def tool_runner(
+    agent: Agent, ledger: DrainLedger, max_events: int = DEFAULT_MAX_EVENTS
+) -> Callable[[ToolCall, RequestId], Awaitable[tuple[str, bool]]]:
+    """What runs a ``tools/call``: the call, then up to ``max_events`` events drained into its result."""
+
+    async def run(call: ToolCall, request_id: RequestId) -> tuple[str, bool]:
+        result = await call_tool(agent, call.name, call.arguments)
+        # No checkpoint from here to the return: the events drained are in the result this request returns.
+        events, waiting = ledger.drain(max_events)
+        shown = with_deliveries(result, events, waiting=waiting)
+        ledger.hold(request_id, events)
+        return shown.text, shown.is_error
+
+    return run
 
 
 def _positive(value: str | None, default: int, what: str) -> int:
@@ -234,10 +230,6 @@ def _positive(value: str | None, default: int, what: str) -> int:
     if number <= 0:
         raise ValueError(f"--option {what}= takes a positive whole number, not {value!r}")
     return number
-
-
-#: The notification by which an MCP client says it is ready for the server's notifications.
-INITIALIZED: Final = "notifications/initialized"
 
 
 @attrs.define(eq=False)
@@ -254,36 +246,21 @@ class RunningBridge:
     harness: str
     #: set once the client has sent ``notifications/initialized`` (notifications before it may be dropped)
     initialized: trio.Event
-    _write: Any = attrs.field(alias="write")
-    _sent: dict[int, trio.Event] = attrs.field(factory=dict, init=False)
-    _on_written: list[Callable[[SessionMessage], None]] = attrs.field(factory=list, init=False)
+    connection: StdioConnection
 
     async def notify(self, method: str, params: dict[str, Any]) -> bool:
         """Send the notification ``method`` with ``params``; ``True`` once it is written, ``False`` if the
         transport has closed."""
-        message = SessionMessage(types.JSONRPCNotification(jsonrpc="2.0", method=method, params=params))
-        written = self._sent[id(message)] = trio.Event()
         try:
-            await self._write.send(message)
-            await written.wait()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, trio.BrokenResourceError):
+            await self.connection.send(Notification(method, params))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
-        finally:
-            self._sent.pop(id(message), None)
         return True
 
-    def add_written_callback(self, callback: Callable[[SessionMessage], None]) -> None:
+    def add_written_callback(self, callback: Callable[[Outgoing], None]) -> None:
         """Call ``callback`` with every message the transport has written (e.g. a tool result that carried
-        events: they are no longer waiting). It runs in the transport's task, so it must not block."""
-        self._on_written.append(callback)
-
-    def written(self, message: SessionMessage) -> None:
-        """The transport wrote ``message``."""
-        event = self._sent.get(id(message))
-        if event is not None:
-            event.set()
-        for callback in self._on_written:
-            callback(message)
+        events: they are no longer waiting). It runs in the writing task, so it must not block."""
+        self.connection.add_written_callback(callback)
 
 
 @attrs.frozen
@@ -346,9 +323,6 @@ async def serve(options: BridgeOptions, extension: BridgeExtension | None = None
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             print(f"{program}: standard output was closed", file=sys.stderr)
             status = _EXIT_BROKEN
-    # The process ends next. Without this, the interpreter's last cyclic garbage collection walks the SDK's large
-    # graph of pydantic models and takes about 0.4 s, which an MCP client waiting for the exit would notice.
-    gc.freeze()
     return status
 
 
@@ -360,29 +334,15 @@ async def _serve_agent(
     instructions = extension.instructions
     if agent.name_note is not None:  # its name was already in use: the client learns it with the instructions
         instructions = f"{instructions}\n\n{agent.name_note}" if instructions else agent.name_note
-    server = build_server(agent, ledger=ledger, max_events=max_events, instructions=instructions)
-    initialized = trio.Event()
-    bridge: RunningBridge | None = None
-
-    def on_read(message: SessionMessage) -> None:
-        if isinstance(message.message, types.JSONRPCNotification) and message.message.method == INITIALIZED:
-            initialized.set()
-
-    def on_written(message: SessionMessage) -> None:
-        ledger.written(message)
-        if bridge is not None:
-            bridge.written(message)
-
-    transport = open_stdio_transport(
-        on_written=on_written, on_unanswered=ledger.unanswered, on_read=on_read, refuse=extension.refuse
-    )
-    async with transport as (read_stream, write_stream):
-        bridge = RunningBridge(agent, ledger, options, harness, initialized, write=write_stream)
-        init = server.create_initialization_options(experimental_capabilities=extension.experimental or None)
+    session = build_session(instructions=instructions, experimental=extension.experimental)
+    async with open_stdio_connection(session, program=extension.program, refuse=extension.refuse) as connection:
+        connection.add_written_callback(ledger.written)
+        connection.add_unanswered_callback(ledger.unanswered)
+        bridge = RunningBridge(agent, ledger, options, harness, connection.initialized, connection)
         async with trio.open_nursery() as beside:
             if extension.run is not None:
                 beside.start_soon(extension.run, bridge)
-            await server.run(read_stream, write_stream, init)
+            await connection.serve(tool_runner(agent, ledger, max_events))
             beside.cancel_scope.cancel()
 
 

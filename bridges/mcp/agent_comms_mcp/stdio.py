@@ -1,210 +1,191 @@
-"""MCP's stdio transport for a server running under Trio, cancellable at any moment.
+"""MCP's stdio transport for Trio: JSON-RPC lines in on stdin, out on stdout, requests served as they come.
 
-The wire is the SDK's: one JSON-RPC message per line, UTF-8, parsed with ``mcp.types.jsonrpc_message_adapter`` and
-written with ``model_dump_json(by_alias=True, exclude_unset=True)``, exchanged with ``Server.run`` as
-:class:`~mcp.shared.message.SessionMessage` items over anyio memory streams (``SessionMessage | Exception`` in,
-``SessionMessage`` out), exactly what ``mcp.server.stdio.stdio_server`` yields.
+:class:`StdioConnection` reads lines (:mod:`agent_comms_mcp.jsonrpc`), answers each request through an
+:class:`~agent_comms_mcp.session.McpSession`, runs each ``tools/call`` in a task of its own (so a slow call does not
+hold up a ``ping``, and ``notifications/cancelled`` can cancel it), and writes whole lines, one writer at a time.
 
-Why not ``stdio_server`` itself: it reads stdin with ``anyio.wrap_file`` in a worker thread that cannot be
-abandoned, so under Trio a cancelled server (SIGTERM, the harness gone) waits for the client's *next line* before
-it can exit; with the client idle, that is until it is killed. Here stdin and stdout are Trio streams
-(:func:`agent_comms.stdio.open_stdio`: polled pipes, sockets and terminals; files in abandonable threads),
-so cancelling the bridge ends it at once and it still leaves the mesh gracefully.
+Stdin and stdout are Trio streams (:func:`agent_comms.stdio.open_stdio`: polled pipes, sockets and terminals; files
+in abandonable threads), so cancelling the bridge (SIGTERM, the harness gone) ends it at once, and it still leaves
+the mesh gracefully.
 
-At end of input the transport lets the server answer every request it has read before it tells the server the
-input ended (the SDK's transports end at once, and in-flight requests get "Connection closed" errors), so a client
-that sends a request and closes stdin, or a file piped in, gets every answer.
+At end of input the connection lets every request it has read be answered (for up to ``_ANSWER_TIMEOUT``) before
+it returns, so a client that sends a request and closes stdin, or a file piped in, gets every answer.
 
-While serving, file descriptor 1 points at stderr (as the SDK's transport does), so a stray ``print`` cannot
-corrupt the protocol; the wire is written on a private duplicate.
+While serving, file descriptor 1 points at stderr, so a stray ``print`` cannot corrupt the protocol; the wire is
+written on a private duplicate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Final
 
-import anyio
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp import types
-from mcp.shared.message import ServerMessageMetadata, SessionMessage
 
 from agent_comms.stdio import LineSplitter, open_stdio
+from agent_comms_mcp.jsonrpc import (
+    MAX_MESSAGE,
+    ErrorResponse,
+    Malformed,
+    Notification,
+    Outgoing,
+    Request,
+    RequestId,
+    Response,
+    RpcError,
+    encode,
+    parse_line,
+)
+from agent_comms_mcp.session import CANCELLED, McpSession, ToolCall
 
-__all__ = ["MAX_MESSAGE", "Refusal", "StdioStreams", "diverted_stdout", "open_stdio_transport", "parse_line"]
+__all__ = [
+    "MAX_MESSAGE",
+    "Refusal",
+    "StdioConnection",
+    "ToolRunner",
+    "diverted_stdout",
+    "open_stdio_connection",
+    "parse_line",
+]
 
-#: Longest message read, in bytes; a longer one is reported to the server as an exception and skipped.
-MAX_MESSAGE: Final = 4 << 20
 _CHUNK: Final = 65536
-#: How long a closing transport waits for its last messages to be written.
-_FLUSH_TIMEOUT: Final = 5.0
 #: How long the end of input waits for the answers to the requests already read.
 _ANSWER_TIMEOUT: Final = 10.0
 
-StdioStreams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+#: Decides, for a request read, to answer it with this error instead of serving it (``None``: serve it).
+Refusal = Callable[[Request], RpcError | None]
+#: Runs a tool call for the request with this id: the result's text and whether it is an error.
+ToolRunner = Callable[[ToolCall, RequestId], Awaitable[tuple[str, bool]]]
 
 
-def parse_line(line: bytes | None) -> SessionMessage | Exception | None:
-    """One line of input as the server reads it; ``None`` for a blank line (skipped)."""
-    if line is None:
-        return ValueError(f"a message longer than {MAX_MESSAGE} bytes was skipped")
-    if not line.strip():
-        return None
-    try:
-        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        try:
-            # Valid JSON that pydantic's parser refuses: a lone surrogate escape ("\\ud800") in an argument.
-            # Parsed here, the request gets an answer (the tool names the offending parameter) instead of none.
-            message = types.jsonrpc_message_adapter.validate_python(json.loads(line), by_name=False)
-        except (ValueError, RecursionError):
-            return exc
-    return SessionMessage(message)
+class StdioConnection:
+    """One MCP client on a pair of Trio streams (this process's stdin and stdout in the bridge)."""
 
-
-class _OpenRequests:
-    """The requests read and not answered yet (a response or an error written, or settled without an answer)."""
-
-    def __init__(self, on_unanswered: Callable[[types.RequestId], None] | None) -> None:
-        self._open: set[types.RequestId] = set()
+    def __init__(
+        self,
+        receive: trio.abc.ReceiveStream,
+        send: trio.abc.SendStream,
+        session: McpSession,
+        *,
+        program: str = "agent-comms-mcp",
+        refuse: Refusal | None = None,
+    ) -> None:
+        self.session = session
+        self.program = program
+        self._receive = receive
+        self._send = send
+        self._refuse = refuse
+        self._lock = trio.StrictFIFOLock()
+        self._calls: dict[RequestId, trio.CancelScope] = {}
         self._none_open = trio.Event()
         self._none_open.set()
-        self._on_unanswered = on_unanswered
+        self._on_written: list[Callable[[Outgoing], None]] = []
+        self._on_unanswered: list[Callable[[RequestId], None]] = []
+        #: set once the client has sent ``notifications/initialized``
+        self.initialized = trio.Event()
 
-    def read(self, item: SessionMessage) -> SessionMessage:
-        """A request came in: track it (and ask the server to say if it settles without an answer)."""
-        request = item.message
-        if not isinstance(request, types.JSONRPCRequest):
-            return item
-        self._open.add(request.id)
-        if self._none_open.is_set():
-            self._none_open = trio.Event()
-        return SessionMessage(request, ServerMessageMetadata(on_request_unanswered=partial(self._settled, request.id)))
+    def add_written_callback(self, callback: Callable[[Outgoing], None]) -> None:
+        """Call ``callback`` with each message once it has been written in full (in the writer's task)."""
+        self._on_written.append(callback)
 
-    def answered(self, request_id: types.RequestId | None) -> None:
-        self._open.discard(request_id)  # None (an error for an unknown id) is never open
-        if not self._open:
-            self._none_open.set()
+    def add_unanswered_callback(self, callback: Callable[[RequestId], None]) -> None:
+        """Call ``callback`` with the id of each request the client cancelled before it was answered."""
+        self._on_unanswered.append(callback)
 
-    async def _settled(self, request_id: types.RequestId) -> None:
-        """The server will not answer ``request_id`` (the client cancelled it)."""
-        self.answered(request_id)
-        if self._on_unanswered is not None:
-            self._on_unanswered(request_id)
-        await trio.lowlevel.checkpoint()
+    async def send(self, message: Outgoing) -> None:
+        """Write ``message`` as one line; raises :class:`trio.BrokenResourceError` if stdout is gone."""
+        data = encode(message)
+        async with self._lock:
+            await self._send.send_all(data)
+        for callback in self._on_written:
+            callback(message)
 
-    async def wait_answered(self) -> None:
-        await self._none_open.wait()
-
-
-#: Decides, for a request read, to answer it with this error instead of passing it to the server (``None``: pass).
-Refusal = Callable[[types.JSONRPCRequest], types.ErrorData | None]
-
-
-async def _read(
-    receive: trio.abc.ReceiveStream,
-    sink: MemoryObjectSendStream[SessionMessage | Exception],
-    requests: _OpenRequests,
-    on_read: Callable[[SessionMessage], None] | None = None,
-    refuse: tuple[Refusal, MemoryObjectSendStream[SessionMessage]] | None = None,
-) -> None:
-    """Lines from ``receive`` to the server until end of input (which closes ``sink``: the server's cue to end)."""
-    splitter = LineSplitter(MAX_MESSAGE)
-
-    async def forward(line: bytes | None) -> None:
-        item = parse_line(line)
-        if isinstance(item, SessionMessage):
-            if on_read is not None:
-                on_read(item)
-            if refuse is not None and isinstance(item.message, types.JSONRPCRequest):
-                error = refuse[0](item.message)
-                if error is not None:
-                    await refuse[1].send(
-                        SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=item.message.id, error=error))
-                    )
-                    return
-            await sink.send(requests.read(item))
-        elif item is not None:
-            await sink.send(item)
-
-    async with sink:
-        try:
-            while data := await receive.receive_some(_CHUNK):
+    async def serve(self, run_tool: ToolRunner) -> None:
+        """Answer requests until end of input and until the requests read are answered (or a timeout)."""
+        splitter = LineSplitter(MAX_MESSAGE)
+        async with trio.open_nursery() as nursery:
+            while data := await self._receive.receive_some(_CHUNK):
                 for line in splitter.feed(data):
-                    await forward(line)
+                    await self._handle(line, nursery, run_tool)
             for line in splitter.close():
-                await forward(line)
+                await self._handle(line, nursery, run_tool)
             with trio.move_on_after(_ANSWER_TIMEOUT):
-                await requests.wait_answered()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the server stopped reading: it is ending anyway
+                await self._none_open.wait()
+            nursery.cancel_scope.cancel()
 
+    async def _handle(self, line: bytes | None, nursery: trio.Nursery, run_tool: ToolRunner) -> None:
+        message = parse_line(line, MAX_MESSAGE)
+        if message is None:
+            return
+        if isinstance(message, ValueError):
+            print(f"{self.program}: skipped a message: {message}", file=sys.stderr)
+        elif isinstance(message, Request):
+            await self._request(message, nursery, run_tool)
+        elif isinstance(message, Notification):
+            self._notification(message)
+        elif isinstance(message, Malformed):
+            await self.send(message.answer)
+        # A client's response or error response: this server sends no requests, so nothing waits for one.
 
-async def _write(
-    send: trio.abc.SendStream,
-    source: MemoryObjectReceiveStream[SessionMessage],
-    requests: _OpenRequests,
-    on_written: Callable[[SessionMessage], None] | None,
-    done: trio.Event,
-) -> None:
-    """The server's messages to ``send``, one line each, until the server closes its end."""
-    try:
-        async with source:
-            async for message in source:
-                data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                await send.send_all(data.encode() + b"\n")
-                if isinstance(message.message, types.JSONRPCResponse | types.JSONRPCError):
-                    requests.answered(message.message.id)
-                if on_written is not None:
-                    on_written(message)
-    finally:
-        done.set()
+    async def _request(self, request: Request, nursery: trio.Nursery, run_tool: ToolRunner) -> None:
+        refused = self._refuse(request) if self._refuse is not None else None
+        answer = refused if refused is not None else self.session.route(request)
+        if isinstance(answer, RpcError):
+            await self.send(ErrorResponse(request.id, answer))
+        elif isinstance(answer, ToolCall):
+            scope = trio.CancelScope()
+            self._calls[request.id] = scope
+            self._none_open = trio.Event() if self._none_open.is_set() else self._none_open
+            nursery.start_soon(self._call, request.id, answer, run_tool, scope)
+        else:
+            await self.send(Response(request.id, answer))
+
+    async def _call(self, request_id: RequestId, call: ToolCall, run_tool: ToolRunner, scope: trio.CancelScope) -> None:
+        try:
+            shown: tuple[str, bool] | None = None
+            with scope:
+                shown = await run_tool(call, request_id)
+            if shown is None:  # cancelled by the client: no answer (whatever the call held goes back)
+                for callback in self._on_unanswered:
+                    callback(request_id)
+                return
+            text, is_error = shown
+            with trio.CancelScope(shield=True):  # the result is built (its events drained): write it whole
+                await self.send(Response(request_id, self.session.tool_result(call, text, is_error=is_error)))
+        finally:
+            if self._calls.get(request_id) is scope:
+                del self._calls[request_id]
+            if not self._calls:
+                self._none_open.set()
+
+    def _notification(self, notification: Notification) -> None:
+        if notification.method == CANCELLED:
+            request_id = (notification.params or {}).get("requestId")
+            scope = self._calls.get(request_id) if isinstance(request_id, str | int) else None
+            if scope is not None:
+                scope.cancel()
+            return
+        self.session.notified(notification.method)
+        if self.session.initialized:
+            self.initialized.set()
 
 
 @asynccontextmanager
-async def open_stdio_transport(
-    on_written: Callable[[SessionMessage], None] | None = None,
-    on_unanswered: Callable[[types.RequestId], None] | None = None,
-    on_read: Callable[[SessionMessage], None] | None = None,
-    refuse: Refusal | None = None,
-) -> AsyncIterator[StdioStreams]:
-    """This process's stdin and stdout as the stream pair for ``Server.run``.
+async def open_stdio_connection(
+    session: McpSession, *, program: str = "agent-comms-mcp", refuse: Refusal | None = None
+) -> AsyncIterator[StdioConnection]:
+    """This process's stdin and stdout as a :class:`StdioConnection` (fd 1 diverted to stderr meanwhile).
 
-    ``refuse(request)`` may answer a request with an error before the server sees it (the Claude Code bridge
+    ``refuse(request)`` may answer a request with an error before the session sees it (the Claude Code bridge
     refuses ``server/discover`` so that the client opens the connection with ``initialize``).
-
-    ``on_read(message)`` is called with each message read, before the server sees it; ``on_written(message)`` once
-    each outgoing message has been written to stdout in full (the bridge marks the events of a tool result read
-    then); ``on_unanswered(request_id)`` when the server settles a request without answering it (the client
-    cancelled it). Leaving the block waits a little for the last messages to be
-    written, then stops; a broken stdout raises :class:`trio.BrokenResourceError` out of the block.
     """
     async with open_stdio() as (receive, send):
-        read_sink, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-        write_stream, write_source = anyio.create_memory_object_stream[SessionMessage](0)
-        requests = _OpenRequests(on_unanswered)
-        written = trio.Event()
         with diverted_stdout():
-            async with trio.open_nursery() as nursery:
-                refusing = None if refuse is None else (refuse, write_stream.clone())
-                nursery.start_soon(_read, receive, read_sink, requests, on_read, refusing)
-                nursery.start_soon(_write, send, write_source, requests, on_written, written)
-                try:
-                    yield read_stream, write_stream
-                    await write_stream.aclose()  # the server closes it when it ends; closing twice is fine
-                    if refusing is not None:
-                        await refusing[1].aclose()
-                    with trio.move_on_after(_FLUSH_TIMEOUT):
-                        await written.wait()
-                finally:
-                    nursery.cancel_scope.cancel()
+            yield StdioConnection(receive, send, session, program=program, refuse=refuse)
 
 
 @contextlib.contextmanager

@@ -29,11 +29,11 @@ import pluggy
 import pytest
 import trio
 from agent_comms_mcp import plugin
+from agent_comms_mcp.jsonrpc import ErrorResponse, Malformed, Notification, Request, Response, RpcError
 from agent_comms_mcp.server import INPUT_SCHEMA, TOOL_DESCRIPTION, DrainLedger
 from agent_comms_mcp.stdio import parse_line
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
-from mcp.shared.message import SessionMessage
 
 from agent_comms.actions import PARAMETERS, build_action
 from agent_comms.errors import CommsError
@@ -294,10 +294,25 @@ def test_the_schema_lists_every_parameter_and_action() -> None:
 
 
 def test_parse_line() -> None:
-    message = parse_line(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\r')
-    assert isinstance(message, SessionMessage)
-    assert isinstance(message.message, types.JSONRPCRequest)
+    assert parse_line(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\r') == Request(1, "ping")
+    assert parse_line(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}') == Notification(
+        "notifications/initialized"
+    )
     assert parse_line(b"  ") is None
+    # Malformed requests whose id can be read are answered "Invalid Request" (-32600) to that id.
+    for line in (
+        b'{"jsonrpc": "2.0", "id": "x", "method": 5}',
+        b'{"jsonrpc": "2.0", "id": "x", "method": "tools/list", "params": [1]}',
+        b'{"jsonrpc": "1.0", "id": "x", "method": "ping"}',
+        b'{"jsonrpc": "2.0", "id": "x"}',
+    ):
+        malformed = parse_line(line)
+        assert isinstance(malformed, Malformed), line
+        assert (malformed.answer.id, malformed.answer.error.code) == ("x", -32600)
+    # Without a readable id there is nobody to answer: the transport logs it.
+    assert isinstance(parse_line(b'{"jsonrpc": "2.0", "id": true, "method": "ping"}'), ValueError)
+    assert isinstance(parse_line(b"[]"), ValueError)
+    assert isinstance(parse_line(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), ValueError)
     assert isinstance(parse_line(b"not json"), ValueError)
     assert isinstance(parse_line(None), ValueError)
 
@@ -327,9 +342,8 @@ async def test_drained_events_are_read_once_their_response_is_written_else_drain
         await mesh.settle()
         assert receipts() == {}  # drained, but no result has gone out yet
 
-        ledger.written(SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=7, result={})))
-        failed = types.JSONRPCError(jsonrpc="2.0", id="eight", error=types.ErrorData(code=-32603, message="lost"))
-        ledger.written(SessionMessage(failed))
+        ledger.written(Response(7, {}))
+        ledger.written(ErrorResponse("eight", RpcError(-32603, "lost")))
         ledger.unanswered(9)  # the client cancelled that call
         assert ledger.held == 0
         await mesh.settle()
@@ -338,7 +352,7 @@ async def test_drained_events_are_read_once_their_response_is_written_else_drain
         events, waiting = ledger.drain(5)
         assert ([e.message_id for e in events], waiting) == ([two, three], 0)
         ledger.hold(10, events)
-        ledger.written(SessionMessage(types.JSONRPCResponse(jsonrpc="2.0", id=10, result={})))
+        ledger.written(Response(10, {}))
         await mesh.settle()
         assert receipts() == {two: "read", three: "read"}
 
