@@ -1,0 +1,265 @@
+"""What receipts cost the protocol today: bytes on the wire, protocol CPU and memory held, per DM round trip and per
+room message, against the messages themselves. Sans-IO (replicas in one process, no sockets), so the figures are
+the protocol's own share, without Trio or the kernel.
+
+    python benchmarks/bench_receipts.py [--rounds 2000] [--members 15] [--held 10000]
+
+A DM round trip is what the mesh carries when agent A (on peer pa) sends B (on peer pb) a DM and B answers: two
+messages, and for each a ``delivered`` and a ``read`` receipt from the recipient's peer, every operation in a frame
+of its own (as live operations are sent today), made and applied by its peer and applied by the other. A room
+message is one message and the two receipts of each member, every member on a peer of its own; CPU is what one
+member's peer spends on it. Memory is what a replica holds per message, with and without its receipts.
+
+The cumulative marker of docs/receipts.md is sized with a stand-in struct defined here (it is not in the protocol):
+one per recipient and conversation and state, carrying per origin the ranges of sequence numbers it covers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import msgspec
+
+from agent_comms.protocol.framing import encode_frame
+from agent_comms.protocol.ops import (
+    AgentUpsert,
+    Body,
+    DirectMessage,
+    Membership,
+    Op,
+    Receipt,
+    ReceiptStatus,
+    RoomCreate,
+    RoomMessage,
+    dm_conversation,
+    op_id,
+    op_key,
+)
+from agent_comms.protocol.replica import Replica
+from agent_comms.protocol.state import MeshState
+from agent_comms.protocol.wire import Ops
+
+#: ids as long as real ones (an agent id is ``<harness>-<10 hex digits>``; a peer id about as long)
+ALICE, BOB = "claude-code-3f9a1c02be", "codex-77d0e4a1c5"
+TEXT = "please rebase onto main and run the protocol tests again"
+
+
+class Marker(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
+    """Stand-in for the proposed cumulative receipt: ``recipient`` was ``status`` every message of ``conversation``
+    whose (origin, seq) lies in one of ``ranges`` (``origin -> [lo, hi, lo, hi, ...]``)."""
+
+    conversation: str
+    recipient: str
+    recipient_inc: int
+    status: ReceiptStatus
+    ranges: dict[str, tuple[int, ...]]
+
+
+def _receipt(message: Op, recipient: str, inc: int, status: ReceiptStatus) -> Receipt:
+    body = message.body
+    conversation = dm_conversation(body.author, body.recipient) if isinstance(body, DirectMessage) else body.room_id  # type: ignore[union-attr]
+    return Receipt(op_id(message), conversation, op_key(message), recipient, inc, status)
+
+
+def _frame_bytes(op: Op) -> int:
+    return len(encode_frame(Ops((op,))))  # length prefix included
+
+
+class Clock:
+    """Milliseconds that always move forward."""
+
+    def __init__(self) -> None:
+        self.now = int(time.time() * 1000)
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+def _send(clock: Clock, origin: Replica, others: list[Replica], body: Body, cpu: dict[str, float]) -> Op:
+    """Make ``body`` on ``origin`` and deliver it to ``others`` through an encoded frame; add CPU by kind."""
+    kind = "receipt" if isinstance(body, Receipt) else "message"
+    decoder = msgspec.msgpack.Decoder(Ops)
+    started = time.perf_counter()
+    op, _ = origin.make(body, clock())
+    data = encode_frame(Ops((op,)))
+    made = time.perf_counter()
+    for other in others:
+        begin = time.perf_counter()
+        frame = decoder.decode(memoryview(data)[4:])
+        other.receive_many(frame.ops)
+        cpu[kind] += time.perf_counter() - begin
+    cpu[kind] += made - started
+    return op
+
+
+def _register(clock: Clock, replica: Replica, agent_id: str) -> int:
+    inc = replica.hlc.tick(clock())
+    replica.make(AgentUpsert(agent_id, replica.peer_id, inc, 1, agent_id, "bench", "/tmp", 1, 0.0), clock())
+    return inc
+
+
+def dm_round_trips(rounds: int) -> dict[str, float]:
+    clock = Clock()
+    pa, pb = Replica.create("pa-5d1e0c7b9a2f"), Replica.create("pb-0e8c4a6d3b1f")
+    inc_a, inc_b = _register(clock, pa, ALICE), _register(clock, pb, BOB)
+    for op in pa.state.stored_ops():
+        pb.receive(op)
+    for op in pb.state.stored_ops():
+        pa.receive(op)
+    totals: dict[str, list[float]] = {"message": [], "receipt": []}
+    sizes = {"message": 0, "receipt": 0}
+    for _ in range(rounds):
+        cpu = {"message": 0.0, "receipt": 0.0}
+        ask = _send(clock, pa, [pb], DirectMessage(ALICE, inc_a, BOB, TEXT), cpu)
+        delivered = _send(clock, pb, [pa], _receipt(ask, BOB, inc_b, "delivered"), cpu)
+        read = _send(clock, pb, [pa], _receipt(ask, BOB, inc_b, "read"), cpu)
+        answer = _send(clock, pb, [pa], DirectMessage(BOB, inc_b, ALICE, TEXT), cpu)
+        delivered2 = _send(clock, pa, [pb], _receipt(answer, ALICE, inc_a, "delivered"), cpu)
+        read2 = _send(clock, pa, [pb], _receipt(answer, ALICE, inc_a, "read"), cpu)
+        for kind, seconds in cpu.items():
+            totals[kind].append(seconds)
+        sizes = {
+            "message": _frame_bytes(ask) + _frame_bytes(answer),
+            "receipt": sum(map(_frame_bytes, (delivered, read, delivered2, read2))),
+        }
+    conversation = dm_conversation(ALICE, BOB)
+    marker = Marker(conversation, BOB, inc_b, "read", {pa.peer_id: (ask.seq, ask.seq)})
+    marker_bytes = _frame_bytes(Op(pb.peer_id, pb.seq + 1, clock() << 16, marker))  # type: ignore[arg-type]
+    return {
+        "message_cpu_us": statistics.median(totals["message"]) * 1e6,
+        "receipt_cpu_us": statistics.median(totals["receipt"]) * 1e6,
+        "message_bytes": sizes["message"],
+        "receipt_bytes": sizes["receipt"],
+        "marker_bytes": marker_bytes,
+    }
+
+
+def member_receive_cpu(rounds: int, members: int) -> dict[str, float]:
+    """One member's peer: CPU to receive a room message and the other members' two receipts each (decoded frames)."""
+    clock = Clock()
+    member = Replica.create("pm-0f1e2d3c4b5a")
+    author_inc = clock() << 16
+    member.receive(
+        Op(
+            "ps-7a2b9c4d1e0f",
+            1,
+            author_inc,
+            AgentUpsert(ALICE, "ps-7a2b9c4d1e0f", author_inc, 1, "a", "b", "/", 1, 0.0),
+        )
+    )
+    create = Op(
+        "ps-7a2b9c4d1e0f", 2, clock() << 16, RoomCreate("ps-7a2b9c4d1e0f-2", "bench", "public", "", ALICE, author_inc)
+    )
+    member.receive(create)
+    room_id = op_id(create)
+    seqs = {"ps-7a2b9c4d1e0f": 2}
+    others = [(f"pm{i:02d}-{i:010x}", f"member-{i:02d}-{i:08x}") for i in range(members)]
+    incs: dict[str, int] = {}
+    for peer, agent in others:
+        inc = incs[agent] = clock() << 16
+        member.receive(Op(peer, 1, inc, AgentUpsert(agent, peer, inc, 1, agent, "b", "/", 1, 0.0)))
+        member.receive(Op(peer, 2, clock() << 16, Membership(room_id, "join", agent, inc)))
+        seqs[peer] = 2
+
+    def frame(origin: str, body: Body) -> bytes:
+        seqs[origin] += 1
+        return encode_frame(Ops((Op(origin, seqs[origin], clock() << 16, body),)))
+
+    decoder = msgspec.msgpack.Decoder(Ops)
+    message_cpu, receipt_cpu = [], []
+    for _ in range(rounds):
+        data = frame("ps-7a2b9c4d1e0f", RoomMessage(room_id, ALICE, author_inc, TEXT))
+        started = time.perf_counter()
+        ops = decoder.decode(memoryview(data)[4:]).ops
+        member.receive_many(ops)
+        message_cpu.append(time.perf_counter() - started)
+        message_bytes = len(data)
+        message = ops[0]
+        frames = [
+            frame(peer, _receipt(message, agent, incs[agent], s))
+            for s in ("delivered", "read")
+            for peer, agent in others
+        ]
+        started = time.perf_counter()
+        for chunk in frames:
+            member.receive_many(decoder.decode(memoryview(chunk)[4:]).ops)
+        receipt_cpu.append(time.perf_counter() - started)
+    return {
+        "message_cpu_us": statistics.median(message_cpu) * 1e6,
+        "receipt_cpu_us": statistics.median(receipt_cpu) * 1e6,
+        "message_bytes": message_bytes,
+        "receipt_bytes": sum(map(len, frames)),
+    }
+
+
+def held_bytes(held: int, recipients: int) -> dict[str, float]:
+    """Bytes a replica holds per message (``held`` DMs in conversations of 1,000), without and with ``recipients``
+    read receipts each (a ``read`` supersedes the ``delivered`` under the same claim, so one op per recipient)."""
+
+    def build(with_receipts: bool) -> Callable[[], MeshState]:
+        def make() -> MeshState:
+            state = MeshState(history_limit=1000)
+            seq = 0
+            for n in range(held):
+                seq += 1
+                author, recipient = f"agent-{n % 10:02d}-0123456789", f"agent-{n % 10 + 10:02d}-0123456789"
+                message = Op("pa-5d1e0c7b9a2f", seq, seq << 16, DirectMessage(author, 0, recipient, f"{TEXT} {n}"))
+                state.apply(message)
+                if with_receipts:
+                    for r in range(recipients):
+                        seq += 1
+                        receipt = _receipt(message, recipient if r == 0 else f"{recipient}-{r}", 0, "read")
+                        state.apply(Op("pb-0e8c4a6d3b1f", seq, seq << 16, receipt))
+            return state
+
+        return make
+
+    results = {}
+    for label, with_receipts in (("without", False), ("with", True)):
+        gc.collect()
+        tracemalloc.start()
+        state = build(with_receipts)()
+        current, _peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        results[label] = current / held
+        del state
+    return {"bytes_per_message": results["without"], "receipt_bytes_per_message": results["with"] - results["without"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--members", type=int, default=15)
+    parser.add_argument("--held", type=int, default=10_000)
+    args = parser.parse_args()
+    dm = dm_round_trips(args.rounds)
+    total_bytes = dm["message_bytes"] + dm["receipt_bytes"]
+    total_cpu = dm["message_cpu_us"] + dm["receipt_cpu_us"]
+    print(f"DM round trip (2 messages, 4 receipts, one op per frame; medians of {args.rounds})")
+    mb, rb, mc, rc = dm["message_bytes"], dm["receipt_bytes"], dm["message_cpu_us"], dm["receipt_cpu_us"]
+    print(f"  bytes: messages {mb:.0f}, receipts {rb:.0f} ({rb / total_bytes:.0%})")
+    print(f"  protocol CPU, both peers: messages {mc:.1f} us, receipts {rc:.1f} us ({rc / total_cpu:.0%})")
+    print(f"  a marker op ('read', one origin, one range) would be {dm['marker_bytes']:.0f} bytes")
+    for members in (1, args.members):
+        room = member_receive_cpu(args.rounds, members)
+        share = room["receipt_cpu_us"] / (room["receipt_cpu_us"] + room["message_cpu_us"])
+        print(
+            f"room message, {members} other member(s): a member's peer receives it in {room['message_cpu_us']:.1f} us, "
+            f"the members' {2 * members} receipts in {room['receipt_cpu_us']:.1f} us ({share:.0%} of its CPU); "
+            f"bytes: message {room['message_bytes']:.0f}, receipts {room['receipt_bytes']:.0f}"
+        )
+    mem = held_bytes(args.held, 1)
+    print(
+        f"held per DM ({args.held} held): {mem['bytes_per_message']:.0f} B without receipts, "
+        f"+{mem['receipt_bytes_per_message']:.0f} B for its recipient's receipt"
+    )
+
+
+if __name__ == "__main__":
+    main()
