@@ -290,7 +290,7 @@ async def explain_no_mesh(
             return foreign_port_message(port, foreign)  # accepted, then reset at once
         return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); {START_HINT}"
     if key is None:
-        return foreign_port_message(port, port_holder(port))
+        return foreign_port_message(port, foreign or port_holder(port))  # the socket table is read once
     try:
         # A holder that looks foreign is still asked, briefly: a peer in another pid namespace looks foreign too.
         with trio.fail_after(wait if foreign is None else min(wait, FOREIGN_ATTEMPT)):
