@@ -10,6 +10,7 @@ waiting for its handshake cost 2 to 3.5 s.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -127,3 +128,72 @@ def test_the_holder_is_unknown_where_the_socket_table_says_too_little(tmp_path: 
     holder = port_holder(4242, proc=tmp_path)
     assert holder == PortHolder(os.getuid())
     assert holder.describe() == "unknown"
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this system")
+@pytest.mark.parametrize("keyed", [False, True], ids=["fresh-home", "home-with-key"])
+async def test_an_ipv6_only_listener_on_the_port_is_not_a_holder_of_127_0_0_1(tmp_path: Path, keyed: bool) -> None:
+    """A program listening on [::]:PORT with IPV6_V6ONLY does not hold 127.0.0.1:PORT: the commands say no mesh
+    runs, not that another program holds the port."""
+    port, home = free_port(), tmp_path / "home"
+    if keyed:
+        load_or_create_key(home)
+    env = {**os.environ, "AGENT_COMMS_HOME": str(home), "AGENT_COMMS_PORT": str(port), "AGENT_COMMS_LOAD_PLUGINS": ""}
+    cli = Cli(env, tmp_path)
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            listener.bind(("::", port))
+        except OSError as exc:  # pragma: no cover - IPv6 disabled in the kernel
+            pytest.skip(f"cannot listen on [::]: {exc}")
+        listener.listen(8)
+        assert port_holder(port) is None
+        with trio.fail_after(DEADLINE):
+            for argv in (("agents",), ("mesh",)):
+                result = await cli(*argv)
+                err = result.stderr.decode()
+                assert result.returncode == 1, (argv, err)
+                assert "no mesh is running" in err, (argv, err)
+                assert "held by another program" not in err, (argv, err)
+
+
+def test_the_user_and_process_of_a_holder_come_from_one_socket(tmp_path: Path) -> None:
+    """Two listeners reach 127.0.0.1:PORT (one on 127.0.0.1, one on 0.0.0.0, of another user): the holder named is
+    the one on 127.0.0.1, with its own user and process."""
+    (tmp_path / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    other_uid = os.getuid() + 1
+    tcp = (
+        f"   0: 00000000:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000  {other_uid}  0 111\n"
+        f"   1: 0100007F:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000  {os.getuid()}  0 222\n"
+    )
+    (tmp_path / "net" / "tcp").write_text(header + tcp)
+    for pid, inode in ((41, 111), (42, 222)):
+        (tmp_path / str(pid) / "fd").mkdir(parents=True)
+        (tmp_path / str(pid) / "fd" / "3").symlink_to(f"socket:[{inode}]")
+        (tmp_path / str(pid) / "cmdline").write_bytes(f"holder\0{inode}\0".encode())
+    assert port_holder(4242, proc=tmp_path) == PortHolder(os.getuid(), 42, "holder 222")
+
+
+async def test_a_peer_that_looks_foreign_is_still_asked(tmp_path: Path) -> None:
+    """A peer whose registry entry names another pid (as in another pid namespace) looks like another program from
+    the socket table, yet answers the handshake: the observer uses its answer, and names no foreign holder."""
+    from agent_comms.mesh.node import open_node
+    from agent_comms.mesh.observe import observe_mesh
+    from agent_comms.mesh.port_holder import foreign_holder
+    from agent_comms.mesh.registry import PeerRegistry
+    from agent_comms.protocol.peer import PeerConfig
+
+    port, home = free_port(), tmp_path / "home"
+    key = load_or_create_key(home)
+    registry = PeerRegistry(home)
+    with trio.fail_after(DEADLINE):
+        async with open_node(
+            key, port=port, registry=registry, config=PeerConfig(coordinator_port=port), pid=os.getppid()
+        ) as node:
+            await node.wait_synced()
+            assert foreign_holder(port, registry) is not None  # its socket is this process's, not the registered one
+            snapshot = await observe_mesh(key, port=port, registry=registry)
+            assert snapshot.port_problem is None, snapshot.port_problem
+            assert snapshot.coordinator is not None
+            assert snapshot.coordinator.peer_id == node.peer_id

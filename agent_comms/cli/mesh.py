@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
         if key is not None:
             try:
                 return await observe_mesh(key, port=settings.port, registry=registry)
-            except NoMesh:
-                pass
+            except NoMesh as exc:
+                if exc.foreign is not None:
+                    return exc.foreign  # the holder was given its chance: not asked again
         # say why: nothing listens, or what holds the port
         return await explain_no_mesh(key, settings.port, registry=registry)
 

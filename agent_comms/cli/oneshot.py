@@ -171,8 +171,9 @@ def _observe(json_output: bool, empty: object) -> tuple[MeshSnapshot | None, int
         if key is not None:
             try:
                 return await observe_mesh(key, port=settings.port, registry=registry, each_peer=False)
-            except NoMesh:
-                pass
+            except NoMesh as exc:
+                if exc.foreign is not None:
+                    return exc.foreign  # the holder was given its chance: not asked again
         return await explain_no_mesh(key, settings.port, registry=registry)
 
     found = _run_interruptibly(observe)

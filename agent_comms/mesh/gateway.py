@@ -151,6 +151,8 @@ class Gateway:
         #: operation this gateway published to it; ``None`` before the first session
         self._hub_stream: str | None = None
         self._hub_seq = 0
+        #: the message id of the operation the hub stored at ``_hub_seq`` ("" when none)
+        self._hub_last_id = ""
         self._overflowed = False
         self._lone_marked = False
         #: machine -> present (per the presence bucket), for the machines this one has heard of
@@ -194,7 +196,9 @@ class Gateway:
                     self.queue.popleft()
             self.published += len(batch)
             self.last_acked = items[-1][2]
-            self._hub_seq = max([self._hub_seq, *(int(ack.seq or 0) for ack in acks)])
+            for ack, (_, _, msg_id) in zip(acks, items, strict=True):
+                if int(ack.seq or 0) > self._hub_seq:
+                    self._hub_seq, self._hub_last_id = int(ack.seq), msg_id
             self._write_status()
 
     # ------------------------------------------------------------------ in
@@ -432,21 +436,39 @@ class Gateway:
                 await aio(nc.close)
 
     async def _queue_for_session(self, js: Any) -> None:
-        """What this session publishes first. Reconnecting to the same stream (the same creation time, and holding
-        at least as many messages as this gateway saw it acknowledge), the queue already holds exactly what the
-        hub has not acknowledged: every operation is dropped from it only once acknowledged, and the ones applied
-        meanwhile were added. Otherwise (this peer's first session, a wiped or recreated stream, a queue that
-        overflowed) everything this replica stores of this machine is published: the hub drops what it holds
-        within its de-duplication window."""
+        """What this session publishes first. Reconnecting to the same stream (the same creation time, and its
+        last message under this machine's subjects the very one this gateway last saw acknowledged, at the same
+        sequence), the queue already holds exactly what the hub has not acknowledged: every operation is dropped
+        from it only once acknowledged, and the ones applied meanwhile were added. Otherwise (this peer's first
+        session, a wiped or recreated stream, a hub that lost acknowledged messages of this machine, as JetStream
+        may in a crash since it acknowledges before its disk has them, a queue that overflowed) everything this
+        replica stores of this machine is published: the hub drops what it holds within its de-duplication
+        window."""
         info = await aio(js.stream_info, STREAM)
         created = str(info.created)
-        same = self._hub_stream == created and int(info.state.last_seq or 0) >= self._hub_seq and not self._overflowed
+        same = self._hub_stream == created and not self._overflowed and await self._hub_has_last(js)
         if not same:
             self.queue = deque(self._local_stored())
             self._hub_seq = 0
+            self._hub_last_id = ""
             self._overflowed = False
         self._hub_stream = created
         self.resent = len(self.queue)
+
+    async def _hub_has_last(self, js: Any) -> bool:
+        """Whether the hub still holds the last operation this gateway saw it acknowledge, as the last message under
+        this machine's subjects (a count of the stream's messages would not do: the other machines' publications
+        make it grow past a loss). ``False`` when it cannot be known (an older hub that does not let a machine
+        read a message by subject)."""
+        if not self._hub_last_id:
+            return self._hub_seq == 0  # nothing acknowledged yet in this peer's sessions
+        try:
+            last = await aio(js.get_last_msg, STREAM, f"{OPS_SUBJECT_ROOT}.{self.machine}.>")
+        except Exception as exc:  # not found (lost), refused or timed out: publish everything again
+            logger.info("gateway: the hub's last operation of machine %s is unknown: %s", self.machine, _describe(exc))
+            return False
+        headers = last.headers or {}
+        return int(last.seq or 0) == self._hub_seq and headers.get("Nats-Msg-Id") == self._hub_last_id
 
     async def run(self) -> None:
         """Take the lease when it is free, then keep a session with the hub for as long as this peer lives."""

@@ -175,6 +175,7 @@ def _permissions(machine: str) -> dict[str, Any]:
                 f"$KV.{PRESENCE_BUCKET}.{machine}",
                 "$JS.API.INFO",
                 f"$JS.API.STREAM.INFO.{STREAM}",
+                f"$JS.API.STREAM.MSG.GET.{STREAM}",  # a message by subject: what the hub holds of this machine
                 f"$JS.API.STREAM.INFO.KV_{PRESENCE_BUCKET}",
                 f"$JS.API.CONSUMER.*.{STREAM}.{consumer}",
                 f"$JS.API.CONSUMER.*.{STREAM}.{consumer}.>",

@@ -5,8 +5,9 @@ coordinator answers with its peer list and its own status, and with a full anti-
 observer rebuilds the replicated state. With ``each_peer=True`` the observer then asks every listed peer for its
 status the same way (links, the coordinator it follows, its state digest). It never registers an agent and never
 becomes a peer, so it shows up in no listing. If the coordinator port does not answer in time (a stopped
-process), it asks the peers in the registry instead; if the port is held by a program that is known not to be a
-peer (:func:`~agent_comms.mesh.port_holder.foreign_holder`), it does not dial it at all.
+process), it asks the peers in the registry instead; if the port is held by a program that looks like it is not a
+peer (:func:`~agent_comms.mesh.port_holder.foreign_holder`), it gives it only :data:`FOREIGN_ATTEMPT` to answer
+(a peer in another pid namespace looks foreign too) and then names it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -33,12 +34,23 @@ from .registry import PeerRegistry
 __all__ = ["MeshSnapshot", "NoMesh", "PeerView", "explain_no_mesh", "observe_mesh", "peer_status"]
 
 
+#: Seconds a holder of the coordinator port that looks like another program (:func:`foreign_holder`) gets to answer
+#: the handshake before it is named as such: a peer answers in milliseconds, another program never.
+FOREIGN_ATTEMPT: Final = 0.5
+
 #: What "that place did not answer" looks like: refused, reset, too slow, or not speaking our protocol.
 _UNANSWERED = (OSError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError)
 
 
 class NoMesh(Exception):
-    """No mesh answered: nothing on the coordinator port and no live peer in the registry."""
+    """No mesh answered: nothing on the coordinator port and no live peer in the registry.
+
+    ``foreign``: what to tell a person when the port is held by a program that is not a peer (it did not answer
+    the handshake and the socket table names it), so that nobody asks it again."""
+
+    def __init__(self, message: str, foreign: str | None = None) -> None:
+        super().__init__(message)
+        self.foreign = foreign
 
 
 @attrs.frozen
@@ -118,22 +130,27 @@ async def observe_mesh(
     problem: str | None = None
     foreign = None if registry is None or not isinstance(network, TcpNetwork) else foreign_holder(port, registry)
     try:
-        if foreign is not None:
-            problem = foreign_port_message(port, foreign)
-        else:
-            with trio.fail_after(attempt_seconds):
-                answer = await _ask(network, key, port, port)
+        # A holder that looks foreign is still asked, briefly: a peer in another pid namespace looks foreign too.
+        with trio.fail_after(attempt_seconds if foreign is None else min(attempt_seconds, FOREIGN_ATTEMPT)):
+            answer = await _ask(network, key, port, port)
     except ConnectionRefusedError:
         pass  # nobody holds the port (between coordinators, say): not a problem in itself
     except RemoteProtocolError as exc:
-        problem = f"the process holding port {port} is not a mesh peer of this user: {exc}"
-    except trio.TooSlowError:
         problem = (
-            f"the process holding port {port} did not answer the handshake within {attempt_seconds:g} s "
-            "(a stopped peer, or a process that is not a mesh peer of this user squatting on the port)"
+            f"the process holding port {port} is not a mesh peer of this user: {exc}"
+            if foreign is None
+            else f"{foreign_port_message(port, foreign)} ({exc})"
         )
     except _UNANSWERED as exc:
-        problem = f"the process holding port {port} closed the connection without a handshake ({exc})"
+        if foreign is not None:
+            problem = foreign_port_message(port, foreign)
+        elif isinstance(exc, trio.TooSlowError):
+            problem = (
+                f"the process holding port {port} did not answer the handshake within {attempt_seconds:g} s "
+                "(a stopped peer, or a process that is not a mesh peer of this user squatting on the port)"
+            )
+        else:
+            problem = f"the process holding port {port} closed the connection without a handshake ({exc})"
     candidates: list[PeerInfo] = []
     if answer is not None and answer.peer_list is not None:
         candidates = list(answer.peer_list.peers)
@@ -161,7 +178,7 @@ async def observe_mesh(
         if state is None:
             state = reply.state
     if state is None:
-        raise NoMesh(f"no mesh answers on port {port}")
+        raise NoMesh(f"no mesh answers on port {port}", problem if foreign is not None else None)
     ordered = tuple(sorted(views.values(), key=lambda v: (v.info.started_at, v.info.peer_id)))
     return MeshSnapshot(port, coordinator, ordered, state, problem)
 
@@ -261,28 +278,32 @@ async def explain_no_mesh(
     program.
     """
     network = TcpNetwork() if network is None else network
+    foreign = None
     if registry is not None and isinstance(network, TcpNetwork):
         foreign = foreign_holder(port, registry)
-        if foreign is not None:
-            return foreign_port_message(port, foreign)
     try:
         with trio.fail_after(wait):
             conn = await network.connect(port)
         await trio.aclose_forcefully(conn.stream)
-    except (OSError, trio.TooSlowError):
+    except (OSError, trio.TooSlowError) as exc:
+        if foreign is not None and not isinstance(exc, ConnectionRefusedError):
+            return foreign_port_message(port, foreign)  # accepted, then reset at once
         return f"no mesh is running: nothing listens on 127.0.0.1:{port} (AGENT_COMMS_PORT); {START_HINT}"
     if key is None:
-        return foreign_port_message(port, port_holder(port))
+        return foreign_port_message(port, foreign or port_holder(port))  # the socket table is read once
     try:
-        with trio.fail_after(wait):
+        # A holder that looks foreign is still asked, briefly: a peer in another pid namespace looks foreign too.
+        with trio.fail_after(wait if foreign is None else min(wait, FOREIGN_ATTEMPT)):
             await _ask(network, key, port, port)
-    except OSError as exc:
-        return f"{foreign_port_message(port, port_holder(port))} ({exc})"
     except RemoteProtocolError as exc:
         if exc.reason == "version":
             return f"the mesh on port {port}{_holder(port)} speaks another protocol version: {exc}"
-        return f"{foreign_port_message(port, port_holder(port))} ({exc})"
-    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return f"{foreign_port_message(port, foreign or port_holder(port))} ({exc})"
+    except _UNANSWERED as exc:
+        if foreign is not None:
+            return foreign_port_message(port, foreign)
+        if isinstance(exc, OSError):
+            return f"{foreign_port_message(port, port_holder(port))} ({exc})"
         return (
             f"the process holding port {port}{_holder(port)} does not answer (stopped or hung?) "
             "and no other peer of the mesh is running"

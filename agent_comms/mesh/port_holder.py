@@ -6,13 +6,16 @@ On Linux the kernel's socket table (``/proc/net/tcp``) gives the listening socke
 the owner's open descriptors (``/proc/PID/fd``, readable for this user's processes only) give the process. A peer
 of this mesh is always listed in the peer registry before it binds the coordinator port
 (:func:`agent_comms.mesh.node.open_node` publishes first), so a listener whose process is not in the registry,
-or that belongs to another user, is another program. Elsewhere, or when the table cannot be read, nothing is known
-and the callers fall back to the handshake.
+or that belongs to another user, looks like another program; the callers still give it a brief handshake (a peer
+in another pid namespace has another pid in the registry) before they name it. A listener on ``::`` counts only
+when 127.0.0.1:PORT accepts a connection (with ``IPV6_V6ONLY`` it does not reach 127.0.0.1, and the table does not
+say). Elsewhere, or when the table cannot be read, nothing is known and the callers fall back to the handshake.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import attrs
@@ -22,14 +25,15 @@ from .registry import PeerRegistry
 __all__ = ["PortHolder", "foreign_holder", "foreign_port_message", "port_holder"]
 
 _LISTEN = "0A"
-#: Local addresses a listener on 127.0.0.1:PORT may have bound (hex, as the kernel writes them).
-_REACHING_LOOPBACK = frozenset(
-    {
-        "0100007F",  # 127.0.0.1
-        "00000000",  # 0.0.0.0
-        "00000000000000000000000000000000",  # ::
-        "0000000000000000FFFF00000100007F",  # ::ffff:127.0.0.1
-    }
+_ANY6 = "00000000000000000000000000000000"  # ::
+#: Local addresses a listener on 127.0.0.1:PORT may have bound (hex, as the kernel writes them), the one the kernel
+#: prefers first. A listener on ``::`` reaches 127.0.0.1 only without ``IPV6_V6ONLY``, which the table does not
+#: show: it counts only if a connection to 127.0.0.1:PORT is accepted (:func:`_loopback_answers`).
+_REACHING_LOOPBACK = (
+    "0100007F",  # 127.0.0.1
+    "0000000000000000FFFF00000100007F",  # ::ffff:127.0.0.1
+    "00000000",  # 0.0.0.0
+    _ANY6,
 )
 
 
@@ -52,7 +56,7 @@ class PortHolder:
 
 def port_holder(port: int, proc: Path = Path("/proc")) -> PortHolder | None:
     """The listener on TCP ``port`` reachable at 127.0.0.1 (``None``: none found, or not knowable here)."""
-    sockets: dict[str, int] = {}  # inode -> owner uid
+    listeners: dict[str, tuple[str, int]] = {}  # local address -> (inode, owner uid) of its first listener
     for table in ("net/tcp", "net/tcp6"):
         try:
             lines = (proc / table).read_text(encoding="ascii").splitlines()[1:]
@@ -65,16 +69,28 @@ def port_holder(port: int, proc: Path = Path("/proc")) -> PortHolder | None:
             address, _, hex_port = fields[1].partition(":")
             try:
                 if int(hex_port, 16) == port and address in _REACHING_LOOPBACK:
-                    sockets[fields[9]] = int(fields[7])
+                    listeners.setdefault(address, (fields[9], int(fields[7])))
             except ValueError:
                 continue
-    if not sockets:
+    if set(listeners) == {_ANY6} and not _loopback_answers(port):
+        return None  # a listener of IPv6 only (IPV6_V6ONLY): nothing listens on 127.0.0.1
+    chosen = next((listeners[address] for address in _REACHING_LOOPBACK if address in listeners), None)
+    if chosen is None:
         return None
-    uid = next(iter(sockets.values()))
+    inode, uid = chosen  # the process and the user of one and the same socket
     if uid != os.getuid():
         return PortHolder(uid)  # another user's descriptors cannot be read
-    pid = _pid_of(proc, {f"socket:[{number}]" for number in sockets})
+    pid = _pid_of(proc, {f"socket:[{inode}]"})
     return PortHolder(uid, pid, "" if pid is None else _command(proc, pid))
+
+
+def _loopback_answers(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:``port`` is accepted (closed at once, without a byte)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def foreign_holder(port: int, registry: PeerRegistry) -> PortHolder | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -184,3 +186,65 @@ async def test_a_lone_gateway_killed_right_after_acknowledging_loses_nothing(wor
                 await eventually(lambda: dm_contents(store, "worker") == sent, within=60)
     finally:
         first.kill()
+
+
+async def _admin_js_call(world: HubWorld, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``call(js)`` with the JetStream context of the hub's admin (a trio function using :func:`aio`)."""
+    from agent_comms.mesh.hub_client import aio, connect
+    from agent_comms.mesh.hub_config import HubFiles
+
+    files = HubFiles(world.hub.home)
+    settings = files.settings()
+    nc = await connect(settings["url"], settings["admin_seed"], files.cert_path.read_text(), name="admin")
+    try:
+        return await call(nc.jetstream())
+    finally:
+        await aio(nc.close)
+
+
+async def test_acknowledged_operations_the_hub_lost_are_published_again_on_reconnect(world: HubWorld) -> None:
+    """JetStream acknowledges before its disk has the message, so a crash of the hub's host can lose acknowledged
+    messages of a machine and keep the stream (its creation time). The loss is made here with the JetStream API
+    (the last messages of alpha are deleted, the stream kept), then beta publishes, so the stream's last sequence
+    grows past everything alpha saw acknowledged. After alpha's gateway reconnects, the lost operations are on
+    the hub again: a machine joining later gets all of alpha's state."""
+    from agent_comms.mesh.hub_client import aio
+    from agent_comms.mesh.hub_config import OPS_SUBJECT_ROOT, STREAM
+
+    a, b, c = world.machine("alpha"), world.machine("beta"), world.machine("gamma")
+    async with a.agent("alice") as alice, b.agent("bob") as bob:
+        assert not alice.call({"action": "create_room", "room": "den"}).is_error
+        sent = [f"kept only by alpha {n}" for n in range(3)]
+        for content in sent:
+            assert not alice.call({"action": "send", "target": "den", "content": content}).is_error
+        gateway = alice.store.node.gateway
+        assert gateway is not None
+        await eventually(lambda: alice.store.state.digest() == bob.store.state.digest(), within=60)
+        await eventually(lambda: not gateway.queue)
+        published, acknowledged = gateway.published, gateway._hub_seq
+
+        async def lose_alphas_last(js: Any) -> list[int]:
+            lost = []
+            for _ in sent:
+                last = await aio(js.get_last_msg, STREAM, f"{OPS_SUBJECT_ROOT}.alpha.>")
+                await aio(js.delete_msg, STREAM, last.seq)
+                lost.append(int(last.seq))
+            return lost
+
+        lost = await _admin_js_call(world, lose_alphas_last)
+        assert max(lost) == acknowledged  # the loss includes the last operation alpha saw acknowledged
+        assert not bob.call({"action": "create_room", "room": "elsewhere"}).is_error
+        for n in range(len(sent) + 2):
+            assert not bob.call({"action": "send", "target": "elsewhere", "content": f"beta {n}"}).is_error
+        gateway_b = bob.store.node.gateway
+        assert gateway_b is not None
+        await eventually(lambda: not gateway_b.queue and gateway_b._hub_seq > acknowledged)
+        assert gateway.published == published  # alpha published nothing after the loss: it cannot know of it
+
+        await world.hub.stop()  # the same store: the same stream, its creation time kept
+        await eventually(lambda: not gateway.connected)
+        await world.hub.start()
+        await eventually(lambda: gateway.connected and not gateway.queue, within=60)
+        assert gateway.resent == len(gateway._local_stored())  # everything of alpha's again
+        async with c.agent("carol") as carol:
+            await eventually(lambda: carol.store.state.digest() == alice.store.state.digest(), within=60)

@@ -349,11 +349,20 @@ def allow_rule_present(home: Path) -> bool:
     return all(rule in allowed for rule in ALLOW_RULES)
 
 
-def _recorded_rules(home: Path) -> list[str]:
-    """The allow rules setup added (from :func:`state_path`)."""
+def _recorded_rules(home: Path) -> list[str] | None:
+    """The allow rules setup added (from :func:`state_path`); ``None`` when there is no record at all."""
     state = _load_json(state_path(home))
+    if state is None:
+        return None
     rules = state.get("added_allow_rules") if isinstance(state, dict) else None
     return [rule for rule in rules if rule in ALLOW_RULES] if isinstance(rules, list) else []
+
+
+def _ours_without_record(allowed: list[Any], earlier_setup: bool) -> list[str]:
+    """The rules of :data:`ALLOW_RULES` to count as setup's when there is no record: setups before records were kept
+    added every rule and recorded nothing, so after one of them (``earlier_setup``) the rules present are setup's;
+    with no earlier setup they are the user's own."""
+    return [rule for rule in ALLOW_RULES if rule in allowed] if earlier_setup else []
 
 
 def _write_settings(home: Path, settings: dict[str, Any], allow: list[Any]) -> None:
@@ -370,25 +379,36 @@ def _write_settings(home: Path, settings: dict[str, Any], allow: list[Any]) -> N
     write_config(settings_path(home), json.dumps(settings, indent=2) + "\n")
 
 
-def _add_allow(home: Path, dry_run: bool) -> list[str]:
+def _add_allow(home: Path, dry_run: bool, earlier_setup: bool) -> list[str]:
     """Append the rules of :data:`ALLOW_RULES` missing from the user settings, and record them; the rules added.
-    A rule already there (wherever it is in the list) is left alone: nothing is rewritten when all are there."""
+    A rule already there (wherever it is in the list) is left alone: nothing is rewritten when all are there.
+    Without a record, one is written even when nothing is added, saying which rules present are setup's
+    (:func:`_ours_without_record`; ``earlier_setup``: the marketplace was there before this setup ran)."""
     settings = _read_settings(home)
     allowed = _allowed(settings)
     missing = [rule for rule in ALLOW_RULES if rule not in allowed]
-    if missing and not dry_run:
+    recorded = _recorded_rules(home)
+    if dry_run or not (missing or recorded is None):
+        return missing
+    if recorded is None:
+        recorded = _ours_without_record(allowed, earlier_setup)
+    if missing:
         _write_settings(home, settings, [*allowed, *missing])  # first: a crash then leaves a rule, never a record
-        recorded = [rule for rule in ALLOW_RULES if rule in missing or rule in _recorded_rules(home)]
-        state_path(home).parent.mkdir(parents=True, exist_ok=True)
-        write_config(state_path(home), json.dumps({"added_allow_rules": recorded}, indent=2) + "\n")
+    ours = [rule for rule in ALLOW_RULES if rule in missing or rule in recorded]
+    state_path(home).parent.mkdir(parents=True, exist_ok=True)
+    write_config(state_path(home), json.dumps({"added_allow_rules": ours}, indent=2) + "\n")
     return missing
 
 
-def _remove_allow(home: Path, dry_run: bool) -> list[str]:
-    """Take out of the user settings the rules setup added (and forget the record); the rules taken out."""
+def _remove_allow(home: Path, dry_run: bool, earlier_setup: bool) -> list[str]:
+    """Take out of the user settings the rules setup added (and forget the record); the rules taken out. Without
+    a record, the rules present are those of a setup from before records were kept if that setup ran
+    (``earlier_setup``: its marketplace is there; :func:`_ours_without_record`)."""
     recorded = _recorded_rules(home)
     settings = _read_settings(home)
     allowed = _allowed(settings)
+    if recorded is None:
+        recorded = _ours_without_record(allowed, earlier_setup)
     ours = [rule for rule in recorded if rule in allowed]
     if dry_run:
         return ours
@@ -421,6 +441,7 @@ def configure(home: Path, dry_run: bool) -> list[str]:
     Every file it edits is checked first (:func:`check_files`): a broken one stops it before anything changed."""
     check_files(home)
     changes: list[str] = []
+    earlier_setup = marketplace_dir(home).exists()  # before this setup writes it
     entry = _user_server(home)
     if not _server_matches(entry):
         command = shlex.join(bridge_command(HARNESS))
@@ -463,7 +484,7 @@ def configure(home: Path, dry_run: bool) -> list[str]:
         changes.append(f"claude plugin enable {PLUGIN_ID}")
         if not dry_run:
             _claude(home, "plugin", "enable", PLUGIN_ID)
-    added_rules = _add_allow(home, dry_run)
+    added_rules = _add_allow(home, dry_run, earlier_setup)
     if added_rules:
         changes.append(
             f"allow the tool without asking: add {' and '.join(map(repr, added_rules))} to permissions.allow in "
@@ -537,6 +558,7 @@ def remove(home: Path, dry_run: bool) -> list[str]:
     (nothing was ever set up) the rest is undone and the answer may be empty; else :class:`SetupError` says why."""
     check_files(home)
     changes: list[str] = []
+    earlier_setup = marketplace_dir(home).exists()  # before this remove deletes it
     if claude_program() is None:
         left = _left_for_claude(home)
         if left:
@@ -559,7 +581,7 @@ def remove(home: Path, dry_run: bool) -> list[str]:
         changes.append(f"delete {target}")
         if not dry_run:
             shutil.rmtree(target)
-    removed_rules = _remove_allow(home, dry_run)
+    removed_rules = _remove_allow(home, dry_run, earlier_setup)
     if removed_rules:
         changes.append(
             f"remove {' and '.join(map(repr, removed_rules))} (added by setup) from permissions.allow in "

@@ -24,6 +24,7 @@ from agent_comms_claude_code.configure import (
     marketplace_dir,
     render_marketplace,
     settings_path,
+    state_path,
 )
 from claude_code_helpers import free_port
 
@@ -249,6 +250,28 @@ def test_rules_already_there_are_not_touched_and_remove_takes_only_what_setup_ad
     assert repr(ALLOW_RULES[0]) not in line
     plugin.remove(home, False)
     assert json.loads(settings_path(home).read_text())["permissions"]["allow"] == ["Bash(ls)", ALLOW_RULES[0]]
+
+
+def test_rules_of_a_setup_from_before_records_were_kept_are_taken_out_by_remove(home: Path) -> None:
+    """A setup of an earlier release added both rules and kept no record: remove (directly, or after setup ran
+    again) takes them out; an existing record is authoritative, and one saying no rule was added keeps them."""
+    plugin.configure(home, False)
+    assert json.loads(settings_path(home).read_text())["permissions"]["allow"] == list(ALLOW_RULES)
+    state_path(home).unlink()  # what the earlier release left: the rules, the marketplace, no record
+    planned = plugin.remove(home, True) or []
+    [line] = [line for line in planned if "permissions.allow" in line]
+    assert all(repr(rule) in line for rule in ALLOW_RULES), line
+    assert plugin.configure(home, False) == []  # the upgrade: setup again adds nothing...
+    removed = plugin.remove(home, False) or []  # ...and remove still knows the rules are setup's
+    assert [line for line in removed if "permissions.allow" in line], removed
+    assert "permissions" not in json.loads(settings_path(home).read_text())
+
+    # a record saying setup added no rule is believed, even with the marketplace there
+    settings_path(home).write_text(json.dumps({"permissions": {"allow": list(ALLOW_RULES)}}))
+    marketplace_dir(home).mkdir(parents=True)
+    state_path(home).write_text(json.dumps({"added_allow_rules": []}))
+    plugin.remove(home, False)
+    assert json.loads(settings_path(home).read_text())["permissions"]["allow"] == list(ALLOW_RULES)
 
 
 @pytest.mark.parametrize("broken", ["settings", "claude.json"])
