@@ -70,7 +70,7 @@ async def test_another_account_can_neither_read_nor_publish_the_mesh(world: HubW
         everything = await aio(nc.subscribe, ">")
         a, b = world.machine("alpha"), world.machine("beta")
         async with a.agent("alice") as alice, b.agent("bob") as bob:
-            await eventually(lambda: bob.store.online("alice-id"))
+            await eventually(lambda: bob.store.online("alice-id") and alice.store.online("bob-id"))
             assert not alice.call({"action": "dm", "target": "bob", "content": "secret"}).is_error
             await eventually(lambda: dm_contents(bob.store, "bob-id") == ["secret"])
             try:

@@ -79,7 +79,8 @@ async def test_a_machine_cannot_publish_under_another_machines_subjects(world: H
 async def test_operations_forged_under_a_machines_own_subjects_are_refused_by_the_others(world: HubWorld) -> None:
     a, c = world.machine("alpha"), world.machine("gamma")
     async with a.agent("alice") as alice, c.agent("carol") as carol:
-        await eventually(lambda: carol.store.online("alice-id"))
+        # each side holds the other's record (they cross the hub independently) before alice addresses carol
+        await eventually(lambda: carol.store.online("alice-id") and alice.store.online("carol-id"))
         result = alice.call({"action": "dm", "target": "carol", "content": "genuine"})
         assert not result.is_error
         await eventually(lambda: dm_contents(carol.store, "carol-id") == ["genuine"])

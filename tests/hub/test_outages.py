@@ -42,7 +42,8 @@ async def test_killing_the_gateway_peer_loses_and_duplicates_nothing(world: HubW
             async with a.agent("alice") as alice:
                 assert alice.store.node.gateway is not None
                 assert not alice.store.node.gateway.holds_lease
-                await eventually(lambda: bob.store.online("alice-id"))  # so bob can address alice from the start
+                # so each can address the other from the start (the records cross the hub independently)
+                await eventually(lambda: bob.store.online("alice-id") and alice.store.online("bob-id"))
                 # the first peer was alone and marked what it acknowledged; alice's peer now holds it all
                 await eventually(lambda: not lone_mark.exists())
                 sent = []
