@@ -734,3 +734,48 @@ async def test_a_health_check_announces_no_agent(tmp_path: Path, spawned: list[A
             await a.ok(action="whoami")
             told = [line for text in a.seen for line in text.splitlines() if "beta" in line and "is now" in line]
             assert [line.rsplit(" ", 1)[-1] for line in told] == ["offline"], told
+
+
+async def test_sigterm_ends_a_bridge_whose_stdout_nobody_reads(tmp_path: Path, spawned: list[Any]) -> None:
+    """A client that keeps the bridge's stdout open but stops reading it, with a tool result half written: SIGTERM
+    still ends the bridge within seconds (the write is abandoned), and the agent leaves the mesh."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            observer = await mesh.bridge("observer")
+            (tmp_path / "stuck").mkdir()
+            errlog_path = tmp_path / "stuck.stderr"
+            with errlog_path.open("w") as errlog:
+                stuck = await trio.lowlevel.open_process(
+                    _entry_point(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errlog,
+                    cwd=tmp_path / "stuck",
+                    env={**os.environ, **mesh.env},
+                )
+                assert stuck.stdin is not None and stuck.stdout is not None
+                try:
+                    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}
+                    # A tool name the result echoes: a result far larger than a pipe holds (64 KiB).
+                    call = {"name": "x" * 300_000, "arguments": {"action": "whoami"}}
+                    lines = [
+                        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+                        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+                    ]
+                    await stuck.stdin.send_all(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+                    received = b""
+                    while b'"id":2' not in received.partition(b"\n")[2]:  # the result has begun: stop reading
+                        received += await stuck.stdout.receive_some(4096)
+                    assert json.loads(received.partition(b"\n")[0])["id"] == 1
+                    await observer.until(lambda r: "mcp-stuck (" in text_of(r), action="list_agents")
+                    stuck.send_signal(signal.SIGTERM)
+                    with trio.fail_after(15):  # the result's write gets 2 s, then leaving the mesh
+                        await stuck.wait()
+                        await observer.until(lambda r: "mcp-stuck (" not in text_of(r), action="list_agents")
+                finally:
+                    if stuck.returncode is None:
+                        stuck.kill()
+                        await stuck.wait()
+            assert stuck.returncode == 0, errlog_path.read_text()
+            assert "SIGTERM; leaving the mesh" in errlog_path.read_text()
