@@ -111,15 +111,14 @@ class Batch(msgspec.Struct):
 
     items: list[Incoming | Malformed | ValueError]
 
+
 #: Longest message read, in bytes (the transport's cap; a longer line reaches :func:`parse_line` as ``None``).
 MAX_MESSAGE: Final = 4 << 20
 
 _encoder: Final = msgspec.json.Encoder()
 
 
-def parse_line(
-    line: bytes | None, max_bytes: int = MAX_MESSAGE
-) -> Incoming | Malformed | Batch | ValueError | None:
+def parse_line(line: bytes | None, max_bytes: int = MAX_MESSAGE) -> Incoming | Malformed | Batch | ValueError | None:
     """One line of input (``None``: a line longer than ``max_bytes``, skipped); ``None`` for a blank line."""
     if line is None:
         return ValueError(f"longer than {max_bytes} bytes")
@@ -172,7 +171,8 @@ def _valid_id(ident: Any) -> bool:
 
 def too_large(ident: RequestId, max_bytes: int = MAX_MESSAGE) -> ErrorResponse:
     """The answer to a request too long to read (its id found by :func:`find_id`)."""
-    return ErrorResponse(ident, RpcError(INVALID_REQUEST, f"Invalid request: message too large (limit {_size(max_bytes)})"))
+    problem = f"Invalid request: message too large (limit {_size(max_bytes)})"
+    return ErrorResponse(ident, RpcError(INVALID_REQUEST, problem))
 
 
 def _size(count: int) -> str:

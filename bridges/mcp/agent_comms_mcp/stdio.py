@@ -11,6 +11,18 @@ the mesh gracefully.
 At end of input the connection lets every request it has read be answered (for up to ``_ANSWER_TIMEOUT``) before
 it returns, so a client that sends a request and closes stdin, or a file piped in, gets every answer.
 
+A tool result is written at most once, whole, and reported (``on_written``: its events are read) once written; a
+result not written is reported unanswered (its events go back). That holds except when a cancel crosses the answer
+in the pipe: the client cancels a call whose result is already being written, and ignores the result that counts as
+read. A cancel read before the result's turn to be written comes drops it. A result's write is shielded from
+cancellation while the connection serves; once it ends (SIGTERM, end of input) the write gets ``_WRITE_GRACE`` more,
+so a client that keeps stdout open but stops reading cannot keep the bridge from leaving the mesh.
+
+A JSON-RPC batch is served (one array answers it) when the session agreed 2025-03-26, the revision that requires it;
+otherwise each of its requests is answered *Invalid Request* on a line of its own. A request reusing the id of a
+``tools/call`` in progress is refused (that id's events are the call's). A line too long to read is answered
+*Invalid Request* if its first bytes name its id (:func:`~agent_comms_mcp.jsonrpc.find_id`).
+
 While serving, file descriptor 1 points at stderr, so a stray ``print`` cannot corrupt the protocol; the wire is
 written on a private duplicate.
 """
@@ -201,7 +213,9 @@ class StdioConnection:
             elif isinstance(item, Malformed):
                 answers.append(item.answer)
             elif isinstance(item, Request) and not served:
-                problem = f"Invalid request: JSON-RPC batches are not part of MCP {self.session.protocol_version}"
+                version = self.session.protocol_version
+                problem = f"JSON-RPC batches are not part of MCP {version}" if version else "a batch before initialize"
+                problem = f"Invalid request: {problem}"
                 answers.append(ErrorResponse(item.id, RpcError(INVALID_REQUEST, problem)))
             elif isinstance(item, Request):
                 answer = self._answer(item)

@@ -29,7 +29,16 @@ import pluggy
 import pytest
 import trio
 from agent_comms_mcp import plugin
-from agent_comms_mcp.jsonrpc import ErrorResponse, Malformed, Notification, Request, Response, RpcError
+from agent_comms_mcp.jsonrpc import (
+    Batch,
+    ErrorResponse,
+    Malformed,
+    Notification,
+    Request,
+    Response,
+    RpcError,
+    find_id,
+)
 from agent_comms_mcp.server import INPUT_SCHEMA, TOOL_DESCRIPTION, DrainLedger
 from agent_comms_mcp.stdio import parse_line
 from mcp import ClientSession, StdioServerParameters, types
@@ -311,7 +320,19 @@ def test_parse_line() -> None:
         assert (malformed.answer.id, malformed.answer.error.code) == ("x", -32600)
     # Without a readable id there is nobody to answer: the transport logs it.
     assert isinstance(parse_line(b'{"jsonrpc": "2.0", "id": true, "method": "ping"}'), ValueError)
-    assert isinstance(parse_line(b"[]"), ValueError)
+    assert isinstance(parse_line(b"[]"), ValueError)  # an empty batch
+    batch = parse_line(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, 5, {"jsonrpc": "2.0", "id": 2}]')
+    assert isinstance(batch, Batch)
+    assert batch.items[0] == Request(1, "ping")
+    assert isinstance(batch.items[1], ValueError)
+    assert isinstance(batch.items[2], Malformed)
+    # The id of a line too long to read, from its first bytes: top-level only, a string or an integer, whole.
+    assert find_id(b'{"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"x": "') == 12
+    assert find_id(b'{"params": {"id": 5, "a": [1, {"id": 3}]}, "id": "a\\"b", "x') == 'a"b'
+    assert find_id(b'{"method": "x", "params": {"id": 5, "text": "') is None
+    assert find_id(b'{"id": 12') is None  # perhaps 123...
+    assert find_id(b'{"id": true, "method"') is None
+    assert find_id(b'[{"id": 1, "method"') is None
     assert isinstance(parse_line(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), ValueError)
     assert isinstance(parse_line(b"not json"), ValueError)
     assert isinstance(parse_line(None), ValueError)
@@ -343,7 +364,10 @@ async def test_drained_events_are_read_once_their_response_is_written_else_drain
         assert receipts() == {}  # drained, but no result has gone out yet
 
         ledger.written(Response(7, {}))
-        ledger.written(ErrorResponse("eight", RpcError(-32603, "lost")))
+        # An error response with the id of a call in progress (a request refused for reusing it) touches nothing.
+        ledger.written(ErrorResponse("eight", RpcError(-32600, "in use")))
+        assert ledger.held == 2
+        ledger.unanswered("eight")  # its write was cut short as the bridge ended
         ledger.unanswered(9)  # the client cancelled that call
         assert ledger.held == 0
         await mesh.settle()
@@ -753,7 +777,8 @@ async def test_sigterm_ends_a_bridge_whose_stdout_nobody_reads(tmp_path: Path, s
                     cwd=tmp_path / "stuck",
                     env={**os.environ, **mesh.env},
                 )
-                assert stuck.stdin is not None and stuck.stdout is not None
+                assert stuck.stdin is not None
+                assert stuck.stdout is not None
                 try:
                     params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}
                     # A tool name the result echoes: a result far larger than a pipe holds (64 KiB).
