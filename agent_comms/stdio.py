@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -28,10 +28,18 @@ _encoder = msgspec.json.Encoder()
 
 
 class LineSplitter:
-    """Bytes in, lines out (without the newline); ``None`` stands for a line longer than ``max_line``."""
+    """Bytes in, lines out (without the newline); ``None`` stands for a line longer than ``max_line``.
 
-    def __init__(self, max_line: int = MAX_LINE) -> None:
+    ``on_skip``, if given, is called with the first ``head`` bytes of each such line as its ``None`` is put out
+    (so that a protocol can still answer it, if its start names the request).
+    """
+
+    def __init__(
+        self, max_line: int = MAX_LINE, *, on_skip: Callable[[bytes], None] | None = None, head: int = 4096
+    ) -> None:
         self.max_line = max_line
+        self._on_skip = on_skip
+        self._head = head
         self._buffer = bytearray()
         self._skipping = False  # inside an over-long line that was already reported
 
@@ -44,14 +52,21 @@ class LineSplitter:
             del self._buffer[: end + 1]
             if self._skipping:
                 self._skipping = False
+            elif len(line) <= self.max_line:
+                lines.append(line)
             else:
-                lines.append(line if len(line) <= self.max_line else None)
+                self._skipped(lines, line)
         if len(self._buffer) > self.max_line:
             if not self._skipping:
-                lines.append(None)
+                self._skipped(lines, self._buffer)
                 self._skipping = True
             self._buffer.clear()
         return lines
+
+    def _skipped(self, lines: list[bytes | None], line: bytes | bytearray) -> None:
+        lines.append(None)
+        if self._on_skip is not None:
+            self._on_skip(bytes(line[: self._head]))
 
     def close(self) -> list[bytes | None]:
         """End of input: the last line, if it had no newline."""

@@ -9,6 +9,9 @@ something; this server sends no requests, so it ignores them), or says why it ca
   there is no id to answer. The official SDKs do the same.
 - JSON that is not a valid request but whose id can be read (``method`` missing or not a string, ``params`` not an
   object) is :class:`Malformed`: its *Invalid Request* error response to that id is to be written back.
+- A JSON array is a :class:`Batch` of such messages (JSON-RPC batches: MCP 2025-03-26 requires a server to receive
+  them; 2025-06-18 removed them). An empty array has no id to answer: a :class:`ValueError`.
+- A line too long to read gets its id from its first bytes if it can (:func:`find_id`), and *Invalid Request*.
 
 A lone surrogate escape (``"\\ud800"``), valid JSON that msgspec refuses, is parsed by :mod:`json` instead, so the
 tool can name the offending parameter; :func:`encode` escapes such strings the same way on the way out.
@@ -17,6 +20,7 @@ tool can name the offending parameter; :func:`encode` escapes such strings the s
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 import msgspec
@@ -28,6 +32,7 @@ __all__ = [
     "MAX_MESSAGE",
     "METHOD_NOT_FOUND",
     "PARSE_ERROR",
+    "Batch",
     "ErrorResponse",
     "Incoming",
     "Malformed",
@@ -38,7 +43,10 @@ __all__ = [
     "Response",
     "RpcError",
     "encode",
+    "encode_batch",
+    "find_id",
     "parse_line",
+    "too_large",
 ]
 
 PARSE_ERROR: Final = -32700
@@ -97,13 +105,20 @@ class Malformed(msgspec.Struct):
 Incoming = Request | Notification | Response | ErrorResponse
 Outgoing = Response | ErrorResponse | Notification
 
+
+class Batch(msgspec.Struct):
+    """A JSON-RPC batch: the messages of a JSON array, each parsed as a line would be."""
+
+    items: list[Incoming | Malformed | ValueError]
+
+
 #: Longest message read, in bytes (the transport's cap; a longer line reaches :func:`parse_line` as ``None``).
 MAX_MESSAGE: Final = 4 << 20
 
 _encoder: Final = msgspec.json.Encoder()
 
 
-def parse_line(line: bytes | None, max_bytes: int = MAX_MESSAGE) -> Incoming | Malformed | ValueError | None:
+def parse_line(line: bytes | None, max_bytes: int = MAX_MESSAGE) -> Incoming | Malformed | Batch | ValueError | None:
     """One line of input (``None``: a line longer than ``max_bytes``, skipped); ``None`` for a blank line."""
     if line is None:
         return ValueError(f"longer than {max_bytes} bytes")
@@ -118,12 +133,16 @@ def parse_line(line: bytes | None, max_bytes: int = MAX_MESSAGE) -> Incoming | M
             body = json.loads(line)  # msgspec refuses lone surrogate escapes; json takes them
         except (ValueError, RecursionError):
             return ValueError(f"not JSON: {exc}")
+    if isinstance(body, list):
+        if not body:
+            return ValueError("an empty JSON-RPC batch")
+        return Batch([_classify(item) for item in body])
     return _classify(body)
 
 
 def _classify(body: Any) -> Incoming | Malformed | ValueError:
     if not isinstance(body, dict):
-        return ValueError("not a JSON-RPC message: a JSON object was expected (batches are not part of MCP)")
+        return ValueError("not a JSON-RPC message: a JSON object (or an array of them) was expected")
     has_id = "id" in body
     ident: Any = body.get("id")
     if has_id and not _valid_id(ident):
@@ -150,13 +169,73 @@ def _valid_id(ident: Any) -> bool:
     return isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool))
 
 
+def too_large(ident: RequestId, max_bytes: int = MAX_MESSAGE) -> ErrorResponse:
+    """The answer to a request too long to read (its id found by :func:`find_id`)."""
+    problem = f"Invalid request: message too large (limit {_size(max_bytes)})"
+    return ErrorResponse(ident, RpcError(INVALID_REQUEST, problem))
+
+
+def _size(count: int) -> str:
+    return f"{count >> 20} MiB" if count >= 1 << 20 and not count % (1 << 20) else f"{count} bytes"
+
+
+#: A JSON token: a string, a punctuation mark, or another scalar (number, true, false, null).
+_TOKEN: Final = re.compile(rb'\s*(?:("(?:[^"\\]|\\.)*")|([{}\[\]:,])|([^\s{}\[\]:,"]+))')
+
+
+def find_id(head: bytes) -> RequestId | None:
+    """The top-level ``id`` of the JSON object that ``head`` begins (the start of a line too long to read), if
+    its first bytes say it: a string or an integer; ``None`` if not found (or not a valid id)."""
+    depth, position, expect_key, key = 0, 0, False, None
+    while (token := _TOKEN.match(head, position)) is not None and token.end() > position:
+        position = token.end()
+        text, mark, scalar = token.groups()
+        if mark is not None:
+            if mark in b"{[":
+                depth += 1
+                expect_key = depth == 1 and mark == b"{"
+            elif mark in b"}]":
+                depth -= 1
+            elif mark == b"," and depth == 1:
+                expect_key = True
+            continue
+        if depth != 1:
+            continue
+        if expect_key:
+            key, expect_key = text, False
+            continue
+        if key == b'"id"':
+            if not _TOKEN.match(head, position):  # the value may go on past the head: not read
+                return None
+            return _id_value(text, scalar)
+        key = None
+    return None
+
+
+def _id_value(text: bytes | None, scalar: bytes | None) -> RequestId | None:
+    try:
+        value: Any = json.loads(text if text is not None else scalar or b"")
+    except ValueError:
+        return None
+    return value if _valid_id(value) else None
+
+
 def _invalid(ident: RequestId, problem: str) -> Malformed:
     return Malformed(ErrorResponse(ident, RpcError(INVALID_REQUEST, f"Invalid request: {problem}")))
 
 
 def encode(message: Outgoing) -> bytes:
     """``message`` as one line of JSON, newline included."""
+    return _encode(message)
+
+
+def encode_batch(messages: list[Outgoing]) -> bytes:
+    """``messages`` as one line holding a JSON array (the answer to a batch), newline included."""
+    return _encode(messages)
+
+
+def _encode(body: Outgoing | list[Outgoing]) -> bytes:
     try:
-        return _encoder.encode(message) + b"\n"
+        return _encoder.encode(body) + b"\n"
     except UnicodeEncodeError:  # a lone surrogate (echoed from a parameter): escape it as json does
-        return json.dumps(msgspec.to_builtins(message), ensure_ascii=True).encode() + b"\n"
+        return json.dumps(msgspec.to_builtins(body), ensure_ascii=True).encode() + b"\n"

@@ -36,7 +36,7 @@ from agent_comms import tool_schema
 from agent_comms.errors import CommsError, ErrorCode
 from agent_comms.tool import ToolResult, with_deliveries
 from agent_comms_mcp import HARNESS
-from agent_comms_mcp.jsonrpc import ErrorResponse, Notification, Outgoing, RequestId, Response
+from agent_comms_mcp.jsonrpc import Notification, Outgoing, RequestId, Response
 from agent_comms_mcp.lifecycle import SIGNALS, harness_to_watch, wait_for_signal, watch_harness
 from agent_comms_mcp.session import INITIALIZED, McpSession, ServerInfo, ToolCall
 from agent_comms_mcp.stdio import Refusal, StdioConnection, open_stdio_connection
@@ -126,8 +126,10 @@ class DrainLedger:
 
     :meth:`drain` gives a result its events; they count as read (their senders get ``read`` receipts) once the
     transport has written the response carrying them (:meth:`written`, the transport's ``on_written``). Events of a
-    result that never reached the client (an error response in its place, or a call the client cancelled:
-    :meth:`unanswered`) stay unread and come first in the next result. The events themselves, waiting or held, are
+    result that never reached the client (a call the client cancelled, a write cut short as the bridge ended: the
+    transport's :meth:`unanswered`) stay unread and come first in the next result. An error response touches
+    nothing: the transport answers no ``tools/call`` with one, and refuses a request reusing the id of one in
+    progress. The events themselves, waiting or held, are
     the agent's :class:`~agent_comms.inbox.Inbox`'s; this maps MCP's responses onto it.
     """
 
@@ -158,8 +160,6 @@ class DrainLedger:
         """The transport wrote ``message``: a response's events are now in front of the model."""
         if isinstance(message, Response):
             self.settle(message.id)
-        elif isinstance(message, ErrorResponse) and message.id is not None:
-            self.unanswered(message.id)  # an error in place of the result: the model did not see the events
 
     def settle(self, key: Hashable) -> list[DeliveryEvent]:
         """The events held under ``key`` are in front of the model: mark them read; the events."""

@@ -11,10 +11,13 @@ Theory of operation:
 2. A request is served in the stateless era when its ``_meta`` carries the protocol-version key (and it is not
    ``initialize``), else in the handshake era. No era is remembered from an earlier request: the stateless era
    forbids inferring anything from one, and a handshake client never sends the envelope.
-3. Every revision from 2024-11-05 on is served because the one tool uses nothing a revision added or removed: a
-   tool with a name, a description, an input schema and text results. Older clients (Codex and OpenCode have sent
-   2025-03-26 and 2025-06-18) get the version they asked for. ``title`` on the tool and the server info, new in
-   2025-06-18, is an extra member that older clients ignore.
+3. Every revision from 2024-11-05 on is served: the one tool uses nothing a revision added or removed (a tool with
+   a name, a description, an input schema and text results). Older clients (Codex and OpenCode have sent 2025-03-26
+   and 2025-06-18) get the version they asked for. ``title`` on the tool and the server info, new in 2025-06-18, is
+   an extra member that older clients ignore. One change between revisions is the transport's, not the tool's:
+   2025-03-26 (:data:`BATCH_VERSION`) requires a server to receive JSON-RPC batches, and 2025-06-18 removed them;
+   the transport (:mod:`agent_comms_mcp.stdio`) serves a batch when 2025-03-26 was agreed, and refuses each of its
+   requests (*Invalid Request*) otherwise.
 4. Handshake-era requests other than ``initialize`` and ``ping`` before ``initialize`` are refused (*Invalid
    Request*): the client has not said which revision it speaks. ``ping`` is answered in the handshake era only
    (2026-07-28 removed it; unknown methods are *Method not found*).
@@ -41,6 +44,7 @@ from agent_comms_mcp.jsonrpc import (
 )
 
 __all__ = [
+    "BATCH_VERSION",
     "CANCELLED",
     "DISCOVER",
     "HANDSHAKE_VERSIONS",
@@ -56,6 +60,8 @@ __all__ = [
 #: Handshake-era revisions served, oldest first; the last is answered to a client asking for one not served.
 HANDSHAKE_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_HANDSHAKE: Final = HANDSHAKE_VERSIONS[-1]
+#: The one revision with JSON-RPC batches (a server must receive them; 2025-06-18 removed them).
+BATCH_VERSION: Final = "2025-03-26"
 #: Stateless-era revisions served.
 STATELESS_VERSIONS: Final = ("2026-07-28",)
 #: The stateless era's error for a protocol version the server does not serve.

@@ -29,7 +29,16 @@ import pluggy
 import pytest
 import trio
 from agent_comms_mcp import plugin
-from agent_comms_mcp.jsonrpc import ErrorResponse, Malformed, Notification, Request, Response, RpcError
+from agent_comms_mcp.jsonrpc import (
+    Batch,
+    ErrorResponse,
+    Malformed,
+    Notification,
+    Request,
+    Response,
+    RpcError,
+    find_id,
+)
 from agent_comms_mcp.server import INPUT_SCHEMA, TOOL_DESCRIPTION, DrainLedger
 from agent_comms_mcp.stdio import parse_line
 from mcp import ClientSession, StdioServerParameters, types
@@ -311,7 +320,19 @@ def test_parse_line() -> None:
         assert (malformed.answer.id, malformed.answer.error.code) == ("x", -32600)
     # Without a readable id there is nobody to answer: the transport logs it.
     assert isinstance(parse_line(b'{"jsonrpc": "2.0", "id": true, "method": "ping"}'), ValueError)
-    assert isinstance(parse_line(b"[]"), ValueError)
+    assert isinstance(parse_line(b"[]"), ValueError)  # an empty batch
+    batch = parse_line(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}, 5, {"jsonrpc": "2.0", "id": 2}]')
+    assert isinstance(batch, Batch)
+    assert batch.items[0] == Request(1, "ping")
+    assert isinstance(batch.items[1], ValueError)
+    assert isinstance(batch.items[2], Malformed)
+    # The id of a line too long to read, from its first bytes: top-level only, a string or an integer, whole.
+    assert find_id(b'{"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"x": "') == 12
+    assert find_id(b'{"params": {"id": 5, "a": [1, {"id": 3}]}, "id": "a\\"b", "x') == 'a"b'
+    assert find_id(b'{"method": "x", "params": {"id": 5, "text": "') is None
+    assert find_id(b'{"id": 12') is None  # perhaps 123...
+    assert find_id(b'{"id": true, "method"') is None
+    assert find_id(b'[{"id": 1, "method"') is None
     assert isinstance(parse_line(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), ValueError)
     assert isinstance(parse_line(b"not json"), ValueError)
     assert isinstance(parse_line(None), ValueError)
@@ -343,7 +364,10 @@ async def test_drained_events_are_read_once_their_response_is_written_else_drain
         assert receipts() == {}  # drained, but no result has gone out yet
 
         ledger.written(Response(7, {}))
-        ledger.written(ErrorResponse("eight", RpcError(-32603, "lost")))
+        # An error response with the id of a call in progress (a request refused for reusing it) touches nothing.
+        ledger.written(ErrorResponse("eight", RpcError(-32600, "in use")))
+        assert ledger.held == 2
+        ledger.unanswered("eight")  # its write was cut short as the bridge ended
         ledger.unanswered(9)  # the client cancelled that call
         assert ledger.held == 0
         await mesh.settle()
@@ -734,3 +758,49 @@ async def test_a_health_check_announces_no_agent(tmp_path: Path, spawned: list[A
             await a.ok(action="whoami")
             told = [line for text in a.seen for line in text.splitlines() if "beta" in line and "is now" in line]
             assert [line.rsplit(" ", 1)[-1] for line in told] == ["offline"], told
+
+
+async def test_sigterm_ends_a_bridge_whose_stdout_nobody_reads(tmp_path: Path, spawned: list[Any]) -> None:
+    """A client that keeps the bridge's stdout open but stops reading it, with a tool result half written: SIGTERM
+    still ends the bridge within seconds (the write is abandoned), and the agent leaves the mesh."""
+    with trio.fail_after(DEADLINE):
+        async with open_mesh(tmp_path, spawned) as mesh:
+            observer = await mesh.bridge("observer")
+            (tmp_path / "stuck").mkdir()
+            errlog_path = tmp_path / "stuck.stderr"
+            with errlog_path.open("w") as errlog:
+                stuck = await trio.lowlevel.open_process(
+                    _entry_point(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errlog,
+                    cwd=tmp_path / "stuck",
+                    env={**os.environ, **mesh.env},
+                )
+                assert stuck.stdin is not None
+                assert stuck.stdout is not None
+                try:
+                    params = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t"}}
+                    # A tool name the result echoes: a result far larger than a pipe holds (64 KiB).
+                    call = {"name": "x" * 300_000, "arguments": {"action": "whoami"}}
+                    lines = [
+                        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+                        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+                    ]
+                    await stuck.stdin.send_all(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+                    received = b""
+                    while b'"id":2' not in received.partition(b"\n")[2]:  # the result has begun: stop reading
+                        received += await stuck.stdout.receive_some(4096)
+                    assert json.loads(received.partition(b"\n")[0])["id"] == 1
+                    await observer.until(lambda r: "mcp-stuck (" in text_of(r), action="list_agents")
+                    stuck.send_signal(signal.SIGTERM)
+                    with trio.fail_after(15):  # the result's write gets 2 s, then leaving the mesh
+                        await stuck.wait()
+                        await observer.until(lambda r: "mcp-stuck (" not in text_of(r), action="list_agents")
+                finally:
+                    if stuck.returncode is None:
+                        stuck.kill()
+                        await stuck.wait()
+            assert stuck.returncode == 0, errlog_path.read_text()
+            assert "SIGTERM; leaving the mesh" in errlog_path.read_text()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from agent_comms_mcp.jsonrpc import Request, RequestId, RpcError
+from agent_comms_mcp.jsonrpc import Notification, Request, RequestId, RpcError
 from agent_comms_mcp.session import HANDSHAKE_VERSIONS, LATEST_HANDSHAKE, McpSession, ServerInfo, ToolCall
 from agent_comms_mcp.stdio import StdioConnection
 
@@ -178,3 +178,192 @@ async def test_the_connection_over_memory_streams() -> None:
             assert answer["result"]["isError"] is False
             await served.wait()
     assert [getattr(message, "id", None) for message in written] == [1, "bad", 3, 4, 5]
+
+
+class Served:
+    """A :class:`StdioConnection` served over memory streams (output ``lockstep``: written only as it is read),
+    with a tool runner that waits for ``release`` when the call's arguments say ``wait``."""
+
+    def __init__(self, *, lockstep: bool = False) -> None:
+        to_server_send, to_server_receive = trio.testing.memory_stream_one_way_pair()
+        if lockstep:
+            to_client_send, to_client_receive = trio.testing.lockstep_stream_one_way_pair()
+        else:
+            to_client_send, to_client_receive = trio.testing.memory_stream_one_way_pair()
+        self.connection = StdioConnection(to_server_receive, to_client_send, session())
+        self.client = Client(to_server_send, to_client_receive)
+        self.release = trio.Event()
+        self.built: list[RequestId] = []
+        self.unanswered: list[RequestId] = []
+        self.written: list[object] = []
+        self.connection.add_unanswered_callback(self.unanswered.append)
+        self.connection.add_written_callback(self.written.append)
+
+    async def run_tool(self, call: ToolCall, request_id: RequestId) -> tuple[str, bool]:
+        if call.arguments and call.arguments.get("wait"):
+            await self.release.wait()
+        self.built.append(request_id)
+        return f"echo {call.arguments}", False
+
+    async def initialize(self, version: str) -> None:
+        params = initialize(version).params
+        await self.client.send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+        assert (await self.client.receive())["result"]["protocolVersion"] == version
+        await self.client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def receive_line(self) -> Any:
+        while b"\n" not in self.client.buffer:
+            self.client.buffer += await self.client.receive_stream.receive_some(65536)
+        line, self.client.buffer = self.client.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+def call(request_id: RequestId, **arguments: Any) -> dict[str, Any]:
+    params = {"name": "echo", "arguments": arguments}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_a_result_write_nobody_reads_is_abandoned_once_the_connection_is_cancelled() -> None:
+    """The client keeps stdout open but no longer reads it: cancelling the connection (SIGTERM) still ends it, within
+    the write's 2 s grace, and the result not written is reported unanswered (its events stay unread)."""
+    served = Served(lockstep=True)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.connection.serve, served.run_tool)
+            await served.client.send({**call(1), "params": {"name": "echo", "_meta": ENVELOPE}})
+            while 1 not in served.built:
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()  # the result's write is blocked: nobody reads
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 5
+    assert served.unanswered == [1]
+    assert served.written == []
+
+
+async def test_batches_are_served_in_2025_03_26_and_refused_in_the_other_revisions() -> None:
+    served = Served()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.connection.serve, served.run_tool)
+            await served.initialize("2025-03-26")
+            batch = [
+                {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                call(2, text="a"),
+                {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}},
+                {"jsonrpc": "2.0", "id": 3, "method": "resources/list"},
+                {"jsonrpc": "2.0", "id": 4, "method": 5},
+                call("five", text="b"),
+            ]
+            await served.client.send(json.dumps(batch).encode())
+            answers = await served.receive_line()  # one array, once every request of the batch is answered
+            assert isinstance(answers, list)
+            by_id = {answer["id"]: answer for answer in answers}
+            assert sorted(by_id, key=str) == [1, 2, 3, 4, "five"]
+            assert by_id[1]["result"] == {}
+            assert by_id[2]["result"]["content"][0]["text"] == "echo {'text': 'a'}"
+            assert by_id["five"]["result"]["content"][0]["text"] == "echo {'text': 'b'}"
+            assert by_id[3]["error"]["code"] == -32601
+            assert by_id[4]["error"]["code"] == -32600
+            # A batch of notifications only: nothing to answer. Then a single request is answered alone.
+            await served.client.send(json.dumps([{"jsonrpc": "2.0", "method": "notifications/progress"}]).encode())
+            await served.client.send({"jsonrpc": "2.0", "id": 6, "method": "ping"})
+            assert await served.receive_line() == {"jsonrpc": "2.0", "id": 6, "result": {}}
+            nursery.cancel_scope.cancel()
+
+    for version in ("2025-06-18", "2025-11-25"):
+        served = Served()
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(served.connection.serve, served.run_tool)
+                await served.initialize(version)
+                batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "method": "x"}, call(2)]
+                await served.client.send(json.dumps(batch).encode())
+                # Each request refused on a line of its own: that revision's client reads single messages only.
+                for request_id in (1, 2):
+                    answer = await served.receive_line()
+                    assert answer["id"] == request_id
+                    assert answer["error"]["code"] == -32600
+                    assert "batches are not part of MCP " + version in answer["error"]["message"]
+                nursery.cancel_scope.cancel()
+        assert served.built == []
+
+
+async def test_a_request_too_large_is_answered_when_its_start_names_its_id() -> None:
+    served = Served()
+    filler = "x" * (5 << 20)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.connection.serve, served.run_tool)
+            await served.initialize("2025-06-18")
+            await served.client.send(json.dumps(call(0, text=filler)).encode())
+            answer = await served.receive_line()
+            assert (answer["id"], answer["error"]["code"]) == (0, -32600)
+            # The top-level id counts, after an inner one.
+            too_large = {"method": "tools/call", "params": {"a": {"id": 3}}, "id": "big", "b": filler, "jsonrpc": "2.0"}
+            await served.client.send(json.dumps(too_large).encode())
+            assert await served.receive_line() == {
+                "jsonrpc": "2.0",
+                "id": "big",
+                "error": {"code": -32600, "message": "Invalid request: message too large (limit 4 MiB)"},
+            }
+            # Its id past the first bytes: nobody to answer (logged); the next request is served.
+            late = {"jsonrpc": "2.0", "method": "tools/call", "params": {"b": filler}, "id": 4}
+            await served.client.send(json.dumps(late).encode())
+            await served.client.send({"jsonrpc": "2.0", "id": 5, "method": "ping"})
+            assert await served.receive_line() == {"jsonrpc": "2.0", "id": 5, "result": {}}
+            nursery.cancel_scope.cancel()
+    assert served.built == []
+
+
+async def test_a_cancel_read_before_the_result_is_written_keeps_it_unwritten() -> None:
+    """The result is built, but another message is being written: a cancel read meanwhile drops the result (its
+    events go back), though the call itself had returned."""
+    served = Served(lockstep=True)
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.connection.serve, served.run_tool)
+            notified = trio.Event()
+
+            async def notify() -> None:  # holds the writer's turn until the client reads it
+                await served.connection.send(Notification("notifications/message", {"data": "hello"}))
+                notified.set()
+
+            nursery.start_soon(notify)
+            await trio.testing.wait_all_tasks_blocked()
+            await served.client.send({**call(1), "params": {"name": "echo", "_meta": ENVELOPE}})
+            while 1 not in served.built:
+                await trio.testing.wait_all_tasks_blocked()
+            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+            await served.client.send(cancel)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await served.receive_line())["method"] == "notifications/message"
+            await notified.wait()
+            await served.client.send({"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {}})
+            assert await served.receive_line() == {"jsonrpc": "2.0", "id": 2, "result": {}}  # nothing for 1
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert served.unanswered == [1]
+    assert [getattr(message, "id", None) for message in served.written] == [None, 2]
+
+
+async def test_a_request_reusing_the_id_of_a_call_in_progress_is_refused() -> None:
+    served = Served()
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.connection.serve, served.run_tool)
+            await served.initialize("2025-06-18")
+            await served.client.send(call(7, wait=True))
+            await trio.testing.wait_all_tasks_blocked()
+            for reuse in ({"jsonrpc": "2.0", "id": 7, "method": "ping"}, call(7, text="again")):
+                await served.client.send(reuse)
+                answer = await served.receive_line()
+                assert answer["id"] == 7
+                assert answer["error"]["code"] == -32600
+                assert "in use by a request in progress" in answer["error"]["message"]
+            served.release.set()
+            answer = await served.receive_line()
+            assert answer["result"]["content"][0]["text"] == "echo {'wait': True}"
+            nursery.cancel_scope.cancel()
+    assert served.built == [7]  # the second call was never run
+    assert served.unanswered == []  # the errors touched nothing the call held
