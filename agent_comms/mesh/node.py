@@ -62,7 +62,7 @@ from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body, Op
 from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.state import MeshState
-from agent_comms.protocol.wire import Identify, SyncOps
+from agent_comms.protocol.wire import Identify, Ops, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .owner_events import (
@@ -115,6 +115,9 @@ _READ_SIZE: Final = 1 << 16
 #: What a writer queue holds: bytes to write, and whether they answer an anti-entropy request.
 _Chunk = tuple[bytes, bool]
 _CLOSE: Final[_Chunk] = (b"", False)  # sentinel on a writer queue: flush, then close
+_WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wait in the outbox
+#: Operations held in the outbox at most (then they are written at once, without waiting for a writer to wake).
+OUTBOX_OPS: Final = 1024
 
 
 class MeshNode:
@@ -139,6 +142,13 @@ class MeshNode:
         self._owed: dict[int, int] = {}
         self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
+        #: operations made here and not yet written, in order, each with the links it goes to (see :meth:`_hold_ops`)
+        self._outbox: collections.deque[tuple[Ops, list[int]]] = collections.deque()
+        #: links whose writer has been woken for the outbox since it was last flushed
+        self._woken: set[int] = set()
+        #: events a reader sent to the owner task that it has not handled yet (see :meth:`_reader`)
+        self._in_flight = 0
+        self._flushing = False
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
@@ -293,18 +303,23 @@ class MeshNode:
         inbox = self._inbox
         while True:
             event = await inbox.receive()
-            self._handle(event)
             while True:
+                if isinstance(event, FramesRead):
+                    self._in_flight -= 1
+                self._handle(event)
                 try:
                     event = inbox.receive_nowait()
                 except trio.WouldBlock:
                     break
-                self._handle(event)
-            self._reschedule()
-            progress = self._progress
-            if progress is not None:
-                self._progress = None
-                progress.set()
+            self._progressed()
+
+    def _progressed(self) -> None:
+        """After events were handled: point the alarm at the peer's next timer and wake :meth:`wait_for`."""
+        self._reschedule()
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
 
     async def _alarm(self) -> None:
         """Sleeps until the peer's next timer (the owner moves the deadline) and then tells the owner."""
@@ -366,18 +381,15 @@ class MeshNode:
                 assert_never(event)
 
     def _execute(self, commands: Iterable[Command]) -> None:
-        encoded: dict[int, bytes] = {}  # a frame broadcast to every link is encoded once
         for command in commands:
             if isinstance(command, Send):
                 frames = command.frames
+                if len(frames) == 1 and isinstance(frames[0], Ops):
+                    self._hold_ops(command.link_id, frames[0])
+                    continue
+                self._flush_outbox()  # what was made before this frame goes out before it
                 if all(isinstance(frame, SyncOps) for frame in frames):
                     self._write_answer(command.link_id, encode_frames(frames))
-                elif len(frames) == 1:
-                    key = id(frames[0])
-                    data = encoded.get(key)
-                    if data is None:
-                        data = encoded[key] = encode_frames(frames)
-                    self._write_bytes(command.link_id, data)
                 else:
                     self._write_bytes(command.link_id, encode_frames(frames))
             elif isinstance(command, Deliver):
@@ -649,7 +661,52 @@ class MeshNode:
             else:
                 counts.pop(link_id, None)
 
+    def _hold_ops(self, link_id: int, frame: Ops) -> None:
+        """Hold an operation made here for a link, and wake the link's writer: everything made before the writer
+        runs (in this scheduler pass) goes out in one ``Ops`` frame, encoded once for every link it goes to.
+
+        Order is kept: any other frame written to any link first flushes the outbox (:meth:`_flush_outbox`), so
+        what waits in the outbox is always younger than everything in the writers' queues."""
+        outbox = self._outbox
+        if outbox and outbox[-1][0] is frame:
+            outbox[-1][1].append(link_id)
+        else:
+            if len(outbox) >= OUTBOX_OPS:
+                self._flush_outbox()
+            outbox.append((frame, [link_id]))
+        writer = self._writers.get(link_id)
+        if writer is None or link_id in self._woken:
+            return
+        self._woken.add(link_id)
+        try:
+            writer.send_nowait(_WAKE)
+        except trio.WouldBlock:
+            self._queue_full(link_id, f"{LINK_QUEUE_FRAMES} writes unsent: the other end does not keep up")
+
+    def _flush_outbox(self) -> None:
+        """Write the operations held in the outbox: each run going to the same links as one frame (cut to stay
+        well under the frame cap), encoded once."""
+        if self._flushing or not self._outbox:
+            return
+        self._flushing = True
+        try:
+            outbox = self._outbox
+            self._woken.clear()
+            while outbox:
+                links = outbox[0][1]
+                ops: list[Op] = []
+                while outbox and outbox[0][1] == links:
+                    ops.extend(outbox.popleft()[0].ops)
+                data = encode_frames([Ops(tuple(ops))])
+                if len(ops) > 1 and len(data) > self.peer.config.sync_chunk_bytes:
+                    data = encode_frames(self.peer.ops_frames(ops))
+                for link_id in links:
+                    self._write_bytes(link_id, data)
+        finally:
+            self._flushing = False
+
     def _close_link(self, link_id: int) -> None:
+        self._flush_outbox()
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
@@ -698,36 +755,51 @@ class MeshNode:
         after an ``Identify`` (the last frame of a handshake) the reader waits for the owner's verdict on it and
         lifts the cap only if the link opened."""
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
-        send = self._inbox_send
         authenticated = False
-        try:
-            while True:
+        while True:
+            try:
                 data = await stream.receive_some(_READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME)
-                if not data:
-                    return "end of stream"
-                decoder.feed(data)
-                while True:
-                    frames = []
-                    verdict = False
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            if not data:
+                return "end of stream"
+            decoder.feed(data)
+            while True:
+                frames = []
+                verdict = False
+                try:
                     while (frame := decoder.next_frame()) is not None:
                         frames.append(frame)
                         if not authenticated and isinstance(frame, Identify):
                             verdict = True
                             break
-                    if frames:
-                        await send.send(FramesRead(link_id, frames))
-                    if not verdict:
-                        break
-                    await self.wait_for(lambda: self._link_settled(link_id))
-                    entry = self.peer.links.get(link_id)
-                    if entry is None:
-                        return "closed"
-                    authenticated = True
-                    decoder.max_frame = DEFAULT_MAX_FRAME
-        except RemoteProtocolError as exc:
-            return f"{exc.reason}: {exc}"
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+                except RemoteProtocolError as exc:
+                    return f"{exc.reason}: {exc}"
+                if frames:
+                    await self._frames_read(FramesRead(link_id, frames))
+                if not verdict:
+                    break
+                await self.wait_for(lambda: self._link_settled(link_id))
+                entry = self.peer.links.get(link_id)
+                if entry is None:
+                    return "closed"
+                authenticated = True
+                decoder.max_frame = DEFAULT_MAX_FRAME
+
+    async def _frames_read(self, event: FramesRead) -> None:
+        """Hand frames read from a link to the peer: applied here, in the reader's task, when no event a reader
+        sent is waiting for the owner task (the peer does no I/O, so nothing else can run meanwhile, and the order
+        of each link's frames is kept); otherwise queued behind those events in the owner's inbox."""
+        if not self._in_flight:
+            self._handle(event)
+            self._progressed()
+            return
+        self._in_flight += 1
+        try:
+            await self._inbox_send.send(event)
+        except BaseException:
+            self._in_flight -= 1
+            raise
 
     def _link_settled(self, link_id: int) -> bool:
         entry = self.peer.links.get(link_id)
@@ -742,6 +814,7 @@ class MeshNode:
     ) -> None:
         try:
             async for chunk in queue:
+                self._flush_outbox()  # this pass's operations join this write
                 batch = [chunk]
                 while True:
                     try:
