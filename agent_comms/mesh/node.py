@@ -31,6 +31,7 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import math
@@ -120,6 +121,17 @@ _WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wai
 OUTBOX_OPS: Final = 1024
 
 
+class _PassCounter(trio.abc.Instrument):
+    """Counts the passes of Trio's run loop (each waits for I/O once): the operations made within one pass are
+    written together."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.passes += 1
+
+
 class MeshNode:
     """A running peer. Create it with :func:`open_node`."""
 
@@ -129,6 +141,7 @@ class MeshNode:
         network: Network,
         nursery: trio.Nursery,
         registry: PeerRegistry | None,
+        passes: _PassCounter | None = None,
     ) -> None:
         self.peer = peer
         self.network = network
@@ -149,6 +162,12 @@ class MeshNode:
         #: events a reader sent to the owner task that it has not handled yet (see :meth:`_reader`)
         self._in_flight = 0
         self._flushing = False
+        #: link id -> the file descriptor of its socket (TCP links), for :meth:`_write_direct`
+        self._fds: dict[int, int] = {}
+        #: link id -> the scheduler pass of its last direct write (one per pass; the rest of a pass is batched)
+        self._direct_pass: dict[int, int] = {}
+        self._direct_frame: tuple[Ops, bytes] | None = None
+        self._passes = passes if passes is not None else _PassCounter()
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
@@ -604,6 +623,8 @@ class MeshNode:
     def _start_link(self, link_id: int, conn: Connection) -> None:
         send, receive = trio.open_memory_channel[_Chunk](LINK_QUEUE_FRAMES)
         self._writers[link_id] = send
+        if isinstance(conn.stream, trio.SocketStream):
+            self._fds[link_id] = conn.stream.socket.fileno()
         scope = self._link_scopes[link_id] = trio.CancelScope()
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
@@ -667,6 +688,20 @@ class MeshNode:
 
         Order is kept: any other frame written to any link first flushes the outbox (:meth:`_flush_outbox`), so
         what waits in the outbox is always younger than everything in the writers' queues."""
+        writer = self._writers.get(link_id)
+        if writer is None:
+            return  # closed on our side: nothing more is written to it
+        fd = self._fds.get(link_id)
+        passes = self._passes.passes
+        if (
+            fd is not None
+            and link_id not in self._woken
+            and self._direct_pass.get(link_id) != passes
+            and link_id not in self._queued
+            and link_id not in self._owed
+        ):
+            self._write_direct(link_id, fd, frame, passes)
+            return
         outbox = self._outbox
         if outbox and outbox[-1][0] is frame:
             outbox[-1][1].append(link_id)
@@ -674,14 +709,30 @@ class MeshNode:
             if len(outbox) >= OUTBOX_OPS:
                 self._flush_outbox()
             outbox.append((frame, [link_id]))
-        writer = self._writers.get(link_id)
-        if writer is None or link_id in self._woken:
+        if link_id in self._woken:
             return
         self._woken.add(link_id)
         try:
             writer.send_nowait(_WAKE)
         except trio.WouldBlock:
             self._queue_full(link_id, f"{LINK_QUEUE_FRAMES} writes unsent: the other end does not keep up")
+
+    def _write_direct(self, link_id: int, fd: int, frame: Ops, passes: int) -> None:
+        """Write the first operation of a scheduler pass on an idle link straight to its socket (no hop through
+        the writer task); what the socket does not take at once is queued for the writer."""
+        cached = self._direct_frame
+        if cached is not None and cached[0] is frame:
+            data = cached[1]
+        else:
+            data = encode_frames([frame])
+            self._direct_frame = (frame, data)
+        self._direct_pass[link_id] = passes
+        try:
+            written = os.write(fd, data)
+        except OSError:  # full (BlockingIOError) or broken: the writer sends it or meets the error and ends the link
+            written = 0
+        if written < len(data):
+            self._write_bytes(link_id, data[written:])
 
     def _flush_outbox(self) -> None:
         """Write the operations held in the outbox: each run going to the same links as one frame (cut to stay
@@ -707,6 +758,7 @@ class MeshNode:
 
     def _close_link(self, link_id: int) -> None:
         self._flush_outbox()
+        self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
@@ -718,7 +770,12 @@ class MeshNode:
             self._link_scopes[link_id].cancel()
         writer.close()
 
+    def _forget_fd(self, link_id: int) -> None:
+        self._fds.pop(link_id, None)
+        self._direct_pass.pop(link_id, None)
+
     def _drop_writer(self, link_id: int) -> None:
+        self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
@@ -736,6 +793,7 @@ class MeshNode:
                     reason = await self._reader(link_id, conn.stream)
                     nursery.cancel_scope.cancel()
         finally:
+            self._forget_fd(link_id)  # before the socket is closed: its number may be reused at once
             self._link_scopes.pop(link_id, None)
             self._dropping.discard(link_id)
             if not self._link_scopes and self._links_drained is not None:
@@ -756,9 +814,20 @@ class MeshNode:
         lifts the cap only if the link opened."""
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
         authenticated = False
+        fd = self._fds.get(link_id)
         while True:
+            size = _READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME
             try:
-                data = await stream.receive_some(_READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME)
+                if fd is None:
+                    data = await stream.receive_some(size)
+                else:
+                    # One task step per read: wait until readable (always a scheduling point, so a busy link
+                    # never starves the others), then read without the extra round through the scheduler.
+                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        data = os.read(fd, size)
+                    except BlockingIOError:
+                        continue
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 return f"{type(exc).__name__}: {exc}"
             if not data:
@@ -826,7 +895,15 @@ class MeshNode:
                     batch = batch[: batch.index(_CLOSE)]
                 if batch:
                     data = b"".join(chunk for chunk, _ in batch)
-                    await stream.send_all(data)
+                    fd = self._fds.get(link_id)
+                    written = 0
+                    if fd is not None and data:
+                        try:  # as much as the socket takes now, without the round through the scheduler
+                            written = os.write(fd, data)
+                        except OSError:  # full (BlockingIOError), or broken: send_all meets the error
+                            written = 0
+                    if written < len(data):
+                        await stream.send_all(memoryview(data)[written:])
                     self._sent(link_id, len(data), sum(len(chunk) for chunk, answer in batch if answer))
                 if closing:
                     break
@@ -897,23 +974,29 @@ async def open_node(
         process_start=process_start,
         wall_clock=time.time,  # read at each use: trio's clock is monotonic and stands still during a suspend
     )
-    async with trio.open_nursery() as nursery:
-        node = MeshNode(peer, network, nursery, registry)
-        nursery.start_soon(node._accept_loop, data_listener)
-        if probe_processes:
-            nursery.start_soon(node._probe_processes)
-        if registry is not None:
-            registry.publish(peer.info)
-            _warn_of_foreign_holder(peer.peer_id, port, network, registry)
-        nursery.start_soon(node._alarm)
-        await nursery.start(node._owner)
-        if registry is not None:
-            from .hub_join import start_hub_gateway
+    passes = _PassCounter()
+    trio.lowlevel.add_instrument(passes)
+    try:
+        async with trio.open_nursery() as nursery:
+            node = MeshNode(peer, network, nursery, registry, passes)
+            nursery.start_soon(node._accept_loop, data_listener)
+            if probe_processes:
+                nursery.start_soon(node._probe_processes)
+            if registry is not None:
+                registry.publish(peer.info)
+                _warn_of_foreign_holder(peer.peer_id, port, network, registry)
+            nursery.start_soon(node._alarm)
+            await nursery.start(node._owner)
+            if registry is not None:
+                from .hub_join import start_hub_gateway
 
-            start_hub_gateway(node, registry.directory.parent, nursery)
-        try:
-            yield node
-        finally:
-            with trio.CancelScope(shield=True):
-                await node.aclose()
-            nursery.cancel_scope.cancel()
+                start_hub_gateway(node, registry.directory.parent, nursery)
+            try:
+                yield node
+            finally:
+                with trio.CancelScope(shield=True):
+                    await node.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(KeyError):  # already removed (Trio drops an instrument that raised)
+            trio.lowlevel.remove_instrument(passes)
