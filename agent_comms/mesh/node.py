@@ -58,7 +58,7 @@ from agent_comms.protocol.commands import (
     Send,
 )
 from agent_comms.protocol.errors import RemoteProtocolError
-from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
+from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames, encode_op, encode_ops_frames
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body, Op
 from agent_comms.protocol.peer import Peer, PeerConfig
@@ -156,7 +156,9 @@ class MeshNode:
         self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
         #: operations made here and not yet written, in order, each with the links it goes to (see :meth:`_hold_ops`)
-        self._outbox: collections.deque[tuple[Ops, list[int]]] = collections.deque()
+        self._outbox: collections.deque[tuple[Ops, bytes, list[int]]] = collections.deque()
+        #: link id -> bytes of the outbox's operations held for it
+        self._held: dict[int, int] = {}
         #: links whose writer has been woken for the outbox since it was last flushed
         self._woken: set[int] = set()
         #: events a reader sent to the owner task that it has not handled yet (see :meth:`_reader`)
@@ -663,33 +665,15 @@ class MeshNode:
         else:
             self._owed[link_id] = owed + len(data)
 
-    def _queue_full(self, link_id: int, detail: str) -> None:
-        reason = f"write queue full ({detail})"
-        self._log_close(link_id, reason)
-        self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
-        self._close_link(link_id)
-
-    def queued_bytes(self, link_id: int) -> int:
-        """Bytes written to a link and not yet handed to its socket (anti-entropy answers included)."""
-        return self._queued.get(link_id, 0) + self._owed.get(link_id, 0)
-
-    def _sent(self, link_id: int, size: int, answered: int) -> None:
-        """The socket took ``size`` bytes of a link, ``answered`` of them from anti-entropy answers."""
-        for counts, taken in ((self._queued, size - answered), (self._owed, answered)):
-            left = counts.get(link_id, 0) - taken
-            if left > 0:
-                counts[link_id] = left
-            else:
-                counts.pop(link_id, None)
-
     def _hold_ops(self, link_id: int, frame: Ops) -> None:
-        """Hold an operation made here for a link, and wake the link's writer: everything made before the writer
-        runs (in this scheduler pass) goes out in one ``Ops`` frame, encoded once for every link it goes to.
+        """Hold an operation made here for a link: everything made before the link's writer next runs (in this
+        scheduler pass) goes out in one ``Ops`` frame, each operation encoded once for every link it goes to. The
+        first operation of a pass on an idle TCP link is written to the socket at once instead (no hop at all).
 
         Order is kept: any other frame written to any link first flushes the outbox (:meth:`_flush_outbox`), so
-        what waits in the outbox is always younger than everything in the writers' queues."""
-        writer = self._writers.get(link_id)
-        if writer is None:
+        what waits in the outbox is always younger than everything in the writers' queues. Held bytes count
+        towards the link's ``link_queue_bytes``."""
+        if link_id not in self._writers:
             return  # closed on our side: nothing more is written to it
         fd = self._fds.get(link_id)
         passes = self._passes.passes
@@ -704,16 +688,24 @@ class MeshNode:
             return
         outbox = self._outbox
         if outbox and outbox[-1][0] is frame:
-            outbox[-1][1].append(link_id)
+            _, encoded, links = outbox[-1]
+            links.append(link_id)
         else:
             if len(outbox) >= OUTBOX_OPS:
                 self._flush_outbox()
-            outbox.append((frame, [link_id]))
+            encoded = b"".join(encode_op(op) for op in frame.ops)
+            outbox.append((frame, encoded, [link_id]))
+        held = self._held[link_id] = self._held.get(link_id, 0) + len(encoded)
+        if self._queued.get(link_id, 0) + held > self.link_queue_bytes:
+            self._queue_full(
+                link_id, f"{self._queued.get(link_id, 0) + held} bytes unsent: the other end does not keep up"
+            )
+            return
         if link_id in self._woken:
             return
         self._woken.add(link_id)
         try:
-            writer.send_nowait(_WAKE)
+            self._writers[link_id].send_nowait(_WAKE)
         except trio.WouldBlock:
             self._queue_full(link_id, f"{LINK_QUEUE_FRAMES} writes unsent: the other end does not keep up")
 
@@ -735,35 +727,64 @@ class MeshNode:
             self._write_bytes(link_id, data[written:])
 
     def _flush_outbox(self) -> None:
-        """Write the operations held in the outbox: each run going to the same links as one frame (cut to stay
-        well under the frame cap), encoded once."""
+        """Write the operations held in the outbox: each run going to the same links as frames (cut to stay well
+        under the frame cap), built once for all of them."""
         if self._flushing or not self._outbox:
             return
         self._flushing = True
         try:
             outbox = self._outbox
             self._woken.clear()
+            self._held.clear()
+            max_body = self.peer.config.sync_chunk_bytes
             while outbox:
-                links = outbox[0][1]
-                ops: list[Op] = []
-                while outbox and outbox[0][1] == links:
-                    ops.extend(outbox.popleft()[0].ops)
-                data = encode_frames([Ops(tuple(ops))])
-                if len(ops) > 1 and len(data) > self.peer.config.sync_chunk_bytes:
-                    data = encode_frames(self.peer.ops_frames(ops))
+                links = outbox[0][2]
+                run: list[bytes] = []
+                while outbox and outbox[0][2] == links:
+                    run.append(outbox.popleft()[1])
+                data = encode_ops_frames(run, max_body)
                 for link_id in links:
                     self._write_bytes(link_id, data)
         finally:
             self._flushing = False
 
+    def _queue_full(self, link_id: int, detail: str) -> None:
+        if link_id not in self._writers:
+            return  # already closed on our side
+        reason = f"write queue full ({detail})"
+        self._log_close(link_id, reason)
+        self._held.pop(link_id, None)
+        writer = self._writers.pop(link_id)  # nothing more is queued on it, the outbox's operations included
+        self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
+        self._end_writer(link_id, writer)
+
+    def queued_bytes(self, link_id: int) -> int:
+        """Bytes written to a link and not yet handed to its socket (anti-entropy answers and operations held for
+        the link's next write included)."""
+        return self._queued.get(link_id, 0) + self._owed.get(link_id, 0) + self._held.get(link_id, 0)
+
+    def _sent(self, link_id: int, size: int, answered: int) -> None:
+        """The socket took ``size`` bytes of a link, ``answered`` of them from anti-entropy answers."""
+        for counts, taken in ((self._queued, size - answered), (self._owed, answered)):
+            left = counts.get(link_id, 0) - taken
+            if left > 0:
+                counts[link_id] = left
+            else:
+                counts.pop(link_id, None)
+
     def _close_link(self, link_id: int) -> None:
-        self._flush_outbox()
+        if link_id in self._writers:
+            self._flush_outbox()  # what was made for it before the close goes out before it
+        writer = self._writers.pop(link_id, None)
+        if writer is not None:
+            self._end_writer(link_id, writer)
+
+    def _end_writer(self, link_id: int, writer: trio.MemorySendChannel[_Chunk]) -> None:
+        """The writer of a link closed on our side: it flushes what is queued, then closes the link."""
         self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
-        writer = self._writers.pop(link_id, None)
-        if writer is None:
-            return
+        self._held.pop(link_id, None)
         try:
             writer.send_nowait(_CLOSE)
         except trio.WouldBlock:
@@ -778,6 +799,7 @@ class MeshNode:
         self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
+        self._held.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is not None:
             writer.close()
