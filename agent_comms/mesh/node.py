@@ -10,11 +10,19 @@ Structure (each arrow is a memory channel, each box a task)::
   opened connections, received frames, closed links, bind results, the alarm: one class each in
   :mod:`~agent_comms.mesh.owner_events`), feeds them to the peer, and carries out the commands the peer returns.
   It sleeps until the next event or the peer's next timer (``get_timer``).
-* Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
-  queued since its last write into one ``send_all``. The writer's queue is bounded, in writes
-  (:data:`LINK_QUEUE_FRAMES`) and in bytes (:data:`LINK_QUEUE_BYTES`): a link that cannot keep up (a stopped or
+* Each link has a **reader** (bytes -> frames) and a **writer** that coalesces everything queued since its last
+  write into one write. The writer's queue is bounded, in writes (:data:`LINK_QUEUE_FRAMES`) and in bytes
+  (:data:`LINK_QUEUE_BYTES`, operations held for the link included): a link that cannot keep up (a stopped or
   stuck peer) is closed, and its peer catches up by anti-entropy when it comes back, rather than letting memory
   grow.
+* **Few hops.** A reader applies what it read itself, in its own task, when no event a reader sent is waiting for
+  the owner (the peer does no I/O, so nothing else runs meanwhile and each link's frames keep their order); only
+  then does a read become an inbox event. The operations made here are held in an outbox and leave, per scheduler
+  pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all links) when the link's
+  writer runs; the first operation of a pass on an idle TCP link is written to its socket at once instead. Any
+  other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links the reader and
+  the writer use the socket's descriptor directly: one task step per read (wait until readable, then read) and
+  none for a write the socket takes whole.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
 * **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
