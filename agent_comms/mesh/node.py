@@ -125,6 +125,8 @@ _READ_SIZE: Final = 1 << 16
 _Chunk = tuple[bytes, bool]
 _CLOSE: Final[_Chunk] = (b"", False)  # sentinel on a writer queue: flush, then close
 _WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wait in the outbox
+#: Bytes joined into one socket write at most (unless one queued write alone is larger).
+WRITE_BYTES: Final = 1 << 20
 #: Operations held in the outbox at most (then they are written at once, without waiting for a writer to wake).
 OUTBOX_OPS: Final = 1024
 
@@ -911,18 +913,32 @@ class MeshNode:
         queue: trio.MemoryReceiveChannel[_Chunk],
         link_scope: trio.CancelScope,
     ) -> None:
+        backlog: collections.deque[_Chunk] = collections.deque()  # taken from the queue, not written yet
         try:
-            async for chunk in queue:
+            while True:
+                if not backlog:
+                    try:
+                        backlog.append(await queue.receive())
+                    except trio.EndOfChannel:
+                        break
+                else:
+                    await trio.lowlevel.checkpoint()  # a backlog written write after write still lets others run
                 self._flush_outbox()  # this pass's operations join this write
-                batch = [chunk]
                 while True:
                     try:
-                        batch.append(queue.receive_nowait())
+                        backlog.append(queue.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                closing = _CLOSE in batch
-                if closing:
-                    batch = batch[: batch.index(_CLOSE)]
+                batch: list[_Chunk] = []
+                size = 0
+                closing = False
+                while backlog and (not batch or size + len(backlog[0][0]) <= WRITE_BYTES):
+                    chunk = backlog.popleft()
+                    if chunk == _CLOSE:
+                        closing = True
+                        break
+                    batch.append(chunk)
+                    size += len(chunk[0])
                 if batch:
                     data = b"".join(chunk for chunk, _ in batch)
                     fd = self._fds.get(link_id)
