@@ -55,8 +55,11 @@ class Agent:
         return self.id if record is None else record.name
 
     async def call(self, params: Mapping[str, object]) -> ToolResult:
-        """Run one ``agent_comms`` tool call (``result.text``, ``result.is_error``)."""
-        await trio.lowlevel.checkpoint()
+        """Run one ``agent_comms`` tool call (``result.text``, ``result.is_error``).
+
+        A cancellation point that does not yield to other tasks (the call itself never waits): a loop that polls
+        with it must await something else between calls (``trio.sleep``, :meth:`MeshStore.wait_pending`)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         return self.tool.call(params)
 
     async def deliveries(self) -> AsyncIterator[DeliveryEvent]:

@@ -22,7 +22,7 @@ import trio
 import trio.lowlevel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, Echo, free_port, ms, read_frame, write_results
+from common import ROOT, Echo, StepCounter, free_port, ms, process_cpu, read_frame, write_results
 
 # ------------------------------------------------------------------------------------------- helper processes
 
@@ -120,7 +120,17 @@ async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
 
             for _ in range(50):  # warm up
                 await dm_round_trip()
-            results["dm_round_trip"] = [await dm_round_trip() for _ in range(rounds)]
+            counter = StepCounter()
+            cpu0, echo_cpu0 = time.process_time(), process_cpu(echo.pid)
+            trio.lowlevel.add_instrument(counter)
+            try:
+                results["dm_round_trip"] = [await dm_round_trip() for _ in range(rounds)]
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            results["client_cpu_per_round_trip_ms"] = (time.process_time() - cpu0) / rounds * 1000
+            results["echo_cpu_per_round_trip_ms"] = (process_cpu(echo.pid) - echo_cpu0) / rounds * 1000
+            results["client_task_steps_per_round_trip"] = counter.steps / rounds
+            results["client_scheduler_passes_per_round_trip"] = counter.passes / rounds
 
             return results
     finally:
@@ -229,6 +239,7 @@ def main() -> int:
         "baseline_round_trip": ms(base),
         "dm_round_trip": ms(agents["dm_round_trip"]),
         "dm_vs_baseline_ratio": statistics.median(agents["dm_round_trip"]) / statistics.median(base),
+        **{key: value for key, value in agents.items() if key != "dm_round_trip"},
         "room_messages_per_s": rate,
         "member_rss_mib_holding_10000_messages": rss_kib / 1024,
         "import_agent_comms": ms(import_time()),
@@ -239,6 +250,13 @@ def main() -> int:
     )
     print(f"{'DM round trip between two agent processes':52} {results['dm_round_trip']['median_ms']:11.3f} ms")
     print(f"{'DM round trip / baseline (target <= 1.5x)':52} {results['dm_vs_baseline_ratio']:12.2f}x")
+    for label, key, unit in (
+        ("DM round trip: CPU of the client, per round trip", "client_cpu_per_round_trip_ms", "ms"),
+        ("DM round trip: CPU of the echo agent, per round trip", "echo_cpu_per_round_trip_ms", "ms"),
+        ("DM round trip: task steps of the client, per trip", "client_task_steps_per_round_trip", ""),
+        ("DM round trip: scheduler passes of the client", "client_scheduler_passes_per_round_trip", ""),
+    ):
+        print(f"{label:52} {agents[key]:12.3f} {unit}")
     print(f"{'room messages per second, 1 sender -> 1 member':52} {rate:12.0f}/s")
     print(f"{'member resident memory holding 10,000 messages':52} {rss_kib / 1024:10.1f} MiB")
     print(f"{'import agent_comms (target <= 150 ms)':52} {results['import_agent_comms']['median_ms']:11.1f} ms")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 from pathlib import Path
 
 import msgspec
 import trio
+import trio.abc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,3 +62,23 @@ def write_results(path: str, results: dict[str, object]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"written to {out}")
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts task steps and scheduler passes (each pass of Trio's run loop waits for I/O once) while installed."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.passes = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.passes += 1
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -10,11 +10,19 @@ Structure (each arrow is a memory channel, each box a task)::
   opened connections, received frames, closed links, bind results, the alarm: one class each in
   :mod:`~agent_comms.mesh.owner_events`), feeds them to the peer, and carries out the commands the peer returns.
   It sleeps until the next event or the peer's next timer (``get_timer``).
-* Each link has a **reader** (bytes -> frames, one inbox event per read) and a **writer** that coalesces everything
-  queued since its last write into one ``send_all``. The writer's queue is bounded, in writes
-  (:data:`LINK_QUEUE_FRAMES`) and in bytes (:data:`LINK_QUEUE_BYTES`): a link that cannot keep up (a stopped or
+* Each link has a **reader** (bytes -> frames) and a **writer** that coalesces everything queued since its last
+  write into one write. The writer's queue is bounded, in writes (:data:`LINK_QUEUE_FRAMES`) and in bytes
+  (:data:`LINK_QUEUE_BYTES`, operations held for the link included): a link that cannot keep up (a stopped or
   stuck peer) is closed, and its peer catches up by anti-entropy when it comes back, rather than letting memory
   grow.
+* **Few hops.** A reader applies what it read itself, in its own task, when no event a reader sent is waiting for
+  the owner (the peer does no I/O, so nothing else runs meanwhile and each link's frames keep their order); only
+  then does a read become an inbox event. The operations made here are held in an outbox and leave, per scheduler
+  pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all links) when the link's
+  writer runs; the first operation of a pass on an idle TCP link is written to its socket at once instead. Any
+  other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links the reader and
+  the writer use the socket's descriptor directly: one task step per read (wait until readable, then read) and
+  none for a write the socket takes whole.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
 * **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
@@ -31,6 +39,7 @@ never preempts, so they drive the peer directly, carry out its commands and wake
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import math
@@ -57,12 +66,12 @@ from agent_comms.protocol.commands import (
     Send,
 )
 from agent_comms.protocol.errors import RemoteProtocolError
-from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames
+from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frames, encode_op, encode_ops_frames
 from agent_comms.protocol.link import MAX_HANDSHAKE_FRAME
 from agent_comms.protocol.ops import AgentUpsert, Body, Op
 from agent_comms.protocol.peer import Peer, PeerConfig
 from agent_comms.protocol.state import MeshState
-from agent_comms.protocol.wire import Identify, SyncOps
+from agent_comms.protocol.wire import Identify, Ops, SyncOps
 
 from .network import Connection, Listener, Network, PortInUse, TcpNetwork
 from .owner_events import (
@@ -115,6 +124,22 @@ _READ_SIZE: Final = 1 << 16
 #: What a writer queue holds: bytes to write, and whether they answer an anti-entropy request.
 _Chunk = tuple[bytes, bool]
 _CLOSE: Final[_Chunk] = (b"", False)  # sentinel on a writer queue: flush, then close
+_WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wait in the outbox
+#: Bytes joined into one socket write at most (unless one queued write alone is larger).
+WRITE_BYTES: Final = 1 << 20
+#: Operations held in the outbox at most (then they are written at once, without waiting for a writer to wake).
+OUTBOX_OPS: Final = 1024
+
+
+class _PassCounter(trio.abc.Instrument):
+    """Counts the passes of Trio's run loop (each waits for I/O once): the operations made within one pass are
+    written together."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.passes += 1
 
 
 class MeshNode:
@@ -126,6 +151,7 @@ class MeshNode:
         network: Network,
         nursery: trio.Nursery,
         registry: PeerRegistry | None,
+        passes: _PassCounter | None = None,
     ) -> None:
         self.peer = peer
         self.network = network
@@ -139,6 +165,21 @@ class MeshNode:
         self._owed: dict[int, int] = {}
         self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
+        #: operations made here and not yet written, in order, each with the links it goes to (see :meth:`_hold_ops`)
+        self._outbox: collections.deque[tuple[Ops, bytes, list[int]]] = collections.deque()
+        #: link id -> bytes of the outbox's operations held for it
+        self._held: dict[int, int] = {}
+        #: links whose writer has been woken for the outbox since it was last flushed
+        self._woken: set[int] = set()
+        #: events a reader sent to the owner task that it has not handled yet (see :meth:`_reader`)
+        self._in_flight = 0
+        self._flushing = False
+        #: link id -> the file descriptor of its socket (TCP links), for :meth:`_write_direct`
+        self._fds: dict[int, int] = {}
+        #: link id -> the scheduler pass of its last direct write (one per pass; the rest of a pass is batched)
+        self._direct_pass: dict[int, int] = {}
+        self._direct_frame: tuple[Ops, bytes] | None = None
+        self._passes = passes if passes is not None else _PassCounter()
         self._coordinator_scope: trio.CancelScope | None = None
         self._subscribers: list[trio.MemorySendChannel[Change]] = []
         self._listeners: list[Callable[[tuple[Change, ...]], None]] = []
@@ -293,18 +334,23 @@ class MeshNode:
         inbox = self._inbox
         while True:
             event = await inbox.receive()
-            self._handle(event)
             while True:
+                if isinstance(event, FramesRead):
+                    self._in_flight -= 1
+                self._handle(event)
                 try:
                     event = inbox.receive_nowait()
                 except trio.WouldBlock:
                     break
-                self._handle(event)
-            self._reschedule()
-            progress = self._progress
-            if progress is not None:
-                self._progress = None
-                progress.set()
+            self._progressed()
+
+    def _progressed(self) -> None:
+        """After events were handled: point the alarm at the peer's next timer and wake :meth:`wait_for`."""
+        self._reschedule()
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
 
     async def _alarm(self) -> None:
         """Sleeps until the peer's next timer (the owner moves the deadline) and then tells the owner."""
@@ -366,18 +412,15 @@ class MeshNode:
                 assert_never(event)
 
     def _execute(self, commands: Iterable[Command]) -> None:
-        encoded: dict[int, bytes] = {}  # a frame broadcast to every link is encoded once
         for command in commands:
             if isinstance(command, Send):
                 frames = command.frames
+                if len(frames) == 1 and isinstance(frames[0], Ops):
+                    self._hold_ops(command.link_id, frames[0])
+                    continue
+                self._flush_outbox()  # what was made before this frame goes out before it
                 if all(isinstance(frame, SyncOps) for frame in frames):
                     self._write_answer(command.link_id, encode_frames(frames))
-                elif len(frames) == 1:
-                    key = id(frames[0])
-                    data = encoded.get(key)
-                    if data is None:
-                        data = encoded[key] = encode_frames(frames)
-                    self._write_bytes(command.link_id, data)
                 else:
                     self._write_bytes(command.link_id, encode_frames(frames))
             elif isinstance(command, Deliver):
@@ -592,6 +635,8 @@ class MeshNode:
     def _start_link(self, link_id: int, conn: Connection) -> None:
         send, receive = trio.open_memory_channel[_Chunk](LINK_QUEUE_FRAMES)
         self._writers[link_id] = send
+        if isinstance(conn.stream, trio.SocketStream):
+            self._fds[link_id] = conn.stream.socket.fileno()
         scope = self._link_scopes[link_id] = trio.CancelScope()
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
@@ -630,15 +675,103 @@ class MeshNode:
         else:
             self._owed[link_id] = owed + len(data)
 
+    def _hold_ops(self, link_id: int, frame: Ops) -> None:
+        """Hold an operation made here for a link: everything made before the link's writer next runs (in this
+        scheduler pass) goes out in one ``Ops`` frame, each operation encoded once for every link it goes to. The
+        first operation of a pass on an idle TCP link is written to the socket at once instead (no hop at all).
+
+        Order is kept: any other frame written to any link first flushes the outbox (:meth:`_flush_outbox`), so
+        what waits in the outbox is always younger than everything in the writers' queues. Held bytes count
+        towards the link's ``link_queue_bytes``."""
+        if link_id not in self._writers:
+            return  # closed on our side: nothing more is written to it
+        fd = self._fds.get(link_id)
+        passes = self._passes.passes
+        if (
+            fd is not None
+            and link_id not in self._woken
+            and self._direct_pass.get(link_id) != passes
+            and link_id not in self._queued
+            and link_id not in self._owed
+        ):
+            self._write_direct(link_id, fd, frame, passes)
+            return
+        outbox = self._outbox
+        if outbox and outbox[-1][0] is frame:
+            _, encoded, links = outbox[-1]
+            links.append(link_id)
+        else:
+            if len(outbox) >= OUTBOX_OPS:
+                self._flush_outbox()
+            encoded = b"".join(encode_op(op) for op in frame.ops)
+            outbox.append((frame, encoded, [link_id]))
+        held = self._held[link_id] = self._held.get(link_id, 0) + len(encoded)
+        if self._queued.get(link_id, 0) + held > self.link_queue_bytes:
+            self._queue_full(
+                link_id, f"{self._queued.get(link_id, 0) + held} bytes unsent: the other end does not keep up"
+            )
+            return
+        if link_id in self._woken:
+            return
+        self._woken.add(link_id)
+        try:
+            self._writers[link_id].send_nowait(_WAKE)
+        except trio.WouldBlock:
+            self._queue_full(link_id, f"{LINK_QUEUE_FRAMES} writes unsent: the other end does not keep up")
+
+    def _write_direct(self, link_id: int, fd: int, frame: Ops, passes: int) -> None:
+        """Write the first operation of a scheduler pass on an idle link straight to its socket (no hop through
+        the writer task); what the socket does not take at once is queued for the writer."""
+        cached = self._direct_frame
+        if cached is not None and cached[0] is frame:
+            data = cached[1]
+        else:
+            data = encode_frames([frame])
+            self._direct_frame = (frame, data)
+        self._direct_pass[link_id] = passes
+        try:
+            written = os.write(fd, data)
+        except OSError:  # full (BlockingIOError) or broken: the writer sends it or meets the error and ends the link
+            written = 0
+        if written < len(data):
+            self._write_bytes(link_id, data[written:])
+
+    def _flush_outbox(self) -> None:
+        """Write the operations held in the outbox: each run going to the same links as frames (cut to stay well
+        under the frame cap), built once for all of them."""
+        if self._flushing or not self._outbox:
+            return
+        self._flushing = True
+        try:
+            outbox = self._outbox
+            self._woken.clear()
+            self._held.clear()
+            max_body = self.peer.config.sync_chunk_bytes
+            while outbox:
+                links = outbox[0][2]
+                run: list[bytes] = []
+                while outbox and outbox[0][2] == links:
+                    run.append(outbox.popleft()[1])
+                data = encode_ops_frames(run, max_body)
+                for link_id in links:
+                    self._write_bytes(link_id, data)
+        finally:
+            self._flushing = False
+
     def _queue_full(self, link_id: int, detail: str) -> None:
+        if link_id not in self._writers:
+            return  # already closed on our side
         reason = f"write queue full ({detail})"
         self._log_close(link_id, reason)
+        self._held.pop(link_id, None)
+        writer = self._writers.pop(link_id)  # nothing more is queued on it, the outbox's operations included
         self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
-        self._close_link(link_id)
+        self._end_writer(link_id, writer)
 
     def queued_bytes(self, link_id: int) -> int:
-        """Bytes written to a link and not yet handed to its socket (anti-entropy answers included)."""
-        return self._queued.get(link_id, 0) + self._owed.get(link_id, 0)
+        """Bytes written to a link and not yet handed to its socket (anti-entropy answers and operations held for
+        the link's next write included)."""
+        return self._queued.get(link_id, 0) + self._owed.get(link_id, 0) + self._held.get(link_id, 0)
 
     def _sent(self, link_id: int, size: int, answered: int) -> None:
         """The socket took ``size`` bytes of a link, ``answered`` of them from anti-entropy answers."""
@@ -650,20 +783,33 @@ class MeshNode:
                 counts.pop(link_id, None)
 
     def _close_link(self, link_id: int) -> None:
+        if link_id in self._writers:
+            self._flush_outbox()  # what was made for it before the close goes out before it
+        writer = self._writers.pop(link_id, None)
+        if writer is not None:
+            self._end_writer(link_id, writer)
+
+    def _end_writer(self, link_id: int, writer: trio.MemorySendChannel[_Chunk]) -> None:
+        """The writer of a link closed on our side: it flushes what is queued, then closes the link."""
+        self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
-        writer = self._writers.pop(link_id, None)
-        if writer is None:
-            return
+        self._held.pop(link_id, None)
         try:
             writer.send_nowait(_CLOSE)
         except trio.WouldBlock:
             self._link_scopes[link_id].cancel()
         writer.close()
 
+    def _forget_fd(self, link_id: int) -> None:
+        self._fds.pop(link_id, None)
+        self._direct_pass.pop(link_id, None)
+
     def _drop_writer(self, link_id: int) -> None:
+        self._forget_fd(link_id)
         self._queued.pop(link_id, None)
         self._owed.pop(link_id, None)
+        self._held.pop(link_id, None)
         writer = self._writers.pop(link_id, None)
         if writer is not None:
             writer.close()
@@ -679,6 +825,7 @@ class MeshNode:
                     reason = await self._reader(link_id, conn.stream)
                     nursery.cancel_scope.cancel()
         finally:
+            self._forget_fd(link_id)  # before the socket is closed: its number may be reused at once
             self._link_scopes.pop(link_id, None)
             self._dropping.discard(link_id)
             if not self._link_scopes and self._links_drained is not None:
@@ -698,36 +845,62 @@ class MeshNode:
         after an ``Identify`` (the last frame of a handshake) the reader waits for the owner's verdict on it and
         lifts the cap only if the link opened."""
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
-        send = self._inbox_send
         authenticated = False
-        try:
+        fd = self._fds.get(link_id)
+        while True:
+            size = _READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME
+            try:
+                if fd is None:
+                    data = await stream.receive_some(size)
+                else:
+                    # One task step per read: wait until readable (always a scheduling point, so a busy link
+                    # never starves the others), then read without the extra round through the scheduler.
+                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        data = os.read(fd, size)
+                    except BlockingIOError:
+                        continue
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+            if not data:
+                return "end of stream"
+            decoder.feed(data)
             while True:
-                data = await stream.receive_some(_READ_SIZE if authenticated else MAX_HANDSHAKE_FRAME)
-                if not data:
-                    return "end of stream"
-                decoder.feed(data)
-                while True:
-                    frames = []
-                    verdict = False
+                frames = []
+                verdict = False
+                try:
                     while (frame := decoder.next_frame()) is not None:
                         frames.append(frame)
                         if not authenticated and isinstance(frame, Identify):
                             verdict = True
                             break
-                    if frames:
-                        await send.send(FramesRead(link_id, frames))
-                    if not verdict:
-                        break
-                    await self.wait_for(lambda: self._link_settled(link_id))
-                    entry = self.peer.links.get(link_id)
-                    if entry is None:
-                        return "closed"
-                    authenticated = True
-                    decoder.max_frame = DEFAULT_MAX_FRAME
-        except RemoteProtocolError as exc:
-            return f"{exc.reason}: {exc}"
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+                except RemoteProtocolError as exc:
+                    return f"{exc.reason}: {exc}"
+                if frames:
+                    await self._frames_read(FramesRead(link_id, frames))
+                if not verdict:
+                    break
+                await self.wait_for(lambda: self._link_settled(link_id))
+                entry = self.peer.links.get(link_id)
+                if entry is None:
+                    return "closed"
+                authenticated = True
+                decoder.max_frame = DEFAULT_MAX_FRAME
+
+    async def _frames_read(self, event: FramesRead) -> None:
+        """Hand frames read from a link to the peer: applied here, in the reader's task, when no event a reader
+        sent is waiting for the owner task (the peer does no I/O, so nothing else can run meanwhile, and the order
+        of each link's frames is kept); otherwise queued behind those events in the owner's inbox."""
+        if not self._in_flight:
+            self._handle(event)
+            self._progressed()
+            return
+        self._in_flight += 1
+        try:
+            await self._inbox_send.send(event)
+        except BaseException:
+            self._in_flight -= 1
+            raise
 
     def _link_settled(self, link_id: int) -> bool:
         entry = self.peer.links.get(link_id)
@@ -740,20 +913,43 @@ class MeshNode:
         queue: trio.MemoryReceiveChannel[_Chunk],
         link_scope: trio.CancelScope,
     ) -> None:
+        backlog: collections.deque[_Chunk] = collections.deque()  # taken from the queue, not written yet
         try:
-            async for chunk in queue:
-                batch = [chunk]
+            while True:
+                if not backlog:
+                    try:
+                        backlog.append(await queue.receive())
+                    except trio.EndOfChannel:
+                        break
+                else:
+                    await trio.lowlevel.checkpoint()  # a backlog written write after write still lets others run
+                self._flush_outbox()  # this pass's operations join this write
                 while True:
                     try:
-                        batch.append(queue.receive_nowait())
+                        backlog.append(queue.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                closing = _CLOSE in batch
-                if closing:
-                    batch = batch[: batch.index(_CLOSE)]
+                batch: list[_Chunk] = []
+                size = 0
+                closing = False
+                while backlog and (not batch or size + len(backlog[0][0]) <= WRITE_BYTES):
+                    chunk = backlog.popleft()
+                    if chunk == _CLOSE:
+                        closing = True
+                        break
+                    batch.append(chunk)
+                    size += len(chunk[0])
                 if batch:
                     data = b"".join(chunk for chunk, _ in batch)
-                    await stream.send_all(data)
+                    fd = self._fds.get(link_id)
+                    written = 0
+                    if fd is not None and data:
+                        try:  # as much as the socket takes now, without the round through the scheduler
+                            written = os.write(fd, data)
+                        except OSError:  # full (BlockingIOError), or broken: send_all meets the error
+                            written = 0
+                    if written < len(data):
+                        await stream.send_all(memoryview(data)[written:])
                     self._sent(link_id, len(data), sum(len(chunk) for chunk, answer in batch if answer))
                 if closing:
                     break
@@ -824,23 +1020,29 @@ async def open_node(
         process_start=process_start,
         wall_clock=time.time,  # read at each use: trio's clock is monotonic and stands still during a suspend
     )
-    async with trio.open_nursery() as nursery:
-        node = MeshNode(peer, network, nursery, registry)
-        nursery.start_soon(node._accept_loop, data_listener)
-        if probe_processes:
-            nursery.start_soon(node._probe_processes)
-        if registry is not None:
-            registry.publish(peer.info)
-            _warn_of_foreign_holder(peer.peer_id, port, network, registry)
-        nursery.start_soon(node._alarm)
-        await nursery.start(node._owner)
-        if registry is not None:
-            from .hub_join import start_hub_gateway
+    passes = _PassCounter()
+    trio.lowlevel.add_instrument(passes)
+    try:
+        async with trio.open_nursery() as nursery:
+            node = MeshNode(peer, network, nursery, registry, passes)
+            nursery.start_soon(node._accept_loop, data_listener)
+            if probe_processes:
+                nursery.start_soon(node._probe_processes)
+            if registry is not None:
+                registry.publish(peer.info)
+                _warn_of_foreign_holder(peer.peer_id, port, network, registry)
+            nursery.start_soon(node._alarm)
+            await nursery.start(node._owner)
+            if registry is not None:
+                from .hub_join import start_hub_gateway
 
-            start_hub_gateway(node, registry.directory.parent, nursery)
-        try:
-            yield node
-        finally:
-            with trio.CancelScope(shield=True):
-                await node.aclose()
-            nursery.cancel_scope.cancel()
+                start_hub_gateway(node, registry.directory.parent, nursery)
+            try:
+                yield node
+            finally:
+                with trio.CancelScope(shield=True):
+                    await node.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(KeyError):  # already removed (Trio drops an instrument that raised)
+            trio.lowlevel.remove_instrument(passes)

@@ -8,15 +8,16 @@ the link must be closed, since the stream can no longer be trusted to be in sync
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, NoReturn
 
 import msgspec
 
 from .errors import RemoteProtocolError
-from .wire import Frame
+from .ops import Op
+from .wire import Frame, Ops
 
-__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "encode_frame", "encode_frames"]
+__all__ = ["DEFAULT_MAX_FRAME", "FrameDecoder", "encode_frame", "encode_frames", "encode_op", "encode_ops_frames"]
 
 #: Default cap on the size of one frame's body (1 MiB).
 DEFAULT_MAX_FRAME: Final = 1 << 20
@@ -39,6 +40,42 @@ def encode_frames(frames: Iterable[Frame]) -> bytes:
         body = _encoder.encode(frame)
         out += len(body).to_bytes(_HEADER, "big")
         out += body
+    return bytes(out)
+
+
+_OPS_PREFIX: Final = _encoder.encode(Ops(()))[:-1]  # the frame's tag, up to the array of operations
+assert _encoder.encode(Ops(())).endswith(b"\x90"), "an Ops frame is [tag, [op, ...]]"
+
+
+def encode_op(op: Op) -> bytes:
+    """One operation as it appears inside an ``Ops`` frame (see :func:`encode_ops_frames`)."""
+    return _encoder.encode(op)
+
+
+def encode_ops_frames(encoded: Sequence[bytes], max_body: int) -> bytes:
+    """Operations encoded by :func:`encode_op`, as ``Ops`` frames (length prefixes included) of at most
+    ``max_body`` bytes each, unless one operation alone is larger: the same bytes as :func:`encode_frames` of
+    those frames, with no operation encoded twice."""
+    out = bytearray()
+    start = 0
+    while start < len(encoded):
+        end, size = start + 1, len(encoded[start])
+        while end < len(encoded) and size + len(encoded[end]) <= max_body:
+            size += len(encoded[end])
+            end += 1
+        count = end - start
+        if count < 16:
+            header = bytes((0x90 | count,))
+        elif count < 1 << 16:
+            header = b"\xdc" + count.to_bytes(2, "big")
+        else:
+            header = b"\xdd" + count.to_bytes(4, "big")
+        out += (len(_OPS_PREFIX) + len(header) + size).to_bytes(_HEADER, "big")
+        out += _OPS_PREFIX
+        out += header
+        for op in encoded[start:end]:
+            out += op
+        start = end
     return bytes(out)
 
 

@@ -722,6 +722,10 @@ class Peer:
             SyncOps(last, done=True, floors=self.replica.floors()),
         ]
 
+    def ops_frames(self, ops: Iterable[Op]) -> list[Ops]:
+        """Operations made here, as ``Ops`` frames that stay well under the frame cap (in order)."""
+        return [Ops(chunk) for chunk in self._chunks(ops)]
+
     def _chunks(self, ops: Iterable[Op]) -> list[tuple[Op, ...]]:
         """``ops`` cut into runs that stay well under the frame cap (in order; none empty)."""
         chunks: list[tuple[Op, ...]] = []

@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent_comms.protocol.errors import RemoteProtocolError
-from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, encode_frames
+from agent_comms.protocol.framing import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    encode_frame,
+    encode_frames,
+    encode_op,
+    encode_ops_frames,
+)
 from agent_comms.protocol.ops import (
     AgentSuspect,
     AgentUpsert,
@@ -541,3 +548,32 @@ def test_large_frames_interleaved_with_small_ones_across_compaction() -> None:
         chunks = [stream[i : i + chunk_size] for i in range(0, len(stream), chunk_size)]
         assert _decode_all(chunks, decoder) == frames
         assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 300, 65535, 65536, 70000])
+def test_ops_frames_built_from_encoded_operations_are_the_frames_encoded_whole(count: int) -> None:
+    """:func:`encode_ops_frames` joins operations encoded one by one into ``Ops`` frames: the very bytes that
+    encoding those frames whole gives (every msgpack array size: fixarray, array16, array32), cut by size."""
+    ops = [Op(f"{i % 7:016x}", i + 1, 1000 + i, DirectMessage("a", 1, "b", "x" * (i % 5))) for i in range(count)]
+    encoded = [encode_op(op) for op in ops]
+    max_body = 1 << 22
+    data = encode_ops_frames(encoded, max_body)
+    assert data == (encode_frames([Ops(tuple(ops))]) if ops else b"")
+    decoder = FrameDecoder(max_body + 64)
+    decoder.feed(data)
+    assert [op for frame in decoder.frames() if isinstance(frame, Ops) for op in frame.ops] == ops
+
+
+def test_ops_frames_are_cut_to_the_size_given_and_keep_the_order() -> None:
+    ops = [Op("0" * 16, i + 1, 1000 + i, DirectMessage("a", 1, "b", "y" * 100)) for i in range(50)]
+    encoded = [encode_op(op) for op in ops]
+    big = Op("0" * 16, 51, 2000, DirectMessage("a", 1, "b", "z" * 5000))  # larger than the cut: a frame of its own
+    encoded.append(encode_op(big))
+    data = encode_ops_frames(encoded, 1000)
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    frames = [frame for frame in decoder.frames() if isinstance(frame, Ops)]
+    assert [op for frame in frames for op in frame.ops] == [*ops, big]
+    assert frames[-1].ops == (big,)
+    assert all(len(encode_frames([frame])) - 4 <= 1000 for frame in frames[:-1])
+    assert len(frames) > 2
