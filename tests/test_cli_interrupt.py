@@ -29,9 +29,21 @@ SCRIPT = Path(sys.executable).with_name("agent-comms")
 INSTANTS = [0.0, 0.03, 0.05, 0.08, 0.1, 0.13, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0]
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: SIGINT handled by default, as in a shell's foreground job (a test run started in the
+    background, ``pytest &`` or under nohup, hands its children SIGINT ignored, and Python then keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupted_at(argv: list[str], delay: float, env: dict[str, str], cwd: Path) -> tuple[int, str]:
     process = subprocess.Popen(
-        [str(SCRIPT), *argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [str(SCRIPT), *argv],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         time.sleep(delay)  # the instant under test, not a wait for anything
@@ -96,6 +108,7 @@ def _run_interrupted_at_import(n: int, argv: list[str], env: dict[str, str], cwd
             capture_output=True,
             timeout=120,
             pass_fds=(write_end,),
+            preexec_fn=_as_from_a_terminal,
         )
         os.close(write_end)
         write_end = -1
