@@ -15,6 +15,7 @@ from .rooms import RoomChange
 __all__ = [
     "AgentChanged",
     "Change",
+    "MarkAdvanced",
     "MessageAdded",
     "MessageEvicted",
     "ReceiptAdvanced",
@@ -54,7 +55,8 @@ class MessageAdded:
 @attrs.frozen
 class MessageEvicted:
     """A message fell out of its bounded history. ``reached`` is whether a direct message's recipient had
-    received it (any receipt) by then; a DM that never reached its recipient is lost, and its sender is told."""
+    received it (its ``delivered`` coverage, or any receipt) by then;
+    a DM that never reached its recipient is lost, and its sender is told."""
 
     op: Op
     reached: bool
@@ -62,7 +64,8 @@ class MessageEvicted:
 
 @attrs.frozen
 class ReceiptAdvanced:
-    """``recipient``'s receipt for ``message_id`` reached ``status``."""
+    """``recipient``'s receipt for ``message_id`` reached ``status`` (a :class:`~.ops.Receipt` of protocol
+    version 1 applied)."""
 
     message_id: str
     recipient: str
@@ -70,4 +73,16 @@ class ReceiptAdvanced:
     op: Op
 
 
-Change = AgentChanged | RoomChanged | MessageAdded | MessageEvicted | ReceiptAdvanced
+@attrs.frozen
+class MarkAdvanced:
+    """``recipient``'s effective ``status`` coverage of ``conversation`` grew (a :class:`~.ops.Mark` applied):
+    ``ranges`` holds, per origin, the newly covered message numbers as inclusive ``(lo, hi)`` ranges."""
+
+    conversation: str
+    recipient: str
+    status: ReceiptStatus
+    ranges: dict[str, tuple[tuple[int, int], ...]]
+    op: Op
+
+
+Change = AgentChanged | RoomChanged | MessageAdded | MessageEvicted | ReceiptAdvanced | MarkAdvanced

@@ -22,6 +22,8 @@ __all__ = [
     "AgentUpsert",
     "Body",
     "DirectMessage",
+    "Mark",
+    "MarkRanges",
     "Membership",
     "MembershipAction",
     "Op",
@@ -35,6 +37,7 @@ __all__ = [
     "Visibility",
     "dm_conversation",
     "dm_parties",
+    "message_conversation",
     "op_id",
     "op_key",
 ]
@@ -116,7 +119,11 @@ class Membership(msgspec.Struct, frozen=True, array_like=True, tag="member"):
 
 
 class RoomMessage(msgspec.Struct, frozen=True, array_like=True, tag="msg"):
-    """A message posted to a room by ``author``."""
+    """A message posted to a room by ``author``.
+
+    ``n`` is its origin's count of the messages it made in this conversation (1, 2, 3, ...), stamped by
+    :meth:`~.replica.Replica.make`: what a :class:`Mark` names it by. ``0`` for a message of protocol version 1.
+    """
 
     room_id: str
     author: str
@@ -124,10 +131,11 @@ class RoomMessage(msgspec.Struct, frozen=True, array_like=True, tag="msg"):
     content: str
     reply_to: str = ""
     streaming: StreamingBehavior = "info"
+    n: int = 0
 
 
 class DirectMessage(msgspec.Struct, frozen=True, array_like=True, tag="dm"):
-    """A direct message from ``author`` to ``recipient``."""
+    """A direct message from ``author`` to ``recipient``. ``n`` numbers it as :class:`RoomMessage` does."""
 
     author: str
     author_inc: int
@@ -135,13 +143,15 @@ class DirectMessage(msgspec.Struct, frozen=True, array_like=True, tag="dm"):
     content: str
     reply_to: str = ""
     streaming: StreamingBehavior = "steer"
+    n: int = 0
 
 
 class Receipt(msgspec.Struct, frozen=True, array_like=True, tag="receipt"):
     """``recipient``'s bridge reports that message ``message_id`` was delivered to it, or shown to its model.
 
     ``conversation`` and ``message_key`` locate the message even before it arrives, so a receipt is pruned
-    together with its message by the same deterministic rule.
+    together with its message by the same deterministic rule. Protocol version 1: no longer made (a :class:`Mark`
+    replaces it), still applied as it comes (a hub keeps older operations).
     """
 
     message_id: str
@@ -152,10 +162,31 @@ class Receipt(msgspec.Struct, frozen=True, array_like=True, tag="receipt"):
     status: ReceiptStatus
 
 
+MarkRanges = dict[str, tuple[int, ...]]
+"""Per origin peer, inclusive ranges of message numbers ``n`` as flat bounds: ``(lo1, hi1, lo2, hi2, ...)``."""
+
+
+class Mark(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
+    """A progress marker: ``recipient``, under its claim ``recipient_inc``, has been ``status`` (``read`` implies
+    ``delivered``) every message of ``conversation`` made by ``origin`` whose number ``n`` lies in one of that
+    origin's ``ranges``.
+
+    Cumulative: it states everything its issuer (the recipient's host, the operation's origin) knows to be covered
+    for the recipient and conversation, so a newer marker from the same issuer replaces the older one. Ranges are
+    ascending, disjoint and not adjacent (``lo >= 1``, ``lo <= hi``, a gap of at least one number between two).
+    """
+
+    conversation: str
+    recipient: str
+    recipient_inc: int
+    status: ReceiptStatus
+    ranges: MarkRanges
+
+
 AGENT_AUTHORED = (RoomCreate, Membership, RoomMessage, DirectMessage)
 """Bodies acting as an agent; each names the agent (``author``) and the claim it acts under (``author_inc``)."""
 
-Body = AgentUpsert | AgentSuspect | RoomCreate | Membership | RoomMessage | DirectMessage | Receipt
+Body = AgentUpsert | AgentSuspect | RoomCreate | Membership | RoomMessage | DirectMessage | Receipt | Mark
 
 
 class Op(msgspec.Struct, frozen=True, array_like=True):
@@ -175,6 +206,13 @@ def op_key(op: Op) -> OpKey:
 def op_id(op: Op) -> str:
     """The stable, unique id of an operation (used as message id and room id)."""
     return f"{op.origin}-{op.seq}"
+
+
+def message_conversation(body: RoomMessage | DirectMessage) -> str:
+    """The conversation a message belongs to: its room instance, or :func:`dm_conversation` of its two parties."""
+    if isinstance(body, DirectMessage):
+        return dm_conversation(body.author, body.recipient)
+    return body.room_id
 
 
 def dm_conversation(a: str, b: str) -> str:

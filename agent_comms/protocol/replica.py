@@ -5,8 +5,9 @@ every origin, the highest sequence number below which it has seen every operatio
 differs answers with every stored operation the requester may lack (sequence above that floor) in causal order
 (:func:`sync_order`): agents' records first (newest first), so every claim is known before anything acts under
 it; then the rest oldest first, so that a room's creation arrives before its membership changes; and each
-receipt right after its message, so a bridge that restarts and catches up sees a message together with its own
-``read`` receipt for it and does not show it to its model a second time. The last frame of an answer carries the
+marker right after the newest message it covers (each receipt right after its message), so a bridge that restarts
+and catches up sees a message no earlier than in the batch that carries its own ``read`` marker for it, and does
+not show it to its model a second time. The last frame of an answer carries the
 responder's floors (:meth:`Replica.adopt_floors`).
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
@@ -23,10 +24,23 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 import attrs
+import msgspec
 
 from .changes import Change
 from .hlc import COUNTER_BITS, Hlc
-from .ops import AgentSuspect, AgentUpsert, Body, Op, OpKey, Receipt, op_key
+from .ops import (
+    AgentSuspect,
+    AgentUpsert,
+    Body,
+    DirectMessage,
+    Mark,
+    Op,
+    OpKey,
+    Receipt,
+    RoomMessage,
+    message_conversation,
+    op_key,
+)
 from .state import DEFAULT_HISTORY_LIMIT, MeshState
 from .wire import SyncRequest
 
@@ -35,20 +49,25 @@ __all__ = ["Replica", "SeenSet", "sync_order"]
 _NO_KEY: OpKey = (0, "", 0)
 
 
-def sync_order(op: Op) -> tuple[int, int, str, int, int, OpKey]:
+def sync_order(op: Op, state: MeshState | None = None) -> tuple[int, int, str, int, int, OpKey]:
     """The order of an anti-entropy answer (a sort key).
 
     Agents' operations first, newest first: the newest record of a live agent is recent, so it is accepted even
     by a peer whose forgetting horizon lies after the agent's first claim, and the older claims that follow are
     then accepted because the agent is known (everything of a forgotten agent is older than the horizon: a replica
     that forgot it refuses it as seen, see :meth:`Replica.collect_garbage`, and one that never held it takes it and
-    forgets it at its next collection). Then everything else oldest first, each receipt right after its message.
+    forgets it at its next collection). Then everything else oldest first, each receipt right after its message,
+    each marker right after the newest message of ``state`` it covers (:meth:`MeshState.mark_anchor`; at its own
+    stamp without ``state``, which is after every message its issuer had seen).
     """
     body = op.body
     if isinstance(body, AgentUpsert | AgentSuspect):
         return (0, -op.hlc, op.origin, -op.seq, 0, _NO_KEY)
     if isinstance(body, Receipt):
         hlc, origin, seq = body.message_key
+        return (1, hlc, origin, seq, 1, op_key(op))
+    if isinstance(body, Mark) and state is not None:
+        hlc, origin, seq = state.mark_anchor(op)
         return (1, hlc, origin, seq, 1, op_key(op))
     return (1, op.hlc, op.origin, op.seq, 0, _NO_KEY)
 
@@ -107,6 +126,8 @@ class Replica:
     last_stamp: dict[str, int] = attrs.field(factory=dict)
     #: per origin whose floors may go, the horizon (HLC) of the collection that first found nothing of it held
     empty_since: dict[str, int] = attrs.field(factory=dict)
+    #: conversation -> how many messages this peer made in it (the ``n`` of the last one; :meth:`make`)
+    counters: dict[str, int] = attrs.field(factory=dict)
     #: called with every operation made or received here for the first time (the gateway publishes this machine's)
     observer: Callable[[Op], None] | None = attrs.field(default=None, eq=False, repr=False)
 
@@ -120,7 +141,14 @@ class Replica:
         return f"{self.peer_id}-{self.seq + 1}"
 
     def make(self, body: Body, now_ms: int) -> tuple[Op, list[Change]]:
-        """Stamp a local operation, apply it, and return it (to broadcast) with the changes it caused."""
+        """Stamp a local operation, apply it, and return it (to broadcast) with the changes it caused.
+
+        A message is numbered here: its ``n`` is this peer's count of the messages it made in the conversation."""
+        if isinstance(body, RoomMessage | DirectMessage):
+            conversation = message_conversation(body)
+            n = self.counters.get(conversation, 0) + 1
+            self.counters[conversation] = n
+            body = msgspec.structs.replace(body, n=n)
         self.seq += 1
         op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms), body)
         self.seen.setdefault(self.peer_id, SeenSet()).add(self.seq)
@@ -215,4 +243,5 @@ class Replica:
         for op in self.state.stored_ops():
             if op.seq > floors.get(op.origin, 0):
                 unique[(op.origin, op.seq)] = op
-        return sorted(unique.values(), key=sync_order)
+        state = self.state
+        return sorted(unique.values(), key=lambda op: sync_order(op, state))

@@ -3,7 +3,8 @@
 Theory of operation
 ===================
 
-Every peer holds a full replica of the mesh: agents, rooms, room messages, direct messages and read receipts.
+Every peer holds a full replica of the mesh: agents, rooms, room messages, direct messages and progress markers
+(and the per-message receipts of protocol version 1).
 The replica changes only by applying operations (:mod:`agent_comms.protocol.ops`), which peers broadcast when
 they make them and exchange again by anti-entropy. The network may deliver an operation late, twice, or in any
 order relative to others, so every rule below is written so that the result depends only on *which* operations a
@@ -56,10 +57,20 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    (one sent through a merged instance after a destroy that addressed another instance is judged at the destroy:
    :mod:`~agent_comms.protocol.rooms` rule 10).
 
-7. **Receipts only grow.** A receipt moves ``delivered`` -> ``read``, never back; only the recipient's host
-   issues it (rule 4, strictly: a receipt counts once the claim it was issued under is known, and since what is
-   known only grows with the claims and the horizon, so do receipts). Receipts live and die with their message:
-   one for a message a full history would refuse is refused too.
+7. **Markers only grow.** Every message carries ``n``, its origin's count of the messages it made in the
+   conversation, so the messages of one origin in one conversation are numbered densely (:class:`~.ops.Mark`).
+   A marker says that its recipient was ``delivered`` or ``read`` (which implies ``delivered``) the messages of a
+   conversation whose ``(origin, n)`` lie in its per-origin ranges. Its issuer (the recipient's host, rule 4
+   strictly: it counts once the claim it was issued under is known) makes it cumulative, so the newest marker per
+   (conversation, recipient, status, issuing peer, claim) replaces the older ones: a join. A recipient's
+   *effective coverage* is the union of the ranges of its counting markers; it only grows, as markers are
+   replaced by larger ones and what counts only grows with the claims and the horizon. A message's status is
+   read off the coverage by its ``(origin, n)`` (:meth:`MeshState.receipt_status`), never inferred from stamps
+   or other origins, so a message that arrives late from a partitioned peer is covered only if a marker names
+   it. Markers live with their conversation (rule 8). Receipts of protocol version 1 (one per message, recipient
+   and status) are still applied: they move ``delivered`` -> ``read``, never back, and live and die with their
+   message (one for a message a full history would refuse is refused too); a message's status is the more
+   advanced of the two.
 
 8. **Forgetting is by a shared horizon.** :meth:`MeshState.collect_garbage` forgets the records of agents that
    have been offline since before a horizon. An agent operation is accepted however old it is (refusing an old
@@ -90,11 +101,13 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
    A destroyed room keeps its (bounded) history and its membership log while its destroy is younger than the
    horizon: whether a destroy counts can change when a claim arrives late (rule 4), so nothing is thrown away on
-   the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts),
+   the strength of a fresh one. A room destroyed before the horizon is forgotten whole (log, history, receipts,
+   markers),
    and operations and messages for a room this replica does not hold that are stamped before the horizon are
    refused, so anti-entropy cannot bring it back; operations and messages held for a room whose creation never
    came, all stamped before the horizon, are forgotten too, and so are receipts stamped before the horizon for
-   messages not held of a room not held (taken while this replica's horizon was still before them). A room's
+   messages not held of a room not held, and markers stamped before the horizon for a room not held (taken while
+   this replica's horizon was still before them). A room's
    creation is accepted however old it is: a live room may be older than the horizon, and a peer that never held
    it (a new one) must get it (anti-entropy sends a creation before the room's other operations); a destroyed room
    reaches this way only a replica that never held it (one that forgot it refuses its operations as seen, above),
@@ -103,6 +116,7 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from collections.abc import Iterator
@@ -113,17 +127,20 @@ import attrs
 from .changes import (
     AgentChanged,
     Change,
+    MarkAdvanced,
     MessageAdded,
     MessageEvicted,
     ReceiptAdvanced,
     RoomChanged,
 )
+from .coverage import Bounds, difference, from_wire, intervals, union
 from .history import History
 from .hlc import COUNTER_BITS
 from .ops import (
     AgentSuspect,
     AgentUpsert,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     OpKey,
@@ -132,6 +149,7 @@ from .ops import (
     RoomMessage,
     dm_conversation,
     dm_parties,
+    message_conversation,
     op_id,
     op_key,
 )
@@ -147,6 +165,8 @@ MAX_CLAIMS: Final = 16
 _STATUS_RANK: Final = {"delivered": 1, "read": 2}
 
 Claim = tuple[int, str]
+#: per status (``read``; ``delivered``, which ``read`` implies), per origin: the message numbers covered
+Coverage = dict[str, dict[str, Bounds]]
 
 
 @attrs.define
@@ -211,6 +231,11 @@ class MeshState:
     receipts: dict[str, dict[tuple[str, str, int], Op]] = attrs.field(factory=dict)
     #: conversation -> heap of (message key, message id) for receipts whose message is not held (yet)
     orphan_receipts: dict[str, list[tuple[OpKey, str]]] = attrs.field(factory=dict)
+    #: conversation -> recipient -> (status, issuing peer, claim incarnation) -> the newest marker under that key
+    #: (each is cumulative, so it replaces the older one; kept per claim, like receipts)
+    marks: dict[str, dict[str, dict[tuple[str, str, int], Op]]] = attrs.field(factory=dict)
+    #: conversation -> origin -> message number -> message id, for every numbered message held
+    numbered: dict[str, dict[str, dict[int, str]]] = attrs.field(factory=dict)
     #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
@@ -226,6 +251,9 @@ class MeshState:
     #: message id -> recipient -> :meth:`receipt_status`, as last computed. Dropped for a message when its receipts
     #: or whether it is held change, and wholly when claims can change (a record applied, garbage collected).
     _statuses: dict[str, dict[str, str | None]] = attrs.field(factory=dict, repr=False, eq=False)
+    #: (conversation, recipient) -> its effective :data:`Coverage`, as last computed. Dropped for a key when one of
+    #: its markers is stored or forgotten, and wholly when claims can change (like :attr:`_statuses`).
+    _coverage: dict[tuple[str, str], Coverage] = attrs.field(factory=dict, repr=False, eq=False)
 
     # ------------------------------------------------------------------ queries
 
@@ -301,7 +329,73 @@ class MeshState:
         return log.view.was_member(body.author, op_key(op), body.room_id)
 
     def receipt_status(self, message_id: str, recipient: str) -> str | None:
-        """The most advanced effective receipt of ``recipient`` for ``message_id`` (``None`` if none).
+        """How far ``recipient`` got with ``message_id``: ``read``, ``delivered`` or ``None``.
+
+        For a held, numbered message, its conversation's effective markers (:meth:`coverage`: two bisections);
+        and, for any message, the receipts of protocol version 1 (:meth:`_receipt_only_status`); the more
+        advanced of the two.
+        """
+        marked: str | None = None
+        message = self.messages.get(message_id)
+        if message is not None:
+            body = message.body
+            assert isinstance(body, RoomMessage | DirectMessage)
+            if body.n:
+                marked = self._marked_status(message_conversation(body), recipient, message.origin, body.n)
+                if marked == "read":
+                    return marked
+        if message_id not in self.receipts:
+            return marked
+        receipted = self._receipt_only_status(message_id, recipient)
+        if marked is None or receipted == "read":
+            return receipted
+        return marked
+
+    def coverage(self, conversation: str, recipient: str) -> Coverage:
+        """``recipient``'s effective coverage of ``conversation``: the union of the ranges of its markers whose
+        claim is known (rule 4, strictly), per status (``delivered`` includes ``read``) and origin. Remembered
+        until a marker of the key is stored or forgotten, or claims can change."""
+        key = (conversation, recipient)
+        known = self._coverage.get(key)
+        if known is None:
+            known = self._coverage[key] = self.coverage_from_scratch(conversation, recipient)
+        return known
+
+    def coverage_from_scratch(self, conversation: str, recipient: str) -> Coverage:
+        """:meth:`coverage` computed again from the markers held (to check the remembered one)."""
+        read: dict[str, list[Bounds]] = {}
+        delivered: dict[str, list[Bounds]] = {}
+        for (status, issuer, inc), op in self.marks.get(conversation, {}).get(recipient, {}).items():
+            if not self.claim_known(recipient, inc, issuer, op.hlc, strict=True):
+                continue
+            body = op.body
+            assert isinstance(body, Mark)
+            for origin, flat in body.ranges.items():
+                bounds = from_wire(flat)
+                assert bounds is not None  # checked when applied
+                delivered.setdefault(origin, []).append(bounds)
+                if status == "read":
+                    read.setdefault(origin, []).append(bounds)
+        return {
+            "read": {origin: union(*parts) for origin, parts in read.items()},
+            "delivered": {origin: union(*parts) for origin, parts in delivered.items()},
+        }
+
+    def _marked_status(self, conversation: str, recipient: str, origin: str, n: int) -> str | None:
+        by_recipient = self.marks.get(conversation)
+        if by_recipient is None or recipient not in by_recipient:
+            return None
+        coverage = self.coverage(conversation, recipient)
+        bounds = coverage["read"].get(origin)
+        if bounds and bisect.bisect_right(bounds, n) & 1:
+            return "read"
+        bounds = coverage["delivered"].get(origin)
+        if bounds and bisect.bisect_right(bounds, n) & 1:
+            return "delivered"
+        return None
+
+    def _receipt_only_status(self, message_id: str, recipient: str) -> str | None:
+        """The most advanced effective receipt (protocol version 1) of ``recipient`` for ``message_id``.
 
         Once the message is held here, a receipt counts only if it names the message's own conversation (its
         sender always holds it, and it is the one told about receipts); see :meth:`_apply_receipt` for the rest.
@@ -311,14 +405,32 @@ class MeshState:
         known = self._statuses.get(message_id)
         if known is not None and recipient in known:
             return known[recipient]
-        status = self.receipt_status_from_scratch(message_id, recipient)
+        status = self._receipt_only_from_scratch(message_id, recipient)
         if len(self._statuses) >= _MAX_STATUSES:
             self._statuses.clear()  # the hot path asks about recent messages: a bound, not an eviction policy
         self._statuses.setdefault(message_id, {})[recipient] = status
         return status
 
     def receipt_status_from_scratch(self, message_id: str, recipient: str) -> str | None:
-        """:meth:`receipt_status` computed again from the receipts held (to check the remembered one)."""
+        """:meth:`receipt_status` computed again from the markers and receipts held (to check the remembered one)."""
+        marked: str | None = None
+        message = self.messages.get(message_id)
+        if message is not None:
+            body = message.body
+            assert isinstance(body, RoomMessage | DirectMessage)
+            if body.n:
+                coverage = self.coverage_from_scratch(message_conversation(body), recipient)
+                for status in ("read", "delivered"):
+                    bounds = coverage[status].get(message.origin)
+                    if bounds and bisect.bisect_right(bounds, body.n) & 1:
+                        marked = status
+                        break
+        receipted = self._receipt_only_from_scratch(message_id, recipient)
+        if marked is None or receipted == "read":
+            return receipted
+        return marked
+
+    def _receipt_only_from_scratch(self, message_id: str, recipient: str) -> str | None:
         message = self.messages.get(message_id)
         conversation = None if message is None else _conversation_of(message)
         best: Op | None = None
@@ -346,6 +458,8 @@ class MeshState:
             return self._apply_message(op, body.room_id)
         if isinstance(body, DirectMessage):
             return self._apply_message(op, dm_conversation(body.author, body.recipient))
+        if isinstance(body, Mark):
+            return self._apply_mark(op, body)
         if isinstance(body, Receipt):
             return self._apply_receipt(op, body)
         if isinstance(body, Membership):
@@ -356,6 +470,7 @@ class MeshState:
             return self._apply_room_op(op, body.room_id, body.author, name=body.name)
         if isinstance(body, AgentUpsert):
             self._statuses.clear()  # a claim may become known: receipts under it start to count
+            self._coverage.clear()  # and markers
             return self._apply_upsert(op, body)
         return self._apply_suspect(op, body)
 
@@ -485,11 +600,15 @@ class MeshState:
         self.messages[op_id(op)] = op
         self._statuses.pop(op_id(op), None)  # held now: only receipts naming its conversation count
         self._store(op)
+        number = op.body.n  # type: ignore[union-attr]
+        if number:
+            self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})[number] = op_id(op)
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
             body = old.body
             reached = not isinstance(body, DirectMessage) or self.receipt_status(old_id, body.recipient) is not None
+            self._unnumber(conversation, old)
             del self.messages[old_id]
             self._statuses.pop(old_id, None)
             self._unstore(old)
@@ -500,6 +619,79 @@ class MeshState:
         if self.message_visible(op):
             changes.append(MessageAdded(op, conversation))
         return changes
+
+    def _unnumber(self, conversation: str, op: Op) -> None:
+        """``op`` is no longer held: take it out of :attr:`numbered`."""
+        number = op.body.n  # type: ignore[union-attr]
+        by_origin = self.numbered.get(conversation)
+        if not number or by_origin is None:
+            return
+        numbers = by_origin.get(op.origin)
+        if numbers is None or numbers.get(number) != op_id(op):
+            return
+        del numbers[number]
+        if not numbers:
+            del by_origin[op.origin]
+            if not by_origin:
+                del self.numbered[conversation]
+
+    def held_numbered(self, conversation: str, origin: str, bounds: Bounds) -> list[Op]:
+        """The held messages of ``conversation`` made by ``origin`` whose number lies in ``bounds``, by number."""
+        numbers = self.numbered.get(conversation, {}).get(origin)
+        if not numbers:
+            return []
+        found: list[tuple[int, str]] = []
+        if sum(end - lo for lo, end in intervals(bounds)) <= len(numbers):
+            for lo, end in intervals(bounds):
+                found.extend((n, numbers[n]) for n in range(lo, end) if n in numbers)
+        else:
+            found = sorted((n, i) for n, i in numbers.items() if bisect.bisect_right(bounds, n) & 1)
+        return [self.messages[message_id] for _n, message_id in found]
+
+    def mark_anchor(self, op: Op) -> OpKey:
+        """The key of the newest held message a marker covers (its own key if it covers none held): anti-entropy
+        sends the marker right after it (:func:`~.replica.sync_order`)."""
+        body = op.body
+        assert isinstance(body, Mark)
+        newest: OpKey | None = None
+        for origin, flat in body.ranges.items():
+            bounds = from_wire(flat)
+            if bounds is None:
+                continue
+            for message in self.held_numbered(body.conversation, origin, bounds):
+                key = op_key(message)
+                if newest is None or key > newest:
+                    newest = key
+        return op_key(op) if newest is None else newest
+
+    def _apply_mark(self, op: Op, body: Mark) -> list[Change]:
+        conversation, recipient = body.conversation, body.recipient
+        if conversation.startswith("dm:") and recipient not in _dm_parties(conversation):
+            return []  # only the two parties of a direct conversation report on its messages
+        if op.hlc < self.horizon and self._forgotten(conversation):
+            return []  # rule 8
+        if any(from_wire(flat) is None for flat in body.ranges.values()):
+            return []  # malformed ranges: refused everywhere alike
+        slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
+        who = (body.status, op.origin, body.recipient_inc)
+        current = slot.get(who)
+        if current is not None and op_key(current) >= op_key(op):
+            return []  # an older marker of the same issuer: the newer one already says more
+        before = self.coverage(conversation, recipient)[body.status]
+        slot[who] = op
+        self._coverage.pop((conversation, recipient), None)
+        if current is not None:
+            self._unstore(current)
+        self._store(op)
+        after = self.coverage(conversation, recipient)[body.status]
+        grown: dict[str, tuple[tuple[int, int], ...]] = {}
+        for origin, bounds in after.items():
+            new = difference(bounds, before.get(origin, []))
+            if new:
+                grown[origin] = tuple((lo, end - 1) for lo, end in intervals(new))
+        if not grown:
+            return []
+        return [MarkAdvanced(conversation, recipient, body.status, grown, op)]
 
     def _prune_orphans(self, conversation: str, oldest: OpKey) -> None:
         heap = self.orphan_receipts.get(conversation)
@@ -549,6 +741,7 @@ class MeshState:
         advanced = horizon > self.horizon
         self.horizon = max(self.horizon, horizon)
         self._statuses.clear()  # rule 4 reads the horizon and the claims, both about to change
+        self._coverage.clear()
         gone = [
             agent_id
             for agent_id, entry in self.agents.items()
@@ -574,10 +767,26 @@ class MeshState:
         for conversation in list(self.orphan_receipts):
             if not conversation.startswith("dm:") and conversation not in self.rooms:
                 self._drop_old_orphan_receipts(conversation)  # receipts for a room not held: refused elsewhere
+        for conversation in list(self.marks):
+            if not conversation.startswith("dm:") and conversation not in self.rooms:
+                self._drop_old_marks(conversation)  # markers for a room not held: refused elsewhere
         # Rule 4 reads the horizon: once it advanced, claims older than it may count as known.
         for name in sorted(self.room_names if advanced else touched & self.room_names.keys()):
             self._refold_name(name)
         self._statuses.clear()
+        self._coverage.clear()
+
+    def _drop_old_marks(self, conversation: str) -> None:
+        """Rule 8: markers stamped before the horizon for a room this replica does not hold go."""
+        by_recipient = self.marks[conversation]
+        for recipient in list(by_recipient):
+            slot = by_recipient[recipient]
+            for who in [who for who, op in slot.items() if op.hlc < self.horizon]:
+                self._unstore(slot.pop(who))
+            if not slot:
+                del by_recipient[recipient]
+        if not by_recipient:
+            del self.marks[conversation]
 
     def _drop_old_orphan_receipts(self, conversation: str) -> None:
         """Rule 8: receipts stamped before the horizon, for messages not held, of a room this replica does not hold,
@@ -647,6 +856,10 @@ class MeshState:
                 self._drop_receipts(message_id)
         for _key, message_id in self.orphan_receipts.pop(conversation, []):
             self._drop_receipts(message_id)
+        self.numbered.pop(conversation, None)
+        for recipient, slot in self.marks.pop(conversation, {}).items():
+            self._unstore(*slot.values())
+            self._coverage.pop((conversation, recipient), None)
 
     # ------------------------------------------------------------------ digests
 
@@ -664,6 +877,9 @@ class MeshState:
             yield from history.messages
         for slot in self.receipts.values():
             yield from slot.values()
+        for by_recipient in self.marks.values():
+            for marks in by_recipient.values():
+                yield from marks.values()
 
     def digest(self) -> bytes:
         """A hash of the set of stored operations: equal digests mean equal replicas.

@@ -42,8 +42,9 @@ __all__ = [
 ]
 
 #: Bumped on any change an older peer cannot understand. Compatible additions (new trailing fields with defaults,
-#: new frame types that older peers never receive) do not bump it.
-PROTOCOL_VERSION: Final = 1
+#: new frame types that older peers never receive) do not bump it. Version 2: the progress marker
+#: (:class:`~.ops.Mark`), a body version 1 cannot decode.
+PROTOCOL_VERSION: Final = 2
 
 LinkRole = Literal["coordinator", "data", "observer"]
 """What a dialer wants from a link: an introduction by the coordinator, a data link between two peers, or a

@@ -164,6 +164,9 @@ def visible_snapshot(state: MeshState) -> dict[str, Any]:
     for message_id in sorted(state.receipts):
         for recipient, _peer, _inc in sorted(state.receipts[message_id]):
             receipts[(message_id, recipient)] = state.receipt_status(message_id, recipient)
+    for conversation, by_recipient in sorted(state.marks.items()):
+        for recipient in sorted(by_recipient):
+            receipts[(conversation, recipient)] = state.coverage(conversation, recipient)  # type: ignore[assignment]
     return {"agents": agents, "rooms": rooms, "conversations": conversations, "receipts": receipts}
 
 

@@ -1,7 +1,9 @@
 """The replicated state converges: a Hypothesis state machine over a simulated network of 2-6 peers.
 
 Rules make operations on random peers (register, update, rooms, membership, messages, DMs, receipts, offline
-verdicts, and forgeries by a misbehaving peer), and move frames in any order, duplicate or drop them, cut and heal
+verdicts, and forgeries by a misbehaving peer; a hosted agent's bridge shows or delivers some of the messages
+addressed to it and issues its cumulative progress markers, some of them held back and delivered stale; a peer cut
+off from all others speaks and is merged later), and move frames in any order, duplicate or drop them, cut and heal
 links, crash and restart peers. Time passes too: hosts re-stamp their live agents, failure detectors declare the
 agents of dead peers offline, and peers forget at advancing horizons (each on its own schedule); an agent released
 by its host is forgotten and may come back later, under a new claim, on any peer. Two agents on two peers may
@@ -20,17 +22,20 @@ import pytest
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from simnet import SimNet, rebuild, receipt_body, visible_snapshot
+from simnet import Frame, SimNet, rebuild, receipt_body, visible_snapshot
 
+from agent_comms.protocol.coverage import Bounds, RangeBuilder, difference
 from agent_comms.protocol.ops import (
     AgentSuspect,
     AgentUpsert,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     RoomCreate,
     RoomMessage,
     dm_conversation,
+    message_conversation,
     op_id,
 )
 
@@ -64,6 +69,18 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.horizon_ms = 0
         #: whether an agent came back after some peer had forgotten it
         self.returned_forgotten = False
+        #: agent -> ids of the messages any of its bridges showed to its model / had queued (delivered)
+        self.shown_to: dict[str, set[str]] = {}
+        self.delivered_to: dict[str, set[str]] = {}
+        #: (peer, generation, agent, conversation, status) -> what that bridge recorded (its cumulative markers)
+        self.builders: dict[tuple[int, int, str, str, str], RangeBuilder] = {}
+        #: markers made and not broadcast yet (delivered late, after newer ones of their issuer)
+        self.held_back: list[tuple[int, Op]] = []
+        #: (peer, generation, conversation, recipient, status, origin) -> the coverage seen at the last check
+        self.coverage_floor: dict[tuple[int, int, str, str, str, str], Bounds] = {}
+        self.status_floor: dict[tuple[int, int, str, str], int] = {}
+        #: whether markers were issued, a stale one delivered, a message made while cut off from every peer
+        self.marked = self.stale_delivered = self.partitioned = False
 
     @initialize(n=st.integers(2, 6))
     def start(self, n: int) -> None:
@@ -231,6 +248,103 @@ class ConvergenceMachine(RuleBasedStateMachine):
             conversation = body.room_id
         status = "read" if read else "delivered"
         self.net.make(p, receipt_body(message, agent, inc, status, conversation))
+
+    @rule(
+        index=peer_index,
+        which=slot,
+        picks=st.sets(st.integers(0, 30), max_size=6),
+        read=st.booleans(),
+        hold=st.booleans(),
+    )
+    def show(self, index: int, which: int, picks: set[int], read: bool, hold: bool) -> None:
+        """The bridge of a hosted agent queues (``read``: and shows) some of the held messages addressed to it, in
+        any order, and issues its cumulative markers for the conversations it touched (``hold``: not broadcast
+        yet, so they arrive late, after newer ones)."""
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        peer = self.net.peers[p]
+        replica = peer.replica
+        assert replica is not None
+        state = replica.state
+        addressed = sorted(
+            (
+                op
+                for op in state.messages.values()
+                if state.message_visible(op)
+                and op.body.n  # type: ignore[union-attr]
+                and op.body.author != agent  # type: ignore[union-attr]
+                and (not isinstance(op.body, DirectMessage) or op.body.recipient == agent)
+            ),
+            key=op_id,
+        )
+        if not addressed:
+            return
+        touched: set[tuple[str, str]] = set()
+        for pick in sorted(picks, reverse=True):  # not in the order the messages were made
+            message = addressed[pick % len(addressed)]
+            body = message.body
+            assert isinstance(body, RoomMessage | DirectMessage)
+            conversation = message_conversation(body)
+            statuses = ("delivered", "read") if read else ("delivered",)
+            self.delivered_to.setdefault(agent, set()).add(op_id(message))
+            if read:
+                self.shown_to.setdefault(agent, set()).add(op_id(message))
+            for status in statuses:
+                key = (p, peer.generation, agent, conversation, status)
+                if self.builders.setdefault(key, RangeBuilder()).add(message.origin, body.n):
+                    touched.add((conversation, status))
+        for conversation, status in sorted(touched):
+            builder = self.builders[(p, peer.generation, agent, conversation, status)]
+            op, _changes = replica.make(Mark(conversation, agent, inc, status, builder.wire()), self.net.tick())  # type: ignore[arg-type]
+            self.marked = True
+            if not hold:
+                self.net.broadcast(p, op)
+                continue
+            self.held_back.append((p, op))
+            # ... and the bridge goes on: one more message of the conversation, and a newer marker that does go out
+            more = [
+                m
+                for m in addressed
+                if message_conversation(m.body) == conversation  # type: ignore[arg-type]
+                and not builder.covers(m.origin, m.body.n)  # type: ignore[union-attr]
+            ]
+            if more:
+                self.delivered_to.setdefault(agent, set()).add(op_id(more[0]))
+                if status == "read":
+                    self.shown_to.setdefault(agent, set()).add(op_id(more[0]))
+                builder.add(more[0].origin, more[0].body.n)  # type: ignore[union-attr]
+                newer, _changes = replica.make(Mark(conversation, agent, inc, status, builder.wire()), self.net.tick())  # type: ignore[arg-type]
+                self.net.broadcast(p, newer)
+
+    @precondition(lambda self: self.held_back)
+    @rule(pick=st.integers(0, 100))
+    def deliver_stale(self, pick: int) -> None:
+        """A marker held back reaches the peers now, after newer markers of its issuer (or alone)."""
+        index, op = self.held_back.pop(pick % len(self.held_back))
+        self.stale_delivered = True
+        for peer in self.net.live():
+            if peer.index != index:
+                self.net.in_flight.append(Frame(index, peer.index, op))
+
+    @rule(index=peer_index, which=slot, name=st.sampled_from(ROOM_NAMES), to_peer=peer_index, to_which=slot)
+    def speak_cut_off(self, index: int, which: int, name: str, to_peer: int, to_which: int) -> None:
+        """A peer cut off from every other one posts to a room and sends a DM; it is merged later (heal), after
+        markers were issued elsewhere."""
+        hosted = self.hosted(index, which)
+        if hosted is None:
+            return
+        p, agent, inc = hosted
+        for other in self.net.peers:
+            if other.index != p:
+                self.net.cut.add(frozenset((p, other.index)))
+        self.partitioned = True
+        room_id = self.room_id(p, name)
+        if room_id is not None:
+            self.acknowledge(p, self.net.make(p, RoomMessage(room_id, agent, inc, "from afar")))
+        to = agent_of(self.peer(to_peer).index, to_which)
+        self.acknowledge(p, self.net.make(p, DirectMessage(agent, inc, to, "from afar")))
 
     @rule(rogue=peer_index, victim=peer_index, which=slot)
     def forge(self, rogue: int, victim: int, which: int) -> None:
@@ -559,6 +673,65 @@ class ConvergenceMachine(RuleBasedStateMachine):
                     self.receipt_floor[key] = now
 
     @invariant()
+    def markers_only_grow(self) -> None:
+        """On every replica, for every (conversation, recipient) it holds markers of, the effective coverage of each
+        status and origin contains what it contained at the previous check, and no held message's status goes
+        back."""
+        rank = {None: 0, "delivered": 1, "read": 2}
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for conversation, by_recipient in state.marks.items():
+                held = [
+                    state.messages[message_id]
+                    for numbers in state.numbered.get(conversation, {}).values()
+                    for message_id in numbers.values()
+                ]
+                for recipient in by_recipient:
+                    coverage = state.coverage(conversation, recipient)
+                    for status, by_origin in coverage.items():
+                        for origin, bounds in by_origin.items():
+                            key = (peer.index, peer.generation, conversation, recipient, status, origin)
+                            lost = difference(self.coverage_floor.get(key, []), bounds)
+                            assert not lost, f"{status} coverage of {recipient} in {conversation} shrank: {lost}"
+                            self.coverage_floor[key] = bounds
+                    for message in held:
+                        where = (peer.index, peer.generation, op_id(message), recipient)
+                        now = rank[state.receipt_status(op_id(message), recipient)]
+                        assert now >= self.status_floor.get(where, 0), "a message's status went backwards"
+                        self.status_floor[where] = now
+
+    @invariant()
+    def markers_honest(self) -> None:
+        """Every held message that a recipient's ``read`` markers cover was shown to that recipient by one of its
+        bridges, and every one its ``delivered`` markers cover was queued by one (messages made on a peer cut off
+        from the others and merged later included)."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for conversation, by_recipient in state.marks.items():
+                for recipient in by_recipient:
+                    coverage = state.coverage(conversation, recipient)
+                    for status, told in (("read", self.shown_to), ("delivered", self.delivered_to)):
+                        for origin, bounds in coverage[status].items():
+                            for message in state.held_numbered(conversation, origin, bounds):
+                                assert op_id(message) in told.get(recipient, set()), (
+                                    f"{op_id(message)} counts as {status} by {recipient} at {peer.index}, never so"
+                                )
+
+    @invariant()
+    def coverage_kept_up_to_date(self) -> None:
+        """The coverage a replica remembers is the one computed from its markers now."""
+        for peer in self.net.live():
+            assert peer.replica is not None
+            state = peer.replica.state
+            for conversation, by_recipient in state.marks.items():
+                for recipient in by_recipient:
+                    assert state.coverage(conversation, recipient) == state.coverage_from_scratch(
+                        conversation, recipient
+                    )
+
+    @invariant()
     def digest_kept_up_to_date(self) -> None:
         """The digest maintained as operations are stored and forgotten is the one computed from scratch."""
         for peer in self.net.live():
@@ -649,6 +822,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
         event(f"visible messages after settling: {min(visible, 10) // 5 * 5}+")
         event(f"room members after settling: {min(members, 6) // 3 * 3}+")
         event(f"receipts after settling: {'some' if state.receipts else 'none'}")
+        event(f"markers after settling: {'some' if state.marks else 'none'}")
+        event(f"markers issued / stale delivered: {self.marked} / {self.stale_delivered}")
+        event(f"a peer spoke while cut off: {self.partitioned}")
         event(f"restarted peers: {'some' if any(p.generation for p in self.net.peers) else 'none'}")
         merged = any(len(view.founders) > 1 for log in state.rooms.values() if (view := log.view) is not None)
         event(f"merged rooms: {'some' if merged else 'none'}")
@@ -714,3 +890,48 @@ def test_a_receipt_for_a_forgotten_room_goes_where_it_arrived_late(monkeypatch: 
         lambda: machine.collect(index=3),
     ]
     _run(machine, steps, monkeypatch)
+
+
+def test_a_stale_marker_arriving_after_the_newer_one_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scripted run: a bridge shows a direct message and issues its markers, held back; then it shows the next
+    one and its newer markers go out and arrive first. The stale markers, delivered last, must not shrink what
+    the newer ones cover, and every peer ends up holding the newer ones only."""
+    machine = ConvergenceMachine()
+    steps = [
+        lambda: machine.start(n=3),
+        lambda: machine.dm(index=0, which=0, to_peer=1, to_which=0),
+        lambda: machine.dm(index=0, which=0, to_peer=1, to_which=0),
+        lambda: machine.net.settle(),
+        lambda: machine.show(index=1, which=0, picks={0}, read=True, hold=True),
+        lambda: machine.net.settle(),
+        lambda: machine.deliver_stale(pick=0),
+        lambda: machine.deliver_stale(pick=0),
+        lambda: machine.deliver_many(pick=1),
+    ]
+    _run(machine, steps, monkeypatch)
+    assert machine.stale_delivered
+
+
+def test_a_message_merged_from_a_cut_off_peer_is_not_covered_by_earlier_markers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scripted run: peer 2 is cut off and speaks in the lobby and to agent-1-0; meanwhile agent-1-0's bridge
+    reads everything it holds and issues its markers. Once merged, the late messages count as unread."""
+    machine = ConvergenceMachine()
+    steps = [
+        lambda: machine.start(n=3),
+        lambda: machine.send(index=0, which=0, name="lobby", text="hi"),
+        lambda: machine.net.settle(),
+        lambda: machine.speak_cut_off(index=2, which=0, name="lobby", to_peer=1, to_which=0),
+        lambda: machine.show(index=1, which=0, picks=set(range(6)), read=True, hold=False),
+        lambda: machine.heal(),
+        lambda: machine.net.settle(),
+        lambda: machine.show(index=1, which=0, picks=set(), read=True, hold=False),
+    ]
+    _run(machine, steps, monkeypatch)
+    assert machine.partitioned
+    state = machine.net.peers[0].replica.state  # type: ignore[union-attr]
+    late = [op for op in state.messages.values() if op.body.content == "from afar"]  # type: ignore[union-attr]
+    assert len(late) == 2
+    assert all(state.receipt_status(op_id(op), "agent-1-0") is None for op in late)
+    assert machine.shown_to["agent-1-0"]

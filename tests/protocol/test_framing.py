@@ -24,6 +24,7 @@ from agent_comms.protocol.ops import (
     AgentUpsert,
     Body,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -90,8 +91,9 @@ BODIES: tuple[Body, ...] = (
         content="hello\nworld",
         reply_to="peer-a-2",
         streaming="followUp",
+        n=4,
     ),
-    DirectMessage(author="agent-1", author_inc=HLC0 + 1, recipient="agent-2", content="psst"),
+    DirectMessage(author="agent-1", author_inc=HLC0 + 1, recipient="agent-2", content="psst", n=1),
     Receipt(
         message_id="peer-a-6",
         conversation="dm:agent-1|agent-2",
@@ -99,6 +101,13 @@ BODIES: tuple[Body, ...] = (
         recipient="agent-2",
         recipient_inc=HLC0 + 2,
         status="read",
+    ),
+    Mark(
+        conversation="peer-a-3",
+        recipient="agent-2",
+        recipient_inc=HLC0 + 2,
+        status="read",
+        ranges={"peer-a": (1, 4, 6, 6), "peer-b": (2, 9)},
     ),
 )
 

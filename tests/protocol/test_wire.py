@@ -47,6 +47,7 @@ class RoomMessageV2(msgspec.Struct, frozen=True, array_like=True, tag="msg"):
     content: str
     reply_to: str = ""
     streaming: StreamingBehavior = "info"
+    n: int = 0
     mentions: tuple[str, ...] = ()
 
 
@@ -138,6 +139,7 @@ def _v2_ops() -> OpsV2:
                     content="@alice look",
                     reply_to="peer-a-2",
                     streaming="steer",
+                    n=3,
                     mentions=("alice", "carol"),
                 ),
                 signature=b"sig",
@@ -162,6 +164,7 @@ def _v1_ops() -> wire.Ops:
                     content="@alice look",
                     reply_to="peer-a-2",
                     streaming="steer",
+                    n=3,
                 ),
             ),
             Op(origin="peer-b", seq=5, hlc=HLC0 + 5, body=AgentSuspect(agent_id="a", incarnation=7, peer_id="p")),
