@@ -3,10 +3,11 @@
 Pure: it reads a :class:`~agent_comms.protocol.state.MeshState` (the changes are applied to it already), the agents
 this peer hosts and the time it is given, and returns :class:`~agent_comms.events.DeliveryEvent` objects and
 :class:`ReadElsewhere` notes, in order. It neither queues nor sends anything: :class:`~agent_comms.store.MeshStore`
-puts the events in the agents' inboxes and issues the receipts. Who may see what is :mod:`agent_comms.visibility`'s.
+puts the events in the agents' inboxes and issues the progress markers. Who may see what is :mod:`agent_comms.visibility`'s.
 
 What is told: a message to each hosted recipient that has not read it (a room message to those who were members when
-it was posted); to its hosted author, each ``delivered`` and ``read`` receipt it may see, and a direct message that
+it was posted); to its hosted author, each ``delivered`` and ``read`` state it may see (from the recipients'
+progress markers, one summary per message), and a direct message that
 fell out of the history before it reached its recipient; room changes (joined, left, kicked, invited, declined,
 destroyed) to the members who may see them; status changes of room members (not of one-shot commands:
 :data:`ONE_SHOT_TAG`).
@@ -24,11 +25,13 @@ from agent_comms.events import DeliveryEvent, EventType, Member
 from agent_comms.protocol.changes import (
     AgentChanged,
     Change,
+    MarkAdvanced,
     MessageAdded,
     MessageEvicted,
     ReceiptAdvanced,
     RoomChanged,
 )
+from agent_comms.protocol.coverage import from_wire
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, OpKey, RoomMessage, op_id, op_key
 from agent_comms.protocol.rooms import RoomView
@@ -43,8 +46,8 @@ ONE_SHOT_TAG: Final = "one-shot"
 
 @attrs.frozen
 class ReadElsewhere:
-    """A read receipt of hosted ``agent`` for ``message_id`` came from another peer (an earlier bridge of the agent
-    read it): the message leaves the agent's inbox."""
+    """A read marker (or receipt) of hosted ``agent`` covering ``message_id`` came from another peer (an earlier
+    bridge of the agent read it): the message leaves the agent's inbox."""
 
     agent: str
     message_id: str
@@ -80,6 +83,8 @@ class DeliveryPlanner:
         for change in changes:
             if isinstance(change, MessageAdded):
                 self._on_message(change.op)
+            elif isinstance(change, MarkAdvanced):
+                self._on_mark(change)
             elif isinstance(change, ReceiptAdvanced):
                 self._on_receipt(change)
             elif isinstance(change, RoomChanged):
@@ -180,31 +185,49 @@ class DeliveryPlanner:
             )
         )
 
+    def _on_mark(self, change: MarkAdvanced) -> None:
+        """A recipient's markers newly cover some messages: for each one held, what a receipt of it would tell."""
+        state = self.state
+        for origin, ranges in change.ranges.items():
+            bounds = from_wire(tuple(bound for pair in ranges for bound in pair))
+            if bounds is None:
+                continue
+            for message in state.held_numbered(change.conversation, origin, bounds):
+                if change.status == "delivered" and state.receipt_status(op_id(message), change.recipient) == "read":
+                    continue  # read already: being delivered tells nothing new
+                self._advanced(message, change.recipient, change.status, change.op)
+
     def _on_receipt(self, change: ReceiptAdvanced) -> None:
         message = self.state.messages.get(change.message_id)
         if message is None:
             return
-        if change.status == "read" and change.recipient in self.hosted and change.op.origin != self.peer_id:
+        self._advanced(message, change.recipient, change.status, change.op)
+
+    def _advanced(self, message: Op, recipient: str, status: str, op: Op) -> None:
+        """``recipient`` reached ``status`` for ``message`` (``op`` said so): an earlier bridge of a hosted recipient
+        read it, or a hosted author is told (one summary of the message)."""
+        message_id = op_id(message)
+        if status == "read" and recipient in self.hosted and op.origin != self.peer_id:
             # an earlier bridge of the agent read it
-            self._out.append(ReadElsewhere(change.recipient, change.message_id))
+            self._out.append(ReadElsewhere(recipient, message_id))
         body = message.body
         author = getattr(body, "author", None)
-        if author is None or author not in self.hosted or change.recipient == author:
+        if author is None or author not in self.hosted or recipient == author:
             return
-        reader = self.record(change.recipient)
+        reader = self.record(recipient)
         if not self._receipt_shown(body, reader, author):
             return
         self._out.append(
             DeliveryEvent(
-                id=f"{change.message_id}/{change.recipient}/{change.status}",
+                id=f"{message_id}/{recipient}/{status}",
                 type="delivery_status",
                 to=author,
-                sender=change.recipient,
+                sender=recipient,
                 sender_name="" if reader is None else reader.name,
                 content=getattr(body, "content", ""),
-                message_id=change.message_id,
-                timestamp=hlc_wall_ms(change.op.hlc),
-                status=change.status,
+                message_id=message_id,
+                timestamp=hlc_wall_ms(op.hlc),
+                status=status,
                 members=self._receipt_states(message, author),
             )
         )

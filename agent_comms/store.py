@@ -8,6 +8,11 @@ hosts. It hands the node's state changes to the delivery planner (:mod:`agent_co
 * ``read`` when the bridge says it showed it to the model (:meth:`MeshStore.mark_read`: a push that succeeded, or
   a drain into a tool result). Nothing is reported for a message that went nowhere.
 
+They are reported as progress markers (:class:`~agent_comms.protocol.ops.Mark`): the store records each message's
+``(origin, n)`` in the agent's ranges for its conversation and status, and once per scheduler pass submits one
+cumulative marker per (agent, conversation, status) that grew (a ``delivered`` one only if the ``read`` ones do not
+cover it already), so a drain or a push costs one operation per conversation, not two per message.
+
 Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:`MeshStore.inbox`), which every
 bridge takes them from and settles or gives them back through.
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 import trio
@@ -31,22 +36,23 @@ from agent_comms.mesh.node import MeshNode
 from agent_comms.protocol.changes import (
     Change,
 )
+from agent_comms.protocol.coverage import RangeBuilder, difference
 from agent_comms.protocol.fields import InvalidField, check_body
 from agent_comms.protocol.ops import (
     AgentUpsert,
     Body,
     DirectMessage,
+    Mark,
     Membership,
     MembershipAction,
     Op,
-    Receipt,
+    ReceiptStatus,
     RoomCreate,
     RoomMessage,
     RoomType,
     StreamingBehavior,
-    dm_conversation,
+    message_conversation,
     op_id,
-    op_key,
 )
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
@@ -87,6 +93,11 @@ class MeshStore:
         #: when it is due
         self._quiet: dict[tuple[str, str, str], tuple[DeliveryEvent, float]] = {}
         self._quiet_flushing = False
+        #: (agent, conversation, status) -> the messages this store recorded for the agent (its cumulative markers)
+        self._progress: dict[tuple[str, str, ReceiptStatus], RangeBuilder] = {}
+        #: the keys of :attr:`_progress` that grew since the last flush, in order
+        self._dirty: dict[tuple[str, str, ReceiptStatus], None] = {}
+        self._marks_flushing = False
         node.add_listener(self._on_changes)
 
     # ------------------------------------------------------------------ reading the mesh
@@ -220,8 +231,9 @@ class MeshStore:
         return self.node.hosted[agent_id]
 
     def release(self, agent_id: str) -> None:
-        """Stop hosting an agent (it goes offline for everyone)."""
+        """Stop hosting an agent (it goes offline for everyone), its last markers sent first."""
         if self.is_hosted(agent_id):
+            self.flush_marks()
             self.node.release_agent(agent_id)
 
     def create_room(self, agent_id: str, name: str, room_type: RoomType, description: str) -> str:
@@ -317,18 +329,56 @@ class MeshStore:
             return
         for event in events:
             if event.type in ("dm", "room_message"):
-                self._receipt(agent_id, event.message_id, "read")
+                self._record(agent_id, event.message_id, "read")
 
-    def _receipt(self, agent_id: str, message_id: str, status: Literal["delivered", "read"]) -> None:
+    def _record(self, agent_id: str, message_id: str, status: ReceiptStatus) -> None:
+        """Record that ``message_id`` reached ``status`` for the agent; its marker goes out at the next flush."""
         message = self.state.messages.get(message_id)
         if message is None or self.state.receipt_status(message_id, agent_id) in (status, "read"):
             return
         body = message.body
-        conversation = (
-            dm_conversation(body.author, body.recipient) if isinstance(body, DirectMessage) else body.room_id  # type: ignore[union-attr]
-        )
-        inc = self._incarnation(agent_id)
-        self.node.submit(Receipt(message_id, conversation, op_key(message), agent_id, inc, status))
+        assert isinstance(body, RoomMessage | DirectMessage)
+        if not body.n:
+            return  # made by protocol version 1: a marker cannot name it
+        key = (agent_id, message_conversation(body), status)
+        builder = self._progress.get(key)
+        if builder is None:
+            builder = self._progress[key] = RangeBuilder()
+        if builder.add(message.origin, body.n):
+            self._dirty[key] = None
+            if not self._marks_flushing:
+                self._marks_flushing = True
+                self.node.start_soon(self._flush_marks_soon)
+
+    @property
+    def marking(self) -> int:
+        """How many (agent, conversation, status) markers wait for the next flush."""
+        return len(self._dirty)
+
+    async def _flush_marks_soon(self) -> None:
+        """Flush once the current scheduler pass is over: everything recorded in it goes out together."""
+        try:
+            await trio.lowlevel.checkpoint()
+        finally:
+            self._marks_flushing = False
+        self.flush_marks()
+
+    def flush_marks(self) -> None:
+        """Submit one cumulative marker per (agent, conversation, status) that grew: ``read`` ones first, then a
+        ``delivered`` one only where the agent's ``delivered`` coverage (which ``read`` implies) does not hold it
+        all already (a push bridge that shows a message at once sends a single marker for it)."""
+        dirty, self._dirty = self._dirty, {}
+        for key in sorted(dirty, key=lambda key: key[2] != "read"):
+            agent_id, conversation, status = key
+            hosted = self.node.hosted.get(agent_id)
+            if hosted is None:
+                continue
+            builder = self._progress[key]
+            if status == "delivered":
+                covered = self.state.coverage(conversation, agent_id)["delivered"]
+                if not any(difference(bounds, covered.get(o, [])) for o, bounds in builder.by_origin.items()):
+                    continue
+            self.node.submit(Mark(conversation, agent_id, hosted.incarnation, status, builder.wire()))
 
     def _emit(self, event: DeliveryEvent) -> None:
         seen = self._seen.setdefault(event.to, collections.OrderedDict())
@@ -346,7 +396,7 @@ class MeshStore:
             return  # full: not delivered (no receipt, not seen); it comes from the state once there is room
         self._remember(self._seen.setdefault(agent_id, collections.OrderedDict()), event.id)
         if event.type in ("dm", "room_message"):
-            self._receipt(agent_id, event.message_id, "delivered")
+            self._record(agent_id, event.message_id, "delivered")
         for callback in self._callbacks:
             callback(event)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from agent_comms.deliveries import DeliveryPlanner
+from agent_comms.deliveries import DeliveryPlanner, ReadElsewhere
 from agent_comms.events import DeliveryEvent
-from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op, Receipt, dm_conversation, op_id, op_key
+from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Mark, Op, Receipt, dm_conversation, op_id, op_key
 from agent_comms.protocol.replica import Replica
 
 NOW_MS = 1_700_000_000_000
@@ -48,6 +48,34 @@ def test_a_dm_is_planned_for_its_recipient_and_its_read_receipt_for_its_author()
         ("delivery_status", "bob", "alice", "read")
     ]
     assert _planner(a, alice).backlog("alice", 10) == []  # read: not shown again
+
+
+def test_a_marker_is_told_as_one_summary_per_message_it_newly_covers() -> None:
+    a, b = Replica.create("peer-a"), Replica.create("peer-b")
+    (alice, alice_op), (bob, bob_op) = _host(a, "alice"), _host(b, "bob")
+    a.receive(bob_op)
+    b.receive(alice_op)
+    sent = [b.make(DirectMessage("bob", bob.incarnation, "alice", f"m{i}"), 0)[0] for i in range(3)]
+    a.receive_many(sent)
+    conversation = dm_conversation("bob", "alice")
+    read, _ = a.make(Mark(conversation, "alice", alice.incarnation, "read", {"peer-b": (1, 2)}), 0)
+    told = _planner(b, bob).plan(b.receive(read))
+    assert [(e.id, e.status) for e in told if isinstance(e, DeliveryEvent)] == [
+        (f"{op_id(m)}/alice/read", "read") for m in sent[:2]
+    ]
+    assert all(e.members[0].status == "read" for e in told if isinstance(e, DeliveryEvent))
+    # the same marker seen by a later bridge of alice (another peer): those messages leave its inbox
+    c = Replica.create("peer-c")
+    c.receive_many([alice_op, bob_op, *sent])
+    later = AgentUpsert("alice", "peer-c", c.hlc.tick(0), 0, "alice", "test", "/w", 0, 0.0)
+    c.make(later, 0)
+    assert _planner(c, later).plan(c.receive(read)) == [ReadElsewhere("alice", op_id(m)) for m in sent[:2]]
+    # delivered for all three: only the third one changes (the first two are read already)
+    delivered, _ = a.make(Mark(conversation, "alice", alice.incarnation, "delivered", {"peer-b": (1, 3)}), 0)
+    told = _planner(b, bob).plan(b.receive(delivered))
+    assert [(e.id, e.status) for e in told if isinstance(e, DeliveryEvent)] == [
+        (f"{op_id(sent[2])}/alice/delivered", "delivered")
+    ]
 
 
 def test_the_planner_needs_no_trio() -> None:

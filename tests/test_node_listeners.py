@@ -1,15 +1,18 @@
 """The node hands applied changes to its listeners in order, never re-entrantly, and ``submit`` returns its operation.
 
-Two agents hosted by one node: a DM from one to the other makes the store queue it for the recipient and submit a
-``delivered`` receipt from inside its listener; the receipt's changes must reach the listeners after that call
-returned, not inside it.
+Two agents hosted by one node: a DM from one to the other makes the store queue it for the recipient and record
+it as ``delivered``; the store's progress marker goes out at its next flush (after the scheduler pass), so its
+changes reach the listeners in a later batch, never inside the message's.
 """
 
 from __future__ import annotations
 
+import msgspec
 import trio
+import trio.testing
 
-from agent_comms.protocol.changes import Change, MessageAdded, ReceiptAdvanced
+
+from agent_comms.protocol.changes import Change, MarkAdvanced, MessageAdded
 from agent_comms.protocol.ops import DirectMessage, op_id
 from agent_comms.store import MeshStore
 from agent_comms.testing import open_in_memory_mesh
@@ -49,12 +52,16 @@ async def test_listeners_are_never_entered_while_running_and_submit_returns_the_
             assert not sent.is_error, sent.text
             message_id = sent.data["message_id"]
             assert not reentered
+            assert store.marking == 1  # bob's delivered marker waits for the end of the scheduler pass
+            await trio.testing.wait_all_tasks_blocked()  # the flush ran
+            assert store.marking == 0
+            assert not reentered
             kinds = [type(change) for batch in batches for change in batch]
-            # the message first, then (a later batch) bob's delivered receipt that the store made on queueing it
+            # the message first, then (a later batch) bob's delivered marker that the store made on queueing it
             added = kinds.index(MessageAdded)
-            advanced = kinds.index(ReceiptAdvanced)
+            advanced = kinds.index(MarkAdvanced)
             assert added < advanced
-            assert not any(isinstance(c, ReceiptAdvanced) for c in batches[0]), "the receipt came inside the batch"
+            assert not any(isinstance(c, MarkAdvanced) for c in batches[0]), "the marker came inside the batch"
             assert [e.message_id for e in store.pending("bob-1")] == [message_id]
             assert store.state.receipt_status(message_id, "bob-1") == "delivered"
             # alice, hosted here too, was told of the delivery (the store's listener got the receipt's batch)
@@ -64,6 +71,6 @@ async def test_listeners_are_never_entered_while_running_and_submit_returns_the_
             inc = node.peer.hosted["alice-1"].incarnation
             body = DirectMessage("alice-1", inc, "bob-1", "again")
             op = node.submit(body)
-            assert op.body == body
+            assert op.body == msgspec.structs.replace(body, n=2)  # numbered: the second DM from alice to bob here
             assert op.origin == node.peer_id
             assert store.state.messages[op_id(op)] == op

@@ -59,6 +59,12 @@ def union(*sets: Bounds) -> Bounds:
     non_empty = [s for s in sets if s]
     if len(non_empty) <= 1:
         return list(non_empty[0]) if non_empty else []
+    if len(non_empty) == 2:
+        a, b = non_empty
+        if len(b) == 2 and b[0] <= a[0] and a[-1] <= b[1]:
+            return list(b)  # one range holding all of the other set: the usual growth of a cumulative marker
+        if len(a) == 2 and a[0] <= b[0] and b[-1] <= a[1]:
+            return list(a)
     return _merged(pair for s in non_empty for pair in intervals(s))
 
 
@@ -84,6 +90,16 @@ def difference(a: Bounds, b: Bounds) -> Bounds:
     """The numbers of ``a`` not in ``b``."""
     if not b:
         return list(a)
+    if len(a) == 2 and len(b) == 2:  # one range each: the usual case
+        lo, end, c_lo, c_end = a[0], a[1], b[0], b[1]
+        if c_end <= lo or end <= c_lo:
+            return [lo, end]
+        single: Bounds = []
+        if lo < c_lo:
+            single.extend((lo, c_lo))
+        if c_end < end:
+            single.extend((c_end, end))
+        return single
     out: Bounds = []
     cut = list(intervals(b))
     j = 0

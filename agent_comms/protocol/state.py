@@ -664,31 +664,61 @@ class MeshState:
                     newest = key
         return op_key(op) if newest is None else newest
 
+    def mark_held(self, op: Op) -> bool:
+        """Whether marker ``op`` is the one held for its key (not superseded, not refused, not forgotten)."""
+        body = op.body
+        assert isinstance(body, Mark)
+        slot = self.marks.get(body.conversation, {}).get(body.recipient, {})
+        held = slot.get((body.status, op.origin, body.recipient_inc))
+        return held is not None and held.seq == op.seq
+
     def _apply_mark(self, op: Op, body: Mark) -> list[Change]:
         conversation, recipient = body.conversation, body.recipient
         if conversation.startswith("dm:") and recipient not in _dm_parties(conversation):
             return []  # only the two parties of a direct conversation report on its messages
         if op.hlc < self.horizon and self._forgotten(conversation):
             return []  # rule 8
-        if any(from_wire(flat) is None for flat in body.ranges.values()):
-            return []  # malformed ranges: refused everywhere alike
+        parsed: dict[str, Bounds] = {}
+        for origin, flat in body.ranges.items():
+            bounds = from_wire(flat)
+            if bounds is None:
+                return []  # malformed ranges: refused everywhere alike
+            parsed[origin] = bounds
         slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
         who = (body.status, op.origin, body.recipient_inc)
         current = slot.get(who)
         if current is not None and op_key(current) >= op_key(op):
             return []  # an older marker of the same issuer: the newer one already says more
-        before = self.coverage(conversation, recipient)[body.status]
+        key = (conversation, recipient)
+        coverage = self.coverage(conversation, recipient)
+        before = coverage[body.status]
         slot[who] = op
-        self._coverage.pop((conversation, recipient), None)
         if current is not None:
             self._unstore(current)
         self._store(op)
-        after = self.coverage(conversation, recipient)[body.status]
-        grown: dict[str, tuple[tuple[int, int], ...]] = {}
-        for origin, bounds in after.items():
-            new = difference(bounds, before.get(origin, []))
-            if new:
-                grown[origin] = tuple((lo, end - 1) for lo, end in intervals(new))
+        if _contains(parsed, current) and self.claim_known(
+            recipient, body.recipient_inc, op.origin, op.hlc, strict=True
+        ):
+            # The usual case: it says all the marker it replaces said, so the coverage only takes its ranges in.
+            grown_bounds: dict[str, Bounds] = {}
+            statuses = ("read", "delivered") if body.status == "read" else ("delivered",)
+            updated = {status: dict(coverage[status]) for status in ("read", "delivered")}
+            for status in statuses:
+                by_origin = updated[status]
+                for origin, bounds in parsed.items():
+                    mine = by_origin.get(origin)
+                    by_origin[origin] = bounds if not mine else union(mine, bounds)
+            self._coverage[key] = updated
+            after = updated[body.status]
+            for origin in parsed:
+                grown_bounds[origin] = difference(after[origin], before.get(origin, []))
+        else:
+            self._coverage.pop(key, None)
+            after = self.coverage(conversation, recipient)[body.status]
+            grown_bounds = {origin: difference(bounds, before.get(origin, [])) for origin, bounds in after.items()}
+        grown = {
+            origin: tuple((lo, end - 1) for lo, end in intervals(new)) for origin, new in grown_bounds.items() if new
+        }
         if not grown:
             return []
         return [MarkAdvanced(conversation, recipient, body.status, grown, op)]
@@ -963,6 +993,25 @@ def _name_of(log: RoomLog) -> str | None:
     body = log.create.body
     assert isinstance(body, RoomCreate)
     return body.name
+
+
+def _contains(parsed: dict[str, Bounds], marker: Op | None) -> bool:
+    """Whether the ranges ``parsed`` hold every number of ``marker``'s (``None``: no marker)."""
+    if marker is None:
+        return True
+    body = marker.body
+    assert isinstance(body, Mark)
+    for origin, flat in body.ranges.items():
+        mine = parsed.get(origin)
+        if mine is None:
+            return False
+        if len(mine) == 2 and mine[0] <= flat[0] and flat[-1] < mine[1]:
+            continue  # one range holding all of the older marker's (the usual case)
+        bounds = from_wire(flat)
+        assert bounds is not None  # checked when applied
+        if difference(bounds, mine):
+            return False
+    return True
 
 
 def _receipt_rank(op: Op) -> tuple[int, OpKey]:

@@ -132,8 +132,8 @@ class InMemoryMesh:
         self.nodes.remove(node)
 
     async def settle(self) -> None:
-        """Wait until every peer is linked to every other, all replicas are equal and no status change waits out
-        its quiet window."""
+        """Wait until every peer is linked to every other, all replicas are equal, no status change waits out
+        its quiet window and no progress marker waits for its flush."""
         with trio.fail_after(10):
             while not self._settled():  # noqa: ASYNC110 - a condition across all the peers
                 await trio.sleep(0.001)
@@ -143,7 +143,7 @@ class InMemoryMesh:
         ids = {n.peer_id for n in nodes}
         if any(set(n.peer.data_links) != ids - {n.peer_id} for n in nodes):
             return False
-        if any(store.quieting for store in self.stores if store.node in nodes):
+        if any(store.quieting or store.marking for store in self.stores if store.node in nodes):
             return False
         return len({n.state.digest() for n in nodes}) <= 1
 
