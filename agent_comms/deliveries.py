@@ -3,7 +3,8 @@
 Pure: it reads a :class:`~agent_comms.protocol.state.MeshState` (the changes are applied to it already), the agents
 this peer hosts and the time it is given, and returns :class:`~agent_comms.events.DeliveryEvent` objects and
 :class:`ReadElsewhere` notes, in order. It neither queues nor sends anything: :class:`~agent_comms.store.MeshStore`
-puts the events in the agents' inboxes and issues the progress markers. Who may see what is :mod:`agent_comms.visibility`'s.
+puts the events in the agents' inboxes and issues the progress markers. Who may see what is
+:mod:`agent_comms.visibility`'s.
 
 What is told: a message to each hosted recipient that has not read it (a room message to those who were members when
 it was posted); to its hosted author, each ``delivered`` and ``read`` state it may see (from the recipients'

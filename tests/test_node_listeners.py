@@ -11,7 +11,6 @@ import msgspec
 import trio
 import trio.testing
 
-
 from agent_comms.protocol.changes import Change, MarkAdvanced, MessageAdded
 from agent_comms.protocol.ops import DirectMessage, op_id
 from agent_comms.store import MeshStore
