@@ -7,7 +7,10 @@ it dies) is the gateway. Its session with the hub:
 
 1. **Out.** Every operation made on this machine (its origin is not a known origin of another machine) is
    published under ``ac.ops.<machine>.<kind>.<hash of its conversation, room or agent>``, with the operation id as
-   ``Nats-Msg-Id``, so the hub drops one it already holds. Operations are queued as this peer applies them and
+   ``Nats-Msg-Id``, so the hub drops one it already holds. A progress marker goes under ``mark`` with one subject
+   per replacement key (conversation, recipient, status, issuing peer, claim), published as a roll-up of its
+   subject: a newer marker replaces the older one in the hub too (one that is no longer the newest here when its
+   turn comes is not published). Operations are queued as this peer applies them and
    published in batches of up to :data:`PUBLISH_BATCH` (sent without waiting for each acknowledgement, then all
    awaited); one leaves the queue only once the hub acknowledged it. A session that reaches the stream the previous
    session of this gateway saw (:meth:`Gateway._queue_for_session`) publishes its queue, which is exactly what the
@@ -59,6 +62,7 @@ from agent_comms.protocol.ops import (
     AgentSuspect,
     AgentUpsert,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -119,6 +123,8 @@ def subject_for(machine: str, op: Op) -> str:
         kind, key = "msg", body.room_id
     elif isinstance(body, DirectMessage):
         kind, key = "dm", dm_conversation(body.author, body.recipient)
+    elif isinstance(body, Mark):
+        kind, key = "mark", f"{body.conversation}|{body.recipient}|{body.status}|{op.origin}|{body.recipient_inc}"
     elif isinstance(body, Receipt):
         kind, key = "receipt", body.conversation
     else:  # pragma: no cover - a body kind added without a subject
@@ -189,14 +195,21 @@ class Gateway:
             new = {op.origin: self.machine for op in batch if self.book.machine_of(op.origin) is None}
             if new:
                 self.book.learn(new)
-            items = [(subject_for(self.machine, op), _encoder.encode(op), op_id(op)) for op in batch]
-            acks = await publish_all(nc, items, seconds=10)
+            state = self.node.peer.replica.state
+            items = [
+                (subject_for(self.machine, op), _encoder.encode(op), op_id(op), isinstance(op.body, Mark))
+                for op in batch
+                if not isinstance(op.body, Mark) or state.mark_held(op)  # a superseded marker would roll back
+            ]
+            acks = await publish_all(nc, items, seconds=10) if items else []
             for op in batch:  # dropped only once the hub acknowledged them: a failed batch is sent again
                 if self.queue and self.queue[0] is op:
                     self.queue.popleft()
-            self.published += len(batch)
+            if not items:
+                continue
+            self.published += len(items)
             self.last_acked = items[-1][2]
-            for ack, (_, _, msg_id) in zip(acks, items, strict=True):
+            for ack, (_, _, msg_id, _) in zip(acks, items, strict=True):
                 if int(ack.seq or 0) > self._hub_seq:
                     self._hub_seq, self._hub_last_id = int(ack.seq), msg_id
             self._write_status()

@@ -92,7 +92,7 @@ async def aio(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await aio_as_trio(function, loop=await hub_loop())(*args, **kwargs)
 
 
-async def _publish_all(nc: Any, items: list[tuple[str, bytes, str]], seconds: float) -> list[Any]:
+async def _publish_all(nc: Any, items: list[tuple[str, bytes, str, bool]], seconds: float) -> list[Any]:
     import asyncio
     import json
 
@@ -110,8 +110,9 @@ async def _publish_all(nc: Any, items: list[tuple[str, bytes, str]], seconds: fl
 
     sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)  # sent before the publications: no reply can miss it
     try:
-        for n, (subject, data, msg_id) in enumerate(items):
-            await nc.publish(subject, data, reply=f"{inbox}.{n}", headers={"Nats-Msg-Id": msg_id})
+        for n, (subject, data, msg_id, rollup) in enumerate(items):
+            headers = {"Nats-Msg-Id": msg_id, "Nats-Rollup": "sub"} if rollup else {"Nats-Msg-Id": msg_id}
+            await nc.publish(subject, data, reply=f"{inbox}.{n}", headers=headers)
         await asyncio.wait_for(done.wait(), seconds)
     finally:
         await sub.unsubscribe()
@@ -127,12 +128,13 @@ async def _publish_all(nc: Any, items: list[tuple[str, bytes, str]], seconds: fl
     return acks
 
 
-async def publish_all(nc: Any, items: list[tuple[str, bytes, str]], *, seconds: float) -> list[Any]:
-    """Publish every ``(subject, payload, message id)`` of ``items`` to JetStream on the connection ``nc`` without
-    waiting for each one's acknowledgement before sending the next: each carries a reply subject under one inbox
-    of the batch, one subscription collects the acknowledgements, and all are awaited together (``seconds`` at
-    most), in one crossing into asyncio for the batch (a request per message costs an asyncio task and a timer
-    each, which dominated a flood). Their acknowledgements (``PubAck``), in order. The first failure is raised
+async def publish_all(nc: Any, items: list[tuple[str, bytes, str, bool]], *, seconds: float) -> list[Any]:
+    """Publish every ``(subject, payload, message id, roll-up)`` of ``items`` (``roll-up``: the message replaces
+    every earlier one of its subject) to JetStream on the connection ``nc`` without waiting for each one's
+    acknowledgement before sending the next: each carries a reply subject under one inbox of the batch, one
+    subscription collects the acknowledgements, and all are awaited together (``seconds`` at most), in one crossing
+    into asyncio for the batch (a request per message costs an asyncio task and a timer each, which dominated a
+    flood). Their acknowledgements (``PubAck``), in order. The first failure is raised
     (the others may have been stored: publishing them again is harmless, the message id de-duplicates)."""
     return list(await aio(_publish_all, nc, items, seconds))
 
@@ -224,6 +226,7 @@ async def ensure_stream_and_bucket(nc: Any) -> None:
         storage=api.StorageType.FILE,
         max_msgs_per_subject=PER_SUBJECT_LIMIT,
         duplicate_window=DUPLICATE_WINDOW,
+        allow_rollup_hdrs=True,  # a progress marker replaces the older one of its subject
         discard=api.DiscardPolicy.OLD,
     )
     try:

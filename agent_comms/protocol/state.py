@@ -700,18 +700,17 @@ class MeshState:
             recipient, body.recipient_inc, op.origin, op.hlc, strict=True
         ):
             # The usual case: it says all the marker it replaces said, so the coverage only takes its ranges in.
-            grown_bounds: dict[str, Bounds] = {}
-            statuses = ("read", "delivered") if body.status == "read" else ("delivered",)
-            updated = {status: dict(coverage[status]) for status in ("read", "delivered")}
-            for status in statuses:
-                by_origin = updated[status]
+            # (In place: the remembered coverage is this key's own, and ``before`` is read first.)
+            was = {origin: before.get(origin) for origin in parsed}
+            for status in ("read", "delivered") if body.status == "read" else ("delivered",):
+                by_origin = coverage[status]
                 for origin, bounds in parsed.items():
                     mine = by_origin.get(origin)
                     by_origin[origin] = bounds if not mine else union(mine, bounds)
-            self._coverage[key] = updated
-            after = updated[body.status]
-            for origin in parsed:
-                grown_bounds[origin] = difference(after[origin], before.get(origin, []))
+            after = coverage[body.status]
+            grown_bounds = {
+                origin: difference(after[origin], old) if old else after[origin] for origin, old in was.items()
+            }
         else:
             self._coverage.pop(key, None)
             after = self.coverage(conversation, recipient)[body.status]

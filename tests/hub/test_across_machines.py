@@ -6,6 +6,8 @@ import json
 
 import trio
 
+from agent_comms.mesh.hub_client import aio, connect
+from agent_comms.mesh.hub_config import OPS_SUBJECT_ROOT, STREAM, HubFiles
 from agent_comms.protocol.ops import op_id
 from agent_comms.store import MeshStore
 from agent_comms.tool import CommsTool
@@ -124,3 +126,40 @@ async def test_a_private_room_refuses_an_agent_of_another_machine_until_invited(
         await eventually(lambda: "alice-id" in bob.store.room("vault", viewer="bob-id")[1].members)
         await eventually(lambda: "bob-id" in alice.store.room("vault", viewer="alice-id")[1].members)
         assert history(bob, "vault") == ["secret plans"]
+
+
+async def _hub_subjects(world: HubWorld, subjects: str) -> dict[str, int]:
+    """Messages the hub's stream holds per subject matching ``subjects`` (asked as the hub's admin)."""
+    files = HubFiles(world.hub.home)
+    settings = files.settings()
+    nc = await connect(settings["url"], settings["admin_seed"], files.cert_path.read_text(), name="admin")
+    try:
+        info = await aio(nc.jetstream().stream_info, STREAM, subjects)
+        return dict(info.state.subjects or {})
+    finally:
+        await aio(nc.close)
+
+
+async def test_read_markers_replace_each_other_in_the_hub_and_reach_a_late_machine(world: HubWorld) -> None:
+    """Alice reads bob's DMs one by one across the hub: each read sends a newer cumulative marker, which replaces
+    the older one in the hub's stream too (one message per marker subject), and a machine that comes later learns
+    from the hub that every one of them was read."""
+    a, b, c = world.machine("alpha"), world.machine("beta"), world.machine("gamma")
+    async with a.agent("alice") as alice, b.agent("bob") as bob:
+        await eventually(lambda: "alice-id" in listed(bob) and "bob-id" in listed(alice))
+        sent: list[str] = []
+        for n in range(4):
+            result = bob.call({"action": "dm", "target": "alice-id", "content": f"m{n}"})
+            assert not result.is_error, result.text
+            sent.append(result.data["message_id"])
+            await eventually(lambda: any(e.message_id == sent[-1] for e in alice.store.pending("alice-id")))
+            alice.store.mark_read("alice-id", alice.store.take("alice-id"))
+            await eventually(lambda: bob.store.state.receipt_status(sent[-1], "alice-id") == "read")
+        gateway = alice.store.node.gateway
+        assert gateway is not None
+        await eventually(lambda: gateway.connected and not gateway.queue)
+        marks = await _hub_subjects(world, f"{OPS_SUBJECT_ROOT}.alpha.mark.>")
+        assert marks, "alice's markers reached the hub"
+        assert set(marks.values()) == {1}, marks  # each subject holds its newest marker only
+        async with c.agent("carol") as carol:
+            await eventually(lambda: all(carol.store.state.receipt_status(m, "alice-id") == "read" for m in sent))
