@@ -1,6 +1,7 @@
-"""What receipts cost the protocol today: bytes on the wire, protocol CPU and memory held, per DM round trip and per
-room message, against the messages themselves. Sans-IO (replicas in one process, no sockets), so the figures are
-the protocol's own share, without Trio or the kernel.
+"""What per-message receipts (protocol version 1) and progress markers (version 2) cost the protocol: bytes on the
+wire, protocol CPU and memory held, per DM round trip and per room message, against the messages themselves.
+Sans-IO (replicas in one process, no sockets), so the figures are the protocol's own share, without Trio or the
+kernel.
 
     python benchmarks/bench_receipts.py [--rounds 2000] [--members 15] [--held 10000]
 
@@ -10,8 +11,10 @@ of its own (as live operations are sent today), made and applied by its peer and
 message is one message and the two receipts of each member, every member on a peer of its own; CPU is what one
 member's peer spends on it. Memory is what a replica holds per message, with and without its receipts.
 
-The cumulative marker of docs/receipts.md is sized with a stand-in struct defined here (it is not in the protocol):
-one per recipient and conversation and state, carrying per origin the ranges of sequence numbers it covers.
+The same traffic with progress markers (:class:`~agent_comms.protocol.ops.Mark`, docs/receipts.md) instead: each
+recipient's peer sends one cumulative ``read`` marker per message shown (a push bridge showing it at once: the
+``delivered`` one is coalesced into it), built with the store's range builder, made, encoded, decoded and applied
+like the rest. That is the markers' worst case: a drain of several messages sends one marker for all of them.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from collections.abc import Callable
 
 import msgspec
 
+from agent_comms.protocol.coverage import RangeBuilder
 from agent_comms.protocol.framing import encode_frame
 from agent_comms.protocol.ops import (
     AgentUpsert,
     Body,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -47,17 +52,6 @@ from agent_comms.protocol.wire import Ops
 #: ids as long as real ones (an agent id is ``<harness>-<10 hex digits>``; a peer id about as long)
 ALICE, BOB = "claude-code-3f9a1c02be", "codex-77d0e4a1c5"
 TEXT = "please rebase onto main and run the protocol tests again"
-
-
-class Marker(msgspec.Struct, frozen=True, array_like=True, tag="mark"):
-    """Stand-in for the proposed cumulative receipt: ``recipient`` was ``status`` every message of ``conversation``
-    whose (origin, seq) lies in one of ``ranges`` (``origin -> [lo, hi, lo, hi, ...]``)."""
-
-    conversation: str
-    recipient: str
-    recipient_inc: int
-    status: ReceiptStatus
-    ranges: dict[str, tuple[int, ...]]
 
 
 def _receipt(message: Op, recipient: str, inc: int, status: ReceiptStatus) -> Receipt:
@@ -83,7 +77,7 @@ class Clock:
 
 def _send(clock: Clock, origin: Replica, others: list[Replica], body: Body, cpu: dict[str, float]) -> Op:
     """Make ``body`` on ``origin`` and deliver it to ``others`` through an encoded frame; add CPU by kind."""
-    kind = "receipt" if isinstance(body, Receipt) else "message"
+    kind = "receipt" if isinstance(body, Receipt | Mark) else "message"
     decoder = msgspec.msgpack.Decoder(Ops)
     started = time.perf_counter()
     op, _ = origin.make(body, clock())
@@ -128,20 +122,62 @@ def dm_round_trips(rounds: int) -> dict[str, float]:
             "message": _frame_bytes(ask) + _frame_bytes(answer),
             "receipt": sum(map(_frame_bytes, (delivered, read, delivered2, read2))),
         }
-    conversation = dm_conversation(ALICE, BOB)
-    marker = Marker(conversation, BOB, inc_b, "read", {pa.peer_id: (ask.seq, ask.seq)})
-    marker_bytes = _frame_bytes(Op(pb.peer_id, pb.seq + 1, clock() << 16, marker))  # type: ignore[arg-type]
     return {
         "message_cpu_us": statistics.median(totals["message"]) * 1e6,
         "receipt_cpu_us": statistics.median(totals["receipt"]) * 1e6,
         "message_bytes": sizes["message"],
         "receipt_bytes": sizes["receipt"],
-        "marker_bytes": marker_bytes,
     }
 
 
-def member_receive_cpu(rounds: int, members: int) -> dict[str, float]:
-    """One member's peer: CPU to receive a room message and the other members' two receipts each (decoded frames)."""
+def dm_round_trips_marked(rounds: int) -> dict[str, float]:
+    """The same round trips with one cumulative ``read`` marker per message instead of its two receipts."""
+    clock = Clock()
+    pa, pb = Replica.create("pa-5d1e0c7b9a2f"), Replica.create("pb-0e8c4a6d3b1f")
+    inc_a, inc_b = _register(clock, pa, ALICE), _register(clock, pb, BOB)
+    for op in pa.state.stored_ops():
+        pb.receive(op)
+    for op in pb.state.stored_ops():
+        pa.receive(op)
+    conversation = dm_conversation(ALICE, BOB)
+    shown_b, shown_a = RangeBuilder(), RangeBuilder()
+    totals: dict[str, list[float]] = {"message": [], "receipt": []}
+    sizes = {"message": 0, "receipt": 0}
+    for _ in range(rounds):
+        cpu = {"message": 0.0, "receipt": 0.0}
+        ask = _send(clock, pa, [pb], DirectMessage(ALICE, inc_a, BOB, TEXT), cpu)
+        started = time.perf_counter()
+        shown_b.add(ask.origin, ask.body.n)  # type: ignore[union-attr]
+        body = Mark(conversation, BOB, inc_b, "read", shown_b.wire())
+        cpu["receipt"] += time.perf_counter() - started
+        read = _send(clock, pb, [pa], body, cpu)
+        answer = _send(clock, pb, [pa], DirectMessage(BOB, inc_b, ALICE, TEXT), cpu)
+        started = time.perf_counter()
+        shown_a.add(answer.origin, answer.body.n)  # type: ignore[union-attr]
+        body = Mark(conversation, ALICE, inc_a, "read", shown_a.wire())
+        cpu["receipt"] += time.perf_counter() - started
+        read2 = _send(clock, pa, [pb], body, cpu)
+        for kind, seconds in cpu.items():
+            totals[kind].append(seconds)
+        sizes = {
+            "message": _frame_bytes(ask) + _frame_bytes(answer),
+            "receipt": _frame_bytes(read) + _frame_bytes(read2),
+        }
+    assert pa.state.receipt_status(op_id(ask), BOB) == "read"
+    assert pb.state.receipt_status(op_id(answer), ALICE) == "read"
+    return {
+        "message_cpu_us": statistics.median(totals["message"]) * 1e6,
+        "receipt_cpu_us": statistics.median(totals["receipt"]) * 1e6,
+        "message_bytes": sizes["message"],
+        "receipt_bytes": sizes["receipt"],
+    }
+
+
+def member_receive_cpu(rounds: int, members: int, *, marked: bool = False, drain: int = 1) -> dict[str, float]:
+    """One member's peer: CPU to receive a room message and the other members' two receipts each (decoded frames);
+    ``marked``: each member's one cumulative ``read`` marker instead, once every ``drain`` messages (a bridge that
+    shows ``drain`` messages at a time). With ``drain`` above 1, the markers' CPU (median per drain) and bytes are
+    divided by ``drain``: per message."""
     clock = Clock()
     member = Replica.create("pm-0f1e2d3c4b5a")
     author_inc = clock() << 16
@@ -173,23 +209,42 @@ def member_receive_cpu(rounds: int, members: int) -> dict[str, float]:
 
     decoder = msgspec.msgpack.Decoder(Ops)
     message_cpu, receipt_cpu = [], []
-    for _ in range(rounds):
-        data = frame("ps-7a2b9c4d1e0f", RoomMessage(room_id, ALICE, author_inc, TEXT))
+    shown = {agent: RangeBuilder() for _peer, agent in others}
+    for n in range(1, rounds + 1):
+        data = frame("ps-7a2b9c4d1e0f", RoomMessage(room_id, ALICE, author_inc, TEXT, n=n if marked else 0))
         started = time.perf_counter()
         ops = decoder.decode(memoryview(data)[4:]).ops
         member.receive_many(ops)
         message_cpu.append(time.perf_counter() - started)
         message_bytes = len(data)
         message = ops[0]
-        frames = [
-            frame(peer, _receipt(message, agent, incs[agent], s))
-            for s in ("delivered", "read")
-            for peer, agent in others
-        ]
+        if marked:
+            frames = []
+            for peer, agent in others:
+                shown[agent].add(message.origin, n)
+                if n % drain == 0:
+                    frames.append(frame(peer, Mark(room_id, agent, incs[agent], "read", shown[agent].wire())))
+            if frames:
+                marker_bytes = sum(map(len, frames))
+        else:
+            frames = [
+                frame(peer, _receipt(message, agent, incs[agent], s))
+                for s in ("delivered", "read")
+                for peer, agent in others
+            ]
         started = time.perf_counter()
         for chunk in frames:
             member.receive_many(decoder.decode(memoryview(chunk)[4:]).ops)
-        receipt_cpu.append(time.perf_counter() - started)
+        if frames:
+            receipt_cpu.append(time.perf_counter() - started)
+    assert all(member.state.receipt_status(op_id(message), agent) == "read" for _peer, agent in others)
+    if drain > 1:
+        return {
+            "message_cpu_us": statistics.median(message_cpu) * 1e6,
+            "receipt_cpu_us": statistics.median(receipt_cpu) * 1e6 / drain,
+            "message_bytes": message_bytes,
+            "receipt_bytes": marker_bytes / drain,
+        }
     return {
         "message_cpu_us": statistics.median(message_cpu) * 1e6,
         "receipt_cpu_us": statistics.median(receipt_cpu) * 1e6,
@@ -200,36 +255,49 @@ def member_receive_cpu(rounds: int, members: int) -> dict[str, float]:
 
 def held_bytes(held: int, recipients: int) -> dict[str, float]:
     """Bytes a replica holds per message (``held`` DMs in conversations of 1,000), without and with ``recipients``
-    read receipts each (a ``read`` supersedes the ``delivered`` under the same claim, so one op per recipient)."""
+    read receipts each (a ``read`` supersedes the ``delivered`` under the same claim, so one op per recipient), and
+    with each recipient's cumulative ``read`` marker instead (one per conversation, replaced as it grows)."""
 
-    def build(with_receipts: bool) -> Callable[[], MeshState]:
+    def build(extra: str) -> Callable[[], MeshState]:
         def make() -> MeshState:
             state = MeshState(history_limit=1000)
             seq = 0
+            shown: dict[str, RangeBuilder] = {}
             for n in range(held):
                 seq += 1
                 author, recipient = f"agent-{n % 10:02d}-0123456789", f"agent-{n % 10 + 10:02d}-0123456789"
-                message = Op("pa-5d1e0c7b9a2f", seq, seq << 16, DirectMessage(author, 0, recipient, f"{TEXT} {n}"))
+                number = n // 10 + 1
+                body = DirectMessage(author, 0, recipient, f"{TEXT} {n}", n=number if extra == "marks" else 0)
+                message = Op("pa-5d1e0c7b9a2f", seq, seq << 16, body)
                 state.apply(message)
-                if with_receipts:
-                    for r in range(recipients):
-                        seq += 1
-                        receipt = _receipt(message, recipient if r == 0 else f"{recipient}-{r}", 0, "read")
-                        state.apply(Op("pb-0e8c4a6d3b1f", seq, seq << 16, receipt))
+                for r in range(recipients if extra else 0):
+                    seq += 1
+                    reader = recipient if r == 0 else f"{recipient}-{r}"
+                    if extra == "receipts":
+                        receipt: Body = _receipt(message, reader, 0, "read")
+                    else:
+                        builder = shown.setdefault(reader, RangeBuilder())
+                        builder.add(message.origin, number)
+                        receipt = Mark(dm_conversation(author, recipient), reader, 0, "read", builder.wire())
+                    state.apply(Op("pb-0e8c4a6d3b1f", seq, seq << 16, receipt))
             return state
 
         return make
 
     results = {}
-    for label, with_receipts in (("without", False), ("with", True)):
+    for label, extra in (("without", ""), ("with", "receipts"), ("marks", "marks")):
         gc.collect()
         tracemalloc.start()
-        state = build(with_receipts)()
+        state = build(extra)()
         current, _peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         results[label] = current / held
         del state
-    return {"bytes_per_message": results["without"], "receipt_bytes_per_message": results["with"] - results["without"]}
+    return {
+        "bytes_per_message": results["without"],
+        "receipt_bytes_per_message": results["with"] - results["without"],
+        "marker_bytes_per_message": results["marks"] - results["without"],
+    }
 
 
 def main() -> None:
@@ -238,26 +306,33 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=15)
     parser.add_argument("--held", type=int, default=10_000)
     args = parser.parse_args()
-    dm = dm_round_trips(args.rounds)
-    total_bytes = dm["message_bytes"] + dm["receipt_bytes"]
-    total_cpu = dm["message_cpu_us"] + dm["receipt_cpu_us"]
-    print(f"DM round trip (2 messages, 4 receipts, one op per frame; medians of {args.rounds})")
-    mb, rb, mc, rc = dm["message_bytes"], dm["receipt_bytes"], dm["message_cpu_us"], dm["receipt_cpu_us"]
-    print(f"  bytes: messages {mb:.0f}, receipts {rb:.0f} ({rb / total_bytes:.0%})")
-    print(f"  protocol CPU, both peers: messages {mc:.1f} us, receipts {rc:.1f} us ({rc / total_cpu:.0%})")
-    print(f"  a marker op ('read', one origin, one range) would be {dm['marker_bytes']:.0f} bytes")
+    for label, dm in (("4 receipts", dm_round_trips(args.rounds)), ("2 markers", dm_round_trips_marked(args.rounds))):
+        total_bytes = dm["message_bytes"] + dm["receipt_bytes"]
+        total_cpu = dm["message_cpu_us"] + dm["receipt_cpu_us"]
+        print(f"DM round trip (2 messages, {label}, one op per frame; medians of {args.rounds})")
+        mb, rb, mc, rc = dm["message_bytes"], dm["receipt_bytes"], dm["message_cpu_us"], dm["receipt_cpu_us"]
+        print(f"  bytes: messages {mb:.0f}, {label[2:]} {rb:.0f} ({rb / total_bytes:.0%})")
+        print(f"  protocol CPU, both peers: messages {mc:.1f} us, {label[2:]} {rc:.1f} us ({rc / total_cpu:.0%})")
     for members in (1, args.members):
-        room = member_receive_cpu(args.rounds, members)
-        share = room["receipt_cpu_us"] / (room["receipt_cpu_us"] + room["message_cpu_us"])
-        print(
-            f"room message, {members} other member(s): a member's peer receives it in {room['message_cpu_us']:.1f} us, "
-            f"the members' {2 * members} receipts in {room['receipt_cpu_us']:.1f} us ({share:.0%} of its CPU); "
-            f"bytes: message {room['message_bytes']:.0f}, receipts {room['receipt_bytes']:.0f}"
+        variants = (
+            (False, 1, f"{2 * members} receipts"),
+            (True, 1, f"{members} markers"),
+            (True, 10, f"{members} markers every 10 messages, per message"),
         )
+        for marked, drain, what in variants:
+            room = member_receive_cpu(args.rounds, members, marked=marked, drain=drain)
+            share = room["receipt_cpu_us"] / (room["receipt_cpu_us"] + room["message_cpu_us"])
+            print(
+                f"room message, {members} other member(s): a member's peer receives it in "
+                f"{room['message_cpu_us']:.1f} us, the members' {what} in {room['receipt_cpu_us']:.1f} us "
+                f"({share:.0%} of its CPU); bytes: message {room['message_bytes']:.0f}, {what} "
+                f"{room['receipt_bytes']:.0f}"
+            )
     mem = held_bytes(args.held, 1)
     print(
         f"held per DM ({args.held} held): {mem['bytes_per_message']:.0f} B without receipts, "
-        f"+{mem['receipt_bytes_per_message']:.0f} B for its recipient's receipt"
+        f"+{mem['receipt_bytes_per_message']:.0f} B for its recipient's receipt, "
+        f"+{mem['marker_bytes_per_message']:.0f} B for its recipient's markers instead"
     )
 
 

@@ -26,6 +26,7 @@ from agent_comms.protocol.ops import (
     AgentSuspect,
     AgentUpsert,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -291,6 +292,7 @@ TAGS: Final = [
     "msg",
     "dm",
     "receipt",
+    "mark",
     "join",
     "leave",
     "invite",
@@ -458,6 +460,9 @@ def seeds_for(victim: Victim, link: Link, other: Link | None, bob_inc: int) -> l
         DirectMessage("bob", bob_inc, "alice", "as bob"),
         Receipt(hello, lobby, op_key(message), "bob", bob_inc, "read"),
         Receipt(hello, dm_conversation("alice", "bob"), op_key(message), "mallory", inc, "read"),
+        Mark(lobby, "bob", bob_inc, "read", {message.origin: (1, 1_000_000)}),
+        Mark(dm_conversation("alice", "bob"), "mallory", inc, "read", {message.origin: (1, 1_000_000)}),
+        Mark(lobby, "mallory", inc, "delivered", {message.origin: (3, 2), "x": (0, 0)}),
     ]
     ops = [victim.op(link, body) for body in bodies]
     relayed = [Op(other_id, 100, inc, RoomMessage(lobby, "bob", bob_inc, "relayed"))]

@@ -31,6 +31,7 @@ from agent_comms.protocol.ops import (
     AgentUpsert,
     Body,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -173,6 +174,7 @@ async def test_operations_a_misbehaving_peer_may_not_make_are_rejected_by_every_
             Membership(inner, "invite", "alice", alice_inc, "mallory"),
             Membership(lobby, "destroy", "alice", alice_inc),
             Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "bob", bob_inc, "read"),
+            Mark(dm_conversation("alice", "bob"), "bob", bob_inc, "read", {dm.origin: (1, dm.body.n)}),  # type: ignore[union-attr]
             # Room changes its own agent may not make.
             Membership(lobby, "kick", "mallory", w.inc, "bob"),
             Membership(lobby, "invite", "mallory", w.inc, "mallory"),
@@ -183,6 +185,10 @@ async def test_operations_a_misbehaving_peer_may_not_make_are_rejected_by_every_
             Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "mallory", w.inc, "read"),
             Receipt(op_id(dm), dm_conversation("alice", "mallory"), op_key(dm), "mallory", w.inc, "read"),
             Receipt(op_id(dm), "dm:not-a-key", op_key(dm), "mallory", w.inc, "read"),
+            Mark(dm_conversation("alice", "bob"), "mallory", w.inc, "read", {dm.origin: (1, 1000)}),
+            Mark(dm_conversation("alice", "mallory"), "mallory", w.inc, "read", {dm.origin: (1, 1000)}),
+            Mark("dm:not-a-key", "mallory", w.inc, "read", {dm.origin: (1, 1)}),
+            Mark(dm_conversation("alice", "bob"), "bob", w.inc, "read", {dm.origin: (9, 1, 0, 4)}),  # malformed
             # A room id that is not the id of its creating operation (taking over #lobby's id).
             RoomCreate(lobby, "lobby", "secret", "mine", "mallory", w.inc),
         ]
@@ -237,6 +243,7 @@ async def test_acting_now_under_an_old_claim_of_an_agent_is_rejected_by_every_pe
             Membership(lobby, "kick", "alice", old, "carol"),
             DirectMessage("alice", old, "carol", "FORGED dm as alice"),
             Receipt(op_id(dm), dm_conversation("alice", "bob"), op_key(dm), "bob", old, "read"),
+            Mark(dm_conversation("alice", "bob"), "bob", old, "read", {dm.origin: (1, 1000)}),
             Membership(lobby, "destroy", "alice", old),
         ]
         await w.to_all(Ops(tuple(w.op(body) for body in forged)))

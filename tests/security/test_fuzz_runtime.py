@@ -19,6 +19,7 @@ from agent_comms.protocol.ops import (
     AgentSuspect,
     AgentUpsert,
     DirectMessage,
+    Mark,
     Membership,
     Op,
     Receipt,
@@ -52,6 +53,8 @@ def _seeds(mesh: TcpMesh, me: str, seq: int) -> list[Frame]:
         DirectMessage("bob", bob.incarnation, "alice", "as bob"),
         Receipt(f"{message.origin}-{message.seq}", lobby, op_key(message), "alice", alice.incarnation, "read"),
         Receipt("x-1", dm_conversation("alice", "mallory"), (hlc, me, 1), "mallory", hlc, "delivered"),
+        Mark(lobby, "alice", alice.incarnation, "read", {message.origin: (1, 1_000_000)}),
+        Mark(dm_conversation("alice", "mallory"), "mallory", hlc, "delivered", {me: (2, 1)}),
     ]
     ops = [Op(me, seq + i, hlc + i, body) for i, body in enumerate(bodies)]
     return [
