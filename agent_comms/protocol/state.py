@@ -234,8 +234,8 @@ class MeshState:
     #: conversation -> recipient -> (status, issuing peer, claim incarnation) -> the newest marker under that key
     #: (each is cumulative, so it replaces the older one; kept per claim, like receipts)
     marks: dict[str, dict[str, dict[tuple[str, str, int], Op]]] = attrs.field(factory=dict)
-    #: conversation -> origin -> message number -> message id, for every numbered message held
-    numbered: dict[str, dict[str, dict[int, str]]] = attrs.field(factory=dict)
+    #: conversation -> origin -> message number -> the message, for every numbered message held
+    numbered: dict[str, dict[str, dict[int, Op]]] = attrs.field(factory=dict)
     #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
@@ -602,7 +602,7 @@ class MeshState:
         self._store(op)
         number = op.body.n  # type: ignore[union-attr]
         if number:
-            self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})[number] = op_id(op)
+            self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})[number] = op
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
@@ -627,7 +627,7 @@ class MeshState:
         if not number or by_origin is None:
             return
         numbers = by_origin.get(op.origin)
-        if numbers is None or numbers.get(number) != op_id(op):
+        if numbers is None or numbers.get(number) is not op:
             return
         del numbers[number]
         if not numbers:
@@ -640,13 +640,9 @@ class MeshState:
         numbers = self.numbered.get(conversation, {}).get(origin)
         if not numbers:
             return []
-        found: list[tuple[int, str]] = []
         if sum(end - lo for lo, end in intervals(bounds)) <= len(numbers):
-            for lo, end in intervals(bounds):
-                found.extend((n, numbers[n]) for n in range(lo, end) if n in numbers)
-        else:
-            found = sorted((n, i) for n, i in numbers.items() if bisect.bisect_right(bounds, n) & 1)
-        return [self.messages[message_id] for _n, message_id in found]
+            return [numbers[n] for lo, end in intervals(bounds) for n in range(lo, end) if n in numbers]
+        return [numbers[n] for n in sorted(numbers) if bisect.bisect_right(bounds, n) & 1]
 
     def mark_anchor(self, op: Op) -> OpKey:
         """The key of the newest held message a marker covers (its own key if it covers none held): anti-entropy

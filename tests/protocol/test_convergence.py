@@ -683,9 +683,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             state = peer.replica.state
             for conversation, by_recipient in state.marks.items():
                 held = [
-                    state.messages[message_id]
-                    for numbers in state.numbered.get(conversation, {}).values()
-                    for message_id in numbers.values()
+                    message for numbers in state.numbered.get(conversation, {}).values() for message in numbers.values()
                 ]
                 for recipient in by_recipient:
                     coverage = state.coverage(conversation, recipient)
