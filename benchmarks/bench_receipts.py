@@ -3,7 +3,7 @@ wire, protocol CPU and memory held, per DM round trip and per room message, agai
 Sans-IO (replicas in one process, no sockets), so the figures are the protocol's own share, without Trio or the
 kernel.
 
-    python benchmarks/bench_receipts.py [--rounds 2000] [--members 15] [--held 10000]
+    python benchmarks/bench_receipts.py [--rounds 2000] [--chunks 10] [--members 15] [--held 10000]
 
 A DM round trip is what the mesh carries when agent A (on peer pa) sends B (on peer pb) a DM and B answers: two
 messages, and for each a ``delivered`` and a ``read`` receipt from the recipient's peer, every operation in a frame
@@ -300,27 +300,56 @@ def held_bytes(held: int, recipients: int) -> dict[str, float]:
     }
 
 
+def interleaved(variants: dict[str, Callable[[], dict[str, float]]], chunks: int) -> dict[str, dict[str, float]]:
+    """Run the variants alternately, ``chunks`` times each (so a change in the machine's load falls on all of them
+    alike); per variant and figure, the median of the chunks' figures."""
+    seen: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
+    for _ in range(chunks):
+        for label, run in variants.items():
+            seen[label].append(run())
+    return {
+        label: {key: statistics.median(result[key] for result in results) for key in results[0]}
+        for label, results in seen.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--chunks", type=int, default=10, help="the rounds run in this many alternating chunks")
     parser.add_argument("--members", type=int, default=15)
     parser.add_argument("--held", type=int, default=10_000)
     args = parser.parse_args()
-    for label, dm in (("4 receipts", dm_round_trips(args.rounds)), ("2 markers", dm_round_trips_marked(args.rounds))):
+    per_chunk = max(10, args.rounds // args.chunks // 10 * 10)
+    print(f"{args.chunks} chunks of {per_chunk} rounds per variant, receipts and markers alternately")
+    dms = interleaved(
+        {
+            "4 receipts": lambda: dm_round_trips(per_chunk),
+            "2 markers": lambda: dm_round_trips_marked(per_chunk),
+        },
+        args.chunks,
+    )
+    for label, dm in dms.items():
         total_bytes = dm["message_bytes"] + dm["receipt_bytes"]
         total_cpu = dm["message_cpu_us"] + dm["receipt_cpu_us"]
-        print(f"DM round trip (2 messages, {label}, one op per frame; medians of {args.rounds})")
+        print(f"DM round trip (2 messages, {label}, one op per frame)")
         mb, rb, mc, rc = dm["message_bytes"], dm["receipt_bytes"], dm["message_cpu_us"], dm["receipt_cpu_us"]
         print(f"  bytes: messages {mb:.0f}, {label[2:]} {rb:.0f} ({rb / total_bytes:.0%})")
         print(f"  protocol CPU, both peers: messages {mc:.1f} us, {label[2:]} {rc:.1f} us ({rc / total_cpu:.0%})")
     for members in (1, args.members):
-        variants = (
-            (False, 1, f"{2 * members} receipts"),
-            (True, 1, f"{members} markers"),
-            (True, 10, f"{members} markers every 10 messages, per message"),
+
+        def variant(marked: bool, drain: int, members: int = members) -> Callable[[], dict[str, float]]:
+            return lambda: member_receive_cpu(per_chunk, members, marked=marked, drain=drain)
+
+        rooms = interleaved(
+            {
+                f"{2 * members} receipts": variant(False, 1),
+                f"{members} markers": variant(True, 1),
+                f"{members} markers every 10 messages, per message": variant(True, 10),
+            },
+            args.chunks,
         )
-        for marked, drain, what in variants:
-            room = member_receive_cpu(args.rounds, members, marked=marked, drain=drain)
+        for what, room in rooms.items():
             share = room["receipt_cpu_us"] / (room["receipt_cpu_us"] + room["message_cpu_us"])
             print(
                 f"room message, {members} other member(s): a member's peer receives it in "
