@@ -676,6 +676,9 @@ class MeshState:
             return []  # rule 8
         parsed: dict[str, Bounds] = {}
         for origin, flat in body.ranges.items():
+            if len(flat) == 2 and 1 <= flat[0] <= flat[1]:
+                parsed[origin] = [flat[0], flat[1] + 1]  # one range: the usual case
+                continue
             bounds = from_wire(flat)
             if bounds is None:
                 return []  # malformed ranges: refused everywhere alike
@@ -712,7 +715,9 @@ class MeshState:
             after = self.coverage(conversation, recipient)[body.status]
             grown_bounds = {origin: difference(bounds, before.get(origin, [])) for origin, bounds in after.items()}
         grown = {
-            origin: tuple((lo, end - 1) for lo, end in intervals(new)) for origin, new in grown_bounds.items() if new
+            origin: ((new[0], new[1] - 1),) if len(new) == 2 else tuple((lo, end - 1) for lo, end in intervals(new))
+            for origin, new in grown_bounds.items()
+            if new
         }
         if not grown:
             return []
