@@ -82,3 +82,25 @@ def test_the_planner_needs_no_trio() -> None:
     code = "import sys, agent_comms.deliveries; print('trio' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout.strip() == "False"
+
+
+def test_a_bridge_catching_up_over_several_sync_frames_is_not_given_what_it_read() -> None:
+    """Alice read forty DMs on peer a; her bridge restarts on peer c and catches up through an anti-entropy answer
+    cut into frames of a few operations (as long histories are). Every frame is applied and planned on its own: no
+    message she read is planned for her again, whichever frame carries it."""
+    a, b = Replica.create("peer-a"), Replica.create("peer-b")
+    (alice, alice_op), (bob, bob_op) = _host(a, "alice"), _host(b, "bob")
+    a.receive(bob_op)
+    b.receive(alice_op)
+    sent = [b.make(DirectMessage("bob", bob.incarnation, "alice", f"m{i}"), 0)[0] for i in range(40)]
+    a.receive_many(sent)
+    a.make(Mark(dm_conversation("bob", "alice"), "alice", alice.incarnation, "read", {"peer-b": (1, 40)}), 0)
+    c = Replica.create("peer-c")
+    later = AgentUpsert("alice", "peer-c", c.hlc.tick(0), 0, "alice", "test", "/w", 0, 0.0)
+    c.make(later, 0)
+    answer = a.sync_answer(c.sync_request())
+    planned = []
+    for start in range(0, len(answer), 5):
+        planned += _planner(c, later).plan(c.receive_many(answer[start : start + 5]))
+    assert [e for e in planned if isinstance(e, DeliveryEvent) and e.type == "dm"] == []
+    assert [c.state.receipt_status(op_id(m), "alice") for m in sent] == ["read"] * 40

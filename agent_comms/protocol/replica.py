@@ -5,9 +5,9 @@ every origin, the highest sequence number below which it has seen every operatio
 differs answers with every stored operation the requester may lack (sequence above that floor) in causal order
 (:func:`sync_order`): agents' records first (newest first), so every claim is known before anything acts under
 it; then the rest oldest first, so that a room's creation arrives before its membership changes; and each
-marker right after the newest message it covers (each receipt right after its message), so a bridge that restarts
-and catches up sees a message no earlier than in the batch that carries its own ``read`` marker for it, and does
-not show it to its model a second time. The last frame of an answer carries the
+marker right after the oldest message it covers (each receipt right after its message), so a bridge that restarts
+and catches up has its own ``read`` marker for a message no later than the message itself, whatever frame carries
+it, and does not show it to its model a second time. The last frame of an answer carries the
 responder's floors (:meth:`Replica.adopt_floors`).
 Doing this in both directions on every new link, and periodically on some link, makes the stored sets equal
 (:mod:`agent_comms.protocol.state` explains why equal sets mean equal states).
@@ -57,8 +57,8 @@ def sync_order(op: Op, state: MeshState | None = None) -> tuple[int, int, str, i
     then accepted because the agent is known (everything of a forgotten agent is older than the horizon: a replica
     that forgot it refuses it as seen, see :meth:`Replica.collect_garbage`, and one that never held it takes it and
     forgets it at its next collection). Then everything else oldest first, each receipt right after its message,
-    each marker right after the newest message of ``state`` it covers (:meth:`MeshState.mark_anchor`; at its own
-    stamp without ``state``, which is after every message its issuer had seen).
+    each marker right after the oldest message of ``state`` it covers (:meth:`MeshState.mark_anchor`; at its own
+    stamp without ``state``).
     """
     body = op.body
     if isinstance(body, AgentUpsert | AgentSuspect):

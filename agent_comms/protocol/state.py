@@ -645,20 +645,24 @@ class MeshState:
         return [numbers[n] for n in sorted(numbers) if bisect.bisect_right(bounds, n) & 1]
 
     def mark_anchor(self, op: Op) -> OpKey:
-        """The key of the newest held message a marker covers (its own key if it covers none held): anti-entropy
-        sends the marker right after it (:func:`~.replica.sync_order`)."""
+        """The key of the oldest held message a marker covers (its own key if it covers none held): anti-entropy
+        sends the marker right after it (:func:`~.replica.sync_order`), so it arrives before the other messages it
+        covers, in whatever frame they come, and a bridge catching up is not given them (they are read already).
+        (After the conversation's creation, which is older than its messages: rule 8 would refuse an old marker
+        for a room not held yet.)"""
         body = op.body
         assert isinstance(body, Mark)
-        newest: OpKey | None = None
+        oldest: OpKey | None = None
         for origin, flat in body.ranges.items():
             bounds = from_wire(flat)
             if bounds is None:
                 continue
-            for message in self.held_numbered(body.conversation, origin, bounds):
-                key = op_key(message)
-                if newest is None or key > newest:
-                    newest = key
-        return op_key(op) if newest is None else newest
+            held = self.held_numbered(body.conversation, origin, bounds)
+            if held:
+                key = min(op_key(message) for message in held)
+                if oldest is None or key < oldest:
+                    oldest = key
+        return op_key(op) if oldest is None else oldest
 
     def mark_held(self, op: Op) -> bool:
         """Whether marker ``op`` is the one held for its key (not superseded, not refused, not forgotten)."""

@@ -128,8 +128,8 @@ def test_a_marker_counts_only_under_a_known_claim_of_its_recipient() -> None:
     assert b.state.receipt_status(op_id(message), "bob") is None
 
 
-def test_markers_are_order_independent_and_reach_a_bridge_after_the_messages_they_cover() -> None:
-    a, b = Replica.create("pa", history_limit=3), Replica.create("pb", history_limit=3)
+def test_markers_are_order_independent_and_reach_a_bridge_before_the_later_messages_they_cover() -> None:
+    a, b = Replica.create("pa", history_limit=4), Replica.create("pb", history_limit=4)
     alice, bob = claim(a, "alice"), claim(b, "bob")
     link(a, b)
     sent = [a.make(DirectMessage("alice", alice, "bob", f"m{i}"), 0)[0] for i in range(5)]
@@ -138,12 +138,12 @@ def test_markers_are_order_independent_and_reach_a_bridge_after_the_messages_the
     marker, _ = mark(b, conversation, "bob", bob, "read", {"pa": (1, 4)})
     later = a.make(DirectMessage("alice", alice, "bob", "after"), 0)[0]
     link(a, b)
-    newcomer = Replica.create("pn", history_limit=3)
+    newcomer = Replica.create("pn", history_limit=4)
     answer = a.sync_answer(newcomer.sync_request())
     keys = [op_id(op) for op in answer]
-    # right after the newest message it covers (m3, n = 4), before the message that came after it
-    assert keys.index(op_id(marker)) == keys.index(op_id(sent[3])) + 1
-    assert keys.index(op_id(marker)) < keys.index(op_id(later))
+    # held: m2, m3, m4 and "after"; right after the oldest held message it covers (m2, n = 3), before m3 (n = 4)
+    assert keys.index(op_id(marker)) == keys.index(op_id(sent[2])) + 1
+    assert keys.index(op_id(marker)) < keys.index(op_id(sent[3])) < keys.index(op_id(later))
     assert sync_order(marker) > sync_order(sent[3])  # without the state: at its own stamp, still after
     newcomer.receive_many(answer)
     assert newcomer.state.digest() == a.state.digest()
@@ -152,7 +152,7 @@ def test_markers_are_order_independent_and_reach_a_bridge_after_the_messages_the
         assert visible_snapshot(rebuilt) == visible_snapshot(a.state)
         assert rebuilt.coverage(conversation, "bob") == a.state.coverage(conversation, "bob")
     evicted = [c for c in a.make(DirectMessage("alice", alice, "bob", "x"), 0)[1] if isinstance(c, MessageEvicted)]
-    assert [(op_id(c.op), c.reached) for c in evicted] == [(op_id(sent[3]), True)]
+    assert [(op_id(c.op), c.reached) for c in evicted] == [(op_id(sent[2]), True)]
     assert op_key(later) > op_key(sent[3])
 
 
