@@ -318,6 +318,30 @@ class ConvergenceMachine(RuleBasedStateMachine):
                 newer, _changes = replica.make(Mark(conversation, agent, inc, status, builder.wire()), self.net.tick())  # type: ignore[arg-type]
                 self.net.broadcast(p, newer)
 
+    @rule(index=peer_index, which=slot, to_peer=peer_index, to_which=slot, hold=st.booleans())
+    def push(self, index: int, which: int, to_peer: int, to_which: int, hold: bool) -> None:
+        """A DM reaches its recipient's peer at once and a push bridge there shows it (with whatever else it holds
+        for the agent) and issues its markers."""
+        hosted = self.hosted(index, which)
+        target = self.hosted(to_peer, to_which)
+        if hosted is None or target is None or hosted[1] == target[1]:
+            return
+        p, agent, inc = hosted
+        message = self.net.make(p, DirectMessage(agent, inc, target[1], "push"))
+        self.acknowledge(p, message)
+        for position in reversed(range(len(self.net.in_flight))):
+            frame = self.net.in_flight[position]
+            if frame.payload is message and frame.dst == target[0]:
+                self.net.deliver(position)
+        to_index, to_agent = target[0], target[1]
+        which_there = sorted(self.net.peers[to_index].claims).index(to_agent)
+        self.show(to_index, which_there, set(range(31)), True, hold)
+
+    @rule(index=peer_index, which=slot, read=st.booleans())
+    def show_all(self, index: int, which: int, read: bool) -> None:
+        """A drain: the bridge shows (or queues) everything addressed to its agent that it holds."""
+        self.show(index, which, set(range(31)), read, hold=False)
+
     @precondition(lambda self: self.held_back)
     @rule(pick=st.integers(0, 100))
     def deliver_stale(self, pick: int) -> None:
@@ -716,6 +740,16 @@ class ConvergenceMachine(RuleBasedStateMachine):
                                 assert op_id(message) in told.get(recipient, set()), (
                                     f"{op_id(message)} counts as {status} by {recipient} at {peer.index}, never so"
                                 )
+                    # and what the sender is told (the status), for the messages no receipt of version 1 names
+                    for numbers in state.numbered.get(conversation, {}).values():
+                        for message in numbers.values():
+                            if op_id(message) in state.receipts:
+                                continue
+                            status = state.receipt_status(op_id(message), recipient)
+                            told = self.shown_to if status == "read" else self.delivered_to
+                            assert status is None or op_id(message) in told.get(recipient, set()), (
+                                f"{op_id(message)} is {status} by {recipient} at {peer.index}, never so"
+                            )
 
     @invariant()
     def coverage_kept_up_to_date(self) -> None:
