@@ -55,7 +55,7 @@ from agent_comms.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
 from agent_comms.protocol.hlc import hlc_wall_ms
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.replica import Replica
-from agent_comms.protocol.wire import Hello, Identify, Ops, Proof, SyncOps, SyncRequest
+from agent_comms.protocol.wire import PROTOCOL_VERSION, Hello, Identify, Ops, Proof, SyncOps, SyncRequest
 
 FUZZ = settings(
     max_examples=FUZZ_EXAMPLES,
@@ -162,7 +162,7 @@ def test_a_stranger_on_an_unauthenticated_link_gets_nothing_but_the_handshake(da
     seeds = handshake_seeds(41002)
     if data.draw(st.booleans()):
         # A stranger that speaks the handshake correctly but with its own key.
-        victim.feed_frame(link, Hello(1, nonce, "data"))
+        victim.feed_frame(link, Hello(PROTOCOL_VERSION, nonce, "data"))
         victim.feed_frame(link, _wrong_key_proof(link, nonce, victim_dialed=victim_dialed))
         COUNTER.add("handshake", 2)
     inputs = data.draw(st.lists(hostile_bytes(seeds), min_size=1, max_size=5))

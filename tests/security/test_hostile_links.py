@@ -22,7 +22,7 @@ from agent_comms.mesh.node import LINK_QUEUE_FRAMES
 from agent_comms.protocol.framing import encode_frames
 from agent_comms.protocol.ops import AgentUpsert, Op, RoomMessage
 from agent_comms.protocol.peer import MAX_DEFERRED_SYNCS
-from agent_comms.protocol.wire import Heartbeat, Hello, Introduce, Ops, PeerInfo, SyncOps, SyncRequest
+from agent_comms.protocol.wire import PROTOCOL_VERSION, Heartbeat, Hello, Introduce, Ops, PeerInfo, SyncOps, SyncRequest
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -67,7 +67,7 @@ async def test_a_violation_on_an_admitted_link_closes_it_with_a_logged_reason(
 async def test_a_slow_loris_that_never_finishes_the_handshake_is_cut_off() -> None:
     async with tcp_mesh(**FAST) as mesh:
         attacker = await connect(mesh.a.peer.info.data_port)
-        hello = encode_frames([Hello(1, b"n" * 16, "data")])
+        hello = encode_frames([Hello(PROTOCOL_VERSION, b"n" * 16, "data")])
         started = trio.current_time()
         closed = False
         with trio.move_on_after(5.0):
