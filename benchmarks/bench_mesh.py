@@ -169,14 +169,17 @@ class Cluster:
             process.wait()
 
 
-async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, float]:
-    """Start a node here; return how long until it is linked to every peer in ``expect``, and until it is also
+async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, float, float]:
+    """Start a node here; return how long until it is linked to every peer in ``expect``, until it is also synced
+    (its first anti-entropy round answered: what an agent waits for before its first call), and until it is also
     introduced by a live coordinator (the mesh has a coordinator again)."""
     t0 = time.perf_counter()
     async with open_node(key, port=port, registry=PeerRegistry(home), probe_processes=False) as node:
         with trio.fail_after(10):
             await node.wait_for(lambda: expect <= set(node.peer.data_links))
             linked = time.perf_counter() - t0
+            await node.wait_synced()
+            synced = time.perf_counter() - t0
             await node.wait_for(
                 lambda: (
                     node.peer.is_coordinator
@@ -185,7 +188,7 @@ async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tupl
             )
             introduced = time.perf_counter() - t0
         node.abort()  # leave without ceremony, so the next round starts clean
-    return linked, introduced
+    return linked, synced, introduced
 
 
 def _wait_linked(cluster: Cluster, key: bytes, expect_peers: int) -> None:
@@ -224,7 +227,7 @@ def failover(peers: int, rounds: int, *, graceful: bool) -> tuple[list[float], l
                 victim.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
 
                 started = time.perf_counter() - t0
-                linked, introduced = trio.run(_join_one, key, cluster.port, home, survivors)
+                linked, _synced, introduced = trio.run(_join_one, key, cluster.port, home, survivors)
                 samples.append(started + linked)
                 coordinated.append(started + introduced)
             finally:
@@ -232,9 +235,10 @@ def failover(peers: int, rounds: int, *, graceful: bool) -> tuple[list[float], l
     return samples, coordinated
 
 
-def join_into(peers: int, rounds: int) -> list[float]:
-    """A new peer joins ``peers`` running processes: from listening to linked with all of them."""
-    samples = []
+def join_into(peers: int, rounds: int) -> tuple[list[float], list[float]]:
+    """A new peer joins ``peers`` running processes: from opening the node (in this already running process) to
+    linked with all of them, and to linked and synced."""
+    samples, synced = [], []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         key = load_or_create_key(home)
@@ -244,12 +248,13 @@ def join_into(peers: int, rounds: int) -> list[float]:
                 cluster.spawn()
             _wait_linked(cluster, key, peers)
             for _ in range(rounds):
-                linked, _introduced = trio.run(_join_one, key, cluster.port, home, set(cluster.peer_ids))
+                linked, in_sync, _introduced = trio.run(_join_one, key, cluster.port, home, set(cluster.peer_ids))
                 samples.append(linked)
+                synced.append(in_sync)
                 time.sleep(0.3)  # let the others notice the departure before the next round
         finally:
             cluster.close()
-    return samples
+    return samples, synced
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -277,7 +282,9 @@ def main() -> int:
     joined, coordinated = failover(8, rounds, graceful=True)
     results["graceful_handover_8"] = ms(joined)
     results["graceful_new_coordinator_8"] = ms(coordinated)
-    results["join_into_16"] = ms(join_into(16, rounds * 2))
+    linked, synced = join_into(16, rounds * 2)
+    results["join_into_16"] = ms(linked)
+    results["join_into_16_synced"] = ms(synced)
 
     rows = [
         ("bare trio+msgspec echo round trip", results["baseline_round_trip"]),
@@ -290,7 +297,8 @@ def main() -> int:
         ("SIGKILL coordinator of 16: ...and coordinated", results["crash_new_coordinator_16"]),
         ("SIGTERM coordinator of 8: new peer joined", results["graceful_handover_8"]),
         ("SIGTERM coordinator of 8: ...and coordinated", results["graceful_new_coordinator_8"]),
-        ("join into 16 peers (target <= 50 ms)", results["join_into_16"]),
+        ("join into 16 peers: linked with all", results["join_into_16"]),
+        ("join into 16: linked and synced (target <= 50)", results["join_into_16_synced"]),
     ]
     print(f"{'measurement':46} {'median':>10} {'p90':>10} {'min':>10} {'n':>6}")
     for label, value in rows:
