@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,17 +66,26 @@ async def member(index: int, rooms: list[str], checkpoints: list[int]) -> None:
 
 
 class Member:
-    """A member process, read line by line."""
+    """A member process, its standard output read line by line, its log (standard error) kept in a file."""
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, log: Path) -> None:
         self.process = process
+        self.log = log
         self.buffer = b""
 
     @classmethod
-    async def start(cls, index: int, rooms: list[str], checkpoints: list[int]) -> Member:
+    async def start(cls, index: int, rooms: list[str], checkpoints: list[int], logs: Path) -> Member:
         spec = [__file__, "--member", str(index), "--rooms", ",".join(rooms)]
         spec += ["--checkpoints", ",".join(map(str, checkpoints))]
-        return cls(await trio.lowlevel.open_process([sys.executable, *spec], stdout=subprocess.PIPE))
+        log = logs / f"member{index}.log"
+        with log.open("wb") as stderr:
+            process = await trio.lowlevel.open_process([sys.executable, *spec], stdout=subprocess.PIPE, stderr=stderr)
+        return cls(process, log)
+
+    def links_closed(self) -> list[str]:
+        """The reasons of the links this member's peer closed (from its log)."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line.split(" closed: ", 1)[1].split(" (", 1)[0] for line in lines if " closed: " in line]
 
     async def line(self) -> str:
         assert self.process.stdout is not None
@@ -99,6 +109,7 @@ async def flood(members: int, rooms: list[str], messages: int, checkpoints: list
 
     started = time.perf_counter()
     procs: list[Member] = []
+    logs = Path(tempfile.mkdtemp(prefix="bench-rooms-"))
     try:
         async with open_agent(harness="bench-sender", name="sender", cwd=str(ROOT)) as agent:
             for room in rooms:
@@ -107,7 +118,7 @@ async def flood(members: int, rooms: list[str], messages: int, checkpoints: list
                 for index in range(members):
 
                     async def launch(index: int = index) -> None:
-                        procs.append(await Member.start(index, rooms, checkpoints))
+                        procs.append(await Member.start(index, rooms, checkpoints, logs))
 
                     nursery.start_soon(launch)
             with trio.fail_after(300):
@@ -132,7 +143,12 @@ async def flood(members: int, rooms: list[str], messages: int, checkpoints: list
     finally:
         for proc in procs:
             await proc.stop()
-    return {"members_ready_s": ready, "sender_done_s": sent, "reached": reached}
+    closed: dict[str, int] = {}
+    for proc in procs:
+        for reason in proc.links_closed():
+            closed[reason] = closed.get(reason, 0) + 1
+    shutil.rmtree(logs)
+    return {"members_ready_s": ready, "sender_done_s": sent, "reached": reached, "links_closed_by_members": closed}
 
 
 def _rooms(prefix: str, messages: int) -> list[str]:
@@ -155,6 +171,7 @@ async def fanout(members: int, messages: int) -> dict[str, Any]:
         "last_member_done_s": times[-1],
         "sender_done_s": run["sender_done_s"],
         "members_started_and_joined_s": run["members_ready_s"],
+        "links_closed_by_members": run["links_closed_by_members"],
     }
 
 
@@ -169,6 +186,7 @@ async def held(counts: list[int]) -> dict[str, Any]:
         "seconds": {count: run["reached"][count][0][0] for count in counts},
         "messages_per_s_1_member": high / run["reached"][high][0][0],
         "bytes_per_message": (rss[high] - rss[low]) / (high - low),
+        "links_closed_by_members": run["links_closed_by_members"],
     }
 
 
@@ -210,6 +228,13 @@ def main() -> int:
         print(f"{label:64} {h['rss_bytes'][count] / 2**20:10.1f} MiB")
     print(f"{'bytes held per message (RSS slope, target <= 600)':64} {h['bytes_per_message']:10.0f} B")
     print(f"{'room messages per second, 1 sender -> 1 member, whole flood':64} {h['messages_per_s_1_member']:10.0f}/s")
+    for name, part in (("fan-out", f), ("memory", h)):
+        closed = part["links_closed_by_members"]
+        reasons = "; ".join(f"{count} x {reason}" for reason, count in sorted(closed.items(), key=lambda kv: -kv[1]))
+        print(
+            f"links the members closed during the {name} run: {sum(closed.values())}"
+            + (f" ({reasons})" if reasons else "")
+        )
     write_results(args.out, results)
     return 0
 
