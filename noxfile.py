@@ -136,6 +136,8 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[hub]", "-e", "./bridges/mcp[test]")  # bench_context drives it with the SDK's client
     session.run("python", "benchmarks/bench_mesh.py", *session.posargs)
     session.run("python", "benchmarks/bench_agents.py", *session.posargs)
+    session.run("python", "benchmarks/bench_rooms.py", *session.posargs)
+    session.run("python", "benchmarks/bench_antientropy.py", *session.posargs)
     session.run("python", "benchmarks/bench_context.py", *session.posargs)
     session.run("python", "benchmarks/bench_hub.py", *session.posargs)
     session.run("python", "benchmarks/bench_bridge_start.py", *session.posargs)

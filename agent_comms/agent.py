@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -26,7 +26,10 @@ from .events import DeliveryEvent
 from .store import MeshStore
 from .tool import CommsTool, ToolResult
 
-__all__ = ["Agent", "AgentError", "open_agent"]
+__all__ = ["CALLS_PER_YIELD", "Agent", "AgentError", "open_agent"]
+
+#: :meth:`Agent.call` lets other tasks run once in this many calls
+CALLS_PER_YIELD: Final = 32
 
 
 class AgentError(Exception):
@@ -42,6 +45,7 @@ class Agent:
         #: when it registered: the line saying its name was already in use (``None``: it was not)
         self.name_note: str | None = None
         self._on_close = on_close
+        self._calls = 0
 
     @property
     def id(self) -> str:
@@ -57,9 +61,14 @@ class Agent:
     async def call(self, params: Mapping[str, object]) -> ToolResult:
         """Run one ``agent_comms`` tool call (``result.text``, ``result.is_error``).
 
-        A cancellation point that does not yield to other tasks (the call itself never waits): a loop that polls
-        with it must await something else between calls (``trio.sleep``, :meth:`MeshStore.wait_pending`)."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        The call itself never waits, and most calls do not yield to other tasks (a tool call costs no hop through
+        the scheduler); every :data:`CALLS_PER_YIELD`-th one does, so that a loop of calls alone still lets the
+        mesh's tasks run and its deadlines (``trio.fail_after``) expire."""
+        self._calls += 1
+        if self._calls % CALLS_PER_YIELD:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
         return self.tool.call(params)
 
     async def deliveries(self) -> AsyncIterator[DeliveryEvent]:

@@ -1,8 +1,13 @@
-"""Agent benchmark: DM round trip between two agent processes, room throughput, memory, import time.
+"""Agent benchmark: DM round trip between two agent processes against a bare echo, room throughput, memory, import.
 
-Run with ``nox -s bench`` (after the mesh benchmark) or ``python benchmarks/bench_agents.py``. Prints a table and
-writes ``bench-results/agents.json``. Not a test: nothing fails because the machine is slow. Quote the ratio of
-the DM round trip to the bare Trio + msgspec echo measured in the same run (both between two processes).
+Run with ``nox -s bench`` or ``python benchmarks/bench_agents.py [--quick] [--pairs 20] [--block 100]``. Prints a
+table and writes ``bench-results/agents.json``. Not a test: nothing fails because the machine is slow.
+
+The DM round trip (client agent -> echo agent -> client, each agent in its own process) is measured in blocks
+interleaved with blocks of the baseline, a bare Trio + msgspec echo between two processes, in the same run: the
+baseline's median moves several-fold with the machine's load, so a ratio of two separate runs means little. The
+ratio is computed per pair of neighbouring blocks and its median (and range) is reported, with the wall time and
+the CPU both processes spent per round trip (user + system, so the wall time can be split into work and waiting).
 """
 
 from __future__ import annotations
@@ -66,51 +71,48 @@ async def echo_agent(count_room: int) -> None:
 # ------------------------------------------------------------------------------------------- measurements
 
 
-async def baseline_round_trip(rounds: int) -> list[float]:
-    port = free_port()
+async def _open_baseline(port: int) -> tuple[trio.Process, trio.SocketStream]:
+    """Start the bare echo server process and connect to it."""
     server = await trio.lowlevel.open_process([sys.executable, __file__, "--baseline-server", str(port)])
-    try:
-        for _ in range(200):
+    with trio.fail_after(30):
+        while True:
             try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-                break
+                return server, await trio.open_tcp_stream("127.0.0.1", port)
             except OSError:
                 await trio.sleep(0.02)
-        encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Echo)
-        buf = bytearray()
-        samples = []
-        for i in range(rounds):
-            out = encoder.encode(Echo(i, "ping"))
-            t0 = time.perf_counter()
-            await stream.send_all(len(out).to_bytes(4, "big") + out)
-            decoder.decode(await read_frame(stream, buf))
-            samples.append(time.perf_counter() - t0)
-        await stream.aclose()
-        return samples
-    finally:
-        server.kill()
-        await server.wait()
 
 
-async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
+async def dm_against_baseline(pairs: int, per_block: int) -> dict[str, Any]:
+    """DM round trips between two agent processes, interleaved with the bare echo between two processes.
+
+    ``pairs`` pairs of blocks of ``per_block`` round trips each, one block of each kind per pair (the order
+    alternating from pair to pair), so the machine's load moves both alike. Per block: the median wall time, and the
+    CPU both processes spent per round trip; per pair, the ratio of the two blocks' medians."""
     from agent_comms import open_agent
 
-    results: dict[str, Any] = {}
-    echo = await trio.lowlevel.open_process(
-        [sys.executable, __file__, "--echo-agent", str(room_messages)], stdout=subprocess.PIPE
-    )
+    encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Echo)
+    server, stream = await _open_baseline(free_port())
+    echo = await trio.lowlevel.open_process([sys.executable, __file__, "--echo-agent", "1"], stdout=subprocess.PIPE)
     try:
         assert echo.stdout is not None
-        with trio.fail_after(20):
+        with trio.fail_after(30):
             await echo.stdout.receive_some(64)
         async with open_agent(harness="bench-client", name="client", cwd=str(ROOT)) as agent:
             store = agent.store
-            with trio.fail_after(10):
+            with trio.fail_after(20):
                 while "echo" not in (await agent.call({"action": "list_agents"})).text:  # noqa: ASYNC110
                     await trio.sleep(0.05)
             agent.drain()
+            buf = bytearray()
 
-            async def dm_round_trip() -> float:
+            async def echo_round_trip(i: int) -> float:
+                out = encoder.encode(Echo(i, "ping"))
+                t0 = time.perf_counter()
+                await stream.send_all(len(out).to_bytes(4, "big") + out)
+                decoder.decode(await read_frame(stream, buf))
+                return time.perf_counter() - t0
+
+            async def dm_round_trip(i: int) -> float:
                 t0 = time.perf_counter()
                 await agent.call({"action": "dm", "target": "echo", "content": "ping"})
                 while True:
@@ -118,24 +120,51 @@ async def agent_measurements(rounds: int, room_messages: int) -> dict[str, Any]:
                     if any(e.type == "dm" for e in agent.drain()):
                         return time.perf_counter() - t0
 
-            for _ in range(50):  # warm up
-                await dm_round_trip()
-            counter = StepCounter()
-            cpu0, echo_cpu0 = time.process_time(), process_cpu(echo.pid)
-            trio.lowlevel.add_instrument(counter)
-            try:
-                results["dm_round_trip"] = [await dm_round_trip() for _ in range(rounds)]
-            finally:
-                trio.lowlevel.remove_instrument(counter)
-            results["client_cpu_per_round_trip_ms"] = (time.process_time() - cpu0) / rounds * 1000
-            results["echo_cpu_per_round_trip_ms"] = (process_cpu(echo.pid) - echo_cpu0) / rounds * 1000
-            results["client_task_steps_per_round_trip"] = counter.steps / rounds
-            results["client_scheduler_passes_per_round_trip"] = counter.passes / rounds
+            async def block(kind: str) -> dict[str, float]:
+                trip, other = (echo_round_trip, server.pid) if kind == "echo" else (dm_round_trip, echo.pid)
+                counter = StepCounter()
+                cpu0, other_cpu0 = time.process_time(), process_cpu(other)
+                trio.lowlevel.add_instrument(counter)
+                try:
+                    samples = [await trip(i) for i in range(per_block)]
+                finally:
+                    trio.lowlevel.remove_instrument(counter)
+                return {
+                    "median_ms": statistics.median(samples) * 1000,
+                    "client_cpu_ms": (time.process_time() - cpu0) / per_block * 1000,
+                    "server_cpu_ms": (process_cpu(other) - other_cpu0) / per_block * 1000,
+                    "task_steps": counter.steps / per_block,
+                    "scheduler_passes": counter.passes / per_block,
+                }
 
-            return results
+            for _ in range(50):  # warm up both
+                await echo_round_trip(0)
+                await dm_round_trip(0)
+            blocks: dict[str, list[dict[str, float]]] = {"echo": [], "dm": []}
+            for pair in range(pairs):
+                for kind in ("echo", "dm") if pair % 2 == 0 else ("dm", "echo"):
+                    blocks[kind].append(await block(kind))
+            await stream.aclose()
     finally:
-        echo.kill()
-        await echo.wait()
+        for process in (echo, server):
+            process.kill()
+            await process.wait()
+    ratios = [dm["median_ms"] / base["median_ms"] for dm, base in zip(blocks["dm"], blocks["echo"], strict=True)]
+
+    def summary(kind: str) -> dict[str, float]:
+        return {key: statistics.median(b[key] for b in blocks[kind]) for key in blocks[kind][0]}
+
+    return {
+        "pairs": pairs,
+        "round_trips_per_block": per_block,
+        "baseline": summary("echo"),
+        "dm": summary("dm"),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratios": ratios,
+        "blocks": blocks,
+    }
 
 
 #: Rooms the throughput run spreads its messages over, so that the member ends up holding all of them.
@@ -212,13 +241,15 @@ def import_time(repeats: int = 7) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (4 pairs of 50 round trips, 2,000 messages)")
+    parser.add_argument("--pairs", type=int, default=20, help="interleaved pairs of blocks (bare echo, DM)")
+    parser.add_argument("--block", type=int, default=100, help="round trips per block")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "agents.json"))
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-agent", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--room-member", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.baseline_server:
+    if args.baseline_server is not None:
         trio.run(baseline_server, args.baseline_server)
         return 0
     if args.echo_agent is not None:
@@ -228,38 +259,39 @@ def main() -> int:
         trio.run(room_member, args.room_member)
         return 0
 
-    rounds = 300 if args.quick else 1000
+    pairs, per_block = (4, 50) if args.quick else (args.pairs, args.block)
+    messages = 2_000 if args.quick else 10_000
     with tempfile.TemporaryDirectory() as home:
         os.environ["AGENT_COMMS_HOME"] = str(Path(home) / "home")
         os.environ["AGENT_COMMS_PORT"] = str(free_port())
-        base = trio.run(baseline_round_trip, rounds)
-        agents = trio.run(agent_measurements, rounds, 1)
-        rate, rss_kib = trio.run(room_throughput, 10_000)
+        dm = trio.run(dm_against_baseline, pairs, per_block)
+        rate, rss_kib = trio.run(room_throughput, messages)
     results: dict[str, Any] = {
-        "baseline_round_trip": ms(base),
-        "dm_round_trip": ms(agents["dm_round_trip"]),
-        "dm_vs_baseline_ratio": statistics.median(agents["dm_round_trip"]) / statistics.median(base),
-        **{key: value for key, value in agents.items() if key != "dm_round_trip"},
+        "quick": args.quick,
+        "dm_vs_baseline": dm,
         "room_messages_per_s": rate,
-        "member_rss_mib_holding_10000_messages": rss_kib / 1024,
+        "room_messages": messages,
+        f"member_rss_mib_holding_{messages}_messages": rss_kib / 1024,
         "import_agent_comms": ms(import_time()),
     }
-    print(f"{'measurement':52} {'value':>14}")
-    print(
-        f"{'bare trio+msgspec echo round trip (2 processes)':52} {results['baseline_round_trip']['median_ms']:11.3f} ms"
-    )
-    print(f"{'DM round trip between two agent processes':52} {results['dm_round_trip']['median_ms']:11.3f} ms")
-    print(f"{'DM round trip / baseline (target <= 1.5x)':52} {results['dm_vs_baseline_ratio']:12.2f}x")
+    base, trip = dm["baseline"], dm["dm"]
+    print(f"{pairs} interleaved pairs of blocks of {per_block} round trips (medians over the blocks)")
+    print(f"{'measurement':58} {'bare echo':>12} {'DM':>12}")
     for label, key, unit in (
-        ("DM round trip: CPU of the client, per round trip", "client_cpu_per_round_trip_ms", "ms"),
-        ("DM round trip: CPU of the echo agent, per round trip", "echo_cpu_per_round_trip_ms", "ms"),
-        ("DM round trip: task steps of the client, per trip", "client_task_steps_per_round_trip", ""),
-        ("DM round trip: scheduler passes of the client", "client_scheduler_passes_per_round_trip", ""),
+        ("round trip, wall time (median of block medians)", "median_ms", "ms"),
+        ("CPU of the client per round trip", "client_cpu_ms", "ms"),
+        ("CPU of the other process (echo server / echo agent)", "server_cpu_ms", "ms"),
+        ("task steps of the client per round trip", "task_steps", ""),
+        ("scheduler passes of the client per round trip", "scheduler_passes", ""),
     ):
-        print(f"{label:52} {agents[key]:12.3f} {unit}")
-    print(f"{'room messages per second, 1 sender -> 1 member':52} {rate:12.0f}/s")
-    print(f"{'member resident memory holding 10,000 messages':52} {rss_kib / 1024:10.1f} MiB")
-    print(f"{'import agent_comms (target <= 150 ms)':52} {results['import_agent_comms']['median_ms']:11.1f} ms")
+        print(f"{label:58} {base[key]:9.3f} {unit:2} {trip[key]:9.3f} {unit:2}")
+    print(
+        f"{'DM / bare echo, per pair (target <= 1.5x)':58} median {dm['ratio_median']:.2f}x"
+        f" (range {dm['ratio_min']:.2f}-{dm['ratio_max']:.2f}x)"
+    )
+    print(f"{'room messages per second, 1 sender -> 1 member':58} {rate:12.0f}/s")
+    print(f"{f'member resident memory holding {messages:,} messages':58} {rss_kib / 1024:10.1f} MiB")
+    print(f"{'import agent_comms (target <= 150 ms)':58} {results['import_agent_comms']['median_ms']:11.1f} ms")
     write_results(args.out, results)
     return 0
 

@@ -169,14 +169,17 @@ class Cluster:
             process.wait()
 
 
-async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, float]:
-    """Start a node here; return how long until it is linked to every peer in ``expect``, and until it is also
+async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tuple[float, float, float]:
+    """Start a node here; return how long until it is linked to every peer in ``expect``, until it is also synced
+    (its first anti-entropy round answered: what an agent waits for before its first call), and until it is also
     introduced by a live coordinator (the mesh has a coordinator again)."""
     t0 = time.perf_counter()
     async with open_node(key, port=port, registry=PeerRegistry(home), probe_processes=False) as node:
         with trio.fail_after(10):
             await node.wait_for(lambda: expect <= set(node.peer.data_links))
             linked = time.perf_counter() - t0
+            await node.wait_synced()
+            synced = time.perf_counter() - t0
             await node.wait_for(
                 lambda: (
                     node.peer.is_coordinator
@@ -185,7 +188,7 @@ async def _join_one(key: bytes, port: int, home: Path, expect: set[str]) -> tupl
             )
             introduced = time.perf_counter() - t0
         node.abort()  # leave without ceremony, so the next round starts clean
-    return linked, introduced
+    return linked, synced, introduced
 
 
 def _wait_linked(cluster: Cluster, key: bytes, expect_peers: int) -> None:
@@ -224,7 +227,7 @@ def failover(peers: int, rounds: int, *, graceful: bool) -> tuple[list[float], l
                 victim.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
 
                 started = time.perf_counter() - t0
-                linked, introduced = trio.run(_join_one, key, cluster.port, home, survivors)
+                linked, _synced, introduced = trio.run(_join_one, key, cluster.port, home, survivors)
                 samples.append(started + linked)
                 coordinated.append(started + introduced)
             finally:
@@ -232,9 +235,12 @@ def failover(peers: int, rounds: int, *, graceful: bool) -> tuple[list[float], l
     return samples, coordinated
 
 
-def join_into(peers: int, rounds: int) -> list[float]:
-    """A new peer joins ``peers`` running processes: from listening to linked with all of them."""
-    samples = []
+def join_into(peers: int, rounds: int) -> dict[str, list[float]]:
+    """A new peer joins ``peers`` running processes, in interleaved rounds of three kinds: a node opened in this
+    already running process, until linked with all of them (``linked``) and also synced (``synced``); a new process
+    (this script's ``--join-child``), from its launch until it has printed that it is linked and synced
+    (``process``); and ``python -c "import trio"`` from launch to exit, the floor of any Python process (``trio``)."""
+    samples: dict[str, list[float]] = {"linked": [], "synced": [], "process": [], "trio": []}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         key = load_or_create_key(home)
@@ -243,13 +249,33 @@ def join_into(peers: int, rounds: int) -> list[float]:
             for _ in range(peers):
                 cluster.spawn()
             _wait_linked(cluster, key, peers)
+            expect = ",".join(cluster.peer_ids)
             for _ in range(rounds):
-                linked, _introduced = trio.run(_join_one, key, cluster.port, home, set(cluster.peer_ids))
-                samples.append(linked)
+                linked, in_sync, _introduced = trio.run(_join_one, key, cluster.port, home, set(cluster.peer_ids))
+                samples["linked"].append(linked)
+                samples["synced"].append(in_sync)
                 time.sleep(0.3)  # let the others notice the departure before the next round
+                t0 = time.perf_counter()
+                child = [sys.executable, __file__, "--join-child", str(cluster.port), str(home), expect]
+                with subprocess.Popen(child, env=cluster.env, stdout=subprocess.PIPE) as process:
+                    assert process.stdout is not None
+                    line = process.stdout.readline()
+                    samples["process"].append(time.perf_counter() - t0)
+                    if process.wait(timeout=60) != 0 or not line.startswith(b"synced"):
+                        raise RuntimeError(f"the joining process failed (exit status {process.returncode})")
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", "import trio"], check=True)
+                samples["trio"].append(time.perf_counter() - t0)
         finally:
             cluster.close()
     return samples
+
+
+def join_child(port: int, home: Path, expect: str) -> None:
+    """``--join-child``: join the mesh, print ``synced`` once linked with every peer in ``expect`` and synced, leave."""
+    trio.run(_join_one, load_or_create_key(home), port, home, set(expect.split(",")))
+    print("synced", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -259,7 +285,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "mesh.json"))
+    parser.add_argument("--join-child", nargs=3, metavar=("PORT", "HOME", "PEERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.join_child:
+        join_child(int(args.join_child[0]), Path(args.join_child[1]), args.join_child[2])
+        return 0
     rounds = 3 if args.quick else 7
     key = bytes(32)
     results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count(), "quick": args.quick}
@@ -277,7 +307,11 @@ def main() -> int:
     joined, coordinated = failover(8, rounds, graceful=True)
     results["graceful_handover_8"] = ms(joined)
     results["graceful_new_coordinator_8"] = ms(coordinated)
-    results["join_into_16"] = ms(join_into(16, rounds * 2))
+    join = join_into(16, rounds * 2)
+    results["join_into_16"] = ms(join["linked"])
+    results["join_into_16_synced"] = ms(join["synced"])
+    results["join_into_16_from_process_start"] = ms(join["process"])
+    results["python_import_trio_launch_to_exit"] = ms(join["trio"])
 
     rows = [
         ("bare trio+msgspec echo round trip", results["baseline_round_trip"]),
@@ -290,7 +324,10 @@ def main() -> int:
         ("SIGKILL coordinator of 16: ...and coordinated", results["crash_new_coordinator_16"]),
         ("SIGTERM coordinator of 8: new peer joined", results["graceful_handover_8"]),
         ("SIGTERM coordinator of 8: ...and coordinated", results["graceful_new_coordinator_8"]),
-        ("join into 16 peers (target <= 50 ms)", results["join_into_16"]),
+        ("join into 16 peers: linked with all", results["join_into_16"]),
+        ("join into 16: linked and synced (target <= 50)", results["join_into_16_synced"]),
+        ("join into 16 from process start: synced", results["join_into_16_from_process_start"]),
+        ('python -c "import trio", launch to exit', results["python_import_trio_launch_to_exit"]),
     ]
     print(f"{'measurement':46} {'median':>10} {'p90':>10} {'min':>10} {'n':>6}")
     for label, value in rows:

@@ -1,14 +1,16 @@
 """The coordinator port held by another program (not a peer of the mesh): every command says so at once.
 
 The holders are real processes on a free port: one that answers garbage, one that accepts and stays silent, one
-that accepts and resets the connection at once. The commands run as processes, as a person would run them. Their
-time is compared with a command when nothing listens on the port (the cost of starting Python on this machine,
-measured in the same run; the best of two runs on a loaded machine): a holder may add well under a second, where
-waiting for its handshake cost 2 to 3.5 s.
+that accepts and resets the connection at once. The commands run as processes, as a person would run them. Each is
+timed against a command run just before it on a port where nothing listens (the cost of starting Python on this
+machine at that moment): a holder may add at most the half second its handshake is given, where waiting for the
+handshake of a peer cost 2 to 3.5 s more. On a loaded machine the smallest difference of three such pairs is what
+the holder costs.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -25,7 +27,9 @@ from agent_comms.mesh.keyfile import load_or_create_key
 from agent_comms.mesh.port_holder import PortHolder, port_holder
 from tests.test_cli_oneshot import Cli, _process, free_port
 
-DEADLINE = 120
+DEADLINE = 240
+#: what a holder may add to a command (seconds): the half second its handshake is given, and the rest of a second
+HOLDER_COST = 1.0
 
 #: What each holder does with a connection it accepts.
 HOLDERS = {
@@ -67,13 +71,18 @@ async def test_a_port_held_by_another_program_is_named_at_once(tmp_path: Path, k
         load_or_create_key(home)
     env = {**os.environ, "AGENT_COMMS_HOME": str(home), "AGENT_COMMS_PORT": str(port), "AGENT_COMMS_LOAD_PLUGINS": ""}
     cli = Cli(env, tmp_path)
+    # the same command where nothing listens (its own home, so that it creates nothing in the one under test)
+    unheld = Cli({**env, "AGENT_COMMS_HOME": str(tmp_path / "unheld"), "AGENT_COMMS_PORT": str(free_port())}, tmp_path)
     with trio.fail_after(DEADLINE):
-        baseline = min([(await timed(cli, "agents"))[1] for _ in range(3)])  # nothing listens yet
         async with holding(port, kind, tmp_path) as holder:
             for argv in COMMANDS:
-                result, elapsed = await timed(cli, *argv)
-                if elapsed >= baseline + 1.0:  # the machine is loaded: the best of two says what the command costs
-                    elapsed = min(elapsed, (await timed(cli, *argv))[1])
+                extra = math.inf
+                for _ in range(3):  # the machine may be loaded: the smallest difference is what the holder costs
+                    baseline = (await timed(unheld, "agents"))[1]
+                    result, elapsed = await timed(cli, *argv)
+                    extra = min(extra, elapsed - baseline)
+                    if extra < HOLDER_COST:
+                        break
                 err = result.stderr.decode()
                 assert result.returncode == 1, (argv, err)
                 assert f"port {port} is held by another program, not a mesh peer of this user" in err, (argv, err)
@@ -81,7 +90,7 @@ async def test_a_port_held_by_another_program_is_named_at_once(tmp_path: Path, k
                 assert "AGENT_COMMS_PORT" in err, (argv, err)
                 assert "does not answer" not in err, (argv, err)
                 assert "Traceback" not in err
-                assert elapsed < baseline + 1.0, (argv, elapsed, baseline)
+                assert extra < HOLDER_COST, (argv, extra)
     assert keyed or not home.exists()  # looking created nothing
 
 

@@ -93,10 +93,13 @@ async def test_agents_that_share_a_name_are_told_apart(tmp_path: Path, mesh_env:
                 await chat.stdin.send_all(b"/join review\n")
                 await wait_for("Joined #review.")
                 sent = await first.call(action="send", target="review", content="from the first")
+                assert not sent["is_error"], sent
+                first_id = sent["data"]["message_id"]
                 await wait_for("from the first")
-                await second.call(
-                    action="send", target="review", content="from the second", replyTo=sent["data"]["message_id"]
-                )
+                # the second alice answers what it was shown (a reply names a message its replica holds)
+                await second.event(lambda event: event.get("message_id") == first_id)
+                reply = await second.call(action="send", target="review", content="from the second", replyTo=first_id)
+                assert not reply["is_error"], reply
                 text = await wait_for("from the second")
                 assert f"[#review] alice ({one}): from the first" in text
                 assert f"[#review] alice ({two}) (reply to alice ({one})): from the second" in text

@@ -166,14 +166,16 @@ class MeshNode:
         self.link_queue_bytes = LINK_QUEUE_BYTES
         self._link_scopes: dict[int, trio.CancelScope] = {}
         #: operations made here and not yet written, in order, each with the links it goes to (see :meth:`_hold_ops`)
-        self._outbox: collections.deque[tuple[Ops, bytes, list[int]]] = collections.deque()
+        self._outbox: collections.deque[tuple[Ops, list[bytes], list[int]]] = collections.deque()
         #: link id -> bytes of the outbox's operations held for it
         self._held: dict[int, int] = {}
         #: links whose writer has been woken for the outbox since it was last flushed
         self._woken: set[int] = set()
-        #: events a reader sent to the owner task that it has not handled yet (see :meth:`_reader`)
-        self._in_flight = 0
         self._flushing = False
+        #: commands are being carried out (:meth:`_execute`, :meth:`_flush_outbox`): links found full meanwhile
+        #: are closed once they are done (:meth:`_queue_full`)
+        self._busy = 0
+        self._overflowed: list[tuple[int, str]] = []
         #: link id -> the file descriptor of its socket (TCP links), for :meth:`_write_direct`
         self._fds: dict[int, int] = {}
         #: link id -> the scheduler pass of its last direct write (one per pass; the rest of a pass is batched)
@@ -335,8 +337,6 @@ class MeshNode:
         while True:
             event = await inbox.receive()
             while True:
-                if isinstance(event, FramesRead):
-                    self._in_flight -= 1
                 self._handle(event)
                 try:
                     event = inbox.receive_nowait()
@@ -412,6 +412,14 @@ class MeshNode:
                 assert_never(event)
 
     def _execute(self, commands: Iterable[Command]) -> None:
+        self._busy += 1
+        try:
+            self._carry_out(commands)
+        finally:
+            self._busy -= 1
+        self._close_overflowed()
+
+    def _carry_out(self, commands: Iterable[Command]) -> None:
         for command in commands:
             if isinstance(command, Send):
                 frames = command.frames
@@ -689,6 +697,7 @@ class MeshNode:
         passes = self._passes.passes
         if (
             fd is not None
+            and not self._flushing
             and link_id not in self._woken
             and self._direct_pass.get(link_id) != passes
             and link_id not in self._queued
@@ -703,9 +712,9 @@ class MeshNode:
         else:
             if len(outbox) >= OUTBOX_OPS:
                 self._flush_outbox()
-            encoded = b"".join(encode_op(op) for op in frame.ops)
+            encoded = [encode_op(op) for op in frame.ops]
             outbox.append((frame, encoded, [link_id]))
-        held = self._held[link_id] = self._held.get(link_id, 0) + len(encoded)
+        held = self._held[link_id] = self._held.get(link_id, 0) + sum(map(len, encoded))
         if self._queued.get(link_id, 0) + held > self.link_queue_bytes:
             self._queue_full(
                 link_id, f"{self._queued.get(link_id, 0) + held} bytes unsent: the other end does not keep up"
@@ -739,9 +748,14 @@ class MeshNode:
     def _flush_outbox(self) -> None:
         """Write the operations held in the outbox: each run going to the same links as frames (cut to stay well
         under the frame cap), built once for all of them."""
-        if self._flushing or not self._outbox:
+        if self._flushing:
+            return
+        if not self._outbox:
+            self._woken.clear()
+            self._held.clear()
             return
         self._flushing = True
+        self._busy += 1
         try:
             outbox = self._outbox
             self._woken.clear()
@@ -751,22 +765,32 @@ class MeshNode:
                 links = outbox[0][2]
                 run: list[bytes] = []
                 while outbox and outbox[0][2] == links:
-                    run.append(outbox.popleft()[1])
+                    run += outbox.popleft()[1]
                 data = encode_ops_frames(run, max_body)
                 for link_id in links:
                     self._write_bytes(link_id, data)
         finally:
             self._flushing = False
+            self._busy -= 1
+        self._close_overflowed()
 
     def _queue_full(self, link_id: int, detail: str) -> None:
+        """A link's other end does not keep up: nothing more is queued on it (the outbox's operations included) and
+        its writer ends it. The peer is told once the commands being carried out are done, so that what the loss
+        makes it do (the agents reached through the link go offline) comes after them on every other link."""
         if link_id not in self._writers:
             return  # already closed on our side
         reason = f"write queue full ({detail})"
         self._log_close(link_id, reason)
-        self._held.pop(link_id, None)
-        writer = self._writers.pop(link_id)  # nothing more is queued on it, the outbox's operations included
-        self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
-        self._end_writer(link_id, writer)
+        self._end_writer(link_id, self._writers.pop(link_id))
+        self._overflowed.append((link_id, reason))
+        self._close_overflowed()
+
+    def _close_overflowed(self) -> None:
+        """Tell the peer of the links closed for a full queue, unless commands are still being carried out."""
+        while self._overflowed and not self._busy:
+            link_id, reason = self._overflowed.pop(0)
+            self._execute(self.peer.link_closed(link_id, trio.current_time(), reason))
 
     def queued_bytes(self, link_id: int) -> int:
         """Bytes written to a link and not yet handed to its socket (anti-entropy answers and operations held for
@@ -798,7 +822,9 @@ class MeshNode:
         try:
             writer.send_nowait(_CLOSE)
         except trio.WouldBlock:
-            self._link_scopes[link_id].cancel()
+            scope = self._link_scopes.get(link_id)
+            if scope is not None:  # (its task may have ended already)
+                scope.cancel()
         writer.close()
 
     def _forget_fd(self, link_id: int) -> None:
@@ -888,19 +914,21 @@ class MeshNode:
                 decoder.max_frame = DEFAULT_MAX_FRAME
 
     async def _frames_read(self, event: FramesRead) -> None:
-        """Hand frames read from a link to the peer: applied here, in the reader's task, when no event a reader
-        sent is waiting for the owner task (the peer does no I/O, so nothing else can run meanwhile, and the order
-        of each link's frames is kept); otherwise queued behind those events in the owner's inbox."""
-        if not self._in_flight:
+        """Hand frames read from a link to the peer: applied here, in the reader's task, when the owner task waits
+        with nothing sent to it unhandled (the peer does no I/O, so nothing else can run meanwhile); otherwise
+        queued behind those events in the owner's inbox, so that the peer sees every event in the order it
+        happened (a link's frames after that link's earlier frames, and after a link that ended before them)."""
+        if self._owner_idle():
             self._handle(event)
             self._progressed()
             return
-        self._in_flight += 1
-        try:
-            await self._inbox_send.send(event)
-        except BaseException:
-            self._in_flight -= 1
-            raise
+        await self._inbox_send.send(event)
+
+    def _owner_idle(self) -> bool:
+        """Whether the owner task waits for its next event and none is queued or handed to it unhandled (a value
+        sent to a waiting receiver is handed over at once, and the receiver stops waiting)."""
+        stats = self._inbox_send.statistics()
+        return stats.tasks_waiting_receive > 0 and not stats.current_buffer_used and not stats.tasks_waiting_send
 
     def _link_settled(self, link_id: int) -> bool:
         entry = self.peer.links.get(link_id)

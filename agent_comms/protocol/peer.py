@@ -682,11 +682,15 @@ class Peer:
 
     def _wall_ms(self, now: float) -> int:
         """The wall clock now, in milliseconds (read when used, see "Two clocks" in the module docstring)."""
+        return self._wall_us(now) // 1000
+
+    def _wall_us(self, now: float) -> int:
+        """The wall clock now, in microseconds (what a stamp is made of: :mod:`~.hlc`)."""
         wall = self.wall_clock() if self.wall_clock is not None else now + self.wall_offset
-        wall_ms = _ms(wall)
-        if wall_ms > self._wall_high:
-            self._wall_high = wall_ms
-        return wall_ms
+        wall_us = int(wall * 1_000_000)
+        if wall_us // 1000 > self._wall_high:
+            self._wall_high = wall_us // 1000
+        return wall_us
 
     def _note_clock(self, wall_ms: int, stamp: int) -> list[Command]:
         """Say once that this peer's clock is behind a stamp it holds (it was set back, or another peer's clock is
@@ -802,8 +806,8 @@ class Peer:
 
     def make(self, body: Body, now: float) -> tuple[Op, list[Command]]:
         """:meth:`submit` that also returns the operation it made."""
-        wall_ms = self._wall_ms(now)
-        op, changes = self.replica.make(body, wall_ms)
+        wall_ms, micros = divmod(self._wall_us(now), 1000)
+        op, changes = self.replica.make(body, wall_ms, micros)
         commands: list[Command] = self._note_clock(wall_ms, op.hlc)
         frame = Ops((op,))
         for link_id in self.data_links.values():
@@ -829,7 +833,7 @@ class Peer:
 
     def host_agent(self, record: AgentUpsert, now: float) -> list[Command]:
         """Start hosting an agent: claim it with an incarnation above every claim known for it."""
-        tick = self.replica.hlc.tick(self._wall_ms(now))
+        tick = self.replica.hlc.tick(*divmod(self._wall_us(now), 1000))
         return self.submit(self.hosting.claim(record, tick, self.replica.state), now)
 
     def update_agent(self, agent_id: str, now: float, **changes: object) -> list[Command]:
@@ -1020,8 +1024,3 @@ class Peer:
         self._sync_answer_at.clear()
         self.sweep.stop()
         return commands
-
-
-def _ms(now: float) -> int:
-    """Seconds to the milliseconds the HLC counts in."""
-    return int(now * 1000)

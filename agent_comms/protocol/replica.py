@@ -140,8 +140,9 @@ class Replica:
         """The id the next local operation will get (a room's id is the id of the operation creating it)."""
         return f"{self.peer_id}-{self.seq + 1}"
 
-    def make(self, body: Body, now_ms: int) -> tuple[Op, list[Change]]:
-        """Stamp a local operation, apply it, and return it (to broadcast) with the changes it caused.
+    def make(self, body: Body, now_ms: int, micros: int = 0) -> tuple[Op, list[Change]]:
+        """Stamp a local operation at wall time ``now_ms`` (and ``micros`` microseconds), apply it, and return it (to
+        broadcast) with the changes it caused.
 
         A message is numbered here: its ``n`` is this peer's count of the messages it made in the conversation."""
         if isinstance(body, RoomMessage | DirectMessage):
@@ -150,7 +151,7 @@ class Replica:
             self.counters[conversation] = n
             body = msgspec.structs.replace(body, n=n)
         self.seq += 1
-        op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms), body)
+        op = Op(self.peer_id, self.seq, self.hlc.tick(now_ms, micros), body)
         self.seen.setdefault(self.peer_id, SeenSet()).add(self.seq)
         self.last_stamp[self.peer_id] = op.hlc
         changes = self.state.apply(op)

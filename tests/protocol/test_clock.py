@@ -12,7 +12,7 @@ from peernet import Node, PeerNet
 
 from agent_comms.protocol.commands import Command
 from agent_comms.protocol.hlc import hlc_wall_ms
-from agent_comms.protocol.ops import AgentUpsert, DirectMessage
+from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Membership, RoomCreate, RoomMessage, op_key
 
 #: a wall-clock date in 2026 (the simulation's machine time starts there)
 START = 1_796_000_000.0
@@ -173,3 +173,26 @@ def test_a_peer_started_with_a_clock_days_behind_accepts_the_mesh() -> None:
     assert converged(net)
     assert all(sent <= texts(node) for node in net.live())
     assert len(net.nodes["c"].notices) == 1
+
+
+def test_peers_of_one_machine_stamp_in_real_time_order_within_a_millisecond() -> None:
+    """c joins a room; 0.3 ms later, in the same millisecond, a posts to it before it has heard of the join. On one
+    machine both read the same clock, so the message sorts after the join and c counts as a member (a millisecond
+    stamp would tie them, and the peer ids alone would decide whether c is told of the message)."""
+    net = mesh("abc")
+    a, c = net.nodes["a"], net.nodes["c"]
+    a_inc, c_inc = a.peer.hosted["agent-a"].incarnation, c.peer.hosted["agent-c"].incarnation
+    room_id = a.peer.replica.next_op_id()
+    act(net, "a", a.peer.submit(RoomCreate(room_id, "review", "public", "", "agent-a", a_inc), net.clock(a)))
+    net.now = float(int(net.now * 1000) + 1) / 1000 + 0.0001  # 0.1 ms into a millisecond
+    joined, join_commands = c.peer.make(Membership(room_id, "join", "agent-c", c_inc, "agent-c"), net.clock(c))
+    net.now += 0.0003
+    posted, post_commands = a.peer.make(RoomMessage(room_id, "agent-a", a_inc, "just after"), net.clock(a))
+    assert hlc_wall_ms(joined.hlc) == hlc_wall_ms(posted.hlc)  # the same millisecond, neither heard of the other
+    assert op_key(joined) < op_key(posted)
+    act(net, "c", join_commands)
+    act(net, "a", post_commands)
+    for node in net.live():
+        view = node.peer.replica.state.rooms[room_id].view
+        assert view is not None
+        assert view.was_member("agent-c", op_key(posted), room_id)

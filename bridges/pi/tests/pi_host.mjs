@@ -4,7 +4,8 @@
 // JSON lines on stdin; it reports on stdout, one JSON object per line.
 //
 //   {"cmd": "start", "cwd": "..."}                   -> the extension's session_start handlers, then {"type": "started"}
-//   {"cmd": "refuse", "value": true}                 -> sendMessage throws (as pi's does for a stale runtime)
+//   {"cmd": "refuse", "value": true}                 -> sendMessage throws (as pi's does for a stale runtime), from
+//                                                       now on: {"type": "refusing", "value": true}
 //   {"cmd": "call", "id": 1, "params": {...}}        -> {"type": "result", "id": 1, "text": "...", "isError": false}
 //   {"cmd": "shutdown"}                              -> the session_shutdown handlers, then {"type": "stopped"}
 //   sendMessage(message, options)                    -> {"type": "sent", "text": ..., "options": ...}
@@ -49,6 +50,8 @@ for await (const line of createInterface({ input: process.stdin })) {
     out({ type: "started" });
   } else if (command.cmd === "refuse") {
     refuse = command.value;
+    // Said once in force: the extension's events come on another pipe than these commands, in no set order with them.
+    out({ type: "refusing", value: refuse });
   } else if (command.cmd === "call") {
     const [tool] = tools.values();
     try {

@@ -308,6 +308,14 @@ async def test_killed_bridge_is_offline_within_a_second_and_restarts(pi_home: Pa
 PI_HOST = Path(__file__).with_name("pi_host.mjs")
 
 
+async def refusing(host: Lines, value: bool) -> None:
+    """Make the host's sendMessage throw (or take messages again), and wait until that is in force: the events the
+    extension gets come on another pipe than the host's commands, so without the wait an event sent after the
+    command may still meet the old setting."""
+    await host.send({"cmd": "refuse", "value": value})
+    await host.wait_for(lambda m: m.get("type") == "refusing" and m["value"] is value)
+
+
 async def test_a_message_pi_did_not_take_comes_with_the_next_tool_result(pi_home: Path, tmp_path: Path) -> None:
     """When pi.sendMessage throws, the DM stays unread and is appended, once, to the next agent_comms result; only
     then does its sender get read. pi offers no way to make sendMessage fail, so ``pi_host.mjs`` stands in for pi
@@ -342,14 +350,14 @@ async def test_a_message_pi_did_not_take_comes_with_the_next_tool_result(pi_home
                     whoami = await call(1, action="whoami")
                     pi_id = whoami.split("(", 1)[1].split(")", 1)[0]
                     await bob.wait_until(pi_id, online=True)
-                    await host.send({"cmd": "refuse", "value": True})
+                    await refusing(host, True)
                     sent = await bob.call(action="dm", target=pi_id, content="did you get this?")
                     message_id = sent["data"]["message_id"]
                     refused = await host.wait_for(lambda m: m.get("type") == "refused")
                     assert "did you get this?" in refused["text"]
                     await wait_for_receipt(bob, message_id, "delivered")
 
-                    await host.send({"cmd": "refuse", "value": False})
+                    await refusing(host, False)
                     text = await call(2, action="whoami")
                     assert "--- 1 new event(s) ---" in text, text
                     assert f"[DM from bob ({bob.agent_id})] did you get this?  [id {message_id}]" in text
@@ -389,7 +397,12 @@ async def open_host(pi_home: Path, env: dict[str, str], project: Path) -> AsyncI
             nursery.start_soon(host.read_all)
             await host.send({"cmd": "start", "cwd": str(project)})
             await host.wait_for(lambda m: m.get("type") == "started")
-            yield host
+            try:
+                yield host
+            except BaseException:
+                lines = [json.dumps(m)[:300] for m in host.seen[-60:]]
+                print("--- the last lines from the host ---", *lines, sep="\n", file=sys.stderr)
+                raise
             await host.send({"cmd": "shutdown"})
             await host.wait_for(lambda m: m.get("type") == "stopped")
             nursery.cancel_scope.cancel()
@@ -424,12 +437,15 @@ async def test_the_events_pi_did_not_take_are_bounded_and_the_rest_come_next(pi_
         ):
             pi_id = (await host_call(host, 1, action="whoami")).split("(", 1)[1].split(")", 1)[0]
             await bob.wait_until(pi_id, online=True)
-            await host.send({"cmd": "refuse", "value": True})
+            await refusing(host, True)
             notes = [f"note {number:03d}." for number in range(count)]
             ids = [(await bob.call(action="dm", target=pi_id, content=note))["data"]["message_id"] for note in notes]
-            await host.wait_for(lambda _: all(times_seen(host, "refused", note) for note in notes))
+            await host.wait_for(
+                lambda _: all(times_seen(host, "refused", note) + times_seen(host, "sent", note) for note in notes)
+            )
+            assert not [note for note in notes if times_seen(host, "sent", note)], "pi took a DM while refusing"
 
-            await host.send({"cmd": "refuse", "value": False})
+            await refusing(host, False)
             text = await host_call(host, 2, action="whoami")
             assert f"--- {limit} new event(s) ---" in text, text
             assert "(more events wait: they come next)" in text
@@ -455,7 +471,7 @@ async def test_an_event_written_again_waits_once(pi_home: Path, tmp_path: Path) 
         ):
             pi_id = (await host_call(host, 1, action="whoami")).split("(", 1)[1].split(")", 1)[0]
             await bob.wait_until(pi_id, online=True)
-            await host.send({"cmd": "refuse", "value": True})
+            await refusing(host, True)
             notes = ["first note.", "second note.", "third note."]
             ids = [(await bob.call(action="dm", target=pi_id, content=note))["data"]["message_id"] for note in notes]
             await host.wait_for(lambda _: all(times_seen(host, "refused", note) == 1 for note in notes))
@@ -472,7 +488,7 @@ async def test_an_event_written_again_waits_once(pi_home: Path, tmp_path: Path) 
                         break
             await host.wait_for(lambda _: all(times_seen(host, "refused", note) == 2 for note in notes))
 
-            await host.send({"cmd": "refuse", "value": False})
+            await refusing(host, False)
             text = await host_call(host, 2, action="whoami")
             for note in notes:
                 assert text.count(note) == 1, text
