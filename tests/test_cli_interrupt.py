@@ -135,3 +135,29 @@ def test_ctrl_c_at_every_import_of_a_starting_command_exits_130_quietly(tmp_path
         status, err, _ = _run_interrupted_at_import(n, argv, env, tmp_path)
         assert status == 128 + signal.SIGINT, (n, imports, status, err)
         assert err == "agent-comms: interrupted by SIGINT\n", (n, imports, err)
+
+
+def test_ctrl_c_while_a_module_builds_a_class_exits_130_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT inside a descriptor's ``__set_name__`` (an import that defines a class, ``ipaddress`` say): Python
+    3.11 raises it wrapped in a ``RuntimeError``. It is still Ctrl-C; any other error is not taken for one."""
+    import agent_comms.cli as cli
+
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    def importing() -> None:
+        type("Built", (), {"field": Interrupted()})
+
+    monkeypatch.setattr(cli, "build_parser", importing)
+    assert cli.main(["agents"]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "agent-comms: interrupted by SIGINT\n"
+
+    def failing() -> None:
+        raise RuntimeError("not an interrupt")
+
+    monkeypatch.setattr(cli, "build_parser", failing)
+    with pytest.raises(RuntimeError, match="not an interrupt"):
+        cli.main(["agents"])

@@ -93,7 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         status: int = args.handler(args)
         return status
     except KeyboardInterrupt:
-        from agent_comms.cli.common import error
+        return _interrupted()
+    except Exception as exc:
+        if not _raised_by_ctrl_c(exc):
+            raise
+        return _interrupted()
 
-        error("interrupted by SIGINT")
-        return EXIT_INTERRUPTED
+
+def _interrupted() -> int:
+    from agent_comms.cli.common import error
+
+    error("interrupted by SIGINT")
+    return EXIT_INTERRUPTED
+
+
+def _raised_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` comes of a Ctrl-C: Python wraps some exceptions raised while it builds a class, a
+    ``KeyboardInterrupt`` included, in another (a ``RuntimeError`` from ``__set_name__`` while a module imports)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
