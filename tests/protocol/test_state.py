@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 from simnet import rebuild, receipt_body, visible_snapshot
 
@@ -389,6 +390,25 @@ def test_receipt_under_an_unpublished_claim_does_not_count(five_dms: tuple[Agent
     target = fresh("R", [x.record, y.record, message])
     assert target.receive(forged) == []
     assert target.state.receipt_status(op_id(message), "Y") is None
+
+
+def test_held_messages_share_one_copy_of_their_origin_author_and_recipient() -> None:
+    """Two DMs decoded from the wire each bring their own copies of these strings; once held they share one."""
+    alice_peer = Replica.create("peer-a" + "x" * 20)
+    alice = register(alice_peer, "alice-" + "y" * 20)
+    bob = register(Replica.create("peer-b"), "bob-" + "z" * 20)
+    first, second = (dm(alice, bob.id, text) for text in ("one", "two"))
+    decoded = [msgspec.msgpack.decode(msgspec.msgpack.encode(op), type=Op) for op in (first, second)]
+    assert decoded[0].origin is not decoded[1].origin  # the decoder gave each its own copy
+    member = fresh("peer-b", [alice.record, bob.record, *decoded])
+    held = [member.state.messages[op_id(op)] for op in decoded]
+    assert held == [first, second]  # equal to what was made: only the copies are shared
+    a, b = held[0], held[1]
+    assert isinstance(a.body, DirectMessage)
+    assert isinstance(b.body, DirectMessage)
+    assert a.origin is b.origin
+    assert a.body.author is b.body.author
+    assert a.body.recipient is b.body.recipient
 
 
 # ------------------------------------------------------------------------------------------------- forgetting (rule 8)
