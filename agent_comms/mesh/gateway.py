@@ -73,7 +73,7 @@ from agent_comms.protocol.ops import (
 )
 from agent_comms.protocol.replica import sync_order
 
-from .hub_client import Collector, ack_all, aio, publish_all
+from .hub_client import Collector, ack_all, aio, next_messages, publish_all
 from .hub_config import CONSUMER_PREFIX, OPS_SUBJECT_ROOT, PRESENCE_BUCKET, STREAM, Bundle, load_bundle
 from .hub_origins import OriginBook
 
@@ -97,6 +97,8 @@ ACK_WAIT: Final = 10.0
 PUBLISH_BATCH: Final = 256
 #: Operations taken from the durable consumer at once, at most.
 FETCH_BATCH: Final = 256
+#: JetStream's error code for a roll-up header on a stream that does not allow roll-ups (made by an older hub).
+ROLLUP_REFUSED: Final = 10111
 #: Operations waiting to be published while no session runs, at most (beyond, the next session rebuilds the
 #: queue from the replica anyway).
 MAX_QUEUED: Final = 100_000
@@ -161,6 +163,10 @@ class Gateway:
         self._hub_last_id = ""
         self._overflowed = False
         self._lone_marked = False
+        #: whether the hub's stream takes the roll-up header (one made by an older hub does not: markers are then
+        #: published as plain messages, see :meth:`_allow_rollups`)
+        self._rollups = True
+        self._rollups_refusal_logged = False
         #: machine -> present (per the presence bucket), for the machines this one has heard of
         self.machines: dict[str, bool] = {}
         self._status_written = 0.0
@@ -186,7 +192,29 @@ class Gateway:
         ops = [op for op in self.node.peer.replica.state.stored_ops() if self.book.machine_of(op.origin) in (None, own)]
         return sorted(ops, key=sync_order)
 
+    def _allow_rollups(self, allowed: bool) -> None:
+        """Whether to publish markers as roll-ups. A stream made by a hub of the previous version refuses the header
+        (its configuration is brought up to date only when the hub server restarts, and a machine may not change
+        it): markers then go out as plain messages, which the stream keeps up to its per-subject limit (the newest
+        of a subject is still the one that counts, since a newer marker of the same key holds all an older one
+        said)."""
+        if allowed == self._rollups:
+            return
+        self._rollups = allowed
+        if allowed:
+            logger.info("gateway of machine %s: the hub's stream allows roll-ups again", self.machine)
+        elif not self._rollups_refusal_logged:
+            self._rollups_refusal_logged = True
+            logger.warning(
+                "gateway of machine %s: the hub's stream does not allow roll-ups (made by an older hub; restarting"
+                " `agent-comms hub serve` updates it): progress markers are published without replacing each other"
+                " meanwhile",
+                self.machine,
+            )
+
     async def _publish_loop(self, nc: Any) -> None:
+        import nats.js.errors
+
         while True:
             while not self.queue:
                 self._wake = trio.Event()
@@ -196,12 +224,19 @@ class Gateway:
             if new:
                 self.book.learn(new)
             state = self.node.peer.replica.state
+            rollups = self._rollups
             items = [
-                (subject_for(self.machine, op), _encoder.encode(op), op_id(op), isinstance(op.body, Mark))
+                (subject_for(self.machine, op), _encoder.encode(op), op_id(op), rollups and isinstance(op.body, Mark))
                 for op in batch
                 if not isinstance(op.body, Mark) or state.mark_held(op)  # a superseded marker would roll back
             ]
-            acks = await publish_all(nc, items, seconds=10) if items else []
+            try:
+                acks = await publish_all(nc, items, seconds=10) if items else []
+            except nats.js.errors.APIError as exc:
+                if exc.err_code != ROLLUP_REFUSED or not rollups:
+                    raise
+                self._allow_rollups(False)  # the stream was made (or changed) by an older hub: the batch again
+                continue
             for op in batch:  # dropped only once the hub acknowledged them: a failed batch is sent again
                 if self.queue and self.queue[0] is op:
                     self.queue.popleft()
@@ -277,6 +312,7 @@ class Gateway:
         if fresh:
             with contextlib.suppress(nats.js.errors.NotFoundError):  # none yet
                 await aio(js.delete_consumer, STREAM, durable)
+        await self._marks_first(js, durable, fresh)
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -322,6 +358,54 @@ class Gateway:
             if settled:  # otherwise the hub hands them out again after its ack wait: nothing is lost
                 await ack_all(msgs)
             self._write_status()
+
+    async def _marks_first(self, js: Any, durable: str, fresh: bool) -> None:
+        """Before catching up through the consumer, apply the progress markers the stream holds beyond where the
+        consumer will start (its acknowledgement floor; the stream's start when reading it all).
+
+        A marker is published as a roll-up of its subject: the hub keeps it at the place of its last publication,
+        after every message it covers. Taken in the stream's order, those messages would come first, batch after
+        batch, each applied and planned on its own: the ones a recipient hosted here had read would be queued for
+        it as unread before its marker arrived (and a push bridge would show them again). Applied first, the
+        markers make the messages arrive already covered. They come again through the consumer, where they are
+        duplicates, and are acknowledged there. A marker stamped before the forgetting horizon for a room this
+        replica does not hold yet is left to the stream's order: rule 8 would refuse it now, and a refused
+        operation counts as seen (it would not be taken when its room came). An older hub that does not let a
+        machine read messages by sequence leaves the markers to the stream's order too."""
+        import nats.js.errors
+
+        start = 1
+        if not fresh:
+            try:
+                info = await aio(js.consumer_info, STREAM, durable)
+            except nats.js.errors.NotFoundError:
+                pass  # created from the stream's start below
+            else:
+                start = int(info.ack_floor.stream_seq or 0) + 1
+        subject = f"{OPS_SUBJECT_ROOT}.*.mark.*"
+        state = self.node.peer.replica.state
+        while True:
+            try:
+                msgs = await next_messages(js, subject, start=start, limit=FETCH_BATCH)
+            except Exception as exc:
+                logger.info("gateway: cannot read the hub's markers first: %s", _describe(exc))
+                return
+            if not msgs:
+                return
+            start = int(msgs[-1].seq) + 1
+            learned: dict[str, str] = {}
+            ops: list[Op] = []
+            for msg in msgs:
+                parts = str(msg.subject).split(".")
+                op = self._accept(parts[2] if len(parts) > 2 else "", msg.data or b"", learned)
+                if op is None or not isinstance(op.body, Mark):
+                    continue  # refused (logged); counted when the consumer brings it
+                conversation = op.body.conversation
+                if op.hlc >= state.horizon or conversation.startswith("dm:") or conversation in state.rooms:
+                    ops.append(op)
+            if ops:
+                self.book.learn(learned)
+                self._relay(ops)
 
     def _relay(self, ops: list[Op]) -> None:
         """Feed ``ops`` to the state machine; one the peer refuses (a stamp far in the future, say) is refused alone,
@@ -458,6 +542,7 @@ class Gateway:
         replica stores of this machine is published: the hub drops what it holds within its de-duplication
         window."""
         info = await aio(js.stream_info, STREAM)
+        self._allow_rollups(bool(info.config.allow_rollup_hdrs))
         created = str(info.created)
         same = self._hub_stream == created and not self._overflowed and await self._hub_has_last(js)
         if not same:

@@ -30,6 +30,7 @@ __all__ = [
     "connect",
     "ensure_stream_and_bucket",
     "hub_loop",
+    "next_messages",
     "publish_all",
 ]
 
@@ -137,6 +138,28 @@ async def publish_all(nc: Any, items: list[tuple[str, bytes, str, bool]], *, sec
     flood). Their acknowledgements (``PubAck``), in order. The first failure is raised
     (the others may have been stored: publishing them again is harmless, the message id de-duplicates)."""
     return list(await aio(_publish_all, nc, items, seconds))
+
+
+async def _next_messages(js: Any, subject: str, start: int, limit: int) -> list[Any]:
+    import nats.js.errors
+
+    found: list[Any] = []
+    while len(found) < limit:
+        try:
+            msg = await js.get_msg(STREAM, seq=start, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:  # none left at or after ``start``
+            break
+        found.append(msg)
+        start = int(msg.seq) + 1
+    return found
+
+
+async def next_messages(js: Any, subject: str, *, start: int, limit: int) -> list[Any]:
+    """The messages of the operations stream under ``subject`` (wildcards allowed) from its sequence ``start`` on,
+    oldest first, at most ``limit`` (``RawStreamMsg``: ``subject``, ``seq``, ``data``), read one by one by
+    sequence (``next_by_subj``), in one crossing into asyncio. No consumer is needed, only the right to read a
+    message of the stream."""
+    return list(await aio(_next_messages, js, subject, start, limit))
 
 
 class Collector:
