@@ -10,7 +10,9 @@ it dies) is the gateway. Its session with the hub:
    ``Nats-Msg-Id``, so the hub drops one it already holds. A progress marker goes under ``mark`` with one subject
    per replacement key (conversation, recipient, status, issuing peer, claim), published as a roll-up of its
    subject: a newer marker replaces the older one in the hub too (one that is no longer the newest here when its
-   turn comes is not published). Operations are queued as this peer applies them and
+   turn comes is not published). A stream made by a hub of the previous version refuses roll-ups until the hub
+   server restarts (which updates its configuration; a machine may not): markers then go out as plain messages
+   (:meth:`Gateway._allow_rollups`). Operations are queued as this peer applies them and
    published in batches of up to :data:`PUBLISH_BATCH` (sent without waiting for each acknowledgement, then all
    awaited); one leaves the queue only once the hub acknowledged it. A session that reaches the stream the previous
    session of this gateway saw (:meth:`Gateway._queue_for_session`) publishes its queue, which is exactly what the
@@ -29,7 +31,10 @@ it dies) is the gateway. Its session with the hub:
    start instead, its own machine's operations included, so it gets its own history back too. A gateway with no
    linked local peer acknowledges what it applied all the same, after marking it in ``<home>/hub/lone-ack.json``
    (removed once a linked peer holds everything it holds); a new gateway that finds the mark of another peer also
-   reads the stream from its start, since what that peer acknowledged may have died with it.
+   reads the stream from its start, since what that peer acknowledged may have died with it. Whichever way it
+   starts, it first applies the progress markers the stream holds beyond that point (:meth:`Gateway._marks_first`):
+   a roll-up sits where it was last published, after the messages it covers, which would otherwise come first and
+   be queued as unread for the agents that had read them.
 3. **Presence.** The gateway refreshes its machine's key in the presence bucket every :data:`PRESENCE_REFRESH`
    seconds; keys expire :data:`~.hub_client.PRESENCE_TTL` seconds after their last refresh. A machine whose key is
    gone has its agents marked offline (:class:`~agent_comms.protocol.ops.AgentSuspect`, refuted as usual by a host

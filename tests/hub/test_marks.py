@@ -114,10 +114,10 @@ async def _alice_reads_bobs_dms(alice: CommsTool, bob: CommsTool, count: int) ->
     for n in range(count):
         result = bob.call({"action": "dm", "target": "alice-id", "content": f"m{n}"})
         assert not result.is_error, result.text
-        sent = result.data["message_id"]
-        await eventually(lambda: any(e.message_id == sent for e in alice.store.pending("alice-id")), within=60)
+        sent: str = result.data["message_id"]
+        await eventually(lambda s=sent: any(e.message_id == s for e in alice.store.pending("alice-id")), within=60)
         alice.store.mark_read("alice-id", alice.store.take("alice-id"))
-        await eventually(lambda: bob.store.state.receipt_status(sent, "alice-id") == "read", within=60)
+        await eventually(lambda s=sent: bob.store.state.receipt_status(s, "alice-id") == "read", within=60)
 
 
 @pytest.mark.parametrize("when", ["before the session", "during the session"])
@@ -150,6 +150,7 @@ async def test_markers_cross_a_stream_that_refuses_roll_ups(
         await eventually(lambda: any(e.content == "after the markers" for e in bob.store.pending("bob-id")), within=60)
     said = [r.getMessage() for r in caplog.records if r.name == "agent_comms.mesh.gateway"]
     assert not [m for m in said if "session with the hub ended" in m], said
+
     def refusals(machine: str) -> int:
         return len([m for m in said if f"machine {machine}: the hub's stream does not allow roll-ups" in m])
 
