@@ -10,38 +10,45 @@ import pytest
 from agent_comms.events import DeliveryEvent
 from agent_comms.mesh.hub_client import aio, connect
 from agent_comms.mesh.hub_config import OPS_SUBJECT_ROOT, STREAM, HubFiles
-from agent_comms.protocol.ops import DirectMessage, op_id
+from agent_comms.protocol.ops import DirectMessage, RoomMessage, op_id
 from agent_comms.store import MeshStore
 from agent_comms.tool import CommsTool
 
 from .conftest import HubWorld, eventually
 
-#: DMs bob sends alice: more than one batch the gateway takes from the hub at once (256).
+#: Messages bob sends alice: more than one batch the gateway takes from the hub at once (256).
 N = 300
 
 
-async def test_dms_read_before_a_machine_lost_everything_are_not_queued_again_when_it_catches_up(
-    world: HubWorld, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["dm", "room_message"])
+async def test_messages_read_before_a_machine_lost_everything_are_not_queued_again_when_it_catches_up(
+    world: HubWorld, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """Bob (beta) sends alice (alpha) 300 DMs, which alice's bridge reads as they come. Then alpha's only process
-    ends, so alpha's next gateway reads the hub's stream from its start. Alice's read markers were published as
-    roll-ups, so each sits after every DM it covers; the gateway takes them first, so not one of the DMs is queued
-    for alice again."""
+    """Bob (beta) sends alice (alpha) 300 DMs, or posts 300 messages in a room of his alice joined, which alice's
+    bridge reads as they come. Then alpha's only process ends, so alpha's next gateway reads the hub's stream from
+    its start. Alice's read markers were published as roll-ups, so each sits after every message it covers; the
+    gateway takes them first, so not one of the messages is queued for alice again."""
     queued: list[DeliveryEvent] = []
     original = MeshStore._queue
 
     def recording(self: MeshStore, event: DeliveryEvent) -> None:
-        if event.type == "dm" and event.to == "alice-id":
+        if event.type == kind and event.to == "alice-id":
             queued.append(event)
         original(self, event)
 
     monkeypatch.setattr(MeshStore, "_queue", recording)
+    target = "alice-id" if kind == "dm" else "den"
     a, b = world.machine("alpha"), world.machine("beta")
     async with b.agent("bob") as bob:
         async with a.agent("alice") as alice:
             await eventually(lambda: alice.store.online("bob-id") and bob.store.online("alice-id"), within=60)
+            if kind == "room_message":
+                assert not bob.call({"action": "create_room", "room": "den"}).is_error
+                await eventually(lambda: alice.store.state.room_id("den") is not None, within=60)
+                assert not alice.call({"action": "join_room", "room": "den"}).is_error
+                await eventually(lambda: "alice-id" in bob.store.room("den", viewer="bob-id")[1].members, within=60)
             for n in range(N):
-                result = bob.call({"action": "dm", "target": "alice-id", "content": f"m{n}"})
+                result = bob.call({"action": "dm" if kind == "dm" else "send", "target": target, "content": f"m{n}"})
                 assert not result.is_error, result.text
                 if n % 20 == 19:  # alice's bridge shows what came, now and then
                     await eventually(lambda: bool(alice.store.pending("alice-id")), within=60)
@@ -51,7 +58,7 @@ async def test_dms_read_before_a_machine_lost_everything_are_not_queued_again_wh
             sent = [
                 op_id(op)
                 for op in bob.store.state.stored_ops()
-                if isinstance(op.body, DirectMessage) and op.body.recipient == "alice-id"
+                if isinstance(op.body, DirectMessage | RoomMessage) and op.body.author == "bob-id"
             ]
             assert len(sent) == N
             await eventually(
@@ -67,12 +74,14 @@ async def test_dms_read_before_a_machine_lost_everything_are_not_queued_again_wh
             await eventually(lambda: all(m in state.messages for m in sent), within=120)
             assert all(state.receipt_status(m, "alice-id") == "read" for m in sent)
             again = queued[N:]
-            assert again == [], f"{len(again)} of {N} DMs alice had read were queued for her again"
-            assert alice.store.pending("alice-id") == []
-            # and a DM she has not read yet is queued as usual
-            result = bob.call({"action": "dm", "target": "alice-id", "content": "new"})
+            assert again == [], f"{len(again)} of {N} messages alice had read were queued for her again"
+            assert [e for e in alice.store.pending("alice-id") if e.type == kind] == []
+            # and a message she has not read yet is queued as usual
+            result = bob.call({"action": "dm" if kind == "dm" else "send", "target": target, "content": "new"})
             assert not result.is_error, result.text
-            await eventually(lambda: [e.content for e in alice.store.pending("alice-id")] == ["new"], within=60)
+            await eventually(
+                lambda: [e.content for e in alice.store.pending("alice-id") if e.type == kind] == ["new"], within=60
+            )
 
 
 async def _refuse_rollups(world: HubWorld, *, recreate: bool) -> None:
