@@ -681,8 +681,19 @@ class MeshState:
             return []  # only the two parties of a direct conversation report on its messages
         if op.hlc < self.horizon and self._forgotten(conversation):
             return []  # rule 8
+        slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
+        who = (body.status, op.origin, body.recipient_inc)
+        current = slot.get(who)
+        if current is not None and op_key(current) >= op_key(op):
+            return []  # an older marker of the same issuer: the newer one already says more
+        replaced = current.body.ranges if current is not None else {}  # type: ignore[union-attr]
+        # Only the origins whose ranges differ from the marker it replaces are parsed and merged: the others were
+        # checked (and, in the usual case below, counted) with that marker, so a cumulative marker costs what
+        # changed, not everything its recipient ever read in the conversation.
         parsed: dict[str, Bounds] = {}
         for origin, flat in body.ranges.items():
+            if replaced.get(origin) == flat:
+                continue
             if len(flat) == 2 and 1 <= flat[0] <= flat[1]:
                 parsed[origin] = [flat[0], flat[1] + 1]  # one range: the usual case
                 continue
@@ -690,11 +701,6 @@ class MeshState:
             if bounds is None:
                 return []  # malformed ranges: refused everywhere alike
             parsed[origin] = bounds
-        slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
-        who = (body.status, op.origin, body.recipient_inc)
-        current = slot.get(who)
-        if current is not None and op_key(current) >= op_key(op):
-            return []  # an older marker of the same issuer: the newer one already says more
         key = (conversation, recipient)
         coverage = self.coverage(conversation, recipient)
         before = coverage[body.status]
@@ -702,7 +708,7 @@ class MeshState:
         if current is not None:
             self._unstore(current)
         self._store(op)
-        if _contains(parsed, current) and self.claim_known(
+        if _contains(parsed, body.ranges, current) and self.claim_known(
             recipient, body.recipient_inc, op.origin, op.hlc, strict=True
         ):
             # The usual case: it says all the marker it replaces said, so the coverage only takes its ranges in.
@@ -1020,8 +1026,9 @@ def _name_of(log: RoomLog) -> str | None:
     return body.name
 
 
-def _contains(parsed: dict[str, Bounds], marker: Op | None) -> bool:
-    """Whether the ranges ``parsed`` hold every number of ``marker``'s (``None``: no marker)."""
+def _contains(parsed: dict[str, Bounds], ranges: dict[str, tuple[int, ...]], marker: Op | None) -> bool:
+    """Whether a marker's ``ranges`` hold every number of ``marker``'s (``None``: no marker); ``parsed`` has the
+    bounds of those of its origins whose ranges differ from ``marker``'s."""
     if marker is None:
         return True
     body = marker.body
@@ -1029,6 +1036,8 @@ def _contains(parsed: dict[str, Bounds], marker: Op | None) -> bool:
     for origin, flat in body.ranges.items():
         mine = parsed.get(origin)
         if mine is None:
+            if ranges.get(origin) == flat:
+                continue  # the same ranges as before
             return False
         if len(mine) == 2 and mine[0] <= flat[0] and flat[-1] < mine[1]:
             continue  # one range holding all of the older marker's (the usual case)
