@@ -46,6 +46,7 @@ from agent_comms.protocol.ops import (
     Membership,
     MembershipAction,
     Op,
+    Receipt,
     ReceiptStatus,
     RoomCreate,
     RoomMessage,
@@ -53,6 +54,7 @@ from agent_comms.protocol.ops import (
     StreamingBehavior,
     message_conversation,
     op_id,
+    op_key,
 )
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
@@ -95,8 +97,9 @@ class MeshStore:
         self._quiet_flushing = False
         #: (agent, conversation, status) -> the messages this store recorded for the agent (its cumulative markers)
         self._progress: dict[tuple[str, str, ReceiptStatus], RangeBuilder] = {}
-        #: the keys of :attr:`_progress` that grew since the last flush, in order
-        self._dirty: dict[tuple[str, str, ReceiptStatus], None] = {}
+        #: the keys of :attr:`_progress` that grew since the last flush, in order, with the agent's claim
+        #: (incarnation) when it grew: a marker still goes out if the agent was released meanwhile
+        self._dirty: dict[tuple[str, str, ReceiptStatus], int] = {}
         self._marks_flushing = False
         node.add_listener(self._on_changes)
 
@@ -235,6 +238,7 @@ class MeshStore:
         if self.is_hosted(agent_id):
             self.flush_marks()
             self.node.release_agent(agent_id)
+            self._forget_released()
 
     def create_room(self, agent_id: str, name: str, room_type: RoomType, description: str) -> str:
         """Create a room owned by the agent; raises ``ROOM_EXISTS``."""
@@ -336,16 +340,23 @@ class MeshStore:
         message = self.state.messages.get(message_id)
         if message is None or self.state.receipt_status(message_id, agent_id) in (status, "read"):
             return
+        hosted = self.node.hosted.get(agent_id)
+        if hosted is None:
+            return
         body = message.body
         assert isinstance(body, RoomMessage | DirectMessage)
+        conversation = message_conversation(body)
         if not body.n:
-            return  # made by protocol version 1: a marker cannot name it
-        key = (agent_id, message_conversation(body), status)
+            # Made by protocol version 1 (brought back by a hub that kept it): no number for a marker to name, so
+            # it gets the receipt that version reads.
+            self.node.submit(Receipt(message_id, conversation, op_key(message), agent_id, hosted.incarnation, status))
+            return
+        key = (agent_id, conversation, status)
         builder = self._progress.get(key)
         if builder is None:
             builder = self._progress[key] = RangeBuilder()
         if builder.add(message.origin, body.n):
-            self._dirty[key] = None
+            self._dirty[key] = hosted.incarnation
             if not self._marks_flushing:
                 self._marks_flushing = True
                 self.node.start_soon(self._flush_marks_soon)
@@ -370,15 +381,22 @@ class MeshStore:
         dirty, self._dirty = self._dirty, {}
         for key in sorted(dirty, key=lambda key: key[2] != "read"):
             agent_id, conversation, status = key
-            hosted = self.node.hosted.get(agent_id)
-            if hosted is None:
-                continue
             builder = self._progress[key]
             if status == "delivered":
                 covered = self.state.coverage(conversation, agent_id)["delivered"]
                 if not any(difference(bounds, covered.get(o, [])) for o, bounds in builder.by_origin.items()):
                     continue
-            self.node.submit(Mark(conversation, agent_id, hosted.incarnation, status, builder.wire()))
+            # Under the claim it was recorded with, hosted still or released since (its process exited, say):
+            # what the agent was shown then stays told.
+            self.node.submit(Mark(conversation, agent_id, dirty[key], status, builder.wire()))
+        if any(agent_id not in self.node.hosted for agent_id, _conversation, _status in dirty):
+            self._forget_released()
+
+    def _forget_released(self) -> None:
+        """Drop the recorded progress of agents no longer hosted (a later claim starts its markers afresh)."""
+        hosted = self.node.hosted
+        for key in [key for key in self._progress if key[0] not in hosted and key not in self._dirty]:
+            del self._progress[key]
 
     def _emit(self, event: DeliveryEvent) -> None:
         seen = self._seen.setdefault(event.to, collections.OrderedDict())

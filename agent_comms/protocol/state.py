@@ -64,7 +64,10 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    strictly: it counts once the claim it was issued under is known) makes it cumulative, so the newest marker per
    (conversation, recipient, status, issuing peer, claim) replaces the older ones: a join. A recipient's
    *effective coverage* is the union of the ranges of its counting markers; it only grows, as markers are
-   replaced by larger ones and what counts only grows with the claims and the horizon. A message's status is
+   replaced by larger ones and what counts only grows with the claims and the horizon. (Both rest on the issuer:
+   a marker that holds less than the one it replaces, or one stamped under an old claim after the agent's newer
+   claim, which does not count, takes the older marker's place all the same. The store issues neither: its
+   markers are cumulative and made under the claim its agent holds.) A message's status is
    read off the coverage by its ``(origin, n)`` (:meth:`MeshState.receipt_status`), never inferred from stamps
    or other origins, so a message that arrives late from a partitioned peer is covered only if a marker names
    it. Markers live with their conversation (rule 8). Receipts of protocol version 1 (one per message, recipient
@@ -236,8 +239,11 @@ class MeshState:
     #: conversation -> recipient -> (status, issuing peer, claim incarnation) -> the newest marker under that key
     #: (each is cumulative, so it replaces the older one; kept per claim, like receipts)
     marks: dict[str, dict[str, dict[tuple[str, str, int], Op]]] = attrs.field(factory=dict)
-    #: conversation -> origin -> message number -> the message, for every numbered message held
+    #: conversation -> origin -> message number -> the message, for every numbered message held (of two held
+    #: under one number, which only a misbehaving origin makes, the first in the total order)
     numbered: dict[str, dict[str, dict[int, Op]]] = attrs.field(factory=dict)
+    #: (conversation, origin, number) -> the other held messages under a number taken twice, to take its place
+    renumbered: dict[tuple[str, str, int], list[Op]] = attrs.field(factory=dict, eq=False)
     #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
@@ -605,7 +611,7 @@ class MeshState:
         self._store(op)
         number = op.body.n  # type: ignore[union-attr]
         if number:
-            self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})[number] = op
+            self._number(conversation, op, number)
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
@@ -623,6 +629,16 @@ class MeshState:
             changes.append(MessageAdded(op, conversation))
         return changes
 
+    def _number(self, conversation: str, op: Op, number: int) -> None:
+        """``op`` is held: index it by its number (the first in the total order if the number is taken)."""
+        numbers = self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})
+        other = numbers.setdefault(number, op)
+        if other is op:
+            return
+        first, second = (op, other) if op_key(op) < op_key(other) else (other, op)
+        numbers[number] = first
+        self.renumbered.setdefault((conversation, op.origin, number), []).append(second)
+
     def _unnumber(self, conversation: str, op: Op) -> None:
         """``op`` is no longer held: take it out of :attr:`numbered`."""
         number = op.body.n  # type: ignore[union-attr]
@@ -630,7 +646,19 @@ class MeshState:
         if not number or by_origin is None:
             return
         numbers = by_origin.get(op.origin)
-        if numbers is None or numbers.get(number) is not op:
+        if numbers is None:
+            return
+        key = (conversation, op.origin, number)
+        others = self.renumbered.get(key)
+        if others is not None:
+            if op in others:
+                others.remove(op)
+            elif numbers.get(number) is op:
+                numbers[number] = others.pop(others.index(min(others, key=op_key)))
+            if not others:
+                del self.renumbered[key]
+            return
+        if numbers.get(number) is not op:
             return
         del numbers[number]
         if not numbers:
@@ -900,6 +928,8 @@ class MeshState:
         for _key, message_id in self.orphan_receipts.pop(conversation, []):
             self._drop_receipts(message_id)
         self.numbered.pop(conversation, None)
+        for key in [key for key in self.renumbered if key[0] == conversation]:
+            del self.renumbered[key]
         for recipient, slot in self.marks.pop(conversation, {}).items():
             self._unstore(*slot.values())
             self._coverage.pop((conversation, recipient), None)

@@ -219,3 +219,26 @@ def test_a_cumulative_marker_over_many_origins_reports_and_merges_only_what_chan
     ranges[writers[1].peer_id] = (1, 3)
     mark(hub, room_id, "bob", bob, "read", dict(ranges))
     assert hub.state.coverage(room_id, "bob") == hub.state.coverage_from_scratch(room_id, "bob")
+
+
+def test_a_number_taken_twice_by_a_misbehaving_origin_is_indexed_alike_in_any_order() -> None:
+    """Of two held messages under one number, the index holds the first in the total order, whatever the order
+    they came in; when it goes, the other takes its place."""
+    a = Replica.create("pa")
+    alice = claim(a, "alice")
+    first = a.make(DirectMessage("alice", alice, "bob", "one"), 0)[0]
+    again = Op("pa", a.seq + 1, a.hlc.tick(0), DirectMessage("alice", alice, "bob", "one again", n=1))
+    a.seq += 1
+    record = next(op for op in a.state.stored_ops() if isinstance(op.body, AgentUpsert))
+    conversation = dm_conversation("alice", "bob")
+    replicas = []
+    for order in ([first, again], [again, first]):
+        b = Replica.create("pb", history_limit=2)
+        b.receive_many([record, *order])
+        assert b.state.numbered[conversation]["pa"] == {1: first}
+        replicas.append(b)
+    later = a.make(DirectMessage("alice", alice, "bob", "two"), 0)[0]  # pushes ``first`` out of the history
+    for b in replicas:
+        b.receive(later)
+        assert b.state.numbered[conversation]["pa"] == {1: again, 2: later}
+        assert not b.state.renumbered
