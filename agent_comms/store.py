@@ -242,7 +242,7 @@ class MeshStore:
 
     def create_room(self, agent_id: str, name: str, room_type: RoomType, description: str) -> str:
         """Create a room owned by the agent; raises ``ROOM_EXISTS``."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         # A room's id is the id of the operation creating it, and the operation carries it.
@@ -255,21 +255,21 @@ class MeshStore:
         self, agent_id: str, room_id: str, action: MembershipAction, subject: str = "", reason: str = ""
     ) -> None:
         """One membership operation as the agent (the caller has checked that it is allowed)."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         self._submit(Membership(room_id, action, agent_id, inc, subject, reason))
 
     def send(
         self, agent_id: str, room_id: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "followUp"
     ) -> str:
         """Post to a room; returns the message id."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         return op_id(self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming)))
 
     def dm(
         self, agent_id: str, recipient: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "steer"
     ) -> str:
         """Send a direct message; returns the message id."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         return op_id(self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming)))
 
     @staticmethod
@@ -288,8 +288,13 @@ class MeshStore:
         self.check(body)
         return self.node.submit(body)
 
-    def _incarnation(self, agent_id: str) -> int:
-        return self._require_hosted(agent_id).incarnation
+    def _acting_as(self, agent_id: str) -> int:
+        """The claim the agent acts under. Its markers waiting for the flush go out first: what it was shown
+        before it acts reaches the others before what it does (a reply never overtakes the ``read`` it follows)."""
+        incarnation = self._require_hosted(agent_id).incarnation
+        if self._dirty:
+            self.flush_marks()
+        return incarnation
 
     def _require_hosted(self, agent_id: str) -> AgentUpsert:
         hosted = self.node.hosted.get(agent_id)

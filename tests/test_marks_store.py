@@ -136,3 +136,19 @@ async def test_a_message_of_protocol_version_1_gets_a_receipt() -> None:
                 (Receipt, "read"),
             ]
             assert alice.store.state.receipt_status(op_id(old), alice.id) == "read"  # type: ignore[attr-defined]
+
+
+async def test_a_reply_made_at_once_goes_out_after_the_read_marker_of_what_it_answers() -> None:
+    """The others learn that the agent read the message before they get its reply (the example's order)."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice, bob, _sent, _made = await _alice_shown_one_dm(mesh)
+            ops: list[Op] = []
+            alice.store.node.peer.replica.observer = ops.append  # type: ignore[attr-defined]
+            alice.drain()  # type: ignore[attr-defined]
+            await alice.call({"action": "dm", "target": "bob", "content": "on it"})  # type: ignore[attr-defined]
+            kinds = [type(op.body).__name__ for op in ops]
+            assert kinds == ["Mark", "DirectMessage"], kinds
+            await mesh.settle()
+            told = [e.type for e in bob.drain()]  # type: ignore[attr-defined]
+            assert told[-1] == "dm", told
