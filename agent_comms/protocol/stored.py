@@ -101,9 +101,6 @@ class _SortedSeqs:
         for block in blocks[i + 1 :]:
             yield from block
 
-    def __len__(self) -> int:
-        return sum(map(len, self.blocks))
-
 
 class _Origin:
     """What is stored of one origin: its operations by sequence number, sorted, and how many places keep each."""
