@@ -120,10 +120,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 import attrs
@@ -159,6 +158,7 @@ from .ops import (
     op_key,
 )
 from .rooms import RoomLog, RoomView, diff, fold_name, step
+from .stored import DIGEST_MODULUS, StoredOps, op_hash
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "MAX_CLAIMS", "AgentEntry", "MeshState"]
 
@@ -252,10 +252,8 @@ class MeshState:
     _named: dict[str, list[RoomView]] = attrs.field(factory=dict, repr=False, eq=False)
     #: room name -> the newest key among the operations of its instances (an operation after it is just folded on)
     _frontier: dict[str, OpKey] = attrs.field(factory=dict, repr=False, eq=False)
-    #: (origin, seq) of every stored operation -> how many places store it (a record is also its claim's)
-    _stored: dict[tuple[str, int], int] = attrs.field(factory=dict, repr=False, eq=False)
-    #: :meth:`digest` as a number: the sum of the hashes of the stored operations, modulo 2**128
-    _digest_sum: int = attrs.field(default=0, repr=False, eq=False)
+    #: every stored operation by (origin, seq), counted per place that keeps it, and the digest (:meth:`_store`)
+    _stored: StoredOps = attrs.field(factory=StoredOps, repr=False, eq=False)
     #: message id -> recipient -> :meth:`receipt_status`, as last computed. Dropped for a message when its receipts
     #: or whether it is held change, and wholly when claims can change (a record applied, garbage collected).
     _statuses: dict[str, dict[str, str | None]] = attrs.field(factory=dict, repr=False, eq=False)
@@ -958,33 +956,43 @@ class MeshState:
         """A hash of the set of stored operations: equal digests mean equal replicas.
 
         The sum (modulo 2**128) of a 128-bit hash of each stored operation's ``(origin, seq)``: order-independent,
-        so it is kept up to date as operations are stored and forgotten, and costs nothing to read."""
-        return self._digest_sum.to_bytes(16, "big")
+        so it is kept up to date as operations are stored and forgotten (:class:`~.stored.StoredOps`), and costs
+        nothing to read."""
+        return self._stored.digest()
 
     def digest_from_scratch(self) -> bytes:
         """:meth:`digest` computed again from every stored operation (to check the maintained one)."""
-        total = sum(map(_op_hash, {(op.origin, op.seq) for op in self.stored_ops()}))
-        return (total % _DIGEST_MODULUS).to_bytes(16, "big")
+        total = sum(op_hash(origin, seq) for origin, seq in {(op.origin, op.seq) for op in self.stored_ops()})
+        return (total % DIGEST_MODULUS).to_bytes(16, "big")
+
+    def stored_above(self, floors: Mapping[str, int]) -> Iterator[Op]:
+        """Every stored operation whose sequence number is above its origin's floor in ``floors`` (0 if absent),
+        each once: what an anti-entropy answer sends (:meth:`~.replica.Replica.sync_answer`). Found by bisection
+        per origin in the maintained index, so it costs what it yields, not what the replica stores."""
+        return self._stored.above(floors)
+
+    def stored_above_from_scratch(self, floors: Mapping[str, int]) -> list[Op]:
+        """:meth:`stored_above` computed again by scanning every stored operation, by origin and sequence number
+        (to check the maintained index)."""
+        unique = {(op.origin, op.seq): op for op in self.stored_ops() if op.seq > floors.get(op.origin, 0)}
+        return [unique[key] for key in sorted(unique)]
+
+    def stored_origins(self) -> set[str]:
+        """The origins of which this replica stores some operation."""
+        return self._stored.origins()
 
     def _store(self, *ops: Op) -> None:
-        """``ops`` are stored in one more place each."""
+        """``ops`` are stored in one more place each: every place that keeps an operation says so here and in
+        :meth:`_unstore` (the digest and the anti-entropy index follow)."""
+        stored = self._stored
         for op in ops:
-            key = (op.origin, op.seq)
-            count = self._stored.get(key, 0)
-            if not count:
-                self._digest_sum = (self._digest_sum + _op_hash(key)) % _DIGEST_MODULUS
-            self._stored[key] = count + 1
+            stored.add(op)
 
     def _unstore(self, *ops: Op) -> None:
         """``ops`` are stored in one place fewer each."""
+        stored = self._stored
         for op in ops:
-            key = (op.origin, op.seq)
-            count = self._stored[key] - 1
-            if count:
-                self._stored[key] = count
-            else:
-                del self._stored[key]
-                self._digest_sum = (self._digest_sum - _op_hash(key)) % _DIGEST_MODULUS
+            stored.discard(op)
 
     def _drop_receipts(self, message_id: str) -> None:
         self._statuses.pop(message_id, None)
@@ -993,7 +1001,6 @@ class MeshState:
             self._unstore(*slot.values())
 
 
-_DIGEST_MODULUS: Final = 1 << 128
 #: Messages whose receipt statuses :meth:`MeshState.receipt_status` remembers at most.
 _MAX_STATUSES: Final = 4096
 
@@ -1014,11 +1021,6 @@ def _share_strings(op: Op) -> None:
     elif isinstance(body, DirectMessage):
         force_setattr(body, "author", intern(body.author))
         force_setattr(body, "recipient", intern(body.recipient))
-
-
-def _op_hash(key: tuple[str, int]) -> int:
-    origin, seq = key
-    return int.from_bytes(hashlib.blake2b(f"{origin}:{seq}".encode(), digest_size=16).digest(), "big")
 
 
 def _entry_ops(entry: AgentEntry) -> list[Op]:
