@@ -17,7 +17,12 @@ Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:
 bridge takes them from and settles or gives them back through.
 
 An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
-it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
+it that it has not read (direct messages, and room messages from when it was a member), oldest first, once (when
+more waits than its inbox holds, the newest that fit come first and the older ones as the bridge makes room).
+
+A full inbox refuses events; the messages (and invitations) it refused are remembered, in the history's order, and
+queued from the state once there is room, each checked to be still held, counted and unread: a refill costs what it
+queues, not the history held (:meth:`MeshStore._refill`).
 """
 
 from __future__ import annotations

@@ -11,11 +11,14 @@ import pytest
 import trio
 
 import agent_comms.store
+from agent_comms.agent import Agent
 from agent_comms.deliveries import DeliveryPlanner
 from agent_comms.events import DeliveryEvent
 from agent_comms.protocol.ops import op_key
 from agent_comms.protocol.state import MeshState
-from agent_comms.testing import Agent, InMemoryMesh, open_in_memory_mesh
+from agent_comms.store import MeshStore
+from agent_comms.testing import InMemoryMesh, open_in_memory_mesh
+from agent_comms.tool import CommsTool
 
 DEADLINE = 60
 
@@ -138,3 +141,35 @@ async def test_a_queued_message_asks_the_state_how_far_the_agent_got_once(monkey
             await mesh.settle()
             assert bob.pending_count() == 20
             assert len(asked) == 20, asked
+
+
+async def test_an_agent_hosted_again_gets_the_newest_that_fit_then_the_older_ones() -> None:
+    """More waits for an agent hosted again than its inbox holds: the newest that fit come first (the backlog), the
+    older ones once there is room, oldest first, each once (they were refused, not lost)."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice = await mesh.agent("h1", name="alice")
+            bob = await mesh.agent("h2", name="bob")
+            await mesh.settle()
+            await mesh.stop(bob)
+            await mesh.settle()
+            sent = []
+            for n in range(12):
+                result = await alice.call({"action": "dm", "target": bob.id, "content": f"dm {n}"})
+                sent.append(result.data["message_id"])
+            node, _scope = await mesh.node()
+            store = MeshStore(node, inbox_limit=5)
+            mesh.stores.append(store)
+            await mesh.settle()
+            registered = CommsTool(store, agent_id=bob.id, harness="h2", cwd="/work", pid=0).call(
+                {"action": "register", "name": "bob"}
+            )
+            assert not registered.is_error, registered.text
+            history = sorted(sent, key=lambda m: op_key(store.state.messages[m]))
+            assert [e.message_id for e in store.pending(bob.id)] == history[-5:]
+            shown = []
+            while taken := store.take(bob.id, 2):
+                shown += [e.message_id for e in taken if e.type == "dm"]
+                store.mark_read(bob.id, taken)
+                await mesh.settle()
+            assert shown == history[-5:] + history[:-5]
