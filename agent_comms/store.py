@@ -91,27 +91,35 @@ PRESENCE_QUIET_S: Final = 3.0
 
 class _Refused:
     """What a hosted agent's full inbox refused and the state still holds: the messages in the history's order
-    (at most :data:`_REFUSED_LIMIT`, then :attr:`forgot`), and whether an invitation was refused."""
+    (at most :data:`_REFUSED_LIMIT`, then the oldest one forgotten: :attr:`forgot_from`), and whether an invitation
+    was refused."""
 
-    __slots__ = ("forgot", "ids", "invites", "keys")
+    __slots__ = ("forgot_from", "ids", "invites", "keys")
 
     def __init__(self) -> None:
         #: (key, id) of the refused messages: a heap, the oldest first
         self.keys: list[tuple[OpKey, str]] = []
         self.ids: set[str] = set()
-        #: more were refused than remembered: only a walk over the history finds them all
-        self.forgot = False
+        #: the key of the oldest refused message not remembered (more were refused than remembered): the ones
+        #: remembered before it come in order, then only a walk over the history finds what follows
+        self.forgot_from: OpKey | None = None
         self.invites = False
 
     def add(self, op: Op) -> None:
+        """Remember that ``op`` was refused (or that one was forgotten, past :data:`_REFUSED_LIMIT`)."""
         message_id = op_id(op)
         if message_id in self.ids:
             return
+        key = op_key(op)
         if len(self.ids) >= _REFUSED_LIMIT:
-            self.forgot = True
+            self.forgot_from = key if self.forgot_from is None else min(self.forgot_from, key)
             return
         self.ids.add(message_id)
-        heapq.heappush(self.keys, (op_key(op), message_id))
+        heapq.heappush(self.keys, (key, message_id))
+
+    def next_in_order(self) -> bool:
+        """Whether the oldest remembered message is the oldest refused one (nothing older was forgotten)."""
+        return bool(self.keys) and (self.forgot_from is None or self.keys[0][0] < self.forgot_from)
 
     def pop(self) -> str:
         """The oldest remembered message's id, forgotten."""
@@ -120,7 +128,7 @@ class _Refused:
         return message_id
 
     def __bool__(self) -> bool:
-        return bool(self.keys) or self.forgot or self.invites
+        return bool(self.keys) or self.forgot_from is not None or self.invites
 
 
 class MeshStore:
@@ -556,21 +564,23 @@ class MeshStore:
         """The agent's inbox refused events and has room again: queue, oldest first, what it refused and the state
         still holds for the agent (held, counted, unread; what was queued already is skipped as seen), as many as
         fit, then the invitations it refused. This costs what it queues, not the history held: only when more
-        messages were refused than remembered (:data:`_REFUSED_LIMIT`) is the whole history walked, once, which
-        remembers what does not fit afresh."""
+        messages were refused than remembered (:data:`_REFUSED_LIMIT`), and the ones remembered that are older than
+        any forgotten are queued, is the whole history walked, once, which remembers what does not fit afresh."""
         refused = self._refused.get(agent_id)
         if not refused or not self.is_hosted(agent_id):
             return
         inbox = self.inbox(agent_id)
         planner = self._planner()
-        if refused.forgot:
-            self._refused[agent_id] = _Refused()  # what the walk's events that do not fit are remembered in
-            self._deliver(planner.backlog(agent_id, len(self.state.messages)))
-            return
-        while refused.keys and not inbox.full:
+        while refused.next_in_order() and not inbox.full:
             op = self.state.messages.get(refused.pop())
             if op is not None and planner.is_waiting(op, agent_id):
                 self._emit(planner.message_event(op, agent_id))
+        if refused.forgot_from is not None and not inbox.full:
+            # Some refused messages were forgotten: only a walk over the whole history held finds them (the cost
+            # grows with the history, as the refill's used to); the events that do not fit are remembered afresh.
+            self._refused[agent_id] = _Refused()
+            self._deliver(planner.backlog(agent_id, len(self.state.messages)))
+            return
         if refused.invites and not inbox.full:
             refused.invites = False
             self._deliver(planner.invites(agent_id))
