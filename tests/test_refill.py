@@ -111,15 +111,26 @@ async def test_a_refused_message_read_meanwhile_is_not_queued() -> None:
             assert _oldest_first(state, shown[5:])  # what was refused comes in the history's order
 
 
-async def test_more_refused_than_remembered_is_still_queued_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ``_REFUSED_LIMIT`` remembered messages, a refill walks the history: nothing is lost, none twice."""
-    monkeypatch.setattr(agent_comms.store, "_REFUSED_LIMIT", 4)
+@pytest.mark.parametrize("remembered", [1, 4, 13])
+async def test_more_refused_than_remembered_is_still_queued_in_order(
+    monkeypatch: pytest.MonkeyPatch, remembered: int
+) -> None:
+    """Past ``_REFUSED_LIMIT`` remembered messages, a refill walks the history: nothing is lost, none twice, and
+    each refill queues what the full backlog would."""
+    monkeypatch.setattr(agent_comms.store, "_REFUSED_LIMIT", remembered)
     with trio.fail_after(DEADLINE):
         async with open_in_memory_mesh() as mesh:
             bob, sent = await _flooded(mesh, 6, 40)
-            store = bob.store
+            store, inbox = bob.store, bob.store.inbox(bob.id)
+            queued = {e.id for e in inbox.pending()}
             shown = []
-            while taken := store.take(bob.id, 5):
+            while True:
+                expected = _full_backlog(bob, queued)[:5]
+                taken = store.take(bob.id, 5)
+                if not taken:
+                    break
+                assert [e.id for e in inbox.pending() if e.id not in queued] == expected
+                queued |= {e.id for e in inbox.pending()}
                 shown += [e.message_id for e in taken]
                 store.mark_read(bob.id, taken)
                 await mesh.settle()
