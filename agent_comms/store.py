@@ -17,12 +17,18 @@ Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:
 bridge takes them from and settles or gives them back through.
 
 An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
-it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
+it that it has not read (direct messages, and room messages from when it was a member), oldest first, once (when
+more waits than its inbox holds, the newest that fit come first and the older ones as the bridge makes room).
+
+A full inbox refuses events; the messages (and invitations) it refused are remembered, in the history's order, and
+queued from the state once there is room, each checked to be still held, counted and unread: a refill costs what it
+queues, not the history held (:meth:`MeshStore._refill`).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import time
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -46,6 +52,7 @@ from agent_comms.protocol.ops import (
     Membership,
     MembershipAction,
     Op,
+    OpKey,
     Receipt,
     ReceiptStatus,
     RoomCreate,
@@ -74,9 +81,54 @@ DeliveryCallback = Callable[[DeliveryEvent], None]
 #: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
 INBOX_LIMIT: Final = 1000
 _SEEN_LIMIT: Final = 20_000
+#: Messages a full inbox refused that are remembered per hosted agent, to queue them once there is room without
+#: walking the history (:meth:`MeshStore._refill`); past this many, the next refill walks the whole history.
+_REFUSED_LIMIT: Final = 10_000
 #: A room member's status that changes and changes back within this many seconds is not told; every status change
 #: reaches the members' inboxes this much later (quiet presence).
 PRESENCE_QUIET_S: Final = 3.0
+
+
+class _Refused:
+    """What a hosted agent's full inbox refused and the state still holds: the messages in the history's order
+    (at most :data:`_REFUSED_LIMIT`, then the oldest one forgotten: :attr:`forgot_from`), and whether an invitation
+    was refused."""
+
+    __slots__ = ("forgot_from", "ids", "invites", "keys")
+
+    def __init__(self) -> None:
+        #: (key, id) of the refused messages: a heap, the oldest first
+        self.keys: list[tuple[OpKey, str]] = []
+        self.ids: set[str] = set()
+        #: the key of the oldest refused message not remembered (more were refused than remembered): the ones
+        #: remembered before it come in order, then only a walk over the history finds what follows
+        self.forgot_from: OpKey | None = None
+        self.invites = False
+
+    def add(self, op: Op) -> None:
+        """Remember that ``op`` was refused (or that one was forgotten, past :data:`_REFUSED_LIMIT`)."""
+        message_id = op_id(op)
+        if message_id in self.ids:
+            return
+        key = op_key(op)
+        if len(self.ids) >= _REFUSED_LIMIT:
+            self.forgot_from = key if self.forgot_from is None else min(self.forgot_from, key)
+            return
+        self.ids.add(message_id)
+        heapq.heappush(self.keys, (key, message_id))
+
+    def next_in_order(self) -> bool:
+        """Whether the oldest remembered message is the oldest refused one (nothing older was forgotten)."""
+        return bool(self.keys) and (self.forgot_from is None or self.keys[0][0] < self.forgot_from)
+
+    def pop(self) -> str:
+        """The oldest remembered message's id, forgotten."""
+        message_id = heapq.heappop(self.keys)[1]
+        self.ids.discard(message_id)
+        return message_id
+
+    def __bool__(self) -> bool:
+        return bool(self.keys) or self.forgot_from is not None or self.invites
 
 
 class MeshStore:
@@ -90,6 +142,8 @@ class MeshStore:
         self.presence_quiet_s = presence_quiet_s
         self._inboxes: dict[str, Inbox] = {}
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
+        #: per hosted agent, what its full inbox refused (queued from the state once there is room)
+        self._refused: dict[str, _Refused] = {}
         self._callbacks: list[DeliveryCallback] = []
         #: member_status events waiting out :data:`PRESENCE_QUIET_S`, by (agent told, agent, room): the event and
         #: when it is due
@@ -340,16 +394,22 @@ class MeshStore:
             if event.type in ("dm", "room_message"):
                 self._record(agent_id, event.message_id, "read")
 
-    def _record(self, agent_id: str, message_id: str, status: ReceiptStatus) -> None:
-        """Record that ``message_id`` reached ``status`` for the agent; its marker goes out at the next flush."""
+    def _record(self, agent_id: str, message_id: str, status: ReceiptStatus, *, unread: bool = False) -> None:
+        """Record that ``message_id`` reached ``status`` for the agent; its marker goes out at the next flush.
+
+        ``unread``: the caller knows the agent has not read it (the planner found it so in this same pass), so the
+        state is not asked again: a numbered message that is ``delivered`` already is recorded anyway, and
+        :meth:`flush_marks` sends no ``delivered`` marker that the agent's coverage holds already."""
         message = self.state.messages.get(message_id)
-        if message is None or self.state.receipt_status(message_id, agent_id) in (status, "read"):
+        if message is None:
             return
         hosted = self.node.hosted.get(agent_id)
         if hosted is None:
             return
         body = message.body
         assert isinstance(body, RoomMessage | DirectMessage)
+        if not (unread and body.n) and self.state.receipt_status(message_id, agent_id) in (status, "read"):
+            return
         conversation = message_conversation(body)
         if not body.n:
             # Made by protocol version 1 (brought back by a hub that kept it): no number for a marker to name, so
@@ -402,6 +462,8 @@ class MeshStore:
         hosted = self.node.hosted
         for key in [key for key in self._progress if key[0] not in hosted and key not in self._dirty]:
             del self._progress[key]
+        for agent_id in [agent_id for agent_id in self._refused if agent_id not in hosted]:
+            del self._refused[agent_id]
 
     def _emit(self, event: DeliveryEvent) -> None:
         seen = self._seen.setdefault(event.to, collections.OrderedDict())
@@ -416,10 +478,13 @@ class MeshStore:
     def _queue(self, event: DeliveryEvent) -> None:
         agent_id = event.to
         if not self.inbox(agent_id).put(event):
-            return  # full: not delivered (no receipt, not seen); it comes from the state once there is room
+            # full: not delivered (no receipt, not seen); it comes from the state once there is room
+            self._note_refused(event)
+            return
         self._remember(self._seen.setdefault(agent_id, collections.OrderedDict()), event.id)
         if event.type in ("dm", "room_message"):
-            self._record(agent_id, event.message_id, "delivered")
+            # every message event queued was planned in this pass for an agent that has not read it
+            self._record(agent_id, event.message_id, "delivered", unread=True)
         for callback in self._callbacks:
             callback(event)
 
@@ -476,15 +541,56 @@ class MeshStore:
             else:
                 self._emit(delivery)
 
+    def _note_refused(self, event: DeliveryEvent) -> None:
+        """The agent's full inbox refused ``event``: remember a message or an invitation, to queue it from the state
+        once there is room (other events are not queued again)."""
+        if event.type in ("dm", "room_message"):
+            op = self.state.messages.get(event.message_id)
+            if op is not None:
+                self._refused.setdefault(event.to, _Refused()).add(op)
+        elif event.type == "room_invite":
+            self._refused.setdefault(event.to, _Refused()).invites = True
+
     def _queue_backlog(self, agent_id: str) -> None:
-        """Everything addressed to the agent that it has not read: kept while its bridge was down."""
-        self._deliver(self._planner().backlog(agent_id, self.inbox_limit))
+        """Everything addressed to the agent that it has not read: kept while its bridge was down. The newest
+        messages that fit are queued; the older ones are remembered as refused and come once there is room."""
+        planner = self._planner()
+        waiting = planner.waiting(agent_id)
+        cut = max(0, len(waiting) - self.inbox_limit)
+        refused = self._refused[agent_id] = _Refused()
+        for op in waiting[:cut]:
+            refused.add(op)
+        self._deliver([planner.message_event(op, agent_id) for op in waiting[cut:]])
+        self._deliver(planner.invites(agent_id))
+        if refused:
+            self.inbox(agent_id).more_to_put()
 
     def _refill(self, agent_id: str) -> None:
-        """The agent's inbox refused events and has room again: queue, oldest first, what waits for it in the state
-        and is not queued yet (what was already queued or is being shown is skipped as seen)."""
-        if self.is_hosted(agent_id):
-            self._deliver(self._planner().backlog(agent_id, len(self.state.messages)))
+        """The agent's inbox refused events and has room again: queue, oldest first, what it refused and the state
+        still holds for the agent (held, counted, unread; what was queued already is skipped as seen), as many as
+        fit, then the invitations it refused. This costs what it queues, not the history held: only when more
+        messages were refused than remembered (:data:`_REFUSED_LIMIT`), and the ones remembered that are older than
+        any forgotten are queued, is the whole history walked, once, which remembers what does not fit afresh."""
+        refused = self._refused.get(agent_id)
+        if not refused or not self.is_hosted(agent_id):
+            return
+        inbox = self.inbox(agent_id)
+        planner = self._planner()
+        while refused.next_in_order() and not inbox.full:
+            op = self.state.messages.get(refused.pop())
+            if op is not None and planner.is_waiting(op, agent_id):
+                self._emit(planner.message_event(op, agent_id))
+        if refused.forgot_from is not None and not inbox.full:
+            # Some refused messages were forgotten: only a walk over the whole history held finds them (the cost
+            # grows with the history, as the refill's used to); the events that do not fit are remembered afresh.
+            self._refused[agent_id] = _Refused()
+            self._deliver(planner.backlog(agent_id, len(self.state.messages)))
+            return
+        if refused.invites and not inbox.full:
+            refused.invites = False
+            self._deliver(planner.invites(agent_id))
+        if refused:
+            inbox.more_to_put()
 
     def message_event(self, op: Op, to: str) -> DeliveryEvent:
         """The delivery event of a room message or DM for agent ``to``."""
