@@ -129,6 +129,8 @@ _WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wai
 WRITE_BYTES: Final = 1 << 20
 #: Operations held in the outbox at most (then they are written at once, without waiting for a writer to wake).
 OUTBOX_OPS: Final = 1024
+#: The longest the owner task handles events before it lets the other tasks run (seconds).
+OWNER_SLICE: Final = 0.02
 
 
 class _PassCounter(trio.abc.Instrument):
@@ -331,18 +333,34 @@ class MeshNode:
     # ------------------------------------------------------------------ the owner
 
     async def _owner(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Handle the inbox's events in order, in slices of at most :data:`OWNER_SLICE` seconds: between slices the
+        other tasks run (writers send, readers read, heartbeats leave), and the peer's timers run if they are due,
+        ahead of the events still waiting (timers depend on time, not on their order with events)."""
         self._execute(self.peer.start(trio.current_time()))
         task_status.started()
         inbox = self._inbox
+        clock = time.perf_counter
         while True:
             event = await inbox.receive()
+            until = clock() + OWNER_SLICE
             while True:
                 self._handle(event)
                 try:
                     event = inbox.receive_nowait()
                 except trio.WouldBlock:
                     break
+                if clock() >= until:
+                    self._progressed()
+                    await trio.lowlevel.checkpoint()
+                    self._run_due_timers()
+                    until = clock() + OWNER_SLICE
             self._progressed()
+
+    def _run_due_timers(self) -> None:
+        due = self.peer.get_timer()
+        now = trio.current_time()
+        if due is not None and now >= due:
+            self._execute(self.peer.handle_timer(now))
 
     def _progressed(self) -> None:
         """After events were handled: point the alarm at the peer's next timer and wake :meth:`wait_for`."""
@@ -617,12 +635,9 @@ class MeshNode:
                             self._dropped_pending,
                         )
                         self._dropped_pending = 0
+                    # At once, not behind the data in the inbox: the dialer's handshake timeout is running.
                     self._accepted_unhandled += 1
-                    try:
-                        await self._inbox_send.send(Accepted(conn))
-                    except BaseException:
-                        self._accepted_unhandled -= 1  # not sent (cancelled or closed): never handled either
-                        raise
+                    self._handle_now(Accepted(conn))
             finally:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
@@ -636,7 +651,7 @@ class MeshNode:
                 await trio.sleep(_RESOURCE_PAUSE)  # so that what follows a failed dial does not spin meanwhile
             await self._inbox_send.send(DialFailed(command.link_id, f"{type(exc).__name__}: {exc}"))
         else:
-            await self._inbox_send.send(Opened(command.link_id, conn))
+            self._handle_now(Opened(command.link_id, conn))  # the handshake starts at once, not behind data
 
     # ------------------------------------------------------------------ links
 
@@ -890,6 +905,7 @@ class MeshNode:
                 return f"{type(exc).__name__}: {exc}"
             if not data:
                 return "end of stream"
+            self.peer.link_heard(link_id, trio.current_time())
             decoder.feed(data)
             while True:
                 frames = []
@@ -917,12 +933,22 @@ class MeshNode:
         """Hand frames read from a link to the peer: applied here, in the reader's task, when the owner task waits
         with nothing sent to it unhandled (the peer does no I/O, so nothing else can run meanwhile); otherwise
         queued behind those events in the owner's inbox, so that the peer sees every event in the order it
-        happened (a link's frames after that link's earlier frames, and after a link that ended before them)."""
-        if self._owner_idle():
-            self._handle(event)
-            self._progressed()
+        happened (a link's frames after that link's earlier frames, and after a link that ended before them).
+
+        A link's handshake never waits behind data: its frames are always applied here. None of that link's
+        frames can be in the inbox before them (all of them were applied here), and other links' events are
+        independent of it (they arrived on other sockets, in no order with it)."""
+        entry = self.peer.links.get(event.link_id)
+        if self._owner_idle() or (entry is not None and not entry.is_open):
+            self._handle_now(event)
             return
         await self._inbox_send.send(event)
+
+    def _handle_now(self, event: OwnerEvent) -> None:
+        """Handle an event in the calling task, ahead of what waits in the owner's inbox (only for events that
+        depend on none of those: a new connection, a handshake's frames)."""
+        self._handle(event)
+        self._progressed()
 
     def _owner_idle(self) -> bool:
         """Whether the owner task waits for its next event and none is queued or handed to it unhandled (a value

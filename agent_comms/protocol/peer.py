@@ -499,6 +499,13 @@ class Peer:
                 reason = f"still: {reason}"  # the same stranger on the port again: said loudly the first time only
             return commands + self._close(entry, now, reason)
 
+    def link_heard(self, link_id: int, now: float) -> None:
+        """Bytes arrived on a link, not yet handed over as frames (they may wait behind other work of this peer):
+        the link is not silent (rule 6)."""
+        entry = self.links.get(link_id)
+        if entry is not None:
+            entry.last_rx = now
+
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Command]:
         """A link is gone (EOF, reset, or a read error the runtime saw)."""
         entry = self.links.get(link_id)

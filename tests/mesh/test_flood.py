@@ -11,6 +11,7 @@ In-memory network (the order of frames on a link is the same as over TCP; the ti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import trio
@@ -90,3 +91,37 @@ async def test_what_was_made_before_the_link_is_still_answered() -> None:
             assert all(op.seq in seen for op in made)
             answered = {(op.origin, op.seq) for frame in received if isinstance(frame, SyncOps) for op in frame.ops}
             assert {(op.origin, op.seq) for op in made} <= answered
+
+
+async def test_a_handshake_does_not_wait_behind_a_backlog_of_frames() -> None:
+    """``a``'s owner task has a backlog of received frames that take it seconds to apply (simulated: each of these
+    events keeps it busy for 10 ms, as a large frame of operations would): a peer dialing ``a`` meanwhile still
+    completes its handshake while that backlog lasts, instead of timing out behind it."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            a, _ = await mesh.node()
+            await a.wait_synced()
+            backlog = 400
+            busy = FramesRead(10**9, [])  # a link id nobody has: nothing to apply but the time it takes
+            handle: Callable[[OwnerEvent], None] = a._handle
+
+            def slow(event: OwnerEvent) -> None:
+                nonlocal backlog
+                if event is busy:
+                    time.sleep(0.01)
+                    backlog -= 1
+                    return
+                handle(event)
+
+            a._handle = slow  # type: ignore[method-assign]
+            for _ in range(backlog):
+                a._inbox_send.send_nowait(busy)
+            b, _ = await mesh.node()
+
+            def linked() -> bool:
+                return any(entry.is_open and entry.peer_id == b.peer_id for entry in a.peer.links.values())
+
+            await a.wait_for(lambda: linked() or not backlog)
+            assert linked(), "the handshake waited until the whole backlog was applied"
+            assert backlog > 0
+            await b.wait_for(lambda: a.peer_id in b.peer.data_links)  # and the mesh forms once it is applied
