@@ -135,13 +135,21 @@ OWNER_SLICE: Final = 0.02
 
 class _PassCounter(trio.abc.Instrument):
     """Counts the passes of Trio's run loop (each waits for I/O once): the operations made within one pass are
-    written together."""
+    written together. Also notes when the current pass began (:meth:`spent`)."""
 
     def __init__(self) -> None:
         self.passes = 0
+        self.began = time.perf_counter()
 
     def before_io_wait(self, timeout: float) -> None:
         self.passes += 1
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.began = time.perf_counter()
+
+    def spent(self) -> float:
+        """Seconds since the current pass began."""
+        return time.perf_counter() - self.began
 
 
 class MeshNode:
@@ -197,6 +205,8 @@ class MeshNode:
         self._links_drained: trio.Event | None = None
         #: connections accepted by a listener and not yet handed to the peer (they count as pending links)
         self._accepted_unhandled = 0
+        #: link id -> frames read from it waiting in the inbox (events): such a link is not silent
+        self._unhandled_reads: dict[int, int] = {}
         #: pending connections closed to make room in the current burst (logged once per burst)
         self._dropped_pending = 0
         #: pending links closed to make room whose tasks have not ended yet (no longer counted as pending)
@@ -357,10 +367,15 @@ class MeshNode:
             self._progressed()
 
     def _run_due_timers(self) -> None:
-        due = self.peer.get_timer()
+        """Run the peer's timers if they are due. Links whose frames wait in the inbox are heard first: they are
+        not silent, only not handled yet."""
+        peer = self.peer
+        due = peer.get_timer()
         now = trio.current_time()
         if due is not None and now >= due:
-            self._execute(self.peer.handle_timer(now))
+            for link_id in self._unhandled_reads:
+                peer.link_heard(link_id, now)
+            self._execute(peer.handle_timer(now))
 
     def _progressed(self) -> None:
         """After events were handled: point the alarm at the peer's next timer and wake :meth:`wait_for`."""
@@ -396,12 +411,17 @@ class MeshNode:
         now = trio.current_time()
         match event:
             case FramesRead(link_id, frames):
+                unhandled = self._unhandled_reads
+                count = unhandled.pop(link_id, 0) - 1
+                if count > 0:
+                    unhandled[link_id] = count
                 for frame in frames:
                     self._execute(peer.frame_received(link_id, frame, now))
             case LinkEnded(link_id, reason):
                 if link_id in peer.links:
                     self._log_close(link_id, reason)
                 self._drop_writer(link_id)
+                self._unhandled_reads.pop(link_id, None)  # (its frames come before its end: none is left)
                 self._execute(peer.link_closed(link_id, now, reason))
             case Accepted(conn):
                 self._accepted_unhandled -= 1
@@ -423,9 +443,7 @@ class MeshNode:
             case BindFailed():
                 self._execute(peer.coordinator_bind_failed(now))
             case TimerDue():
-                due = peer.get_timer()
-                if due is not None and now >= due:
-                    self._execute(peer.handle_timer(now))
+                self._run_due_timers()
             case _:
                 assert_never(event)
 
@@ -937,11 +955,18 @@ class MeshNode:
 
         A link's handshake never waits behind data: its frames are always applied here. None of that link's
         frames can be in the inbox before them (all of them were applied here), and other links' events are
-        independent of it (they arrived on other sockets, in no order with it)."""
+        independent of it (they arrived on other sockets, in no order with it).
+
+        Readers apply here only while the current scheduler pass is younger than :data:`OWNER_SLICE`: a pass in
+        which many links bring data does not hold up timers and writers for the sum of them (the rest goes to the
+        owner, which applies it in slices)."""
         entry = self.peer.links.get(event.link_id)
-        if self._owner_idle() or (entry is not None and not entry.is_open):
+        if (entry is not None and not entry.is_open) or (self._owner_idle() and self._passes.spent() < OWNER_SLICE):
             self._handle_now(event)
             return
+        # Applied by the owner, in its slices; meanwhile the link counts as heard (its frames are here, unhandled).
+        unhandled = self._unhandled_reads
+        unhandled[event.link_id] = unhandled.get(event.link_id, 0) + 1
         await self._inbox_send.send(event)
 
     def _handle_now(self, event: OwnerEvent) -> None:
