@@ -205,6 +205,8 @@ class MeshNode:
         self._links_drained: trio.Event | None = None
         #: connections accepted by a listener and not yet handed to the peer (they count as pending links)
         self._accepted_unhandled = 0
+        #: when :meth:`_keep_alive` may next send heartbeats (``time.perf_counter``)
+        self._next_keep_alive = 0.0
         #: link id -> frames read from it waiting in the inbox (events): such a link is not silent
         self._unhandled_reads: dict[int, int] = {}
         #: pending connections closed to make room in the current burst (logged once per burst)
@@ -247,6 +249,17 @@ class MeshNode:
         op, commands = self.peer.make(body, trio.current_time())
         self._execute(commands)
         return op
+
+    def _keep_alive(self) -> None:
+        """The caller has kept this scheduler pass going for a heartbeat interval or more (a loop of tool calls that
+        never yields): no task of the node runs meanwhile, so send the heartbeats that are due from here (written
+        to the sockets at once when their links are idle), or the other peers would judge this one silent. Only
+        heartbeats: the timeouts wait for a pass in which the readers have read."""
+        clock = time.perf_counter()
+        if clock < self._next_keep_alive:
+            return
+        self._next_keep_alive = clock + self.peer.config.heartbeat_interval / 2
+        self._execute(self.peer.heartbeats(trio.current_time()))
 
     def host_agent(self, record: AgentUpsert) -> AgentUpsert:
         """Host an agent on this peer; returns the record as claimed (with its incarnation).
@@ -454,6 +467,8 @@ class MeshNode:
         finally:
             self._busy -= 1
         self._close_overflowed()
+        if self._passes.spent() >= self.peer.config.heartbeat_interval:
+            self._keep_alive()
 
     def _carry_out(self, commands: Iterable[Command]) -> None:
         for command in commands:
@@ -682,10 +697,21 @@ class MeshNode:
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
     def _write_bytes(self, link_id: int, data: bytes) -> None:
-        """Queue ``data`` on a link; past ``link_queue_bytes`` unsent (answers excepted) the link is closed."""
+        """Queue ``data`` on a link; past ``link_queue_bytes`` unsent (answers excepted) the link is closed. On an
+        idle TCP link (nothing queued), what the socket takes at once is written to it here, without waiting for
+        the writer task to run (which a caller that does not yield, or a busy pass, may hold up)."""
         writer = self._writers.get(link_id)
         if writer is None:
             return
+        fd = self._fds.get(link_id)
+        if fd is not None and link_id not in self._queued and link_id not in self._owed:
+            try:
+                written = os.write(fd, data)
+            except OSError:  # full (BlockingIOError) or broken: the writer sends it or meets the error
+                written = 0
+            if written == len(data):
+                return
+            data = data[written:]
         queued = self._queued.get(link_id, 0) + len(data)
         try:
             if queued > self.link_queue_bytes:

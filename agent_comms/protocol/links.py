@@ -150,6 +150,12 @@ class LinkSweep:
                 entry.opened_at = min(entry.opened_at + stood_still, now)
         return True
 
+    def heartbeats_due(self, links: Mapping[int, LinkEntry], now: float) -> Iterator[HeartbeatDue]:
+        """The open links that have sent nothing for ``heartbeat_interval`` (no timeouts judged)."""
+        for entry in list(links.values()):
+            if entry.is_open and now >= entry.last_tx + self.heartbeat_interval:
+                yield HeartbeatDue(entry)
+
     def verdicts(self, links: Mapping[int, LinkEntry], now: float) -> Iterator[LinkVerdict]:
         """What each link needs now, link by link. Lazy: a link closed while acting on an earlier verdict is
         skipped."""

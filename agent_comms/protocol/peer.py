@@ -938,6 +938,14 @@ class Peer:
                 commands += self.collect_garbage(now)
         return commands
 
+    def heartbeats(self, now: float) -> list[Command]:
+        """Rule 6's heartbeats alone, without its timeouts: for a runtime kept from running its timers (its caller
+        does not yield), so that the other peers do not judge this one silent meanwhile."""
+        commands: list[Command] = []
+        for verdict in self.sweep.heartbeats_due(self.links, now):
+            commands += self._send(verdict.entry, [Heartbeat()], now)
+        return commands
+
     def _sweep(self, now: float) -> list[Command]:
         """Rule 6: act on what the sweep finds on each link."""
         commands: list[Command] = []

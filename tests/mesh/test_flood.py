@@ -6,7 +6,10 @@
 * Handshakes are not queued behind data: a node whose owner task has a backlog of received frames still completes
   the handshake of a new link at once.
 
-In-memory network (the order of frames on a link is the same as over TCP; the timing is the test's to control).
+* A caller that never yields (a tight loop of operations) still sends heartbeats, so its links stay open.
+
+In-memory network where the test controls the timing (the order of frames on a link is the same as over TCP); a
+real peer process over TCP for the caller that never yields.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from collections.abc import Callable
 
 import trio
 import trio.testing
+from conftest import ProcessMesh
 
-from agent_comms.mesh.node import MeshNode
+from agent_comms.mesh.node import MeshNode, open_node
 from agent_comms.mesh.owner_events import FramesRead, OwnerEvent
+from agent_comms.mesh.registry import PeerRegistry
 from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op
 from agent_comms.protocol.wire import Frame, SyncOps
 from agent_comms.testing import open_in_memory_mesh
@@ -125,3 +130,34 @@ async def test_a_handshake_does_not_wait_behind_a_backlog_of_frames() -> None:
             assert linked(), "the handshake waited until the whole backlog was applied"
             assert backlog > 0
             await b.wait_for(lambda: a.peer_id in b.peer.data_links)  # and the mesh forms once it is applied
+
+
+async def test_a_caller_that_never_yields_keeps_its_links(process_mesh: ProcessMesh) -> None:
+    """A loop of operations that never yields to the scheduler (an agent's tool called in a tight loop, each call
+    after a millisecond of the caller's own work) holds up every task of its node for longer than the link timeout:
+    the peer process at the other end of its links must still hear from it (heartbeats and operations written from
+    the loop itself, as long as the sockets take them), and no link is closed."""
+    mesh = process_mesh
+    other = await mesh.spawn("other", "bob")
+    registry = PeerRegistry(mesh.home)
+    with trio.fail_after(DEADLINE):
+        async with open_node(mesh.key, port=mesh.port, registry=registry, probe_processes=False) as node:
+            await node.wait_for(lambda: other.peer_id in node.peer.data_links and "bob" in node.state.agents)
+            links = dict(node.peer.links)
+            alice = node.host_agent(_agent("alice"))
+            stall = 2 * node.peer.config.link_timeout
+            until = time.perf_counter() + stall
+            made = 0
+            while time.perf_counter() < until:  # never yields
+                node.submit(DirectMessage("alice", alice.incarnation, "bob", f"m{made}"))
+                made += 1
+                busy = time.perf_counter() + 0.001  # the caller's own work between two calls
+                while time.perf_counter() < busy:
+                    pass
+            data_link = links[node.peer.data_links[other.peer_id]]
+            marks = node.request_sync()
+            await node.wait_for(
+                lambda: other.peer_id in node.peer.synced_with(marks) or data_link.link_id not in node.peer.links
+            )
+            closed = [entry for link_id, entry in links.items() if link_id not in node.peer.links]
+            assert not closed, f"links closed after {made} operations in {stall} s without yielding: {closed}"
