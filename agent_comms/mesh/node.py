@@ -17,12 +17,12 @@ Structure (each arrow is a memory channel, each box a task)::
   grow.
 * **Few hops.** A reader applies what it read itself, in its own task, when no event a reader sent is waiting for
   the owner (the peer does no I/O, so nothing else runs meanwhile and each link's frames keep their order) and the
-  scheduler pass is young; only then does a read become an inbox event. The operations made here are held in an outbox and leave, per scheduler
-  pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all links) when the link's
-  writer runs; the first operation of a pass on an idle TCP link is written to its socket at once instead. Any
-  other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links the reader and
-  the writer use the socket's descriptor directly: one task step per read (wait until readable, then read) and
-  none for a write the socket takes whole.
+  scheduler pass is young; otherwise the read becomes an inbox event. The operations made here are held in an outbox
+  and leave, per scheduler pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all
+  links) when the link's writer runs; the first operation of a pass on an idle TCP link is written to its socket at
+  once instead. Any other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links
+  the reader and the writer use the socket's descriptor directly: one task step per read (wait until readable, then
+  read) and none for a write the socket takes whole.
 * **Nothing waits behind a flood.** A new connection and a handshake's frames are handled at once, never behind
   the data in the inbox; the owner works in slices of :data:`OWNER_SLICE` and runs due timers between them; a link
   whose bytes were read is heard even while its frames wait; a caller that keeps one pass going for a heartbeat
