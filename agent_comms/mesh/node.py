@@ -25,7 +25,8 @@ Structure (each arrow is a memory channel, each box a task)::
   read) and none for a write the socket takes whole.
 * **Nothing waits behind a flood.** A new connection and a handshake's frames are handled at once, never behind
   the data in the inbox; the owner works in slices of :data:`OWNER_SLICE` and runs due timers between them; a link
-  whose bytes were read is heard even while its frames wait; a caller that keeps one pass going for a heartbeat
+  whose whole frames were read is heard even while they wait in the inbox (a part of a frame is not: a slow loris
+  is still cut off); a caller that keeps one pass going for a heartbeat
   interval sends the due heartbeats itself (:meth:`MeshNode._keep_alive`), and bytes for an idle TCP link go to
   its socket at once. The peer's sweep does not count the time the peer stood still against its links.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
@@ -954,7 +955,6 @@ class MeshNode:
                 return f"{type(exc).__name__}: {exc}"
             if not data:
                 return "end of stream"
-            self.peer.link_heard(link_id, trio.current_time())
             decoder.feed(data)
             while True:
                 frames = []

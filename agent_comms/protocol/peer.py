@@ -500,8 +500,8 @@ class Peer:
             return commands + self._close(entry, now, reason)
 
     def link_heard(self, link_id: int, now: float) -> None:
-        """Bytes arrived on a link, not yet handed over as frames (they may wait behind other work of this peer):
-        the link is not silent (rule 6)."""
+        """Whole frames arrived on a link and wait, unhandled, behind other work of this peer: the link is not
+        silent (rule 6)."""
         entry = self.links.get(link_id)
         if entry is not None:
             entry.last_rx = now
