@@ -142,7 +142,15 @@ async def test_a_caller_that_never_yields_keeps_its_links(process_mesh: ProcessM
     registry = PeerRegistry(mesh.home)
     with trio.fail_after(DEADLINE):
         async with open_node(mesh.key, port=mesh.port, registry=registry, probe_processes=False) as node:
-            await node.wait_for(lambda: other.peer_id in node.peer.data_links and "bob" in node.state.agents)
+            # every link open first (a handshake cannot finish while its peer stands still)
+            await node.wait_for(
+                lambda: (
+                    other.peer_id in node.peer.data_links
+                    and node.peer.coordinator_link is not None
+                    and all(entry.is_open for entry in node.peer.links.values())
+                    and "bob" in node.state.agents
+                )
+            )
             links = dict(node.peer.links)
             alice = node.host_agent(_agent("alice"))
             stall = 2 * node.peer.config.link_timeout
