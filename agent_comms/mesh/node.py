@@ -23,12 +23,12 @@ Structure (each arrow is a memory channel, each box a task)::
   once instead. Any other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links
   the reader and the writer use the socket's descriptor directly: one task step per read (wait until readable, then
   read) and none for a write the socket takes whole.
-* **Nothing waits behind a flood.** A new connection and a handshake's frames are handled at once, never behind
-  the data in the inbox; the owner works in slices of :data:`OWNER_SLICE` and runs due timers between them; a link
-  whose whole frames were read is heard even while they wait in the inbox (a part of a frame is not: a slow loris
-  is still cut off); a caller that keeps one pass going for a heartbeat
-  interval sends the due heartbeats itself (:meth:`MeshNode._keep_alive`), and bytes for an idle TCP link go to
-  its socket at once. The peer's sweep does not count the time the peer stood still against its links.
+* **Nothing waits behind a flood.** A new connection and a handshake's frames are handled at once, never behind the
+  data in the inbox; the owner works in slices of :data:`OWNER_SLICE` and runs due timers between them; a link whose
+  whole frames were read is heard even while they wait in the inbox (a part of a frame is not: a slow loris is still
+  cut off); a caller that keeps one pass going for a heartbeat interval sends the due heartbeats itself
+  (:meth:`MeshNode._keep_alive`), and bytes for an idle TCP link go to its socket at once. The peer's sweep does not
+  count the time the peer stood still against its links.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
 * **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
