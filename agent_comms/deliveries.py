@@ -145,25 +145,40 @@ class DeliveryPlanner:
     def backlog(self, agent_id: str, limit: int) -> list[Delivery]:
         """Everything addressed to the agent that it has not read (at most the newest ``limit`` messages), for when
         it is hosted again: kept while its bridge was down."""
-        self._out = []
+        self._out = [self.message_event(op, agent_id) for op in self.waiting(agent_id)[-limit:]]
+        self._out += self.invites(agent_id)
+        return self._out
+
+    def waiting(self, agent_id: str) -> list[Op]:
+        """Every held message the agent has not read and may be shown, oldest first (:meth:`is_waiting`): a walk
+        over the whole history held."""
         state = self.state
         waiting: list[Op] = []
         for op in state.messages.values():
             body = op.body
             if isinstance(body, DirectMessage) and body.recipient != agent_id:
                 continue
-            if not state.message_visible(op) or state.receipt_status(op_id(op), agent_id) == "read":
-                continue
-            if agent_id in self._recipients(op):
+            if self.is_waiting(op, agent_id):
                 waiting.append(op)
-        for op in sorted(waiting, key=op_key)[-limit:]:
-            self._out.append(self.message_event(op, agent_id))
+        return sorted(waiting, key=op_key)
+
+    def is_waiting(self, op: Op, agent_id: str) -> bool:
+        """Whether the held message ``op`` waits for the agent: it counts, is addressed to the agent (a room
+        message: the agent was a member when it was posted) and the agent has not read it."""
+        state = self.state
+        if not state.message_visible(op) or state.receipt_status(op_id(op), agent_id) == "read":
+            return False
+        return agent_id in self._recipients(op)
+
+    def invites(self, agent_id: str) -> list[Delivery]:
+        """The invitations to live rooms the agent has not answered."""
+        found: list[Delivery] = []
         for room_id, view in queries.live_rooms(self.state):
             inviter = view.invited.get(agent_id)
             if inviter is not None:
                 event_id = _room_event_id(room_id, "invited", agent_id, view.invite_keys.get(agent_id))
-                self._out.append(self._room_event("room_invite", agent_id, room_id, view, inviter, event_id))
-        return self._out
+                found.append(self._room_event("room_invite", agent_id, room_id, view, inviter, event_id))
+        return found
 
     def _on_evicted(self, change: MessageEvicted) -> None:
         """A direct message that never reached its (offline) recipient fell out of the bounded history."""
@@ -194,8 +209,11 @@ class DeliveryPlanner:
             if bounds is None:
                 continue
             for message in state.held_numbered(change.conversation, origin, bounds):
-                if change.status == "delivered" and state.receipt_status(op_id(message), change.recipient) == "read":
-                    continue  # read already: being delivered tells nothing new
+                if change.status == "delivered":
+                    if getattr(message.body, "author", None) not in self.hosted:
+                        continue  # a delivered state is told only to the message's author, not hosted here
+                    if state.receipt_status(op_id(message), change.recipient) == "read":
+                        continue  # read already: being delivered tells nothing new
                 self._advanced(message, change.recipient, change.status, change.op)
 
     def _on_receipt(self, change: ReceiptAdvanced) -> None:

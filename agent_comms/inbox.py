@@ -54,6 +54,12 @@ class Inbox:
         self._wake()
         return True
 
+    def more_to_put(self) -> None:
+        """The owner has more events to queue than fit now: ``on_room`` is called once there is room, as after a
+        refused :meth:`put` (at once if there is room already)."""
+        self._refused = True
+        self._made_room()
+
     @property
     def full(self) -> bool:
         """Whether :meth:`put` would refuse an event."""

@@ -17,12 +17,18 @@ Each hosted agent's events wait in its :class:`~agent_comms.inbox.Inbox` (:meth:
 bridge takes them from and settles or gives them back through.
 
 An agent whose bridge was down gets, when an agent with its identity is hosted again, every message addressed to
-it that it has not read (direct messages, and room messages from when it was a member), oldest first, once.
+it that it has not read (direct messages, and room messages from when it was a member), oldest first, once (when
+more waits than its inbox holds, the newest that fit come first and the older ones as the bridge makes room).
+
+A full inbox refuses events; the messages (and invitations) it refused are remembered, in the history's order, and
+queued from the state once there is room, each checked to be still held, counted and unread: a refill costs what it
+queues, not the history held (:meth:`MeshStore._refill`).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import time
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -46,6 +52,8 @@ from agent_comms.protocol.ops import (
     Membership,
     MembershipAction,
     Op,
+    OpKey,
+    Receipt,
     ReceiptStatus,
     RoomCreate,
     RoomMessage,
@@ -53,6 +61,7 @@ from agent_comms.protocol.ops import (
     StreamingBehavior,
     message_conversation,
     op_id,
+    op_key,
 )
 from agent_comms.protocol.rooms import RoomView
 from agent_comms.protocol.state import MeshState
@@ -72,9 +81,54 @@ DeliveryCallback = Callable[[DeliveryEvent], None]
 #: acknowledged as delivered, and is queued once the bridge took events (:meth:`MeshStore._refill`).
 INBOX_LIMIT: Final = 1000
 _SEEN_LIMIT: Final = 20_000
+#: Messages a full inbox refused that are remembered per hosted agent, to queue them once there is room without
+#: walking the history (:meth:`MeshStore._refill`); past this many, the next refill walks the whole history.
+_REFUSED_LIMIT: Final = 10_000
 #: A room member's status that changes and changes back within this many seconds is not told; every status change
 #: reaches the members' inboxes this much later (quiet presence).
 PRESENCE_QUIET_S: Final = 3.0
+
+
+class _Refused:
+    """What a hosted agent's full inbox refused and the state still holds: the messages in the history's order
+    (at most :data:`_REFUSED_LIMIT`, then the oldest one forgotten: :attr:`forgot_from`), and whether an invitation
+    was refused."""
+
+    __slots__ = ("forgot_from", "ids", "invites", "keys")
+
+    def __init__(self) -> None:
+        #: (key, id) of the refused messages: a heap, the oldest first
+        self.keys: list[tuple[OpKey, str]] = []
+        self.ids: set[str] = set()
+        #: the key of the oldest refused message not remembered (more were refused than remembered): the ones
+        #: remembered before it come in order, then only a walk over the history finds what follows
+        self.forgot_from: OpKey | None = None
+        self.invites = False
+
+    def add(self, op: Op) -> None:
+        """Remember that ``op`` was refused (or that one was forgotten, past :data:`_REFUSED_LIMIT`)."""
+        message_id = op_id(op)
+        if message_id in self.ids:
+            return
+        key = op_key(op)
+        if len(self.ids) >= _REFUSED_LIMIT:
+            self.forgot_from = key if self.forgot_from is None else min(self.forgot_from, key)
+            return
+        self.ids.add(message_id)
+        heapq.heappush(self.keys, (key, message_id))
+
+    def next_in_order(self) -> bool:
+        """Whether the oldest remembered message is the oldest refused one (nothing older was forgotten)."""
+        return bool(self.keys) and (self.forgot_from is None or self.keys[0][0] < self.forgot_from)
+
+    def pop(self) -> str:
+        """The oldest remembered message's id, forgotten."""
+        message_id = heapq.heappop(self.keys)[1]
+        self.ids.discard(message_id)
+        return message_id
+
+    def __bool__(self) -> bool:
+        return bool(self.keys) or self.forgot_from is not None or self.invites
 
 
 class MeshStore:
@@ -88,6 +142,8 @@ class MeshStore:
         self.presence_quiet_s = presence_quiet_s
         self._inboxes: dict[str, Inbox] = {}
         self._seen: dict[str, collections.OrderedDict[str, None]] = {}
+        #: per hosted agent, what its full inbox refused (queued from the state once there is room)
+        self._refused: dict[str, _Refused] = {}
         self._callbacks: list[DeliveryCallback] = []
         #: member_status events waiting out :data:`PRESENCE_QUIET_S`, by (agent told, agent, room): the event and
         #: when it is due
@@ -95,8 +151,9 @@ class MeshStore:
         self._quiet_flushing = False
         #: (agent, conversation, status) -> the messages this store recorded for the agent (its cumulative markers)
         self._progress: dict[tuple[str, str, ReceiptStatus], RangeBuilder] = {}
-        #: the keys of :attr:`_progress` that grew since the last flush, in order
-        self._dirty: dict[tuple[str, str, ReceiptStatus], None] = {}
+        #: the keys of :attr:`_progress` that grew since the last flush, in order, with the agent's claim
+        #: (incarnation) when it grew: a marker still goes out if the agent was released meanwhile
+        self._dirty: dict[tuple[str, str, ReceiptStatus], int] = {}
         self._marks_flushing = False
         node.add_listener(self._on_changes)
 
@@ -235,10 +292,11 @@ class MeshStore:
         if self.is_hosted(agent_id):
             self.flush_marks()
             self.node.release_agent(agent_id)
+            self._forget_released()
 
     def create_room(self, agent_id: str, name: str, room_type: RoomType, description: str) -> str:
         """Create a room owned by the agent; raises ``ROOM_EXISTS``."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         # A room's id is the id of the operation creating it, and the operation carries it.
@@ -251,21 +309,21 @@ class MeshStore:
         self, agent_id: str, room_id: str, action: MembershipAction, subject: str = "", reason: str = ""
     ) -> None:
         """One membership operation as the agent (the caller has checked that it is allowed)."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         self._submit(Membership(room_id, action, agent_id, inc, subject, reason))
 
     def send(
         self, agent_id: str, room_id: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "followUp"
     ) -> str:
         """Post to a room; returns the message id."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         return op_id(self._submit(RoomMessage(room_id, agent_id, inc, content, reply_to, streaming)))
 
     def dm(
         self, agent_id: str, recipient: str, content: str, reply_to: str = "", streaming: StreamingBehavior = "steer"
     ) -> str:
         """Send a direct message; returns the message id."""
-        inc = self._incarnation(agent_id)
+        inc = self._acting_as(agent_id)
         return op_id(self._submit(DirectMessage(agent_id, inc, recipient, content, reply_to, streaming)))
 
     @staticmethod
@@ -284,8 +342,13 @@ class MeshStore:
         self.check(body)
         return self.node.submit(body)
 
-    def _incarnation(self, agent_id: str) -> int:
-        return self._require_hosted(agent_id).incarnation
+    def _acting_as(self, agent_id: str) -> int:
+        """The claim the agent acts under. Its markers waiting for the flush go out first: what it was shown
+        before it acts reaches the others before what it does (a reply never overtakes the ``read`` it follows)."""
+        incarnation = self._require_hosted(agent_id).incarnation
+        if self._dirty:
+            self.flush_marks()
+        return incarnation
 
     def _require_hosted(self, agent_id: str) -> AgentUpsert:
         hosted = self.node.hosted.get(agent_id)
@@ -331,21 +394,34 @@ class MeshStore:
             if event.type in ("dm", "room_message"):
                 self._record(agent_id, event.message_id, "read")
 
-    def _record(self, agent_id: str, message_id: str, status: ReceiptStatus) -> None:
-        """Record that ``message_id`` reached ``status`` for the agent; its marker goes out at the next flush."""
+    def _record(self, agent_id: str, message_id: str, status: ReceiptStatus, *, unread: bool = False) -> None:
+        """Record that ``message_id`` reached ``status`` for the agent; its marker goes out at the next flush.
+
+        ``unread``: the caller knows the agent has not read it (the planner found it so in this same pass), so the
+        state is not asked again: a numbered message that is ``delivered`` already is recorded anyway, and
+        :meth:`flush_marks` sends no ``delivered`` marker that the agent's coverage holds already."""
         message = self.state.messages.get(message_id)
-        if message is None or self.state.receipt_status(message_id, agent_id) in (status, "read"):
+        if message is None:
+            return
+        hosted = self.node.hosted.get(agent_id)
+        if hosted is None:
             return
         body = message.body
         assert isinstance(body, RoomMessage | DirectMessage)
+        if not (unread and body.n) and self.state.receipt_status(message_id, agent_id) in (status, "read"):
+            return
+        conversation = message_conversation(body)
         if not body.n:
-            return  # made by protocol version 1: a marker cannot name it
-        key = (agent_id, message_conversation(body), status)
+            # Made by protocol version 1 (brought back by a hub that kept it): no number for a marker to name, so
+            # it gets the receipt that version reads.
+            self.node.submit(Receipt(message_id, conversation, op_key(message), agent_id, hosted.incarnation, status))
+            return
+        key = (agent_id, conversation, status)
         builder = self._progress.get(key)
         if builder is None:
             builder = self._progress[key] = RangeBuilder()
         if builder.add(message.origin, body.n):
-            self._dirty[key] = None
+            self._dirty[key] = hosted.incarnation
             if not self._marks_flushing:
                 self._marks_flushing = True
                 self.node.start_soon(self._flush_marks_soon)
@@ -370,15 +446,24 @@ class MeshStore:
         dirty, self._dirty = self._dirty, {}
         for key in sorted(dirty, key=lambda key: key[2] != "read"):
             agent_id, conversation, status = key
-            hosted = self.node.hosted.get(agent_id)
-            if hosted is None:
-                continue
             builder = self._progress[key]
             if status == "delivered":
                 covered = self.state.coverage(conversation, agent_id)["delivered"]
                 if not any(difference(bounds, covered.get(o, [])) for o, bounds in builder.by_origin.items()):
                     continue
-            self.node.submit(Mark(conversation, agent_id, hosted.incarnation, status, builder.wire()))
+            # Under the claim it was recorded with, hosted still or released since (its process exited, say):
+            # what the agent was shown then stays told.
+            self.node.submit(Mark(conversation, agent_id, dirty[key], status, builder.wire()))
+        if any(agent_id not in self.node.hosted for agent_id, _conversation, _status in dirty):
+            self._forget_released()
+
+    def _forget_released(self) -> None:
+        """Drop the recorded progress of agents no longer hosted (a later claim starts its markers afresh)."""
+        hosted = self.node.hosted
+        for key in [key for key in self._progress if key[0] not in hosted and key not in self._dirty]:
+            del self._progress[key]
+        for agent_id in [agent_id for agent_id in self._refused if agent_id not in hosted]:
+            del self._refused[agent_id]
 
     def _emit(self, event: DeliveryEvent) -> None:
         seen = self._seen.setdefault(event.to, collections.OrderedDict())
@@ -393,10 +478,13 @@ class MeshStore:
     def _queue(self, event: DeliveryEvent) -> None:
         agent_id = event.to
         if not self.inbox(agent_id).put(event):
-            return  # full: not delivered (no receipt, not seen); it comes from the state once there is room
+            # full: not delivered (no receipt, not seen); it comes from the state once there is room
+            self._note_refused(event)
+            return
         self._remember(self._seen.setdefault(agent_id, collections.OrderedDict()), event.id)
         if event.type in ("dm", "room_message"):
-            self._record(agent_id, event.message_id, "delivered")
+            # every message event queued was planned in this pass for an agent that has not read it
+            self._record(agent_id, event.message_id, "delivered", unread=True)
         for callback in self._callbacks:
             callback(event)
 
@@ -453,15 +541,56 @@ class MeshStore:
             else:
                 self._emit(delivery)
 
+    def _note_refused(self, event: DeliveryEvent) -> None:
+        """The agent's full inbox refused ``event``: remember a message or an invitation, to queue it from the state
+        once there is room (other events are not queued again)."""
+        if event.type in ("dm", "room_message"):
+            op = self.state.messages.get(event.message_id)
+            if op is not None:
+                self._refused.setdefault(event.to, _Refused()).add(op)
+        elif event.type == "room_invite":
+            self._refused.setdefault(event.to, _Refused()).invites = True
+
     def _queue_backlog(self, agent_id: str) -> None:
-        """Everything addressed to the agent that it has not read: kept while its bridge was down."""
-        self._deliver(self._planner().backlog(agent_id, self.inbox_limit))
+        """Everything addressed to the agent that it has not read: kept while its bridge was down. The newest
+        messages that fit are queued; the older ones are remembered as refused and come once there is room."""
+        planner = self._planner()
+        waiting = planner.waiting(agent_id)
+        cut = max(0, len(waiting) - self.inbox_limit)
+        refused = self._refused[agent_id] = _Refused()
+        for op in waiting[:cut]:
+            refused.add(op)
+        self._deliver([planner.message_event(op, agent_id) for op in waiting[cut:]])
+        self._deliver(planner.invites(agent_id))
+        if refused:
+            self.inbox(agent_id).more_to_put()
 
     def _refill(self, agent_id: str) -> None:
-        """The agent's inbox refused events and has room again: queue, oldest first, what waits for it in the state
-        and is not queued yet (what was already queued or is being shown is skipped as seen)."""
-        if self.is_hosted(agent_id):
-            self._deliver(self._planner().backlog(agent_id, len(self.state.messages)))
+        """The agent's inbox refused events and has room again: queue, oldest first, what it refused and the state
+        still holds for the agent (held, counted, unread; what was queued already is skipped as seen), as many as
+        fit, then the invitations it refused. This costs what it queues, not the history held: only when more
+        messages were refused than remembered (:data:`_REFUSED_LIMIT`), and the ones remembered that are older than
+        any forgotten are queued, is the whole history walked, once, which remembers what does not fit afresh."""
+        refused = self._refused.get(agent_id)
+        if not refused or not self.is_hosted(agent_id):
+            return
+        inbox = self.inbox(agent_id)
+        planner = self._planner()
+        while refused.next_in_order() and not inbox.full:
+            op = self.state.messages.get(refused.pop())
+            if op is not None and planner.is_waiting(op, agent_id):
+                self._emit(planner.message_event(op, agent_id))
+        if refused.forgot_from is not None and not inbox.full:
+            # Some refused messages were forgotten: only a walk over the whole history held finds them (the cost
+            # grows with the history, as the refill's used to); the events that do not fit are remembered afresh.
+            self._refused[agent_id] = _Refused()
+            self._deliver(planner.backlog(agent_id, len(self.state.messages)))
+            return
+        if refused.invites and not inbox.full:
+            refused.invites = False
+            self._deliver(planner.invites(agent_id))
+        if refused:
+            inbox.more_to_put()
 
     def message_event(self, op: Op, to: str) -> DeliveryEvent:
         """The delivery event of a room message or DM for agent ``to``."""

@@ -67,3 +67,18 @@ async def test_wait_pending_wakes_on_put_and_on_give_back() -> None:
             await trio.testing.wait_all_tasks_blocked()
             inbox.give_back("h")
     assert len(inbox) == 1
+
+
+def test_an_owner_with_more_to_put_is_told_once_there_is_room() -> None:
+    rooms: list[int] = []
+    inbox = Inbox(2, lambda events: None, on_room=lambda: rooms.append(len(inbox)))
+    assert inbox.put(_event(1))
+    assert inbox.put(_event(2))
+    inbox.more_to_put()  # full: told later
+    assert rooms == []
+    inbox.take(1)
+    assert rooms == [1]
+    inbox.take(1)
+    assert rooms == [1]  # once
+    inbox.more_to_put()  # room already: told at once
+    assert rooms == [1, 0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import trio
 
 from agent_comms.protocol.changes import Change, MarkAdvanced
-from agent_comms.protocol.ops import Mark, Op
+from agent_comms.protocol.ops import DirectMessage, Mark, Op, Receipt, op_id
 from agent_comms.testing import open_in_memory_mesh
 
 DEADLINE = 30
@@ -68,3 +68,87 @@ async def test_a_message_shown_at_once_sends_a_single_read_marker() -> None:
             await mesh.settle()
             assert [op.body.status for op in made] == ["read"]  # type: ignore[union-attr]
             assert [c.status for c in changes] == ["read"]
+
+
+async def _alice_shown_one_dm(mesh: object) -> tuple[object, object, str, list[Op]]:
+    alice = await mesh.agent("test", name="alice")  # type: ignore[attr-defined]
+    bob = await mesh.agent("test", name="bob", cwd="/elsewhere")  # type: ignore[attr-defined]
+    await mesh.settle()  # type: ignore[attr-defined]
+    made: list[Op] = []
+    alice.store.node.peer.replica.observer = lambda op: made.append(op) if isinstance(op.body, Mark) else None
+    sent = (await bob.call({"action": "dm", "target": "alice", "content": "hi"})).data["message_id"]
+    await mesh.settle()  # type: ignore[attr-defined]
+    made.clear()
+    return alice, bob, sent, made
+
+
+async def test_releasing_an_agent_sends_what_it_was_shown_first() -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice, bob, sent, made = await _alice_shown_one_dm(mesh)
+            alice.store.mark_read(alice.id, alice.store.take(alice.id))  # type: ignore[attr-defined]
+            alice.store.release(alice.id)  # type: ignore[attr-defined]  # in the same pass: before any flush
+            assert [op.body.status for op in made] == ["read"]  # type: ignore[union-attr]
+            await mesh.settle()
+            assert bob.store.state.receipt_status(sent, alice.id) == "read"  # type: ignore[attr-defined]
+            assert alice.store.marking == 0  # type: ignore[attr-defined]
+
+
+async def test_an_agent_released_by_its_node_still_sends_what_it_was_shown() -> None:
+    """Its process exited (the node releases it, not the store) between the drain and the flush."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice, bob, sent, made = await _alice_shown_one_dm(mesh)
+            alice.store.mark_read(alice.id, alice.store.take(alice.id))  # type: ignore[attr-defined]
+            alice.store.node.release_agent(alice.id)  # type: ignore[attr-defined]
+            await mesh.settle()
+            assert [op.body.status for op in made] == ["read"]  # type: ignore[union-attr]
+            assert bob.store.state.receipt_status(sent, alice.id) == "read"  # type: ignore[attr-defined]
+            assert not alice.store._progress  # type: ignore[attr-defined]  # nothing kept for the released agent
+
+
+async def test_a_message_of_protocol_version_1_gets_a_receipt() -> None:
+    """A message without a number (made by version 1, brought back by a hub that kept it) cannot be named by a
+    marker: reading it sends the receipt that version reads, and its sender is told."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice, bob, _sent, _made = await _alice_shown_one_dm(mesh)
+            alice.drain()  # type: ignore[attr-defined]
+            await mesh.settle()  # its marker made
+            receipts: list[Op] = []
+            alice.store.node.peer.replica.observer = (  # type: ignore[attr-defined]
+                lambda op: receipts.append(op) if isinstance(op.body, Receipt | Mark) else None
+            )
+            claim = bob.store.node.hosted[bob.id]  # type: ignore[attr-defined]
+            old = Op(
+                bob.store.node.peer_id,  # type: ignore[attr-defined]
+                10_000,
+                bob.store.node.peer.replica.hlc.tick(0),  # type: ignore[attr-defined]
+                DirectMessage(bob.id, claim.incarnation, alice.id, "from version 1"),  # type: ignore[attr-defined]
+            )
+            alice.store.node.relay([old])  # type: ignore[attr-defined]
+            await mesh.settle()
+            shown = alice.drain()  # type: ignore[attr-defined]
+            assert [e.content for e in shown] == ["from version 1"]
+            await mesh.settle()
+            assert [(type(op.body), op.body.status) for op in receipts] == [  # type: ignore[union-attr]
+                (Receipt, "delivered"),
+                (Receipt, "read"),
+            ]
+            assert alice.store.state.receipt_status(op_id(old), alice.id) == "read"  # type: ignore[attr-defined]
+
+
+async def test_a_reply_made_at_once_goes_out_after_the_read_marker_of_what_it_answers() -> None:
+    """The others learn that the agent read the message before they get its reply (the example's order)."""
+    with trio.fail_after(DEADLINE):
+        async with open_in_memory_mesh() as mesh:
+            alice, bob, _sent, _made = await _alice_shown_one_dm(mesh)
+            ops: list[Op] = []
+            alice.store.node.peer.replica.observer = ops.append  # type: ignore[attr-defined]
+            alice.drain()  # type: ignore[attr-defined]
+            await alice.call({"action": "dm", "target": "bob", "content": "on it"})  # type: ignore[attr-defined]
+            kinds = [type(op.body).__name__ for op in ops]
+            assert kinds == ["Mark", "DirectMessage"], kinds
+            await mesh.settle()
+            told = [e.type for e in bob.drain()]  # type: ignore[attr-defined]
+            assert told[-1] == "dm", told

@@ -16,13 +16,19 @@ Structure (each arrow is a memory channel, each box a task)::
   stuck peer) is closed, and its peer catches up by anti-entropy when it comes back, rather than letting memory
   grow.
 * **Few hops.** A reader applies what it read itself, in its own task, when no event a reader sent is waiting for
-  the owner (the peer does no I/O, so nothing else runs meanwhile and each link's frames keep their order); only
-  then does a read become an inbox event. The operations made here are held in an outbox and leave, per scheduler
-  pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all links) when the link's
-  writer runs; the first operation of a pass on an idle TCP link is written to its socket at once instead. Any
-  other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links the reader and
-  the writer use the socket's descriptor directly: one task step per read (wait until readable, then read) and
-  none for a write the socket takes whole.
+  the owner (the peer does no I/O, so nothing else runs meanwhile and each link's frames keep their order) and the
+  scheduler pass is young; otherwise the read becomes an inbox event. The operations made here are held in an outbox
+  and leave, per scheduler pass, in one ``Ops`` frame per link (cut by size, each operation encoded once for all
+  links) when the link's writer runs; the first operation of a pass on an idle TCP link is written to its socket at
+  once instead. Any other frame first flushes the outbox, so nothing overtakes what was made before it. On TCP links
+  the reader and the writer use the socket's descriptor directly: one task step per read (wait until readable, then
+  read) and none for a write the socket takes whole.
+* **Nothing waits behind a flood.** A new connection and a handshake's frames are handled at once, never behind the
+  data in the inbox; the owner works in slices of :data:`OWNER_SLICE` and runs due timers between them; a link whose
+  whole frames were read is heard even while they wait in the inbox (a part of a frame is not: a slow loris is still
+  cut off); a caller that keeps one pass going for a heartbeat interval sends the due heartbeats itself
+  (:meth:`MeshNode._keep_alive`), and bytes for an idle TCP link go to its socket at once. The peer's sweep does not
+  count the time the peer stood still against its links.
 * Expected failures (a refused dial, a reset connection, a malformed frame) become events for the peer;
   anything else propagates and takes the node down, loudly.
 * **Neighbours** (any process of any user can connect to the ports): the listeners survive running out of file
@@ -129,17 +135,27 @@ _WAKE: Final[_Chunk] = (b"", True)  # sentinel on a writer queue: operations wai
 WRITE_BYTES: Final = 1 << 20
 #: Operations held in the outbox at most (then they are written at once, without waiting for a writer to wake).
 OUTBOX_OPS: Final = 1024
+#: The longest the owner task handles events before it lets the other tasks run (seconds).
+OWNER_SLICE: Final = 0.02
 
 
 class _PassCounter(trio.abc.Instrument):
     """Counts the passes of Trio's run loop (each waits for I/O once): the operations made within one pass are
-    written together."""
+    written together. Also notes when the current pass began (:meth:`spent`)."""
 
     def __init__(self) -> None:
         self.passes = 0
+        self.began = time.perf_counter()
 
     def before_io_wait(self, timeout: float) -> None:
         self.passes += 1
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.began = time.perf_counter()
+
+    def spent(self) -> float:
+        """Seconds since the current pass began."""
+        return time.perf_counter() - self.began
 
 
 class MeshNode:
@@ -195,6 +211,10 @@ class MeshNode:
         self._links_drained: trio.Event | None = None
         #: connections accepted by a listener and not yet handed to the peer (they count as pending links)
         self._accepted_unhandled = 0
+        #: when :meth:`_keep_alive` may next send heartbeats (``time.perf_counter``)
+        self._next_keep_alive = 0.0
+        #: link id -> frames read from it waiting in the inbox (events): such a link is not silent
+        self._unhandled_reads: dict[int, int] = {}
         #: pending connections closed to make room in the current burst (logged once per burst)
         self._dropped_pending = 0
         #: pending links closed to make room whose tasks have not ended yet (no longer counted as pending)
@@ -235,6 +255,17 @@ class MeshNode:
         op, commands = self.peer.make(body, trio.current_time())
         self._execute(commands)
         return op
+
+    def _keep_alive(self) -> None:
+        """The caller has kept this scheduler pass going for a heartbeat interval or more (a loop of tool calls that
+        never yields): no task of the node runs meanwhile, so send the heartbeats that are due from here (written
+        to the sockets at once when their links are idle), or the other peers would judge this one silent. Only
+        heartbeats: the timeouts wait for a pass in which the readers have read."""
+        clock = time.perf_counter()
+        if clock < self._next_keep_alive:
+            return
+        self._next_keep_alive = clock + self.peer.config.heartbeat_interval / 2
+        self._execute(self.peer.heartbeats(trio.current_time()))
 
     def host_agent(self, record: AgentUpsert) -> AgentUpsert:
         """Host an agent on this peer; returns the record as claimed (with its incarnation).
@@ -331,18 +362,39 @@ class MeshNode:
     # ------------------------------------------------------------------ the owner
 
     async def _owner(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Handle the inbox's events in order, in slices of at most :data:`OWNER_SLICE` seconds: between slices the
+        other tasks run (writers send, readers read, heartbeats leave), and the peer's timers run if they are due,
+        ahead of the events still waiting (timers depend on time, not on their order with events)."""
         self._execute(self.peer.start(trio.current_time()))
         task_status.started()
         inbox = self._inbox
+        clock = time.perf_counter
         while True:
             event = await inbox.receive()
+            until = clock() + OWNER_SLICE
             while True:
                 self._handle(event)
                 try:
                     event = inbox.receive_nowait()
                 except trio.WouldBlock:
                     break
+                if clock() >= until:
+                    self._progressed()
+                    await trio.lowlevel.checkpoint()
+                    self._run_due_timers()
+                    until = clock() + OWNER_SLICE
             self._progressed()
+
+    def _run_due_timers(self) -> None:
+        """Run the peer's timers if they are due. Links whose frames wait in the inbox are heard first: they are
+        not silent, only not handled yet."""
+        peer = self.peer
+        due = peer.get_timer()
+        now = trio.current_time()
+        if due is not None and now >= due:
+            for link_id in self._unhandled_reads:
+                peer.link_heard(link_id, now)
+            self._execute(peer.handle_timer(now))
 
     def _progressed(self) -> None:
         """After events were handled: point the alarm at the peer's next timer and wake :meth:`wait_for`."""
@@ -378,12 +430,17 @@ class MeshNode:
         now = trio.current_time()
         match event:
             case FramesRead(link_id, frames):
+                unhandled = self._unhandled_reads
+                count = unhandled.pop(link_id, 0) - 1
+                if count > 0:
+                    unhandled[link_id] = count
                 for frame in frames:
                     self._execute(peer.frame_received(link_id, frame, now))
             case LinkEnded(link_id, reason):
                 if link_id in peer.links:
                     self._log_close(link_id, reason)
                 self._drop_writer(link_id)
+                self._unhandled_reads.pop(link_id, None)  # (its frames come before its end: none is left)
                 self._execute(peer.link_closed(link_id, now, reason))
             case Accepted(conn):
                 self._accepted_unhandled -= 1
@@ -405,9 +462,7 @@ class MeshNode:
             case BindFailed():
                 self._execute(peer.coordinator_bind_failed(now))
             case TimerDue():
-                due = peer.get_timer()
-                if due is not None and now >= due:
-                    self._execute(peer.handle_timer(now))
+                self._run_due_timers()
             case _:
                 assert_never(event)
 
@@ -418,6 +473,8 @@ class MeshNode:
         finally:
             self._busy -= 1
         self._close_overflowed()
+        if self._passes.spent() >= self.peer.config.heartbeat_interval:
+            self._keep_alive()
 
     def _carry_out(self, commands: Iterable[Command]) -> None:
         for command in commands:
@@ -617,12 +674,9 @@ class MeshNode:
                             self._dropped_pending,
                         )
                         self._dropped_pending = 0
+                    # At once, not behind the data in the inbox: the dialer's handshake timeout is running.
                     self._accepted_unhandled += 1
-                    try:
-                        await self._inbox_send.send(Accepted(conn))
-                    except BaseException:
-                        self._accepted_unhandled -= 1  # not sent (cancelled or closed): never handled either
-                        raise
+                    self._handle_now(Accepted(conn))
             finally:
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
@@ -636,7 +690,7 @@ class MeshNode:
                 await trio.sleep(_RESOURCE_PAUSE)  # so that what follows a failed dial does not spin meanwhile
             await self._inbox_send.send(DialFailed(command.link_id, f"{type(exc).__name__}: {exc}"))
         else:
-            await self._inbox_send.send(Opened(command.link_id, conn))
+            self._handle_now(Opened(command.link_id, conn))  # the handshake starts at once, not behind data
 
     # ------------------------------------------------------------------ links
 
@@ -649,10 +703,21 @@ class MeshNode:
         self._nursery.start_soon(self._run_link, link_id, conn, receive, scope)
 
     def _write_bytes(self, link_id: int, data: bytes) -> None:
-        """Queue ``data`` on a link; past ``link_queue_bytes`` unsent (answers excepted) the link is closed."""
+        """Queue ``data`` on a link; past ``link_queue_bytes`` unsent (answers excepted) the link is closed. On an
+        idle TCP link (nothing queued), what the socket takes at once is written to it here, without waiting for
+        the writer task to run (which a caller that does not yield, or a busy pass, may hold up)."""
         writer = self._writers.get(link_id)
         if writer is None:
             return
+        fd = self._fds.get(link_id)
+        if fd is not None and link_id not in self._queued and link_id not in self._owed:
+            try:
+                written = os.write(fd, data)
+            except OSError:  # full (BlockingIOError) or broken: the writer sends it or meets the error
+                written = 0
+            if written == len(data):
+                return
+            data = data[written:]
         queued = self._queued.get(link_id, 0) + len(data)
         try:
             if queued > self.link_queue_bytes:
@@ -917,12 +982,29 @@ class MeshNode:
         """Hand frames read from a link to the peer: applied here, in the reader's task, when the owner task waits
         with nothing sent to it unhandled (the peer does no I/O, so nothing else can run meanwhile); otherwise
         queued behind those events in the owner's inbox, so that the peer sees every event in the order it
-        happened (a link's frames after that link's earlier frames, and after a link that ended before them)."""
-        if self._owner_idle():
-            self._handle(event)
-            self._progressed()
+        happened (a link's frames after that link's earlier frames, and after a link that ended before them).
+
+        A link's handshake never waits behind data: its frames are always applied here. None of that link's
+        frames can be in the inbox before them (all of them were applied here), and other links' events are
+        independent of it (they arrived on other sockets, in no order with it).
+
+        Readers apply here only while the current scheduler pass is younger than :data:`OWNER_SLICE`: a pass in
+        which many links bring data does not hold up timers and writers for the sum of them (the rest goes to the
+        owner, which applies it in slices)."""
+        entry = self.peer.links.get(event.link_id)
+        if (entry is not None and not entry.is_open) or (self._owner_idle() and self._passes.spent() < OWNER_SLICE):
+            self._handle_now(event)
             return
+        # Applied by the owner, in its slices; meanwhile the link counts as heard (its frames are here, unhandled).
+        unhandled = self._unhandled_reads
+        unhandled[event.link_id] = unhandled.get(event.link_id, 0) + 1
         await self._inbox_send.send(event)
+
+    def _handle_now(self, event: OwnerEvent) -> None:
+        """Handle an event in the calling task, ahead of what waits in the owner's inbox (only for events that
+        depend on none of those: a new connection, a handshake's frames)."""
+        self._handle(event)
+        self._progressed()
 
     def _owner_idle(self) -> bool:
         """Whether the owner task waits for its next event and none is queued or handed to it unhandled (a value

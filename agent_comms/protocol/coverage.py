@@ -123,8 +123,8 @@ def difference(a: Bounds, b: Bounds) -> Bounds:
 
 def from_wire(flat: tuple[int, ...]) -> Bounds | None:
     """The bounds of inclusive wire ranges, or ``None`` if they are malformed (odd length, a number below 1, a
-    range upside down, ranges out of order, overlapping or adjacent)."""
-    if len(flat) % 2:
+    range upside down, ranges out of order, overlapping or adjacent, or no range at all)."""
+    if not flat or len(flat) % 2:
         return None
     out: Bounds = []
     previous = 0

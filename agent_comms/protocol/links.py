@@ -7,7 +7,9 @@ The :class:`~.peer.Peer` owns the table of :class:`LinkEntry`; this module holds
   handshake has not finished in ``handshake_timeout`` or that has been silent for ``link_timeout`` is closed, an
   idle one gets a heartbeat. Links are swept every half heartbeat interval rather than each on its own deadline,
   so the peer's next deadline stays cheap to compute on a busy peer; heartbeats and timeouts are late by at most
-  one sweep.
+  one sweep. A sweep that runs late (by more than a sweep's period) means that this peer itself stood still
+  meanwhile (a long step, a starved process, a loaded machine): it could not read what its links brought, so that
+  time is not counted against them (:meth:`LinkSweep.due`). Timeouts measure only the time this peer was watching.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class LinkEntry:
     link_id: int
     outbound: bool
     handshake: LinkHandshake
+    #: when the link opened, and when it last received anything (both moved later by the time this peer stood
+    #: still, see :meth:`LinkSweep.due`): the handshake and silence timeouts count from them
     opened_at: float
     last_rx: float
     last_tx: float
@@ -75,6 +79,9 @@ class LinkEntry:
     #: has passed (the answer to the latest covers the earlier ones, which get an empty final frame each)
     deferred_sync: SyncRequest | None = None
     deferred_syncs: int = 0
+    #: the sequence number of the first operation made here that went out on this link live (``None``: none does,
+    #: it is not the data link to its peer); its anti-entropy answers leave out that one and those after it
+    live_from: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -126,12 +133,28 @@ class LinkSweep:
         self.at = None
 
     def due(self, now: float, links: Mapping[int, LinkEntry]) -> bool:
-        """Whether a sweep is due at ``now``; if so the next one is scheduled (none once there are no links)."""
+        """Whether a sweep is due at ``now``; if so the next one is scheduled (none once there are no links).
+
+        A sweep late by more than its period finds a peer that stood still: what its links sent meanwhile may be
+        waiting unread, so the time it stood still is credited to every link (its silence and its handshake are
+        timed from that much later, never beyond ``now``) instead of closing links that were never listened to."""
         at = self.at
         if at is None or now < at:
             return False
-        self.at = now + self.heartbeat_interval / 2 if links else None
+        period = self.heartbeat_interval / 2
+        self.at = now + period if links else None
+        stood_still = now - at
+        if stood_still > period:
+            for entry in links.values():
+                entry.last_rx = min(entry.last_rx + stood_still, now)
+                entry.opened_at = min(entry.opened_at + stood_still, now)
         return True
+
+    def heartbeats_due(self, links: Mapping[int, LinkEntry], now: float) -> Iterator[HeartbeatDue]:
+        """The open links that have sent nothing for ``heartbeat_interval`` (no timeouts judged)."""
+        for entry in list(links.values()):
+            if entry.is_open and now >= entry.last_tx + self.heartbeat_interval:
+                yield HeartbeatDue(entry)
 
     def verdicts(self, links: Mapping[int, LinkEntry], now: float) -> Iterator[LinkVerdict]:
         """What each link needs now, link by link. Lazy: a link closed while acting on an earlier verdict is

@@ -18,6 +18,8 @@ well-known coordinator port. The rules, each implemented by the method named:
    :class:`~.wire.SyncRequest`; see :mod:`~.replica`. A peer that was away therefore catches up on everything.
    Every request is answered exactly once, after everything sent before it on that link was handled, so an
    answer also confirms that the other peer holds what this one made before asking (:meth:`Peer.request_sync`).
+   An answer leaves out what this peer made since the link became the data link to the asker: that went out on
+   the link live, ahead of the answer, so a busy link never carries it twice (:meth:`Peer._sync_frames`).
 4. **Succession, graceful** (:meth:`Peer.close`). A leaving coordinator names the longest-running other peer
    (smallest ``(started_at, peer_id)``) in :class:`~.wire.Handover`, releases the port and says goodbye. The
    successor binds the port (retrying while the old one lets go); the others dial it and introduce themselves.
@@ -497,6 +499,13 @@ class Peer:
                 reason = f"still: {reason}"  # the same stranger on the port again: said loudly the first time only
             return commands + self._close(entry, now, reason)
 
+    def link_heard(self, link_id: int, now: float) -> None:
+        """Whole frames arrived on a link and wait, unhandled, behind other work of this peer: the link is not
+        silent (rule 6)."""
+        entry = self.links.get(link_id)
+        if entry is not None:
+            entry.last_rx = now
+
     def link_closed(self, link_id: int, now: float, reason: str) -> list[Command]:
         """A link is gone (EOF, reset, or a read error the runtime saw)."""
         entry = self.links.get(link_id)
@@ -544,11 +553,19 @@ class Peer:
             keep = self._preferred(existing, entry)
             drop = entry if keep is self.links[existing] else self.links[existing]
             drop.duplicate = True
+            if keep is entry:
+                self._carry_live(entry)
             self.data_links[remote.peer_id] = keep.link_id
             commands = self._close(drop, now, "duplicate link")
             return commands if keep is not entry else commands + self._start_sync(entry, now)
+        self._carry_live(entry)
         self.data_links[remote.peer_id] = entry.link_id
         return self._start_sync(entry, now)
+
+    def _carry_live(self, entry: LinkEntry) -> None:
+        """``entry`` becomes the data link to its peer: every operation made here from now on goes out on it live
+        (:meth:`make`), so its anti-entropy answers leave those out (:meth:`_sync_frames`)."""
+        entry.live_from = self.replica.seq + 1
 
     def _preferred(self, existing_id: int, new: LinkEntry) -> LinkEntry:
         """Rule 2: of two links between the same pair, keep the one dialed by the smaller peer id (and, if one
@@ -613,7 +630,7 @@ class Peer:
                 self._sync_answer_at[entry.link_id] = entry.last_sync_answer + self.config.sync_answer_interval
                 return []
             entry.last_sync_answer = now
-            return self._send(entry, self._sync_frames(frame), now)
+            return self._send(entry, self._sync_frames(entry, frame), now)
         if isinstance(frame, SyncOps):
             if frame.done:
                 entry.syncs_answered += 1
@@ -716,9 +733,20 @@ class Peer:
         peers = tuple(sorted({self.info, *self.introduced.values()}, key=_rank_key))
         return PeerList(peers, self.peer_id)
 
-    def _sync_frames(self, request: SyncRequest) -> list[Frame]:
-        """Anti-entropy answer, cut into frames that stay well under the frame cap."""
-        chunks = self._chunks(self.replica.sync_answer(request))
+    def _sync_frames(self, entry: LinkEntry, request: SyncRequest) -> list[Frame]:
+        """Anti-entropy answer on ``entry``, cut into frames that stay well under the frame cap.
+
+        No redundant resend while the link carries live traffic: the operations made here since the link became
+        the data link to its peer went out on it live, before this answer and in order (a link is ordered, and what
+        is held for it is flushed before any other frame), so the asker holds them once it reads the answer and
+        they are left out. Under a flood these are most of what the asker lacks when it asks: resent, they would
+        double the link's load exactly when it is busiest."""
+        ops = self.replica.sync_answer(request)
+        live_from = entry.live_from
+        if live_from is not None:
+            own = self.peer_id
+            ops = [op for op in ops if op.origin != own or op.seq < live_from]
+        chunks = self._chunks(ops)
         last = chunks.pop() if chunks else ()
         # always one final frame, so the asker knows it is done; it carries our floors (see SyncOps)
         return [
@@ -910,6 +938,14 @@ class Peer:
                 commands += self.collect_garbage(now)
         return commands
 
+    def heartbeats(self, now: float) -> list[Command]:
+        """Rule 6's heartbeats alone, without its timeouts: for a runtime kept from running its timers (its caller
+        does not yield), so that the other peers do not judge this one silent meanwhile."""
+        commands: list[Command] = []
+        for verdict in self.sweep.heartbeats_due(self.links, now):
+            commands += self._send(verdict.entry, [Heartbeat()], now)
+        return commands
+
     def _sweep(self, now: float) -> list[Command]:
         """Rule 6: act on what the sweep finds on each link."""
         commands: list[Command] = []
@@ -985,7 +1021,7 @@ class Peer:
         entry.deferred_sync, entry.deferred_syncs = None, 0
         entry.last_sync_answer = now
         empty = SyncOps((), done=True)
-        return self._send(entry, [*self._sync_frames(request), *([empty] * (count - 1))], now)
+        return self._send(entry, [*self._sync_frames(entry, request), *([empty] * (count - 1))], now)
 
     def _send(self, entry: LinkEntry, frames: Iterable[Frame], now: float) -> list[Command]:
         frames = tuple(frames)

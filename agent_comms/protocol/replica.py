@@ -227,7 +227,7 @@ class Replica:
         if not stale:
             self.empty_since.clear()
             return
-        holding = {op.origin for op in state.stored_ops()}
+        holding = state.stored_origins()
         empty_since = {origin: self.empty_since.get(origin, state.horizon) for origin in stale if origin not in holding}
         for origin, since in empty_since.items():
             if since < seen_horizon:
@@ -236,13 +236,11 @@ class Replica:
         self.empty_since = {origin: since for origin, since in empty_since.items() if origin in self.seen}
 
     def sync_answer(self, request: SyncRequest) -> list[Op]:
-        """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree)."""
+        """Anti-entropy, step two: what the requester may lack, in :func:`sync_order` (empty if the digests agree).
+
+        That is every stored operation above the requester's floor of its origin, found by bisection in the
+        state's index (:meth:`MeshState.stored_above`): the cost is that of what is sent, not of what is stored."""
         if request.digest == self.state.digest():
             return []
-        floors = request.seen
-        unique: dict[tuple[str, int], Op] = {}
-        for op in self.state.stored_ops():
-            if op.seq > floors.get(op.origin, 0):
-                unique[(op.origin, op.seq)] = op
         state = self.state
-        return sorted(unique.values(), key=lambda op: sync_order(op, state))
+        return sorted(state.stored_above(request.seen), key=lambda op: sync_order(op, state))

@@ -64,7 +64,10 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
    strictly: it counts once the claim it was issued under is known) makes it cumulative, so the newest marker per
    (conversation, recipient, status, issuing peer, claim) replaces the older ones: a join. A recipient's
    *effective coverage* is the union of the ranges of its counting markers; it only grows, as markers are
-   replaced by larger ones and what counts only grows with the claims and the horizon. A message's status is
+   replaced by larger ones and what counts only grows with the claims and the horizon. (Both rest on the issuer:
+   a marker that holds less than the one it replaces, or one stamped under an old claim after the agent's newer
+   claim, which does not count, takes the older marker's place all the same. The store issues neither: its
+   markers are cumulative and made under the claim its agent holds.) A message's status is
    read off the coverage by its ``(origin, n)`` (:meth:`MeshState.receipt_status`), never inferred from stamps
    or other origins, so a message that arrives late from a partitioned peer is covered only if a marker names
    it. Markers live with their conversation (rule 8). Receipts of protocol version 1 (one per message, recipient
@@ -117,10 +120,9 @@ equal. :meth:`MeshState.digest` hashes the stored set so two peers can compare c
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 import attrs
@@ -156,6 +158,7 @@ from .ops import (
     op_key,
 )
 from .rooms import RoomLog, RoomView, diff, fold_name, step
+from .stored import DIGEST_MODULUS, StoredOps, op_hash
 
 __all__ = ["DEFAULT_HISTORY_LIMIT", "MAX_CLAIMS", "AgentEntry", "MeshState"]
 
@@ -236,8 +239,11 @@ class MeshState:
     #: conversation -> recipient -> (status, issuing peer, claim incarnation) -> the newest marker under that key
     #: (each is cumulative, so it replaces the older one; kept per claim, like receipts)
     marks: dict[str, dict[str, dict[tuple[str, str, int], Op]]] = attrs.field(factory=dict)
-    #: conversation -> origin -> message number -> the message, for every numbered message held
+    #: conversation -> origin -> message number -> the message, for every numbered message held (of two held
+    #: under one number, which only a misbehaving origin makes, the first in the total order)
     numbered: dict[str, dict[str, dict[int, Op]]] = attrs.field(factory=dict)
+    #: (conversation, origin, number) -> the other held messages under a number taken twice, to take its place
+    renumbered: dict[tuple[str, str, int], list[Op]] = attrs.field(factory=dict, eq=False)
     #: agent -> rooms whose logs hold operations it authored (refolded when its claims change)
     authored_rooms: dict[str, set[str]] = attrs.field(factory=dict)
     #: operations stamped before this HLC that would be forgotten at once are refused (rule 8)
@@ -246,10 +252,8 @@ class MeshState:
     _named: dict[str, list[RoomView]] = attrs.field(factory=dict, repr=False, eq=False)
     #: room name -> the newest key among the operations of its instances (an operation after it is just folded on)
     _frontier: dict[str, OpKey] = attrs.field(factory=dict, repr=False, eq=False)
-    #: (origin, seq) of every stored operation -> how many places store it (a record is also its claim's)
-    _stored: dict[tuple[str, int], int] = attrs.field(factory=dict, repr=False, eq=False)
-    #: :meth:`digest` as a number: the sum of the hashes of the stored operations, modulo 2**128
-    _digest_sum: int = attrs.field(default=0, repr=False, eq=False)
+    #: every stored operation by (origin, seq), counted per place that keeps it, and the digest (:meth:`_store`)
+    _stored: StoredOps = attrs.field(factory=StoredOps, repr=False, eq=False)
     #: message id -> recipient -> :meth:`receipt_status`, as last computed. Dropped for a message when its receipts
     #: or whether it is held change, and wholly when claims can change (a record applied, garbage collected).
     _statuses: dict[str, dict[str, str | None]] = attrs.field(factory=dict, repr=False, eq=False)
@@ -605,7 +609,7 @@ class MeshState:
         self._store(op)
         number = op.body.n  # type: ignore[union-attr]
         if number:
-            self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})[number] = op
+            self._number(conversation, op, number)
         changes: list[Change] = []
         for old in evicted:
             old_id = op_id(old)
@@ -623,6 +627,16 @@ class MeshState:
             changes.append(MessageAdded(op, conversation))
         return changes
 
+    def _number(self, conversation: str, op: Op, number: int) -> None:
+        """``op`` is held: index it by its number (the first in the total order if the number is taken)."""
+        numbers = self.numbered.setdefault(conversation, {}).setdefault(op.origin, {})
+        other = numbers.setdefault(number, op)
+        if other is op:
+            return
+        first, second = (op, other) if op_key(op) < op_key(other) else (other, op)
+        numbers[number] = first
+        self.renumbered.setdefault((conversation, op.origin, number), []).append(second)
+
     def _unnumber(self, conversation: str, op: Op) -> None:
         """``op`` is no longer held: take it out of :attr:`numbered`."""
         number = op.body.n  # type: ignore[union-attr]
@@ -630,7 +644,19 @@ class MeshState:
         if not number or by_origin is None:
             return
         numbers = by_origin.get(op.origin)
-        if numbers is None or numbers.get(number) is not op:
+        if numbers is None:
+            return
+        key = (conversation, op.origin, number)
+        others = self.renumbered.get(key)
+        if others is not None:
+            if op in others:
+                others.remove(op)
+            elif numbers.get(number) is op:
+                numbers[number] = others.pop(others.index(min(others, key=op_key)))
+            if not others:
+                del self.renumbered[key]
+            return
+        if numbers.get(number) is not op:
             return
         del numbers[number]
         if not numbers:
@@ -681,8 +707,19 @@ class MeshState:
             return []  # only the two parties of a direct conversation report on its messages
         if op.hlc < self.horizon and self._forgotten(conversation):
             return []  # rule 8
+        slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
+        who = (body.status, op.origin, body.recipient_inc)
+        current = slot.get(who)
+        if current is not None and op_key(current) >= op_key(op):
+            return []  # an older marker of the same issuer: the newer one already says more
+        replaced = current.body.ranges if current is not None else {}  # type: ignore[union-attr]
+        # Only the origins whose ranges differ from the marker it replaces are parsed and merged: the others were
+        # checked (and, in the usual case below, counted) with that marker, so a cumulative marker costs what
+        # changed, not everything its recipient ever read in the conversation.
         parsed: dict[str, Bounds] = {}
         for origin, flat in body.ranges.items():
+            if replaced.get(origin) == flat:
+                continue
             if len(flat) == 2 and 1 <= flat[0] <= flat[1]:
                 parsed[origin] = [flat[0], flat[1] + 1]  # one range: the usual case
                 continue
@@ -690,11 +727,6 @@ class MeshState:
             if bounds is None:
                 return []  # malformed ranges: refused everywhere alike
             parsed[origin] = bounds
-        slot = self.marks.setdefault(conversation, {}).setdefault(recipient, {})
-        who = (body.status, op.origin, body.recipient_inc)
-        current = slot.get(who)
-        if current is not None and op_key(current) >= op_key(op):
-            return []  # an older marker of the same issuer: the newer one already says more
         key = (conversation, recipient)
         coverage = self.coverage(conversation, recipient)
         before = coverage[body.status]
@@ -702,7 +734,7 @@ class MeshState:
         if current is not None:
             self._unstore(current)
         self._store(op)
-        if _contains(parsed, current) and self.claim_known(
+        if _contains(parsed, body.ranges, current) and self.claim_known(
             recipient, body.recipient_inc, op.origin, op.hlc, strict=True
         ):
             # The usual case: it says all the marker it replaces said, so the coverage only takes its ranges in.
@@ -894,6 +926,8 @@ class MeshState:
         for _key, message_id in self.orphan_receipts.pop(conversation, []):
             self._drop_receipts(message_id)
         self.numbered.pop(conversation, None)
+        for key in [key for key in self.renumbered if key[0] == conversation]:
+            del self.renumbered[key]
         for recipient, slot in self.marks.pop(conversation, {}).items():
             self._unstore(*slot.values())
             self._coverage.pop((conversation, recipient), None)
@@ -922,33 +956,43 @@ class MeshState:
         """A hash of the set of stored operations: equal digests mean equal replicas.
 
         The sum (modulo 2**128) of a 128-bit hash of each stored operation's ``(origin, seq)``: order-independent,
-        so it is kept up to date as operations are stored and forgotten, and costs nothing to read."""
-        return self._digest_sum.to_bytes(16, "big")
+        so it is kept up to date as operations are stored and forgotten (:class:`~.stored.StoredOps`), and costs
+        nothing to read."""
+        return self._stored.digest()
 
     def digest_from_scratch(self) -> bytes:
         """:meth:`digest` computed again from every stored operation (to check the maintained one)."""
-        total = sum(map(_op_hash, {(op.origin, op.seq) for op in self.stored_ops()}))
-        return (total % _DIGEST_MODULUS).to_bytes(16, "big")
+        total = sum(op_hash(origin, seq) for origin, seq in {(op.origin, op.seq) for op in self.stored_ops()})
+        return (total % DIGEST_MODULUS).to_bytes(16, "big")
+
+    def stored_above(self, floors: Mapping[str, int]) -> Iterator[Op]:
+        """Every stored operation whose sequence number is above its origin's floor in ``floors`` (0 if absent),
+        each once: what an anti-entropy answer sends (:meth:`~.replica.Replica.sync_answer`). Found by bisection
+        per origin in the maintained index, so it costs what it yields, not what the replica stores."""
+        return self._stored.above(floors)
+
+    def stored_above_from_scratch(self, floors: Mapping[str, int]) -> list[Op]:
+        """:meth:`stored_above` computed again by scanning every stored operation, by origin and sequence number
+        (to check the maintained index)."""
+        unique = {(op.origin, op.seq): op for op in self.stored_ops() if op.seq > floors.get(op.origin, 0)}
+        return [unique[key] for key in sorted(unique)]
+
+    def stored_origins(self) -> set[str]:
+        """The origins of which this replica stores some operation."""
+        return self._stored.origins()
 
     def _store(self, *ops: Op) -> None:
-        """``ops`` are stored in one more place each."""
+        """``ops`` are stored in one more place each: every place that keeps an operation says so here and in
+        :meth:`_unstore` (the digest and the anti-entropy index follow)."""
+        stored = self._stored
         for op in ops:
-            key = (op.origin, op.seq)
-            count = self._stored.get(key, 0)
-            if not count:
-                self._digest_sum = (self._digest_sum + _op_hash(key)) % _DIGEST_MODULUS
-            self._stored[key] = count + 1
+            stored.add(op)
 
     def _unstore(self, *ops: Op) -> None:
         """``ops`` are stored in one place fewer each."""
+        stored = self._stored
         for op in ops:
-            key = (op.origin, op.seq)
-            count = self._stored[key] - 1
-            if count:
-                self._stored[key] = count
-            else:
-                del self._stored[key]
-                self._digest_sum = (self._digest_sum - _op_hash(key)) % _DIGEST_MODULUS
+            stored.discard(op)
 
     def _drop_receipts(self, message_id: str) -> None:
         self._statuses.pop(message_id, None)
@@ -957,7 +1001,6 @@ class MeshState:
             self._unstore(*slot.values())
 
 
-_DIGEST_MODULUS: Final = 1 << 128
 #: Messages whose receipt statuses :meth:`MeshState.receipt_status` remembers at most.
 _MAX_STATUSES: Final = 4096
 
@@ -978,11 +1021,6 @@ def _share_strings(op: Op) -> None:
     elif isinstance(body, DirectMessage):
         force_setattr(body, "author", intern(body.author))
         force_setattr(body, "recipient", intern(body.recipient))
-
-
-def _op_hash(key: tuple[str, int]) -> int:
-    origin, seq = key
-    return int.from_bytes(hashlib.blake2b(f"{origin}:{seq}".encode(), digest_size=16).digest(), "big")
 
 
 def _entry_ops(entry: AgentEntry) -> list[Op]:
@@ -1020,8 +1058,9 @@ def _name_of(log: RoomLog) -> str | None:
     return body.name
 
 
-def _contains(parsed: dict[str, Bounds], marker: Op | None) -> bool:
-    """Whether the ranges ``parsed`` hold every number of ``marker``'s (``None``: no marker)."""
+def _contains(parsed: dict[str, Bounds], ranges: dict[str, tuple[int, ...]], marker: Op | None) -> bool:
+    """Whether a marker's ``ranges`` hold every number of ``marker``'s (``None``: no marker); ``parsed`` has the
+    bounds of those of its origins whose ranges differ from ``marker``'s."""
     if marker is None:
         return True
     body = marker.body
@@ -1029,6 +1068,8 @@ def _contains(parsed: dict[str, Bounds], marker: Op | None) -> bool:
     for origin, flat in body.ranges.items():
         mine = parsed.get(origin)
         if mine is None:
+            if ranges.get(origin) == flat:
+                continue  # the same ranges as before
             return False
         if len(mine) == 2 and mine[0] <= flat[0] and flat[-1] < mine[1]:
             continue  # one range holding all of the older marker's (the usual case)

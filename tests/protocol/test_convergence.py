@@ -38,6 +38,8 @@ from agent_comms.protocol.ops import (
     message_conversation,
     op_id,
 )
+from agent_comms.protocol.replica import sync_order
+from agent_comms.protocol.wire import SyncRequest
 
 ROOM_NAMES = ["lobby", "dev", "ops"]
 AGENTS_PER_PEER = 2
@@ -770,6 +772,25 @@ class ConvergenceMachine(RuleBasedStateMachine):
             assert peer.replica is not None
             state = peer.replica.state
             assert state.digest() == state.digest_from_scratch()
+
+    @invariant()
+    def anti_entropy_index_kept_up_to_date(self) -> None:
+        """What an anti-entropy answer holds, found in the index maintained as operations are stored, superseded,
+        evicted and collected, is what a scan of every stored operation finds: above no floors (everything), above
+        each live peer's floors and above half of them (floors in the middle of an origin's numbers); and the
+        answer is that, in sync order."""
+        replicas = [peer.replica for peer in self.net.live() if peer.replica is not None]
+        for replica in replicas:
+            state = replica.state
+            floors: list[dict[str, int]] = [{}]
+            for other in replicas:
+                seen = other.floors()
+                floors += [seen, {origin: floor // 2 for origin, floor in seen.items()}]
+            for above in floors:
+                scanned = state.stored_above_from_scratch(above)
+                assert sorted(state.stored_above(above), key=lambda op: (op.origin, op.seq)) == scanned
+                answer = replica.sync_answer(SyncRequest(b"", above))
+                assert answer == sorted(scanned, key=lambda op: sync_order(op, state))
 
     @invariant()
     def receipt_statuses_kept_up_to_date(self) -> None:

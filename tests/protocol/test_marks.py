@@ -172,3 +172,73 @@ def test_markers_of_a_forgotten_room_go_with_it() -> None:
     assert op_id(room) not in a.state.marks
     assert "peer-z-9" not in a.state.marks
     assert a.state.digest() == a.state.digest_from_scratch()
+
+
+def test_an_origin_with_no_ranges_makes_a_marker_malformed_and_the_next_one_applies() -> None:
+    """An empty range list is refused like any malformed ranges; a marker of the same issuer after it applies (it
+    used to be stored, and the next one crashed the peer comparing against it)."""
+    a, b = Replica.create("pa"), Replica.create("pb")
+    alice, bob = claim(a, "alice"), claim(b, "bob")
+    link(a, b)
+    sent = a.make(DirectMessage("alice", alice, "bob", "hi"), 0)[0]
+    link(a, b)
+    conversation = dm_conversation("alice", "bob")
+    empty, changes = mark(b, conversation, "bob", bob, "read", {"pa": ()})
+    assert changes == []
+    assert empty not in list(b.state.stored_ops())
+    _op, changes = mark(b, conversation, "bob", bob, "read", {"pa": (1, 1)})
+    assert [c.ranges for c in changes if isinstance(c, MarkAdvanced)] == [{"pa": ((1, 1),)}]
+    assert b.state.receipt_status(op_id(sent), "bob") == "read"
+
+
+def test_a_cumulative_marker_over_many_origins_reports_and_merges_only_what_changed() -> None:
+    """A recipient's marker names every origin it ever read from; the next one differs in one. The change reported
+    is that origin's new numbers, and the coverage is the one computed from scratch."""
+    hub = Replica.create("ph")
+    bob = claim(hub, "bob")
+    writers = [Replica.create(f"p{i:02}") for i in range(30)]
+    incs = [claim(w, f"w{i}") for i, w in enumerate(writers)]
+    room = hub.make(RoomCreate(hub.next_op_id(), "lobby", "public", "", "bob", bob), 0)[0]
+    room_id = op_id(room)
+    for w in writers:
+        w.receive_many(list(hub.state.stored_ops()))
+    for i, w in enumerate(writers):
+        w.make(Membership(room_id, "join", f"w{i}", incs[i]), 0)
+        for _ in range(3):
+            w.make(RoomMessage(room_id, f"w{i}", incs[i], "hi"), 0)
+        hub.receive_many(list(w.state.stored_ops()))
+    ranges = {w.peer_id: (1, 2) for w in writers}
+    mark(hub, room_id, "bob", bob, "read", dict(ranges))
+    ranges[writers[7].peer_id] = (1, 3)
+    op, changes = mark(hub, room_id, "bob", bob, "read", dict(ranges))
+    assert changes == [MarkAdvanced(room_id, "bob", "read", {writers[7].peer_id: ((3, 3),)}, op)]
+    assert hub.state.coverage(room_id, "bob") == hub.state.coverage_from_scratch(room_id, "bob")
+    # An origin dropped from the newer marker is not a cumulative marker's shape: the coverage is rebuilt, and
+    # stays what every marker of the key says together.
+    del ranges[writers[0].peer_id]
+    ranges[writers[1].peer_id] = (1, 3)
+    mark(hub, room_id, "bob", bob, "read", dict(ranges))
+    assert hub.state.coverage(room_id, "bob") == hub.state.coverage_from_scratch(room_id, "bob")
+
+
+def test_a_number_taken_twice_by_a_misbehaving_origin_is_indexed_alike_in_any_order() -> None:
+    """Of two held messages under one number, the index holds the first in the total order, whatever the order
+    they came in; when it goes, the other takes its place."""
+    a = Replica.create("pa")
+    alice = claim(a, "alice")
+    first = a.make(DirectMessage("alice", alice, "bob", "one"), 0)[0]
+    again = Op("pa", a.seq + 1, a.hlc.tick(0), DirectMessage("alice", alice, "bob", "one again", n=1))
+    a.seq += 1
+    record = next(op for op in a.state.stored_ops() if isinstance(op.body, AgentUpsert))
+    conversation = dm_conversation("alice", "bob")
+    replicas = []
+    for order in ([first, again], [again, first]):
+        b = Replica.create("pb", history_limit=2)
+        b.receive_many([record, *order])
+        assert b.state.numbered[conversation]["pa"] == {1: first}
+        replicas.append(b)
+    later = a.make(DirectMessage("alice", alice, "bob", "two"), 0)[0]  # pushes ``first`` out of the history
+    for b in replicas:
+        b.receive(later)
+        assert b.state.numbered[conversation]["pa"] == {1: again, 2: later}
+        assert not b.state.renumbered

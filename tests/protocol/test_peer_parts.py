@@ -63,6 +63,44 @@ def test_a_link_closed_while_sweeping_is_skipped() -> None:
     assert seen == [1]
 
 
+def test_a_late_sweep_does_not_count_the_time_this_peer_stood_still_against_its_links() -> None:
+    """A peer that stood still (a long step, a starved process) could not read what its links sent meanwhile: its
+    late sweep closes nothing, and the links are timed from the end of the stall, so they are judged only on time the
+    peer was watching (they still time out if they stay silent while it watches)."""
+    sweep = LinkSweep(heartbeat_interval=0.2, link_timeout=1.0, handshake_timeout=0.5)
+    sweep.link_added(0.0)
+    handshaking = _entry(1, opened=False)
+    quiet = _entry(2, opened=True, last_rx=0.0, last_tx=0.0)
+    links = {1: handshaking, 2: quiet}
+    assert sweep.due(0.1, links)
+    assert list(sweep.verdicts(links, 0.1)) == []
+    # the peer stood still from 0.1 to 5.0: the sweep due at 0.2 runs 4.8 s late
+    assert sweep.due(5.0, links)
+    assert [type(v) for v in sweep.verdicts(links, 5.0)] == [HeartbeatDue]
+    assert (handshaking.opened_at, quiet.last_rx) == (pytest.approx(4.8), pytest.approx(4.8))
+    # watched on time from then on, the silent link and the unfinished handshake time out as usual
+    now = 5.0
+    while now < 6.0:
+        now += 0.1
+        assert sweep.due(now, links)
+        found = {type(v) for v in sweep.verdicts(links, now)}
+        if now < 4.8 + 0.5 - 1e-9:
+            assert HandshakeTimedOut not in found
+        if now >= 4.8 + 1.0:
+            assert Silent in found
+
+
+def test_a_sweep_late_by_less_than_its_period_counts_every_second() -> None:
+    sweep = LinkSweep(heartbeat_interval=0.2, link_timeout=1.0, handshake_timeout=0.5)
+    sweep.link_added(0.0)
+    quiet = _entry(1, opened=True, last_rx=0.0, last_tx=0.95)
+    links = {1: quiet}
+    while sweep.at is not None and sweep.at < 1.0:
+        assert sweep.due(sweep.at + 0.05, links)  # each one late by half a period
+    assert quiet.last_rx == 0.0
+    assert list(sweep.verdicts(links, 1.05)) == [Silent(quiet)]
+
+
 def _record(agent_id: str = "x") -> AgentUpsert:
     return AgentUpsert(agent_id, "", 0, 0, "name", "h", "/", 0, 0.0)
 
