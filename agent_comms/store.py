@@ -42,7 +42,7 @@ from agent_comms.mesh.node import MeshNode
 from agent_comms.protocol.changes import (
     Change,
 )
-from agent_comms.protocol.coverage import RangeBuilder, difference
+from agent_comms.protocol.coverage import RangeBuilder, difference, union
 from agent_comms.protocol.fields import InvalidField, check_body
 from agent_comms.protocol.ops import (
     AgentUpsert,
@@ -300,6 +300,7 @@ class MeshStore:
         if self.state.room(name) is not None:
             raise CommsError(ErrorCode.ROOM_EXISTS, f"room #{name} already exists")
         # A room's id is the id of the operation creating it, and the operation carries it.
+        self.flush_marks()  # (the markers waiting would take the ids before it)
         room_id = self.node.next_op_id()
         op = self._submit(RoomCreate(room_id, name, room_type, description, agent_id, inc))
         assert op_id(op) == room_id
@@ -339,16 +340,18 @@ class MeshStore:
             raise CommsError(ErrorCode.INVALID_PARAMS, f"invalid {name!r}: {exc.problem}") from None
 
     def _submit(self, body: Body) -> Op:
+        """Make an operation as an agent. The markers waiting for the flush go first, in the same frame: what was
+        shown before an agent acts reaches the others before what it does (a reply never overtakes the ``read``
+        it follows), in one write with it."""
         self.check(body)
-        return self.node.submit(body)
+        marks = self._take_marks()
+        if not marks:
+            return self.node.submit(body)
+        return self.node.submit_all([*marks, body])[-1]
 
     def _acting_as(self, agent_id: str) -> int:
-        """The claim the agent acts under. Its markers waiting for the flush go out first: what it was shown
-        before it acts reaches the others before what it does (a reply never overtakes the ``read`` it follows)."""
-        incarnation = self._require_hosted(agent_id).incarnation
-        if self._dirty:
-            self.flush_marks()
-        return incarnation
+        """The claim the agent acts under."""
+        return self._require_hosted(agent_id).incarnation
 
     def _require_hosted(self, agent_id: str) -> AgentUpsert:
         hosted = self.node.hosted.get(agent_id)
@@ -440,22 +443,36 @@ class MeshStore:
         self.flush_marks()
 
     def flush_marks(self) -> None:
-        """Submit one cumulative marker per (agent, conversation, status) that grew: ``read`` ones first, then a
-        ``delivered`` one only where the agent's ``delivered`` coverage (which ``read`` implies) does not hold it
-        all already (a push bridge that shows a message at once sends a single marker for it)."""
+        """Submit the markers waiting (:meth:`_take_marks`), together."""
+        marks = self._take_marks()
+        if marks:
+            self.node.submit_all(marks)
+
+    def _take_marks(self) -> list[Body]:
+        """One cumulative marker per (agent, conversation, status) that grew since the last flush: ``read`` ones
+        first, then a ``delivered`` one only where the agent's ``delivered`` coverage (which ``read`` implies, the
+        ``read`` markers here included) does not hold it all already (a push bridge that shows a message at once
+        sends a single marker for it)."""
         dirty, self._dirty = self._dirty, {}
+        marks: list[Body] = []
         for key in sorted(dirty, key=lambda key: key[2] != "read"):
             agent_id, conversation, status = key
             builder = self._progress[key]
             if status == "delivered":
                 covered = self.state.coverage(conversation, agent_id)["delivered"]
-                if not any(difference(bounds, covered.get(o, [])) for o, bounds in builder.by_origin.items()):
+                read_key: tuple[str, str, ReceiptStatus] = (agent_id, conversation, "read")
+                read = self._progress[read_key].by_origin if read_key in dirty else {}
+                if not any(
+                    difference(bounds, union(covered.get(origin, []), read.get(origin, [])))
+                    for origin, bounds in builder.by_origin.items()
+                ):
                     continue
             # Under the claim it was recorded with, hosted still or released since (its process exited, say):
             # what the agent was shown then stays told.
-            self.node.submit(Mark(conversation, agent_id, dirty[key], status, builder.wire()))
+            marks.append(Mark(conversation, agent_id, dirty[key], status, builder.wire()))
         if any(agent_id not in self.node.hosted for agent_id, _conversation, _status in dirty):
             self._forget_released()
+        return marks
 
     def _forget_released(self) -> None:
         """Drop the recorded progress of agents no longer hosted (a later claim starts its markers afresh)."""

@@ -4,10 +4,14 @@ the senders are told one summary per message, as with receipts. Real in-memory m
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from agent_comms.protocol.changes import Change, MarkAdvanced
+from agent_comms.protocol.commands import Command
 from agent_comms.protocol.ops import DirectMessage, Mark, Op, Receipt, op_id
+from agent_comms.protocol.peer import Peer
+from agent_comms.protocol.wire import Frame, Ops
 from agent_comms.testing import open_in_memory_mesh
 
 DEADLINE = 30
@@ -138,17 +142,31 @@ async def test_a_message_of_protocol_version_1_gets_a_receipt() -> None:
             assert alice.store.state.receipt_status(op_id(old), alice.id) == "read"  # type: ignore[attr-defined]
 
 
-async def test_a_reply_made_at_once_goes_out_after_the_read_marker_of_what_it_answers() -> None:
-    """The others learn that the agent read the message before they get its reply (the example's order)."""
+async def test_a_reply_made_at_once_goes_out_after_the_read_marker_of_what_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The others learn that the agent read the message before they get its reply (the example's order), and the
+    two travel together."""
     with trio.fail_after(DEADLINE):
         async with open_in_memory_mesh() as mesh:
             alice, bob, _sent, _made = await _alice_shown_one_dm(mesh)
             ops: list[Op] = []
             alice.store.node.peer.replica.observer = ops.append  # type: ignore[attr-defined]
+            frames: list[object] = []
+            bobs = bob.store.node.peer  # type: ignore[attr-defined]
+            received = Peer.frame_received
+
+            def record(peer: Peer, link_id: int, frame: Frame, now: float) -> list[Command]:
+                if peer is bobs and isinstance(frame, Ops):
+                    frames.append([type(op.body).__name__ for op in frame.ops])
+                return received(peer, link_id, frame, now)
+
+            monkeypatch.setattr(Peer, "frame_received", record)
             alice.drain()  # type: ignore[attr-defined]
             await alice.call({"action": "dm", "target": "bob", "content": "on it"})  # type: ignore[attr-defined]
             kinds = [type(op.body).__name__ for op in ops]
             assert kinds == ["Mark", "DirectMessage"], kinds
             await mesh.settle()
+            assert frames == [["Mark", "DirectMessage"]]  # together: one frame, one write
             told = [e.type for e in bob.drain()]  # type: ignore[attr-defined]
             assert told[-1] == "dm", told

@@ -22,6 +22,7 @@ from agent_comms.protocol.framing import FrameDecoder, encode_op
 from agent_comms.protocol.ops import AgentUpsert, DirectMessage, Op
 from agent_comms.protocol.peer import PeerConfig
 from agent_comms.protocol.wire import Frame, Ops, SyncRequest
+from agent_comms.store import MeshStore
 from agent_comms.testing import open_in_memory_mesh
 
 DEADLINE = 60
@@ -93,6 +94,31 @@ async def test_a_pass_of_operations_leaves_in_at_most_two_frames_over_tcp() -> N
             # the first one straight to the idle socket, the other 199 in one frame (all 200 in one frame if the
             # link was busy, with a heartbeat say, when the pass began)
             assert [len(frame) for frame in frames] in ([1, 199], [200])
+
+
+async def test_the_read_marker_and_the_reply_that_follows_it_leave_in_one_frame_over_tcp() -> None:
+    """An agent shown a DM answers at once: its ``read`` marker goes first and the reply with it, in one frame
+    (one write: the marker alone would take the idle socket and leave the reply to the writer task)."""
+    with trio.fail_after(DEADLINE):
+        async with _two_tcp_nodes() as (a, b):
+            alice_store, bob_store = MeshStore(a), MeshStore(b)
+            alice_store.host(_agent("alice"))
+            bob = bob_store.host(_agent("bob"))
+            await a.wait_for(lambda: "bob" in a.state.agents)
+            await b.wait_for(lambda: "alice" in b.state.agents)
+            frames = _watch_ops_frames(b)
+            for i in range(5):
+                question = bob_store.dm(bob.agent_id, "alice", f"question {i}")
+                # alice's bridge has it, and bob has been told so (that marker is not the one looked at)
+                await b.wait_for(lambda: b.state.receipt_status(question, "alice") == "delivered")  # noqa: B023
+                start = len(frames)
+                shown = alice_store.take("alice")
+                assert [event.message_id for event in shown if event.type == "dm"] == [question], shown
+                alice_store.mark_read("alice", shown)
+                reply = alice_store.dm("alice", "bob", f"answer {i}")
+                await b.wait_for(lambda: reply in b.state.messages)  # noqa: B023 - awaited here
+                kinds = [[type(op.body).__name__ for op in frame] for frame in frames[start:]]
+                assert kinds == [["Mark", "DirectMessage"]]
 
 
 async def test_a_pass_of_operations_leaves_in_one_frame_in_memory() -> None:

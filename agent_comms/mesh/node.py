@@ -52,7 +52,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, assert_never
 
@@ -255,6 +255,12 @@ class MeshNode:
         op, commands = self.peer.make(body, trio.current_time())
         self._execute(commands)
         return op
+
+    def submit_all(self, bodies: Sequence[Body]) -> list[Op]:
+        """:meth:`submit` several operations, in order, broadcast together (one frame, one write per link)."""
+        ops, commands = self.peer.make_all(bodies, trio.current_time())
+        self._execute(commands)
+        return ops
 
     def _keep_alive(self) -> None:
         """The caller has kept this scheduler pass going for a heartbeat interval or more (a loop of tool calls that

@@ -834,15 +834,27 @@ class Peer:
 
     def make(self, body: Body, now: float) -> tuple[Op, list[Command]]:
         """:meth:`submit` that also returns the operation it made."""
+        ops, commands = self.make_all((body,), now)
+        return ops[0], commands
+
+    def make_all(self, bodies: Iterable[Body], now: float) -> tuple[list[Op], list[Command]]:
+        """Make several local operations in order, apply each, and broadcast them together in one ``Ops`` frame
+        per data link (an agent's acknowledgements and the reply that follows them travel as one)."""
         wall_ms, micros = divmod(self._wall_us(now), 1000)
-        op, changes = self.replica.make(body, wall_ms, micros)
-        commands: list[Command] = self._note_clock(wall_ms, op.hlc)
-        frame = Ops((op,))
+        ops: list[Op] = []
+        changes: list[Change] = []
+        commands: list[Command] = []
+        for body in bodies:
+            op, made = self.replica.make(body, wall_ms, micros)
+            commands += self._note_clock(wall_ms, op.hlc)
+            ops.append(op)
+            changes += made
+        frame = Ops(tuple(ops))
         for link_id in self.data_links.values():
             commands += self._send(self.links[link_id], [frame], now)
         if changes:
             commands.append(Deliver(tuple(changes)))
-        return op, commands
+        return ops, commands
 
     def relay(self, ops: Iterable[Op], now: float) -> list[Command]:
         """Operations of other machines, brought by this machine's gateway: applied exactly as if received on a
