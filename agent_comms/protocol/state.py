@@ -600,10 +600,10 @@ class MeshState:
         history = self.histories.get(conversation)
         if history is None:
             history = self.histories[conversation] = History(self.history_limit)
+        _share_strings(op)  # first: the history keeps the origin in its key
         kept, evicted = history.add(op)
         if not kept:
             return []
-        _share_strings(op)
         self.messages[op_id(op)] = op
         self._statuses.pop(op_id(op), None)  # held now: only receipts naming its conversation count
         self._store(op)

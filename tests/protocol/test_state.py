@@ -409,6 +409,8 @@ def test_held_messages_share_one_copy_of_their_origin_author_and_recipient() -> 
     assert a.origin is b.origin
     assert a.body.author is b.body.author
     assert a.body.recipient is b.body.recipient
+    keys = member.state.histories[dm_conversation(a.body.author, a.body.recipient)].keys
+    assert all(origin is a.origin for _hlc, origin, _seq in keys)  # the history's keys too
 
 
 # ------------------------------------------------------------------------------------------------- forgetting (rule 8)
