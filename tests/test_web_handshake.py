@@ -262,7 +262,11 @@ async def test_an_impostor_on_the_port_gets_nothing_and_the_page_stops(
                 await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
                 await tab.do(lambda page: page.clock.run_for(TEN_MINUTES_MS))
                 assert await sockets_opened(tab) == opened
-                assert impostor.websockets == seen == 1
+                assert impostor.websockets == seen >= 1
+                # (More than one upgrade may reach the port before the page stopped: a socket the page gave up
+                # while it was still connecting, its handshake timer run out by the page's fast-forwarded clock,
+                # can still be connected by the browser's network service on a loaded machine. The page sends
+                # nothing on it: only one hello ever arrives, checked below.)
                 assert await tab.do(lambda page: page.evaluate("sessionStorage.getItem('agent-comms-token')")) is None
             # What the impostor got: one hello with a random nonce; not the token in any form, no proof to replay.
             assert [json.loads(frame)["type"] for frame in impostor.frames] == ["hello"]
