@@ -359,6 +359,16 @@ class Terminal:
     async def type(self, keys: str) -> None:
         await self.master.send_all(keys.encode())
 
+    async def await_prompt(self) -> None:
+        """Wait until the prompt reads keys itself: the terminal in raw mode. Between two prompts, and while a line
+        is printed above one, the terminal is in canonical mode and its line discipline takes the keys instead (it
+        echoes them, Ctrl-U erases the line itself and a Ctrl-D there never reaches the chat), as for a person
+        typing at that moment. The screen is read meanwhile (the prompt asks for the cursor's position)."""
+        while termios.tcgetattr(self.master.fileno())[3] & termios.ICANON:
+            with trio.move_on_after(0.01):
+                if not await self._read():
+                    raise EOFError(f"the terminal closed before a prompt; screen:\n{self.text()}")
+
     async def _read(self) -> bool:
         try:
             chunk = await self.master.receive_some(65536)
@@ -368,7 +378,8 @@ class Terminal:
             return False
         self.output += chunk
         if b"\x1b[6n" in chunk:  # a cursor position request, answered as a terminal would
-            await self.master.send_all(b"\x1b[40;1R")  # the last row: nothing to make room for below
+            with trio.CancelScope(shield=True):
+                await self.master.send_all(b"\x1b[40;1R")  # the last row: nothing to make room for below
         return True
 
     def text(self, since: int = 0) -> str:
@@ -487,8 +498,10 @@ async def test_the_chat_leaves_gracefully(tmp_path: Path, mesh_env: dict[str, st
         async with bob_bridge(mesh_env, tmp_path / "bob") as bob, chat_on_terminal(mesh_env, tmp_path / "me") as term:
             await term.wait_for("You are alice", ">")
             await eventually(lambda: bob.online(), lambda names: "alice" in names)
+            await term.await_prompt()  # the keys below are the prompt's, not the terminal's line discipline's
             await term.type("typing something")
             await term.wait_for("typing something")
+            await term.await_prompt()
             if ending == "ctrl-d":
                 await term.type("\x15\x04")  # Ctrl-U clears the line, Ctrl-D on an empty line is end of input
             elif ending == "ctrl-c":
