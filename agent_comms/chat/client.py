@@ -67,7 +67,9 @@ class Frontend(Protocol):
 async def run_chat(agent: Agent, frontend: Frontend) -> None:
     """Chat as ``agent`` until the person quits or :meth:`Frontend.stop` is called (then cancel the caller's scope)."""
     session = ChatSession(agent, echo=not frontend.interactive)
-    frontend.show(session.welcome())
+    # Straight away, before the first prompt is drawn (not above it): a prompt on screen already would leave the
+    # terminal's raw mode to print these, and keys typed meanwhile would go to its line discipline instead.
+    frontend.answer(session.welcome())
     changes = agent.store.node.subscribe()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_show_events, agent, session, frontend)
